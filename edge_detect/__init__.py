@@ -1,0 +1,34 @@
+"""edge-detect: real-time YOLOv5 object detection for the edge.
+
+The public API is imported lazily so ``import edge_detect`` stays light (no OpenCV, no ONNX Runtime, never
+torch)::
+
+    from edge_detect import Detector, Detections, open_source, open_sink, Pipeline
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Detections": "edge_detect.types",
+    "Frame": "edge_detect.types",
+    "LetterboxInfo": "edge_detect.types",
+    "ModelMetadata": "edge_detect.metadata",
+    "Detector": "edge_detect.detector",
+    "load_backend": "edge_detect.backends.base",
+    "open_source": "edge_detect.sources",
+    "open_sink": "edge_detect.sinks",
+    "Pipeline": "edge_detect.pipeline",
+    "evaluate": "edge_detect.evaluate",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edge_detect' has no attribute {name!r}")

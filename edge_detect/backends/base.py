@@ -1,0 +1,157 @@
+"""The backend protocol and the registry that picks a backend by name or file type.
+
+A backend owns one loaded model. It exposes:
+
+* ``metadata``: the :class:`~edge_detect.metadata.ModelMetadata` of the model (class names, layout...).
+* ``input_spec``: an :class:`InputSpec` (name, shape with ``-1`` for dynamic axes, dtype, format).
+* ``infer(batch)``: run the model on one preprocessed batch and return its outputs as NumPy arrays, in the
+  order of the layout (``[pred]`` for ``"raw"``; ``[num_dets, boxes, scores, classes]`` for ``"nms"``).
+  Backends release the GIL while running, so the pipeline can overlap stages.
+* ``close()``: free everything (also a context manager).
+
+Backends register themselves with :func:`register_backend`; :func:`load_backend` chooses one from an explicit
+name or from the model file's suffix. Registration happens at import of the backend module, and the registry
+knows where each built-in backend lives, so importing this module imports no heavy dependency.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, ModelError
+from ..metadata import ModelMetadata
+
+__all__ = ["InputSpec", "Backend", "register_backend", "load_backend", "available_backends", "BACKEND_MODULES"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a backend's input tensor looks like.
+
+    Attributes:
+        name: input tensor name.
+        shape: ``(B, C, H, W)`` for NCHW inputs or ``(B, H, W, C)`` for NHWC; ``-1`` marks a dynamic axis.
+        dtype: NumPy dtype of the input (float32, float16 or uint8).
+        format: one of :data:`edge_detect.metadata.INPUT_FORMATS`.
+    """
+
+    name: str
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    format: str = "float32_nchw_rgb"
+
+    @property
+    def nhwc(self) -> bool:
+        return self.format.endswith("nhwc_bgr")
+
+    @property
+    def hw(self) -> Tuple[int, int]:
+        """``(h, w)``; ``-1`` where dynamic."""
+        return (self.shape[1], self.shape[2]) if self.nhwc else (self.shape[2], self.shape[3])
+
+    @property
+    def batch(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dynamic(self) -> bool:
+        return any(int(s) < 0 for s in self.shape)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Protocol every inference backend implements (see module doc)."""
+
+    name: str
+    metadata: ModelMetadata
+    input_spec: InputSpec
+
+    def infer(self, batch: np.ndarray) -> List[np.ndarray]:
+        ...
+
+    def close(self) -> None:
+        ...
+
+    def __enter__(self) -> "Backend":
+        ...
+
+    def __exit__(self, *exc: Any) -> None:
+        ...
+
+
+# name -> (module path, suffixes). Modules register their class on import.
+BACKEND_MODULES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "onnxruntime": ("edge_detect.backends.onnxruntime", (".onnx",)),
+    "tensorrt": ("edge_detect.backends.tensorrt", (".engine", ".plan", ".trt")),
+    "torch": ("edge_detect.backends.torch", (".pt", ".pth")),
+}
+_REGISTRY: Dict[str, Callable[..., Backend]] = {}
+
+
+def register_backend(name: str) -> Callable[[Callable[..., Backend]], Callable[..., Backend]]:
+    """Class decorator: make a backend class loadable by ``name``."""
+
+    def deco(factory: Callable[..., Backend]) -> Callable[..., Backend]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def _factory(name: str) -> Callable[..., Backend]:
+    if name not in BACKEND_MODULES and name not in _REGISTRY:
+        raise BackendUnavailableError(
+            f"unknown backend '{name}'; expected one of {sorted(set(BACKEND_MODULES) | set(_REGISTRY))}")
+    if name not in _REGISTRY:
+        importlib.import_module(BACKEND_MODULES[name][0])
+    return _REGISTRY[name]
+
+
+def backend_for_path(path: Union[str, os.PathLike]) -> str:
+    """Backend name for a model file suffix (``.onnx`` -> onnxruntime, ``.engine`` -> tensorrt, ``.pt`` -> torch)."""
+    suffix = Path(path).suffix.lower()
+    for name, (_, suffixes) in BACKEND_MODULES.items():
+        if suffix in suffixes:
+            return name
+    known = sorted(s for _, sfx in BACKEND_MODULES.values() for s in sfx)
+    raise ModelError(f"{path}: unknown model file type '{suffix}'; expected one of {known}")
+
+
+def load_backend(model: Union[str, os.PathLike], backend: Optional[str] = None, **options: Any) -> Backend:
+    """Open ``model`` with the named backend, or the one its suffix implies.
+
+    Args:
+        model: path to ``.onnx`` / ``.engine`` / ``.pt``.
+        backend: ``"onnxruntime"``, ``"tensorrt"``, ``"torch"``, or ``None`` to choose by suffix.
+        **options: backend-specific options (``providers``, ``threads``, ``device``, ``imgsz``...).
+
+    Raises:
+        ModelError: the file is missing or of an unknown type.
+        BackendUnavailableError / MissingDependencyError: the backend cannot run here.
+    """
+    path = Path(model)
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelError(f"model path is not a file: {path}")
+    name = backend or backend_for_path(path)
+    return _factory(name)(path, **options)
+
+
+def available_backends() -> List[str]:
+    """Names of backends whose dependencies import on this machine."""
+    out = []
+    for name in BACKEND_MODULES:
+        try:
+            _factory(name)
+        except ImportError:
+            continue
+        except BackendUnavailableError:
+            continue
+        out.append(name)
+    return out

@@ -1,0 +1,89 @@
+"""``edge-detect`` command line: a thin layer of argparse subcommands over the Python API.
+
+Each subcommand lives in its own module of this package and defines::
+
+    def add_parser(subparsers) -> argparse.ArgumentParser   # registers the subcommand and its flags
+    def main(args: argparse.Namespace) -> int               # calls the API, returns the exit code
+
+Errors derived from :class:`~edge_detect.errors.EdgeDetectError` (and file/OS errors) are printed as one
+line ``edge-detect: error: ...`` with exit code 2; Ctrl-C exits with 130. Tracebacks only with ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+from ..errors import EdgeDetectError
+
+__all__ = ["main", "build_parser", "SUBCOMMANDS"]
+
+# order = order in --help
+SUBCOMMANDS = ("run", "detect", "val", "export", "bench", "train", "weights")
+
+_DESCRIPTION = """\
+Real-time YOLOv5 object detection for the edge.
+
+  edge-detect run     --model yolov5n.onnx --source video.mp4 --save-video out.mp4
+  edge-detect detect  --model yolov5n.onnx --source images/
+  edge-detect val     --model yolov5n.onnx --data coco128.yaml
+  edge-detect export  --weights yolov5n.pt --format onnx --output yolov5n.onnx
+  edge-detect bench   --model yolov5n.onnx --source video.mp4 --json bench.json
+  edge-detect train   --weights yolov5n.pt --data my.yaml --epochs 50
+  edge-detect weights fetch yolov5s
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand whose module is importable."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="edge-detect", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edge-detect {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                continue  # subcommand not shipped
+            raise
+        p = module.add_parser(sub)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``edge-detect`` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_main", None):
+        parser.print_help()
+        return 1
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        print("edge-detect: interrupted", file=sys.stderr)
+        return 130
+    except (EdgeDetectError, OSError) as exc:
+        if args.debug:
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"edge-detect: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Frozen-dataclass configuration loaded from YAML by one loader that rejects unknown keys.
+
+Usage::
+
+    @dataclass(frozen=True)
+    class Thresholds:
+        conf: float = 0.25
+        iou: float = 0.45
+
+    cfg = load_config("configs/app/default.yaml", AppConfig)     # file -> dataclass
+    cfg = from_mapping({"conf": 0.3}, Thresholds)                # dict -> dataclass
+    cfg = override(cfg, {"conf": 0.5, "iou": None})              # CLI flags (None = not given)
+
+Nested dataclasses, ``Optional[...]``, ``Tuple[...]``/``List[...]`` and basic scalars are supported. An unknown
+key raises :class:`~edge_detect.errors.ConfigError` naming the closest known key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Type, TypeVar, Union
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["load_config", "from_mapping", "override", "load_yaml"]
+
+T = TypeVar("T")
+
+
+def load_yaml(path: Union[str, os.PathLike]) -> Any:
+    """Read a YAML file with ``yaml.safe_load``; errors become one-line :class:`ConfigError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        with p.open("r", encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML: {str(exc).splitlines()[0]}") from exc
+
+
+def load_config(path: Union[str, os.PathLike], cls: Type[T]) -> T:
+    """Load a YAML file into the frozen dataclass ``cls`` (unknown keys rejected)."""
+    data = load_yaml(path)
+    if data is None:
+        data = {}
+    return from_mapping(data, cls, where=str(path))
+
+
+def _suggest(key: str, known: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_mapping(value, tp, where=where)
+    if origin in (tuple, list, typing.Sequence) or tp in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            value = [value]
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            items = [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        elif origin is tuple and args:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            items = [_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            elem = args[0] if args else Any
+            items = [_convert(v, elem, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple or tp is tuple else list(items)
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if tp is int and float(value) != int(value):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return tp(value)
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__}")
+        return str(value)
+    if typing.get_origin(tp) is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    return value
+
+
+def from_mapping(data: Mapping[str, Any], cls: Type[T], where: str = "config") -> T:
+    """Build the dataclass ``cls`` from a mapping, converting nested values and rejecting unknown keys."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        key = str(key).replace("-", "_")
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key '{key}'{_suggest(key, fields)}; "
+                              f"known keys: {', '.join(sorted(fields))}")
+        kwargs[key] = _convert(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def override(cfg: T, changes: Mapping[str, Any]) -> T:
+    """Return ``cfg`` with ``changes`` applied; ``None`` values (flags not given) are ignored.
+
+    Dotted keys (``"capture.fps"``) reach into nested dataclasses.
+    """
+    flat: dict = {}
+    nested: dict = {}
+    for key, value in changes.items():
+        if value is None:
+            continue
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[head] = value
+    hints = typing.get_type_hints(type(cfg))
+    names = {f.name for f in dataclasses.fields(cfg)}
+    converted = {}
+    for key, value in flat.items():
+        if key not in names:
+            raise ConfigError(f"unknown option '{key}'{_suggest(key, names)}")
+        converted[key] = _convert(value, hints[key], key)
+    for head, sub in nested.items():
+        if head not in names:
+            raise ConfigError(f"unknown option '{head}'{_suggest(head, names)}")
+        converted[head] = override(getattr(cfg, head), sub)
+    return dataclasses.replace(cfg, **converted)

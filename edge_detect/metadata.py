@@ -1,0 +1,157 @@
+"""Model metadata: what an exported ``.onnx`` / ``.engine`` was built from and how to feed it.
+
+Build and runtime meet only through files. The build side writes a :class:`ModelMetadata` as JSON into the
+ONNX ``metadata_props`` (key ``"edge_detect"``) or beside an engine; the runtime reads it back with
+``json`` (never ``eval``) and validates it.
+
+Output layouts:
+
+* ``"raw"``: one output ``(B, N, 5 + nc)`` float: ``cx, cy, w, h`` in input (letterbox) pixels, objectness,
+  ``nc`` class probabilities (sigmoid applied, YOLOv5 Detect decoding applied).
+* ``"nms"``: four outputs ``num_dets`` int32 ``(B, 1)``, ``boxes`` float ``(B, K, 4)`` xyxy letterbox pixels,
+  ``scores`` float ``(B, K)``, ``classes`` int32 ``(B, K)`` (in-graph / in-engine NMS).
+
+Input formats:
+
+* ``"float32_nchw_rgb"``: letterboxed, RGB, ``/255``, NCHW float32 (float16 for ``--half`` models).
+* ``"uint8_nhwc_bgr"``: letterboxed BGR uint8 NHWC; conversion and normalization happen inside the graph.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .errors import ModelLoadError
+
+__all__ = ["ModelMetadata", "METADATA_KEY", "OUTPUT_LAYOUTS", "INPUT_FORMATS", "SCHEMA_VERSION"]
+
+METADATA_KEY = "edge_detect"
+SCHEMA_VERSION = 1
+OUTPUT_LAYOUTS = ("raw", "nms")
+INPUT_FORMATS = ("float32_nchw_rgb", "uint8_nhwc_bgr")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Self-description of an exported model.
+
+    Attributes:
+        names: class names, index = class id.
+        imgsz: ``(h, w)`` input size the model was exported at (for dynamic models: the nominal size).
+        stride: the largest stride (32 for YOLOv5 P5 models); dynamic inputs must be multiples of it.
+        batch: exported batch size (for dynamic-batch models: the max of the profile, else fixed).
+        dynamic: whether height/width (and batch) are dynamic axes.
+        output_layout: ``"raw"`` or ``"nms"`` (see module doc).
+        input_format: ``"float32_nchw_rgb"`` or ``"uint8_nhwc_bgr"``.
+        precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
+        source_sha256: sha256 of the checkpoint (for ONNX) or of the ONNX (for engines) it was built from.
+        source_path: path of that source file at build time (used by ``--rebuild-on-mismatch``).
+        versions: tool versions at build time, e.g. ``{"torch": ..., "onnx": ..., "edge_detect": ...}``.
+        nms: NMS settings baked into an ``"nms"`` model (conf, iou, max_det, agnostic), else empty.
+        quantization: INT8 details (calibration method, images, excluded layers, measured mAP), else empty.
+        extra: anything else (TensorRT version, GPU name and compute capability for engines...).
+    """
+
+    names: Tuple[str, ...]
+    imgsz: Tuple[int, int] = (640, 640)
+    stride: int = 32
+    batch: int = 1
+    dynamic: bool = False
+    output_layout: str = "raw"
+    input_format: str = "float32_nchw_rgb"
+    precision: str = "fp32"
+    source_sha256: str = ""
+    source_path: str = ""
+    versions: Mapping[str, str] = field(default_factory=dict)
+    nms: Mapping[str, Any] = field(default_factory=dict)
+    quantization: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+        object.__setattr__(self, "imgsz", tuple(int(v) for v in self.imgsz))
+        if len(self.imgsz) != 2 or min(self.imgsz) <= 0:
+            raise ModelLoadError(f"model metadata imgsz: expected (h, w) > 0, got {self.imgsz}")
+        if self.output_layout not in OUTPUT_LAYOUTS:
+            raise ModelLoadError(
+                f"model metadata output_layout: expected one of {OUTPUT_LAYOUTS}, got {self.output_layout!r}")
+        if self.input_format not in INPUT_FORMATS:
+            raise ModelLoadError(
+                f"model metadata input_format: expected one of {INPUT_FORMATS}, got {self.input_format!r}")
+        if self.precision not in PRECISIONS:
+            raise ModelLoadError(
+                f"model metadata precision: expected one of {PRECISIONS}, got {self.precision!r}")
+
+    @property
+    def nc(self) -> int:
+        """Number of classes."""
+        return len(self.names)
+
+    def replace(self, **changes: Any) -> "ModelMetadata":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["names"] = list(self.names)
+        d["imgsz"] = list(self.imgsz)
+        for k in ("versions", "nms", "quantization", "extra"):
+            d[k] = dict(d[k])
+        return d
+
+    def to_json(self) -> str:
+        """Serialize with ``json`` (sorted keys, stable)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelMetadata":
+        """Build from a dict; unknown keys are kept under ``extra`` so newer files still load."""
+        if not isinstance(d, Mapping) or "names" not in d:
+            raise ModelLoadError("model metadata: expected a JSON object with at least 'names'")
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        unknown = {k: v for k, v in d.items() if k not in known}
+        if unknown:
+            kwargs["extra"] = {**dict(kwargs.get("extra", {})), **unknown}
+        names = kwargs["names"]
+        if isinstance(names, Mapping):  # ultralytics style {0: "person", ...}
+            kwargs["names"] = [names[k] for k in sorted(names, key=lambda x: int(x))]
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ModelLoadError(f"model metadata: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelMetadata":
+        """Parse JSON text written by :meth:`to_json`."""
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"model metadata is not valid JSON: {exc}") from exc
+
+    @classmethod
+    def from_onnx_props(cls, props: Mapping[str, str]) -> Optional["ModelMetadata"]:
+        """Read from an ONNX ``metadata_props`` / ORT ``custom_metadata_map``; ``None`` if absent.
+
+        Falls back to the keys ultralytics' exporter writes (``names``, ``stride``, ``imgsz``; values are
+        Python literals there, parsed with ``ast.literal_eval``, which evaluates no code).
+        """
+        if METADATA_KEY in props:
+            return cls.from_json(props[METADATA_KEY])
+        if "names" in props:
+            import ast
+
+            try:
+                names = ast.literal_eval(props["names"])
+                imgsz = ast.literal_eval(props.get("imgsz", "[640, 640]"))
+                stride = int(ast.literal_eval(props.get("stride", "32")))
+            except (ValueError, SyntaxError) as exc:
+                raise ModelLoadError(f"ultralytics-style ONNX metadata could not be parsed: {exc}") from exc
+            return cls.from_dict({"names": names, "imgsz": imgsz, "stride": stride,
+                                  "batch": int(props.get("batch", 1))})
+        return None

@@ -1,0 +1,172 @@
+"""The data types that flow through every stage: :class:`Detections`, :class:`Frame`, :class:`LetterboxInfo`.
+
+Conventions, everywhere in edge-detect:
+
+* Boxes are ``xyxy`` = ``(x1, y1, x2, y2)`` with ``0 <= x1 <= x2`` and ``0 <= y1 <= y2``, float32, in
+  **original-frame pixels** (the frame as captured, before letterboxing), unless a name says ``letterbox``.
+* Images are BGR ``uint8`` arrays of shape ``(H, W, 3)`` (OpenCV order).
+* ``class_id`` indexes the model's class names (COCO: 0..79).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["Detections", "Frame", "LetterboxInfo"]
+
+
+def _check(cond: bool, what: str, expected: str, actual: Any) -> None:
+    if not cond:
+        raise ValueError(f"{what}: expected {expected}, got {actual}")
+
+
+@dataclass(eq=False)
+class Detections:
+    """Detections of one image, the single type passed from postprocess to tracker to sinks.
+
+    Attributes:
+        xyxy: float32 ``(N, 4)`` boxes ``(x1, y1, x2, y2)`` in original-frame pixels.
+        score: float32 ``(N,)`` confidence, ``objectness * class probability`` for YOLOv5.
+        class_id: int32 ``(N,)`` class index.
+        track_id: optional int64 ``(N,)`` track identity assigned by a tracker (-1 = unassigned).
+
+    Arrays are converted to the dtypes above on creation; shapes are validated and a mismatch raises
+    ``ValueError`` saying expected vs actual.
+    """
+
+    xyxy: np.ndarray
+    score: np.ndarray
+    class_id: np.ndarray
+    track_id: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4) if np.size(self.xyxy) == 0 \
+            else np.asarray(self.xyxy, dtype=np.float32)
+        self.score = np.asarray(self.score, dtype=np.float32).reshape(-1)
+        self.class_id = np.asarray(self.class_id, dtype=np.int32).reshape(-1)
+        _check(self.xyxy.ndim == 2 and self.xyxy.shape[1] == 4, "Detections.xyxy", "shape (N, 4)",
+               self.xyxy.shape)
+        n = self.xyxy.shape[0]
+        _check(self.score.shape == (n,), "Detections.score", f"shape ({n},)", self.score.shape)
+        _check(self.class_id.shape == (n,), "Detections.class_id", f"shape ({n},)", self.class_id.shape)
+        if self.track_id is not None:
+            self.track_id = np.asarray(self.track_id, dtype=np.int64).reshape(-1)
+            _check(self.track_id.shape == (n,), "Detections.track_id", f"shape ({n},)", self.track_id.shape)
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        """No detections."""
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+
+    @classmethod
+    def from_array(cls, rows: np.ndarray) -> "Detections":
+        """Build from YOLOv5-style rows ``(N, 6)`` = ``[x1, y1, x2, y2, score, class]``."""
+        rows = np.asarray(rows, dtype=np.float32).reshape(-1, 6)
+        return cls(rows[:, :4], rows[:, 4], rows[:, 5].round().astype(np.int32))
+
+    def to_array(self) -> np.ndarray:
+        """float32 ``(N, 6)`` rows ``[x1, y1, x2, y2, score, class]``."""
+        return np.concatenate(
+            [self.xyxy, self.score[:, None], self.class_id[:, None].astype(np.float32)], axis=1
+        ) if len(self) else np.zeros((0, 6), np.float32)
+
+    def __len__(self) -> int:
+        return int(self.xyxy.shape[0])
+
+    def __getitem__(self, index: Any) -> "Detections":
+        """Select with an int, slice, boolean mask or index array; always returns ``Detections``."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Detections(
+            self.xyxy[index],
+            self.score[index],
+            self.class_id[index],
+            None if self.track_id is None else self.track_id[index],
+        )
+
+    def __iter__(self) -> Iterator["Detections"]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def to_records(self, names: Optional[Sequence[str]] = None, ndigits: int = 2) -> list:
+        """JSON-ready list of ``{"xyxy", "score", "class_id", "class_name"[, "track_id"]}`` dicts."""
+        out = []
+        for i in range(len(self)):
+            cid = int(self.class_id[i])
+            rec = {
+                "xyxy": [round(float(v), ndigits) for v in self.xyxy[i]],
+                "score": round(float(self.score[i]), 5),
+                "class_id": cid,
+                "class_name": names[cid] if names is not None and 0 <= cid < len(names) else str(cid),
+            }
+            if self.track_id is not None:
+                rec["track_id"] = int(self.track_id[i])
+            out.append(rec)
+        return out
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """How an original frame was mapped into the network input (to undo it on the boxes).
+
+    Attributes:
+        orig_shape: ``(h, w)`` of the original frame in pixels.
+        input_shape: ``(h, w)`` of the letterboxed image (the network input size).
+        ratio: scale factor applied to the original frame (same on both axes).
+        pad: ``(left, top)`` padding in letterbox pixels, as fractional halves (YOLOv5's ``dw, dh``).
+    """
+
+    orig_shape: Tuple[int, int]
+    input_shape: Tuple[int, int]
+    ratio: float
+    pad: Tuple[float, float]
+
+    def to_original(self, xyxy: np.ndarray) -> np.ndarray:
+        """Map ``(N, 4)`` boxes from letterbox pixels to original pixels, clipped to the frame.
+
+        Args:
+            xyxy: float ``(N, 4)`` boxes in letterbox pixels.
+
+        Returns:
+            float32 ``(N, 4)`` boxes in original-frame pixels, clipped to ``[0, w] x [0, h]``.
+        """
+        out = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4).copy()
+        out[:, [0, 2]] -= self.pad[0]
+        out[:, [1, 3]] -= self.pad[1]
+        out /= self.ratio
+        h, w = self.orig_shape
+        out[:, 0] = out[:, 0].clip(0, w)
+        out[:, 2] = out[:, 2].clip(0, w)
+        out[:, 1] = out[:, 1].clip(0, h)
+        out[:, 3] = out[:, 3].clip(0, h)
+        return out
+
+
+@dataclass(eq=False)
+class Frame:
+    """One captured frame plus where and when it came from.
+
+    Attributes:
+        image: BGR uint8 ``(H, W, 3)``.
+        source_id: the id of the source that produced it (``"0"``, ``"cam1"``, a file stem...).
+        index: 0-based index of the frame within its source (counting every frame read, decoded or not).
+        pts_ms: presentation timestamp in milliseconds when the container gives one, else ``None``.
+        capture_time: ``time.perf_counter()`` when the frame left the decoder (start of glass-to-glass).
+        wall_time: Unix time in seconds at capture.
+        timings: per-stage durations in milliseconds, filled by the pipeline as the frame travels.
+    """
+
+    image: np.ndarray
+    source_id: str = "0"
+    index: int = 0
+    pts_ms: Optional[float] = None
+    capture_time: float = 0.0
+    wall_time: float = 0.0
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """``(h, w)`` of the image."""
+        return int(self.image.shape[0]), int(self.image.shape[1])
