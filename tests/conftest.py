@@ -97,3 +97,48 @@ def yolov5n_onnx_dynamic(weights_pt: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx_dyn") / "yolov5n-dynamic.onnx"
     export_onnx(weights_pt, out, imgsz=(640, 640), dynamic=True)
     return out
+
+
+def make_onnx_model(path: Path, outputs, input_shape=(1, 3, 640, 640), input_dtype="float32",
+                    metadata=None, output_names=None) -> Path:
+    """Write a tiny ONNX that ignores its image input and returns fixed arrays (one per output).
+
+    Each output is the given array (leading batch axis 1) tiled along the batch axis of the input, so the model
+    "replays" e.g. a reference ``raw`` prediction for any batch. ``input_shape`` entries that are strings or
+    ``None`` become dynamic axes; ``metadata`` (a dict) is stored as JSON under ``edge_detect``.
+    """
+    import json
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "uint8": TensorProto.UINT8}[input_dtype]
+    nodes = [helper.make_node("Shape", ["images"], ["shape"]),
+             helper.make_node("Slice", ["shape", "zero", "one"], ["batch"])]
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([1], np.int64), "one")]
+    names = output_names or [f"output{i}" for i in range(len(outputs))]
+    graph_outputs = []
+    for i, (arr, name) in enumerate(zip(outputs, names)):
+        arr = np.asarray(arr)
+        inits += [numpy_helper.from_array(arr, f"const{i}"),
+                  numpy_helper.from_array(np.ones(arr.ndim - 1, np.int64), f"ones{i}")]
+        nodes += [helper.make_node("Concat", ["batch", f"ones{i}"], [f"reps{i}"], axis=0),
+                  helper.make_node("Tile", [f"const{i}", f"reps{i}"], [name])]
+        dtype = helper.np_dtype_to_tensor_dtype(arr.dtype)
+        graph_outputs.append(helper.make_tensor_value_info(name, dtype, ["batch", *arr.shape[1:]]))
+    graph = helper.make_graph(nodes, "replay", [helper.make_tensor_value_info("images", elem, list(input_shape))],
+                              graph_outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if metadata is not None:
+        helper.set_model_props(model, {"edge_detect": json.dumps(metadata)})
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def onnx_builder():
+    """:func:`make_onnx_model`, for tests that need a small ONNX with chosen outputs and input shape."""
+    return make_onnx_model

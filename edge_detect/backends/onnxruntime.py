@@ -1,0 +1,218 @@
+"""ONNX Runtime backend: runs an exported ``.onnx`` on CPU (default), CUDA or TensorRT execution providers.
+
+Options (``load_backend(path, **options)`` / ``Detector(path, **options)``):
+
+* ``providers``: ``"cpu"``, ``"cuda"``, ``"tensorrt"``, a full ORT provider name
+  (``"CUDAExecutionProvider"``), or a list of them in priority order. Default ``"cpu"``.
+* ``threads``: intra-op threads (``0`` = ORT's default, one per core).
+* ``graph_optimization``: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"`` (default).
+
+The model's :class:`~edge_detect.metadata.ModelMetadata` is read from the ONNX ``metadata_props``; a model
+without it gets a minimal one inferred from its input and output shapes (with a warning).
+``InferenceSession.run`` releases the GIL while it runs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .._optional import require
+from ..errors import BackendUnavailableError, ModelLoadError
+from ..metadata import ModelMetadata
+from .base import InputSpec, register_backend
+
+__all__ = ["OnnxRuntimeBackend", "resolve_providers"]
+
+LOGGER = logging.getLogger(__name__)
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def _ort() -> Any:
+    return require("onnxruntime", "onnx")
+
+
+def resolve_providers(providers: Union[str, Sequence[str], None]) -> List[str]:
+    """Map provider aliases to ORT names and check they are available here.
+
+    Args:
+        providers: alias (``"cpu"``, ``"cuda"``, ``"tensorrt"``), full ORT name, or a list of them;
+            ``None`` = CPU.
+
+    Returns:
+        ORT provider names in priority order; CPU is appended as the fallback for unsupported nodes.
+
+    Raises:
+        BackendUnavailableError: a provider is unknown or not available in this ONNX Runtime build.
+    """
+    requested = ["cpu"] if providers is None else [providers] if isinstance(providers, str) else list(providers)
+    available = _ort().get_available_providers()
+    out: List[str] = []
+    for p in requested:
+        name = PROVIDER_ALIASES.get(str(p).lower(), str(p))
+        if name not in available:
+            raise BackendUnavailableError(
+                f"ONNX Runtime provider '{p}' is not available: expected one of {available} "
+                f"(aliases: {sorted(PROVIDER_ALIASES)})")
+        if name not in out:
+            out.append(name)
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+def _dims(shape: Sequence[Any]) -> Tuple[int, ...]:
+    """ORT shape -> ints, ``-1`` for symbolic (string) or unknown (None) dimensions."""
+    return tuple(int(d) if isinstance(d, (int, np.integer)) and int(d) >= 0 else -1 for d in shape)
+
+
+def _session_options(ort: Any, threads: int, graph_optimization: str) -> Any:
+    if graph_optimization not in _OPT_LEVELS:
+        raise BackendUnavailableError(
+            f"graph_optimization: expected one of {_OPT_LEVELS}, got {graph_optimization!r}")
+    level = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[graph_optimization]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return so
+
+
+def _load_errors() -> Tuple[type, ...]:
+    """The exception classes ONNX Runtime raises for unreadable / invalid model files."""
+    state = require("onnxruntime.capi.onnxruntime_pybind11_state", "onnx", package="onnxruntime")
+    return tuple(getattr(state, n) for n in ("Fail", "InvalidProtobuf", "InvalidArgument", "NoSuchFile",
+                                             "InvalidGraph", "NotImplemented", "RuntimeException")
+                 if hasattr(state, n))
+
+
+def _infer_metadata(path: Path, spec: InputSpec, out_shapes: List[Tuple[int, ...]]) -> ModelMetadata:
+    """A minimal :class:`ModelMetadata` for an ONNX without ``edge_detect`` metadata."""
+    hw = tuple(v if v > 0 else 640 for v in spec.hw)
+    common = dict(imgsz=hw, batch=max(spec.batch, 1), dynamic=spec.dynamic, input_format=spec.format)
+    if len(out_shapes) == 1 and len(out_shapes[0]) == 3 and out_shapes[0][2] > 5:
+        nc = out_shapes[0][2] - 5
+        LOGGER.warning("%s has no edge_detect metadata; assuming a raw YOLOv5 output with %d classes named "
+                       "class0..class%d", path, nc, nc - 1)
+        return ModelMetadata(names=[f"class{i}" for i in range(nc)], output_layout="raw", **common)
+    if len(out_shapes) == 4:
+        LOGGER.warning("%s has no edge_detect metadata; assuming in-graph NMS outputs with unknown class names",
+                       path)
+        return ModelMetadata(names=(), output_layout="nms", **common)
+    raise ModelLoadError(
+        f"{path}: unexpected output layout: expected one output (B, N, 5+nc) or four NMS outputs, "
+        f"got {len(out_shapes)} output(s) with shapes {out_shapes}")
+
+
+def _check_layout(path: Path, meta: ModelMetadata, out_shapes: List[Tuple[int, ...]]) -> None:
+    """Raise :class:`ModelLoadError` when the outputs do not match ``meta.output_layout``."""
+    if meta.output_layout == "raw":
+        expected = f"one output (B, N, {5 + meta.nc}) for {meta.nc} classes"
+        ok = len(out_shapes) == 1 and len(out_shapes[0]) == 3 and out_shapes[0][2] in (-1, 5 + meta.nc)
+    else:
+        expected = "four outputs [num_dets (B, 1), boxes (B, K, 4), scores (B, K), classes (B, K)]"
+        ok = len(out_shapes) == 4 and len(out_shapes[1]) == 3 and out_shapes[1][2] in (-1, 4)
+    if not ok:
+        raise ModelLoadError(f"{path}: unexpected output layout: expected {expected}, got "
+                             f"{len(out_shapes)} output(s) with shapes {out_shapes}")
+
+
+@register_backend("onnxruntime")
+class OnnxRuntimeBackend:
+    """An ``.onnx`` model in an ONNX Runtime session (see module doc for the options).
+
+    Attributes:
+        name: ``"onnxruntime"``.
+        metadata: the model's :class:`ModelMetadata`.
+        input_spec: :class:`InputSpec` of the single input (``-1`` for dynamic axes).
+        providers: the ORT execution providers in use.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Union[str, os.PathLike], providers: Union[str, Sequence[str], None] = None,
+                 threads: int = 0, graph_optimization: str = "all") -> None:
+        ort = _ort()
+        self.path = Path(path)
+        so = _session_options(ort, threads, graph_optimization)
+        resolved = resolve_providers(providers)
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=so, providers=resolved)
+        except _load_errors() as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"{self.path}: not a loadable ONNX model ({first})") from exc
+        self.providers: List[str] = list(self._session.get_providers())
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelLoadError(f"{self.path}: expected 1 input tensor, got {len(inputs)}: "
+                                 f"{[i.name for i in inputs]}")
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        out_shapes = [_dims(o.shape) for o in self._session.get_outputs()]
+        props = self._session.get_modelmeta().custom_metadata_map
+        spec = self._input_spec(inputs[0], None)
+        meta = ModelMetadata.from_onnx_props(props) or _infer_metadata(self.path, spec, out_shapes)
+        _check_layout(self.path, meta, out_shapes)
+        self.metadata = meta
+        self.input_spec = self._input_spec(inputs[0], meta)
+        LOGGER.debug("loaded %s on %s: input %s, outputs %s", self.path, self.providers, self.input_spec,
+                     out_shapes)
+
+    def _input_spec(self, node: Any, meta: Optional[ModelMetadata]) -> InputSpec:
+        if node.type not in _ORT_TYPES:
+            raise ModelLoadError(f"{self.path}: input '{node.name}' dtype: expected one of "
+                                 f"{sorted(_ORT_TYPES)}, got {node.type}")
+        shape = _dims(node.shape)
+        if len(shape) != 4:
+            raise ModelLoadError(f"{self.path}: input '{node.name}': expected a 4-D image batch, got shape "
+                                 f"{node.shape}")
+        dtype = np.dtype(_ORT_TYPES[node.type])
+        fmt = meta.input_format if meta else ("uint8_nhwc_bgr" if dtype == np.uint8 else "float32_nchw_rgb")
+        return InputSpec(name=node.name, shape=shape, dtype=dtype, format=fmt)
+
+    def infer(self, batch: np.ndarray) -> List[np.ndarray]:
+        """Run the model.
+
+        Args:
+            batch: preprocessed input matching :attr:`input_spec` (dtype and layout; static axes exact).
+
+        Returns:
+            The outputs in layout order, as NumPy arrays (see :mod:`edge_detect.metadata`).
+
+        Raises:
+            ValueError: the batch does not match the static axes of the input.
+        """
+        want = self.input_spec.shape
+        if batch.ndim != len(want) or any(w > 0 and w != b for w, b in zip(want, batch.shape)):
+            raise ValueError(f"{self.path.name} input '{self.input_spec.name}': expected shape {want} "
+                             f"(-1 = any), got {batch.shape}")
+        if batch.dtype != self.input_spec.dtype:
+            batch = batch.astype(self.input_spec.dtype)
+        return self._session.run(self._output_names, {self.input_spec.name: batch})
+
+    def close(self) -> None:
+        """Release the session."""
+        self._session = None
+
+    def __enter__(self) -> "OnnxRuntimeBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeBackend({str(self.path)!r}, providers={self.providers})"

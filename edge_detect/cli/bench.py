@@ -1,0 +1,106 @@
+"""``edge-detect bench``: inference-only, end-to-end and accuracy benchmark of one or several models."""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any, List, Optional
+
+from ..errors import ConfigError
+
+LOGGER = logging.getLogger(__name__)
+
+_EPILOG = """\
+examples:
+  edge-detect bench --model yolov5n.onnx --source video.mp4 --json bench.json
+  edge-detect bench --model yolov5n-dyn.onnx --imgsz 640 384x640 --batch 1 4 --markdown bench.md --plot bench.png
+  edge-detect bench --model yolov5n.onnx --model yolov5n-int8.onnx --data coco128.yaml --json acc.json
+
+Every combination of --model x --backend x --imgsz x --batch is measured; a combination that cannot run
+here (backend or precision unavailable, static model at another size) is skipped with a note.
+The JSON keys are documented in the edge_detect.bench module docstring and BENCHMARKS.md.
+"""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _imgsz(text: str) -> Any:
+    from ..bench import parse_imgsz
+
+    try:
+        return parse_imgsz(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``bench`` and its flags."""
+    p = subparsers.add_parser(
+        "bench", help="measure FPS, latency percentiles and accuracy of models",
+        description="Benchmark models: inference-only latency (mean, p50/p90/p95/p99) and throughput, "
+                    "end-to-end FPS on a video with per-stage and glass-to-glass latency, and mAP on a dataset.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, metavar="PATH",
+                   help="model file (.onnx, .engine, .pt); repeat to compare several")
+    p.add_argument("--backend", action="append", choices=("onnxruntime", "tensorrt", "torch"), default=None,
+                   help="inference backend; repeat to compare (default: chosen from each model's suffix)")
+    p.add_argument("--imgsz", nargs="+", type=_imgsz, default=None, metavar="S|HxW",
+                   help="network input size(s), e.g. 640 or 384x640 (default: the model's own size; "
+                        "other sizes need a dynamic model)")
+    p.add_argument("--batch", nargs="+", type=_positive, default=[1], metavar="N",
+                   help="batch size(s) for inference-only timing (default: 1; >1 needs a dynamic-batch model)")
+    p.add_argument("--warmup", type=_non_negative, default=10, metavar="K",
+                   help="untimed warm-up calls before timing (default: 10)")
+    p.add_argument("--iters", type=_positive, default=100, metavar="N",
+                   help="timed inference calls per configuration (default: 100)")
+    p.add_argument("--source", default=None, metavar="VIDEO",
+                   help="video file / camera / stream for the end-to-end run (omit to skip it)")
+    p.add_argument("--max-frames", type=_positive, default=None, metavar="N",
+                   help="stop the end-to-end run after N frames (default: the whole video)")
+    p.add_argument("--sink", action="append", default=[], metavar="URI",
+                   help="sink for the end-to-end run, e.g. out.mp4 or dets.jsonl; repeatable "
+                        "(default: none; a display is not allowed since it would be timed)")
+    p.add_argument("--data", default=None, metavar="DATA.yaml",
+                   help="dataset yaml: also report mAP50-95 and mAP50 on its val split")
+    p.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="backend intra-op threads (default: the backend's own choice)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (stable keys)")
+    p.add_argument("--markdown", default=None, metavar="PATH", help="write the results as a Markdown table")
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="write a PNG chart of FPS and latency per configuration")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the table and write the requested files. Exit 0 if any config ran, else 1."""
+    from ..bench import expand_configs, format_table, run_benchmark, write_report
+    from ..sysinfo import summary_line
+
+    backends: List[Optional[str]] = list(args.backend) if args.backend else [None]
+    configs = expand_configs(args.model, backends, args.imgsz or [None], args.batch)
+    report = run_benchmark(configs, source=args.source, data=args.data, warmup=args.warmup, iters=args.iters,
+                           max_frames=args.max_frames, sinks=args.sink, threads=args.threads,
+                           progress=not args.no_progress)
+    print(summary_line(report.system))
+    print(format_table(report))
+    for kind, path in write_report(report, args.json, args.markdown, args.plot).items():
+        LOGGER.info("wrote %s: %s", kind, path)
+    return 0 if report.results else 1

@@ -1,0 +1,197 @@
+"""``edge-detect export``: checkpoint (.pt) -> ONNX (fp32 / fp16 / INT8 Q/DQ, optional in-graph NMS and uint8
+input) -> optionally a TensorRT engine.
+
+Stages, in order: ONNX export -> INT8 quantization (``--int8``) -> uint8 NHWC BGR input (``--uint8-input``) ->
+in-graph NMS (``--nms``) -> TensorRT engine (``--format engine``). Intermediate files go to a temporary folder;
+only the final file is written to ``--output``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import BackendUnavailableError, ConfigError
+
+LOGGER = logging.getLogger(__name__)
+
+_EPILOG = """\
+examples:
+  edge-detect export --weights yolov5n.pt                                   # -> yolov5n.onnx (fp32, 640x640)
+  edge-detect export --weights yolov5n.pt --imgsz 384 640 --dynamic --output yolov5n-dyn.onnx
+  edge-detect export --weights yolov5n.pt --half                            # -> yolov5n-fp16.onnx
+  edge-detect export --weights yolov5n.pt --int8 --calib coco128.yaml       # -> yolov5n-int8.onnx
+  edge-detect export --weights yolov5n.pt --format engine --half --nms      # -> yolov5n-fp16.engine
+
+--weights accepts a file or a manifest name (yolov5n, yolov5s...; see `edge-detect weights list`).
+"""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``export`` and its flags."""
+    p = subparsers.add_parser(
+        "export", help="export a YOLOv5 checkpoint to ONNX or a TensorRT engine",
+        description="Export a YOLOv5 .pt checkpoint to ONNX (fp32, fp16 or INT8) or to a TensorRT engine, "
+                    "with the model metadata (class names, input size, layout) embedded.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--weights", required=True, metavar="PT",
+                   help="checkpoint file or manifest name (e.g. yolov5n)")
+    g.add_argument("--format", choices=("onnx", "engine"), default="onnx",
+                   help="output format (default: onnx; engine needs TensorRT and a GPU)")
+    g.add_argument("--output", "-o", default=None, metavar="PATH",
+                   help="output file (default: <weights stem>[-int8|-fp16].<onnx|engine> in the current folder)")
+    g.add_argument("--imgsz", nargs="+", type=_positive, default=[640], metavar="S",
+                   help="input size: one side (square) or H W; multiples of 32 (default: 640)")
+    g.add_argument("--batch", type=_positive, default=1, metavar="N",
+                   help="batch size of a static model; the max batch of a dynamic engine (default: 1)")
+    g.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width axes")
+    g.add_argument("--opset", type=_positive, default=17, metavar="N", help="ONNX opset (default: 17)")
+    g.add_argument("--half", action="store_true",
+                   help="FP16: fp16 ONNX weights and I/O, or an FP16 TensorRT engine")
+    g.add_argument("--no-simplify", action="store_true", help="skip the onnxslim graph simplification")
+
+    q = p.add_argument_group("INT8 quantization")
+    q.add_argument("--int8", action="store_true", help="INT8 with Q/DQ nodes calibrated on real images")
+    q.add_argument("--calib", default=None, metavar="DATA.yaml|DIR|VIDEO",
+                   help="calibration images: dataset yaml, image folder or video (required with --int8)")
+    q.add_argument("--calib-images", type=_positive, default=500, metavar="N",
+                   help="number of calibration images (default: 500)")
+    q.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="percentile",
+                   help="activation range method (default: percentile)")
+    q.add_argument("--int8-exclude", nargs="+", default=[], metavar="NAME",
+                   help="nodes or blocks to keep in float (in addition to the automatic choice)")
+    q.add_argument("--no-sensitivity", action="store_true",
+                   help="skip the per-block sensitivity analysis that keeps the most sensitive blocks in float")
+
+    n = p.add_argument_group("graph options")
+    n.add_argument("--nms", action="store_true",
+                   help="append NMS to the graph (outputs num_dets, boxes, scores, classes)")
+    n.add_argument("--nms-conf", type=_unit_float, default=0.25, metavar="T",
+                   help="score threshold of the in-graph NMS (default: 0.25)")
+    n.add_argument("--nms-iou", type=_unit_float, default=0.45, metavar="T",
+                   help="IoU threshold of the in-graph NMS (default: 0.45)")
+    n.add_argument("--max-det", type=_positive, default=100, metavar="K",
+                   help="detections kept per image by the in-graph NMS (default: 100)")
+    n.add_argument("--uint8-input", action="store_true",
+                   help="take letterboxed uint8 BGR NHWC frames; conversion and /255 happen in the graph")
+
+    e = p.add_argument_group("TensorRT engine")
+    e.add_argument("--workspace", type=_positive_float, default=4.0, metavar="GB",
+                   help="builder workspace limit in GiB (default: 4)")
+    e.add_argument("--dla", type=int, default=None, metavar="N",
+                   help="build for DLA core N (Jetson), with GPU fallback")
+    e.add_argument("--timing-cache", default=None, metavar="PATH",
+                   help="TensorRT timing cache file, read and updated (speeds up rebuilds)")
+    return p
+
+
+def default_output(weights: Path, fmt: str, half: bool, int8: bool) -> Path:
+    """``<stem>[-int8|-fp16].<onnx|engine>`` in the current folder."""
+    tag = "-int8" if int8 else ("-fp16" if half else "")
+    return Path.cwd() / f"{weights.stem}{tag}.{'engine' if fmt == 'engine' else 'onnx'}"
+
+
+def _stage(module: str, attr: str, flag: str) -> Callable[..., Any]:
+    """``edge_detect.build.<module>.<attr>``, or BackendUnavailableError saying which flag needs it."""
+    full = f"edge_detect.build.{module}"
+    try:
+        return getattr(importlib.import_module(full), attr)
+    except ModuleNotFoundError as exc:
+        if exc.name != full:
+            raise
+        raise BackendUnavailableError(f"{flag} needs {full}, which is not part of this installation") from exc
+    except AttributeError as exc:
+        raise BackendUnavailableError(f"{flag} needs {full}.{attr}, which this installation lacks") from exc
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if len(args.imgsz) > 2:
+        raise ConfigError(f"--imgsz: expected one side or H W, got {len(args.imgsz)} values")
+    if args.int8 and not args.calib:
+        raise ConfigError("--int8 needs calibration images: add --calib DATA.yaml|DIR|VIDEO")
+    if args.int8 and args.half and args.format == "onnx":
+        raise ConfigError("--int8 and --half cannot be combined for ONNX output (use --format engine for "
+                          "mixed INT8/FP16)")
+    if args.format == "onnx" and (args.dla is not None or args.timing_cache):
+        raise ConfigError("--dla and --timing-cache apply to --format engine only")
+
+
+def run_export(args: argparse.Namespace, workdir: Path) -> Path:
+    """Run the stages (see module doc) with intermediates in ``workdir``; returns the final file."""
+    from ..build.export import export_onnx
+    from ..weights import resolve_weights
+
+    weights = resolve_weights(args.weights)
+    output = Path(args.output) if args.output else default_output(weights, args.format, args.half, args.int8)
+    progress = not getattr(args, "quiet", False)
+    extra_stages = args.int8 or args.uint8_input or args.nms or args.format == "engine"
+    onnx_half = args.half and args.format == "onnx"
+    current = export_onnx(weights, workdir / "fp32.onnx" if extra_stages else output, imgsz=args.imgsz,
+                          batch=args.batch, dynamic=args.dynamic, opset=args.opset, half=onnx_half,
+                          simplify=not args.no_simplify, progress=progress)
+    if args.int8:
+        quantize_int8 = _stage("quantize", "quantize_int8", "--int8")
+        current = quantize_int8(current, workdir / "int8.onnx", calib=args.calib, num_images=args.calib_images,
+                                method=args.calib_method, exclude=tuple(args.int8_exclude),
+                                sensitivity=not args.no_sensitivity)
+    if args.uint8_input:
+        add_uint8_input = _stage("graph", "add_uint8_input", "--uint8-input")
+        current = add_uint8_input(current, workdir / "uint8.onnx")
+    if args.nms:
+        add_nms = _stage("graph", "add_nms", "--nms")
+        current = add_nms(current, workdir / "nms.onnx", conf=args.nms_conf, iou=args.nms_iou,
+                          max_det=args.max_det)
+    if args.format == "engine":
+        build_engine = _stage("tensorrt_build", "build_engine", "--format engine")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        return Path(build_engine(current, output, fp16=args.half, int8=args.int8, workspace_gb=args.workspace,
+                                 dla=args.dla, timing_cache=args.timing_cache,
+                                 dynamic=True if args.dynamic else None))
+    if Path(current) != output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(current), str(output))
+    return output
+
+
+def main(args: argparse.Namespace) -> int:
+    """Export and print the path of the written file."""
+    _validate(args)
+    with tempfile.TemporaryDirectory(prefix="edge-detect-export-") as tmp:
+        out = run_export(args, Path(tmp))
+    print(out)
+    return 0

@@ -1,0 +1,151 @@
+"""``edge-detect run``: the edge app -- capture, detect, and write to any combination of sinks."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..app_config import load_app_config
+from ..errors import SinkError
+
+LOGGER = logging.getLogger(__name__)
+
+_EPILOG = """\
+sources (repeat --source for several; each gets its own id, shown in outputs as "source"):
+  video.mp4 | frames/ | 'frames/*.jpg'      files are read completely, no frame is ever dropped
+  0 | /dev/video2                            V4L2 camera (capture options in --config: fourcc MJPG, width...)
+  rtsp://user:pw@cam/1 | http://cam/mjpg     network streams: read timeout, reconnect with backoff
+  'nvarguscamerasrc ! ... ! appsink'         GStreamer pipeline (OpenCV built with GStreamer)
+Live sources keep only the newest frame (stale frames are dropped and counted). Credentials are masked in logs.
+
+examples:
+  edge-detect run --model yolov5n.onnx --source video.mp4 --save-video out.mp4 --save-jsonl out.jsonl
+  edge-detect run --model yolov5n.onnx --source rtsp://cam/1 --preview-port 8080 --duration 3600
+  edge-detect run --config configs/app/rtsp_jetson.yaml --track --summary-json summary.json
+
+stopping and exit codes:
+  the run ends when all sources end, after --max-frames / --duration, on q or Esc in the window, or on
+  Ctrl-C / SIGTERM. Frames in flight are finished and every output is finalized (the mp4 stays playable,
+  the JSONL holds every processed frame, --summary-json is written). Exit code: 0 when the run ended by
+  itself, 130 after SIGINT (Ctrl-C), 143 after SIGTERM, 2 on errors. A second signal aborts at once.
+"""
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``run`` and its flags (every flag overrides the same key of --config)."""
+    p = subparsers.add_parser(
+        "run", help="run detection on cameras, files and streams (the edge app)",
+        description="Capture from one or more sources, detect objects with overlapped pipeline stages and "
+                    "write to a window, an annotated video, JSON Lines and/or an MJPEG preview.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=None, metavar="APP.yaml",
+                   help="app config file (see configs/app/default.yaml); flags below override it")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default=None, metavar="PATH", help="model file (.onnx, .engine, .pt)")
+    m.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"), default=None,
+                   help="inference backend (default: from the model file suffix)")
+    m.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
+                   help="input size, one value or H W; dynamic-shape models only (default: the model's)")
+    m.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    m.add_argument("--conf", type=float, default=None, metavar="T", help="confidence threshold (default: 0.25)")
+    m.add_argument("--iou", type=float, default=None, metavar="T", help="NMS IoU threshold (default: 0.45)")
+    m.add_argument("--max-det", type=int, default=None, metavar="N", help="most detections per frame (default: 1000)")
+    m.add_argument("--classes", nargs="+", default=None, metavar="NAME|ID",
+                   help="keep only these classes, by name or id, e.g. --classes person car or --classes 0 2")
+    m.add_argument("--agnostic", action="store_true", default=None, help="class-agnostic NMS")
+    m.add_argument("--track", action="store_true", default=None,
+                   help="assign track ids with the IoU tracker (added to JSONL detections as track_id)")
+    s = p.add_argument_group("sources")
+    s.add_argument("--source", action="append", default=None, metavar="URI",
+                   help="input (repeatable): video file, image folder/glob, camera index, /dev/videoN, "
+                        "rtsp/rtmp/http(s) URL or GStreamer pipeline")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--save-video", default=None, metavar="PATH.mp4",
+                   help="annotated video (H.264 yuv420p + faststart; one file per source when several)")
+    o.add_argument("--save-jsonl", default=None, metavar="PATH.jsonl",
+                   help="one JSON line per processed frame: source, frame, pts_ms, wall_time, detections")
+    o.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
+                   help="display window with boxes and FPS, q/Esc quits (default: only where a display exists)")
+    o.add_argument("--preview-port", type=int, default=None, metavar="PORT",
+                   help="serve an MJPEG-over-HTTP preview on this port (open http://HOST:PORT/ in a browser)")
+    o.add_argument("--preview-host", default=None, metavar="ADDR",
+                   help="preview bind address (default: 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    o.add_argument("--summary-json", default=None, metavar="PATH",
+                   help="write the final summary (counts, fps, stage timings, latency) as JSON")
+    r = p.add_argument_group("stopping")
+    r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
+    r.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
+    r.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar / periodic stats line")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    return {
+        "model": args.model, "backend": args.backend, "imgsz": args.imgsz, "threads": args.threads,
+        "conf": args.conf, "iou": args.iou, "max_det": args.max_det, "classes": args.classes,
+        "agnostic": args.agnostic, "tracker.enabled": args.track, "sources": args.source,
+        "sinks.save_video": args.save_video, "sinks.save_jsonl": args.save_jsonl, "sinks.show": args.show,
+        "sinks.preview_port": args.preview_port, "sinks.preview_host": args.preview_host,
+        "summary_json": args.summary_json, "max_frames": args.max_frames, "duration": args.duration,
+        "progress": args.progress,
+    }
+
+
+class _SignalStop:
+    """Installs SIGINT/SIGTERM handlers (main thread only) that set ``event``; a second signal aborts."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: Optional[int] = None
+        self._previous: Dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt  # second signal: abort now (outputs are still closed on the way out)
+        self.signum = signum
+        self.event.set()
+        LOGGER.warning("%s received: finishing frames in flight and finalizing outputs (again to abort)",
+                       signal.Signals(signum).name)
+
+    def __enter__(self) -> "_SignalStop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _write_summary(path: str, summary: Dict[str, Any]) -> None:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise SinkError(f"summary JSON {path}: cannot write ({exc})") from exc
+    LOGGER.info("summary written to %s", path)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the app; returns 0, or 128 + signal number when stopped by SIGINT / SIGTERM."""
+    from ..app_config import build_pipeline
+
+    cfg = load_app_config(args.config, _overrides(args))
+    with _SignalStop() as stop:
+        pipeline = build_pipeline(cfg, stop_event=stop.event)
+        try:
+            summary = pipeline.run()
+        finally:
+            close = getattr(pipeline.detector, "close", None)
+            if close is not None:
+                close()
+        if cfg.summary_json:
+            _write_summary(cfg.summary_json, summary.to_dict())
+    return 128 + stop.signum if stop.signum is not None else 0

@@ -1,0 +1,227 @@
+"""The Detector: preprocess -> backend -> postprocess, callable on one frame or a list of frames.
+
+Example::
+
+    from edge_detect import Detector
+
+    with Detector("yolov5n.onnx", conf=0.25) as det:
+        dets = det(cv2.imread("bus.jpg"))            # Detections, xyxy in original pixels
+        batch = det([img1, img2, img3])              # list[Detections]
+
+The three stages are public so a pipeline can time and overlap them::
+
+    batch, infos = det.preprocess(images)
+    outputs = det.infer(batch)
+    dets = det.postprocess(outputs, infos)
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, List, Optional, Sequence, Tuple, Union, overload
+
+import numpy as np
+
+from .backends.base import Backend, load_backend
+from .errors import ConfigError
+from .metadata import ModelMetadata
+from .postprocess import postprocess as _postprocess
+from .preprocess import preprocess as _preprocess
+from .types import Detections, LetterboxInfo
+
+__all__ = ["Detector"]
+
+LOGGER = logging.getLogger(__name__)
+
+DYNAMIC_BATCH = 8  # chunk size for dynamic-batch models whose metadata does not give a larger batch
+
+ImageSize = Union[int, Tuple[int, int], Sequence[int]]
+
+
+def _as_hw(imgsz: ImageSize) -> Tuple[int, int]:
+    if isinstance(imgsz, (int, np.integer)):
+        return int(imgsz), int(imgsz)
+    vals = [int(v) for v in imgsz]
+    if len(vals) == 1:
+        return vals[0], vals[0]
+    if len(vals) != 2:
+        raise ConfigError(f"imgsz: expected an int or (h, w), got {imgsz!r}")
+    return vals[0], vals[1]
+
+
+class Detector:
+    """Object detector over any backend.
+
+    Args:
+        model: path to a model file (``.onnx``, ``.engine``, ``.pt``) or an already loaded backend.
+        conf: confidence threshold (objectness and score ``> conf``).
+        iou: NMS IoU threshold.
+        classes: keep only these class ids (``None`` = all).
+        max_det: most detections per image.
+        agnostic: class-agnostic NMS.
+        multi_label: one detection per class above ``conf`` for each box.
+        backend: backend name (``"onnxruntime"``, ``"tensorrt"``, ``"torch"``); ``None`` = by file suffix.
+        imgsz: input size ``(h, w)`` or an int; only for models with dynamic height/width (for static
+            models it must equal the model's input size). Default: the model's nominal size.
+        auto: minimum-rectangle letterbox (pad to a multiple of the stride only). Default (``None``): on for
+            dynamic-shape models, off for static ones. ``False`` forces a square letterbox (accuracy runs).
+        **backend_options: passed to the backend (e.g. ``providers``, ``threads`` for ONNX Runtime).
+
+    Raises:
+        ModelError / ModelLoadError: missing or invalid model file.
+        ConfigError: invalid ``imgsz`` or thresholds.
+    """
+
+    def __init__(self, model: Union[str, os.PathLike, Backend], conf: float = 0.25, iou: float = 0.45,
+                 classes: Optional[Sequence[int]] = None, max_det: int = 1000, agnostic: bool = False,
+                 multi_label: bool = False, backend: Optional[str] = None, imgsz: Optional[ImageSize] = None,
+                 auto: Optional[bool] = None, **backend_options: Any) -> None:
+        for name, v in (("conf", conf), ("iou", iou)):
+            if not 0.0 <= float(v) <= 1.0:
+                raise ConfigError(f"{name}: expected a value in [0, 1], got {v}")
+        if int(max_det) < 1:
+            raise ConfigError(f"max_det: expected >= 1, got {max_det}")
+        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.classes = None if classes is None else [int(c) for c in classes]
+        self.agnostic, self.multi_label = bool(agnostic), bool(multi_label)
+        if isinstance(model, (str, os.PathLike)):
+            self.backend: Backend = load_backend(model, backend, **backend_options)
+        else:
+            self.backend = model
+        spec = self.backend.input_spec
+        self.dynamic_hw = min(spec.hw) < 0
+        self.input_hw = self._resolve_hw(imgsz)
+        self.auto = self.dynamic_hw if auto is None else bool(auto)
+        self._validate_classes()
+
+    # --- configuration -------------------------------------------------------------------------------------
+
+    def _resolve_hw(self, imgsz: Optional[ImageSize]) -> Tuple[int, int]:
+        spec, meta = self.backend.input_spec, self.backend.metadata
+        if not self.dynamic_hw:
+            hw = (int(spec.hw[0]), int(spec.hw[1]))
+            if imgsz is not None and _as_hw(imgsz) != hw:
+                raise ConfigError(f"imgsz: this model has a static input size {hw[0]}x{hw[1]}, got "
+                                  f"{_as_hw(imgsz)[0]}x{_as_hw(imgsz)[1]}; export a dynamic model to change it")
+            return hw
+        hw = _as_hw(imgsz if imgsz is not None else meta.imgsz)
+        if min(hw) <= 0 or hw[0] % meta.stride or hw[1] % meta.stride:
+            raise ConfigError(f"imgsz: expected positive multiples of the model stride {meta.stride}, got {hw}")
+        return hw
+
+    def _validate_classes(self) -> None:
+        nc = self.metadata.nc
+        if self.classes is not None and nc and any(not 0 <= c < nc for c in self.classes):
+            raise ConfigError(f"classes: expected ids in [0, {nc - 1}], got {self.classes}")
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        """The model's :class:`ModelMetadata`."""
+        return self.backend.metadata
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """Class names, index = class id."""
+        return self.metadata.names
+
+    @property
+    def batch_size(self) -> int:
+        """Images per inference call: the static batch, or for dynamic batch the metadata's (at least 1)."""
+        b = int(self.backend.input_spec.batch)
+        if b > 0:
+            return b
+        return max(int(self.metadata.batch), DYNAMIC_BATCH)
+
+    # --- stages ----------------------------------------------------------------------------------------------
+
+    def preprocess(self, images: Union[np.ndarray, Sequence[np.ndarray]],
+                   auto: Optional[bool] = None) -> Tuple[np.ndarray, List[LetterboxInfo]]:
+        """Letterbox and pack images for this model.
+
+        Args:
+            images: one BGR ``uint8 (H, W, 3)`` image or a list (at most :attr:`batch_size`; a static batch
+                larger than the list is padded with grey images).
+            auto: override the detector's minimum-rectangle setting (ignored for static models).
+
+        Returns:
+            ``(batch, infos)``: the input batch in the model's format and one :class:`LetterboxInfo` per
+            real image.
+        """
+        spec = self.backend.input_spec
+        images = [images] if isinstance(images, np.ndarray) else list(images)
+        use_auto = self.dynamic_hw and (self.auto if auto is None else bool(auto))
+        dtype = spec.dtype if spec.dtype != np.uint8 else np.float32
+        batch, infos = _preprocess(images, self.input_hw, stride=self.metadata.stride, auto=use_auto,
+                                   fmt=spec.format, dtype=dtype)
+        if spec.batch > 0 and len(images) < spec.batch:
+            pad = np.full((spec.batch - len(images), *batch.shape[1:]), batch.dtype.type(0), batch.dtype)
+            batch = np.concatenate([batch, pad])
+        elif spec.batch > 0 and len(images) > spec.batch:
+            raise ConfigError(f"preprocess: this model takes at most {spec.batch} images per batch, got "
+                              f"{len(images)}; call the detector on the list to chunk it")
+        return batch, infos
+
+    def infer(self, batch: np.ndarray) -> List[np.ndarray]:
+        """Run the backend on a preprocessed batch; returns its outputs in layout order."""
+        return self.backend.infer(batch)
+
+    def postprocess(self, outputs: Sequence[np.ndarray], infos: Sequence[LetterboxInfo],
+                    **overrides: Any) -> List[Detections]:
+        """NMS (or in-graph NMS outputs) and letterbox undo -> one :class:`Detections` per info.
+
+        Args:
+            outputs: backend outputs.
+            infos: letterbox infos of the real images in the batch.
+            **overrides: ``conf_thres``, ``iou_thres``, ``classes``, ``agnostic``, ``multi_label``,
+                ``max_det`` to use instead of the detector's settings for this call.
+        """
+        nms = dict(conf_thres=self.conf, iou_thres=self.iou, classes=self.classes, agnostic=self.agnostic,
+                   multi_label=self.multi_label, max_det=self.max_det)
+        nms.update(overrides)
+        return _postprocess(outputs, infos, self.metadata.output_layout, **nms)
+
+    # --- calling ---------------------------------------------------------------------------------------------
+
+    @overload
+    def __call__(self, images: np.ndarray) -> Detections: ...
+
+    @overload
+    def __call__(self, images: Sequence[np.ndarray]) -> List[Detections]: ...
+
+    def __call__(self, images: Union[np.ndarray, Sequence[np.ndarray]]) -> Union[Detections, List[Detections]]:
+        """Detect objects.
+
+        Args:
+            images: one BGR ``uint8 (H, W, 3)`` image (grayscale / BGRA accepted), or a list of them.
+
+        Returns:
+            :class:`Detections` (boxes in that image's pixels) for one image, or a list for a list, in the
+            same order. Lists are run in chunks of :attr:`batch_size`.
+        """
+        if isinstance(images, np.ndarray):
+            return self.detect_batch([images])[0]
+        images = list(images)
+        out: List[Detections] = []
+        for start in range(0, len(images), self.batch_size):
+            out.extend(self.detect_batch(images[start:start + self.batch_size]))
+        return out
+
+    def detect_batch(self, images: Sequence[np.ndarray], auto: Optional[bool] = None,
+                     **overrides: Any) -> List[Detections]:
+        """One preprocess -> infer -> postprocess round on at most :attr:`batch_size` images."""
+        batch, infos = self.preprocess(images, auto=auto)
+        return self.postprocess(self.infer(batch), infos, **overrides)
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Detector({self.backend!r}, input_hw={self.input_hw}, conf={self.conf}, iou={self.iou}, "
+                f"max_det={self.max_det})")

@@ -1,0 +1,167 @@
+"""YOLOv5-exact letterbox and input normalization.
+
+Letterboxing scales an image by one ratio ``r`` (same on both axes) so it fits the network input, then pads it
+with grey (114) to the input size, centred. The arithmetic follows YOLOv5 exactly (``round`` of the scaled size,
+``dw/2`` padding split with ``round(d - 0.1)`` / ``round(d + 0.1)``, ``cv2.INTER_LINEAR``), so the letterboxed
+image is byte-identical to the reference implementation's. The inverse mapping lives in
+:meth:`edge_detect.types.LetterboxInfo.to_original`.
+
+Minimum-rectangle mode (``auto=True``, for models with dynamic height/width) pads only up to the next multiple
+of ``stride``: a 1280x720 frame at 640 becomes 640x384 instead of 640x640.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from .errors import DataError
+from .metadata import INPUT_FORMATS
+from .types import LetterboxInfo
+
+__all__ = ["letterbox", "preprocess", "to_bgr", "letterbox_shape"]
+
+Shape = Union[int, Tuple[int, int]]
+
+
+def _hw(shape: Shape) -> Tuple[int, int]:
+    if isinstance(shape, (int, np.integer)):
+        return int(shape), int(shape)
+    h, w = shape
+    return int(h), int(w)
+
+
+def to_bgr(img: np.ndarray) -> np.ndarray:
+    """Validate an input image and convert it to BGR ``uint8 (H, W, 3)``.
+
+    Accepts BGR ``(H, W, 3)``, grayscale ``(H, W)`` or ``(H, W, 1)`` and BGRA ``(H, W, 4)``, all ``uint8``.
+
+    Raises:
+        DataError: not an array, not uint8, zero-size, or an unsupported number of channels.
+    """
+    if not isinstance(img, np.ndarray):
+        raise DataError(f"image: expected a numpy uint8 array (H, W, 3), got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        raise DataError(f"image: expected dtype uint8, got {img.dtype} (shape {img.shape})")
+    if img.ndim not in (2, 3) or img.size == 0:
+        raise DataError(f"image: expected a non-empty (H, W) or (H, W, C) array, got shape {img.shape}")
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    if channels == 3:
+        return img
+    if channels == 1:
+        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if channels == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    raise DataError(f"image: expected 1, 3 or 4 channels, got {channels} (shape {img.shape})")
+
+
+def letterbox_shape(orig_hw: Tuple[int, int], new_shape: Shape = (640, 640), auto: bool = False,
+                    scaleup: bool = True, stride: int = 32) -> Tuple[float, Tuple[int, int], Tuple[float, float]]:
+    """The letterbox geometry without touching pixels.
+
+    Args:
+        orig_hw: ``(h, w)`` of the original image.
+        new_shape: target ``(h, w)`` (or one int for a square).
+        auto: minimum rectangle: pad only to the next multiple of ``stride``.
+        scaleup: allow ``r > 1`` (if False, small images are only padded).
+        stride: the model's largest stride.
+
+    Returns:
+        ``(r, (unpad_w, unpad_h), (dw, dh))``: the scale ratio, the resized size before padding (OpenCV
+        ``(w, h)`` order) and the padding on each side (possibly a half pixel).
+    """
+    h, w = orig_hw
+    nh, nw = _hw(new_shape)
+    r = min(nh / h, nw / w)
+    if not scaleup:
+        r = min(r, 1.0)
+    unpad = (int(round(w * r)), int(round(h * r)))
+    dw, dh = nw - unpad[0], nh - unpad[1]
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    return r, unpad, (dw / 2, dh / 2)
+
+
+def letterbox(img: np.ndarray, new_shape: Shape = (640, 640), color: Tuple[int, int, int] = (114, 114, 114),
+              auto: bool = False, scaleup: bool = True, stride: int = 32) -> Tuple[np.ndarray, LetterboxInfo]:
+    """Resize and pad ``img`` to ``new_shape`` keeping its aspect ratio (YOLOv5 arithmetic).
+
+    Args:
+        img: BGR ``uint8 (H, W, 3)`` (grayscale and BGRA are converted first, see :func:`to_bgr`).
+        new_shape: target ``(h, w)`` or an int for a square.
+        color: BGR pad value.
+        auto: minimum rectangle (pad to a multiple of ``stride`` only).
+        scaleup: allow enlarging images smaller than ``new_shape``.
+        stride: stride for ``auto``.
+
+    Returns:
+        ``(letterboxed, info)``: BGR ``uint8 (h', w', 3)`` and the :class:`LetterboxInfo` to map boxes back.
+
+    Raises:
+        DataError: invalid image (see :func:`to_bgr`).
+    """
+    img = to_bgr(img)
+    orig_hw = (int(img.shape[0]), int(img.shape[1]))
+    r, unpad, (dw, dh) = letterbox_shape(orig_hw, new_shape, auto, scaleup, stride)
+    if (orig_hw[1], orig_hw[0]) != unpad:
+        img = cv2.resize(img, unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    out = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
+    info = LetterboxInfo(orig_shape=orig_hw, input_shape=(int(out.shape[0]), int(out.shape[1])),
+                         ratio=float(r), pad=(float(dw), float(dh)))
+    return out, info
+
+
+def _batch_target(images: Sequence[np.ndarray], input_hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
+    """Smallest stride-multiple ``(h, w)`` holding every image letterboxed in minimum-rectangle mode."""
+    hs, ws = [], []
+    for im in images:
+        _, (uw, uh), (dw, dh) = letterbox_shape(im.shape[:2], input_hw, True, True, stride)
+        hs.append(uh + int(round(2 * dh)))
+        ws.append(uw + int(round(2 * dw)))
+    return max(hs), max(ws)
+
+
+def preprocess(images: Union[np.ndarray, Sequence[np.ndarray]], input_hw: Shape, stride: int = 32,
+               auto: bool = False, fmt: str = "float32_nchw_rgb",
+               dtype: Union[type, np.dtype] = np.float32) -> Tuple[np.ndarray, List[LetterboxInfo]]:
+    """Letterbox a list of images and pack them into one network input batch.
+
+    Args:
+        images: one BGR ``uint8 (H, W, 3)`` image or a sequence of them (grayscale / BGRA accepted).
+        input_hw: network input ``(h, w)`` (or an int for a square).
+        stride: model stride (for ``auto``).
+        auto: minimum-rectangle letterbox (dynamic-shape models). With several images of different shapes, all
+            are letterboxed to the smallest stride-multiple rectangle that holds each of them.
+        fmt: ``"float32_nchw_rgb"``: RGB, ``/255``, ``(B, 3, h, w)`` contiguous in ``dtype``;
+            ``"uint8_nhwc_bgr"``: BGR uint8 ``(B, h, w, 3)``.
+        dtype: float dtype for ``float32_nchw_rgb`` (``np.float32`` or ``np.float16``).
+
+    Returns:
+        ``(batch, infos)``: the batch array and one :class:`LetterboxInfo` per image.
+
+    Raises:
+        DataError: an invalid image, or no images.
+        ValueError: unknown ``fmt``.
+    """
+    if fmt not in INPUT_FORMATS:
+        raise ValueError(f"preprocess fmt: expected one of {INPUT_FORMATS}, got {fmt!r}")
+    if isinstance(images, np.ndarray):
+        images = [images]
+    if len(images) == 0:
+        raise DataError("preprocess: expected at least one image, got an empty list")
+    images = [to_bgr(im) for im in images]
+    target = _hw(input_hw)
+    if auto and len(images) > 1:
+        target, auto = _batch_target(images, target, stride), False
+    boxed, infos = zip(*(letterbox(im, target, auto=auto, stride=stride) for im in images))
+    batch = np.stack(boxed)  # (B, h, w, 3) BGR uint8
+    if fmt == "uint8_nhwc_bgr":
+        return np.ascontiguousarray(batch), list(infos)
+    out = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2)).astype(np.float32)
+    out /= 255.0
+    if np.dtype(dtype) != np.float32:
+        out = out.astype(dtype)
+    return out, list(infos)

@@ -1,0 +1,151 @@
+"""ONNX Runtime backend: metadata, input spec, providers, layout validation, loading errors, parity."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from conftest import requires_ort
+
+pytestmark = requires_ort
+
+from edge_detect.backends.base import load_backend  # noqa: E402
+from edge_detect.errors import BackendUnavailableError, ModelError, ModelLoadError  # noqa: E402
+from edge_detect.metadata import ModelMetadata  # noqa: E402
+
+NAMES = [f"n{i}" for i in range(80)]
+
+
+@pytest.fixture(scope="module")
+def raw_bus(reference):
+    return np.load(reference / "infer_bus.npz")["raw"]
+
+
+@pytest.fixture(scope="module")
+def replay(onnx_builder, raw_bus, tmp_path_factory):
+    meta = ModelMetadata(names=NAMES, imgsz=(640, 640)).to_dict()
+    return onnx_builder(tmp_path_factory.mktemp("ort") / "replay.onnx", [raw_bus], metadata=meta)
+
+
+def test_loads_metadata_and_input_spec(replay, raw_bus):
+    with load_backend(replay, threads=1) as b:
+        assert b.name == "onnxruntime"
+        assert b.metadata.names == tuple(NAMES) and b.metadata.output_layout == "raw"
+        assert b.input_spec.shape == (1, 3, 640, 640) and b.input_spec.dtype == np.float32
+        assert b.input_spec.format == "float32_nchw_rgb" and not b.input_spec.dynamic
+        assert b.providers == ["CPUExecutionProvider"]
+        out = b.infer(np.zeros((1, 3, 640, 640), np.float32))
+        assert len(out) == 1
+        np.testing.assert_array_equal(out[0], raw_bus)
+
+
+def test_missing_metadata_is_inferred_with_warning(onnx_builder, tmp_path, caplog):
+    pred = np.zeros((1, 10, 5 + 3), np.float32)
+    path = onnx_builder(tmp_path / "plain.onnx", [pred], input_shape=("batch", 3, "h", "w"))
+    with caplog.at_level(logging.WARNING, logger="edge_detect.backends.onnxruntime"):
+        b = load_backend(path)
+    assert b.metadata.names == ("class0", "class1", "class2") and b.metadata.nc == 3
+    assert b.metadata.dynamic and b.metadata.output_layout == "raw"
+    assert b.input_spec.shape == (-1, 3, -1, -1) and b.input_spec.dynamic
+    assert "no edge_detect metadata" in caplog.text
+    out = b.infer(np.zeros((3, 3, 64, 96), np.float32))[0]
+    assert out.shape == (3, 10, 8)
+
+
+def test_float16_and_uint8_inputs(onnx_builder, tmp_path):
+    pred = np.zeros((1, 4, 85), np.float32)
+    half = onnx_builder(tmp_path / "half.onnx", [pred], input_dtype="float16",
+                        metadata=ModelMetadata(names=NAMES, precision="fp16").to_dict())
+    b = load_backend(half)
+    assert b.input_spec.dtype == np.float16
+    assert b.infer(np.zeros((1, 3, 640, 640), np.float32))[0].shape == (1, 4, 85)  # cast on the way in
+    u8 = onnx_builder(tmp_path / "u8.onnx", [pred], input_shape=(1, 640, 640, 3), input_dtype="uint8",
+                      metadata=ModelMetadata(names=NAMES, input_format="uint8_nhwc_bgr").to_dict())
+    b = load_backend(u8)
+    assert b.input_spec.dtype == np.uint8 and b.input_spec.nhwc and b.input_spec.hw == (640, 640)
+
+
+def test_nms_layout_accepted(onnx_builder, tmp_path):
+    outs = [np.array([[2]], np.int32), np.zeros((1, 100, 4), np.float32), np.zeros((1, 100), np.float32),
+            np.zeros((1, 100), np.int32)]
+    meta = ModelMetadata(names=NAMES, output_layout="nms").to_dict()
+    b = load_backend(onnx_builder(tmp_path / "nms.onnx", outs, metadata=meta))
+    res = b.infer(np.zeros((1, 3, 640, 640), np.float32))
+    assert [r.shape for r in res] == [(1, 1), (1, 100, 4), (1, 100), (1, 100)]
+
+
+@pytest.mark.parametrize("outputs, layout, expected", [
+    ([np.zeros((1, 10, 8), np.float32)], "raw", "expected one output (B, N, 85) for 80 classes"),
+    ([np.zeros((1, 10, 85), np.float32)] * 2, "raw", "expected one output (B, N, 85)"),
+    ([np.zeros((1, 10), np.float32)], "raw", "expected one output"),
+    ([np.zeros((1, 10, 85), np.float32)], "nms", "expected four outputs"),
+    ([np.zeros((1, 10, 85), np.float32)] * 3, None, "expected one output (B, N, 5+nc) or four NMS outputs"),
+    ([np.zeros((1, 10, 4), np.float32)], None, "expected one output (B, N, 5+nc) or four NMS outputs"),
+], ids=["wrong-nc", "two-outputs", "rank-2", "nms-but-raw", "three-no-meta", "too-few-channels"])
+def test_unexpected_output_layout(onnx_builder, tmp_path, outputs, layout, expected):
+    meta = None if layout is None else ModelMetadata(names=NAMES, output_layout=layout).to_dict()
+    path = onnx_builder(tmp_path / "bad.onnx", outputs, metadata=meta)
+    with pytest.raises(ModelLoadError) as err:
+        load_backend(path)
+    assert "unexpected output layout" in str(err.value) and expected in str(err.value)
+
+
+@pytest.mark.parametrize("content, error, message", [
+    (None, ModelError, "model file not found"),
+    (b"this is not a model\n", ModelLoadError, "not a loadable ONNX model"),
+    (b"", ModelLoadError, "not a loadable ONNX model"),
+], ids=["missing", "text", "empty"])
+def test_bad_model_files(tmp_path, content, error, message):
+    path = tmp_path / "x.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(error, match=message):
+        load_backend(path)
+
+
+@pytest.mark.parametrize("providers, ok", [
+    ("cpu", True), (["CPUExecutionProvider"], True), ("CPU", True),
+    ("nope", False), (["cpu", "NoSuchExecutionProvider"], False),
+])
+def test_provider_selection(replay, providers, ok):
+    if ok:
+        assert load_backend(replay, providers=providers).providers == ["CPUExecutionProvider"]
+    else:
+        with pytest.raises(BackendUnavailableError, match="expected one of .*CPUExecutionProvider"):
+            load_backend(replay, providers=providers)
+
+
+def test_unavailable_gpu_provider_lists_available(replay):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA provider is available here")
+    with pytest.raises(BackendUnavailableError, match="'cuda' is not available"):
+        load_backend(replay, providers="cuda")
+
+
+@pytest.mark.parametrize("level", ["disable", "basic", "extended", "all"])
+def test_graph_optimization_levels(replay, level, raw_bus):
+    b = load_backend(replay, graph_optimization=level, threads=1)
+    np.testing.assert_array_equal(b.infer(np.zeros((1, 3, 640, 640), np.float32))[0], raw_bus)
+
+
+def test_bad_option_values(replay):
+    with pytest.raises(BackendUnavailableError, match="graph_optimization"):
+        load_backend(replay, graph_optimization="max")
+    b = load_backend(replay)
+    with pytest.raises(ValueError, match=r"expected shape \(1, 3, 640, 640\).*got \(1, 3, 320, 320\)"):
+        b.infer(np.zeros((1, 3, 320, 320), np.float32))
+
+
+@pytest.mark.parametrize("name", ["bus", "zidane"])
+def test_exported_yolov5n_matches_reference(yolov5n_onnx, reference, name):
+    d = np.load(reference / f"infer_{name}.npz")
+    x = d["letterboxed_bgr"][None, ..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) / 255
+    with load_backend(yolov5n_onnx, threads=2) as b:
+        assert b.metadata.nc == 80 and b.metadata.names[0] == "person"
+        out = b.infer(np.ascontiguousarray(x))[0]
+    assert out.shape == (1, 25200, 85)
+    np.testing.assert_allclose(out[..., :4], d["raw"][..., :4], atol=0.01, rtol=0)   # px
+    np.testing.assert_allclose(out[..., 4:], d["raw"][..., 4:], atol=5e-5, rtol=0)   # probabilities

@@ -1,0 +1,106 @@
+"""edge_detect.app_config: YAML -> frozen dataclasses, overrides, class resolution."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from edge_detect.app_config import AppConfig, SourceConfig, load_app_config, resolve_classes
+from edge_detect.errors import ConfigError, SourceError
+from edge_detect.sources import CaptureOptions
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ("person", "bicycle", "car")
+
+
+def test_defaults_file_equals_builtin_defaults():
+    cfg = load_app_config(REPO / "configs" / "app" / "default.yaml")
+    assert cfg == AppConfig()
+    assert (cfg.conf, cfg.iou, cfg.max_det, cfg.sinks.preview_host) == (0.25, 0.45, 1000, "127.0.0.1")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.conf = 0.5  # type: ignore[misc]
+
+
+def test_example_rtsp_jetson_config_loads():
+    cfg = load_app_config(REPO / "configs" / "app" / "rtsp_jetson.yaml")
+    assert [s.id for s in cfg.sources] == ["gate", "csi0"]
+    assert cfg.sources[0].uri.startswith("rtsp://") and cfg.sources[0].options["rtsp_transport"] == "tcp"
+    assert cfg.sources[1].uri.startswith("nvarguscamerasrc") and cfg.sources[1].uri.endswith("sync=false")
+    assert cfg.classes == ("person", "car", "bicycle")
+    assert cfg.tracker.enabled and cfg.sinks.preview_port == 8080 and cfg.capture.backoff_max_s == 30.0
+
+
+def test_plain_string_sources_and_int_imgsz(tmp_path):
+    p = tmp_path / "a.yaml"
+    p.write_text("model: m.onnx\nimgsz: 320\nsources: [a.mp4, 0]\nclasses: [person, 2]\n"
+                 "capture: {read_timeout_s: 3}\n")
+    cfg = load_app_config(p)
+    assert cfg.sources == (SourceConfig("a.mp4"), SourceConfig("0"))
+    assert cfg.imgsz == (320,)
+    assert cfg.classes == ("person", 2)
+    assert cfg.capture == CaptureOptions(read_timeout_s=3.0)
+
+
+def test_overrides_replace_only_given_values(tmp_path):
+    p = tmp_path / "a.yaml"
+    p.write_text("model: m.onnx\nconf: 0.4\nsources: [a.mp4]\nsinks: {save_jsonl: x.jsonl}\n")
+    cfg = load_app_config(p, {"conf": None, "iou": 0.6, "sources": ["b.mp4", "c.mp4"],
+                              "sinks.save_video": "o.mp4", "tracker.enabled": True, "imgsz": [384, 640]})
+    assert cfg.conf == 0.4 and cfg.iou == 0.6
+    assert [s.uri for s in cfg.sources] == ["b.mp4", "c.mp4"]
+    assert (cfg.sinks.save_jsonl, cfg.sinks.save_video) == ("x.jsonl", "o.mp4")
+    assert cfg.tracker.enabled and cfg.imgsz == (384, 640)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("confidence: 0.3\n", r"unknown key 'confidence' \(did you mean 'conf'\?\)"),
+    ("sinks: {save_vdeo: a.mp4}\n", r"unknown key 'save_vdeo' \(did you mean 'save_video'\?\)"),
+    ("capture: {read_timeout: 3}\n", r"unknown key 'read_timeout' \(did you mean 'read_timeout_s'\?\)"),
+    ("source: a.mp4\n", r"did you mean 'sources'"),
+    ("conf: 1.5\n", r"conf: expected a value in \[0, 1\], got 1.5"),
+    ("max_det: 0\n", r"max_det: expected >= 1, got 0"),
+    ("imgsz: [1, 2, 3]\n", r"imgsz: expected one or two positive sizes"),
+    ("duration: -1\n", r"duration: expected > 0 seconds"),
+    ("tracker: {iou: 0}\n", r"tracker.iou: expected a value in \(0, 1\]"),
+    ("sinks: {preview_port: 70000}\n", r"preview_port: expected a port in 0..65535"),
+    ("conf: high\n", r"expected a number, got 'high'"),
+    ("- a\n- b\n", r"expected a mapping at the top level"),
+])
+def test_invalid_configs_rejected(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_app_config(p)
+
+
+def test_invalid_capture_option_value_rejected(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("capture: {backoff_initial_s: 20, backoff_max_s: 10}\n")
+    with pytest.raises(SourceError, match=r"backoff_initial_s: expected in \(0, backoff_max_s=10.0\], got 20"):
+        load_app_config(p)
+
+
+def test_unknown_override_rejected():
+    with pytest.raises(ConfigError, match=r"unknown option 'confi' \(did you mean 'conf'\?\)"):
+        load_app_config(None, {"confi": 0.3})
+
+
+@pytest.mark.parametrize("classes, expected", [
+    (None, None),
+    (["person", "car"], [0, 2]),
+    ([2, "0"], [2, 0]),
+    (("bicycle",), [1]),
+])
+def test_resolve_classes(classes, expected):
+    assert resolve_classes(classes, NAMES) == expected
+
+
+@pytest.mark.parametrize("classes, match", [
+    (["persn"], r"unknown class name 'persn' \(did you mean 'person'\?\)"),
+    (["zebra"], r"unknown class name 'zebra'; the model has 3 classes"),
+    ([3], r"expected ids in \[0, 2\], got 3"),
+])
+def test_resolve_classes_errors(classes, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve_classes(classes, NAMES)

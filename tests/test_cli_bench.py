@@ -1,0 +1,146 @@
+"""``edge-detect bench`` command line: help, argument errors, and short real runs writing JSON/Markdown/PNG."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import has_module, requires_ort
+from edge_detect import bench
+from edge_detect.cli import main
+
+FLAGS = ("--model", "--backend", "--imgsz", "--batch", "--warmup", "--iters", "--source", "--max-frames",
+         "--sink", "--data", "--threads", "--json", "--markdown", "--plot", "--no-progress")
+
+
+def test_help_lists_every_flag_with_text(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in FLAGS:
+        line = next((ln for ln in out.splitlines() if ln.strip().startswith(flag)), None)
+        assert line is not None, f"{flag} missing from --help"
+    assert "examples:" in out and "edge-detect bench --model yolov5n.onnx --source video.mp4" in out
+
+
+def test_every_flag_has_help_text(capsys: pytest.CaptureFixture) -> None:
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    options = capsys.readouterr().out.split("options:")[1].split("examples:")[0]
+    entries = re.split(r"\n(?=  -)", options.strip("\n"))  # one entry per flag, help may wrap
+    helps = {}
+    for entry in entries:
+        first, _, more = entry.strip().partition("\n")
+        spec, _, text = first.partition("  ")  # help starts after 2 spaces, or on the next line
+        helps[re.findall(r"--[\w-]+", spec)[0]] = " ".join(f"{text} {more}".split())
+    assert set(helps) == set(FLAGS) | {"--help"}
+    short = {flag: text for flag, text in helps.items() if len(text.split()) < 3}
+    assert not short, f"flags without a real help text: {short}"
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "the following arguments are required: --model"),
+    (["--model", "m.onnx", "--imgsz", "64x"], "expected 'S' or 'HxW'"),
+    (["--model", "m.onnx", "--batch", "0"], "expected a positive integer, got 0"),
+    (["--model", "m.onnx", "--iters", "x"], "expected a positive integer, got 'x'"),
+    (["--model", "m.onnx", "--warmup", "-1"], "expected an integer >= 0, got -1"),
+    (["--model", "m.onnx", "--backend", "openvino"], "invalid choice: 'openvino'"),
+])
+def test_bad_arguments_exit_2(argv: list, message: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--source", "no/such/video.avi"],
+     "bench source: expected an existing video file, camera index or stream URI, got no/such/video.avi"),
+    (["--data", "no/such.yaml"], "bench data: expected a dataset yaml file, got no/such.yaml (not found)"),
+    (["--sink", "display"], "bench sinks: expected no display (it would be timed), got 'display'"),
+])
+def test_bad_inputs_fail_before_measuring(extra: list, message: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    rc = main(["bench", "--model", str(tmp_path / "m.onnx"), "--no-progress", *extra])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == f"edge-detect: error: {message}"
+
+
+def test_all_configs_skipped_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = main(["bench", "--model", str(tmp_path / "missing.onnx"), "--iters", "1", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert f"skipped missing.onnx (auto): model file not found: {tmp_path / 'missing.onnx'}" in out
+
+
+@requires_ort
+def test_cli_inference_only_writes_outputs(yolov5n_onnx: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    out_json, out_md, out_png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
+    rc = main(["bench", "--model", str(yolov5n_onnx), "--warmup", "1", "--iters", "4", "--threads", "2",
+               "--json", str(out_json), "--markdown", str(out_md), "--plot", str(out_png), "--no-progress"])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    d = json.loads(out_json.read_text())
+    bench.validate_report(d)
+    r = d["results"][0]
+    assert (r["model"], r["precision"], r["imgsz"], r["batch"]) == ("yolov5n.onnx", "fp32", [640, 640], 1)
+    assert r["inference"]["iters"] == 4 and r["inference"]["fps"] > 0
+    assert f"{r['inference']['fps']:.1f}" in stdout  # the terminal table shows the same figure
+    assert "| yolov5n.onnx | onnxruntime | fp32 | 640x640 | 1 |" in out_md.read_text()
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@requires_ort
+def test_unavailable_backend_is_skipped_with_a_clear_note(yolov5n_onnx: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("onnxruntime")
+    if has_module("tensorrt"):
+        pytest.skip("TensorRT is installed here: the tensorrt backend is available")
+    rc = main(["bench", "--model", str(yolov5n_onnx), "--backend", "onnxruntime", "--backend", "tensorrt",
+               "--iters", "2", "--warmup", "0", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0  # the onnxruntime configuration ran
+    assert "yolov5n.onnx  onnxruntime" in out
+    assert "skipped yolov5n.onnx (tensorrt): tensorrt is required for this feature but is not importable" in out
+
+
+def _acceptance_run(model: Path, video: Path, out: Path) -> dict:
+    rc = main(["bench", "--model", str(model), "--source", str(video), "--max-frames", "90", "--warmup", "5",
+               "--iters", "40", "--json", str(out), "--no-progress"])
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+@requires_ort
+def test_acceptance_e2e_fields_and_ratio(yolov5n_onnx: Path, video: Path, tmp_path: Path) -> None:
+    """`bench --model yolov5n.onnx --source vtest.avi --json b.json` writes every field; e2e/inference >= 0.9.
+
+    The 2-core machine is shared: when the ratio misses while the load average says other processes were
+    competing, the run is repeated once and the second run must pass.
+    """
+    import os
+
+    d = _acceptance_run(yolov5n_onnx, video, tmp_path / "b.json")
+    ratio = d["results"][0]["e2e"]["ratio_to_inference"]
+    if ratio < 0.9 and os.getloadavg()[0] > (os.cpu_count() or 1):
+        d = _acceptance_run(yolov5n_onnx, video, tmp_path / "b2.json")
+    bench.validate_report(d)
+    r = d["results"][0]
+    e2e, inf = r["e2e"], r["inference"]
+    assert (e2e["frames"], e2e["dropped"], e2e["corrupt"]) == (90, 0, 0)
+    assert e2e["fps"] > 0 and e2e["ratio_to_inference"] == pytest.approx(e2e["fps"] / inf["fps"])
+    for stage in bench.STAGES:
+        s = e2e["stages"][stage]
+        assert s["mean_ms"] is not None and 0 <= s["mean_ms"] <= s["p95_ms"] * 1.0001 + 1e-6, (stage, s)
+    assert e2e["stages"]["inference"]["mean_ms"] > e2e["stages"]["postprocess"]["mean_ms"]
+    lat = e2e["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+    assert lat["p50"] >= e2e["stages"]["inference"]["mean_ms"] * 0.5  # a frame's latency includes inference
+    assert e2e["ratio_to_inference"] >= 0.9, (
+        f"e2e {e2e['fps']:.1f} FPS vs inference-only {inf['fps']:.1f} FPS, stages {e2e['stages']}, "
+        f"load {d['settings']['load_avg_end']}")

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Reproduce the measured section of BENCHMARKS.md on this machine.
+#
+#   tools/bench_all.sh                 # CPU rows (ONNX Runtime, FP32 and INT8, 640x640 and 384x640)
+#   GPU=1 tools/bench_all.sh           # also GPU rows (TensorRT FP32/FP16/INT8 engines; needs TensorRT + CUDA)
+#
+# Environment:
+#   EDGE_DETECT_DATA  shared data folder (default: ../shared beside the repository), read in place
+#   OUT               work folder for models and results (default: runs/bench, git-ignored)
+#   ITERS / WARMUP    inference-only timed / warm-up calls (default: 200 / 20)
+#   THREADS           ONNX Runtime intra-op threads (default: unset = one per core)
+#   UPDATE            1 (default) rewrites the block between the bench markers in BENCHMARKS.md
+#
+# Steps: export yolov5n to a static 640x640 ONNX and to a dynamic one; quantize both to Q/DQ INT8 calibrated on
+# coco128 train2017 (128 images); then one `edge-detect bench` run per input size with the end-to-end video
+# (vtest.avi, whole file) and the accuracy on coco128 val2017. Results: $OUT/bench-*.{json,md,png}.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA="${EDGE_DETECT_DATA:-$REPO/../shared}"
+DATA="$(cd "$DATA" && pwd)"
+OUT="${OUT:-$REPO/runs/bench}"
+ITERS="${ITERS:-200}"
+WARMUP="${WARMUP:-20}"
+UPDATE="${UPDATE:-1}"
+PY="${PYTHON:-python}"
+ED=("$PY" -m edge_detect)
+
+WEIGHTS="$DATA/weights/yolov5n.pt"
+VIDEO="$DATA/videos/vtest.avi"
+COCO="$DATA/datasets/coco128/coco128.yaml"
+for f in "$WEIGHTS" "$VIDEO" "$COCO"; do
+  [[ -f "$f" ]] || { echo "bench_all.sh: missing $f (set EDGE_DETECT_DATA to the shared folder)" >&2; exit 2; }
+done
+mkdir -p "$OUT"
+cd "$REPO"
+
+export_if_missing() {  # output, then export flags
+  local out="$1"; shift
+  if [[ ! -f "$out" ]]; then
+    "${ED[@]}" export --weights "$WEIGHTS" --output "$out" "$@"
+  fi
+}
+
+echo "== export ($OUT)"
+export_if_missing "$OUT/yolov5n.onnx"
+export_if_missing "$OUT/yolov5n-dyn.onnx" --dynamic
+export_if_missing "$OUT/yolov5n-int8.onnx" --int8 --calib "$COCO" --calib-images 128
+export_if_missing "$OUT/yolov5n-dyn-int8.onnx" --dynamic --int8 --calib "$COCO" --calib-images 128
+
+COMMON=(--warmup "$WARMUP" --iters "$ITERS" --source "$VIDEO" --data "$COCO")
+[[ -n "${THREADS:-}" ]] && COMMON+=(--threads "$THREADS")
+
+echo "== load before: $(uptime)"
+echo "== bench 640x640 (static models, batch 1)"
+"${ED[@]}" bench --model "$OUT/yolov5n.onnx" --model "$OUT/yolov5n-int8.onnx" "${COMMON[@]}" \
+  --json "$OUT/bench-640.json" --markdown "$OUT/bench-640.md" --plot "$OUT/bench-640.png"
+
+echo "== bench 384x640, minimum rectangle for 16:9 (dynamic models, batch 1)"
+"${ED[@]}" bench --model "$OUT/yolov5n-dyn.onnx" --model "$OUT/yolov5n-dyn-int8.onnx" --imgsz 384x640 \
+  "${COMMON[@]}" --json "$OUT/bench-384x640.json" --markdown "$OUT/bench-384x640.md" --plot "$OUT/bench-384x640.png"
+
+echo "== bench batch 4 throughput, inference only (dynamic FP32 model)"
+"${ED[@]}" bench --model "$OUT/yolov5n-dyn.onnx" --imgsz 640 384x640 --batch 4 --warmup "$WARMUP" \
+  --iters "$(( ITERS / 4 > 10 ? ITERS / 4 : 10 ))" ${THREADS:+--threads "$THREADS"} \
+  --json "$OUT/bench-batch4.json" --markdown "$OUT/bench-batch4.md"
+
+JSONS=("640x640 square, batch 1=$OUT/bench-640.json" "384x640 (minimum 16:9 rectangle), batch 1=$OUT/bench-384x640.json"
+       "batch 4, inference only=$OUT/bench-batch4.json")
+
+if [[ "${GPU:-0}" == "1" ]]; then
+  echo "== GPU: TensorRT engines"
+  export_if_missing "$OUT/yolov5n.engine" --format engine
+  export_if_missing "$OUT/yolov5n-fp16.engine" --format engine --half
+  export_if_missing "$OUT/yolov5n-int8.engine" --format engine --int8 --calib "$COCO" --calib-images 128
+  "${ED[@]}" bench --model "$OUT/yolov5n.engine" --model "$OUT/yolov5n-fp16.engine" \
+    --model "$OUT/yolov5n-int8.engine" "${COMMON[@]}" \
+    --json "$OUT/bench-gpu.json" --markdown "$OUT/bench-gpu.md" --plot "$OUT/bench-gpu.png"
+  JSONS+=("GPU: TensorRT engines, 640x640=$OUT/bench-gpu.json")
+fi
+echo "== load after: $(uptime)"
+
+# one combined Markdown block (system, exact command, tables) from the JSON files
+"$PY" - "$OUT/results.md" "${JSONS[@]}" <<'EOF'
+import json, sys
+from edge_detect.bench import to_markdown
+
+out, pairs = sys.argv[1], [a.split("=", 1) for a in sys.argv[2:]]  # "title=path"
+parts = [to_markdown(json.load(open(path)), title=title) for title, path in pairs]
+open(out, "w").write("\n".join(parts))
+EOF
+echo "== wrote $OUT/results.md"
+
+if [[ "$UPDATE" == "1" ]]; then
+  "$PY" - "$REPO/BENCHMARKS.md" "$OUT/results.md" <<'EOF'
+import re, sys
+doc_path, block_path = sys.argv[1], sys.argv[2]
+doc, block = open(doc_path).read(), open(block_path).read()
+begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+if begin not in doc or end not in doc:
+    sys.exit(f"{doc_path}: expected the markers {begin} / {end}")
+head, rest = doc.split(begin, 1)
+open(doc_path, "w").write(head + begin + "\n" + block + end + rest.split(end, 1)[1])
+EOF
+  echo "== updated BENCHMARKS.md"
+fi

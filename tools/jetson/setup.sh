@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Set up edge-detect on an NVIDIA Jetson (JetPack 5.1+ / 6.x) using JetPack's own TensorRT, CUDA and
+# GStreamer-enabled OpenCV. Never installs TensorRT or OpenCV from pip: those wheels would shadow JetPack's
+# (pip TensorRT does not support Jetson; pip OpenCV has no GStreamer, so CSI cameras and nvv4l2 decode break).
+#
+# Usage: tools/jetson/setup.sh [--venv DIR] [--check-only] [--no-apt]
+#   --venv DIR     virtual environment to create/use (default: .venv-jetson), with system site packages
+#   --check-only   only report what is installed and the power/clock state; change nothing
+#   --no-apt       do not apt-get install missing JetPack Python packages (just report them)
+set -euo pipefail
+
+VENV=".venv-jetson"
+CHECK_ONLY=0
+USE_APT=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --venv) VENV="$2"; shift 2 ;;
+    --check-only) CHECK_ONLY=1; shift ;;
+    --no-apt) USE_APT=0; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+ok()   { printf '  [ok]   %s\n' "$*"; }
+warn() { printf '  [warn] %s\n' "$*"; }
+fail() { printf '  [fail] %s\n' "$*"; }
+
+echo "== Platform"
+if [[ ! -f /etc/nv_tegra_release ]]; then
+  fail "not a Jetson (/etc/nv_tegra_release missing); on a desktop GPU use: pip install -e '.[tensorrt]'"
+  exit 1
+fi
+L4T="$(sed -n 's/^# R\([0-9]*\) (release), REVISION: \([0-9.]*\).*/\1.\2/p' /etc/nv_tegra_release)"
+MODEL="$(tr -d '\0' < /proc/device-tree/model 2>/dev/null || echo unknown)"
+ok "$MODEL, L4T $L4T"
+case "$L4T" in
+  35.*) ok "JetPack 5.x (TensorRT 8.5, CUDA 11.4): cuda-python 11.x" ; CUDA_PY="cuda-python>=11.4,<12" ;;
+  36.*) ok "JetPack 6.x (TensorRT 8.6 / 10.x, CUDA 12.x): cuda-python 12.x"; CUDA_PY="cuda-python>=12.2,<13" ;;
+  *)    warn "L4T $L4T is not tested (expected 35.x or 36.x)"; CUDA_PY="cuda-python" ;;
+esac
+
+echo "== JetPack Python packages (system python3)"
+MISSING=()
+if python3 -c "import tensorrt" 2>/dev/null; then
+  ok "tensorrt $(python3 -c 'import tensorrt; print(tensorrt.__version__)')"
+else
+  fail "tensorrt not importable"; MISSING+=(python3-libnvinfer)
+fi
+if python3 -c "import cv2" 2>/dev/null; then
+  if python3 -c "import cv2,sys; sys.exit(0 if 'GStreamer:                   YES' in cv2.getBuildInformation() else 1)" 2>/dev/null; then
+    ok "OpenCV $(python3 -c 'import cv2; print(cv2.__version__)') with GStreamer"
+  else
+    warn "OpenCV has no GStreamer (a pip opencv wheel is shadowing JetPack's? pip uninstall opencv-python opencv-python-headless)"
+  fi
+else
+  fail "OpenCV not importable"; MISSING+=(python3-opencv)
+fi
+if (( ${#MISSING[@]} )); then
+  if (( CHECK_ONLY || ! USE_APT )); then
+    warn "install with: sudo apt-get install ${MISSING[*]}  (or: sudo apt-get install nvidia-jetpack)"
+  else
+    sudo apt-get update && sudo apt-get install -y "${MISSING[@]}"
+  fi
+fi
+
+echo "== Power mode and clocks (benchmarks report these)"
+if command -v nvpmodel >/dev/null; then
+  ok "$(nvpmodel -q 2>/dev/null | tr '\n' ' ')"
+  echo "         max performance: sudo nvpmodel -m 0 (MAXN; mode ids differ per board, see /etc/nvpmodel.conf)"
+else
+  warn "nvpmodel not found"
+fi
+MIN="$(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_min_freq 2>/dev/null || echo ?)"
+MAX="$(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq 2>/dev/null || echo ?)"
+if [[ "$MIN" == "$MAX" && "$MIN" != "?" ]]; then ok "clocks pinned (jetson_clocks active)"
+else warn "clocks not pinned (CPU0 $MIN..$MAX kHz): sudo jetson_clocks for stable benchmark figures"; fi
+DLA=$(ls /dev/nvhost-nvdla[0-9]* 2>/dev/null | wc -l || true)
+ok "DLA cores: $DLA (build with dla=N / --dla N; layers DLA cannot run fall back to the GPU)"
+
+(( CHECK_ONLY )) && exit 0
+
+echo "== Virtual environment $VENV (sees JetPack's tensorrt and cv2)"
+python3 -m venv --system-site-packages "$VENV"
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"
+python -m pip install --upgrade pip >/dev/null
+# edge-detect without its pip OpenCV dependency; the rest of the runtime deps explicitly.
+python -m pip install --no-deps -e "$REPO"
+python -m pip install "numpy>=1.23" "PyYAML>=6.0" "tqdm>=4.64" "psutil>=5.9" "$CUDA_PY"
+python - <<'PY'
+import cv2, tensorrt
+from edge_detect import jetson
+print("  [ok]   edge-detect importable; TensorRT", tensorrt.__version__, "; OpenCV", cv2.__version__)
+print("  [ok]  ", jetson.status())
+PY
+echo "Done. Activate with: source $VENV/bin/activate"
