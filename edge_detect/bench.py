@@ -74,6 +74,7 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+PLOT_BASE_IN, PLOT_ROW_IN = 1.8, 0.6  # PNG chart height in inches: base + per configuration (100 dpi)
 STAGES = ("decode", "preprocess", "inference", "postprocess", "sinks")
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -534,9 +535,10 @@ def format_table(report: Union[BenchReport, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 4 else "---:" for i in range(len(header)))
-           + "|"]
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int) -> List[str]:
+    """Markdown table; the first ``text_columns`` columns left-aligned, the (numeric) rest right-aligned."""
+    align = ["---" if i < text_columns else "---:" for i in range(len(header))]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
     return out
 
@@ -560,13 +562,13 @@ def to_markdown(report: Union[BenchReport, Mapping[str, Any]], title: Optional[s
               f" (max frames {s.get('max_frames') or 'all'}), data {_name(s.get('data'))}, "
               f"threads {s.get('threads') or 'default'}"
               + (f"; load average (1/5/15 min) {load0} at start, {load1} at end" if load0 and load1 else ""), ""]
-    lines += _md_table(_COLUMNS, _rows(d))
+    lines += _md_table(_COLUMNS, _rows(d), text_columns=4)
     e2e_rows = [[_label(r)] + [f"{_f(st['mean_ms'], 2)} / {_f(st['p95_ms'], 2)}"
                                for st in (r["e2e"]["stages"][k] for k in STAGES)]
                 for r in d["results"] if r.get("e2e")]
     if e2e_rows:
         lines += ["", "Per-stage end-to-end time, mean / p95 ms:", ""]
-        lines += _md_table(["configuration", *STAGES], e2e_rows)
+        lines += _md_table(["configuration", *STAGES], e2e_rows, text_columns=1)
     for sk in d.get("skipped", []):
         lines.append(f"\n- skipped `{sk['model']}` ({sk.get('backend') or 'auto'}): {sk['reason']}")
     return "\n".join(lines) + "\n"
@@ -587,23 +589,29 @@ def plot_report(report: Union[BenchReport, Mapping[str, Any]], path: PathLike) -
         raise DataError("bench plot: expected at least one result, got none (all configurations skipped?)")
     labels = [_label(r) for r in results]
     y = np.arange(len(results))
-    fig = Figure(figsize=(11, 1.2 + 0.6 * len(results)), layout="constrained")
+    fig = Figure(figsize=(11, PLOT_BASE_IN + PLOT_ROW_IN * len(results)), layout="constrained")
     FigureCanvasAgg(fig)
     ax_fps, ax_lat = fig.subplots(1, 2, sharey=True)
     inf = [r["inference"]["fps"] or 0.0 for r in results]
     e2e = [(r.get("e2e") or {}).get("fps") or 0.0 for r in results]
     h = 0.38
-    ax_fps.barh(y - h / 2, inf, h, label="inference-only")
-    ax_fps.barh(y + h / 2, e2e, h, label="end-to-end")
+    for offset, values, name in ((-h / 2, inf, "inference-only FPS"), (h / 2, e2e, "end-to-end FPS")):
+        bars = ax_fps.barh(y + offset, values, h, label=name)
+        ax_fps.bar_label(bars, labels=[f"{v:.1f}" if v else "n/a" for v in values], fontsize="x-small",
+                         padding=2)
     ax_fps.set_xlabel("images / s (higher is better)")
     ax_fps.set_yticks(y, labels)
     ax_fps.invert_yaxis()
-    ax_fps.legend(loc="lower right", fontsize="small")
+    ax_fps.margins(x=0.15)
     h3 = 0.27
     for i, q in enumerate(("p50_ms", "p95_ms", "p99_ms")):
-        ax_lat.barh(y + (i - 1) * h3, [r["inference"][q] or 0.0 for r in results], h3, label=f"inference {q[:3]}")
-    ax_lat.set_xlabel("latency per batch, ms (lower is better)")
-    ax_lat.legend(loc="lower right", fontsize="small")
+        bars = ax_lat.barh(y + (i - 1) * h3, [r["inference"][q] or 0.0 for r in results], h3,
+                           label=f"inference {q[:3]}")
+        ax_lat.bar_label(bars, fmt="%.1f", fontsize="x-small", padding=2)
+    ax_lat.set_xlabel("inference latency per batch, ms (lower is better)")
+    ax_lat.margins(x=0.15)
+    handles = [h for ax in (ax_fps, ax_lat) for h in ax.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize="small", frameon=False)
     fig.suptitle("edge-detect bench")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -257,7 +257,7 @@ def test_plot_png(tmp_path: Path) -> None:
 
     out = bench.plot_report(_bench_report(3), tmp_path / "sub" / "b.png")
     img = cv2.imread(str(out))
-    assert img is not None and img.shape[1] == 1100 and img.shape[0] == int(round((1.2 + 0.6 * 3) * 100))
+    assert img is not None and img.shape[1] == 1100 and img.shape[0] == int(round((bench.PLOT_BASE_IN + bench.PLOT_ROW_IN * 3) * 100))
     assert img.std() > 10  # not a blank canvas
 
 

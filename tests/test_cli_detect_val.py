@@ -143,7 +143,8 @@ def _write(path, data):
 
 
 @pytest.mark.parametrize("argv, message", [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
-def test_bad_input_gives_one_line_error(replay, onnx_builder, tmp_path, capsys, argv, message):
+def test_bad_input_gives_one_line_error(replay, onnx_builder, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)  # a default runs/detect/expN would land here
     cv2.imwrite(str(tmp_path / "img.jpg"), np.zeros((32, 32, 3), np.uint8))  # a valid source for the model cases
     rc = cli.main(argv(replay, tmp_path, onnx_builder))
     err = capsys.readouterr().err
@@ -151,6 +152,7 @@ def test_bad_input_gives_one_line_error(replay, onnx_builder, tmp_path, capsys, 
     assert rc == 2
     assert len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists(), "nothing is written on errors"
 
 
 def test_error_in_subprocess_has_no_traceback(tmp_path):
@@ -158,7 +160,8 @@ def test_error_in_subprocess_has_no_traceback(tmp_path):
     cv2.imwrite(str(tmp_path / "img.jpg"), np.zeros((32, 32, 3), np.uint8))
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, "-m", "edge_detect", "detect", "--model", str(tmp_path / "x.onnx"),
-                           "--source", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+                           "--source", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

@@ -142,9 +142,6 @@ def main(args: argparse.Namespace) -> int:
     with Detector(args.model, conf=args.conf, iou=args.iou, classes=args.classes, max_det=args.max_det,
                   agnostic=args.agnostic, backend=args.backend, imgsz=imgsz_arg(args.imgsz),
                   **backend_options(args)) as det:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not args.no_save_labels:
-            (out_dir / "labels").mkdir(exist_ok=True)
         records: List[Dict[str, Any]] = []
         skipped, total_boxes, start = 0, 0, time.perf_counter()
         for f in files:
@@ -153,6 +150,10 @@ def main(args: argparse.Namespace) -> int:
                 LOGGER.warning("skipping %s: not a decodable image", f)
                 skipped += 1
                 continue
+            if not records:  # create the output folder only once there is something to write
+                out_dir.mkdir(parents=True, exist_ok=True)
+                if not args.no_save_labels:
+                    (out_dir / "labels").mkdir(exist_ok=True)
             t0 = time.perf_counter()
             dets = det(img)
             ms = (time.perf_counter() - t0) * 1000
