@@ -595,8 +595,9 @@ def plot_report(report: Union[BenchReport, Mapping[str, Any]], path: PathLike) -
     inf = [r["inference"]["fps"] or 0.0 for r in results]
     e2e = [(r.get("e2e") or {}).get("fps") or 0.0 for r in results]
     h = 0.38
-    for offset, values, name in ((-h / 2, inf, "inference-only FPS"), (h / 2, e2e, "end-to-end FPS")):
-        bars = ax_fps.barh(y + offset, values, h, label=name)
+    for offset, values, name, color in ((-h / 2, inf, "inference-only FPS", "C0"),
+                                        (h / 2, e2e, "end-to-end FPS", "C1")):
+        bars = ax_fps.barh(y + offset, values, h, label=name, color=color)
         ax_fps.bar_label(bars, labels=[f"{v:.1f}" if v else "n/a" for v in values], fontsize="x-small",
                          padding=2)
     ax_fps.set_xlabel("images / s (higher is better)")
@@ -606,7 +607,7 @@ def plot_report(report: Union[BenchReport, Mapping[str, Any]], path: PathLike) -
     h3 = 0.27
     for i, q in enumerate(("p50_ms", "p95_ms", "p99_ms")):
         bars = ax_lat.barh(y + (i - 1) * h3, [r["inference"][q] or 0.0 for r in results], h3,
-                           label=f"inference {q[:3]}")
+                           label=f"inference {q[:3]} ms", color=f"C{i + 2}")
         ax_lat.bar_label(bars, fmt="%.1f", fontsize="x-small", padding=2)
     ax_lat.set_xlabel("inference latency per batch, ms (lower is better)")
     ax_lat.margins(x=0.15)

@@ -61,9 +61,13 @@ def test_detect_saves_images_labels_and_json(replay, images, reference, tmp_path
         np.testing.assert_allclose(np.loadtxt(out / "labels" / f"{name}.txt", ndmin=2), rows, atol=1e-6)
     annotated = cv2.imread(str(out / "bus.jpg"))
     assert annotated.shape == (1080, 810, 3)
-    preds = json.loads((tmp_path / "p.json").read_text())
-    assert [len(p["detections"]) for p in preds] == [4, 4, 4]
-    assert preds[0]["detections"][0]["class_name"] == "n0"
+    preds = json.loads((tmp_path / "p.json").read_text())  # COCO results format, image_id = file stem
+    assert len(preds) == 12 and {p["image_id"] for p in preds} == {"alpha", "bus", "gray"}
+    bus = sorted((p for p in preds if p["image_id"] == "bus"), key=lambda p: -p["score"])
+    assert [p["category_id"] for p in bus] == ref[:, 5].astype(int).tolist()
+    x1, y1, x2, y2 = ref[0, :4]
+    np.testing.assert_allclose(bus[0]["bbox"], [x1, y1, x2 - x1, y2 - y1], atol=1.0)
+    assert set(bus[0]) == {"image_id", "category_id", "bbox", "score"}
     text = capsys.readouterr().out
     assert "3 image(s), 12 detection(s), 1 skipped (undecodable)" in text
     assert "broken.jpg: not a decodable image" in caplog.text

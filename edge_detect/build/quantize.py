@@ -305,11 +305,17 @@ def resolve_exclude(model: Any, exclude: Iterable[str], blocks: Mapping[str, Seq
     return out
 
 
-def calibration_tensors(model: Any, skip_nodes: Iterable[str] = ()) -> List[str]:
-    """Float activations that quantization may need a range for: graph input and node inputs/outputs.
+def calibration_tensors(model: Any, skip_nodes: Iterable[str] = (),
+                        inputs_of: Optional[Sequence[str]] = None) -> List[str]:
+    """Float activations that quantization may need a range for, in graph order.
 
-    Initializers and non-float tensors are left out, and so are tensors touched only by ``skip_nodes`` (e.g. the
-    Detect decode, which always stays float).
+    Args:
+        model: the FP32 ``ModelProto``.
+        skip_nodes: nodes whose tensors are not needed (e.g. the Detect decode, which always stays float).
+        inputs_of: when given, only the activation inputs of these op types (``("Conv",)`` for the ``"conv"``
+            scheme); else every node input and output.
+
+    Initializers and non-float tensors are always left out.
     """
     onnx = require("onnx", "onnx")
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -321,9 +327,9 @@ def calibration_tensors(model: Any, skip_nodes: Iterable[str] = ()) -> List[str]
     out: List[str] = []
     seen: Set[str] = set()
     for node in inferred.graph.node:
-        if node.name in skip:
+        if node.name in skip or (inputs_of is not None and node.op_type not in inputs_of):
             continue
-        for t in list(node.input) + list(node.output):
+        for t in list(node.input) + (list(node.output) if inputs_of is None else []):
             if t and t not in seen and t not in inits and types.get(t) in floats:
                 seen.add(t)
                 out.append(t)
@@ -739,7 +745,7 @@ def quantize_int8(fp32_onnx: PathLike, output: PathLike, calib: Union[PathLike, 
 
     # 1-2. streaming statistics -> ranges
     t0 = time.perf_counter()
-    tensors = calibration_tensors(model, skip_nodes=decode)
+    tensors = calibration_tensors(model, skip_nodes=decode, inputs_of=("Conv",) if scheme == "conv" else None)
     LOGGER.info("calibrating %d tensors on %d images from %s (%s)", len(tensors), data.num_images, data.source,
                 method)
     stats = collect_statistics(model, data.batches(), tensors, num_bins=num_bins, threads=threads)

@@ -48,7 +48,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=None, metavar="DIR",
                    help="output folder (default: a new runs/detect/expN)")
     p.add_argument("--save-json", type=Path, default=None, metavar="PRED.json",
-                   help="also write all detections as JSON (per image: path, size, boxes in pixels)")
+                   help="also write all detections in the COCO results format: a list of {image_id (file stem), "
+                        "category_id (class index), bbox [x, y, w, h] original pixels, score}")
     p.add_argument("--no-save-labels", action="store_true", help="do not write labels/<stem>.txt files")
     p.add_argument("--no-save-images", action="store_true", help="do not write annotated images")
     p.add_argument("--line-width", type=int, default=None, metavar="PX",
@@ -134,6 +135,7 @@ def main(args: argparse.Namespace) -> int:
     from ..annotate import draw_detections
     from ..datasets import list_images
     from ..detector import Detector
+    from ..evaluate import coco_results, image_ids
 
     files = list_images(args.source)
     if not files:
@@ -142,15 +144,17 @@ def main(args: argparse.Namespace) -> int:
     with Detector(args.model, conf=args.conf, iou=args.iou, classes=args.classes, max_det=args.max_det,
                   agnostic=args.agnostic, backend=args.backend, imgsz=imgsz_arg(args.imgsz),
                   **backend_options(args)) as det:
-        records: List[Dict[str, Any]] = []
+        records: List[Dict[str, Any]] = []  # COCO results format
+        done = 0
         skipped, total_boxes, start = 0, 0, time.perf_counter()
-        for f in files:
+        ids = image_ids(files)
+        for k, f in enumerate(files):
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if img is None:
                 LOGGER.warning("skipping %s: not a decodable image", f)
                 skipped += 1
                 continue
-            if not records:  # create the output folder only once there is something to write
+            if not done:  # create the output folder only once there is something to write
                 out_dir.mkdir(parents=True, exist_ok=True)
                 if not args.no_save_labels:
                     (out_dir / "labels").mkdir(exist_ok=True)
@@ -163,9 +167,8 @@ def main(args: argparse.Namespace) -> int:
                 _write_image(out_dir / f.name, draw_detections(img, dets, det.names, line_width=args.line_width))
             if not args.no_save_labels:
                 (out_dir / "labels" / f"{f.stem}.txt").write_text(yolo_label_rows(dets, img.shape))
-            records.append({"image": str(f), "width": int(img.shape[1]), "height": int(img.shape[0]),
-                            "detections": dets.to_records(det.names)})
-    done = len(records)
+            records.extend(coco_results(ids[k], dets))
+            done += 1
     if args.save_json is not None:
         args.save_json.parent.mkdir(parents=True, exist_ok=True)
         args.save_json.write_text(json.dumps(records, indent=1))

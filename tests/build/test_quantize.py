@@ -138,6 +138,7 @@ def test_detect_head_blocks_and_exclude(tmp_path):
     with pytest.raises(ConfigError, match="matched nothing.*did you mean 'model.1'"):
         resolve_exclude(model, ["model.11"], blocks)
     assert calibration_tensors(model, skip_nodes=decode) == ["images", "c0", "s0", "a0", "c1", "s1", "a1", "h"]
+    assert calibration_tensors(model, inputs_of=("Conv",)) == ["images", "a0", "a1"]
 
 
 def test_blocks_without_layer_names_fall_back_to_convs(tmp_path):

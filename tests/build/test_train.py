@@ -142,7 +142,8 @@ def test_mosaic_places_four_images_around_the_centre():
     assert 32 <= xc < 96 and 32 <= yc < 96
     assert canvas[yc - 1, xc - 1, 0] == 10 and canvas[yc - 1, xc, 0] == 20
     assert canvas[yc, xc - 1, 0] == 30 and canvas[yc, xc, 0] == 40
-    np.testing.assert_allclose(boxes[3, 1:], [xc + 16, yc + 16, xc + 48, yc + 48])
+    # image 3 starts at the centre; its box is clipped to the canvas
+    np.testing.assert_allclose(boxes[3, 1:], np.minimum([xc + 16, yc + 16, xc + 48, yc + 48], 128))
 
 
 def test_mosaic_needs_four_images():
@@ -222,7 +223,7 @@ def test_default_hyp_values():
 
 
 @pytest.mark.parametrize("hyp, message", [
-    ({"lr": 0.01}, "unknown hyperparameter 'lr' (did you mean 'lr0'?)"),
+    ({"lr_0": 0.01}, "unknown hyperparameter 'lr_0' (did you mean 'lr0'?)"),
     ({"mixup": 0.1}, "mixup augmentation is not implemented"),
     ({"lr0": "fast"}, "expected a number, got 'fast'"),
     ("/nonexistent/hyp.yaml", "config file not found"),
@@ -364,21 +365,27 @@ def test_build_model_transfer_resets_head(weights_pt):
     assert torch.equal(state["model.24.anchors"], ref["model.24.anchors"])
 
 
-def test_train_argument_errors(tiny_yaml, tmp_path):
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"data": "TINY"}, "ConfigError", "expected --weights"),
+    ({"cfg": "yolov5n", "data": "TINY", "imgsz": 100}, "ConfigError", "multiple of 32, got 100"),
+    ({"cfg": "yolov5n", "data": "TINY", "batch": 0}, "ConfigError", "multiple of the 1 processes, got 0"),
+    ({"cfg": "yolov5n"}, "ConfigError", "expected --data"),
+    ({"resume": "NOPE"}, "ModelError", "checkpoint not found"),
+    ({"resume": True}, "ModelError", "found none"),
+    ({"cfg": "yolov5n", "data": "TINY", "hyp": {"mixup": 0.5}}, "ConfigError", "mixup"),
+    ({"cfg": "yolov5n", "data": "TINY", "freeze": [30]}, "ConfigError", "expected layer indices"),
+])
+def test_train_argument_errors(kwargs, error, message, tiny_yaml, tmp_path):
+    from edge_detect import errors
     from edge_detect.build.train import train
-    from edge_detect.errors import ConfigError, ModelError
 
-    cases = [
-        (dict(data=tiny_yaml), ConfigError, "expected --weights"),
-        (dict(cfg="yolov5n", data=tiny_yaml, imgsz=100), ConfigError, "multiple of 32, got 100"),
-        (dict(cfg="yolov5n"), ConfigError, "expected --data"),
-        (dict(resume=tmp_path / "nope"), ModelError, "checkpoint not found"),
-        (dict(resume=True, project=tmp_path), ModelError, "found none"),
-    ]
-    for kwargs, exc, message in cases:
-        with pytest.raises(exc, match=message):
-            train(epochs=1, imgsz=64, batch=2, device="cpu", project=tmp_path, workers=0, progress=False,
-                  **{"project": tmp_path, **kwargs})
+    subst = {"TINY": tiny_yaml, "NOPE": tmp_path / "nope"}
+    kwargs = {k: subst.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
+    args = {"epochs": 1, "imgsz": 64, "batch": 2, "device": "cpu", "project": tmp_path, "workers": 0,
+            "progress": False, **kwargs}
+    with pytest.raises(getattr(errors, error), match=message):
+        train(**args)
+    assert not (tmp_path / "exp" / "weights" / "last.pt").exists()
 
 
 # ------------------------------------------------------------------------------------------ CLI
