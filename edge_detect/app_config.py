@@ -73,6 +73,7 @@ class AppConfig:
         backend: backend name, ``None`` = by file suffix.
         imgsz: ``[size]`` or ``[h, w]`` for dynamic-shape models (``None`` = the model's nominal size).
         threads: inference threads for ONNX Runtime (0 = its default).
+        rebuild_on_mismatch: TensorRT engines built by another TensorRT/GPU are rebuilt from their ONNX.
         conf, iou, max_det, agnostic: detection thresholds and NMS settings.
         classes: keep only these classes, by name or id (``None`` = all).
         sources, capture, sinks, tracker: see the classes above.
@@ -86,6 +87,7 @@ class AppConfig:
     backend: Optional[str] = None
     imgsz: Optional[Tuple[int, ...]] = None
     threads: int = 0
+    rebuild_on_mismatch: bool = False
     conf: float = 0.25
     iou: float = 0.45
     max_det: int = 1000
@@ -196,6 +198,8 @@ def build_detector(cfg: AppConfig) -> Any:
     if not cfg.model:
         raise ConfigError("model: expected a model path (--model or 'model:' in the config), got none")
     opts: Dict[str, Any] = {"threads": cfg.threads} if cfg.threads else {}
+    if cfg.rebuild_on_mismatch:
+        opts["rebuild_on_mismatch"] = True
     imgsz = None if cfg.imgsz is None else (cfg.imgsz[0] if len(cfg.imgsz) == 1 else tuple(cfg.imgsz))
     det = Detector(cfg.model, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, agnostic=cfg.agnostic,
                    backend=cfg.backend, imgsz=imgsz, **opts)

@@ -70,6 +70,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "names (default: cpu)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="ONNX Runtime intra-op threads (default: ORT's choice, one per core)")
+    p.add_argument("--rebuild-on-mismatch", action="store_true",
+                   help="TensorRT engines: rebuild from the recorded ONNX when the engine was built by another "
+                        "TensorRT version or GPU (default: fail with a one-line explanation)")
 
 
 def backend_options(args: argparse.Namespace) -> Dict[str, Any]:
@@ -81,6 +84,10 @@ def backend_options(args: argparse.Namespace) -> Dict[str, Any]:
         opts["providers"] = args.providers
     if args.threads is not None:
         opts["threads"] = args.threads
+    if getattr(args, "rebuild_on_mismatch", False):
+        if (args.backend or backend_for_path(args.model)) != "tensorrt":
+            raise ConfigError(f"--rebuild-on-mismatch: expected a TensorRT engine, got {args.model}")
+        return {"rebuild_on_mismatch": True}
     if opts and (args.backend or backend_for_path(args.model)) != "onnxruntime":
         raise ConfigError(f"--providers/--threads: expected the onnxruntime backend, got "
                           f"{args.backend or backend_for_path(args.model)} for {args.model}")

@@ -52,6 +52,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="input size, one value or H W; dynamic-shape models only (default: the model's)")
     m.add_argument("--threads", type=int, default=None, metavar="N",
                    help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    m.add_argument("--rebuild-on-mismatch", action="store_true", default=None,
+                   help="TensorRT engines: rebuild from the recorded ONNX when built by another TensorRT/GPU")
     m.add_argument("--conf", type=float, default=None, metavar="T", help="confidence threshold (default: 0.25)")
     m.add_argument("--iou", type=float, default=None, metavar="T", help="NMS IoU threshold (default: 0.45)")
     m.add_argument("--max-det", type=int, default=None, metavar="N", help="most detections per frame (default: 1000)")
@@ -88,6 +90,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
     return {
         "model": args.model, "backend": args.backend, "imgsz": args.imgsz, "threads": args.threads,
+        "rebuild_on_mismatch": args.rebuild_on_mismatch,
         "conf": args.conf, "iou": args.iou, "max_det": args.max_det, "classes": args.classes,
         "agnostic": args.agnostic, "tracker.enabled": args.track, "sources": args.source,
         "sinks.save_video": args.save_video, "sinks.save_jsonl": args.save_jsonl, "sinks.show": args.show,
