@@ -13,7 +13,6 @@ against its sha256) and the recorded build options, and rebuilds. Nothing here i
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Tuple, Union
 
 from .errors import ModelError, ModelLoadError, VersionMismatchError
+from .weights import sha256_file
 from .metadata import ModelMetadata
 
 __all__ = [
@@ -112,15 +112,6 @@ def sidecar_path(engine: PathLike) -> Path:
     """``yolov5n.engine`` -> ``yolov5n.engine.json``."""
     p = Path(engine)
     return p.with_name(p.name + SIDECAR_SUFFIX)
-
-
-def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_engine_metadata(engine: PathLike, meta: ModelMetadata, info: EngineInfo) -> Path:

@@ -133,4 +133,4 @@ def test_plan_rebuild_refuses(engine: Path, case: str, message: str) -> None:
 def test_sha256_file(tmp_path: Path) -> None:
     p = tmp_path / "f"
     p.write_bytes(b"abc" * 1000)
-    assert sha256_file(p, chunk=7) == hashlib.sha256(b"abc" * 1000).hexdigest()
+    assert sha256_file(p) == hashlib.sha256(b"abc" * 1000).hexdigest()
