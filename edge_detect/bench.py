@@ -22,7 +22,7 @@ JSON report (stable keys; more may be added, none removed or renamed within ``sc
     {
       "schema": 1,
       "system": {...},                      # edge_detect.sysinfo.system_info()
-      "settings": {"warmup", "iters", "source", "max_frames", "sinks", "data", "threads"},
+      "settings": {"warmup", "iters", "source", "max_frames", "sinks", "data", "threads", "load_avg_end"},
       "results": [{
         "model": str,                       # file name
         "model_path": str,
@@ -32,7 +32,8 @@ JSON report (stable keys; more may be added, none removed or renamed within ``sc
         "batch": int,
         "inference": {"fps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",   # fps = images/s
                       "min_ms", "max_ms", "std_ms", "warmup", "iters"},
-        "e2e": {"fps", "frames", "dropped", "corrupt", "ratio_to_inference",       # with a source
+        "output_layout": str, "input_format": str,                                 # from the metadata
+        "e2e": {"fps", "frames", "frames_read", "dropped", "corrupt", "ratio_to_inference",  # with a source
                 "latency_ms": {"p50", "p95", "p99"},                                # glass-to-glass
                 "stages": {"decode" | "preprocess" | "inference" | "postprocess" | "sinks":
                            {"mean_ms", "p95_ms"}}},
@@ -48,6 +49,7 @@ Numbers are floats in milliseconds or per second; a value that could not be meas
 from __future__ import annotations
 
 import gc
+import importlib.util
 import itertools
 import json
 import logging
@@ -622,11 +624,15 @@ def plot_report(report: Union[BenchReport, Mapping[str, Any]], path: PathLike) -
 
 def write_report(report: BenchReport, json_path: Optional[PathLike] = None,
                  markdown_path: Optional[PathLike] = None, plot_path: Optional[PathLike] = None) -> Dict[str, Path]:
-    """Write the JSON (validated first), Markdown and PNG outputs that are asked for; returns their paths."""
+    """Write the JSON, Markdown and PNG outputs that are asked for; returns their paths.
+
+    The JSON is checked against :data:`REPORT_SCHEMA` first when ``jsonschema`` is installed.
+    """
     written: Dict[str, Path] = {}
     d = report.to_dict()
     if json_path is not None:
-        validate_report(d)
+        if importlib.util.find_spec("jsonschema") is not None:  # self-check; optional dependency
+            validate_report(d)
         p = Path(json_path)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(d, indent=2, allow_nan=False) + "\n", encoding="utf-8")

@@ -9,6 +9,7 @@ import pytest
 from conftest import has_module, requires_ort
 from edge_detect import bench
 from edge_detect.cli import main
+from test_bench import check_schema
 
 FLAGS = ("--model", "--backend", "--imgsz", "--batch", "--warmup", "--iters", "--source", "--max-frames",
          "--sink", "--data", "--threads", "--json", "--markdown", "--plot", "--no-progress")
@@ -86,7 +87,7 @@ def test_cli_inference_only_writes_outputs(yolov5n_onnx: Path, tmp_path: Path,
     assert rc == 0
     stdout = capsys.readouterr().out
     d = json.loads(out_json.read_text())
-    bench.validate_report(d)
+    check_schema(d)
     r = d["results"][0]
     assert (r["model"], r["precision"], r["imgsz"], r["batch"]) == ("yolov5n.onnx", "fp32", [640, 640], 1)
     assert r["inference"]["iters"] == 4 and r["inference"]["fps"] > 0
@@ -129,7 +130,7 @@ def test_acceptance_e2e_fields_and_ratio(yolov5n_onnx: Path, video: Path, tmp_pa
     ratio = d["results"][0]["e2e"]["ratio_to_inference"]
     if ratio < 0.9 and os.getloadavg()[0] > (os.cpu_count() or 1):
         d = _acceptance_run(yolov5n_onnx, video, tmp_path / "b2.json")
-    bench.validate_report(d)
+    check_schema(d)
     r = d["results"][0]
     e2e, inf = r["e2e"], r["inference"]
     assert (e2e["frames"], e2e["dropped"], e2e["corrupt"]) == (90, 0, 0)
@@ -144,3 +145,14 @@ def test_acceptance_e2e_fields_and_ratio(yolov5n_onnx: Path, video: Path, tmp_pa
     assert e2e["ratio_to_inference"] >= 0.9, (
         f"e2e {e2e['fps']:.1f} FPS vs inference-only {inf['fps']:.1f} FPS, stages {e2e['stages']}, "
         f"load {d['settings']['load_avg_end']}")
+
+
+@requires_ort
+def test_e2e_with_a_sink(yolov5n_onnx: Path, video: Path, tmp_path: Path) -> None:
+    dets = tmp_path / "dets.jsonl"
+    rc = main(["bench", "--model", str(yolov5n_onnx), "--source", str(video), "--max-frames", "5", "--iters", "2",
+               "--warmup", "1", "--sink", str(dets), "--json", str(tmp_path / "b.json"), "--no-progress"])
+    assert rc == 0
+    e2e = json.loads((tmp_path / "b.json").read_text())["results"][0]["e2e"]
+    assert e2e["frames"] == 5 and len(dets.read_text().splitlines()) == 5  # one JSON line per frame
+    assert e2e["stages"]["sinks"]["mean_ms"] > 0

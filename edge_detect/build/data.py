@@ -18,7 +18,6 @@ Images are BGR ``uint8 (H, W, 3)`` until the collate function, which returns RGB
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ __all__ = [
     "YOLODataset", "collate", "create_dataloader",
 ]
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
 #: augmentation hyperparameters and their YOLOv5 "scratch-low" values
 AUG_HYP_DEFAULTS: Dict[str, float] = {
@@ -85,7 +84,7 @@ def load_split(data_yaml: Union[str, os.PathLike], split: str = "train", limit: 
     if not images:
         raise DataError(f"{data_yaml}: split '{split}' has no images (expected at least 1)")
     labels = datasets.load_labels(images, nc=spec.nc)
-    log.info("%s %s: %d images, %d boxes", Path(data_yaml).name, split, len(images), sum(map(len, labels)))
+    LOGGER.info("%s %s: %d images, %d boxes", Path(data_yaml).name, split, len(images), sum(map(len, labels)))
     return SplitData(images=[Path(p) for p in images], labels=[lab.astype(np.float32) for lab in labels],
                      names=list(spec.names))
 
@@ -284,7 +283,7 @@ class YOLODataset(Dataset):
         augment: YOLOv5 training augmentation (mosaic, affine, HSV, flips) when True, else letterbox only.
         hyp: augmentation hyperparameters (missing keys take :data:`AUG_HYP_DEFAULTS`).
         seed: base seed; each item draws from ``(seed, epoch, index)`` so workers and ranks are reproducible.
-        cache_images: keep the resized images in memory (small datasets).
+        cache_images: load every resized training image into memory up front (small datasets).
 
     Items are ``(img, labels, path, shape_info)``: BGR ``uint8 (imgsz, imgsz, 3)``, float32 ``(n, 5)``
     ``[class, cx, cy, w, h]`` normalized to the output image, the image path and, for val, the
@@ -300,7 +299,11 @@ class YOLODataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self._cache: Dict[int, Tuple[np.ndarray, Tuple[int, int]]] = {}
-        self.cache_images = cache_images
+        if cache_images:  # loaded up front so that DataLoader workers inherit the cache
+            for i in range(len(split)):
+                self._cache[i] = load_image(split.images[i], self.imgsz, augment)
+            LOGGER.info("cached %d images (%.1f MB)", len(self._cache),
+                        sum(im.nbytes for im, _ in self._cache.values()) / 1e6)
 
     def __len__(self) -> int:
         return len(self.split)
@@ -312,10 +315,7 @@ class YOLODataset(Dataset):
     def _image(self, i: int) -> Tuple[np.ndarray, Tuple[int, int]]:
         if i in self._cache:
             return self._cache[i]
-        item = load_image(self.split.images[i], self.imgsz, self.augment)
-        if self.cache_images:
-            self._cache[i] = item
-        return item
+        return load_image(self.split.images[i], self.imgsz, self.augment)
 
     def __getitem__(self, index: int) -> Tuple[np.ndarray, np.ndarray, str, Any]:
         rng = np.random.default_rng((self.seed, self.epoch, int(index)))
@@ -378,4 +378,4 @@ def create_dataloader(dataset: YOLODataset, batch_size: int, shuffle: bool, work
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                      generator=gen, persistent_workers=workers > 0, drop_last=False)
+                      generator=gen, drop_last=False)  # workers restart each epoch: they see set_epoch()

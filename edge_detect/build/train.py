@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import difflib
 import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -42,7 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .._optional import require
 from ..config import load_yaml
-from ..errors import BackendUnavailableError, ConfigError, DataError, ModelError
+from ..errors import BackendUnavailableError, ConfigError, ModelError
 from ..evaluate import coco_ground_truth, coco_map, coco_results
 from ..postprocess import non_max_suppression
 from ..types import Detections
@@ -358,12 +360,80 @@ def _find_resume(resume: Union[bool, PathLike], project: PathLike) -> Path:
     return path
 
 
-def _dist_env() -> Tuple[int, int, int]:
-    """``(rank, local_rank, world_size)`` from torchrun's environment (``(-1, -1, 1)`` when not distributed)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return -1, -1, 1
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+@dataclass(frozen=True)
+class _Dist:
+    """Process placement under torchrun (``rank -1``, ``world 1`` when not distributed)."""
+
+    rank: int = -1
+    local_rank: int = -1
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank in (-1, 0)
+
+    @classmethod
+    def from_env(cls) -> "_Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
+
+
+@dataclass
+class _Settings:
+    """The arguments of :func:`train` that define a run (saved in ``last.pt`` for ``--resume``)."""
+
+    data: str
+    epochs: int
+    imgsz: int
+    batch: int
+    hyp: Dict[str, float]
+    freeze: Union[int, List[int]] = 0
+    cos_lr: bool = False
+    seed: int = 0
+    limit: Optional[int] = None
+    nominal_batch: int = NOMINAL_BATCH
+    weights: Optional[str] = None
+    cfg: Optional[str] = None
+    world_size: int = 1
+
+    def check(self, world: int) -> None:
+        if self.imgsz % 32:
+            raise ConfigError(f"imgsz: expected a multiple of 32, got {self.imgsz}")
+        if self.batch < world or self.batch % world:
+            raise ConfigError(f"batch: expected a multiple of the {world} processes, got {self.batch}")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs: expected >= 1, got {self.epochs}")
+
+
+@dataclass
+class _Resume:
+    """What ``--resume`` restores: checkpoint info, training state, first epoch and best fitness."""
+
+    info: Dict[str, Any]
+    state: Dict[str, Any]
+    start_epoch: int
+    best_fitness: float
+
+
+def _load_resume(resume: Union[bool, PathLike], project: PathLike) -> Tuple[Path, _Settings, _Resume]:
+    last = _find_resume(resume, project)
+    info = load_checkpoint(last)
+    extra = info.get("extra") or {}
+    if "train_state" not in extra or "train_args" not in extra:
+        raise ModelError(f"--resume: {last} has no training state (expected a last.pt written by train)")
+    try:
+        settings = _Settings(**extra["train_args"])
+    except TypeError as exc:
+        raise ModelError(f"--resume: {last}: saved training settings do not match this version: {exc}") from exc
+    start = int(info["epoch"]) + 1
+    if start >= settings.epochs:
+        raise ConfigError(f"--resume: {last} finished all {settings.epochs} epochs already "
+                          "(expected an unfinished run)")
+    LOGGER.info("resuming %s from epoch %d/%d", last.parent.parent, start + 1, settings.epochs)
+    return last.parent.parent, settings, _Resume(info, extra["train_state"], start,
+                                                 float(extra.get("best_fitness", -1.0)))
 
 
 def train(weights: Optional[PathLike] = None, cfg: Optional[Any] = None, data: Optional[PathLike] = None,
@@ -387,9 +457,10 @@ def train(weights: Optional[PathLike] = None, cfg: Optional[Any] = None, data: O
         hyp: hyperparameters overriding ``configs/hyp/hyp.scratch-low.yaml`` (yaml path, name or mapping).
         workers: DataLoader worker processes (per process).
         resume: True (latest ``last.pt`` under ``project``), or a ``last.pt`` / run folder to continue; the
-            saved settings (data, epochs, hyp...) are reused.
+            saved settings (data, epochs, imgsz, batch, hyp...) are reused and these arguments ignored.
         freeze: first ``n`` layers (int) or a list of layer indices to keep frozen (e.g. 10 = the backbone).
         progress: tqdm bars.
+        exist_ok: reuse ``project/name`` instead of incrementing the name.
         cos_lr: one-cycle (cosine) instead of linear learning-rate decay.
         seed: random seed (model init, shuffling, augmentation).
         limit: use only the first ``limit`` images of each split (smoke tests).
@@ -398,182 +469,199 @@ def train(weights: Optional[PathLike] = None, cfg: Optional[Any] = None, data: O
 
     Returns:
         ``{"best": Path, "last": Path, "results_csv": Path, "results_png": Path, "run_dir": Path,
-        "metrics": {"map50", "map50_95", "box", "obj", "cls", "epoch", ...}, "history": [rows]}`` (on rank 0;
-        other ranks return the same paths and ``metrics`` None).
+        "metrics": {"map50", "map50_95", "box", "obj", "cls", "epoch", "fitness", "images"},
+        "history": [results rows]}``. Under torchrun only rank 0 validates: other ranks get ``metrics`` None.
 
     Raises:
         ConfigError, DataError, ModelError, BackendUnavailableError: invalid settings, data or checkpoints.
     """
-    rank, local_rank, world = _dist_env()
-    start_epoch, best_fitness, resume_state = 0, -1.0, None
+    dist_env = _Dist.from_env()
     if resume:
-        last = _find_resume(resume, project)
-        info = load_checkpoint(last)
-        extra = info.get("extra") or {}
-        if "train_state" not in extra or "train_args" not in extra:
-            raise ModelError(f"--resume: {last} has no training state (expected a last.pt written by train)")
-        saved = dict(extra["train_args"])
-        weights, cfg, data = None, None, saved["data"]
-        epochs, imgsz, batch = int(saved["epochs"]), int(saved["imgsz"]), int(saved["batch"])
-        hyp, freeze, cos_lr, seed = saved["hyp"], saved["freeze"], bool(saved["cos_lr"]), int(saved["seed"])
-        limit, nominal_batch = saved.get("limit"), int(saved.get("nominal_batch", NOMINAL_BATCH))
-        run_dir = last.parent.parent
-        start_epoch = int(info.get("epoch") or extra.get("epoch", -1)) + 1
-        best_fitness = float(extra.get("best_fitness", -1.0))
-        resume_state = (info, extra["train_state"])
-        if start_epoch >= epochs:
-            raise ConfigError(f"--resume: {last} finished all {epochs} epochs already (expected an unfinished run)")
-        LOGGER.info("resuming %s from epoch %d/%d", run_dir, start_epoch + 1, epochs)
+        run_dir, settings, resumed = _load_resume(resume, project)
     else:
-        run_dir = _increment_run_dir(project, name, exist_ok)
-    if data is None:
-        raise ConfigError("train: expected --data DATA.yaml, got none")
-    if imgsz % 32:
-        raise ConfigError(f"imgsz: expected a multiple of 32, got {imgsz}")
-    if batch < world or batch % world:
-        raise ConfigError(f"batch: expected a multiple of the {world} processes, got {batch}")
-
-    device = select_device(device, local_rank)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    torch.manual_seed(seed + max(rank, 0))
-    main_proc = rank in (-1, 0)
-    hyp_d = load_hyp(hyp)
-
+        if data is None:
+            raise ConfigError("train: expected --data DATA.yaml, got none")
+        frz = int(freeze) if isinstance(freeze, int) else [int(i) for i in freeze]
+        settings = _Settings(data=str(Path(data).resolve()), epochs=int(epochs), imgsz=int(imgsz), batch=int(batch),
+                             hyp=load_hyp(hyp), freeze=frz, cos_lr=bool(cos_lr), seed=int(seed), limit=limit,
+                             nominal_batch=int(nominal_batch), weights=str(weights) if weights else None,
+                             cfg=str(cfg) if cfg is not None and not isinstance(cfg, Mapping) else None,
+                             world_size=dist_env.world)
+        run_dir, resumed = _increment_run_dir(project, name, exist_ok), None
+    settings.check(dist_env.world)
+    dev = select_device(device, dist_env.local_rank)
+    if dist_env.world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    torch.manual_seed(settings.seed + max(dist_env.rank, 0))
     try:
-        return _run(weights, cfg, data, epochs, imgsz, batch, device, run_dir, hyp_d, workers, freeze, progress,
-                    cos_lr, seed, limit, cache, nominal_batch, rank, world, main_proc, start_epoch, best_fitness,
-                    resume_state)
+        trainer = _Trainer(settings, run_dir, dev, dist_env, workers, progress, cache, resumed,
+                           cfg if isinstance(cfg, Mapping) else None)
+        return trainer.fit()
     finally:
-        if world > 1 and dist.is_initialized():
+        if dist_env.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _run(weights, cfg, data, epochs, imgsz, batch, device, run_dir: Path, hyp: Dict[str, float], workers, freeze,
-         progress, cos_lr, seed, limit, cache, nominal_batch, rank, world, main_proc, start_epoch, best_fitness,
-         resume_state) -> Dict[str, Any]:
-    from tqdm import tqdm
+class _Trainer:
+    """One training process: model, loss, optimizer, schedules, EMA, loaders; :meth:`fit` runs the epochs."""
 
-    train_split = load_split(data, "train", limit)
-    val_split = load_split(data, "val", limit) if main_proc else None
-    names = train_split.names
-    if resume_state is not None:
-        model = build_from_checkpoint(resume_state[0])
-        model.load_state_dict(resume_state[1]["model"])
-    else:
-        model = _build_model(weights, cfg, names)
-    _freeze(model, freeze)
-    model.to(device).train()
-    nl, nc = model.detect.nl, model.nc
+    def __init__(self, s: _Settings, run_dir: Path, device: torch.device, dist_env: _Dist, workers: int,
+                 progress: bool, cache: bool, resumed: Optional[_Resume], cfg_mapping: Optional[Mapping] = None):
+        self.s, self.run_dir, self.device, self.dist, self.progress = s, run_dir, device, dist_env, progress
+        self.paths = {"run_dir": run_dir, "last": run_dir / "weights" / "last.pt",
+                      "best": run_dir / "weights" / "best.pt", "results_csv": run_dir / "results.csv",
+                      "results_png": run_dir / "results.png"}
+        self.start_epoch = resumed.start_epoch if resumed else 0
+        self.best_fitness = resumed.best_fitness if resumed else -1.0
+        train_split = load_split(s.data, "train", s.limit)
+        self.names = train_split.names
+        self.model = self._model(resumed, cfg_mapping)
+        self.loss_fn = self._loss()
+        self.accumulate = max(round(s.nominal_batch / s.batch), 1)
+        decay = s.hyp["weight_decay"] * s.batch * self.accumulate / s.nominal_batch
+        self.optimizer = build_optimizer(self.model, s.hyp["lr0"], s.hyp["momentum"], decay)
+        for g in self.optimizer.param_groups:
+            g["initial_lr"] = s.hyp["lr0"]
+        self.lf = lr_lambda(s.epochs, s.hyp["lrf"], s.cos_lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lf, last_epoch=self.start_epoch - 1)
+        self.ema = ModelEMA(self.model) if dist_env.main else None
+        if resumed is not None:
+            self._restore(resumed)
+        self.amp = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.net: nn.Module = self.model
+        if dist_env.world > 1:
+            self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda"
+                                               else None)
+        batch_rank = s.batch // dist_env.world
+        self.train_ds = YOLODataset(train_split, s.imgsz, augment=True, hyp=s.hyp, seed=s.seed, cache_images=cache)
+        self.train_loader = create_dataloader(self.train_ds, batch_rank, shuffle=True, workers=workers,
+                                              distributed=dist_env.world > 1, seed=s.seed)
+        self.val_loader = None
+        if dist_env.main:
+            val_ds = YOLODataset(load_split(s.data, "val", s.limit), s.imgsz, augment=False)
+            self.val_loader = create_dataloader(val_ds, batch_rank * 2, shuffle=False, workers=workers)
+            (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+            (run_dir / "hyp.yaml").write_text(yaml.safe_dump(s.hyp, sort_keys=False))
+            (run_dir / "args.yaml").write_text(yaml.safe_dump(dataclasses.asdict(s), sort_keys=False))
 
-    loss_hyp = scale_loss_gains(hyp, nl, nc, imgsz)
-    loss_fn = YOLOv5Loss(model.detect.anchors.detach().cpu(), model.stride.tolist(), nc,
-                         {k: loss_hyp[k] for k in LOSS_HYP_KEYS})
+    def _model(self, resumed: Optional[_Resume], cfg_mapping: Optional[Mapping]) -> YOLOv5:
+        if resumed is not None:
+            model = build_from_checkpoint(resumed.info)
+            model.load_state_dict(resumed.state["model"])
+        else:
+            model = _build_model(self.s.weights, cfg_mapping or self.s.cfg, self.names)
+        _freeze(model, self.s.freeze)
+        return model.to(self.device).train()
 
-    batch_rank = batch // world
-    accumulate = max(round(nominal_batch / batch), 1)
-    decay = hyp["weight_decay"] * batch * accumulate / nominal_batch
-    optimizer = build_optimizer(model, hyp["lr0"], hyp["momentum"], decay)
-    lf = lr_lambda(epochs, hyp["lrf"], cos_lr)
-    for g in optimizer.param_groups:
-        g["initial_lr"] = hyp["lr0"]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf, last_epoch=start_epoch - 1)
-    ema = ModelEMA(model) if main_proc else None
-    if resume_state is not None:
-        optimizer.load_state_dict(resume_state[1]["optimizer"])
-        if ema is not None:
-            ema.ema.load_state_dict(build_from_checkpoint(resume_state[0]).state_dict())
-            ema.updates = int(resume_state[1]["ema_updates"])
+    def _loss(self) -> YOLOv5Loss:
+        detect = self.model.detect
+        gains = scale_loss_gains(self.s.hyp, detect.nl, self.model.nc, self.s.imgsz)
+        return YOLOv5Loss(detect.anchors.detach().cpu(), self.model.stride.tolist(), self.model.nc,
+                          {k: gains[k] for k in LOSS_HYP_KEYS})
 
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    if world > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    def _restore(self, resumed: _Resume) -> None:
+        self.optimizer.load_state_dict(resumed.state["optimizer"])
+        if self.ema is not None:
+            self.ema.ema.load_state_dict(build_from_checkpoint(resumed.info).state_dict())
+            self.ema.updates = int(resumed.state["ema_updates"])
 
-    train_ds = YOLODataset(train_split, imgsz, augment=True, hyp=hyp, seed=seed, cache_images=cache)
-    train_loader = create_dataloader(train_ds, batch_rank, shuffle=True, workers=workers, distributed=world > 1,
-                                     seed=seed)
-    val_loader = None
-    if main_proc:
-        val_ds = YOLODataset(val_split, imgsz, augment=False)
-        val_loader = create_dataloader(val_ds, batch_rank * 2, shuffle=False, workers=workers)
-        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
-        (run_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
-    train_args = {"data": str(Path(data).resolve()), "epochs": epochs, "imgsz": imgsz, "batch": batch,
-                  "hyp": hyp, "freeze": list(freeze) if not isinstance(freeze, int) else freeze,
-                  "cos_lr": cos_lr, "seed": seed, "limit": limit, "nominal_batch": nominal_batch,
-                  "weights": str(weights) if weights else None, "cfg": cfg if isinstance(cfg, (str, type(None)))
-                  else str(cfg), "world_size": world}
-    if main_proc:
-        (run_dir / "args.yaml").write_text(yaml.safe_dump(train_args, sort_keys=False))
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> Dict[str, Any]:
+        s = self.s
+        LOGGER.info("training epochs %d..%d on %d images, imgsz %d, batch %d x %d process(es), nominal batch %d, "
+                    "device %s -> %s", self.start_epoch + 1, s.epochs, len(self.train_ds), s.imgsz,
+                    s.batch // self.dist.world, self.dist.world, s.nominal_batch, self.device, self.run_dir)
+        nb = len(self.train_loader)
+        warmup = s.hyp["warmup_epochs"] > 0
+        self.nw = max(round(s.hyp["warmup_epochs"] * nb), int(s.hyp["warmup_min_iters"])) if warmup else -1
+        self.last_step = self.start_epoch * nb - 1
+        history: List[Dict[str, Any]] = []
+        metrics: Optional[Dict[str, Any]] = None
+        self.optimizer.zero_grad()
+        for epoch in range(self.start_epoch, s.epochs):
+            t0 = time.perf_counter()
+            mloss = self._train_epoch(epoch, nb)
+            lrs = [g["lr"] for g in self.optimizer.param_groups]
+            self.scheduler.step()
+            if self.dist.main:
+                row, metrics = self._end_epoch(epoch, mloss, lrs, t0)
+                history.append(row)
+        if self.dist.main and self.paths["results_csv"].exists():
+            plot_results(self.paths["results_csv"], self.paths["results_png"])
+        if self.dist.world > 1:
+            dist.barrier()
+        return {**self.paths, "metrics": metrics, "history": history}
 
-    nb = len(train_loader)
-    nw = max(round(hyp["warmup_epochs"] * nb), int(hyp["warmup_min_iters"])) if hyp["warmup_epochs"] > 0 else -1
-    last_step = -1
-    paths = {"run_dir": run_dir, "last": run_dir / "weights" / "last.pt", "best": run_dir / "weights" / "best.pt",
-             "results_csv": run_dir / "results.csv", "results_png": run_dir / "results.png"}
-    history: List[Dict[str, float]] = []
-    metrics: Optional[Dict[str, Any]] = None
-    optimizer.zero_grad()
-    LOGGER.info("training %s for epochs %d..%d: %d images, imgsz %d, batch %d x %d process(es), accumulate %d, "
-                "device %s -> %s", type(_unwrap(model)).__name__, start_epoch + 1, epochs, len(train_split), imgsz,
-                batch_rank, world, accumulate, device, run_dir)
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        model.train()
-        train_ds.set_epoch(epoch)
-        if world > 1:
-            train_loader.sampler.set_epoch(epoch)
+    def _train_epoch(self, epoch: int, nb: int) -> torch.Tensor:
+        """One pass over the training data; returns the mean ``(box, obj, cls)`` losses per image."""
+        from tqdm import tqdm
+
+        self.net.train()
+        self.train_ds.set_epoch(epoch)
+        if self.dist.world > 1:
+            self.train_loader.sampler.set_epoch(epoch)
         mloss = torch.zeros(3)
-        bar = tqdm(train_loader, total=nb, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and main_proc))
+        bar = tqdm(self.train_loader, total=nb, desc=f"epoch {epoch + 1}/{self.s.epochs}",
+                   disable=not (self.progress and self.dist.main))
         for i, (imgs, targets, _, _) in enumerate(bar):
             ni = i + nb * epoch
-            if ni <= nw:
-                accumulate = _warmup(optimizer, ni, nw, lf(epoch), hyp, nominal_batch / batch)
-            x = imgs.to(device, non_blocking=True).float() / 255
-            with torch.autocast(device.type, enabled=amp):
-                preds = model(x)
-            loss, items = loss_fn(preds, targets.to(device))
-            if world > 1:
-                loss = loss * world  # DDP averages gradients across processes
-            scaler.scale(loss).backward()
-            if ni - last_step >= accumulate:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), max_norm=GRAD_CLIP)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad()
-                if ema is not None:
-                    ema.update(model)
-                last_step = ni
+            if ni <= self.nw:
+                self.accumulate = _warmup(self.optimizer, ni, self.nw, self.lf(epoch), self.s.hyp,
+                                          self.s.nominal_batch / self.s.batch)
+            x = imgs.to(self.device, non_blocking=True).float() / 255
+            with torch.autocast(self.device.type, enabled=self.amp):
+                preds = self.net(x)
+            loss, items = self.loss_fn(preds, targets.to(self.device))
+            self.scaler.scale(loss * self.dist.world).backward()  # DDP averages gradients over processes
+            if ni - self.last_step >= self.accumulate:
+                self._step()
+                self.last_step = ni
             mloss = (mloss * i + torch.stack(items).float().cpu()) / (i + 1)
             bar.set_postfix(box=f"{mloss[0]:.4f}", obj=f"{mloss[1]:.4f}", cls=f"{mloss[2]:.4f}")
-        lrs = [g["lr"] for g in optimizer.param_groups]
-        scheduler.step()
-        if not main_proc:
-            continue
-        val = validate(ema.ema, val_loader, loss_fn, device, progress)
+        return mloss
+
+    def _step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=GRAD_CLIP)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def _end_epoch(self, epoch: int, mloss: torch.Tensor, lrs: List[float],
+                   t0: float) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """Validate the EMA model, append to results.csv, save last.pt / best.pt (rank 0 only)."""
+        val = validate(self.ema.ema, self.val_loader, self.loss_fn, self.device, self.progress)
         fitness = 0.1 * val["map50"] + 0.9 * val["map50_95"]
         row = {"epoch": epoch, "train/box_loss": float(mloss[0]), "train/obj_loss": float(mloss[1]),
                "train/cls_loss": float(mloss[2]), "metrics/mAP_0.5": val["map50"],
                "metrics/mAP_0.5:0.95": val["map50_95"], "val/box_loss": val["box"], "val/obj_loss": val["obj"],
                "val/cls_loss": val["cls"], "x/lr0": lrs[0], "x/lr1": lrs[1], "x/lr2": lrs[2],
                "time_s": time.perf_counter() - t0}
-        history.append(row)
-        _write_row(paths["results_csv"], row)
+        _write_row(self.paths["results_csv"], row)
         metrics = {**val, "epoch": epoch, "fitness": fitness}
-        improved = fitness > best_fitness
-        best_fitness = max(best_fitness, fitness)
-        _save(paths, ema, model, optimizer, names, epoch, metrics, hyp, train_args, best_fitness, improved)
+        improved = fitness > self.best_fitness
+        self.best_fitness = max(self.best_fitness, fitness)
+        self._save(epoch, metrics, improved)
         LOGGER.info("epoch %d/%d: box %.4f obj %.4f cls %.4f | val mAP50 %.4f mAP50-95 %.4f (%.1fs)", epoch + 1,
-                    epochs, *mloss.tolist(), val["map50"], val["map50_95"], row["time_s"])
-    if main_proc and paths["results_csv"].exists():
-        plot_results(paths["results_csv"], paths["results_png"])
-    if world > 1:
-        dist.barrier()
-    return {**paths, "metrics": metrics, "history": history}
+                    self.s.epochs, *mloss.tolist(), val["map50"], val["map50_95"], row["time_s"])
+        return row, metrics
+
+    def _save(self, epoch: int, metrics: Mapping[str, Any], improved: bool) -> None:
+        """``last.pt`` (EMA weights + training state for ``--resume``); ``best.pt`` (EMA weights) when improved."""
+        date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        common = {"epoch": epoch, "date": date, "metrics": {k: float(v) for k, v in metrics.items()},
+                  "hyp": dict(self.s.hyp), "train_args": dataclasses.asdict(self.s),
+                  "best_fitness": float(self.best_fitness)}
+        state = {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                 "optimizer": self.optimizer.state_dict(), "ema_updates": self.ema.updates}
+        save_checkpoint(self.paths["last"], self.ema.ema, self.names, train_state=state, **common)
+        if improved:
+            save_checkpoint(self.paths["best"], self.ema.ema, self.names, **common)
 
 
 def _warmup(optimizer: torch.optim.Optimizer, ni: int, nw: int, lr_factor: float, hyp: Mapping[str, float],
@@ -586,17 +674,3 @@ def _warmup(optimizer: torch.optim.Optimizer, ni: int, nw: int, lr_factor: float
         g["lr"] = float(np.interp(ni, xi, [start, g["initial_lr"] * lr_factor]))
         g["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
     return max(1, int(np.interp(ni, xi, [1, max_accumulate]).round()))
-
-
-def _save(paths: Mapping[str, Path], ema: ModelEMA, model: nn.Module, optimizer: torch.optim.Optimizer,
-          names: Sequence[str], epoch: int, metrics: Mapping[str, Any], hyp: Mapping[str, float],
-          train_args: Mapping[str, Any], best_fitness: float, improved: bool) -> None:
-    """``last.pt`` (EMA weights + training state for ``--resume``) and, when improved, ``best.pt`` (weights only)."""
-    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    common = {"epoch": epoch, "date": date, "metrics": {k: float(v) for k, v in metrics.items()},
-              "hyp": dict(hyp), "train_args": dict(train_args), "best_fitness": float(best_fitness)}
-    state = {"model": {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()},
-             "optimizer": optimizer.state_dict(), "ema_updates": ema.updates}
-    save_checkpoint(paths["last"], ema.ema, names, train_state=state, **common)
-    if improved:
-        save_checkpoint(paths["best"], ema.ema, names, **common)

@@ -178,6 +178,7 @@ def test_dataset_items_and_collate(tiny_yaml):
     split = load_split(tiny_yaml, "train")
     assert len(split) == 8 and split.names == ["circle", "square"]
     ds = YOLODataset(split, 64, augment=True, seed=0)
+    assert np.array_equal(YOLODataset(split, 64, augment=True, seed=0, cache_images=True)[5][0], ds[5][0])
     a, b = ds[3], ds[3]
     assert np.array_equal(a[0], b[0])  # same (seed, epoch, index) -> same augmentation
     ds.set_epoch(1)
@@ -194,6 +195,18 @@ def test_dataset_items_and_collate(tiny_yaml):
     assert tuple(imgs.shape) == (2, 3, 64, 64) and str(imgs.dtype) == "torch.uint8"
     assert targets.shape[1] == 6 and set(targets[:, 0].tolist()) == {0.0, 1.0}
     assert np.array_equal(imgs[0].numpy(), val[0][0][:, :, ::-1].transpose(2, 0, 1))  # BGR -> RGB CHW
+
+
+def test_loader_workers_see_the_new_epoch(tiny_yaml):
+    from edge_detect.build.data import YOLODataset, create_dataloader, load_split
+
+    ds = YOLODataset(load_split(tiny_yaml, "train"), 64, augment=True, seed=0)
+    loader = create_dataloader(ds, batch_size=8, shuffle=False, workers=1)
+    first = next(iter(loader))[0]
+    assert np.array_equal(first[0].numpy(), ds[0][0][:, :, ::-1].transpose(2, 0, 1))  # worker = main process
+    ds.set_epoch(1)
+    second = next(iter(loader))[0]
+    assert not np.array_equal(first.numpy(), second.numpy())
 
 
 def test_val_labels_follow_the_letterbox(coco128_yaml):
@@ -424,17 +437,32 @@ def test_synthetic_shapes_are_learnt(shapes_yaml, weights_pt, tmp_path):
     """Fine-tuning yolov5n.pt with a new 3-class head reaches mAP50 > 0.5 on the shapes val split."""
     from edge_detect.build.train import train
 
-    res = train(weights=weights_pt, data=shapes_yaml, epochs=20, imgsz=128, batch=16, device="cpu",
+    res = train(weights=weights_pt, data=shapes_yaml, epochs=16, imgsz=128, batch=16, device="cpu",
                 project=tmp_path, name="shapes", workers=0, progress=False, nominal_batch=16,
                 hyp={"warmup_min_iters": 20})
     rows = _read_csv(res["results_csv"])
-    assert len(rows) == 20
+    assert len(rows) == 16
     maps = [float(r["metrics/mAP_0.5"]) for r in rows]
     assert maps[0] < 0.2 and max(maps) > 0.5, maps
     assert res["metrics"]["map50"] > 0.5
     box = [float(r["train/box_loss"]) for r in rows]
     assert box[-1] < 0.8 * box[0]
     assert res["best"].is_file() and res["results_png"].is_file()
+
+
+def _limited_yaml(data_yaml: Path, tmp_path: Path, n: int) -> Path:
+    """A copy of ``data_yaml`` whose val split lists only its first ``n`` images (a .txt list file)."""
+    import yaml
+
+    from edge_detect.datasets import load_dataset
+
+    spec = load_dataset(data_yaml)
+    listing = tmp_path / "val_list.txt"
+    listing.write_text("\n".join(str(p) for p in spec.images("val")[:n]) + "\n")
+    out = tmp_path / "limited.yaml"
+    out.write_text(yaml.safe_dump({"path": str(spec.root), "train": str(spec.splits["train"][0]),
+                                   "val": str(listing), "names": list(spec.names)}))
+    return out
 
 
 @pytest.mark.slow
@@ -466,7 +494,12 @@ def test_coco128_finetune_epoch_checkpoints_export_and_val(coco128_yaml, weights
 
     onnx_path = export_onnx(res["best"], tmp_path / "best.onnx", imgsz=(160, 160))
     val = evaluate(onnx_path, coco128_yaml, split="val", imgsz=160, progress=False)
-    assert val["map50"] > 0.1
+    # the in-training validation follows the `val` protocol: same figures on the same 32 images
+    val32 = evaluate(onnx_path, _limited_yaml(coco128_yaml, tmp_path, 32), split="val", imgsz=160, progress=False)
+    assert val32["images"] == 32
+    assert val32["map50"] == pytest.approx(res["metrics"]["map50"], abs=0.01)
+    assert val32["map50_95"] == pytest.approx(res["metrics"]["map50_95"], abs=0.01)
+    assert val["map50"] > 0.1 and val["images"] == 128
 
 
 @pytest.mark.slow
