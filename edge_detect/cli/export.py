@@ -13,7 +13,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ..errors import BackendUnavailableError, ConfigError
 
@@ -95,6 +95,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="activation range method (default: percentile)")
     q.add_argument("--int8-exclude", nargs="+", default=[], metavar="NAME",
                    help="nodes or blocks to keep in float (in addition to the automatic choice)")
+    q.add_argument("--int8-val", default=None, metavar="DATA.yaml",
+                   help="measure the INT8 model's mAP on this dataset's val split and record it in the model "
+                        "metadata and the report (default: the --calib dataset when it is a yaml; 'none' skips)")
     q.add_argument("--no-sensitivity", action="store_true",
                    help="skip the per-block sensitivity analysis that keeps the most sensitive blocks in float")
 
@@ -151,6 +154,15 @@ def _validate(args: argparse.Namespace) -> None:
         raise ConfigError("--dla and --timing-cache apply to --format engine only")
 
 
+def _int8_val(args: argparse.Namespace) -> Optional[str]:
+    """Dataset whose val split scores the INT8 model: --int8-val, else a yaml --calib, 'none' = skip."""
+    val = getattr(args, "int8_val", None)
+    if val is not None:
+        return None if str(val).lower() == "none" else str(val)
+    calib = str(args.calib)
+    return calib if calib.lower().endswith((".yaml", ".yml")) else None
+
+
 def run_export(args: argparse.Namespace, workdir: Path) -> Path:
     """Run the stages (see module doc) with intermediates in ``workdir``; returns the final file."""
     from ..build.export import export_onnx
@@ -166,9 +178,11 @@ def run_export(args: argparse.Namespace, workdir: Path) -> Path:
                           simplify=not args.no_simplify, progress=progress)
     if args.int8:
         quantize_int8 = _stage("quantize", "quantize_int8", "--int8")
+        report = output.with_name(output.stem + ".quant.json")
         current = quantize_int8(current, workdir / "int8.onnx", calib=args.calib, num_images=args.calib_images,
                                 method=args.calib_method, exclude=tuple(args.int8_exclude),
-                                sensitivity=not args.no_sensitivity)
+                                sensitivity=not args.no_sensitivity, val_data=_int8_val(args),
+                                report_path=report, progress=progress)
     if args.uint8_input:
         add_uint8_input = _stage("graph", "add_uint8_input", "--uint8-input")
         current = add_uint8_input(current, workdir / "uint8.onnx")

@@ -208,7 +208,8 @@ def test_cli_dispatch_order(weights_pt: Path, tmp_path: Path, monkeypatch, capsy
     assert [c[:2] for c in calls] == [("quantize_int8", "fp32.onnx"), ("add_uint8_input", "int8.onnx"),
                                       ("add_nms", "uint8.onnx"), ("build_engine", "nms.onnx")]
     assert calls[0][2] == {"calib": "c.yaml", "num_images": 8, "method": "minmax", "exclude": ("model.24",),
-                           "sensitivity": False}
+                           "sensitivity": False, "val_data": "c.yaml", "progress": False,
+                           "report_path": tmp_path / "m.quant.json"}
     assert calls[2][2] == {"conf": 0.3, "iou": 0.45, "max_det": 50}
     assert calls[3][2] == {"fp16": True, "int8": True, "workspace_gb": 2.0, "dla": None, "timing_cache": None,
                            "dynamic": None}
