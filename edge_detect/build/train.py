@@ -478,6 +478,7 @@ def train(weights: Optional[PathLike] = None, cfg: Optional[Any] = None, data: O
     dist_env = _Dist.from_env()
     if resume:
         run_dir, settings, resumed = _load_resume(resume, project)
+        settings.world_size = dist_env.world
     else:
         if data is None:
             raise ConfigError("train: expected --data DATA.yaml, got none")

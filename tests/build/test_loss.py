@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import requires_torch
+from conftest import requires_torch
 
 pytestmark = requires_torch
 

@@ -17,17 +17,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, has_module, requires_torch
+from conftest import REPO, has_module, requires_torch
 
 pytestmark = requires_torch
 
 
 @pytest.fixture(autouse=True)
 def _threads():
+    """One intra-op thread: on a shared 2-core machine, 2 spinning threads can slow training 10x."""
     import torch
 
     n = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
 
