@@ -4,7 +4,10 @@ Threads and queues::
 
     capture thread per source ──(Source queue: live keeps newest / files block)──┐
                                                                                   v
-    "infer" thread:   take next frame (round robin) -> Detector.preprocess -> Detector.infer
+    "preprocess" thread: take next frame (round robin) -> Detector.preprocess (letterbox, normalize)
+                                                                                  │ queue of 1
+                                                                                  v
+    "infer" thread:   Detector.infer (the only thread that touches the backend)
                                                                                   │ bounded queue (queue_size)
                                                                                   v
     calling thread:   Detector.postprocess -> tracker -> sinks (annotate once, write each)
@@ -158,6 +161,7 @@ class Pipeline:
         self.timer = StageTimer(STAGES)
         self.latencies: List[float] = []
         self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=queue_size)
+        self._pre_queue: "queue.Queue[Any]" = queue.Queue(maxsize=1)
         self._halt = threading.Event()
         self._notify = threading.Event()
         self._error: Optional[BaseException] = None
@@ -186,7 +190,8 @@ class Pipeline:
             self._stopped_by = reason
             self._halt.set()
 
-    def _infer_loop(self, t_start: float) -> None:
+    def _preprocess_loop(self, t_start: float) -> None:
+        """Pick frames (round robin), check the stop conditions, letterbox; hand over to the infer thread."""
         dispatched, rr = 0, 0
         try:
             while not self._halt.is_set():
@@ -210,30 +215,47 @@ class Pipeline:
                     self._t_first = time.perf_counter()
                 t0 = time.perf_counter()
                 batch, infos = self.detector.preprocess([frame.image])
-                t1 = time.perf_counter()
-                outputs = self.detector.infer(batch)
-                t2 = time.perf_counter()
-                frame.timings["preprocess"] = (t1 - t0) * 1e3
-                frame.timings["inference"] = (t2 - t1) * 1e3
-                self._put((frame, outputs, infos))
+                frame.timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+                self._put(self._pre_queue, (frame, batch, infos))
                 dispatched += 1
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             self._error = exc
             self._stop("error")
         finally:
-            self._put(_END, force=True)
+            self._put(self._pre_queue, _END, force=True)
 
-    def _put(self, item: Any, force: bool = False) -> None:
+    def _infer_loop(self) -> None:
+        """Run the backend on preprocessed frames; the only thread that touches the backend."""
+        try:
+            while True:
+                try:
+                    item = self._pre_queue.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    break
+                frame, batch, infos = item
+                t0 = time.perf_counter()
+                outputs = self.detector.infer(batch)
+                frame.timings["inference"] = (time.perf_counter() - t0) * 1e3
+                self._put(self._queue, (frame, outputs, infos))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            self._error = exc
+            self._stop("error")
+        finally:
+            self._put(self._queue, _END, force=True)
+
+    def _put(self, q: "queue.Queue[Any]", item: Any, force: bool = False) -> None:
         while True:
             try:
-                self._queue.put(item, timeout=0.1)
+                q.put(item, timeout=0.1)
                 return
             except queue.Full:
                 if not force and self._halt.is_set():
                     return  # stopping and nobody consumes any more: drop the in-flight frame
                 if force:  # the consumer is gone or stopping: make room for the end marker
                     try:
-                        self._queue.get_nowait()
+                        q.get_nowait()
                     except queue.Empty:
                         pass
 
@@ -299,14 +321,16 @@ class Pipeline:
             src.start()
         bar = None
         interrupted: Optional[BaseException] = None
-        worker = threading.Thread(target=self._infer_loop, args=(t_start,), name="infer", daemon=True)
+        workers = [threading.Thread(target=self._preprocess_loop, args=(t_start,), name="preprocess", daemon=True),
+                   threading.Thread(target=self._infer_loop, name="infer", daemon=True)]
         try:
             for sink in self.sinks:
                 sink.start(streams)
             bar = self._bar()
             rate = RateMeter(2.0)
             last_log, logged = time.perf_counter(), 0
-            worker.start()
+            for worker in workers:
+                worker.start()
             while True:
                 try:
                     item = self._queue.get(timeout=0.1)
@@ -332,8 +356,9 @@ class Pipeline:
             raise
         finally:
             self._halt.set()
-            if worker.is_alive():
-                worker.join(5.0)
+            for worker in workers:
+                if worker.is_alive():
+                    worker.join(5.0)
             if bar is not None:
                 bar.close()
             self._close_all()

@@ -330,7 +330,7 @@ def test_repeated_inference_medians_agree(yolov5n_onnx: Path) -> None:
     """Acceptance: the median of three inference-only runs varies by less than 10%.
 
     The machine is shared, so a burst of load from another process can shift one run; the three runs are
-    repeated once when their spread is 10% or more, and the second set must pass.
+    repeated (at most twice more) when their spread is 10% or more, and the last set must pass.
     """
     from edge_detect.detector import Detector
 

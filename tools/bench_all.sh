@@ -10,6 +10,9 @@
 #   ITERS / WARMUP    inference-only timed / warm-up calls (default: 200 / 20)
 #   THREADS           ONNX Runtime intra-op threads (default: unset = one per core)
 #   UPDATE            1 (default) rewrites the block between the bench markers in BENCHMARKS.md
+#   RUNS              which measurements to (re)run: any of "640 384x640 batch4 gpu" (default: all but gpu,
+#                     plus gpu with GPU=1); the results block is rebuilt from every JSON present in $OUT,
+#                     so a run spoiled by a busy machine can be repeated alone, e.g. RUNS=640
 #   QUIET_LOAD        wait (up to QUIET_WAIT s, default 600) until the 1-min load average is below this
 #                     before measuring, e.g. QUIET_LOAD=0.5 on a shared machine (default: do not wait)
 #
@@ -50,6 +53,10 @@ export_if_missing "$OUT/yolov5n-dyn.onnx" --dynamic
 export_if_missing "$OUT/yolov5n-int8.onnx" --int8 --calib "$COCO" --calib-images 128
 export_if_missing "$OUT/yolov5n-dyn-int8.onnx" --dynamic --int8 --calib "$COCO" --calib-images 128
 
+RUNS="${RUNS:-640 384x640 batch4${GPU:+ gpu}}"
+[[ "${GPU:-0}" == "1" ]] || RUNS="${RUNS// gpu/}"
+want() { [[ " $RUNS " == *" $1 "* ]]; }
+
 COMMON=(--warmup "$WARMUP" --iters "$ITERS" --source "$VIDEO" --data "$COCO")
 [[ -n "${THREADS:-}" ]] && COMMON+=(--threads "$THREADS")
 
@@ -65,27 +72,31 @@ wait_quiet() {  # shared machines: measure when other jobs are idle
   done
 }
 
-wait_quiet
-echo "== load before: $(uptime)"
-echo "== bench 640x640 (static models, batch 1)"
-"${ED[@]}" bench --model "$OUT/yolov5n.onnx" --model "$OUT/yolov5n-int8.onnx" "${COMMON[@]}" \
-  --json "$OUT/bench-640.json" --markdown "$OUT/bench-640.md" --plot "$OUT/bench-640.png"
+echo "== runs: $RUNS"
+if want 640; then
+  wait_quiet
+  echo "== bench 640x640 (static models, batch 1), $(uptime)"
+  "${ED[@]}" bench --model "$OUT/yolov5n.onnx" --model "$OUT/yolov5n-int8.onnx" "${COMMON[@]}" \
+    --json "$OUT/bench-640.json" --markdown "$OUT/bench-640.md" --plot "$OUT/bench-640.png"
+fi
 
-wait_quiet
-echo "== bench 384x640, minimum rectangle for 16:9 (dynamic models, batch 1)"
-"${ED[@]}" bench --model "$OUT/yolov5n-dyn.onnx" --model "$OUT/yolov5n-dyn-int8.onnx" --imgsz 384x640 \
-  "${COMMON[@]}" --json "$OUT/bench-384x640.json" --markdown "$OUT/bench-384x640.md" --plot "$OUT/bench-384x640.png"
+if want 384x640; then
+  wait_quiet
+  echo "== bench 384x640, minimum rectangle for 16:9 (dynamic models, batch 1), $(uptime)"
+  "${ED[@]}" bench --model "$OUT/yolov5n-dyn.onnx" --model "$OUT/yolov5n-dyn-int8.onnx" --imgsz 384x640 \
+    "${COMMON[@]}" --json "$OUT/bench-384x640.json" --markdown "$OUT/bench-384x640.md" \
+    --plot "$OUT/bench-384x640.png"
+fi
 
-wait_quiet
-echo "== bench batch 4 throughput, inference only (dynamic FP32 model)"
-"${ED[@]}" bench --model "$OUT/yolov5n-dyn.onnx" --imgsz 640 384x640 --batch 4 --warmup "$WARMUP" \
-  --iters "$(( ITERS / 4 > 10 ? ITERS / 4 : 10 ))" ${THREADS:+--threads "$THREADS"} \
-  --json "$OUT/bench-batch4.json" --markdown "$OUT/bench-batch4.md"
+if want batch4; then
+  wait_quiet
+  echo "== bench batch 4 throughput, inference only (dynamic FP32 model), $(uptime)"
+  "${ED[@]}" bench --model "$OUT/yolov5n-dyn.onnx" --imgsz 640 384x640 --batch 4 --warmup "$WARMUP" \
+    --iters "$(( ITERS / 4 > 10 ? ITERS / 4 : 10 ))" ${THREADS:+--threads "$THREADS"} \
+    --json "$OUT/bench-batch4.json" --markdown "$OUT/bench-batch4.md"
+fi
 
-JSONS=("640x640 square, batch 1=$OUT/bench-640.json" "384x640 (minimum 16:9 rectangle), batch 1=$OUT/bench-384x640.json"
-       "batch 4, inference only=$OUT/bench-batch4.json")
-
-if [[ "${GPU:-0}" == "1" ]]; then
+if want gpu; then
   echo "== GPU: TensorRT engines"
   export_if_missing "$OUT/yolov5n.engine" --format engine
   export_if_missing "$OUT/yolov5n-fp16.engine" --format engine --half
@@ -93,8 +104,13 @@ if [[ "${GPU:-0}" == "1" ]]; then
   "${ED[@]}" bench --model "$OUT/yolov5n.engine" --model "$OUT/yolov5n-fp16.engine" \
     --model "$OUT/yolov5n-int8.engine" "${COMMON[@]}" \
     --json "$OUT/bench-gpu.json" --markdown "$OUT/bench-gpu.md" --plot "$OUT/bench-gpu.png"
-  JSONS+=("GPU: TensorRT engines, 640x640=$OUT/bench-gpu.json")
 fi
+
+JSONS=()
+for pair in "640x640 square, batch 1=bench-640.json" "384x640 (minimum 16:9 rectangle), batch 1=bench-384x640.json" \
+            "batch 4, inference only=bench-batch4.json" "GPU: TensorRT engines, 640x640=bench-gpu.json"; do
+  [[ -f "$OUT/${pair#*=}" ]] && JSONS+=("${pair%%=*}=$OUT/${pair#*=}")
+done
 echo "== load after: $(uptime)"
 
 # one combined Markdown block (system, exact command, tables) from the JSON files
