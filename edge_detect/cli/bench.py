@@ -6,6 +6,7 @@ import logging
 from typing import Any, List, Optional
 
 from ..errors import ConfigError
+from ._types import non_negative_int, positive_int
 
 LOGGER = logging.getLogger(__name__)
 
@@ -19,26 +20,6 @@ Every combination of --model x --backend x --imgsz x --batch is measured; a comb
 here (backend or precision unavailable, static model at another size) is skipped with a note.
 The JSON keys are documented in the edge_detect.bench module docstring and BENCHMARKS.md.
 """
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def _imgsz(text: str) -> Any:
@@ -64,22 +45,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--imgsz", nargs="+", type=_imgsz, default=None, metavar="S|HxW",
                    help="network input size(s), e.g. 640 or 384x640 (default: the model's own size; "
                         "other sizes need a dynamic model)")
-    p.add_argument("--batch", nargs="+", type=_positive, default=[1], metavar="N",
+    p.add_argument("--batch", nargs="+", type=positive_int, default=[1], metavar="N",
                    help="batch size(s) for inference-only timing (default: 1; >1 needs a dynamic-batch model)")
-    p.add_argument("--warmup", type=_non_negative, default=10, metavar="K",
+    p.add_argument("--warmup", type=non_negative_int, default=10, metavar="K",
                    help="untimed warm-up calls before timing (default: 10)")
-    p.add_argument("--iters", type=_positive, default=100, metavar="N",
+    p.add_argument("--iters", type=positive_int, default=100, metavar="N",
                    help="timed inference calls per configuration (default: 100)")
     p.add_argument("--source", default=None, metavar="VIDEO",
                    help="video file / camera / stream for the end-to-end run (omit to skip it)")
-    p.add_argument("--max-frames", type=_positive, default=None, metavar="N",
+    p.add_argument("--max-frames", type=positive_int, default=None, metavar="N",
                    help="stop the end-to-end run after N frames (default: the whole video)")
     p.add_argument("--sink", action="append", default=[], metavar="URI",
                    help="sink for the end-to-end run, e.g. out.mp4 or dets.jsonl; repeatable "
                         "(default: none; a display is not allowed since it would be timed)")
     p.add_argument("--data", default=None, metavar="DATA.yaml",
                    help="dataset yaml: also report mAP50-95 and mAP50 on its val split")
-    p.add_argument("--threads", type=_positive, default=None, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="backend intra-op threads (default: the backend's own choice)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (stable keys)")
     p.add_argument("--markdown", default=None, metavar="PATH", help="write the results as a Markdown table")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import BackendUnavailableError, ConfigError
+from ._types import positive_float, positive_int, unit_float
 
 LOGGER = logging.getLogger(__name__)
 
@@ -29,36 +30,6 @@ examples:
 
 --weights accepts a file or a manifest name (yolov5n, yolov5s...; see `edge-detect weights list`).
 """
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -75,12 +46,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="output format (default: onnx; engine needs TensorRT and a GPU)")
     g.add_argument("--output", "-o", default=None, metavar="PATH",
                    help="output file (default: <weights stem>[-int8|-fp16].<onnx|engine> in the current folder)")
-    g.add_argument("--imgsz", nargs="+", type=_positive, default=[640], metavar="S",
+    g.add_argument("--imgsz", nargs="+", type=positive_int, default=[640], metavar="S",
                    help="input size: one side (square) or H W; multiples of 32 (default: 640)")
-    g.add_argument("--batch", type=_positive, default=1, metavar="N",
+    g.add_argument("--batch", type=positive_int, default=1, metavar="N",
                    help="batch size of a static model; the max batch of a dynamic engine (default: 1)")
     g.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width axes")
-    g.add_argument("--opset", type=_positive, default=17, metavar="N", help="ONNX opset (default: 17)")
+    g.add_argument("--opset", type=positive_int, default=17, metavar="N", help="ONNX opset (default: 17)")
     g.add_argument("--half", action="store_true",
                    help="FP16: fp16 ONNX weights and I/O, or an FP16 TensorRT engine")
     g.add_argument("--no-simplify", action="store_true", help="skip the onnxslim graph simplification")
@@ -89,7 +60,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     q.add_argument("--int8", action="store_true", help="INT8 with Q/DQ nodes calibrated on real images")
     q.add_argument("--calib", default=None, metavar="DATA.yaml|DIR|VIDEO",
                    help="calibration images: dataset yaml, image folder or video (required with --int8)")
-    q.add_argument("--calib-images", type=_positive, default=500, metavar="N",
+    q.add_argument("--calib-images", type=positive_int, default=500, metavar="N",
                    help="number of calibration images (default: 500)")
     q.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="percentile",
                    help="activation range method (default: percentile)")
@@ -104,17 +75,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     n = p.add_argument_group("graph options")
     n.add_argument("--nms", action="store_true",
                    help="append NMS to the graph (outputs num_dets, boxes, scores, classes)")
-    n.add_argument("--nms-conf", type=_unit_float, default=0.25, metavar="T",
+    n.add_argument("--nms-conf", type=unit_float, default=0.25, metavar="T",
                    help="score threshold of the in-graph NMS (default: 0.25)")
-    n.add_argument("--nms-iou", type=_unit_float, default=0.45, metavar="T",
+    n.add_argument("--nms-iou", type=unit_float, default=0.45, metavar="T",
                    help="IoU threshold of the in-graph NMS (default: 0.45)")
-    n.add_argument("--max-det", type=_positive, default=100, metavar="K",
+    n.add_argument("--max-det", type=positive_int, default=100, metavar="K",
                    help="detections kept per image by the in-graph NMS (default: 100)")
     n.add_argument("--uint8-input", action="store_true",
                    help="take letterboxed uint8 BGR NHWC frames; conversion and /255 happen in the graph")
 
     e = p.add_argument_group("TensorRT engine")
-    e.add_argument("--workspace", type=_positive_float, default=4.0, metavar="GB",
+    e.add_argument("--workspace", type=positive_float, default=4.0, metavar="GB",
                    help="builder workspace limit in GiB (default: 4)")
     e.add_argument("--dla", type=int, default=None, metavar="N",
                    help="build for DLA core N (Jetson), with GPU fallback")
