@@ -75,6 +75,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     n = p.add_argument_group("graph options")
     n.add_argument("--nms", action="store_true",
                    help="append NMS to the graph (outputs num_dets, boxes, scores, classes)")
+    n.add_argument("--nms-plugin", choices=("efficient", "inms", "onnx"), default=None,
+                   help="NMS implementation: TensorRT's EfficientNMS_TRT plugin, or the standard ONNX "
+                        "NonMaxSuppression op (runs on ONNX Runtime too; TensorRT >= 8.6 maps it to INMSLayer). "
+                        "Default: efficient for --format engine, onnx for --format onnx")
     n.add_argument("--nms-conf", type=unit_float, default=0.25, metavar="T",
                    help="score threshold of the in-graph NMS (default: 0.25)")
     n.add_argument("--nms-iou", type=unit_float, default=0.45, metavar="T",
@@ -159,8 +163,9 @@ def run_export(args: argparse.Namespace, workdir: Path) -> Path:
         current = add_uint8_input(current, workdir / "uint8.onnx")
     if args.nms:
         add_nms = _stage("graph", "add_nms", "--nms")
+        plugin = args.nms_plugin or ("efficient" if args.format == "engine" else "onnx")
         current = add_nms(current, workdir / "nms.onnx", conf=args.nms_conf, iou=args.nms_iou,
-                          max_det=args.max_det)
+                          max_det=args.max_det, plugin=plugin)
     if args.format == "engine":
         build_engine = _stage("tensorrt_build", "build_engine", "--format engine")
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -210,7 +210,7 @@ def test_cli_dispatch_order(weights_pt: Path, tmp_path: Path, monkeypatch, capsy
     assert calls[0][2] == {"calib": "c.yaml", "num_images": 8, "method": "minmax", "exclude": ("model.24",),
                            "sensitivity": False, "val_data": "c.yaml", "progress": False,
                            "report_path": tmp_path / "m.quant.json"}
-    assert calls[2][2] == {"conf": 0.3, "iou": 0.45, "max_det": 50}
+    assert calls[2][2] == {"conf": 0.3, "iou": 0.45, "max_det": 50, "plugin": "efficient"}
     assert calls[3][2] == {"fp16": True, "int8": True, "workspace_gb": 2.0, "dla": None, "timing_cache": None,
                            "dynamic": None}
     assert capsys.readouterr().out.strip() == str(tmp_path / "m.engine")
@@ -225,3 +225,23 @@ def test_default_output_names(half: bool, int8: bool, fmt: str, name: str) -> No
     from edge_detect.cli.export import default_output
 
     assert default_output(Path("/w/yolov5n.pt"), fmt, half, int8).name == name
+
+
+def test_cli_onnx_with_nms_and_uint8_input_runs_on_onnxruntime(weights_pt: Path, tmp_path: Path, shared) -> None:
+    """export --format onnx --nms --uint8-input: the ONNX-op NMS graph runs on ORT and finds what the raw model finds."""
+    import cv2
+
+    from edge_detect.detector import Detector
+
+    raw, nms = tmp_path / "raw.onnx", tmp_path / "nms.onnx"
+    assert _cli("--weights", str(weights_pt), "--imgsz", "320", "--output", str(raw)) == 0
+    assert _cli("--weights", str(weights_pt), "--imgsz", "320", "--nms", "--nms-conf", "0.25", "--uint8-input",
+                "--max-det", "100", "--output", str(nms)) == 0
+    image = cv2.imread(str(shared / "images" / "bus.jpg"))
+    with Detector(raw, conf=0.25, iou=0.45, max_det=100) as a, Detector(nms) as b:
+        assert b.metadata.output_layout == "nms" and b.metadata.input_format == "uint8_nhwc_bgr"
+        da, db = a(image), b(image)
+    assert len(da) == len(db) >= 3
+    assert db.class_id.tolist() == da.class_id.tolist()
+    np.testing.assert_allclose(db.xyxy, da.xyxy, atol=1.5)
+    np.testing.assert_allclose(db.score, da.score, atol=1e-3)
