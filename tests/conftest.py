@@ -34,6 +34,18 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def count_frames(path) -> int:
+    """Frames a video file decodes to (OpenCV), i.e. what a player would show."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.grab():
+        n += 1
+    cap.release()
+    return n
+
+
 requires_torch = pytest.mark.skipif(not has_module("torch"), reason="torch not installed (pip install -e '.[build]')")
 requires_ort = pytest.mark.skipif(not has_module("onnxruntime"), reason="onnxruntime not installed (pip install -e '.[onnx]')")
 
@@ -142,3 +154,14 @@ def make_onnx_model(path: Path, outputs, input_shape=(1, 3, 640, 640), input_dty
 def onnx_builder():
     """:func:`make_onnx_model`, for tests that need a small ONNX with chosen outputs and input shape."""
     return make_onnx_model
+
+
+@pytest.fixture
+def torch_one_thread():
+    """One torch intra-op thread for the test: on a shared 2-core machine, 2 spinning threads can slow training 10x."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import REPO, has_module
+from conftest import REPO, count_frames, has_module
 from edge_detect.cli import main
 
 requires_model = pytest.mark.skipif(not (has_module("torch") and has_module("onnxruntime")),
@@ -27,15 +27,6 @@ def model_320(weights_pt, tmp_path_factory):
     from edge_detect.build.export import export_onnx
 
     return export_onnx(weights_pt, tmp_path_factory.mktemp("m320") / "yolov5n-320.onnx", imgsz=(320, 320))
-
-
-def count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.grab():
-        n += 1
-    cap.release()
-    return n
 
 
 def test_help_documents_every_flag(capsys):

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import count_frames
 from edge_detect.errors import SinkError
 from edge_detect.sinks import (
     DisplaySink,
@@ -30,15 +31,6 @@ def result(i: int, sid: str = "cam", shape=(120, 160)) -> Result:
     img = np.full((*shape, 3), (i * 7) % 255, np.uint8)
     dets = Detections(np.array([[10, 20, 60, 90]], np.float32), np.array([0.875]), np.array([2]))
     return Result(Frame(img, sid, i, pts_ms=100.0 * i, capture_time=0.0, wall_time=1.7e9 + i), dets, NAMES, 12.5)
-
-
-def count_frames(path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.grab():
-        n += 1
-    cap.release()
-    return n
 
 
 def test_result_record_and_annotation():

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import requires_torch
 
-pytestmark = requires_torch
+pytestmark = [requires_torch, pytest.mark.usefixtures("torch_one_thread")]
 
 VARIANTS = ("default", "smooth0.1", "focal1.5")
 DEFAULT_HYP = {"box": 0.05, "obj": 1.0, "cls": 0.5, "cls_pw": 1.0, "obj_pw": 1.0, "anchor_t": 4.0,
@@ -15,16 +15,6 @@ DEFAULT_HYP = {"box": 0.05, "obj": 1.0, "cls": 0.5, "cls_pw": 1.0, "obj_pw": 1.0
 ANCHORS_GRID = [[[1.25, 1.625], [2.0, 3.75], [4.125, 2.875]],
                 [[1.875, 3.8125], [3.875, 2.8125], [3.6875, 7.4375]],
                 [[3.625, 2.8125], [4.875, 6.1875], [11.65625, 10.1875]]]
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,7 @@ import pytest
 
 from conftest import REPO, has_module, requires_torch
 
-pytestmark = requires_torch
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    """One intra-op thread: on a shared 2-core machine, 2 spinning threads can slow training 10x."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [requires_torch, pytest.mark.usefixtures("torch_one_thread")]
 
 
 def _shapes_tool():
