@@ -19,9 +19,9 @@ _LAZY = {
     "ModelMetadata": "edge_detect.metadata",
     "Detector": "edge_detect.detector",
     "load_backend": "edge_detect.backends.base",
-    "open_source": "edge_detect.sources",
+    "open_source": "edge_detect.stream.sources",
     "open_sink": "edge_detect.sinks",
-    "Pipeline": "edge_detect.pipeline",
+    "Pipeline": "edge_detect.stream.pipeline",
     "evaluate": "edge_detect.evaluate",
 }
 

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from edge_detect.cli import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .errors import MissingDependencyError
+from edge_detect.errors import MissingDependencyError
 
 __all__ = ["require"]
 

@@ -10,12 +10,12 @@ A config file (see ``configs/app/default.yaml``)::
       - uri: rtsp://user:pw@cam/1   # ...or a mapping with an id and per-source capture options
         id: gate
         options: {read_timeout_s: 5}
-    capture: {backoff_max_s: 10}    # defaults for every source (edge_detect.sources.CaptureOptions)
+    capture: {backoff_max_s: 10}    # defaults for every source (edge_detect.stream.sources.CaptureOptions)
     sinks: {save_video: out.mp4, save_jsonl: out.jsonl, preview_port: 8080}
     tracker: {enabled: true}
 
 Unknown keys are rejected with the closest known key (:mod:`edge_detect.config`). :func:`build_pipeline`
-turns an :class:`AppConfig` into a ready :class:`~edge_detect.pipeline.Pipeline`.
+turns an :class:`AppConfig` into a ready :class:`~edge_detect.stream.pipeline.Pipeline`.
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .config import from_mapping, load_yaml, override
-from .errors import ConfigError
-from .sources import CaptureOptions
+from edge_detect.config import from_mapping, load_yaml, override
+from edge_detect.errors import ConfigError
+from edge_detect.stream.sources import CaptureOptions
 
 __all__ = ["AppConfig", "SourceConfig", "SinksConfig", "TrackerConfig", "load_app_config", "resolve_classes",
            "build_pipeline", "build_detector"]
@@ -35,7 +35,7 @@ __all__ = ["AppConfig", "SourceConfig", "SinksConfig", "TrackerConfig", "load_ap
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One input: ``uri`` (anything :func:`~edge_detect.sources.open_source` takes), an optional ``id``, and
+    """One input: ``uri`` (anything :func:`~edge_detect.stream.sources.open_source` takes), an optional ``id``, and
     ``options`` overriding the global ``capture`` options for this source."""
 
     uri: str
@@ -57,7 +57,7 @@ class SinksConfig:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """IoU tracker (:class:`~edge_detect.tracking.IoUTracker`) settings."""
+    """IoU tracker (:class:`~edge_detect.stream.tracking.IoUTracker`) settings."""
 
     enabled: bool = False
     iou: float = 0.3
@@ -193,7 +193,7 @@ def resolve_classes(classes: Optional[Sequence[Union[int, str]]], names: Sequenc
 
 def build_detector(cfg: AppConfig) -> Any:
     """A :class:`~edge_detect.detector.Detector` from the config (class names resolved with the model's)."""
-    from .detector import Detector
+    from edge_detect.detector import Detector
 
     if not cfg.model:
         raise ConfigError("model: expected a model path (--model or 'model:' in the config), got none")
@@ -213,7 +213,7 @@ def build_detector(cfg: AppConfig) -> Any:
 
 
 def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[threading.Event] = None) -> Any:
-    """Open sources and sinks and return a :class:`~edge_detect.pipeline.Pipeline` (not yet run).
+    """Open sources and sinks and return a :class:`~edge_detect.stream.pipeline.Pipeline` (not yet run).
 
     Args:
         cfg: the app config (needs at least one source; a model unless ``detector`` is given).
@@ -223,10 +223,10 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
     Raises:
         ConfigError / SourceError / SinkError / ModelError: with sources or sinks already opened closed again.
     """
-    from .pipeline import Pipeline
-    from .sinks import DisplaySink, JsonlSink, MjpegPreviewSink, VideoSink, display_available
-    from .sources import open_source
-    from .tracking import IoUTracker
+    from edge_detect.stream.pipeline import Pipeline
+    from edge_detect.sinks import DisplaySink, JsonlSink, MjpegPreviewSink, VideoSink, display_available
+    from edge_detect.stream.sources import open_source
+    from edge_detect.stream.tracking import IoUTracker
 
     if not cfg.sources:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Type, TypeVar, Union
 
 import yaml
 
-from .errors import ConfigError
+from edge_detect.errors import ConfigError
 
 __all__ = ["load_config", "from_mapping", "override", "load_yaml"]
 

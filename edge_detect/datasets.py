@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .config import load_yaml
-from .errors import ConfigError, DataError
+from edge_detect.config import load_yaml
+from edge_detect.errors import ConfigError, DataError
 
 __all__ = ["IMAGE_SUFFIXES", "SPLITS", "DatasetSpec", "load_dataset", "list_images", "label_path",
            "parse_labels", "load_labels"]

@@ -22,12 +22,12 @@ from typing import Any, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
-from .backends.base import Backend, load_backend
-from .errors import ConfigError
-from .metadata import ModelMetadata
-from .postprocess import postprocess as _postprocess
-from .preprocess import preprocess as _preprocess
-from .types import Detections, LetterboxInfo
+from edge_detect.backends.base import Backend, load_backend
+from edge_detect.errors import ConfigError
+from edge_detect.metadata import ModelMetadata
+from edge_detect.postprocess import postprocess as _postprocess
+from edge_detect.preprocess import preprocess as _preprocess
+from edge_detect.types import Detections, LetterboxInfo
 
 __all__ = ["Detector"]
 

@@ -24,12 +24,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ._optional import require
-from .backends.base import Backend, load_backend
-from .datasets import DatasetSpec, load_dataset, load_labels
-from .detector import Detector
-from .errors import DataError
-from .types import Detections
+from edge_detect._optional import require
+from edge_detect.backends.base import Backend, load_backend
+from edge_detect.datasets import DatasetSpec, load_dataset, load_labels
+from edge_detect.detector import Detector
+from edge_detect.errors import DataError
+from edge_detect.types import Detections
 
 __all__ = ["evaluate", "image_ids", "coco_ground_truth", "coco_results", "coco_map"]
 

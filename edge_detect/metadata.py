@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .errors import ModelLoadError
+from edge_detect.errors import ModelLoadError
 
 __all__ = ["ModelMetadata", "METADATA_KEY", "OUTPUT_LAYOUTS", "INPUT_FORMATS", "SCHEMA_VERSION"]
 

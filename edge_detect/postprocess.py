@@ -24,8 +24,8 @@ from typing import Any, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from .errors import ModelError
-from .types import Detections, LetterboxInfo
+from edge_detect.errors import ModelError
+from edge_detect.types import Detections, LetterboxInfo
 
 __all__ = ["non_max_suppression", "nms", "xywh2xyxy", "postprocess", "MAX_WH", "MAX_NMS"]
 

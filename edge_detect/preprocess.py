@@ -16,9 +16,9 @@ from typing import List, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from .errors import DataError
-from .metadata import INPUT_FORMATS
-from .types import LetterboxInfo
+from edge_detect.errors import DataError
+from edge_detect.metadata import INPUT_FORMATS
+from edge_detect.types import LetterboxInfo
 
 __all__ = ["letterbox", "preprocess", "to_bgr", "letterbox_shape"]
 

@@ -173,7 +173,7 @@ def gpu_info() -> Dict[str, Any]:
 
 def _version(key: str) -> Optional[str]:
     if key == "edge_detect":  # the running code, not whatever distribution is installed
-        from . import __version__
+        from edge_detect import __version__
 
         return __version__
     for dist in _DISTRIBUTIONS.get(key, (key,)):
@@ -214,7 +214,7 @@ def jetson_info() -> Optional[Dict[str, Any]]:
     Delegates to :func:`edge_detect.jetson.status` (power mode from ``nvpmodel``, ``jetson_clocks`` from the
     pinned frequency limits).
     """
-    from .jetson import status
+    from edge_detect.jetson import status
 
     return status()
 

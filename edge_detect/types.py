@@ -10,7 +10,7 @@ Conventions, everywhere in edge-detect:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,6 +31,10 @@ class Detections:
         score: float32 ``(N,)`` confidence, ``objectness * class probability`` for YOLOv5.
         class_id: int32 ``(N,)`` class index.
         track_id: optional int64 ``(N,)`` track identity assigned by a tracker (-1 = unassigned).
+        data: extra per-box fields, each an array whose first axis has length ``N`` (processors attach their
+            results here, e.g. ``data["anchor_xy"]``); indexing a :class:`Detections` indexes these too.
+        metadata: per-frame fields that are not per box (e.g. ``metadata["events"]``, a list of event dicts
+            produced by line/zone processors); shared, not indexed.
 
     Arrays are converted to the dtypes above on creation; shapes are validated and a mismatch raises
     ``ValueError`` saying expected vs actual.
@@ -40,6 +44,8 @@ class Detections:
     score: np.ndarray
     class_id: np.ndarray
     track_id: Optional[np.ndarray] = None
+    data: Dict[str, np.ndarray] = field(default_factory=dict)
+    metadata: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4) if np.size(self.xyxy) == 0 \
@@ -54,6 +60,11 @@ class Detections:
         if self.track_id is not None:
             self.track_id = np.asarray(self.track_id, dtype=np.int64).reshape(-1)
             _check(self.track_id.shape == (n,), "Detections.track_id", f"shape ({n},)", self.track_id.shape)
+        for key, value in list(self.data.items()):
+            value = np.asarray(value)
+            _check(value.ndim >= 1 and value.shape[0] == n, f"Detections.data[{key!r}]", f"first axis {n}",
+                   value.shape)
+            self.data[key] = value
 
     @classmethod
     def empty(cls) -> "Detections":
@@ -84,6 +95,8 @@ class Detections:
             self.score[index],
             self.class_id[index],
             None if self.track_id is None else self.track_id[index],
+            {k: v[index] for k, v in self.data.items()},
+            self.metadata,
         )
 
     def __iter__(self) -> Iterator["Detections"]:

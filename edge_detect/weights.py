@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from .config import load_yaml
-from .errors import ConfigError, ModelError
+from edge_detect.config import load_yaml
+from edge_detect.errors import ConfigError, ModelError
 
 __all__ = ["MANIFEST_PATH", "WEIGHTS_DIR", "ENV_WEIGHTS", "WeightsEntry", "load_manifest", "resolve_weights",
            "fetch", "sha256_file", "default_weights_dir"]

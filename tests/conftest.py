@@ -92,7 +92,7 @@ def yolov5n_onnx(weights_pt: Path, tmp_path_factory) -> Path:
     """yolov5n exported once per session to a static 1x3x640x640 ONNX (fp32, raw output layout)."""
     if not has_module("torch"):
         pytest.skip("torch not installed: cannot export the ONNX model (pip install -e '.[build]')")
-    from edge_detect.build.export import export_onnx
+    from edge_detect.training.export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "yolov5n.onnx"
     export_onnx(weights_pt, out, imgsz=(640, 640))
@@ -104,7 +104,7 @@ def yolov5n_onnx_dynamic(weights_pt: Path, tmp_path_factory) -> Path:
     """yolov5n exported once per session with dynamic batch/height/width."""
     if not has_module("torch"):
         pytest.skip("torch not installed: cannot export the ONNX model (pip install -e '.[build]')")
-    from edge_detect.build.export import export_onnx
+    from edge_detect.training.export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx_dyn") / "yolov5n-dynamic.onnx"
     export_onnx(weights_pt, out, imgsz=(640, 640), dynamic=True)

@@ -8,7 +8,7 @@ import pytest
 
 from edge_detect.app_config import AppConfig, SourceConfig, load_app_config, resolve_classes
 from edge_detect.errors import ConfigError, SourceError
-from edge_detect.sources import CaptureOptions
+from edge_detect.stream.sources import CaptureOptions
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("person", "bicycle", "car")

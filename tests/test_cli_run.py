@@ -24,7 +24,7 @@ def model_320(weights_pt, tmp_path_factory):
     """Static 320x320 yolov5n: ~3x faster than 640 on CPU, so the full 795-frame run fits CI time."""
     if not has_module("torch"):
         pytest.skip("torch not installed: cannot export the ONNX model")
-    from edge_detect.build.export import export_onnx
+    from edge_detect.training.export import export_onnx
 
     return export_onnx(weights_pt, tmp_path_factory.mktemp("m320") / "yolov5n-320.onnx", imgsz=(320, 320))
 

@@ -131,9 +131,9 @@ def coco128_subset(coco128, tmp_path):
 def test_evaluate_pt_matches_onnx(weights_pt, yolov5n_onnx, coco128_subset):
     """A .pt path goes through the torch backend and scores like its ONNX export."""
     try:
-        import edge_detect.backends.torch  # noqa: F401
+        import edge_detect.training.torch_backend  # noqa: F401
     except ModuleNotFoundError as exc:
-        if exc.name == "edge_detect.backends.torch":
+        if exc.name == "edge_detect.training.torch_backend":
             pytest.skip("torch backend not available yet")
         raise
     if not has_module("torch"):

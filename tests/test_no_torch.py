@@ -1,4 +1,4 @@
-"""The runtime imports and runs with torch absent: every module outside edge_detect/build/, a Detector on an
+"""The runtime imports and runs with torch absent: every module outside edge_detect/training/, a Detector on an
 exported ONNX, and ``edge-detect --help``, in a subprocess where ``import torch`` raises ImportError."""
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent(r'''
     pkg = Path(sys.argv[1]) / "edge_detect"
     names = sorted(".".join(("edge_detect",) + p.relative_to(pkg).with_suffix("").parts).replace(".__init__", "")
                    for p in pkg.rglob("*.py")
-                   if "build" not in p.relative_to(pkg).parts[:1] and p.name != "__main__.py")  # __main__ runs the CLI
+                   if "training" not in p.relative_to(pkg).parts[:1] and p.name != "__main__.py")  # __main__ runs the CLI
     from edge_detect.errors import MissingDependencyError
 
     result = {"imported": [], "missing_optional": {}, "failed": {}, "attempts": attempts}
@@ -100,7 +100,7 @@ def test_runtime_works_without_torch(model, shared, tmp_path):
     for core in ("edge_detect.preprocess", "edge_detect.postprocess", "edge_detect.detector",
                  "edge_detect.evaluate", "edge_detect.backends.onnxruntime", "edge_detect.cli.detect"):
         assert core in res["imported"]
-    assert not any(n.startswith("edge_detect.build") for n in res["imported"])
+    assert not any(n.startswith("edge_detect.training") for n in res["imported"])
     assert res["detections"] == expected
     assert res["help_exit"] == 0
     assert res["torch_loaded"] is False

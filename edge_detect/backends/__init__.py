@@ -1,4 +1,4 @@
 """Inference backends behind one protocol; see :mod:`edge_detect.backends.base`."""
-from .base import Backend, InputSpec, available_backends, backend_for_path, load_backend, register_backend
+from edge_detect.backends.base import Backend, InputSpec, available_backends, backend_for_path, load_backend, register_backend
 
 __all__ = ["Backend", "InputSpec", "available_backends", "backend_for_path", "load_backend", "register_backend"]

@@ -20,8 +20,8 @@ from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
-from .._optional import require
-from ..errors import BackendUnavailableError, MissingDependencyError
+from edge_detect._optional import require
+from edge_detect.errors import BackendUnavailableError, MissingDependencyError
 
 __all__ = ["CudaError", "runtime", "cuda_call", "DeviceBuffer", "HostBuffer", "Stream", "CudaGraph",
            "device_info", "set_device"]

@@ -23,8 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ModelError
-from ..metadata import ModelMetadata
+from edge_detect.errors import BackendUnavailableError, ModelError
+from edge_detect.metadata import ModelMetadata
 
 __all__ = ["InputSpec", "Backend", "register_backend", "load_backend", "available_backends", "BACKEND_MODULES"]
 
@@ -88,7 +88,7 @@ class Backend(Protocol):
 BACKEND_MODULES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "onnxruntime": ("edge_detect.backends.onnxruntime", (".onnx",)),
     "tensorrt": ("edge_detect.backends.tensorrt", (".engine", ".plan", ".trt")),
-    "torch": ("edge_detect.backends.torch", (".pt", ".pth")),
+    "torch": ("edge_detect.training.torch_backend", (".pt", ".pth")),
 }
 _REGISTRY: Dict[str, Callable[..., Backend]] = {}
 

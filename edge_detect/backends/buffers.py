@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from ..errors import DataError, ModelLoadError
+from edge_detect.errors import DataError, ModelLoadError
 
 __all__ = [
     "TensorSpec",

@@ -20,10 +20,10 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .._optional import require
-from ..errors import BackendUnavailableError, ModelLoadError
-from ..metadata import ModelMetadata
-from .base import InputSpec, register_backend
+from edge_detect._optional import require
+from edge_detect.errors import BackendUnavailableError, ModelLoadError
+from edge_detect.metadata import ModelMetadata
+from edge_detect.backends.base import InputSpec, register_backend
 
 __all__ = ["OnnxRuntimeBackend", "resolve_providers"]
 

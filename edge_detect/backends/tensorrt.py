@@ -1,7 +1,7 @@
 """TensorRT runtime backend: serialized engine + metadata sidecar -> ``infer(batch)`` on one CUDA stream.
 
 Loading checks the engine's recorded TensorRT version and GPU against this machine first
-(:mod:`edge_detect.engine_meta`): a mismatch is a one-line
+(:mod:`edge_detect.backends.engine_meta`): a mismatch is a one-line
 :class:`~edge_detect.errors.VersionMismatchError`, or, with ``rebuild_on_mismatch=True``, a rebuild from the
 recorded ONNX (sha256-checked) with the recorded build options.
 
@@ -24,13 +24,13 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .._optional import require
-from ..engine_meta import (RuntimeInfo, check_compatible, engine_info, plan_rebuild, read_engine_metadata)
-from ..errors import DataError, ModelLoadError, VersionMismatchError
-from ..metadata import ModelMetadata
-from . import _cuda
-from .base import InputSpec, register_backend
-from .buffers import Allocation, ShapeProfile, TensorSpec, order_outputs, plan_allocations, view
+from edge_detect._optional import require
+from edge_detect.backends.engine_meta import (RuntimeInfo, check_compatible, engine_info, plan_rebuild, read_engine_metadata)
+from edge_detect.errors import DataError, ModelLoadError, VersionMismatchError
+from edge_detect.metadata import ModelMetadata
+from edge_detect.backends import _cuda
+from edge_detect.backends.base import InputSpec, register_backend
+from edge_detect.backends.buffers import Allocation, ShapeProfile, TensorSpec, order_outputs, plan_allocations, view
 
 __all__ = ["TensorRTBackend", "runtime_info"]
 
@@ -58,7 +58,7 @@ class _Logger:
     @classmethod
     def get(cls, trt: Any) -> Any:
         if cls.instance is None:
-            from ..build.tensorrt_build import make_logger  # TensorRT-free module, no torch
+            from edge_detect.deploy.tensorrt_build import make_logger  # TensorRT-free module, no torch
 
             cls.instance = make_logger(trt)
         return cls.instance
@@ -149,7 +149,7 @@ class TensorRTBackend:
                 raise
             plan = plan_rebuild(self.path, meta, reason=str(exc))
             log.warning("%s; rebuilding it from %s", exc, plan.onnx)
-            from ..build.tensorrt_build import build_engine  # no torch on this path
+            from edge_detect.deploy.tensorrt_build import build_engine  # no torch on this path
 
             build_engine(plan.onnx, self.path, device=self.device, **dict(plan.options))
             meta = read_engine_metadata(self.path)

@@ -16,7 +16,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from ..errors import EdgeDetectError
+from edge_detect.errors import EdgeDetectError
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
@@ -38,7 +38,7 @@ Real-time YOLOv5 object detection for the edge.
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand whose module is importable."""
-    from .. import __version__
+    from edge_detect import __version__
 
     parser = argparse.ArgumentParser(
         prog="edge-detect", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -5,8 +5,8 @@ import argparse
 import logging
 from typing import Any, List, Optional
 
-from ..errors import ConfigError
-from ._types import non_negative_int, positive_int
+from edge_detect.errors import ConfigError
+from edge_detect.cli._types import non_negative_int, positive_int
 
 LOGGER = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ The JSON keys are documented in the edge_detect.bench module docstring and BENCH
 
 
 def _imgsz(text: str) -> Any:
-    from ..bench import parse_imgsz
+    from edge_detect.bench import parse_imgsz
 
     try:
         return parse_imgsz(text)
@@ -72,8 +72,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table and write the requested files. Exit 0 if any config ran, else 1."""
-    from ..bench import expand_configs, format_table, run_benchmark, write_report
-    from ..sysinfo import summary_line
+    from edge_detect.bench import expand_configs, format_table, run_benchmark, write_report
+    from edge_detect.sysinfo import summary_line
 
     backends: List[Optional[str]] = list(args.backend) if args.backend else [None]
     configs = expand_configs(args.model, backends, args.imgsz or [None], args.batch)

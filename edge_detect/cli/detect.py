@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, SinkError
+from edge_detect.errors import ConfigError, DataError, SinkError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def backend_options(args: argparse.Namespace) -> Dict[str, Any]:
     """Backend keyword options from the parsed flags (only those given)."""
-    from ..backends.base import backend_for_path
+    from edge_detect.backends.base import backend_for_path
 
     opts: Dict[str, Any] = {}
     if args.providers:
@@ -139,10 +139,10 @@ def main(args: argparse.Namespace) -> int:
     """Run ``detect``; returns 0 when at least one image was processed."""
     import cv2
 
-    from ..annotate import draw_detections
-    from ..datasets import list_images
-    from ..detector import Detector
-    from ..evaluate import coco_results, image_ids
+    from edge_detect.stream.annotate import draw_detections
+    from edge_detect.datasets import list_images
+    from edge_detect.detector import Detector
+    from edge_detect.evaluate import coco_results, image_ids
 
     files = list_images(args.source)
     if not files:

@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import BackendUnavailableError, ConfigError
-from ._types import positive_float, positive_int, unit_float
+from edge_detect.errors import BackendUnavailableError, ConfigError
+from edge_detect.cli._types import positive_float, positive_int, unit_float
 
 LOGGER = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ def default_output(weights: Path, fmt: str, half: bool, int8: bool) -> Path:
 
 
 def _stage(module: str, attr: str, flag: str) -> Callable[..., Any]:
-    """``edge_detect.build.<module>.<attr>``, or BackendUnavailableError saying which flag needs it."""
-    full = f"edge_detect.build.{module}"
+    """``edge_detect.<module>.<attr>``, or BackendUnavailableError saying which flag needs it."""
+    full = f"edge_detect.{module}"
     try:
         return getattr(importlib.import_module(full), attr)
     except ModuleNotFoundError as exc:
@@ -140,8 +140,8 @@ def _int8_val(args: argparse.Namespace) -> Optional[str]:
 
 def run_export(args: argparse.Namespace, workdir: Path) -> Path:
     """Run the stages (see module doc) with intermediates in ``workdir``; returns the final file."""
-    from ..build.export import export_onnx
-    from ..weights import resolve_weights
+    from edge_detect.training.export import export_onnx
+    from edge_detect.weights import resolve_weights
 
     weights = resolve_weights(args.weights)
     output = Path(args.output) if args.output else default_output(weights, args.format, args.half, args.int8)
@@ -152,22 +152,22 @@ def run_export(args: argparse.Namespace, workdir: Path) -> Path:
                           batch=args.batch, dynamic=args.dynamic, opset=args.opset, half=onnx_half,
                           simplify=not args.no_simplify, progress=progress)
     if args.int8:
-        quantize_int8 = _stage("quantize", "quantize_int8", "--int8")
+        quantize_int8 = _stage("deploy.quantize", "quantize_int8", "--int8")
         report = output.with_name(output.stem + ".quant.json")
         current = quantize_int8(current, workdir / "int8.onnx", calib=args.calib, num_images=args.calib_images,
                                 method=args.calib_method, exclude=tuple(args.int8_exclude),
                                 sensitivity=not args.no_sensitivity, val_data=_int8_val(args),
                                 report_path=report, progress=progress)
     if args.uint8_input:
-        add_uint8_input = _stage("graph", "add_uint8_input", "--uint8-input")
+        add_uint8_input = _stage("deploy.graph", "add_uint8_input", "--uint8-input")
         current = add_uint8_input(current, workdir / "uint8.onnx")
     if args.nms:
-        add_nms = _stage("graph", "add_nms", "--nms")
+        add_nms = _stage("deploy.graph", "add_nms", "--nms")
         plugin = args.nms_plugin or ("efficient" if args.format == "engine" else "onnx")
         current = add_nms(current, workdir / "nms.onnx", conf=args.nms_conf, iou=args.nms_iou,
                           max_det=args.max_det, plugin=plugin)
     if args.format == "engine":
-        build_engine = _stage("tensorrt_build", "build_engine", "--format engine")
+        build_engine = _stage("deploy.tensorrt_build", "build_engine", "--format engine")
         output.parent.mkdir(parents=True, exist_ok=True)
         return Path(build_engine(current, output, fp16=args.half, int8=args.int8, workspace_gb=args.workspace,
                                  dla=args.dla, timing_cache=args.timing_cache,

@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..app_config import load_app_config
-from ..errors import SinkError
+from edge_detect.app_config import load_app_config
+from edge_detect.errors import SinkError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _write_summary(path: str, summary: Dict[str, Any]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the app; returns 0, or 128 + signal number when stopped by SIGINT / SIGTERM."""
-    from ..app_config import build_pipeline
+    from edge_detect.app_config import build_pipeline
 
     cfg = load_app_config(args.config, _overrides(args))
     with _SignalStop() as stop:

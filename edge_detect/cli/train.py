@@ -77,15 +77,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``train``: print where the checkpoints are and the final mAP; returns 0."""
-    from .._optional import require
-    from ..errors import ConfigError
+    from edge_detect._optional import require
+    from edge_detect.errors import ConfigError
 
     require("torch", "build")
     if not args.resume and args.data is None:
         raise ConfigError("train: expected --data DATA.yaml (or --resume), got none")
     if not args.resume and args.weights is None and args.cfg is None:
         raise ConfigError("train: expected --weights PT or --cfg MODEL.yaml (or --resume), got neither")
-    from ..build.train import train
+    from edge_detect.training.train import train
 
     res = train(weights=args.weights, cfg=args.cfg, data=args.data, epochs=args.epochs, imgsz=args.imgsz,
                 batch=args.batch, device=args.device, project=args.project, name=args.name, hyp=args.hyp,

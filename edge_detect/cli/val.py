@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .detect import add_model_args, backend_options, imgsz_arg
+from edge_detect.cli.detect import add_model_args, backend_options, imgsz_arg
 
 _EPILOG = """\
 examples:
@@ -40,13 +40,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``val``: print the mAP line and a summary; returns 0."""
-    from ..backends.base import load_backend
-    from ..evaluate import evaluate
+    from edge_detect.backends.base import load_backend
+    from edge_detect.evaluate import evaluate
 
     imgsz = imgsz_arg(args.imgsz)
     if isinstance(imgsz, tuple):
         if imgsz[0] != imgsz[1]:
-            from ..errors import ConfigError
+            from edge_detect.errors import ConfigError
 
             raise ConfigError(f"--imgsz: val letterboxes to a square; expected one size, got {imgsz[0]} {imgsz[1]}")
         imgsz = imgsz[0]

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any, List
 
-from ..errors import ModelError
+from edge_detect.errors import ModelError
 
 _EPILOG = """\
 examples:
@@ -41,7 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _list_rows() -> List[str]:
-    from ..weights import load_manifest, resolve_weights
+    from edge_detect.weights import load_manifest, resolve_weights
 
     rows = [f"{'name':<10} {'release':<8} {'params':>8} {'size':>9}  {'sha256':<14} local"]
     for name, e in load_manifest().items():
@@ -58,7 +58,7 @@ def _list_rows() -> List[str]:
 
 def main(args: argparse.Namespace) -> int:
     """Dispatch to list / fetch / path."""
-    from ..weights import fetch, resolve_weights
+    from edge_detect.weights import fetch, resolve_weights
 
     if args.weights_action == "list":
         print("\n".join(_list_rows()))

@@ -23,7 +23,7 @@ import pytest
 
 from edge_detect.backends import _cuda, load_backend
 from edge_detect.backends import tensorrt as trt_backend
-from edge_detect.engine_meta import EngineInfo, read_engine_metadata, sidecar_path, write_engine_metadata
+from edge_detect.backends.engine_meta import EngineInfo, read_engine_metadata, sidecar_path, write_engine_metadata
 from edge_detect.errors import DataError, ModelLoadError, VersionMismatchError
 from edge_detect.metadata import ModelMetadata
 
@@ -400,7 +400,7 @@ def test_rebuild_on_mismatch_uses_recorded_onnx_and_options(fakes, tmp_path: Pat
         calls.append((Path(src), Path(out), kwargs))
         return make_engine(Path(out), onnx=onnx)  # rebuilt for this machine
 
-    import edge_detect.build.tensorrt_build as tb
+    import edge_detect.deploy.tensorrt_build as tb
 
     monkeypatch.setattr(tb, "build_engine", fake_build)
     with load_backend(engine, rebuild_on_mismatch=True) as be:
@@ -467,8 +467,8 @@ def test_without_tensorrt_the_error_names_the_extra(monkeypatch, tmp_path: Path)
 @pytest.mark.parametrize("layout", ["raw", "nms"])
 def test_engine_parity_with_onnxruntime(yolov5n_onnx: Path, reference: Path, tmp_path: Path, layout: str) -> None:
     """FP32 engine vs ONNX Runtime on bus.jpg: raw outputs within 1e-2; in-engine NMS == NumPy NMS."""
-    from edge_detect.build.graph import add_nms, add_uint8_input
-    from edge_detect.build.tensorrt_build import build_engine
+    from edge_detect.deploy.graph import add_nms, add_uint8_input
+    from edge_detect.deploy.tensorrt_build import build_engine
     from edge_detect.postprocess import non_max_suppression
 
     ref = np.load(reference / "infer_bus.npz")

@@ -1,0 +1,405 @@
+"""The capture -> detect -> sinks loop, with its stages overlapped in threads.
+
+Threads and queues::
+
+    capture thread per source ──(Source queue: live keeps newest / files block)──┐
+                                                                                  v
+    "preprocess" thread: take next frame (round robin) -> Detector.preprocess (letterbox, normalize)
+                                                                                  │ queue of 1
+                                                                                  v
+    "infer" thread:   Detector.infer (the only thread that touches the backend)
+                                                                                  │ bounded queue (queue_size)
+                                                                                  v
+    calling thread:   Detector.postprocess -> tracker -> sinks (annotate once, write each)
+
+Decoding, inference and postprocessing+sinks run at the same time (OpenCV, ONNX Runtime and TensorRT release
+the GIL), so the end-to-end rate approaches the slowest stage, normally inference. Sinks run in the calling
+thread because GUI toolkits want the main thread.
+
+Each :class:`~edge_detect.types.Frame` carries its capture time and the durations of the stages
+``decode``, ``preprocess``, ``inference``, ``postprocess`` and ``sinks`` (milliseconds). Glass-to-glass latency
+is ``time when the last sink returned - capture_time``.
+
+With a dynamic-shape model the :class:`~edge_detect.detector.Detector` letterboxes to the minimum rectangle of
+the stream's aspect ratio (e.g. 640x384 for 16:9) instead of a padded square.
+
+Stopping: sources exhausted, ``max_frames`` processed, ``duration`` seconds elapsed, a sink asking to stop
+(display q / Esc), or ``stop_event`` set (the CLI sets it from SIGINT / SIGTERM handlers). Frames already in
+flight are finished, then every sink is closed (video files finalized) and every source released, also when
+an exception escapes.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from edge_detect.errors import ConfigError
+from edge_detect.sinks import Result, Sink, StreamInfo, open_sink
+from edge_detect.stream.sources import Source, open_source
+from edge_detect.stats import RateMeter, StageTimer, nan_to_none, percentiles
+
+__all__ = ["Pipeline", "RunSummary", "STAGES"]
+
+LOGGER = logging.getLogger(__name__)
+
+STAGES = ("decode", "preprocess", "inference", "postprocess", "sinks")
+_END = object()
+
+
+@dataclass
+class RunSummary:
+    """What a run did. Times in milliseconds unless the name says ``_s``.
+
+    Attributes:
+        frames_read: frames decoded by all sources (including those later dropped).
+        processed: frames that went through every stage and every sink.
+        dropped: stale frames discarded by live sources (consumer slower than the source).
+        corrupt: frames that failed to decode and were skipped.
+        reconnects: successful reconnections of network streams / cameras.
+        fps: ``processed / (last sink done - first frame taken)``.
+        duration_s: wall time of :meth:`Pipeline.run`.
+        stages: ``{stage: {"mean_ms", "p95_ms"}}`` for :data:`STAGES`.
+        latency_ms: glass-to-glass ``{"p50", "p95", "p99"}`` (capture -> last sink done).
+        sources: per source id: ``uri`` (credentials masked), ``kind``, ``live``, ``read``, ``processed``,
+            ``dropped``, ``corrupt``, ``reconnects``, ``expected_frames`` (container count or ``None``).
+        stopped_by: ``"end"``, ``"max_frames"``, ``"duration"``, ``"stop_event"``, ``"sink"``,
+            ``"interrupt"`` or ``"error"``.
+    """
+
+    frames_read: int = 0
+    processed: int = 0
+    dropped: int = 0
+    corrupt: int = 0
+    reconnects: int = 0
+    fps: float = 0.0
+    duration_s: float = 0.0
+    stages: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    latency_ms: Dict[str, float] = field(default_factory=dict)
+    sources: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    stopped_by: str = "end"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dict (``nan`` -> ``None``)."""
+        return nan_to_none(asdict(self))
+
+    def format(self) -> str:
+        """Multi-line human-readable summary."""
+        lines = [
+            f"run summary ({self.stopped_by}): read {self.frames_read}, processed {self.processed}, "
+            f"dropped {self.dropped}, corrupt {self.corrupt}, reconnects {self.reconnects}, "
+            f"{self.fps:.1f} FPS over {self.duration_s:.1f} s",
+            "  stages (mean / p95 ms): " + ", ".join(
+                f"{k} {v['mean_ms']:.1f}/{v['p95_ms']:.1f}" for k, v in self.stages.items()),
+            "  latency ms: " + ", ".join(f"{k} {v:.1f}" for k, v in self.latency_ms.items()),
+        ]
+        for sid, s in self.sources.items():
+            exp = f" of {s['expected_frames']}" if s.get("expected_frames") else ""
+            lines.append(f"  {sid} [{s['uri']}]: read {s['read']}{exp}, processed {s['processed']}, dropped "
+                         f"{s['dropped']}, corrupt {s['corrupt']}, reconnects {s['reconnects']}")
+        return "\n".join(lines)
+
+
+def _unique_ids(sources: Sequence[Source]) -> None:
+    seen: Dict[str, int] = {}
+    for src in sources:
+        base = src.source_id
+        if base in seen:
+            seen[base] += 1
+            src.source_id = f"{base}-{seen[base]}"
+        else:
+            seen[base] = 0
+
+
+class Pipeline:
+    """Run a detector over sources into sinks with overlapped stages (see module doc).
+
+    Args:
+        sources: :class:`Source` objects, or anything :func:`open_source` accepts (opened with defaults).
+        detector: a :class:`~edge_detect.detector.Detector` or any object with ``preprocess(images) ->
+            (batch, infos)``, ``infer(batch) -> outputs``, ``postprocess(outputs, infos) -> [Detections]``
+            and ``names``.
+        sinks: :class:`Sink` objects or specs for :func:`open_sink`.
+        tracker: an :class:`~edge_detect.stream.tracking.IoUTracker` (cloned per source) or ``None``.
+        max_frames: stop after this many processed frames (all sources together).
+        duration: stop after this many seconds.
+        progress: tqdm bar when every source is a file with a known length, else a periodic stats log line.
+        stop_event: set it (from another thread or a signal handler) to stop cleanly.
+        queue_size: frames in flight between the inference and the sinks stage.
+        stats_interval_s: period of the stats log line for live sources.
+
+    ``run()`` consumes the sources and sinks: it closes all of them before returning.
+    """
+
+    def __init__(self, sources: Union[Source, Sequence[Any]], detector: Any, sinks: Sequence[Any] = (),
+                 tracker: Any = None, max_frames: Optional[int] = None, duration: Optional[float] = None,
+                 progress: bool = True, stop_event: Optional[threading.Event] = None, queue_size: int = 2,
+                 stats_interval_s: float = 10.0) -> None:
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"max_frames: expected >= 1, got {max_frames}")
+        if duration is not None and duration <= 0:
+            raise ConfigError(f"duration: expected > 0 seconds, got {duration}")
+        if queue_size < 1:
+            raise ConfigError(f"queue_size: expected >= 1, got {queue_size}")
+        srcs = [sources] if isinstance(sources, Source) else list(sources)
+        if not srcs:
+            raise ConfigError("sources: expected at least one source, got none")
+        self.sources: List[Source] = [s if isinstance(s, Source) else open_source(s) for s in srcs]
+        _unique_ids(self.sources)
+        self.sinks: List[Sink] = [open_sink(s) for s in sinks]
+        self.detector = detector
+        self.names = tuple(getattr(detector, "names", ()) or ())
+        self._trackers = {s.source_id: (tracker.clone() if hasattr(tracker, "clone") else copy.deepcopy(tracker))
+                          for s in self.sources} if tracker is not None else {}
+        self.max_frames, self.duration, self.progress = max_frames, duration, progress
+        self.stop_event = stop_event or threading.Event()
+        self.stats_interval_s = stats_interval_s
+        self.timer = StageTimer(STAGES)
+        self.latencies: List[float] = []
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=queue_size)
+        self._pre_queue: "queue.Queue[Any]" = queue.Queue(maxsize=1)
+        self._halt = threading.Event()
+        self._notify = threading.Event()
+        self._error: Optional[BaseException] = None
+        self._stopped_by = "end"
+        self._processed: Dict[str, int] = {s.source_id: 0 for s in self.sources}
+        self._t_first: Optional[float] = None
+        self._t_last: Optional[float] = None
+        self._ran = False
+
+    # ------------------------------------------------------------------------------------------- infer stage
+
+    def _next_frame(self, start: int) -> Any:
+        """A frame from the sources in round-robin order starting at ``start``, or ``None`` after a short wait."""
+        self._notify.clear()
+        n = len(self.sources)
+        for k in range(n):
+            src = self.sources[(start + k) % n]
+            frame = src.read(timeout=0)
+            if frame is not None:
+                return frame
+        self._notify.wait(0.05)
+        return None
+
+    def _stop(self, reason: str) -> None:
+        if not self._halt.is_set():
+            self._stopped_by = reason
+            self._halt.set()
+
+    def _preprocess_loop(self, t_start: float) -> None:
+        """Pick frames (round robin), check the stop conditions, letterbox; hand over to the infer thread."""
+        dispatched, rr = 0, 0
+        try:
+            while not self._halt.is_set():
+                if self.stop_event.is_set():
+                    self._stop("stop_event")
+                    break
+                if self.max_frames is not None and dispatched >= self.max_frames:
+                    self._stop("max_frames")
+                    break
+                if self.duration is not None and time.perf_counter() - t_start >= self.duration:
+                    self._stop("duration")
+                    break
+                frame = self._next_frame(rr)
+                if frame is None:
+                    if all(s.exhausted for s in self.sources):
+                        self._stop("end")
+                        break
+                    continue
+                rr += 1
+                if self._t_first is None:
+                    self._t_first = time.perf_counter()
+                t0 = time.perf_counter()
+                batch, infos = self.detector.preprocess([frame.image])
+                frame.timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+                self._put(self._pre_queue, (frame, batch, infos))
+                dispatched += 1
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            self._error = exc
+            self._stop("error")
+        finally:
+            self._put(self._pre_queue, _END, force=True)
+
+    def _infer_loop(self) -> None:
+        """Run the backend on preprocessed frames; the only thread that touches the backend."""
+        try:
+            while True:
+                try:
+                    item = self._pre_queue.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    break
+                frame, batch, infos = item
+                t0 = time.perf_counter()
+                outputs = self.detector.infer(batch)
+                frame.timings["inference"] = (time.perf_counter() - t0) * 1e3
+                self._put(self._queue, (frame, outputs, infos))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            self._error = exc
+            self._stop("error")
+        finally:
+            self._put(self._queue, _END, force=True)
+
+    def _put(self, q: "queue.Queue[Any]", item: Any, force: bool = False) -> None:
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if not force and self._halt.is_set():
+                    return  # stopping and nobody consumes any more: drop the in-flight frame
+                if force:  # the consumer is gone or stopping: make room for the end marker
+                    try:
+                        q.get_nowait()
+                    except queue.Empty:
+                        pass
+
+    # ------------------------------------------------------------------------------------------- sink stage
+
+    def _finish(self, item: Any, rate: RateMeter) -> None:
+        frame, outputs, infos = item
+        t0 = time.perf_counter()
+        dets = self.detector.postprocess(outputs, infos)[0]
+        tracker = self._trackers.get(frame.source_id)
+        if tracker is not None:
+            dets = tracker.update(dets)
+        t1 = time.perf_counter()
+        result = Result(frame, dets, self.names, rate.rate)
+        for sink in self.sinks:
+            sink.write(result)
+        t2 = time.perf_counter()
+        frame.timings["postprocess"] = (t1 - t0) * 1e3
+        frame.timings["sinks"] = (t2 - t1) * 1e3
+        for stage in STAGES:
+            if stage in frame.timings:
+                self.timer.add(stage, frame.timings[stage])
+        self.latencies.append((t2 - frame.capture_time) * 1e3)
+        self._processed[frame.source_id] = self._processed.get(frame.source_id, 0) + 1
+        self._t_last = t2
+        rate.tick(t2)
+        if any(s.stop_requested for s in self.sinks):
+            self._stop("sink")
+
+    def _bar(self) -> Any:
+        if not self.progress or any(s.is_live or not s.expected_frames for s in self.sources):
+            return None
+        from tqdm import tqdm
+
+        total = sum(s.expected_frames or 0 for s in self.sources)
+        if self.max_frames is not None:
+            total = min(total, self.max_frames)
+        return tqdm(total=total, unit="frame", desc="run", dynamic_ncols=True)
+
+    def _log_stats(self, rate: RateMeter, since: int) -> None:
+        recent = self.latencies[since:]
+        p = percentiles(recent, (50, 95))
+        LOGGER.info("stats: processed %d, %.1f FPS, read %d, dropped %d, corrupt %d, reconnects %d, "
+                    "latency p50 %.0f / p95 %.0f ms", sum(self._processed.values()), rate.rate,
+                    sum(s.stats.read for s in self.sources), sum(s.stats.dropped for s in self.sources),
+                    sum(s.stats.corrupt for s in self.sources), sum(s.stats.reconnects for s in self.sources),
+                    p[50], p[95])
+
+    def run(self) -> RunSummary:
+        """Process until a stop condition (see module doc); returns the :class:`RunSummary`.
+
+        Raises:
+            Whatever a stage raised (after closing sinks and sources). ``KeyboardInterrupt`` is re-raised
+            after the sinks are finalized.
+        """
+        if self._ran:
+            raise RuntimeError("Pipeline.run() can be called once: sources and sinks are closed afterwards")
+        self._ran = True
+        t_start = time.perf_counter()
+        streams = [StreamInfo(s.source_id, s.fps) for s in self.sources]
+        for src in self.sources:
+            src.notify = self._notify
+            src.start()
+        bar = None
+        interrupted: Optional[BaseException] = None
+        workers = [threading.Thread(target=self._preprocess_loop, args=(t_start,), name="preprocess", daemon=True),
+                   threading.Thread(target=self._infer_loop, name="infer", daemon=True)]
+        try:
+            for sink in self.sinks:
+                sink.start(streams)
+            bar = self._bar()
+            rate = RateMeter(2.0)
+            last_log, logged = time.perf_counter(), 0
+            for worker in workers:
+                worker.start()
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    if self.stop_event.is_set():
+                        self._stop("stop_event")
+                    continue
+                if item is _END:
+                    break
+                self._finish(item, rate)
+                if self.stop_event.is_set():
+                    self._stop("stop_event")
+                if bar is not None:
+                    bar.update(1)
+                elif self.progress and time.perf_counter() - last_log >= self.stats_interval_s:
+                    self._log_stats(rate, logged)
+                    last_log, logged = time.perf_counter(), len(self.latencies)
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            self._stop("interrupt")
+        except BaseException:
+            self._stop("error")
+            raise
+        finally:
+            self._halt.set()
+            for worker in workers:
+                if worker.is_alive():
+                    worker.join(5.0)
+            if bar is not None:
+                bar.close()
+            self._close_all()
+        if self._error is not None:
+            raise self._error
+        summary = self.summary(time.perf_counter() - t_start)
+        LOGGER.info("%s", summary.format())
+        if interrupted is not None:
+            raise interrupted
+        return summary
+
+    def _close_all(self) -> None:
+        for src in self.sources:
+            src.close()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001 - close every sink, then report
+                LOGGER.error("closing %s sink failed: %s", sink.name, exc)
+
+    def summary(self, duration_s: float) -> RunSummary:
+        """The :class:`RunSummary` of what has run so far."""
+        processed = sum(self._processed.values())
+        span = (self._t_last - self._t_first) if self._t_first is not None and self._t_last is not None else 0.0
+        stages = {k: {"mean_ms": v["mean_ms"], "p95_ms": v["p95_ms"]} for k, v in self.timer.summary().items()}
+        p = percentiles(self.latencies, (50, 95, 99))
+        per_source = {
+            s.source_id: {"uri": s.uri, "kind": s.kind, "live": s.is_live, **s.stats.to_dict(),
+                          "processed": self._processed.get(s.source_id, 0), "expected_frames": s.expected_frames}
+            for s in self.sources
+        }
+        return RunSummary(
+            frames_read=sum(s.stats.read for s in self.sources),
+            processed=processed,
+            dropped=sum(s.stats.dropped for s in self.sources),
+            corrupt=sum(s.stats.corrupt for s in self.sources),
+            reconnects=sum(s.stats.reconnects for s in self.sources),
+            fps=processed / span if span > 0 else 0.0,
+            duration_s=duration_s,
+            stages=stages,
+            latency_ms={"p50": p[50], "p95": p[95], "p99": p[99]},
+            sources=per_source,
+            stopped_by=self._stopped_by,
+        )

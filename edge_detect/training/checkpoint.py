@@ -1,0 +1,325 @@
+"""Load YOLOv5 checkpoints safely, and save/load edge-detect's own checkpoint format.
+
+Two formats are read by :func:`load_checkpoint` / :func:`load_model`:
+
+* **official YOLOv5 checkpoints** (``yolov5n.pt`` ...): a full pickle of the original repository's
+  ``models.yolo.Model`` / ``DetectionModel``. They are read with a *restricted unpickler* that resolves only an
+  allow-list of globals: the YOLOv5 module classes map to inert ``nn.Module`` shims (no code of the original
+  repository runs, nor needs to be installed), ``torch.nn`` layer classes and torch's tensor-rebuild helpers
+  map to torch itself, and a few containers (``OrderedDict``, ``set``...). Any other global raises
+  :class:`~edge_detect.errors.UnsafeCheckpointError` naming it, before anything is called. The shim tree's
+  ``state_dict`` is then loaded into our own :class:`~edge_detect.training.model.YOLOv5`, built from the
+  checkpoint's embedded yaml, and every key must match.
+* **edge-detect checkpoints** written by :func:`save_checkpoint`: a dict of plain tensors, the yaml model
+  description, class names and metadata, read with ``torch.load(weights_only=True)``.
+
+Half-precision tensors are converted to float32.
+"""
+from __future__ import annotations
+
+import builtins
+import codecs
+import collections
+import logging
+import os
+import pickle
+import types
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from edge_detect.errors import ConfigError, ModelError, ModelLoadError, UnsafeCheckpointError
+from edge_detect.training.model import YOLOv5
+
+__all__ = ["FORMAT", "load_checkpoint", "load_model", "save_checkpoint", "build_from_checkpoint",
+           "restricted_pickle"]
+
+LOGGER = logging.getLogger(__name__)
+
+FORMAT = "edge_detect.yolov5"
+FORMAT_VERSION = 1
+
+PathLike = Union[str, os.PathLike]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# restricted unpickler
+class _YoloShim(nn.Module):
+    """Inert stand-in for a class of the original YOLOv5 repository: holds the pickled state, runs nothing."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise ModelLoadError(f"{type(self).__name__} is a checkpoint shim and cannot run; use load_model()")
+
+
+# class names of the original repository that may appear in a detection checkpoint
+_YOLO_CLASSES = {
+    "models.yolo": ("Model", "DetectionModel", "Detect"),
+    "models.common": ("Conv", "C3", "Bottleneck", "SPPF", "SPP", "Concat", "Focus", "BottleneckCSP",
+                      "DWConv", "C3SPP", "C3Ghost", "GhostConv", "GhostBottleneck", "Contract", "Expand"),
+}
+_SHIMS: Dict[Tuple[str, str], type] = {
+    (mod, name): type(name, (_YoloShim,), {"__module__": f"{__name__}.shim.{mod}"})
+    for mod, names in _YOLO_CLASSES.items() for name in names
+}
+_SAFE_GLOBALS: Dict[Tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): builtins.set,
+    ("builtins", "frozenset"): builtins.frozenset,
+    ("builtins", "dict"): builtins.dict,
+    ("builtins", "list"): builtins.list,
+    ("builtins", "tuple"): builtins.tuple,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
+    ("torch", "Size"): torch.Size,
+    ("torch", "device"): torch.device,
+    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles store bytes (numpy scalars)
+}
+_TORCH_NN_PREFIX = "torch.nn.modules."
+_NUMPY_GLOBALS = {("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype")}
+
+
+def _numpy_global(module: str, name: str) -> Any:
+    """``numpy.dtype`` or the scalar constructor (builds a number from a dtype and raw bytes)."""
+    import numpy as np
+
+    if name == "dtype":
+        return np.dtype
+    multiarray = getattr(np, "_core", None) or np.core
+    return multiarray.multiarray.scalar
+
+
+def _find_class(module: str, name: str) -> Any:
+    """The allow-list. ``torch.load`` itself resolves ``torch.*Storage`` before this is reached."""
+    module = "builtins" if module == "__builtin__" else module
+    if (module, name) in _SHIMS:
+        return _SHIMS[(module, name)]
+    if (module, name) in _SAFE_GLOBALS:
+        return _SAFE_GLOBALS[(module, name)]
+    if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+        return getattr(torch, name)
+    if (module, name) in _NUMPY_GLOBALS:  # e.g. best_fitness saved as a numpy scalar by training runs
+        return _numpy_global(module, name)
+    if module.startswith(_TORCH_NN_PREFIX):
+        obj = getattr(__import__(module, fromlist=[name]), name, None) if _is_torch_module(module) else None
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            return obj
+    raise UnsafeCheckpointError(
+        f"refusing to unpickle global '{module}.{name}': not on the allow-list of YOLOv5 checkpoint classes "
+        "(nothing was executed)")
+
+
+def _is_torch_module(module: str) -> bool:
+    import importlib.util
+
+    return all(part.isidentifier() for part in module.split(".")) and importlib.util.find_spec(module) is not None
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` whose globals come only from :func:`_find_class`'s allow-list."""
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D401 - pickle API
+        return _find_class(module, name)
+
+
+def _restricted_load(file: Any, **kwargs: Any) -> Any:
+    return RestrictedUnpickler(file, **kwargs).load()
+
+
+#: a module usable as ``torch.load(..., pickle_module=restricted_pickle)``
+restricted_pickle = types.ModuleType("edge_detect_restricted_pickle")
+restricted_pickle.Unpickler = RestrictedUnpickler  # type: ignore[attr-defined]
+restricted_pickle.load = _restricted_load  # type: ignore[attr-defined]
+restricted_pickle.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reading
+def _not_yolo(path: Path, why: str) -> ModelLoadError:
+    return ModelLoadError(f"{path} is not a YOLOv5 checkpoint: {why}")
+
+
+def _torch_load(path: Path) -> Any:
+    """Own format with ``weights_only=True``; anything else through the restricted unpickler."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
+        LOGGER.debug("weights_only load of %s failed (%s); trying the restricted unpickler", path, exc)
+    try:
+        return torch.load(path, map_location="cpu", pickle_module=restricted_pickle, weights_only=False)
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(f"{path}: {exc}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError,
+            IndexError, KeyError) as exc:
+        raise _not_yolo(path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def _float_state(state: Mapping[str, torch.Tensor]) -> "collections.OrderedDict[str, torch.Tensor]":
+    return collections.OrderedDict(
+        (k, v.detach().float() if v.is_floating_point() else v.detach()) for k, v in state.items())
+
+
+def _names_list(names: Any, nc: int) -> List[str]:
+    if isinstance(names, Mapping):  # newer checkpoints: {0: "person", ...}
+        names = [names[k] for k in sorted(names, key=int)]
+    if names is None:
+        names = [f"class{i}" for i in range(nc)]
+    return [str(n) for n in names]
+
+
+def _info_from_official(path: Path, ckpt: Mapping[str, Any]) -> Dict[str, Any]:
+    model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+    if not isinstance(model, _YoloShim):
+        raise _not_yolo(path, f"expected a pickled YOLOv5 model under 'ema' or 'model', got "
+                              f"{type(model).__name__}")
+    cfg = getattr(model, "yaml", None)
+    if not isinstance(cfg, Mapping):
+        raise _not_yolo(path, "the pickled model has no yaml description")
+    head = model.model[-1] if hasattr(model, "model") else None
+    nc = int(getattr(model, "nc", cfg.get("nc", 0)))
+    stride = getattr(model, "stride", None)
+    return {
+        "format": "yolov5",
+        "cfg": dict(cfg, nc=nc),
+        "names": _names_list(getattr(model, "names", None), nc),
+        "nc": nc,
+        "stride": [float(s) for s in stride] if stride is not None else None,
+        "anchors": head.anchors.float().clone() if head is not None and hasattr(head, "anchors") else None,
+        "state_dict": _float_state(model.state_dict()),
+        "fused": False,
+        "epoch": ckpt.get("epoch"),
+        "date": ckpt.get("date"),
+        "extra": {},
+    }
+
+
+def _info_from_own(path: Path, ckpt: Mapping[str, Any]) -> Dict[str, Any]:
+    version = ckpt.get("format_version")
+    if version != FORMAT_VERSION:
+        raise _not_yolo(path, f"edge-detect checkpoint format_version: expected {FORMAT_VERSION}, got {version}")
+    cfg, state = ckpt.get("cfg"), ckpt.get("state_dict")
+    if not isinstance(cfg, Mapping) or not isinstance(state, Mapping):
+        raise _not_yolo(path, "edge-detect checkpoint lacks 'cfg' or 'state_dict'")
+    nc = int(cfg.get("nc", 0))
+    anchors = state.get(f"model.{len(cfg.get('backbone', [])) + len(cfg.get('head', [])) - 1}.anchors")
+    return {
+        "format": FORMAT,
+        "cfg": dict(cfg),
+        "names": _names_list(ckpt.get("names"), nc),
+        "nc": nc,
+        "stride": list(ckpt.get("stride") or []) or None,
+        "anchors": anchors.float().clone() if anchors is not None else None,
+        "state_dict": _float_state(state),
+        "fused": bool(ckpt.get("fused", False)),
+        "epoch": ckpt.get("epoch"),
+        "date": ckpt.get("date"),
+        "extra": dict(ckpt.get("extra") or {}),
+    }
+
+
+def load_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """Read a checkpoint (official YOLOv5 or edge-detect) without running any pickled code.
+
+    Returns:
+        dict with ``format`` (``"yolov5"`` or ``"edge_detect.yolov5"``), ``cfg`` (model yaml dict),
+        ``names`` (list of str), ``nc``, ``stride`` (list of float, e.g. ``[8, 16, 32]``), ``anchors``
+        (float32 ``(nl, na, 2)`` in grid units), ``state_dict`` (float32 tensors on CPU), ``fused``,
+        ``epoch``, ``date`` and ``extra`` (metadata saved with the checkpoint).
+
+    Raises:
+        ModelError: ``path`` does not exist.
+        UnsafeCheckpointError: the pickle asks for a global outside the allow-list.
+        ModelLoadError: the file is not a (readable) YOLOv5 checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    ckpt = _torch_load(path)
+    if not isinstance(ckpt, Mapping):
+        raise _not_yolo(path, f"expected a dict, got {type(ckpt).__name__}")
+    if ckpt.get("format") == FORMAT:
+        return _info_from_own(path, ckpt)
+    if "model" in ckpt or "ema" in ckpt:
+        return _info_from_official(path, ckpt)
+    raise _not_yolo(path, f"expected keys 'model'/'ema' or format '{FORMAT}', got {sorted(map(str, ckpt))[:8]}")
+
+
+def build_from_checkpoint(info: Mapping[str, Any], path: PathLike = "<checkpoint>") -> YOLOv5:
+    """Our :class:`YOLOv5` with the weights of ``info`` (from :func:`load_checkpoint`); every key must match."""
+    try:
+        model = YOLOv5(info["cfg"], names=info["names"])
+    except (ConfigError, ModelError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelLoadError(f"{path}: cannot build the model from its yaml description: {exc}") from exc
+    if info.get("fused"):
+        model.fuse()
+    result = model.load_state_dict(info["state_dict"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelLoadError(
+            f"{path}: checkpoint weights do not match the model built from its yaml: "
+            f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[:3]}), "
+            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]})")
+    stride = info.get("stride")
+    if stride is not None and [float(s) for s in stride] != model.stride.tolist():
+        raise ModelLoadError(f"{path}: strides: checkpoint has {list(stride)}, the built model has "
+                             f"{model.stride.tolist()}")
+    return model
+
+
+def load_model(path: PathLike, fuse: bool = True) -> Tuple[YOLOv5, List[str]]:
+    """Load a checkpoint into our model: ``(model in eval mode, class names)``.
+
+    Args:
+        path: official YOLOv5 ``.pt`` or an edge-detect checkpoint.
+        fuse: fold batch norms into convolutions (for inference and export).
+
+    Raises:
+        ModelError / ModelLoadError / UnsafeCheckpointError: see :func:`load_checkpoint`.
+    """
+    info = load_checkpoint(path)
+    try:
+        model = build_from_checkpoint(info, path)
+    except RuntimeError as exc:  # tensor shape mismatch in load_state_dict
+        raise ModelLoadError(f"{path}: checkpoint weights do not fit the model: {str(exc).splitlines()[0]}") \
+            from exc
+    model.eval()
+    if fuse:
+        model.fuse()
+    return model, list(model.names)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# writing
+def save_checkpoint(path: PathLike, model: YOLOv5, names: Optional[Sequence[str]] = None, **extra: Any) -> Path:
+    """Save ``model`` in edge-detect's checkpoint format (readable with ``torch.load(weights_only=True)``).
+
+    Args:
+        path: output file (``.pt``); parent folders are created.
+        model: our :class:`YOLOv5` (fused or not).
+        names: class names (default ``model.names``).
+        **extra: JSON-like metadata (numbers, strings, lists, dicts, tensors), e.g. ``epoch=10,
+            metrics={"map50": 0.5}``; ``epoch`` and ``date`` are also stored at the top level.
+
+    Returns:
+        the path written.
+    """
+    path = Path(path)
+    names = list(names if names is not None else model.names)
+    if len(names) != model.nc:
+        raise ModelError(f"save_checkpoint names: expected {model.nc} names, got {len(names)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "cfg": dict(model.yaml, nc=model.nc),
+        "names": names,
+        "stride": model.stride.tolist(),
+        "fused": bool(getattr(model, "fused", False)),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "epoch": extra.get("epoch"),
+        "date": extra.get("date"),
+        "extra": extra,
+    }
+    torch.save(ckpt, path)
+    return path

@@ -1,0 +1,157 @@
+"""Export a YOLOv5 checkpoint to ONNX with edge-detect metadata.
+
+The exported graph takes ``images`` float ``(B, 3, H, W)`` RGB in ``[0, 1]`` (letterboxed, NCHW) and returns
+``output0`` ``(B, N, 5 + nc)`` in the ``"raw"`` layout: ``cx, cy, w, h`` in input (letterbox) pixels,
+objectness and class probabilities (sigmoid and YOLOv5 box decoding are inside the graph). With
+``dynamic=True`` the batch, height and width axes are dynamic (H and W must stay multiples of 32).
+
+A :class:`~edge_detect.metadata.ModelMetadata` is written as JSON into the model's ``metadata_props`` under
+the key ``"edge_detect"``.
+
+``half=True`` (fp16 weights and fp16 input/output): torch cannot run a half model on CPU, so the model is
+exported in fp32 and then converted with ``onnxruntime.transformers.float16.convert_float_to_float16`` (ops
+that need fp32 are kept in fp32 behind casts). Such a model is meant for GPUs (TensorRT / CUDA); ONNX Runtime's
+CPU provider may not implement every fp16 kernel.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Sequence, Tuple, Union
+
+import torch
+
+from edge_detect import __version__
+from edge_detect._optional import require
+from edge_detect.errors import ConfigError
+from edge_detect.metadata import METADATA_KEY, ModelMetadata
+from edge_detect.weights import sha256_file
+from edge_detect.training.checkpoint import load_model
+
+__all__ = ["export_onnx", "normalize_imgsz", "INPUT_NAME", "OUTPUT_NAME"]
+
+LOGGER = logging.getLogger(__name__)
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "output0"
+PathLike = Union[str, os.PathLike]
+
+
+def normalize_imgsz(imgsz: Union[int, Sequence[int]], stride: int = 32) -> Tuple[int, int]:
+    """``640`` or ``[640]`` -> ``(640, 640)``; ``(h, w)`` kept. Both must be positive multiples of ``stride``."""
+    size = [int(imgsz)] if isinstance(imgsz, (int, float)) else [int(v) for v in imgsz]
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) <= 0 or any(v % stride for v in size):
+        raise ConfigError(f"imgsz: expected one or two positive multiples of {stride} (h w), got {size}")
+    return size[0], size[1]
+
+
+def _versions(onnx: Any, opset: int) -> Dict[str, str]:
+    versions = {"torch": torch.__version__, "onnx": onnx.__version__, "edge_detect": __version__,
+                "opset": str(opset)}
+    try:
+        import onnxslim
+
+        versions["onnxslim"] = str(onnxslim.__version__)
+    except ImportError:
+        pass
+    return versions
+
+
+def _torch_export(model: torch.nn.Module, dummy: torch.Tensor, opset: int, dynamic: bool) -> bytes:
+    """Classic TorchScript-based export (``dynamo=False``) to bytes."""
+    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 1: "anchors"}}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # the TorchScript exporter is deprecated in favour of the dynamo one, but it is the robust choice for
+        # this traced CNN (dynamic H/W through Shape/Range ops, no onnxscript dependency)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(model, (dummy,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=opset, do_constant_folding=True,
+                          dynamic_axes=axes if dynamic else None, dynamo=False)
+    return buf.getvalue()
+
+
+def _to_fp16(model_proto: Any) -> Any:
+    float16 = require("onnxruntime.transformers.float16", "onnx", package="onnxruntime")
+    return float16.convert_float_to_float16(model_proto, keep_io_types=False, disable_shape_infer=False)
+
+
+def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[int]] = (640, 640),
+                batch: int = 1, dynamic: bool = False, opset: int = 17, half: bool = False,
+                simplify: bool = True, progress: bool = True) -> Path:
+    """Export checkpoint ``weights`` (``.pt``) to the ONNX file ``output``.
+
+    Args:
+        weights: official YOLOv5 or edge-detect checkpoint.
+        output: ``.onnx`` path to write (parent folders are created).
+        imgsz: ``(h, w)`` or one side; multiples of 32. For dynamic models: the nominal size.
+        batch: batch size of the static graph (for dynamic models: recorded in the metadata only).
+        dynamic: dynamic batch/height/width axes.
+        opset: ONNX opset.
+        half: fp16 weights and fp16 input/output (see module doc).
+        simplify: run onnxslim on the graph.
+        progress: show a progress bar over the export steps.
+
+    Returns:
+        the written path.
+
+    Raises:
+        ModelError / ModelLoadError / UnsafeCheckpointError: the checkpoint cannot be loaded.
+        ConfigError: invalid ``imgsz`` / ``batch``.
+        MissingDependencyError: onnx (or onnxslim for ``simplify``) is not installed.
+    """
+    onnx = require("onnx", "build")
+    from tqdm import tqdm
+
+    weights, output = Path(weights), Path(output)
+    if int(batch) < 1:
+        raise ConfigError(f"batch: expected >= 1, got {batch}")
+    steps = ["load", "export", *(["simplify"] if simplify else []), *(["fp16"] if half else []), "save"]
+    bar = tqdm(total=len(steps), desc=f"export {weights.name}", disable=not progress, unit="step")
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+
+    step("load")
+    model, names = load_model(weights, fuse=True)
+    stride = int(model.stride.max())
+    h, w = normalize_imgsz(imgsz, stride)
+    bar.update()
+
+    step("export")
+    with torch.no_grad():
+        proto = onnx.load_from_string(_torch_export(model, torch.zeros(int(batch), 3, h, w), opset, dynamic))
+    bar.update()
+    if simplify:
+        step("simplify")
+        onnxslim = require("onnxslim", "build")
+        proto = onnxslim.slim(proto)
+        bar.update()
+    if half:
+        step("fp16")
+        proto = _to_fp16(proto)
+        bar.update()
+
+    step("save")
+    meta = ModelMetadata(names=names, imgsz=(h, w), stride=stride, batch=int(batch), dynamic=bool(dynamic),
+                         output_layout="raw", input_format="float32_nchw_rgb",
+                         precision="fp16" if half else "fp32", source_sha256=sha256_file(weights),
+                         source_path=str(weights.resolve()), versions=_versions(onnx, opset))
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, meta.to_json()
+    proto.producer_name = "edge-detect"
+    proto.producer_version = __version__
+    onnx.checker.check_model(proto)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(output))
+    bar.update()
+    bar.close()
+    LOGGER.info("exported %s -> %s (%dx%d, batch %d%s, %s)", weights, output, h, w, int(batch),
+                ", dynamic" if dynamic else "", meta.precision)
+    return output

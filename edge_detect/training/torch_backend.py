@@ -1,0 +1,126 @@
+"""PyTorch backend: run a YOLOv5 ``.pt`` checkpoint with the build side's model (for parity and GPU checks).
+
+torch and :mod:`edge_detect.training` are imported only when a backend is constructed, so importing this module
+keeps the runtime torch-free. The checkpoint is read through the restricted unpickler of
+:mod:`edge_detect.training.checkpoint` (no pickled code runs).
+
+Input: float32 ``(B, 3, H, W)`` RGB in ``[0, 1]`` (letterboxed), ``H`` and ``W`` multiples of the model stride
+(any batch and size: the shape is dynamic). Output: ``[pred]`` with ``pred`` float32 ``(B, N, 5 + nc)`` in the
+``"raw"`` layout (``cx, cy, w, h`` in input pixels, objectness, class probabilities).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Union
+
+import numpy as np
+
+from edge_detect._optional import require
+from edge_detect.errors import BackendUnavailableError, DataError
+from edge_detect.metadata import ModelMetadata
+from edge_detect.backends.base import InputSpec, register_backend
+
+__all__ = ["TorchBackend"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+@register_backend("torch")
+class TorchBackend:
+    """A YOLOv5 checkpoint run by PyTorch.
+
+    Args:
+        path: official YOLOv5 or edge-detect ``.pt`` checkpoint.
+        device: ``"cpu"`` or a CUDA device such as ``"cuda:0"``.
+        imgsz: nominal ``(h, w)`` (or one side) recorded in :attr:`metadata` (default 640x640).
+        threads: CPU threads for torch (``torch.set_num_threads``); ``None`` keeps torch's default.
+        fuse: fold batch norms into convolutions (default True).
+        half: run in float16 (CUDA only); inputs are still float32 and outputs float32.
+
+    Raises:
+        MissingDependencyError: torch is not installed.
+        BackendUnavailableError: the requested CUDA device is not available.
+        ModelError / ModelLoadError / UnsafeCheckpointError: the checkpoint cannot be loaded.
+    """
+
+    name = "torch"
+
+    def __init__(self, path: Union[str, os.PathLike], device: str = "cpu",
+                 imgsz: Optional[Union[int, Sequence[int]]] = None, threads: Optional[int] = None,
+                 fuse: bool = True, half: bool = False, **options: Any) -> None:
+        if options:
+            LOGGER.warning("torch backend: ignoring unknown options %s", sorted(options))
+        torch = require("torch", "build")
+        from edge_detect.training.checkpoint import load_model
+        from edge_detect.weights import sha256_file
+
+        self._torch = torch
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.device = self._device(torch, device)
+        if half and self.device.type != "cuda":
+            raise BackendUnavailableError(f"torch backend: half precision needs a CUDA device, got '{device}'")
+        self.path = Path(path)
+        model, names = load_model(self.path, fuse=fuse)
+        self._dtype = torch.float16 if half else torch.float32
+        self.model = model.to(self.device, self._dtype).eval()
+        stride = int(model.stride.max())
+        self.metadata = ModelMetadata(
+            names=names, imgsz=self._imgsz(imgsz), stride=stride, batch=1, dynamic=True,
+            output_layout="raw", input_format="float32_nchw_rgb", precision="fp16" if half else "fp32",
+            source_sha256=sha256_file(self.path), source_path=str(self.path.resolve()),
+            versions={"torch": torch.__version__})
+        self.input_spec = InputSpec(name="images", shape=(-1, 3, -1, -1), dtype=np.dtype(np.float32),
+                                    format="float32_nchw_rgb")
+
+    @staticmethod
+    def _imgsz(imgsz: Optional[Union[int, Sequence[int]]]) -> "tuple[int, int]":
+        """Nominal ``(h, w)``: default 640x640, one side means a square."""
+        if imgsz is None:
+            return 640, 640
+        size = [int(imgsz)] if isinstance(imgsz, (int, float)) else [int(v) for v in imgsz]
+        return (size[0], size[-1]) if len(size) in (1, 2) else (640, 640)
+
+    @staticmethod
+    def _device(torch: Any, device: str) -> Any:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise BackendUnavailableError(f"torch backend: invalid device '{device}': {exc}") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError(f"torch backend: device '{device}' requested but CUDA is not available")
+        if dev.type not in ("cpu", "cuda"):
+            raise BackendUnavailableError(f"torch backend: expected device 'cpu' or 'cuda[:N]', got '{device}'")
+        return dev
+
+    def _check(self, batch: np.ndarray) -> None:
+        stride = self.metadata.stride
+        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1] != 3:
+            raise DataError(f"torch backend input: expected an ndarray (B, 3, H, W), got "
+                            f"{getattr(batch, 'shape', type(batch).__name__)}")
+        if batch.shape[2] % stride or batch.shape[3] % stride:
+            raise DataError(f"torch backend input: expected H and W multiples of {stride}, got "
+                            f"{batch.shape[2]}x{batch.shape[3]}")
+
+    def infer(self, batch: np.ndarray) -> List[np.ndarray]:
+        """``batch`` float ``(B, 3, H, W)`` -> ``[pred]`` float32 ``(B, N, 5 + nc)`` (raw layout)."""
+        self._check(batch)
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self._dtype)
+        with torch.inference_mode():
+            pred = self.model(x)
+        return [pred.float().cpu().numpy()]
+
+    def close(self) -> None:
+        """Drop the model (and free GPU memory)."""
+        self.model = None  # type: ignore[assignment]
+        if self.device.type == "cuda":
+            self._torch.cuda.empty_cache()
+
+    def __enter__(self) -> "TorchBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,317 @@
+"""Engine building: the TensorRT-free planning, the calibrator's batching and cache, and (GPU) real builds."""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edge_detect.backends import _cuda
+from edge_detect.deploy.tensorrt_build import (BuildPlan, CalibrationBatcher, PhaseBars, inspect_onnx, log_level,
+                                              make_calibrator, plan_build, plan_profile)
+from edge_detect.errors import BackendUnavailableError, ConfigError, DataError
+from edge_detect.metadata import METADATA_KEY, ModelMetadata
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("cuda") is not None
+gpu = pytest.mark.skipif(not HAS_TRT, reason="needs an NVIDIA GPU with TensorRT and cuda-python "
+                                             "(pip install 'edge-detect[tensorrt]'); not installable here")
+
+
+# ------------------------------------------------------------------------------------------------ plan_build
+@pytest.mark.parametrize("version, kwargs, expected", [
+    ("10.3.0", dict(), BuildPlan((), False, None, "fp32")),
+    ("10.3.0", dict(fp16=True), BuildPlan(("FP16",), False, None, "fp16")),
+    ("8.6.1", dict(int8=True, has_qdq=True), BuildPlan(("INT8", "FP16"), False, "explicit", "int8")),
+    ("10.3.0", dict(has_qdq=True), BuildPlan(("INT8", "FP16"), False, "explicit", "int8")),  # Q/DQ implies INT8
+    ("10.3.0", dict(int8=True, can_calibrate=True), BuildPlan(("INT8", "FP16"), False, "implicit", "int8")),
+    ("8.5.2", dict(fp16=True, dla=0), BuildPlan(("FP16", "GPU_FALLBACK"), False, None, "fp16")),
+    ("10.3.0", dict(onnx_fp16=True), BuildPlan(("FP16",), False, None, "fp16")),
+    ("11.0.0", dict(int8=True, has_qdq=True), BuildPlan((), True, "explicit", "int8")),
+    ("11.2.0", dict(fp16=True, onnx_fp16=True), BuildPlan((), True, None, "fp16")),
+    ("11.2.0", dict(), BuildPlan((), True, None, "fp32")),
+])
+def test_plan_build(version, kwargs, expected) -> None:
+    assert plan_build(version, **kwargs) == expected
+
+
+@pytest.mark.parametrize("version, kwargs, error, message", [
+    ("8.4.3", dict(fp16=True), BackendUnavailableError, "TensorRT 8.4.3 is too old: expected >= 8.5"),
+    ("10.3.0", dict(int8=True), ConfigError, "INT8 needs a Q/DQ ONNX"),
+    ("10.3.0", dict(dla=1), ConfigError, "dla=1: DLA runs FP16 or INT8 only"),
+    ("11.0.0", dict(int8=True, can_calibrate=True), BackendUnavailableError, "has no implicit INT8 calibration"),
+    ("11.0.0", dict(fp16=True), BackendUnavailableError, "FP16 needs an FP16 ONNX"),
+])
+def test_plan_build_refuses(version, kwargs, error, message) -> None:
+    with pytest.raises(error) as info:
+        plan_build(version, **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ ONNX + profile
+def _model(path: Path, shape, qdq: bool = False, fp16: bool = False, fmt: str = "float32_nchw_rgb") -> Path:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    elem = TensorProto.UINT8 if fmt == "uint8_nhwc_bgr" else (TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT)
+    dims = [d if d > 0 else f"d{i}" for i, d in enumerate(shape)]
+    nodes, inits = [helper.make_node("Identity", ["images"], ["x"])], []
+    if qdq:
+        inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.02]),
+                 helper.make_tensor("z", TensorProto.INT8, [], [0])]
+        nodes = [helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"]),
+                 helper.make_node("DequantizeLinear", ["q", "s", "z"], ["x"])]
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("images", elem, dims)],
+                              [helper.make_tensor_value_info("x", elem, dims)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key=METADATA_KEY, value=ModelMetadata(names=("a",), batch=2, input_format=fmt).to_json())
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("shape, qdq, fp16, fmt", [
+    ((1, 3, 640, 640), False, False, "float32_nchw_rgb"),
+    ((-1, 3, -1, -1), True, False, "float32_nchw_rgb"),
+    ((1, 3, 640, 640), False, True, "float32_nchw_rgb"),
+    ((1, 640, 640, 3), False, False, "uint8_nhwc_bgr"),
+])
+def test_inspect_onnx(tmp_path: Path, shape, qdq, fp16, fmt) -> None:
+    info = inspect_onnx(_model(tmp_path / "m.onnx", shape, qdq, fp16, fmt))
+    assert info.input.name == "images" and info.input.shape == shape
+    assert info.input.dtype == {"uint8_nhwc_bgr": np.uint8}.get(fmt, np.float16 if fp16 else np.float32)
+    assert (info.has_qdq, info.fp16, info.dynamic) == (qdq, fp16, -1 in shape)
+    assert info.metadata.input_format == fmt and info.outputs == ("x",)
+
+
+def test_plan_profile(tmp_path: Path) -> None:
+    static = inspect_onnx(_model(tmp_path / "s.onnx", (1, 3, 640, 640)))
+    dynamic = inspect_onnx(_model(tmp_path / "d.onnx", (-1, 3, -1, -1)))
+    u8 = inspect_onnx(_model(tmp_path / "u.onnx", (-1, -1, -1, 3), fmt="uint8_nhwc_bgr"))
+    assert plan_profile(static) is None
+    nominal = plan_profile(dynamic)  # metadata batch 2, imgsz 640
+    assert (nominal.min, nominal.max) == ((2, 3, 640, 640), (2, 3, 640, 640))
+    assert plan_profile(u8).max == (2, 640, 640, 3)
+    p = plan_profile(dynamic, {"min": (1, 3, 320, 320), "opt": (4, 3, 640, 640), "max": (8, 3, 640, 640)})
+    assert (p.min, p.opt, p.max) == ((1, 3, 320, 320), (4, 3, 640, 640), (8, 3, 640, 640))
+    auto = plan_profile(dynamic, True)  # the CLI's --dynamic: batch 1..2 (metadata), sides 320..640
+    assert (auto.min, auto.opt, auto.max) == ((1, 3, 320, 320), (2, 3, 640, 640), (2, 3, 640, 640))
+    assert plan_profile(u8, True).min == (1, 320, 320, 3)
+
+
+def test_temporary_source_onnx_is_kept_beside_the_engine(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    from edge_detect.deploy.tensorrt_build import _persistent_source
+
+    tmpdir, outdir = tmp_path / "tmp", tmp_path / "out"
+    tmpdir.mkdir()
+    outdir.mkdir()
+    src = tmpdir / "nms.onnx"
+    src.write_bytes(b"onnx")
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmpdir))
+    kept = _persistent_source(src, outdir / "m.engine")
+    assert kept == (outdir / "m.engine.onnx").resolve() and kept.read_bytes() == b"onnx"
+    assert _persistent_source(src, tmpdir / "m.engine") == src.resolve()  # engine in tmp too: no copy
+
+
+@pytest.mark.parametrize("which, dynamic, message", [
+    ("static", [(1, 3, 640, 640)] * 3, "has a static input (1, 3, 640, 640); export it with --dynamic"),
+    ("dynamic", [(1, 4, 640, 640)] * 3, "tensor 'images': expected shape (?, 3, ?, ?), got (1, 4, 640, 640)"),
+    ("dynamic", [(1, 3, 320, 320), (1, 3, 640, 640), (1, 3, 650, 640)], "multiples of the stride 32"),
+    ("dynamic", [(2, 3, 640, 640), (1, 3, 640, 640), (4, 3, 640, 640)], "expected 0 < min <= opt <= max"),
+])
+def test_plan_profile_refuses(tmp_path: Path, which, dynamic, message) -> None:
+    info = inspect_onnx(_model(tmp_path / "m.onnx", (1, 3, 640, 640) if which == "static" else (-1, 3, -1, -1)))
+    with pytest.raises(ConfigError) as exc:
+        plan_profile(info, dynamic)
+    assert message in str(exc.value)
+
+
+# ------------------------------------------------------------------------------------------------ calibrator core
+class CountingSource:
+    """Zero-argument callable returning an iterator of (2, 3, 8, 8) batches; counts what was read."""
+
+    def __init__(self, n: int = 3, shape=(2, 3, 8, 8), dtype=np.float32) -> None:
+        self.n, self.shape, self.dtype, self.read, self.starts = n, shape, dtype, 0, 0
+
+    def __call__(self):
+        self.starts += 1
+        for i in range(self.n):
+            self.read += 1
+            yield np.full(self.shape, i, dtype=self.dtype)
+
+
+def test_batcher_serves_batches_then_none(tmp_path: Path) -> None:
+    src = CountingSource(3, dtype=np.float64)
+    b = CalibrationBatcher(src, tmp_path / "c.cache", (2, 3, 8, 8), total=3, progress=False)
+    assert src.starts == 0 and b.batch_size == 2  # lazy: nothing read on construction
+    got = [b.next_batch() for _ in range(4)]
+    assert [g[0, 0, 0, 0] for g in got[:3]] == [0, 1, 2] and got[3] is None
+    assert all(g.dtype == np.float32 and g.flags.c_contiguous for g in got[:3])
+    assert b.batches_served == 3 and src.read == 3
+    b.reset()
+    assert b.next_batch()[0, 0, 0, 0] == 0 and src.starts == 2
+
+
+def test_calibration_cache_is_written_then_reused_without_reading_images(tmp_path: Path) -> None:
+    cache = tmp_path / "sub" / "yolov5n.engine.calib"
+    first_src = CountingSource(3)
+    first = CalibrationBatcher(first_src, cache, (2, 3, 8, 8), progress=False)
+    assert first.read_cache() is None and not first.cache_hit
+    while first.next_batch() is not None:
+        pass
+    first.write_cache(b"TRT-8601-EntropyCalibration2\nimages: 3c010a14\n")
+    assert cache.read_bytes().startswith(b"TRT-8601") and first_src.read == 3
+
+    second_src = CountingSource(3)
+    second = CalibrationBatcher(second_src, cache, (2, 3, 8, 8), progress=False)
+    assert second.read_cache() == cache.read_bytes() and second.cache_hit
+    assert second_src.starts == 0 and second.batches_served == 0  # TensorRT calls no get_batch on a hit
+
+    forced = CalibrationBatcher(second_src, cache, (2, 3, 8, 8), overwrite_cache=True, progress=False)
+    assert forced.read_cache() is None
+
+
+def test_cache_only_calibration(tmp_path: Path) -> None:
+    cache = tmp_path / "c.calib"
+    cache.write_bytes(b"")
+    b = CalibrationBatcher(None, cache, (1, 3, 8, 8), progress=False)
+    assert b.read_cache() is None  # empty file = no cache
+    with pytest.raises(DataError, match="no calibration cache found and no calibration data given"):
+        b.next_batch()
+
+
+@pytest.mark.parametrize("src, input_shape, dtype, message", [
+    (CountingSource(1, shape=(1, 3, 8, 8)), (2, 3, 8, 8), np.float32,
+     "calibration batch 0: expected shape (2, 3, 8, 8), got (1, 3, 8, 8)"),
+    (CountingSource(1, shape=(2, 8, 8, 3)), (2, 8, 8, 3), np.uint8,
+     "calibration batch 0: expected uint8 (uint8-input model), got float32"),
+])
+def test_batcher_rejects_bad_batches(src, input_shape, dtype, message) -> None:
+    b = CalibrationBatcher(src, None, input_shape, dtype=dtype, progress=False)
+    with pytest.raises(DataError) as info:
+        b.next_batch()
+    assert str(info.value) == message
+
+
+def test_batcher_with_calibration_data(coco128: Path) -> None:
+    """E1's CalibrationData.batches plugs in as the source (4 images, batch 2 -> 2 batches)."""
+    calibration = pytest.importorskip("edge_detect.deploy.calibration")
+    data = calibration.CalibrationData(coco128 / "images" / "train2017", input_hw=(64, 64), num_images=4,
+                                       batch_size=2, progress=False)
+    b = CalibrationBatcher(data.batches, None, (2, 3, 64, 64), total=len(data), progress=False)
+    batches = []
+    while (x := b.next_batch()) is not None:
+        batches.append(x)
+    assert len(batches) == 2 and batches[0].shape == (2, 3, 64, 64)
+    assert 0.0 <= batches[0].min() and batches[0].max() <= 1.0 and np.isclose(batches[0], 114 / 255).any()
+
+
+class FakeCudaForCalibrator:
+    """cudaMalloc/cudaMemcpy/cudaFree over host memory, enough for the calibrator wrapper."""
+
+    class cudaError_t:  # noqa: N801 - mirrors cuda-python
+        cudaSuccess = 0
+
+    class cudaMemcpyKind:  # noqa: N801
+        cudaMemcpyHostToDevice = 1
+
+    def __init__(self) -> None:
+        self.mem = {}
+
+    def cudaMalloc(self, n):  # noqa: N802
+        buf = ctypes.create_string_buffer(n)
+        self.mem[ctypes.addressof(buf)] = buf
+        return 0, ctypes.addressof(buf)
+
+    def cudaMemcpy(self, dst, src, n, kind):  # noqa: N802
+        ctypes.memmove(dst, src, n)
+        return (0,)
+
+    def cudaFree(self, ptr):  # noqa: N802
+        del self.mem[ptr]
+        return (0,)
+
+
+def test_calibrator_wrapper_delegates_to_batcher(tmp_path: Path, monkeypatch) -> None:
+    fake = FakeCudaForCalibrator()
+    monkeypatch.setattr(_cuda, "_RT", fake)
+
+    class Base:
+        def __init__(self) -> None:
+            self.base_init = True
+
+    trt = SimpleNamespace(__version__="10.3.0", IInt8EntropyCalibrator2=Base, IInt8MinMaxCalibrator=Base)
+    src = CountingSource(2)
+    cal = make_calibrator(trt, CalibrationBatcher(src, tmp_path / "c", (2, 3, 8, 8), progress=False), "minmax")
+    assert cal.base_init and cal.get_batch_size() == 2 and cal.read_calibration_cache() is None
+    (ptr,) = cal.get_batch(["images"])
+    on_device = np.ctypeslib.as_array((ctypes.c_float * (2 * 3 * 8 * 8)).from_address(ptr))
+    assert (on_device == 0).all()
+    cal.get_batch(["images"])
+    assert (on_device == 1).all() and cal.get_batch(["images"]) is None
+    cal.write_calibration_cache(memoryview(b"cache!"))
+    assert (tmp_path / "c").read_bytes() == b"cache!"
+    cal.close()
+    assert fake.mem == {}
+    with pytest.raises(ConfigError, match="expected one of \\['entropy', 'minmax'\\], got 'percentile'"):
+        make_calibrator(trt, CalibrationBatcher(src, None, (2, 3, 8, 8)), "percentile")
+
+
+# ------------------------------------------------------------------------------------------------ logging/progress
+@pytest.mark.parametrize("severity, level", [
+    ("INTERNAL_ERROR", logging.CRITICAL), ("Severity.ERROR", logging.ERROR), ("WARNING", logging.WARNING),
+    (SimpleNamespace(name="INFO"), logging.INFO), ("VERBOSE", logging.DEBUG), ("odd", logging.INFO),
+])
+def test_log_level(severity, level) -> None:
+    assert log_level(severity) == level
+
+
+def test_phase_bars_nesting_and_cancel() -> None:
+    bars = PhaseBars(enabled=True)
+    bars.start("Building engine", None, 3)
+    bars.start("Tactic selection", "Building engine", 10)
+    assert bars.bars["Tactic selection"].pos in (1, -1)  # nested one level down
+    assert bars.step("Tactic selection", 4) and bars.bars["Tactic selection"].n == 5
+    bars.cancelled = True
+    assert not bars.step("Building engine", 0)  # step_complete returning False cancels the build
+    bars.finish("Tactic selection")
+    bars.finish("Building engine")
+    assert bars.bars == {} and bars.parents == {}
+    quiet = PhaseBars(enabled=False)
+    quiet.start("x", None, 1)
+    assert quiet.step("x", 0) and quiet.bars == {}
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "int8-implicit", "int8-qdq"])
+def test_build_engine_on_gpu(yolov5n_onnx: Path, coco128: Path, tmp_path: Path, precision: str) -> None:
+    from edge_detect.deploy.tensorrt_build import build_engine
+    from edge_detect.backends.engine_meta import engine_info, read_engine_metadata
+
+    onnx = yolov5n_onnx
+    kwargs = {"fp16": True} if precision == "fp16" else {"int8": True}
+    if precision == "int8-implicit":
+        kwargs.update(calib=coco128 / "images" / "train2017", calib_images=16)
+    if precision == "int8-qdq":
+        quantize = pytest.importorskip("edge_detect.deploy.quantize")
+        onnx = quantize.quantize_int8(yolov5n_onnx, tmp_path / "q.onnx", coco128 / "images" / "train2017",
+                                      num_images=16, sensitivity=False)
+    out = build_engine(onnx, tmp_path / "m.engine", workspace_gb=2, timing_cache=tmp_path / "t.cache",
+                       progress=False, **kwargs)
+    meta = read_engine_metadata(out)
+    info = engine_info(meta)
+    assert out.stat().st_size > 1_000_000 and (tmp_path / "t.cache").stat().st_size > 0
+    assert meta.precision == ("fp16" if precision == "fp16" else "int8") and len(meta.names) == 80
+    assert info.input_shape == (1, 3, 640, 640) and info.gpu and info.compute_capability
+    if precision == "int8-implicit":
+        assert meta.quantization["calibration"] == "implicit" and meta.quantization["batches"] == 16
+        assert (tmp_path / "m.engine.calib").stat().st_size > 0
+        again = build_engine(yolov5n_onnx, tmp_path / "m2.engine", int8=True, progress=False,
+                             calibration_cache=tmp_path / "m.engine.calib")  # cache only, no images
+        assert read_engine_metadata(again).quantization["cache_hit"] is True
