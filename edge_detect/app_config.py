@@ -11,15 +11,24 @@ A config file (see ``configs/app/default.yaml``)::
         id: gate
         options: {read_timeout_s: 5}
     capture: {backoff_max_s: 10}    # defaults for every source (edge_detect.stream.sources.CaptureOptions)
-    sinks: {save_video: out.mp4, save_jsonl: out.jsonl, preview_port: 8080}
+    sinks:                          # one list of sink specs (edge_detect.sinks.open_sink)
+      - out.mp4                     # a plain spec: path by suffix, URI by scheme, or "display"...
+      - spec: out.jsonl             # ...or a mapping with options for the sink
+      - {spec: "mjpeg://127.0.0.1:8080", options: {quality: 70}}
+    show: null                      # display window: null = only where a display exists
     tracker: {enabled: true}
+
+The pre-v2 mapping form ``sinks: {save_video: ..., save_jsonl: ..., preview_port: ..., preview_host: ...,
+show: ..., video_fps: ...}`` is still read (converted to the list, with a warning).
 
 Unknown keys are rejected with the closest known key (:mod:`edge_detect.config`). :func:`build_pipeline`
 turns an :class:`AppConfig` into a ready :class:`~edge_detect.stream.pipeline.Pipeline`.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -29,8 +38,10 @@ from edge_detect.config import from_mapping, load_yaml, override
 from edge_detect.errors import ConfigError
 from edge_detect.stream.sources import CaptureOptions
 
-__all__ = ["AppConfig", "SourceConfig", "SinksConfig", "TrackerConfig", "load_app_config", "resolve_classes",
-           "build_pipeline", "build_detector"]
+__all__ = ["AppConfig", "SourceConfig", "SinkConfig", "TrackerConfig", "load_app_config", "resolve_classes",
+           "build_pipeline", "build_detector", "add_sinks"]
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,8 +55,26 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
-class SinksConfig:
-    """Outputs. ``show``: ``None`` = show a window only where a display exists."""
+class SinkConfig:
+    """One output: ``spec`` (anything :func:`~edge_detect.sinks.open_sink` takes: ``out.mp4``, ``out.jsonl``,
+    ``mjpeg://HOST:PORT``, ``display``...) and ``options`` for that sink (e.g. ``{fps: 30}`` for a video)."""
+
+    spec: str
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from edge_detect.errors import SinkError
+        from edge_detect.sinks.base import resolve_sink
+
+        try:
+            resolve_sink(self.spec)
+        except SinkError as exc:
+            raise ConfigError(f"sinks: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _LegacySinks:
+    """The pre-v2 ``sinks:`` mapping, converted by :func:`_legacy_sinks`."""
 
     show: Optional[bool] = None
     save_video: Optional[str] = None
@@ -53,6 +82,23 @@ class SinksConfig:
     preview_port: Optional[int] = None
     preview_host: str = "127.0.0.1"
     video_fps: Optional[float] = None
+
+
+def _legacy_sinks(data: Mapping[str, Any], where: str) -> Tuple[List[Dict[str, Any]], Optional[bool]]:
+    """``(sink list, show)`` from the old ``sinks: {save_video: ...}`` mapping."""
+    old = from_mapping(data, _LegacySinks, where=f"{where}.sinks")
+    if old.preview_port is not None and not 0 <= old.preview_port <= 65535:
+        raise ConfigError(f"sinks.preview_port: expected a port in 0..65535, got {old.preview_port}")
+    out: List[Dict[str, Any]] = []
+    if old.save_video:
+        out.append({"spec": old.save_video, "options": {"fps": old.video_fps} if old.video_fps else {}})
+    if old.save_jsonl:
+        out.append({"spec": old.save_jsonl})
+    if old.preview_port is not None:
+        out.append({"spec": f"mjpeg://{old.preview_host}:{old.preview_port}"})
+    LOGGER.warning("%s: 'sinks:' as a mapping is deprecated; write a list of specs instead, e.g. sinks: %s",
+                   where, [d["spec"] for d in out] or ["out.mp4", "out.jsonl", "mjpeg://127.0.0.1:8080"])
+    return out, old.show
 
 
 @dataclass(frozen=True)
@@ -76,7 +122,9 @@ class AppConfig:
         rebuild_on_mismatch: TensorRT engines built by another TensorRT/GPU are rebuilt from their ONNX.
         conf, iou, max_det, agnostic: detection thresholds and NMS settings.
         classes: keep only these classes, by name or id (``None`` = all).
-        sources, capture, sinks, tracker: see the classes above.
+        sources, capture, tracker: see the classes above.
+        sinks: the outputs, :class:`SinkConfig` each.
+        show: the display window: ``None`` = only where a display exists (unless a ``display`` sink is listed).
         max_frames, duration: stop conditions (``None`` = until the sources end).
         summary_json: write the run summary there.
         progress: progress bar (files) / periodic stats line (live).
@@ -95,7 +143,8 @@ class AppConfig:
     agnostic: bool = False
     sources: Tuple[SourceConfig, ...] = ()
     capture: CaptureOptions = field(default_factory=CaptureOptions)
-    sinks: SinksConfig = field(default_factory=SinksConfig)
+    sinks: Tuple[SinkConfig, ...] = ()
+    show: Optional[bool] = None
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     max_frames: Optional[int] = None
     duration: Optional[float] = None
@@ -115,17 +164,28 @@ class AppConfig:
             (self.threads >= 0, "threads", ">= 0", self.threads),
             (0.0 < self.tracker.iou <= 1.0, "tracker.iou", "a value in (0, 1]", self.tracker.iou),
             (self.tracker.max_age >= 0, "tracker.max_age", ">= 0", self.tracker.max_age),
-            (self.sinks.preview_port is None or 0 <= self.sinks.preview_port <= 65535, "sinks.preview_port",
-             "a port in 0..65535", self.sinks.preview_port),
         ]
         for ok, name, expected, actual in checks:
             if not ok:
                 raise ConfigError(f"{name}: expected {expected}, got {actual!r}")
 
 
-def _normalize(data: Mapping[str, Any]) -> Dict[str, Any]:
-    """Accept plain strings for sources and a bare int for imgsz."""
+def _sink_items(sinks: Any) -> List[Any]:
+    if isinstance(sinks, (str, Mapping)):
+        sinks = [sinks]
+    return [{"spec": str(s)} if isinstance(s, (str, os.PathLike)) else s for s in sinks]
+
+
+def _normalize(data: Mapping[str, Any], where: str = "config") -> Dict[str, Any]:
+    """Accept plain strings for sources and sinks, the old sinks mapping, and a bare int for imgsz."""
     out = dict(data)
+    sinks = out.get("sinks")
+    if isinstance(sinks, Mapping) and "spec" not in sinks:
+        out["sinks"], show = _legacy_sinks(sinks, where)
+        if show is not None and out.get("show") is None:
+            out["show"] = show
+    elif sinks is not None:
+        out["sinks"] = _sink_items(sinks)
     if "source" in out and "sources" not in out:
         raise ConfigError("unknown key 'source' (did you mean 'sources'?)")
     srcs = out.get("sources")
@@ -144,8 +204,8 @@ def load_app_config(path: Optional[Union[str, os.PathLike]] = None,
 
     Args:
         path: YAML file, or ``None`` for the built-in defaults.
-        overrides: flat or dotted keys (``"sinks.save_video"``), e.g. from CLI flags; ``sources`` may be a
-            list of strings.
+        overrides: flat or dotted keys (``"capture.read_timeout_s"``), e.g. from CLI flags; ``sources`` and
+            ``sinks`` may be lists of strings (``sinks`` replaces the file's list: see :func:`add_sinks` to add).
 
     Raises:
         ConfigError: unknown key (with a suggestion), wrong type or out-of-range value.
@@ -155,16 +215,45 @@ def load_app_config(path: Optional[Union[str, os.PathLike]] = None,
         data = load_yaml(path) or {}
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-        cfg = from_mapping(_normalize(data), AppConfig, where=str(path))
+        cfg = from_mapping(_normalize(data, str(path)), AppConfig, where=str(path))
     if overrides:
         ov = dict(overrides)
         if ov.get("sources") is not None:
             ov["sources"] = tuple(s if isinstance(s, SourceConfig) else SourceConfig(str(s))
                                   for s in ov["sources"])
+        if ov.get("sinks") is not None:
+            ov["sinks"] = tuple(s if isinstance(s, SinkConfig) else SinkConfig(str(s)) for s in ov["sinks"])
         if isinstance(ov.get("imgsz"), int):
             ov["imgsz"] = (ov["imgsz"],)
         cfg = override(cfg, ov)
     return cfg
+
+
+def add_sinks(cfg: AppConfig, specs: Sequence[Union[str, SinkConfig]]) -> AppConfig:
+    """``cfg`` with ``specs`` added to its sinks; a config sink of the same kind (registry key: video suffix,
+    ``.jsonl``, ``mjpeg``, ``display``...) is replaced, so ``--save-jsonl b.jsonl`` overrides ``sinks: [a.jsonl]``.
+    """
+    from edge_detect.sinks.base import resolve_sink
+
+    new = [s if isinstance(s, SinkConfig) else SinkConfig(str(s)) for s in specs]
+    if not new:
+        return cfg
+    kinds = {_kind(resolve_sink(s.spec)[1]) for s in new}
+    kept = [s for s in cfg.sinks if _kind(resolve_sink(s.spec)[1]) not in kinds]
+    return dataclasses.replace(cfg, sinks=tuple(kept + new))
+
+
+def _resolve_key(spec: str) -> str:
+    from edge_detect.sinks.base import resolve_sink
+
+    return resolve_sink(spec)[1]
+
+
+def _kind(key: str) -> str:
+    """Registry key -> sink kind (all video suffixes are one kind)."""
+    from edge_detect.sinks.base import SINK_MODULES
+
+    return SINK_MODULES.get(key, key)
 
 
 def resolve_classes(classes: Optional[Sequence[Union[int, str]]], names: Sequence[str]) -> Optional[List[int]]:
@@ -223,8 +312,9 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
     Raises:
         ConfigError / SourceError / SinkError / ModelError: with sources or sinks already opened closed again.
     """
+    from edge_detect.sinks import open_sink
+    from edge_detect.sinks.display import display_available
     from edge_detect.stream.pipeline import Pipeline
-    from edge_detect.sinks import DisplaySink, JsonlSink, MjpegPreviewSink, VideoSink, display_available
     from edge_detect.stream.sources import open_source
     from edge_detect.stream.tracking import IoUTracker
 
@@ -237,19 +327,16 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
             src = open_source(s.uri, source_id=s.id, capture=cfg.capture, **s.options)
             opened.append(src)
             sources.append(src)
+        specs = list(cfg.sinks)
+        has_display = any(_kind(_resolve_key(s.spec)) == "display" for s in specs)
+        if cfg.show is False:
+            specs = [s for s in specs if _kind(_resolve_key(s.spec)) != "display"]
+        elif not has_display and (cfg.show or (cfg.show is None and display_available()[0])):
+            specs.append(SinkConfig("display"))
         sinks = []
-        sc = cfg.sinks
-        if sc.save_video:
-            sinks.append(VideoSink(sc.save_video, fps=sc.video_fps))
+        for sc in specs:
+            sinks.append(open_sink(sc.spec, **sc.options))
             opened.append(sinks[-1])
-        if sc.save_jsonl:
-            sinks.append(JsonlSink(sc.save_jsonl))
-            opened.append(sinks[-1])
-        if sc.preview_port is not None:
-            sinks.append(MjpegPreviewSink(sc.preview_port, sc.preview_host))
-            opened.append(sinks[-1])
-        if sc.show or (sc.show is None and display_available()[0]):
-            sinks.append(DisplaySink())
         det = detector if detector is not None else build_detector(cfg)
         tracker = IoUTracker(cfg.tracker.iou, cfg.tracker.max_age) if cfg.tracker.enabled else None
         return Pipeline(sources, det, sinks, tracker=tracker, max_frames=cfg.max_frames, duration=cfg.duration,

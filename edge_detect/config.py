@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import os
 import typing
 from pathlib import Path
-from typing import Any, Mapping, Type, TypeVar, Union
+from typing import Any, Callable, Mapping, Type, TypeVar, Union
 
 import yaml
 
@@ -164,3 +165,34 @@ def override(cfg: T, changes: Mapping[str, Any]) -> T:
             raise ConfigError(f"unknown option '{head}'{_suggest(head, names)}")
         converted[head] = override(getattr(cfg, head), sub)
     return dataclasses.replace(cfg, **converted)
+
+
+def check_options(what: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` when ``options`` holds a keyword ``factory`` does not take.
+
+    Registries (backends, sinks, processors) call this before ``factory(target, **options)`` so that a
+    misspelt or misplaced option is an error naming the valid ones instead of being silently dropped.
+
+    Args:
+        what: names the thing in the message, e.g. ``"backend 'tensorrt'"``.
+        factory: class or function called as ``factory(target, **options)`` or ``factory(**options)``; a first
+            parameter without a default is the target and is not an option.
+        options: the keyword options to check.
+
+    Raises:
+        ConfigError: ``"backend 'tensorrt': unknown option 'threads'; expected one of [...]"``.
+    """
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # no introspectable signature: the call itself reports
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    valid = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD) \
+            and params[0].default is params[0].empty:
+        valid = valid[1:]  # the target (path / spec), passed positionally
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"{what}: unknown option{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(repr(u) for u in unknown)}; expected one of {valid}")

@@ -1,4 +1,5 @@
-"""The data types that flow through every stage: :class:`Detections`, :class:`Frame`, :class:`LetterboxInfo`.
+"""The data types that flow through every stage: :class:`Detections`, :class:`Frame`, :class:`LetterboxInfo`,
+:class:`Result`.
 
 Conventions, everywhere in edge-detect:
 
@@ -10,11 +11,11 @@ Conventions, everywhere in edge-detect:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Detections", "Frame", "LetterboxInfo"]
+__all__ = ["Detections", "Frame", "LetterboxInfo", "Result"]
 
 
 def _check(cond: bool, what: str, expected: str, actual: Any) -> None:
@@ -183,3 +184,60 @@ class Frame:
     def shape(self) -> Tuple[int, int]:
         """``(h, w)`` of the image."""
         return int(self.image.shape[0]), int(self.image.shape[1])
+
+
+@dataclass(eq=False)
+class Result:
+    """One processed frame handed to every sink.
+
+    Attributes:
+        frame: the captured :class:`Frame` (BGR ``uint8 (H, W, 3)``, ids, timestamps, stage timings).
+        detections: :class:`Detections` in original-frame pixels (``track_id`` set when tracking; events of the
+            frame in ``detections.metadata["events"]``).
+        names: class names, index = class id.
+        fps: current processing rate of the run (frames/s) for overlays.
+        final: ``True`` for the end-of-source result the pipeline emits when processors return final events
+            (``finish``): ``frame`` is the source's last frame again, ``detections`` are empty and carry those
+            events. Image sinks (video, display, preview) skip it; JSONL writes it.
+
+    The JSON line of :meth:`record`::
+
+        {"source": "vtest", "frame": 12, "pts_ms": 1200.0, "wall_time": 1718000000.123,
+         "detections": [{"xyxy": [x1, y1, x2, y2], "score": 0.87, "class_id": 0, "class_name": "person"}],
+         "events": []}
+
+    ``xyxy`` is in original-frame pixels; ``wall_time`` is Unix seconds at capture; ``track_id`` is added to a
+    detection when a tracker runs; ``events`` is always present (a list of event dicts, possibly empty).
+    """
+
+    frame: Frame
+    detections: Detections
+    names: Sequence[str] = ()
+    fps: float = 0.0
+    final: bool = False
+    _annotated: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def events(self) -> List[Dict[str, Any]]:
+        """The frame's events (``detections.metadata["events"]``; empty list when none)."""
+        return list(self.detections.metadata.get("events", ()))
+
+    @property
+    def annotated(self) -> np.ndarray:
+        """The frame with boxes, labels, scores and the FPS overlay drawn (a copy; computed once, shared)."""
+        if self._annotated is None:
+            from edge_detect.stream.annotate import render
+
+            self._annotated = render(self.frame.image, self.detections, self.names, self.fps)
+        return self._annotated
+
+    def record(self) -> Dict[str, Any]:
+        """The JSON-ready line of this frame (see class doc)."""
+        return {
+            "source": self.frame.source_id,
+            "frame": int(self.frame.index),
+            "pts_ms": None if self.frame.pts_ms is None else round(float(self.frame.pts_ms), 3),
+            "wall_time": round(float(self.frame.wall_time), 6),
+            "detections": self.detections.to_records(self.names),
+            "events": self.events,
+        }

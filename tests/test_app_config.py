@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_detect.app_config import AppConfig, SourceConfig, load_app_config, resolve_classes
+from edge_detect.app_config import AppConfig, SinkConfig, SourceConfig, add_sinks, load_app_config, resolve_classes
 from edge_detect.errors import ConfigError, SourceError
 from edge_detect.stream.sources import CaptureOptions
 
@@ -17,7 +17,7 @@ NAMES = ("person", "bicycle", "car")
 def test_defaults_file_equals_builtin_defaults():
     cfg = load_app_config(REPO / "configs" / "app" / "default.yaml")
     assert cfg == AppConfig()
-    assert (cfg.conf, cfg.iou, cfg.max_det, cfg.sinks.preview_host) == (0.25, 0.45, 1000, "127.0.0.1")
+    assert (cfg.conf, cfg.iou, cfg.max_det, cfg.sinks, cfg.show) == (0.25, 0.45, 1000, (), None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.conf = 0.5  # type: ignore[misc]
 
@@ -28,7 +28,8 @@ def test_example_rtsp_jetson_config_loads():
     assert cfg.sources[0].uri.startswith("rtsp://") and cfg.sources[0].options["rtsp_transport"] == "tcp"
     assert cfg.sources[1].uri.startswith("nvarguscamerasrc") and cfg.sources[1].uri.endswith("sync=false")
     assert cfg.classes == ("person", "car", "bicycle")
-    assert cfg.tracker.enabled and cfg.sinks.preview_port == 8080 and cfg.capture.backoff_max_s == 30.0
+    assert cfg.tracker.enabled and cfg.capture.backoff_max_s == 30.0
+    assert [s.spec for s in cfg.sinks] == ["detections.jsonl", "mjpeg://127.0.0.1:8080"] and cfg.show is False
 
 
 def test_plain_string_sources_and_int_imgsz(tmp_path):
@@ -44,13 +45,35 @@ def test_plain_string_sources_and_int_imgsz(tmp_path):
 
 def test_overrides_replace_only_given_values(tmp_path):
     p = tmp_path / "a.yaml"
-    p.write_text("model: m.onnx\nconf: 0.4\nsources: [a.mp4]\nsinks: {save_jsonl: x.jsonl}\n")
+    p.write_text("model: m.onnx\nconf: 0.4\nsources: [a.mp4]\nsinks: [x.jsonl, a.mp4]\n")
     cfg = load_app_config(p, {"conf": None, "iou": 0.6, "sources": ["b.mp4", "c.mp4"],
-                              "sinks.save_video": "o.mp4", "tracker.enabled": True, "imgsz": [384, 640]})
+                              "tracker.enabled": True, "imgsz": [384, 640]})
     assert cfg.conf == 0.4 and cfg.iou == 0.6
     assert [s.uri for s in cfg.sources] == ["b.mp4", "c.mp4"]
-    assert (cfg.sinks.save_jsonl, cfg.sinks.save_video) == ("x.jsonl", "o.mp4")
+    assert cfg.sinks == (SinkConfig("x.jsonl"), SinkConfig("a.mp4"))
     assert cfg.tracker.enabled and cfg.imgsz == (384, 640)
+    # CLI sink flags add to the list and replace a config sink of the same kind (any video suffix is one kind)
+    cfg = add_sinks(cfg, ["o.mkv", "mjpeg://0.0.0.0:9000"])
+    assert [s.spec for s in cfg.sinks] == ["x.jsonl", "o.mkv", "mjpeg://0.0.0.0:9000"]
+
+
+def test_sink_list_with_options(tmp_path):
+    p = tmp_path / "a.yaml"
+    p.write_text("sinks:\n  - out.jsonl\n  - {spec: out.mp4, options: {fps: 12.5}}\nshow: true\n")
+    cfg = load_app_config(p)
+    assert cfg.sinks == (SinkConfig("out.jsonl"), SinkConfig("out.mp4", {"fps": 12.5})) and cfg.show is True
+
+
+def test_legacy_sinks_mapping_converted(tmp_path, caplog):
+    p = tmp_path / "a.yaml"
+    p.write_text("sinks: {show: false, save_video: v.mp4, video_fps: 10, save_jsonl: d.jsonl, preview_port: 8081,"
+                 " preview_host: 0.0.0.0}\n")
+    with caplog.at_level("WARNING"):
+        cfg = load_app_config(p)
+    assert cfg.sinks == (SinkConfig("v.mp4", {"fps": 10.0}), SinkConfig("d.jsonl"),
+                         SinkConfig("mjpeg://0.0.0.0:8081"))
+    assert cfg.show is False
+    assert "write a list of specs instead" in caplog.text
 
 
 @pytest.mark.parametrize("text, match", [
@@ -64,6 +87,8 @@ def test_overrides_replace_only_given_values(tmp_path):
     ("duration: -1\n", r"duration: expected > 0 seconds"),
     ("tracker: {iou: 0}\n", r"tracker.iou: expected a value in \(0, 1\]"),
     ("sinks: {preview_port: 70000}\n", r"preview_port: expected a port in 0..65535"),
+    ("sinks: [out.xyz]\n", r"sinks: sink 'out.xyz': expected 'display', a URI with a known scheme"),
+    ("sinks: [{spec: a.mp4, option: {}}]\n", r"unknown key 'option' \(did you mean 'options'\?\)"),
     ("conf: high\n", r"expected a number, got 'high'"),
     ("- a\n- b\n", r"expected a mapping at the top level"),
 ])

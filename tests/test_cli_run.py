@@ -75,7 +75,7 @@ def test_full_video_jsonl_and_mp4_have_795_frames(model_320, video, tmp_path):
     lines = [json.loads(line) for line in (out / "a.jsonl").read_text().splitlines()]
     assert len(lines) == 795
     assert [d["frame"] for d in lines] == list(range(795))
-    assert set(lines[0]) == {"source", "frame", "pts_ms", "wall_time", "detections"}
+    assert set(lines[0]) == {"source", "frame", "pts_ms", "wall_time", "detections", "events"}
     dets = [d for line in lines for d in line["detections"]]
     assert len(dets) > 795  # vtest is full of pedestrians
     assert {d["class_name"] for d in dets} == {"person"} and all("track_id" in d for d in dets)

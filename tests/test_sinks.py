@@ -37,7 +37,8 @@ def test_result_record_and_annotation():
     r = result(3)
     assert r.record() == {"source": "cam", "frame": 3, "pts_ms": 300.0, "wall_time": 1.7e9 + 3,
                           "detections": [{"xyxy": [10.0, 20.0, 60.0, 90.0], "score": 0.875, "class_id": 2,
-                                          "class_name": "car"}]}
+                                          "class_name": "car"}], "events": []}
+    assert r.events == []
     ann = r.annotated
     assert ann.shape == r.frame.image.shape and ann is r.annotated  # drawn once, cached
     assert (ann != r.frame.image).any() and (r.frame.image == 21).all()  # original untouched
@@ -164,7 +165,64 @@ def test_open_sink_kinds(tmp_path, monkeypatch, spec, cls):
         sink.close()
 
 
-@pytest.mark.parametrize("spec", ["out.txt", "rtsp://host/x", "whatever"])
+@pytest.mark.parametrize("spec", ["out.txt", "rtsp://host/x", "whatever", "ftp://host/d.jsonl"])
 def test_open_sink_unknown(spec):
-    with pytest.raises(SinkError, match=r"expected 'display', a video path"):
+    with pytest.raises(SinkError, match=r"expected 'display', a URI with a known scheme or a path with a known "
+                                        r"suffix \(known: .*\.jsonl.*mjpeg"):
         open_sink(spec)
+
+
+def test_result_events_and_track_ids_in_record():
+    r = result(1)
+    r.detections.track_id = np.array([7], np.int64)
+    ev = {"type": "line_cross", "line": "gate", "direction": "in", "track_id": 7, "class_name": "car",
+          "frame": 1, "wall_time": 1.7e9 + 1}
+    r.detections.metadata.setdefault("events", []).append(ev)
+    rec = r.record()
+    assert rec["events"] == [ev] and r.events == [ev] and rec["detections"][0]["track_id"] == 7
+    assert json.loads(json.dumps(rec)) == rec
+
+
+@pytest.mark.parametrize("spec, options, match", [
+    ("out.jsonl", {"fps": 5}, r"out.jsonl': unknown option 'fps'; expected one of \[\]"),
+    ("out.mp4", {"fsp": 5}, r"'fsp'; expected one of \['fps', 'crf', 'preset', 'threads', 'annotate'\]"),
+    ("mjpeg://127.0.0.1:0", {"qualty": 5}, r"unknown option 'qualty'"),
+])
+def test_open_sink_unknown_option(tmp_path, spec, options, match):
+    from edge_detect.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        open_sink(str(tmp_path / spec) if "://" not in spec else spec, **options)
+    assert not (tmp_path / spec).exists()
+
+
+def test_register_sink_adds_a_scheme(tmp_path):
+    from edge_detect.sinks import Sink, register_sink, sink_kinds
+
+    class Collect(Sink):
+        def __init__(self, target: str, tag: str = "") -> None:
+            self.target, self.tag, self.results = target, tag, []
+
+        def write(self, result):
+            self.results.append(result)
+
+    register_sink("collect")(Collect)
+    try:
+        sink = open_sink("collect://anything", tag="x")
+        assert isinstance(sink, Collect) and (sink.target, sink.tag) == ("collect://anything", "x")
+        assert "collect" in sink_kinds()
+    finally:
+        from edge_detect.sinks import base
+
+        base._REGISTRY.pop("collect")
+
+
+def test_final_result_skipped_by_image_sinks(tmp_path):
+    pytest.importorskip("av")
+    video = VideoSink(tmp_path / "v.mp4")
+    video.start([StreamInfo("cam", 10.0)])
+    video.write(result(0))
+    video.write(Result(result(1).frame, Detections.empty(), NAMES, final=True))
+    assert video.frames == {"cam": 1}
+    video.close()
+    assert count_frames(tmp_path / "v.mp4") == 1

@@ -23,10 +23,12 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 
 import numpy as np
 
+from edge_detect.config import check_options
 from edge_detect.errors import BackendUnavailableError, ModelError
 from edge_detect.metadata import ModelMetadata
 
-__all__ = ["InputSpec", "Backend", "register_backend", "load_backend", "available_backends", "BACKEND_MODULES"]
+__all__ = ["InputSpec", "Backend", "register_backend", "load_backend", "available_backends", "backend_names",
+           "BACKEND_MODULES"]
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ def load_backend(model: Union[str, os.PathLike], backend: Optional[str] = None, 
     Args:
         model: path to ``.onnx`` / ``.engine`` / ``.pt``.
         backend: ``"onnxruntime"``, ``"tensorrt"``, ``"torch"``, or ``None`` to choose by suffix.
-        **options: backend-specific options (``providers``, ``threads``, ``device``, ``imgsz``...).
+        **options: backend-specific options (``providers``, ``threads``, ``device``, ``imgsz``...); an option
+            the backend does not take raises ConfigError naming the valid ones.
 
     Raises:
         ModelError: the file is missing or of an unknown type.
@@ -140,7 +143,17 @@ def load_backend(model: Union[str, os.PathLike], backend: Optional[str] = None, 
     if not path.is_file():
         raise ModelError(f"model path is not a file: {path}")
     name = backend or backend_for_path(path)
-    return _factory(name)(path, **options)
+    factory = _factory(name)
+    check_options(f"backend '{name}'", factory, options)
+    return factory(path, **options)
+
+
+def backend_names() -> List[str]:
+    """Every backend name known to the registry (built-in and registered), whether or not it runs here.
+
+    The CLI's ``--backend`` choices; imports no backend.
+    """
+    return sorted(set(BACKEND_MODULES) | set(_REGISTRY))
 
 
 def available_backends() -> List[str]:

@@ -74,7 +74,6 @@ class TensorRTBackend:
         rebuild_on_mismatch: rebuild from the recorded ONNX when the engine was built for another TensorRT
             version or GPU, instead of raising :class:`VersionMismatchError`.
         cuda_graph: capture ``execute_async_v3`` in a CUDA graph and replay it (static-shape engines).
-        **options: ignored (logged), so that options meant for other backends do not break loading.
 
     Attributes:
         metadata: the engine's :class:`ModelMetadata`.
@@ -89,7 +88,7 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, path: PathLike, device: int = 0, rebuild_on_mismatch: bool = False,
-                 cuda_graph: bool = False, **options: Any) -> None:
+                 cuda_graph: bool = False) -> None:
         self._closed = True
         self._host: Dict[str, _cuda.HostBuffer] = {}
         self._device: Dict[str, _cuda.DeviceBuffer] = {}
@@ -97,8 +96,6 @@ class TensorRTBackend:
         self._stream: Optional[_cuda.Stream] = None
         self._context: Any = None
         self._engine: Any = None
-        if options:
-            log.debug("tensorrt backend: ignoring options %s", sorted(options))
         self.path = Path(path)
         self.device = int(device)
         try:

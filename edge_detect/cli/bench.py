@@ -5,6 +5,7 @@ import argparse
 import logging
 from typing import Any, List, Optional
 
+from edge_detect.backends.base import backend_names
 from edge_detect.errors import ConfigError
 from edge_detect.cli._types import non_negative_int, positive_int
 
@@ -40,7 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True, metavar="PATH",
                    help="model file (.onnx, .engine, .pt); repeat to compare several")
-    p.add_argument("--backend", action="append", choices=("onnxruntime", "tensorrt", "torch"), default=None,
+    p.add_argument("--backend", action="append", choices=backend_names(), default=None,
                    help="inference backend; repeat to compare (default: chosen from each model's suffix)")
     p.add_argument("--imgsz", nargs="+", type=_imgsz, default=None, metavar="S|HxW",
                    help="network input size(s), e.g. 640 or 384x640 (default: the model's own size; "

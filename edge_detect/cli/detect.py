@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from edge_detect.backends.base import backend_names
 from edge_detect.errors import ConfigError, DataError, SinkError
 
 LOGGER = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``detect`` and ``val``: model, backend, input size and ONNX Runtime options."""
     p.add_argument("--model", required=True, type=Path, metavar="PATH", help="model file (.onnx, .engine, .pt)")
-    p.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"), default=None,
+    p.add_argument("--backend", choices=backend_names(), default=None,
                    help="inference backend (default: chosen from the model file suffix)")
     p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="S",
                    help="input size: S or H W, multiples of 32; only for dynamic-shape models "

@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
-from edge_detect.app_config import load_app_config
-from edge_detect.errors import SinkError
+from edge_detect.app_config import SinkConfig, add_sinks, load_app_config
+from edge_detect.backends.base import backend_names
+from edge_detect.errors import ConfigError, SinkError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="app config file (see configs/app/default.yaml); flags below override it")
     m = p.add_argument_group("model")
     m.add_argument("--model", default=None, metavar="PATH", help="model file (.onnx, .engine, .pt)")
-    m.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"), default=None,
+    m.add_argument("--backend", choices=backend_names(), default=None,
                    help="inference backend (default: from the model file suffix)")
     m.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
                    help="input size, one value or H W; dynamic-shape models only (default: the model's)")
@@ -77,6 +79,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="serve an MJPEG-over-HTTP preview on this port (open http://HOST:PORT/ in a browser)")
     o.add_argument("--preview-host", default=None, metavar="ADDR",
                    help="preview bind address (default: 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    o.add_argument("--sink", action="append", default=None, metavar="SPEC",
+                   help="any sink by spec (repeatable): a path by suffix (.mp4 .mkv .jsonl ...), a URI by scheme "
+                        "(mjpeg://HOST:PORT ...) or 'display'; added to the config's sinks")
     o.add_argument("--summary-json", default=None, metavar="PATH",
                    help="write the final summary (counts, fps, stage timings, latency) as JSON")
     r = p.add_argument_group("stopping")
@@ -92,14 +97,30 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
         "model": args.model, "backend": args.backend, "imgsz": args.imgsz, "threads": args.threads,
         "rebuild_on_mismatch": args.rebuild_on_mismatch,
         "conf": args.conf, "iou": args.iou, "max_det": args.max_det, "classes": args.classes,
-        "agnostic": args.agnostic, "tracker.enabled": args.track, "sources": args.source,
-        "sinks.save_video": args.save_video, "sinks.save_jsonl": args.save_jsonl, "sinks.show": args.show,
-        "sinks.preview_port": args.preview_port, "sinks.preview_host": args.preview_host,
+        "agnostic": args.agnostic, "tracker.enabled": args.track, "sources": args.source, "show": args.show,
         "summary_json": args.summary_json, "max_frames": args.max_frames, "duration": args.duration,
         "progress": args.progress,
     }
 
 
+def _sink_flags(args: argparse.Namespace, cfg: Any) -> List[SinkConfig]:
+    """Sink specs from --save-video / --save-jsonl / --preview-port / --preview-host / --sink."""
+    specs: List[SinkConfig] = []
+    if args.save_video:
+        specs.append(SinkConfig(args.save_video))
+    if args.save_jsonl:
+        specs.append(SinkConfig(args.save_jsonl))
+    if args.preview_port is not None:
+        if not 0 <= args.preview_port <= 65535:
+            raise ConfigError(f"--preview-port: expected a port in 0..65535, got {args.preview_port}")
+        specs.append(SinkConfig(f"mjpeg://{args.preview_host or '127.0.0.1'}:{args.preview_port}"))
+    elif args.preview_host:  # a new address for the config's preview
+        ports = [re.search(r":(\d+)/?$", s.spec) for s in cfg.sinks if s.spec.lower().startswith("mjpeg://")]
+        if not ports or ports[0] is None:
+            raise ConfigError("--preview-host: expected --preview-port or a mjpeg:// sink in the config, got none")
+        specs.append(SinkConfig(f"mjpeg://{args.preview_host}:{ports[0].group(1)}"))
+    specs += [SinkConfig(s) for s in args.sink or ()]
+    return specs
 class _SignalStop:
     """Installs SIGINT/SIGTERM handlers (main thread only) that set ``event``; a second signal aborts."""
 
@@ -141,6 +162,7 @@ def main(args: argparse.Namespace) -> int:
     from edge_detect.app_config import build_pipeline
 
     cfg = load_app_config(args.config, _overrides(args))
+    cfg = add_sinks(cfg, _sink_flags(args, cfg))
     with _SignalStop() as stop:
         pipeline = build_pipeline(cfg, stop_event=stop.event)
         try:

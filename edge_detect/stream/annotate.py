@@ -12,7 +12,7 @@ import numpy as np
 
 from edge_detect.types import Detections
 
-__all__ = ["draw_detections", "draw_fps", "class_color", "label_text"]
+__all__ = ["draw_detections", "draw_fps", "class_color", "label_text", "render"]
 
 # 20 distinct colours as hex RGB, converted to BGR below
 _PALETTE_HEX = ("e6194b", "3cb44b", "ffe119", "4363d8", "f58231", "911eb4", "46f0f0", "f032e6", "bcf60c",
@@ -114,3 +114,10 @@ def draw_fps(image: np.ndarray, fps: float, extra_text: Optional[str] = None, co
         y = 6 + line_h * i + sizes[i][0][1]
         cv2.putText(out, text, (6, y), _FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
     return out
+
+
+def render(image: np.ndarray, detections: Detections, names: Sequence[str], fps: Optional[float]) -> np.ndarray:
+    """A copy of ``image`` (BGR ``uint8 (H, W, 3)``) with ``detections`` (xyxy, original-frame pixels) and the FPS
+    overlay drawn (no overlay when ``fps`` is ``None``); what :attr:`edge_detect.types.Result.annotated` shows."""
+    out = draw_detections(image, detections, names, copy=True)
+    return draw_fps(out, fps) if fps is not None else out

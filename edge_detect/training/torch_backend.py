@@ -49,9 +49,7 @@ class TorchBackend:
 
     def __init__(self, path: Union[str, os.PathLike], device: str = "cpu",
                  imgsz: Optional[Union[int, Sequence[int]]] = None, threads: Optional[int] = None,
-                 fuse: bool = True, half: bool = False, **options: Any) -> None:
-        if options:
-            LOGGER.warning("torch backend: ignoring unknown options %s", sorted(options))
+                 fuse: bool = True, half: bool = False) -> None:
         torch = require("torch", "build")
         from edge_detect.training.checkpoint import load_model
         from edge_detect.weights import sha256_file

@@ -139,6 +139,33 @@ def test_bad_option_values(replay):
         b.infer(np.zeros((1, 3, 320, 320), np.float32))
 
 
+@pytest.mark.parametrize("options, match", [
+    ({"device": 0}, r"backend 'onnxruntime': unknown option 'device'; expected one of "
+                    r"\['providers', 'threads', 'graph_optimization'\]"),
+    ({"rebuild_on_mismatch": True, "fuse": False}, r"unknown options 'fuse', 'rebuild_on_mismatch'"),
+])
+def test_unknown_backend_option_is_an_error(replay, options, match):
+    from edge_detect.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        load_backend(replay, **options)
+
+
+@pytest.mark.parametrize("cmd", ["run", "detect", "bench"])
+def test_registry_names_are_the_cli_choices(cmd, capsys, monkeypatch):
+    import re
+
+    from edge_detect.backends import base
+    from edge_detect.cli import build_parser
+
+    monkeypatch.setitem(base.BACKEND_MODULES, "triton", ("edge_detect.backends.triton", ("triton",)))
+    assert base.backend_names() == ["onnxruntime", "tensorrt", "torch", "triton"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([cmd, "--backend", "bogus"])
+    choices = re.search(r"choose from (.*)\)", capsys.readouterr().err).group(1)
+    assert re.findall(r"\w+", choices) == base.backend_names()
+
+
 @pytest.mark.parametrize("name", ["bus", "zidane"])
 def test_exported_yolov5n_matches_reference(yolov5n_onnx, reference, name):
     d = np.load(reference / f"infer_{name}.npz")

@@ -1,0 +1,158 @@
+"""The sink protocol and the registry that opens a sink from a spec string.
+
+A sink receives every processed frame of a run as a :class:`~edge_detect.types.Result`:
+``start(streams)`` once before the first frame (the sources' ids and frame rates), ``write(result)`` per
+processed frame in order, ``close()`` exactly once (also on Ctrl-C / SIGTERM: the pipeline closes sinks in
+``finally``). A sink sets ``stop_requested`` to end the run (the display's q / Esc). A sink must never block the
+capture loop: slow I/O goes to its own thread with a bounded queue. An exception raised by ``write`` ends the
+run with an error; the other sinks are still closed.
+
+Sinks register a factory ``(target: str, **options) -> Sink`` with :func:`register_sink` under one or more
+keys: a kind (``"display"``), a URI scheme (``"mjpeg"`` for ``mjpeg://...``) or a file suffix (``".jsonl"``).
+:func:`open_sink` resolves a spec in that order: exact kind, ``scheme://``, suffix. :data:`SINK_MODULES` says
+which module registers each built-in key, so importing this module imports no sink and no optional
+dependency; adding a sink is one module plus one line there (or an import of the module before
+:func:`open_sink` is called).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from edge_detect.config import check_options
+from edge_detect.errors import SinkError
+from edge_detect.types import Result
+
+__all__ = ["Sink", "StreamInfo", "Result", "register_sink", "open_sink", "resolve_sink", "sink_kinds",
+           "SINK_MODULES", "VIDEO_SUFFIXES", "JSONL_SUFFIXES"]
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
+# key (kind, URI scheme without "://", or file suffix with its dot) -> module that registers it on import.
+SINK_MODULES: Dict[str, str] = {
+    "display": "edge_detect.sinks.display",
+    "mjpeg": "edge_detect.sinks.mjpeg",
+    **{s: "edge_detect.sinks.video" for s in VIDEO_SUFFIXES},
+    **{s: "edge_detect.sinks.jsonl" for s in JSONL_SUFFIXES},
+}
+# other spellings accepted for a key
+_ALIASES = {"show": "display", "window": "display"}
+
+SinkFactory = Callable[..., "Sink"]
+_REGISTRY: Dict[str, SinkFactory] = {}
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a sink knows about a source before frames arrive: its id and nominal frame rate (or ``None``)."""
+
+    source_id: str
+    fps: Optional[float] = None
+
+
+class Sink:
+    """Base class of sinks (see module doc for the life cycle)."""
+
+    name = "sink"
+    stop_requested = False
+
+    def start(self, streams: Sequence[StreamInfo]) -> None:
+        """Called once before the first ``write`` with the sources of the run."""
+
+    def write(self, result: Result) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release; called exactly once."""
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def register_sink(*keys: str) -> Callable[[SinkFactory], SinkFactory]:
+    """Decorator: make ``factory(target, **options)`` open specs of these kinds / schemes / suffixes.
+
+    Args:
+        *keys: ``"display"``-style kinds, URI schemes (``"mqtt"`` for ``mqtt://...``) and/or file suffixes
+            with their dot (``".jsonl"``), case-insensitive.
+    """
+    if not keys:
+        raise ValueError("register_sink: expected at least one kind, scheme or suffix, got none")
+
+    def deco(factory: SinkFactory) -> SinkFactory:
+        for key in keys:
+            _REGISTRY[key.lower()] = factory
+        return factory
+
+    return deco
+
+
+def _lookup(key: str) -> Optional[SinkFactory]:
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY and key in SINK_MODULES:
+        importlib.import_module(SINK_MODULES[key])
+    return _REGISTRY.get(key)
+
+
+def sink_kinds() -> List[str]:
+    """Every key :func:`open_sink` knows (built-in and registered): kinds, schemes and suffixes."""
+    return sorted(set(SINK_MODULES) | set(_REGISTRY))
+
+
+_LEGACY_PREVIEW = re.compile(r"preview:(?://)?((?:[^:/]+:)?\d+/?)")
+
+
+def open_sink(spec: Union[str, os.PathLike, Sink], **options: Any) -> Sink:
+    """Open a sink from a spec; a :class:`Sink` instance is returned as is.
+
+    Args:
+        spec: a kind (``"display"``), a URI (``"mjpeg://HOST:PORT"``; ``"preview:PORT"`` also works) or a file
+            path whose suffix names the sink (``.mp4``/``.mkv``/``.mov``/``.m4v``/``.avi`` video,
+            ``.jsonl``/``.ndjson`` JSON Lines).
+        **options: passed to the sink's factory (e.g. ``fps=`` for video, ``quality=`` for the preview).
+
+    Raises:
+        SinkError: no sink for this spec, or the sink cannot be opened.
+        ConfigError: an option the sink does not take.
+    """
+    if isinstance(spec, Sink):
+        return spec
+    target, key = resolve_sink(spec)
+    factory = _lookup(key)
+    assert factory is not None  # resolve_sink checked it
+    check_options(f"sink {target!r}", factory, options)
+    return factory(target, **options)
+
+
+def resolve_sink(spec: Union[str, os.PathLike]) -> Tuple[str, str]:
+    """``(target, key)``: the spec as the factory receives it and the registry key that opens it.
+
+    Imports the module that registers the key (nothing else is opened).
+
+    Raises:
+        SinkError: no sink for this spec.
+    """
+    s = str(spec)
+    legacy = _LEGACY_PREVIEW.fullmatch(s)
+    if legacy:
+        s = f"mjpeg://{legacy.group(1)}"
+    candidates = [s.lower()]
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", s)
+    if m:
+        candidates.append(m.group(1).lower())
+    suffix = Path(s).suffix.lower()
+    if suffix and not m:
+        candidates.append(suffix)
+    for key in candidates:
+        if _lookup(key) is not None:
+            return s, _ALIASES.get(key, key)
+    raise SinkError(f"sink {s!r}: expected 'display', a URI with a known scheme or a path with a known suffix "
+                    f"(known: {', '.join(sink_kinds())})")

@@ -1,0 +1,171 @@
+"""Video sink: annotated H.264 yuv420p mp4 with +faststart (plays in browsers), one file per source."""
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from edge_detect._optional import require
+from edge_detect.errors import MissingDependencyError, SinkError
+from edge_detect.sinks.base import VIDEO_SUFFIXES, Result, Sink, StreamInfo, register_sink
+
+__all__ = ["VideoSink"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+class _AvWriter:
+    """H.264 (libx264) yuv420p mp4 with the moov atom up front (``movflags=+faststart``) via PyAV."""
+
+    def __init__(self, path: Path, size: Tuple[int, int], fps: float, crf: int, preset: str, threads: int) -> None:
+        av = require("av", "video")
+        self.w, self.h = size
+        self.path = path
+        self.container = av.open(str(path), mode="w", container_options={"movflags": "+faststart"})
+        rate = Fraction(fps).limit_denominator(1001)
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = self.w, self.h, "yuv420p"
+        self.stream.options = {"crf": str(crf), "preset": preset}
+        self.stream.codec_context.thread_count = threads
+        self.stream.codec_context.time_base = Fraction(1, 1) / rate
+        self._av = av
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        vf = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: self.h, : self.w]), format="bgr24")
+        vf.pts = self.frames
+        for packet in self.stream.encode(vf):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        self.container.close()
+
+
+class _CvWriter:
+    """``cv2.VideoWriter`` fallback ('avc1', then 'mp4v')."""
+
+    def __init__(self, path: Path, size: Tuple[int, int], fps: float) -> None:
+        self.w, self.h = size
+        self.frames = 0
+        for fourcc in ("avc1", "mp4v"):
+            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+            if self.writer.isOpened():
+                LOGGER.warning("%s: written with cv2.VideoWriter fourcc %r (install 'edge-detect[video]' for "
+                               "browser-friendly H.264 yuv420p + faststart)", path, fourcc)
+                return
+        raise SinkError(f"{path}: cannot open a video writer (tried PyAV libx264, cv2 'avc1', 'mp4v')")
+
+    def write(self, image: np.ndarray) -> None:
+        self.writer.write(np.ascontiguousarray(image[: self.h, : self.w]))
+        self.frames += 1
+
+    def close(self) -> None:
+        self.writer.release()
+
+
+def _libx264_available() -> bool:
+    try:
+        av = require("av", "video")
+        av.codec.Codec("libx264", "w")
+        return True
+    except (MissingDependencyError, ValueError) as exc:  # av's UnknownCodecError is a ValueError
+        LOGGER.debug("libx264 via PyAV unavailable: %s", exc)
+        return False
+
+
+class VideoSink(Sink):
+    """Annotated video file, one frame per processed frame (so its frame count equals ``processed``).
+
+    With several sources, one file per source: ``out.mp4`` -> ``out_<source_id>.mp4``.
+
+    Args:
+        path: output path (``.mp4`` recommended; parent folders are created).
+        fps: frame rate written in the file; default: the source's nominal rate, else 25.
+        crf, preset: libx264 quality / speed.
+        threads: encoder threads (1 keeps cores free for inference).
+        annotate: draw detections (``False`` writes the raw frames).
+    """
+
+    name = "video"
+
+    def __init__(self, path: Union[str, os.PathLike], fps: Optional[float] = None, crf: int = 23,
+                 preset: str = "veryfast", threads: int = 1, annotate: bool = True) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise SinkError(f"video sink {self.path}: expected a suffix in {VIDEO_SUFFIXES}, got "
+                            f"'{self.path.suffix}'")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"video sink {self.path}: cannot create folder ({exc})") from exc
+        self.fps, self.crf, self.preset, self.threads, self.annotate = fps, crf, preset, threads, annotate
+        self._use_av = self.path.suffix.lower() in (".mp4", ".m4v", ".mov", ".mkv") and _libx264_available()
+        if not self._use_av:
+            LOGGER.warning("PyAV with libx264 not available: %s falls back to cv2.VideoWriter", self.path)
+        self._streams: Dict[str, StreamInfo] = {}
+        self._writers: Dict[str, Any] = {}
+        self.paths: Dict[str, Path] = {}
+
+    def start(self, streams: Sequence[StreamInfo]) -> None:
+        self._streams = {s.source_id: s for s in streams}
+        for s in streams:
+            self.paths[s.source_id] = self.path if len(streams) <= 1 else \
+                self.path.with_name(f"{self.path.stem}_{s.source_id}{self.path.suffix}")
+
+    def _open(self, source_id: str, image: np.ndarray) -> Any:
+        h, w = image.shape[:2]
+        size = (w - w % 2, h - h % 2)  # yuv420p needs even sizes
+        info = self._streams.get(source_id)
+        fps = self.fps or (info.fps if info and info.fps else 25.0)
+        path = self.paths.setdefault(source_id, self.path if not self.paths else
+                                     self.path.with_name(f"{self.path.stem}_{source_id}{self.path.suffix}"))
+        try:
+            writer = _AvWriter(path, size, fps, self.crf, self.preset, self.threads) if self._use_av \
+                else _CvWriter(path, size, fps)
+        except OSError as exc:
+            raise SinkError(f"video sink {path}: cannot open for writing ({exc})") from exc
+        LOGGER.info("writing %s (%dx%d @ %.2f fps, %s)", path, size[0], size[1], fps,
+                    "libx264 yuv420p" if self._use_av else "cv2.VideoWriter")
+        return writer
+
+    def write(self, result: Result) -> None:
+        if result.final:  # end-of-source events only: no new image
+            return
+        image = result.annotated if self.annotate else result.frame.image
+        sid = result.frame.source_id
+        writer = self._writers.get(sid)
+        if writer is None:
+            writer = self._writers[sid] = self._open(sid, image)
+        if image.shape[1] < writer.w or image.shape[0] < writer.h:
+            image = cv2.resize(image, (writer.w, writer.h))
+        writer.write(image)
+
+    @property
+    def frames(self) -> Dict[str, int]:
+        """Frames written per source id."""
+        return {sid: w.frames for sid, w in self._writers.items()}
+
+    def close(self) -> None:
+        for sid, writer in self._writers.items():
+            try:
+                writer.close()
+            except Exception as exc:  # noqa: BLE001 - finalize the others, then report
+                LOGGER.error("video sink %s: finalizing failed: %s", self.paths.get(sid), exc)
+            else:
+                LOGGER.info("video written: %s (%d frames)", self.paths.get(sid), writer.frames)
+        self._writers = {}
+
+
+
+@register_sink(*VIDEO_SUFFIXES)
+def _open_video(target: str, fps: Optional[float] = None, crf: int = 23, preset: str = "veryfast",
+                threads: int = 1, annotate: bool = True) -> VideoSink:
+    return VideoSink(target, fps=fps, crf=crf, preset=preset, threads=threads, annotate=annotate)
