@@ -1,0 +1,87 @@
+"""Helpers shared by the analytics processors (ByteTrack, lines, zones): stream time, class names, filters."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Set, Union
+
+from edge_detect.errors import ConfigError
+from edge_detect.types import Frame
+
+__all__ = ["media_time", "class_name", "resolve_class_filter"]
+
+
+def media_time(frame: Frame, fps: Optional[float] = None) -> float:
+    """Seconds on the stream's own clock, used for track buffers and dwell times.
+
+    ``frame.index / fps`` when ``fps`` is given; else the presentation timestamp (``pts_ms / 1000``, files);
+    else ``frame.wall_time`` (live sources, image folders: capture time).
+    """
+    if fps:
+        return frame.index / float(fps)
+    if frame.pts_ms is not None:
+        return float(frame.pts_ms) / 1000.0
+    return float(frame.wall_time)
+
+
+def class_name(class_id: int, names: Sequence[str]) -> str:
+    """``names[class_id]``, or the id as a string when unknown."""
+    return names[class_id] if 0 <= class_id < len(names) else str(class_id)
+
+
+def resolve_class_filter(classes: Optional[Sequence[Union[int, str]]], names: Sequence[str],
+                         what: str) -> Optional[Set[int]]:
+    """A class filter (names or ids) as a set of ids, ``None`` = every class.
+
+    Raises:
+        ConfigError: a name that is not in ``names`` (when names are known) or a negative id.
+    """
+    if classes is None:
+        return None
+    ids: Set[int] = set()
+    for c in classes:
+        if isinstance(c, int) or (isinstance(c, str) and c.strip().lstrip("-").isdigit()):
+            cid = int(c)
+            if cid < 0 or (names and cid >= len(names)):
+                raise ConfigError(f"{what} classes: expected ids in [0, {max(len(names) - 1, 0)}], got {cid}")
+            ids.add(cid)
+        elif names and c in names:
+            ids.add(list(names).index(c))
+        else:
+            raise ConfigError(f"{what} classes: expected a class name of the model or an id, got {c!r}")
+    return ids
+
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def parse_named_numbers(text: str, what: str, count: Optional[int] = None, min_count: int = 0) -> tuple:
+    """Parse ``NAME=v1,v2,...`` (CLI ``--line`` / ``--zone``) into ``(name, [floats])``.
+
+    Args:
+        text: the flag value.
+        what: ``"--line"`` or ``"--zone"`` for messages.
+        count: exact number of values required, or ``None``.
+        min_count: least number of values (with ``count=None``).
+
+    Raises:
+        ConfigError: one line saying what was expected and what was given.
+    """
+    form = "NAME=x1,y1,x2,y2" if count == 4 else "NAME=x1,y1,x2,y2,x3,y3[,...]"
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(f"{what}: expected {form}, got {text!r}")
+    name, _, values = text.partition("=")
+    name = name.strip()
+    if not name or not set(name) <= _NAME_CHARS:
+        raise ConfigError(f"{what}: expected a name of letters, digits, '_', '-' or '.' before '=', got {name!r}")
+    parts = [p.strip() for p in values.split(",")]
+    try:
+        nums = [float(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"{what} {name}: expected numbers separated by commas, got {values!r}") from None
+    if any(n != n or n in (float("inf"), float("-inf")) for n in nums):
+        raise ConfigError(f"{what} {name}: expected finite numbers, got {values!r}")
+    if count is not None and len(nums) != count:
+        raise ConfigError(f"{what} {name}: expected {count} numbers ({form}), got {len(nums)}")
+    if len(nums) < min_count or len(nums) % 2:
+        raise ConfigError(f"{what} {name}: expected an even number of at least {min_count} numbers ({form}), "
+                          f"got {len(nums)}")
+    return name, nums

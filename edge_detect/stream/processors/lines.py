@@ -1,0 +1,258 @@
+"""Line crossing counts: how many tracked objects crossed a directed segment, in which direction.
+
+Runs after a tracker (it needs ``track_id``; detections with ``track_id < 1`` are ignored). For every line and
+every track the processor follows one point of the box, the *anchor* (default ``bottom_center``; see
+:mod:`edge_detect.stream.geometry`), frame to frame:
+
+* **Side.** The anchor's signed distance to the directed line ``(x1, y1) -> (x2, y2)``: right of the line as
+  seen in the image (``y`` axis pointing down) is positive. ``in`` = the anchor went from the **left** of the
+  line to its **right**, ``out`` = right to left. E.g. for ``gate=320,0,320,360`` (drawn top to bottom) ``in``
+  is a move from right to left across the picture; reverse the points to reverse the meaning.
+* **Hysteresis.** The side only changes once the anchor is more than ``hysteresis_px`` pixels beyond the line
+  (:class:`~edge_detect.stream.geometry.Hysteresis`): jitter of a few pixels around the line, or touching the
+  line and going back, never counts; one real crossing counts once.
+* **Extent.** A side change counts only when the anchor's path crossed the infinite line within the segment
+  (``extent_margin_px`` of tolerance at the ends): the last point where the path between two consecutive
+  observations met the line is kept until the side changes.
+* **Gaps.** Observations need not be consecutive frames: an object hidden for a while (the tracker keeps its
+  id) that reappears on the other side counts once, where its path from the last sighting met the line.
+* **Once per line.** A track is counted at most once per line (its first crossing) unless ``recount=True``,
+  which counts every (hysteresis-debounced) crossing: a walker going in and coming back out then counts
+  ``in`` 1 and ``out`` 1.
+* The first sighting only sets the side (an object appearing already past the line is not a crossing).
+* **Class filter.** ``classes`` (names or ids) restrict what a line counts; the class is the track's
+  (the tracker's majority class, so flicker does not move counts between classes).
+
+Outputs: ``line_cross`` events in ``metadata["events"]``; ``metadata["lines"]`` = ``{NAME: {"xyxy", "in",
+"out"}}`` (live counts, for drawing); :meth:`LineCounter.summary` = ``{"lines": {NAME: {"in", "out",
+"by_class": {CLASS: {"in", "out"}}}}}``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Union
+
+import numpy as np
+
+from edge_detect.errors import ConfigError
+from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_segment, segment_intersection_t, \
+    signed_distance
+from edge_detect.stream.processors._common import class_name, media_time, parse_named_numbers, \
+    resolve_class_filter
+from edge_detect.types import Detections, Frame
+
+__all__ = ["LineSpec", "LineCounter", "line_specs"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LineSpec:
+    """One counting line.
+
+    Attributes:
+        name: the line's name in events and summaries.
+        xyxy: ``(x1, y1, x2, y2)`` source-frame pixels; the direction matters (see module doc).
+        classes: count only these classes (names or ids); ``None`` = all.
+        anchor: box anchor for this line (``None`` = the processor's).
+    """
+
+    name: str
+    xyxy: tuple
+    classes: Optional[tuple] = None
+    anchor: Optional[str] = None
+
+
+def line_specs(lines: Union[Mapping[str, Any], Sequence[Any]]) -> List[LineSpec]:
+    """Normalize lines given as ``{name: [x1, y1, x2, y2]}``, ``{name: {"xyxy"|"points": [...], "classes":
+    [...], "anchor": ...}}``, ``LineSpec`` objects or ``"NAME=x1,y1,x2,y2"`` strings.
+
+    Raises:
+        ConfigError: bad geometry, unknown keys, an unknown anchor or duplicate names.
+    """
+    items: List[LineSpec] = []
+    entries = list(lines.items()) if isinstance(lines, Mapping) else list(lines)
+    for entry in entries:
+        if isinstance(entry, LineSpec):
+            spec = entry
+        elif isinstance(entry, str):
+            name, nums = parse_named_numbers(entry, "--line", count=4)
+            spec = LineSpec(name, tuple(nums))
+        elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
+            name, value = entry
+            if isinstance(value, Mapping):
+                unknown = set(value) - {"xyxy", "points", "classes", "anchor"}
+                if unknown:
+                    raise ConfigError(f"line {name}: unknown key {sorted(unknown)[0]!r}; expected xyxy (or "
+                                      f"points), classes, anchor")
+                pts = value.get("xyxy", value.get("points"))
+                if pts is None:
+                    raise ConfigError(f"line {name}: expected 'xyxy: [x1, y1, x2, y2]', got no points")
+                cls = value.get("classes")
+                spec = LineSpec(name, tuple(np.asarray(pts, dtype=object).reshape(-1).tolist()),
+                                tuple(cls) if cls is not None else None, value.get("anchor"))
+            else:
+                spec = LineSpec(name, tuple(np.asarray(value, dtype=object).reshape(-1).tolist()))
+        else:
+            raise ConfigError(f"lines: expected NAME=x1,y1,x2,y2 or a mapping of names to points, got {entry!r}")
+        as_segment(spec.xyxy, f"line {spec.name}")
+        if spec.anchor is not None and spec.anchor not in ANCHORS:
+            raise ConfigError(f"line {spec.name} anchor: expected one of {', '.join(ANCHORS)}, got {spec.anchor!r}")
+        if any(s.name == spec.name for s in items):
+            raise ConfigError(f"lines: expected unique names, got {spec.name!r} twice")
+        items.append(spec)
+    return items
+
+
+@dataclass
+class _TrackState:
+    hyst: Hysteresis
+    prev: Optional[np.ndarray] = None
+    cross_t: Optional[float] = None
+    counted: int = 0
+    last_seen: float = 0.0
+
+
+@dataclass
+class _Line:
+    spec: LineSpec
+    seg: np.ndarray
+    anchor: str
+    classes: Optional[Set[int]]
+    counts: Dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
+    by_class: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    tracks: Dict[int, _TrackState] = field(default_factory=dict)
+
+
+class LineCounter:
+    """Counts crossings of one or more lines (see module doc); one instance per source (:meth:`clone`).
+
+    Args:
+        lines: see :func:`line_specs`.
+        anchor: default box anchor (:data:`~edge_detect.stream.geometry.ANCHORS`).
+        hysteresis_px: dead band around the line, pixels.
+        extent_margin_px: tolerance beyond the segment's ends, pixels.
+        recount: count every crossing of a track, not only its first per line.
+        classes: default class filter for lines without their own.
+        names: class names of the model (for filters by name and the events' ``class_name``).
+        forget_s: drop the per-track state of tracks unseen for this many seconds of stream time (tracks that
+            ended with an ``object_end`` event are dropped at once).
+        fps: stream frame rate for the stream clock (``None`` = timestamps).
+
+    Raises:
+        ConfigError: bad geometry, anchor, class names or negative distances.
+    """
+
+    name = "lines"
+
+    def __init__(self, lines: Union[Mapping[str, Any], Sequence[Any]], anchor: str = "bottom_center",
+                 hysteresis_px: float = 4.0, extent_margin_px: float = 0.0, recount: bool = False,
+                 classes: Optional[Sequence[Union[int, str]]] = None, names: Sequence[str] = (),
+                 forget_s: float = 10.0, fps: Optional[float] = None) -> None:
+        if anchor not in ANCHORS:
+            raise ConfigError(f"lines anchor: expected one of {', '.join(ANCHORS)}, got {anchor!r}")
+        for what, value in (("hysteresis_px", hysteresis_px), ("extent_margin_px", extent_margin_px),
+                            ("forget_s", forget_s)):
+            if not value >= 0:
+                raise ConfigError(f"lines {what}: expected >= 0, got {value}")
+        self._options = dict(lines=lines, anchor=anchor, hysteresis_px=hysteresis_px,
+                             extent_margin_px=extent_margin_px, recount=recount, classes=classes, names=names,
+                             forget_s=forget_s, fps=fps)
+        self.names = tuple(names)
+        self.hysteresis_px, self.extent_margin_px = float(hysteresis_px), float(extent_margin_px)
+        self.recount, self.forget_s, self.fps = bool(recount), float(forget_s), fps
+        default_cls = resolve_class_filter(classes, self.names, "lines")
+        self._lines: List[_Line] = []
+        for spec in line_specs(lines):
+            cls = resolve_class_filter(spec.classes, self.names, f"line {spec.name}") \
+                if spec.classes is not None else default_cls
+            self._lines.append(_Line(spec, as_segment(spec.xyxy, f"line {spec.name}"), spec.anchor or anchor, cls))
+        if not self._lines:
+            raise ConfigError("lines: expected at least one line, got none")
+        self._warned = False
+
+    def clone(self) -> "LineCounter":
+        """Same lines and settings, zero counts."""
+        return LineCounter(**self._options)
+
+    @property
+    def counts(self) -> Dict[str, Dict[str, int]]:
+        """``{NAME: {"in": n, "out": m}}`` so far."""
+        return {ln.spec.name: dict(ln.counts) for ln in self._lines}
+
+    def summary(self) -> Dict[str, Any]:
+        """``{"lines": {NAME: {"in", "out", "by_class": {CLASS: {"in", "out"}}}}}``."""
+        return {"lines": {ln.spec.name: {"in": ln.counts["in"], "out": ln.counts["out"],
+                                         "by_class": {k: dict(v) for k, v in sorted(ln.by_class.items())}}
+                          for ln in self._lines}}
+
+    def finish(self, frame: Frame) -> List[Dict[str, Any]]:
+        """End of the source: nothing to flush (crossings are reported when they happen)."""
+        return []
+
+    def update(self, detections: Detections, frame: Frame) -> Detections:
+        """Update the counts with one frame's tracked detections (``xyxy`` original-frame pixels).
+
+        Returns:
+            ``detections`` itself, with ``line_cross`` events appended to ``metadata["events"]`` and live counts
+            in ``metadata["lines"]``.
+        """
+        events: List[Dict[str, Any]] = detections.metadata.setdefault("events", [])
+        now = media_time(frame, self.fps)
+        ended = {int(e["track_id"]) for e in events if e.get("type") == "object_end"}
+        if detections.track_id is None:
+            if len(detections) and not self._warned:
+                LOGGER.warning("lines: detections carry no track_id; run a tracker before the lines processor")
+                self._warned = True
+            ids = np.full(len(detections), -1, np.int64)
+        else:
+            ids = detections.track_id
+        anchors: Dict[str, np.ndarray] = {}
+        for ln in self._lines:
+            if ln.anchor not in anchors:
+                anchors[ln.anchor] = anchor_points(detections.xyxy, ln.anchor)
+            pts = anchors[ln.anchor]
+            dist = signed_distance(pts, ln.seg) if len(pts) else np.zeros(0)
+            for i in np.flatnonzero(ids >= 1):
+                cid = int(detections.class_id[i])
+                if ln.classes is not None and cid not in ln.classes:
+                    continue
+                tid = int(ids[i])
+                st = ln.tracks.get(tid)
+                if st is None:
+                    st = ln.tracks[tid] = _TrackState(Hysteresis(self.hysteresis_px))
+                p = pts[i]
+                if st.prev is not None:
+                    t = segment_intersection_t(st.prev, p, ln.seg)
+                    if t is not None:
+                        st.cross_t = t
+                state, changed = st.hyst.update(float(dist[i]))
+                if changed:
+                    if self._within(ln, st.cross_t) and (self.recount or not st.counted):
+                        self._count(ln, "in" if state > 0 else "out", tid, cid, frame, events)
+                        st.counted += 1
+                    st.cross_t = None
+                st.prev, st.last_seen = p, now
+            for tid in [k for k, s in ln.tracks.items() if k in ended or now - s.last_seen > self.forget_s]:
+                del ln.tracks[tid]
+        detections.metadata["lines"] = {ln.spec.name: {"xyxy": [float(v) for v in ln.seg], **ln.counts}
+                                        for ln in self._lines}
+        return detections
+
+    def _within(self, ln: _Line, t: Optional[float]) -> bool:
+        if t is None:
+            return False
+        length = float(np.hypot(ln.seg[2] - ln.seg[0], ln.seg[3] - ln.seg[1]))
+        margin = self.extent_margin_px / length
+        return -margin <= t <= 1.0 + margin
+
+    def _count(self, ln: _Line, direction: str, tid: int, cid: int, frame: Frame,
+               events: List[Dict[str, Any]]) -> None:
+        cname = class_name(cid, self.names)
+        ln.counts[direction] += 1
+        per = ln.by_class.setdefault(cname, {"in": 0, "out": 0})
+        per[direction] += 1
+        events.append({"type": "line_cross", "line": ln.spec.name, "direction": direction, "track_id": tid,
+                       "class_name": cname, "frame": int(frame.index), "wall_time": float(frame.wall_time)})
+        LOGGER.debug("line %s: track %d (%s) %s at frame %d", ln.spec.name, tid, cname, direction, frame.index)

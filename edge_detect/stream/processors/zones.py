@@ -1,0 +1,237 @@
+"""Polygon zones: which tracked objects are inside, entries, exits, occupancy and dwell time.
+
+Runs after a tracker (detections with ``track_id < 1`` are ignored). A track is **inside** a zone when its
+anchor point (default ``bottom_center``) is inside the polygon (even-odd rule), with hysteresis: it enters once
+the anchor is more than ``hysteresis_px`` inside the boundary and exits once it is more than ``hysteresis_px``
+outside, so jitter on the edge never toggles it. A track first seen already inside enters at that frame.
+
+A track that disappears while inside stays inside (it may be hidden) until the tracker ends it (its
+``object_end`` event, which the tracker appends to the same frame's events before this processor runs) or, with
+trackers that emit no end events, until unseen for ``lost_s`` seconds of stream time; it then exits with the
+dwell time up to its last sighting.
+
+Outputs: ``zone_enter`` / ``zone_exit`` (with ``dwell_s``, seconds of stream time inside) events in
+``metadata["events"]``; ``metadata["zones"]`` = ``{NAME: {"polygon", "inside": [ids], "occupancy",
+"entered", "exited"}}`` (live, for drawing); :meth:`ZoneCounter.summary` = ``{"zones": {NAME: {"entered",
+"exited", "occupancy", "max_occupancy"}}}``; :meth:`ZoneCounter.dwell` for the tracks inside now.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Union
+
+import numpy as np
+
+from edge_detect.errors import ConfigError
+from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_polygon, polygon_signed_distance
+from edge_detect.stream.processors._common import class_name, media_time, parse_named_numbers, \
+    resolve_class_filter
+from edge_detect.types import Detections, Frame
+
+__all__ = ["ZoneSpec", "ZoneCounter", "zone_specs"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    """One zone.
+
+    Attributes:
+        name: the zone's name in events and summaries.
+        polygon: flat ``(x1, y1, x2, y2, x3, y3, ...)`` source-frame pixels, at least 3 points.
+        classes: only these classes (names or ids); ``None`` = all.
+        anchor: box anchor for this zone (``None`` = the processor's).
+    """
+
+    name: str
+    polygon: tuple
+    classes: Optional[tuple] = None
+    anchor: Optional[str] = None
+
+
+def zone_specs(zones: Union[Mapping[str, Any], Sequence[Any]]) -> List[ZoneSpec]:
+    """Normalize zones given as ``{name: [x1, y1, x2, y2, x3, y3, ...]}`` (flat or pairs), ``{name: {"polygon"|
+    "points": [...], "classes": [...], "anchor": ...}}``, ``ZoneSpec`` objects or ``"NAME=x1,y1,..."`` strings.
+
+    Raises:
+        ConfigError: bad geometry, unknown keys, an unknown anchor or duplicate names.
+    """
+    items: List[ZoneSpec] = []
+    entries = list(zones.items()) if isinstance(zones, Mapping) else list(zones)
+    for entry in entries:
+        if isinstance(entry, ZoneSpec):
+            spec = entry
+        elif isinstance(entry, str):
+            name, nums = parse_named_numbers(entry, "--zone", min_count=6)
+            spec = ZoneSpec(name, tuple(nums))
+        elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
+            name, value = entry
+            if isinstance(value, Mapping):
+                unknown = set(value) - {"polygon", "points", "classes", "anchor"}
+                if unknown:
+                    raise ConfigError(f"zone {name}: unknown key {sorted(unknown)[0]!r}; expected polygon (or "
+                                      f"points), classes, anchor")
+                pts = value.get("polygon", value.get("points"))
+                if pts is None:
+                    raise ConfigError(f"zone {name}: expected 'polygon: [x1, y1, x2, y2, x3, y3, ...]', got no points")
+                cls = value.get("classes")
+                spec = ZoneSpec(name, tuple(np.asarray(pts, dtype=object).reshape(-1).tolist()),
+                                tuple(cls) if cls is not None else None, value.get("anchor"))
+            else:
+                spec = ZoneSpec(name, tuple(np.asarray(value, dtype=object).reshape(-1).tolist()))
+        else:
+            raise ConfigError(f"zones: expected NAME=x1,y1,x2,y2,x3,y3[,...] or a mapping of names to points, "
+                              f"got {entry!r}")
+        as_polygon(spec.polygon, f"zone {spec.name}")
+        if spec.anchor is not None and spec.anchor not in ANCHORS:
+            raise ConfigError(f"zone {spec.name} anchor: expected one of {', '.join(ANCHORS)}, got {spec.anchor!r}")
+        if any(s.name == spec.name for s in items):
+            raise ConfigError(f"zones: expected unique names, got {spec.name!r} twice")
+        items.append(spec)
+    return items
+
+
+@dataclass
+class _Occupant:
+    enter_time: float
+    last_seen: float
+    class_name: str
+
+
+@dataclass
+class _Zone:
+    spec: ZoneSpec
+    polygon: np.ndarray
+    anchor: str
+    classes: Optional[Set[int]]
+    entered: int = 0
+    exited: int = 0
+    max_occupancy: int = 0
+    inside: Dict[int, _Occupant] = field(default_factory=dict)
+    hyst: Dict[int, Hysteresis] = field(default_factory=dict)
+    seen: Dict[int, float] = field(default_factory=dict)
+
+
+class ZoneCounter:
+    """Zone occupancy and entry/exit counting (see module doc); one instance per source (:meth:`clone`).
+
+    Args:
+        zones: see :func:`zone_specs`.
+        anchor: default box anchor.
+        hysteresis_px: dead band around the boundary, pixels.
+        classes: default class filter for zones without their own.
+        names: class names of the model.
+        lost_s: a track unseen this long (stream seconds) leaves the zones even without an ``object_end``.
+        fps: stream frame rate for the stream clock (``None`` = timestamps).
+
+    Raises:
+        ConfigError: bad geometry, anchor, class names or negative values.
+    """
+
+    name = "zones"
+
+    def __init__(self, zones: Union[Mapping[str, Any], Sequence[Any]], anchor: str = "bottom_center",
+                 hysteresis_px: float = 4.0, classes: Optional[Sequence[Union[int, str]]] = None,
+                 names: Sequence[str] = (), lost_s: float = 3.0, fps: Optional[float] = None) -> None:
+        if anchor not in ANCHORS:
+            raise ConfigError(f"zones anchor: expected one of {', '.join(ANCHORS)}, got {anchor!r}")
+        for what, value in (("hysteresis_px", hysteresis_px), ("lost_s", lost_s)):
+            if not value >= 0:
+                raise ConfigError(f"zones {what}: expected >= 0, got {value}")
+        self._options = dict(zones=zones, anchor=anchor, hysteresis_px=hysteresis_px, classes=classes,
+                             names=names, lost_s=lost_s, fps=fps)
+        self.names, self.hysteresis_px, self.lost_s, self.fps = tuple(names), float(hysteresis_px), float(lost_s), fps
+        default_cls = resolve_class_filter(classes, self.names, "zones")
+        self._zones: List[_Zone] = []
+        for spec in zone_specs(zones):
+            cls = resolve_class_filter(spec.classes, self.names, f"zone {spec.name}") \
+                if spec.classes is not None else default_cls
+            self._zones.append(_Zone(spec, as_polygon(spec.polygon, f"zone {spec.name}"), spec.anchor or anchor, cls))
+        if not self._zones:
+            raise ConfigError("zones: expected at least one zone, got none")
+        self._now = 0.0
+
+    def clone(self) -> "ZoneCounter":
+        """Same zones and settings, empty state."""
+        return ZoneCounter(**self._options)
+
+    def inside(self, zone: str) -> List[int]:
+        """Track ids inside ``zone`` now, sorted."""
+        return sorted(self._zone(zone).inside)
+
+    def dwell(self, zone: str) -> Dict[int, float]:
+        """``{track_id: seconds inside so far}`` for the tracks inside ``zone`` (stream time, up to the last frame)."""
+        return {tid: self._now - occ.enter_time for tid, occ in sorted(self._zone(zone).inside.items())}
+
+    def _zone(self, name: str) -> _Zone:
+        for z in self._zones:
+            if z.spec.name == name:
+                return z
+        raise KeyError(f"zone {name!r}: expected one of {[z.spec.name for z in self._zones]}")
+
+    def summary(self) -> Dict[str, Any]:
+        """``{"zones": {NAME: {"entered", "exited", "occupancy", "max_occupancy"}}}``."""
+        return {"zones": {z.spec.name: {"entered": z.entered, "exited": z.exited, "occupancy": len(z.inside),
+                                        "max_occupancy": z.max_occupancy} for z in self._zones}}
+
+    def finish(self, frame: Frame) -> List[Dict[str, Any]]:
+        """End of the source: nothing is flushed (the summary keeps who is still inside)."""
+        return []
+
+    def update(self, detections: Detections, frame: Frame) -> Detections:
+        """Update zone membership with one frame's tracked detections (``xyxy`` original-frame pixels).
+
+        Returns:
+            ``detections`` itself with ``zone_enter`` / ``zone_exit`` events appended to ``metadata["events"]``
+            and the live state in ``metadata["zones"]``.
+        """
+        events: List[Dict[str, Any]] = detections.metadata.setdefault("events", [])
+        now = self._now = media_time(frame, self.fps)
+        ended = {int(e["track_id"]) for e in events if e.get("type") == "object_end"}
+        ids = detections.track_id if detections.track_id is not None else np.full(len(detections), -1, np.int64)
+        anchors: Dict[str, np.ndarray] = {}
+        for z in self._zones:
+            if z.anchor not in anchors:
+                anchors[z.anchor] = anchor_points(detections.xyxy, z.anchor)
+            pts = anchors[z.anchor]
+            dist = polygon_signed_distance(pts, z.polygon) if len(pts) else np.zeros(0)
+            for i in np.flatnonzero(ids >= 1):
+                cid = int(detections.class_id[i])
+                if z.classes is not None and cid not in z.classes:
+                    continue
+                tid = int(ids[i])
+                hyst = z.hyst.setdefault(tid, Hysteresis(self.hysteresis_px))
+                state, _ = hyst.update(float(dist[i]))
+                z.seen[tid] = now
+                if tid in z.inside:
+                    z.inside[tid].last_seen = now
+                if state == 1 and tid not in z.inside:
+                    z.inside[tid] = _Occupant(now, now, class_name(cid, self.names))
+                    z.entered += 1
+                    events.append(self._event("zone_enter", z, tid, z.inside[tid].class_name, frame))
+                elif state == -1 and tid in z.inside:
+                    self._exit(z, tid, now, frame, events)
+            for tid in [k for k, t in z.seen.items() if k in ended or now - t > self.lost_s]:
+                if tid in z.inside:
+                    self._exit(z, tid, z.inside[tid].last_seen, frame, events)
+                z.seen.pop(tid, None)
+                z.hyst.pop(tid, None)
+            z.max_occupancy = max(z.max_occupancy, len(z.inside))
+        detections.metadata["zones"] = {
+            z.spec.name: {"polygon": z.polygon.tolist(), "inside": sorted(z.inside), "occupancy": len(z.inside),
+                          "entered": z.entered, "exited": z.exited} for z in self._zones}
+        return detections
+
+    def _exit(self, z: _Zone, tid: int, until: float, frame: Frame, events: List[Dict[str, Any]]) -> None:
+        occ = z.inside.pop(tid)
+        z.exited += 1
+        ev = self._event("zone_exit", z, tid, occ.class_name, frame)
+        ev["dwell_s"] = round(max(until - occ.enter_time, 0.0), 3)
+        events.append(ev)
+
+    @staticmethod
+    def _event(kind: str, z: _Zone, tid: int, cname: str, frame: Frame) -> Dict[str, Any]:
+        return {"type": kind, "zone": z.spec.name, "track_id": tid, "class_name": cname, "frame": int(frame.index),
+                "wall_time": float(frame.wall_time)}

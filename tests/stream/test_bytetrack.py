@@ -1,0 +1,218 @@
+"""edge_detect.stream.processors.bytetrack: ids through occlusion, turn-backs, class flicker; events; settings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_detect.errors import ConfigError
+from edge_detect.stream.processors.bytetrack import ByteTrack, giou_distance, iou_distance
+from edge_detect.stream.tracking import box_iou
+from edge_detect.types import Detections
+from synthetic_world import Actor, FakeDetector, World, events_of, gate_scene, run_processors
+
+NAMES = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck"]
+
+
+def ids_per_actor(world: World, outputs, min_iou: float = 0.3) -> dict:
+    """{actor name: set of track ids given to boxes overlapping its ground truth}."""
+    seen = {a.name: set() for a in world.actors}
+    for f, dets in enumerate(outputs):
+        for box, tid in zip(dets.xyxy, dets.track_id):
+            gts = [(a.name, a.box(f)) for a in world.actors if a.box(f) is not None]
+            ious = [box_iou(box[None], gt[None])[0, 0] for _, gt in gts]
+            best = int(np.argmax(ious))
+            assert ious[best] >= min_iou, f"frame {f}: box {box} matches no actor"
+            seen[gts[best][0]].add(int(tid))
+    return seen
+
+
+def test_gate_scene_one_id_per_object():
+    world, _ = gate_scene()
+    tracker = ByteTrack(names=NAMES)
+    out = run_processors(world, FakeDetector(world, noise_px=1.0, seed=1), [tracker])
+    ids = ids_per_actor(world, out)
+    assert ids == {"a": {1}, "c": {2}, "b": {3}, "d": {4}, "e": {5}}  # confirmation order, no gaps
+    assert tracker.summary()["tracker"]["tracks"] == 5
+    # b is hidden behind the pillar (frames ~65-75) and keeps its id
+    b_frames = [f for f, d in enumerate(out) if 3 in d.track_id.tolist()]
+    assert min(b_frames) < 64 and max(b_frames) > 78 and len(set(range(64, 77)) - set(b_frames)) >= 9
+
+
+def slowing_walker(hidden_speed: float) -> World:
+    """A walker that changes speed while hidden ~1 s behind a pillar (constant-velocity prediction is off by
+    ``(9 - hidden_speed) * 10`` px when it reappears); 10 fps."""
+    # 9 px/frame until x=160 (frame 15), then hidden_speed behind the pillar [180, 300], then 9 px/frame again
+    hide_frames = int(round(150 / hidden_speed))
+    keys = [(0, 25.0, 300.0), (15, 160.0, 300.0), (15 + hide_frames, 310.0, 300.0),
+            (15 + hide_frames + 16, 454.0, 300.0)]
+    return World([Actor("w", keys, height=110, crop=1)], keys[-1][0] + 1, occluders=[(180, 150, 300, 360)])
+
+
+@pytest.mark.parametrize("hidden_speed", [9.0, 7.0, 6.0, 11.0, 14.0])
+def test_walker_hidden_about_a_second_keeps_its_id(hidden_speed):
+    world = slowing_walker(hidden_speed)
+    det = FakeDetector(world, noise_px=1.0, seed=2)
+    gap = [f for f in range(world.frames) if not len(det(f))]
+    det = FakeDetector(world, noise_px=1.0, seed=2)
+    assert 9 <= len(gap) <= 19, gap  # hidden 0.9-1.9 s at 10 fps (slower = longer)
+    tracker = ByteTrack()
+    out = run_processors(world, det, [tracker])
+    assert ids_per_actor(world, out) == {"w": {1}}
+
+
+def test_stitching_is_what_keeps_a_slowed_walker():
+    world = slowing_walker(12.0)  # ~30 px ahead of the constant-velocity prediction when it reappears
+    plain = ByteTrack(stitch=False)
+    ids = ids_per_actor(world, run_processors(world, FakeDetector(world, seed=2), [plain]))
+    assert ids == {"w": {1, 2}}  # plain ByteTrack splits it
+    stitched = ByteTrack()
+    assert ids_per_actor(world, run_processors(world, FakeDetector(world, seed=2), [stitched])) == {"w": {1}}
+    assert stitched.summary()["tracker"]["stitched"] == 1
+
+
+def test_class_flicker_keeps_id_and_class():
+    car = Actor("car", [(0, 40, 200), (40, 440, 200)], height=60, crop=1, class_id=2,
+                flicker={f: 7 for f in (10, 11, 12, 20, 21)})
+    world = World([car], 41)
+    tracker = ByteTrack(names=NAMES)
+    out = run_processors(world, FakeDetector(world, seed=3), [tracker])
+    assert ids_per_actor(world, out) == {"car": {1}}
+    assert {int(c) for d in out for c in d.class_id} == {2}  # the track's (majority) class
+    raw = [int(c) for d in out[10:13] for c in d.data["det_class_id"]]
+    assert raw == [7, 7, 7]
+    (new,) = events_of(out, "object_new")
+    assert new["class_name"] == "car"
+
+
+def test_unconfirmed_tracks_never_get_an_id():
+    world = World([Actor("w", [(0, 40, 200), (30, 440, 200)], height=100, crop=1)], 31)
+    spurious = {5: (300, 20, 330, 80), 6: (301, 21, 331, 81), 12: (100, 250, 140, 330)}  # 2-frame and 1-frame
+    out = run_processors(world, FakeDetector(world, seed=4, false_positives=spurious), [ByteTrack(min_hits=3)])
+    all_ids = [int(t) for d in out for t in d.track_id]
+    assert set(all_ids) == {1}  # only the walker, confirmed after 3 hits; no -1, no shared placeholder
+    assert [len(d) for d in out[:2]] == [0, 0] and len(out[2]) == 1
+    kept = run_processors(world, FakeDetector(world, seed=4, false_positives=spurious),
+                          [ByteTrack(min_hits=3, keep_unconfirmed=True)])
+    assert [d.track_id.tolist() for d in kept[5:7]] == [[1, -1], [1, -1]]
+    assert kept[0].track_id.tolist() == [-1]
+
+
+def test_low_score_detections_keep_a_track_alive():
+    world = World([Actor("w", [(0, 40, 200), (30, 440, 200)], height=100, crop=1)], 31)
+    low = {"w": range(10, 16)}
+    out = run_processors(world, FakeDetector(world, seed=5, low_score_frames=low), [ByteTrack()])
+    assert [d.track_id.tolist() for d in out[10:16]] == [[1]] * 6
+    np.testing.assert_allclose([float(d.score[0]) for d in out[10:16]], 0.3, rtol=1e-6)
+    # without the second stage (low_thresh = high_thresh) those frames are simply not output, id survives
+    out = run_processors(world, FakeDetector(world, seed=5, low_score_frames=low),
+                         [ByteTrack(low_thresh=0.5, high_thresh=0.5)])
+    assert [len(d) for d in out[10:16]] == [0] * 6 and out[16].track_id.tolist() == [1]
+
+
+@pytest.mark.parametrize("fps, gap_s, same", [(10, 1.0, True), (30, 1.0, True), (10, 3.0, False), (30, 3.0, False)])
+def test_track_buffer_is_in_seconds(fps, gap_s, same):
+    gap = int(gap_s * fps)
+    n = 20 + gap + 10
+    world = World([Actor("w", [(0, 200, 200), (n, 200, 200)], height=100, crop=1)], n, fps=fps)
+    det = FakeDetector(world, noise_px=0.0)
+    hide = set(range(20, 20 + gap))
+    tracker = ByteTrack(buffer_s=2.0)
+    out = run_processors(world, lambda f: Detections.empty() if f in hide else det(f), [tracker])
+    assert out[-1].track_id.tolist() == ([1] if same else [2])
+    ends = events_of(out, "object_end")
+    assert len(ends) == (0 if same else 1)
+
+
+def test_events_schema_and_finish():
+    world = World([Actor("w", [(0, 40, 200), (20, 240, 200)], height=100, crop=1)], 21)
+    tracker = ByteTrack(names=NAMES, min_hits=2)
+    out = run_processors(world, FakeDetector(world, noise_px=0.0), [tracker])
+    (new,) = events_of(out, "object_new")
+    assert set(new) == {"type", "track_id", "class_name", "score", "xyxy", "frame", "wall_time"}
+    assert (new["track_id"], new["class_name"], new["frame"], new["score"]) == (1, "person", 1, 0.85)
+    assert new["wall_time"] == pytest.approx(world.frame(1).wall_time)
+    np.testing.assert_allclose(new["xyxy"], world.actors[0].box(1), atol=0.01)
+    (end,) = tracker.finish(world.frame(20))
+    assert set(end) == {"type", "track_id", "class_name", "first_seen", "last_seen", "first_frame", "last_frame",
+                        "best_score", "frame", "wall_time"}
+    assert (end["type"], end["track_id"], end["first_frame"], end["last_frame"], end["best_score"]) == \
+        ("object_end", 1, 0, 20, 0.85)
+    assert end["first_seen"] == pytest.approx(world.frame(0).wall_time)
+    assert end["last_seen"] == pytest.approx(world.frame(20).wall_time)
+    assert tracker.finish(world.frame(20)) == []
+
+
+def test_trail_and_detection_order():
+    world = World([Actor("a", [(0, 40, 150), (10, 140, 150)], height=80, crop=1),
+                   Actor("b", [(0, 400, 300), (10, 300, 300)], height=80, crop=1)], 11)
+    base = FakeDetector(world, noise_px=0.0)
+
+    def reversed_det(f):
+        d = base(f)
+        return d[np.arange(len(d))[::-1]]
+
+    out = run_processors(world, reversed_det, [ByteTrack(trail=4)])
+    last = out[-1]
+    assert last.track_id.tolist() == [1, 2]  # detector order kept (b first, confirmed first)
+    trail = last.data["trail"]
+    assert trail.shape == (2, 4, 2) and trail.dtype == np.float32
+    np.testing.assert_allclose(trail[1, :, 0], [110, 120, 130, 140])  # a's bottom-centre x, oldest first
+    np.testing.assert_allclose(trail[1, :, 1], 150)
+    early = out[2].data["trail"]
+    assert np.isnan(early[:, :1]).all() and not np.isnan(early[:, 1:]).any()
+
+
+def test_dropped_frames_advance_the_motion_model():
+    world = World([Actor("w", [(0, 20, 200), (40, 420, 200)], height=60, crop=1)], 41)
+    det = FakeDetector(world, noise_px=0.0)
+    tracker = ByteTrack(stitch=False)
+    frames = list(range(0, 12)) + list(range(14, 41, 3))  # a live source dropping 2 of every 3 frames
+    ids = set()
+    for f in frames:
+        ids.update(tracker.update(det(f), world.frame(f)).track_id.tolist())
+    assert ids == {1}
+
+
+def test_custom_distance_and_giou():
+    calls = []
+
+    def centroid(tracks, dets):
+        calls.append((tracks.shape, dets.shape))
+        ct = (tracks[:, None, :2] + tracks[:, None, 2:]) / 2
+        cd = (dets[None, :, :2] + dets[None, :, 2:]) / 2
+        return np.linalg.norm(ct - cd, axis=2) / 100.0
+
+    world = World([Actor("w", [(0, 40, 200), (30, 440, 200)], height=100, crop=1)], 31)
+    out = run_processors(world, FakeDetector(world, seed=6), [ByteTrack(distance=centroid)])
+    assert ids_per_actor(world, out) == {"w": {1}} and calls
+    a = np.array([[0, 0, 10, 10]], np.float64)
+    b = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [5, 0, 15, 10]], np.float64)
+    np.testing.assert_allclose(iou_distance(a, b), [[0, 1, 1 - 50 / 150]], rtol=1e-6)
+    # GIoU of disjoint boxes: IoU 0 minus (hull - union) / hull = -(300 - 200) / 300
+    np.testing.assert_allclose(giou_distance(a, b), [[0, (1 + 1 / 3) / 2, (1 - 1 / 3) / 2]], rtol=1e-6)
+
+
+def test_clone_has_same_settings_and_fresh_state():
+    tracker = ByteTrack(min_hits=1, buffer_s=0.5, names=NAMES)
+    world = World([Actor("w", [(0, 40, 200), (5, 90, 200)], height=100, crop=1)], 6)
+    run_processors(world, FakeDetector(world), [tracker])
+    twin = tracker.clone()
+    assert (twin.min_hits, twin.buffer_s, twin.names, twin.active_tracks) == (1, 0.5, tuple(NAMES), 0)
+    out = run_processors(world, FakeDetector(world), [twin])
+    assert out[0].track_id.tolist() == [1]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"high_thresh": 0.3, "low_thresh": 0.5}, r"low_thresh <= high_thresh: expected 0 <= low <= high <= 1, got \(0.5, 0.3\)"),
+    ({"match_thresh": 0}, r"match_thresh: expected a value in \(0, 1\], got 0"),
+    ({"min_hits": 0}, "min_hits: expected >= 1, got 0"),
+    ({"buffer_s": -1}, "buffer_s: expected >= 0 seconds, got -1"),
+    ({"fps": 0}, "fps: expected > 0, got 0"),
+    ({"distance": "cosine"}, "distance: expected one of iou, giou or a callable, got 'cosine'"),
+    ({"distance": 3}, "distance: expected a name or a callable, got int"),
+    ({"trail": -2}, "trail: expected >= 0 points, got -2"),
+    ({"stitch_size_ratio": 0.5}, "stitch_size_ratio: expected >= 1, got 0.5"),
+])
+def test_invalid_settings(kwargs, match):
+    with pytest.raises(ConfigError, match="bytetrack " + match):
+        ByteTrack(**kwargs)
