@@ -1,0 +1,219 @@
+"""edge_detect.stream.processors.lines: exact counts and directions on scripted scenes (fake detector)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_detect.errors import ConfigError
+from edge_detect.stream.processors._common import parse_named_numbers
+from edge_detect.stream.processors.bytetrack import ByteTrack
+from edge_detect.stream.processors.lines import LineCounter, LineSpec, line_specs
+from edge_detect.types import Detections
+from synthetic_world import GATE, Actor, FakeDetector, World, events_of, gate_scene, run_processors
+
+NAMES = ["person", "bicycle", "car"]
+
+
+def count(world, lines, detector=None, tracker=None, **kwargs):
+    lc = LineCounter(lines, names=NAMES, **kwargs)
+    out = run_processors(world, detector or FakeDetector(world, noise_px=1.0, seed=11),
+                         [tracker or ByteTrack(names=NAMES), lc])
+    return lc, out
+
+
+def walker(keys, height=100, crop=1, **kw):
+    return Actor("w", keys, height=height, crop=crop, **kw)
+
+
+def test_gate_scene_exact_counts_and_events():
+    world, expected = gate_scene()
+    lc, out = count(world, {"gate": GATE})
+    assert lc.counts == {"gate": expected}
+    crossings = events_of(out, "line_cross")
+    # a (id 1) left->right = out, c (id 2) right->left = in, at the same frames; b (3) hidden: in; e (5): out
+    assert [(e["track_id"], e["direction"]) for e in crossings] == [(1, "out"), (2, "in"), (3, "in"), (5, "out")]
+    assert crossings[0]["frame"] == crossings[1]["frame"]  # simultaneous
+    assert 66 <= crossings[2]["frame"] <= 78  # b counted when it reappears from behind the pillar
+    assert set(crossings[0]) == {"type", "line", "direction", "track_id", "class_name", "frame", "wall_time"}
+    assert crossings[0]["class_name"] == "person" and crossings[0]["line"] == "gate"
+    assert crossings[0]["wall_time"] == pytest.approx(world.frame(crossings[0]["frame"]).wall_time)
+    assert lc.summary() == {"lines": {"gate": {"in": 2, "out": 2, "by_class": {"person": {"in": 2, "out": 2}}}}}
+    assert out[-1].metadata["lines"] == {"gate": {"xyxy": list(GATE), "in": 2, "out": 2}}
+
+
+# line, walker from -> to (bottom-centre x, y): expected direction ("in" = left of the line to its right)
+DIRECTION_TABLE = [
+    ((240, 0, 240, 360), (60, 200), (420, 200), "out"),   # downward line, walking left->right
+    ((240, 0, 240, 360), (420, 200), (60, 200), "in"),
+    ((240, 360, 240, 0), (60, 200), (420, 200), "in"),    # upward line
+    ((240, 360, 240, 0), (420, 200), (60, 200), "out"),
+    ((0, 180, 480, 180), (240, 120), (240, 300), "in"),   # rightward line, walking down
+    ((0, 180, 480, 180), (240, 300), (240, 120), "out"),
+    ((480, 180, 0, 180), (240, 120), (240, 300), "out"),  # leftward line
+    ((100, 100, 400, 300), (300, 120), (150, 300), "in"),  # diagonal, walking down-left
+]
+
+
+@pytest.mark.parametrize("line, start, end, direction", DIRECTION_TABLE)
+def test_direction_table(line, start, end, direction):
+    world = World([walker([(0, *start), (60, *end)], height=60)], 61)
+    lc, out = count(world, {"l": line})
+    assert lc.counts["l"] == {"in": int(direction == "in"), "out": int(direction == "out")}
+    assert [e["direction"] for e in events_of(out, "line_cross")] == [direction]
+
+
+def test_touch_and_go_back_does_not_count():
+    # reaches 2 px past the line (inside the 4 px band), waits, walks back
+    world = World([walker([(0, 40, 200), (20, 242, 200), (24, 242, 200), (44, 40, 200)])], 45)
+    lc, _ = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=3))
+    assert lc.counts["gate"] == {"in": 0, "out": 0}
+
+
+def test_jitter_on_the_line_counts_once_per_real_crossing():
+    rng = np.random.default_rng(5)
+    jit = {f: (float(rng.uniform(-3, 3)), 0.0) for f in range(20, 40)}  # +-3 px around the line, 20 frames
+    world = World([walker([(0, 40, 200), (20, 240, 200), (40, 240, 200), (60, 440, 200)], jitter=jit)], 61)
+    for recount in (False, True):  # even counting every crossing, hysteresis makes it one
+        lc, out = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=3), recount=recount)
+        assert lc.counts["gate"] == {"in": 0, "out": 1}
+    # without hysteresis the same jitter would count many crossings
+    lc, _ = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=3), recount=True,
+                  hysteresis_px=0)
+    assert lc.counts["gate"]["out"] + lc.counts["gate"]["in"] > 3
+
+
+def test_once_per_line_unless_recount():
+    # crosses left->right, comes back right->left, crosses again left->right
+    keys = [(0, 60, 200), (15, 300, 200), (18, 300, 200), (33, 160, 200), (36, 160, 200), (51, 420, 200)]
+    world = World([walker(keys)], 52)
+    lc, _ = count(world, {"gate": GATE})
+    assert lc.counts["gate"] == {"in": 0, "out": 1}
+    lc, out = count(world, {"gate": GATE}, recount=True)
+    assert lc.counts["gate"] == {"in": 1, "out": 2}
+    assert [e["direction"] for e in events_of(out, "line_cross")] == ["out", "in", "out"]
+
+
+def test_crossing_outside_the_segment_does_not_count():
+    world = World([walker([(0, 60, 300), (30, 420, 300)]), Actor("v", [(0, 60, 150), (30, 420, 150)], 100, 1)], 31)
+    lc, out = count(world, {"short": (240, 0, 240, 200)})  # only the upper 200 px: v crosses it, w passes below
+    assert lc.counts["short"] == {"in": 0, "out": 1}
+    (ev,) = events_of(out, "line_cross")
+    v_id = next(int(t) for t, b in zip(out[5].track_id, out[5].xyxy) if b[3] < 200)
+    assert ev["track_id"] == v_id
+    lc, _ = count(world, {"short": (240, 0, 240, 200)}, extent_margin_px=120)  # a margin reaching y 320
+    assert lc.counts["short"] == {"in": 0, "out": 2}
+
+
+@pytest.mark.parametrize("line, keys, direction", [
+    ((0, 345, 480, 345), [(0, 240, 250), (20, 240, 420)], "in"),      # 15 px above the bottom edge, walking out
+    ((460, 0, 460, 360), [(0, 300, 200), (20, 520, 200)], "out"),     # 20 px from the right edge
+    ((20, 360, 20, 0), [(0, 200, 200), (20, -60, 200)], "out"),       # 20 px from the left edge
+])
+def test_line_near_the_frame_edge_counts(line, keys, direction):
+    world = World([walker(keys)], keys[-1][0] + 1)
+    lc, _ = count(world, {"edge": line})
+    assert lc.counts["edge"] == {"in": int(direction == "in"), "out": int(direction == "out")}
+
+
+def test_simultaneous_crossings_in_both_directions():
+    actors = [Actor(f"p{i}", [(0, 40 if i % 2 else 440, 60 + 70 * i), (60, 440 if i % 2 else 40, 60 + 70 * i)],
+                    height=55, crop=1) for i in range(5)]
+    world = World(actors, 61)
+    lc, out = count(world, {"gate": GATE})
+    assert lc.counts["gate"] == {"in": 3, "out": 2}
+    frames = {e["frame"] for e in events_of(out, "line_cross")}
+    assert len(frames) == 1 and len({e["track_id"] for e in events_of(out, "line_cross")}) == 5
+
+
+def test_hidden_crossing_counts_once_with_stitching_and_is_missed_without():
+    from test_bytetrack import slowing_walker
+
+    world = slowing_walker(12.0)  # hidden ~1 s behind the pillar [180, 300] while crossing x = 240
+    lc, _ = count(world, {"gate": GATE})
+    assert lc.counts["gate"] == {"in": 0, "out": 1}
+    lc, _ = count(world, {"gate": GATE}, tracker=ByteTrack(stitch=False))
+    assert lc.counts["gate"] == {"in": 0, "out": 0}  # the split tracks each only saw one side
+
+
+def test_class_filters_and_by_class():
+    actors = [Actor("p", [(0, 40, 100), (60, 440, 100)], 60, 1, class_id=0),
+              Actor("car", [(0, 40, 250), (60, 440, 250)], 60, 1, class_id=2),
+              Actor("bike", [(0, 440, 340), (60, 40, 340)], 60, 1, class_id=1)]
+    world = World(actors, 61)
+    specs = {"all": GATE, "cars": {"xyxy": GATE, "classes": ["car"]}, "ids": {"points": GATE, "classes": [0, 1]}}
+    lc, _ = count(world, specs)
+    assert lc.summary()["lines"] == {
+        "all": {"in": 1, "out": 2, "by_class": {"bicycle": {"in": 1, "out": 0}, "car": {"in": 0, "out": 1},
+                                                "person": {"in": 0, "out": 1}}},
+        "cars": {"in": 0, "out": 1, "by_class": {"car": {"in": 0, "out": 1}}},
+        "ids": {"in": 1, "out": 1, "by_class": {"bicycle": {"in": 1, "out": 0}, "person": {"in": 0, "out": 1}}},
+    }
+
+
+def test_anchor_choice_matters():
+    # a tall box whose top crosses a horizontal line while its bottom stays below it
+    world = World([walker([(0, 240, 330), (20, 240, 260)], height=150)], 21)
+    line = {"l": (0, 150, 480, 150)}
+    assert count(world, line)[0].counts["l"] == {"in": 0, "out": 0}
+    assert count(world, line, anchor="top_center")[0].counts["l"] == {"in": 0, "out": 1}
+
+
+def test_untracked_and_unconfirmed_detections_are_ignored():
+    lc = LineCounter({"gate": GATE})
+    world = World([walker([(0, 40, 200), (30, 440, 200)])], 31)
+    det = FakeDetector(world)
+    for f in range(31):
+        d = det(f)
+        lc.update(Detections(d.xyxy, d.score, d.class_id, np.full(len(d), -1)), world.frame(f))
+        lc.update(det(f), world.frame(f))  # no track_id at all
+    assert lc.counts == {"gate": {"in": 0, "out": 0}}
+
+
+def test_clone_keeps_lines_and_resets_counts():
+    world, expected = gate_scene()
+    lc, _ = count(world, {"gate": GATE})
+    twin = lc.clone()
+    assert twin.counts == {"gate": {"in": 0, "out": 0}}
+    run_processors(world, FakeDetector(world, seed=11), [ByteTrack(), twin])
+    assert twin.counts == {"gate": expected}
+
+
+@pytest.mark.parametrize("text, count_, message", [
+    ("gate", 4, "--line: expected NAME=x1,y1,x2,y2, got 'gate'"),
+    ("=1,2,3,4", 4, "--line: expected a name of letters, digits, '_', '-' or '.' before '=', got ''"),
+    ("g ate=1,2,3,4", 4, "--line: expected a name of letters"),
+    ("gate=1,2,3", 4, "--line gate: expected 4 numbers (NAME=x1,y1,x2,y2), got 3"),
+    ("gate=1,2,3,4,5", 4, "--line gate: expected 4 numbers (NAME=x1,y1,x2,y2), got 5"),
+    ("gate=1,2,x,4", 4, "--line gate: expected numbers separated by commas, got '1,2,x,4'"),
+    ("gate=1,,3,4", 4, "--line gate: expected numbers separated by commas"),
+    ("gate=1,2,nan,4", 4, "--line gate: expected finite numbers"),
+])
+def test_parse_line_flag_errors(text, count_, message):
+    with pytest.raises(ConfigError) as info:
+        parse_named_numbers(text, "--line", count=count_)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["gate=0,0,0,0"], "line gate: expected two distinct endpoints"),
+    (["a=0,0,1,1", "a=5,5,6,6"], "lines: expected unique names, got 'a' twice"),
+    ({"g": {"xyxy": [0, 0, 1, 1], "colour": "red"}}, "line g: unknown key 'colour'"),
+    ({"g": {"classes": ["car"]}}, "line g: expected 'xyxy: [x1, y1, x2, y2]', got no points"),
+    ({"g": {"xyxy": [0, 0, 1, 1], "anchor": "feet"}}, "line g anchor: expected one of bottom_center"),
+    ({"g": {"xyxy": [0, 0, 1, 1], "classes": ["unicorn"]}}, "line g classes: expected a class name of the model"),
+    ({"g": {"xyxy": [0, 0, 1, 1], "classes": [7]}}, "line g classes: expected ids in [0, 2], got 7"),
+    ({}, "lines: expected at least one line, got none"),
+    ([42], "lines: expected NAME=x1,y1,x2,y2 or a mapping of names to points, got 42"),
+])
+def test_bad_line_configs(lines, message):
+    with pytest.raises(ConfigError) as info:
+        LineCounter(lines, names=NAMES)
+    assert message in str(info.value)
+
+
+def test_line_specs_forms_agree():
+    a = line_specs(["gate=1,2,3,4"])
+    b = line_specs({"gate": [1, 2, 3, 4]})
+    c = line_specs({"gate": {"xyxy": [[1, 2], [3, 4]]}})
+    d = line_specs([LineSpec("gate", (1, 2, 3, 4))])
+    assert [s.xyxy for s in a + b + c + d] == [(1.0, 2.0, 3.0, 4.0)] + [(1, 2, 3, 4)] * 3
