@@ -1,0 +1,347 @@
+"""Events out of a run: the event envelope, ``object_update`` throttling, and the sink that fans events out.
+
+Processors (line/zone counters, the tracker) append plain event dicts to ``detections.metadata["events"]``
+(see ``INTERFACES``: ``line_cross``, ``zone_enter``, ``zone_exit``, ``object_new``, ``object_end``).
+:class:`EventBuilder` turns them into **enveloped events**, the JSON documented in README and validated by the
+JSON Schema shipped in the package (:func:`load_schema`, ``edge_detect/schemas/events.schema.json``)::
+
+    {"schema": 1, "id": "3f0c...", "seq": 17, "type": "line_cross", "source": "gate", "frame": 412,
+     "wall_time": 1718000000.123, "line": "door", "direction": "in", "track_id": 7, "class_name": "person",
+     "snapshot": "snaps/gate/gate-00000412.jpg"}
+
+* ``schema``: :data:`SCHEMA_VERSION`; ``id``: uuid4 hex, unique (deduplicate QoS 1 redeliveries with it);
+  ``seq``: per source, 1, 2, 3... over every event of the source in this run (a gap means a lost event);
+  ``frame`` / ``wall_time``: the frame the event belongs to (Unix seconds at capture).
+* ``object_update`` is produced here from tracked detections (``track_id >= 0``): at most one every
+  ``update_interval_s`` seconds (frame wall time) per track, the first one ``update_interval_s`` after the track
+  was first seen. Its fields: ``track_id``, ``class_name``, ``score``, ``xyxy`` (original-frame pixels),
+  ``first_seen``.
+
+:class:`EventsSink` is the one sink behind ``--mqtt``, ``--webhook`` and ``--snapshots``: per processed frame it
+builds the events once (so MQTT and the webhook carry the same ``id``/``seq``), writes the snapshot JPEG
+**before** handing the events to the transports (:class:`EventTransport`: MQTT, webhook), and every
+``stats_interval_s`` seconds hands each transport a per-source stats dict (:meth:`EventsSink.stats`). Transports
+queue and send in their own threads: ``write`` never waits for the network.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from importlib import resources
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+
+from edge_detect.sinks import Sink, StreamInfo
+from edge_detect.stats import RateMeter, nan_to_none, percentiles
+
+__all__ = ["SCHEMA_VERSION", "EVENT_TYPES", "EventBuilder", "EventTransport", "EventsSink", "load_schema",
+           "validate_event", "frame_events"]
+
+LOGGER = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+EVENT_TYPES = ("line_cross", "zone_enter", "zone_exit", "object_new", "object_update", "object_end")
+_ENVELOPE = ("schema", "id", "seq", "type", "source", "frame", "wall_time")
+
+
+def load_schema() -> Dict[str, Any]:
+    """The JSON Schema of an enveloped event (package data ``edge_detect/schemas/events.schema.json``)."""
+    text = resources.files("edge_detect").joinpath("schemas", "events.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def validate_event(event: Dict[str, Any]) -> None:
+    """Validate one enveloped event against :func:`load_schema` (needs ``jsonschema``).
+
+    Raises:
+        jsonschema.ValidationError: the event does not match the schema.
+        MissingDependencyError: jsonschema is not installed.
+    """
+    from edge_detect._optional import require
+
+    jsonschema = require("jsonschema", "dev")
+    jsonschema.validate(event, load_schema())
+
+
+def frame_events(result: Any) -> List[Dict[str, Any]]:
+    """The processor events of a :class:`~edge_detect.types.Result` (``detections.metadata["events"]``)."""
+    return list(result.detections.metadata.get("events", ()) or ())
+
+
+def _jsonable(value: Any) -> Any:
+    """NumPy scalars/arrays and tuples -> plain JSON types (floats rounded to 6 digits, NaN -> None)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return nan_to_none(round(value, 6))
+    return value
+
+
+class EventBuilder:
+    """Envelope processor events and derive throttled ``object_update`` events (see module doc).
+
+    Args:
+        update_interval_s: least time between two ``object_update`` of one track (frame wall time);
+            ``0`` disables ``object_update``.
+        forget_after_s: a track not seen for this long is forgotten (bounds memory when the tracker emits no
+            ``object_end``); default ``max(30, 6 * update_interval_s)``.
+
+    Not thread-safe: call :meth:`build` from one thread (the sinks thread).
+    """
+
+    def __init__(self, update_interval_s: float = 5.0, forget_after_s: Optional[float] = None) -> None:
+        if update_interval_s < 0:
+            raise ValueError(f"update_interval_s: expected >= 0, got {update_interval_s}")
+        self.update_interval_s = float(update_interval_s)
+        self.forget_after_s = float(forget_after_s) if forget_after_s is not None else \
+            max(30.0, 6 * self.update_interval_s)
+        self._seq: Dict[str, int] = {}
+        # (source, track_id) -> [first_seen, last_update, last_seen]
+        self._tracks: Dict[Tuple[str, int], List[float]] = {}
+        self._last_prune = 0.0
+
+    def seq(self, source_id: str) -> int:
+        """The ``seq`` of the last event of ``source_id`` (0 before any)."""
+        return self._seq.get(source_id, 0)
+
+    def envelope(self, event: Dict[str, Any], source_id: str, frame: int, wall_time: float) -> Dict[str, Any]:
+        """``event`` with ``schema``, ``id``, ``seq``, ``source`` (and ``frame``/``wall_time`` when missing)
+        in front; values made JSON-ready. Increments the source's ``seq``."""
+        seq = self._seq.get(source_id, 0) + 1
+        self._seq[source_id] = seq
+        body = {k: _jsonable(v) for k, v in event.items() if k not in ("schema", "id", "seq", "source")}
+        out: Dict[str, Any] = {"schema": SCHEMA_VERSION, "id": uuid.uuid4().hex, "seq": seq,
+                               "type": str(body.pop("type", "unknown")), "source": str(source_id),
+                               "frame": int(body.pop("frame", frame)),
+                               "wall_time": round(float(body.pop("wall_time", wall_time)), 6)}
+        out.update(body)
+        return out
+
+    def build(self, result: Any) -> List[Dict[str, Any]]:
+        """Enveloped events of one processed frame: the processors' events, then ``object_update`` events.
+
+        Args:
+            result: a :class:`~edge_detect.types.Result` (``frame.source_id``, ``frame.index``,
+                ``frame.wall_time``, ``detections`` with optional ``track_id``, ``names``).
+        """
+        frame, dets = result.frame, result.detections
+        sid, index, wall = str(frame.source_id), int(frame.index), float(frame.wall_time)
+        out = [self.envelope(ev, sid, index, wall) for ev in frame_events(result)]
+        for ev in out:
+            if ev["type"] == "object_new" and "track_id" in ev:
+                self._tracks[(sid, int(ev["track_id"]))] = [wall, wall, wall]
+            elif ev["type"] == "object_end" and "track_id" in ev:
+                self._tracks.pop((sid, int(ev["track_id"])), None)
+        if dets.track_id is not None and self.update_interval_s > 0:
+            names = result.names
+            for i in range(len(dets)):
+                tid = int(dets.track_id[i])
+                if tid < 0:
+                    continue
+                state = self._tracks.get((sid, tid))
+                if state is None:
+                    self._tracks[(sid, tid)] = [wall, wall, wall]
+                    continue
+                state[2] = wall
+                if wall - state[1] >= self.update_interval_s:
+                    state[1] = wall
+                    cid = int(dets.class_id[i])
+                    out.append(self.envelope({
+                        "type": "object_update", "track_id": tid,
+                        "class_name": names[cid] if 0 <= cid < len(names) else str(cid),
+                        "score": round(float(dets.score[i]), 5),
+                        "xyxy": [round(float(v), 2) for v in dets.xyxy[i]], "first_seen": round(state[0], 6),
+                    }, sid, index, wall))
+        if wall - self._last_prune > self.forget_after_s / 4:
+            self._last_prune = wall
+            for key in [k for k, st in self._tracks.items() if k[0] == sid and wall - st[2] > self.forget_after_s]:
+                del self._tracks[key]
+        return out
+
+
+class EventTransport:
+    """Where enveloped events go (MQTT, webhook). Implementations queue and send in their own thread.
+
+    ``send`` must return at once (bounded queue: when full, drop the oldest and count it).
+    """
+
+    name = "transport"
+
+    def start(self, streams: Sequence[StreamInfo]) -> None:
+        """Called once before the first event."""
+
+    def send(self, event: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def send_stats(self, source_id: str, stats: Dict[str, Any]) -> None:
+        """Periodic per-source stats (see :meth:`EventsSink.stats`); default: ignored."""
+
+    def queue_stats(self) -> Dict[str, int]:
+        """``{"queued", "sent", "dropped", "failed"}`` counts of events (``queued`` = waiting now)."""
+        return {"queued": 0, "sent": 0, "dropped": 0, "failed": 0}
+
+    def close(self) -> None:
+        """Deliver what can be delivered within the transport's close timeout, then release."""
+
+
+class _SourceStats:
+    """Per-source running figures for the stats messages (guarded by the sink's lock)."""
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.rate = RateMeter(5.0)
+        self.latency_ms: Deque[float] = deque(maxlen=512)
+        self.events: Dict[str, int] = {}
+        self.lines: Dict[str, Dict[str, int]] = {}
+        self.zones: Dict[str, Dict[str, int]] = {}
+
+
+class EventsSink(Sink):
+    """Build events once per frame, write snapshots, hand events and stats to the transports.
+
+    Args:
+        transports: :class:`EventTransport` objects (MQTT, webhook); may be empty (snapshots only).
+        snapshots: a :class:`~edge_detect.sinks.snapshots.SnapshotWriter` or ``None``.
+        update_interval_s: ``object_update`` throttle (see :class:`EventBuilder`).
+        stats_interval_s: period of :meth:`EventTransport.send_stats` (``0`` = never).
+
+    :meth:`attach` (called by ``build_pipeline`` with the pipeline) adds the sources' read / dropped / corrupt /
+    reconnects counts to the stats.
+    """
+
+    name = "events"
+
+    def __init__(self, transports: Sequence[EventTransport] = (), snapshots: Any = None,
+                 update_interval_s: float = 5.0, stats_interval_s: float = 5.0) -> None:
+        if stats_interval_s < 0:
+            raise ValueError(f"stats_interval_s: expected >= 0, got {stats_interval_s}")
+        self.transports = list(transports)
+        self.snapshots = snapshots
+        self.builder = EventBuilder(update_interval_s)
+        self.stats_interval_s = float(stats_interval_s)
+        self.events_total = 0
+        self._lock = threading.Lock()
+        self._sources: Dict[str, _SourceStats] = {}
+        self._pipeline: Any = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._closed = False
+
+    def attach(self, pipeline: Any) -> None:
+        """Read the sources' capture counters from ``pipeline.sources[*].stats`` in the stats messages."""
+        self._pipeline = pipeline
+
+    def start(self, streams: Sequence[StreamInfo]) -> None:
+        with self._lock:
+            for s in streams:
+                self._sources.setdefault(s.source_id, _SourceStats())
+        for t in self.transports:
+            t.start(streams)
+        if self.stats_interval_s > 0 and any(type(t).send_stats is not EventTransport.send_stats
+                                             for t in self.transports):
+            self._thread = threading.Thread(target=self._stats_loop, name="events-stats", daemon=True)
+            self._thread.start()
+
+    def write(self, result: Any) -> None:
+        events = self.builder.build(result)
+        now = time.perf_counter()
+        sid = str(result.frame.source_id)
+        with self._lock:
+            st = self._sources.setdefault(sid, _SourceStats())
+            if not getattr(result, "final", False):
+                st.processed += 1
+                st.rate.tick(now)
+                if result.frame.capture_time:
+                    st.latency_ms.append((now - result.frame.capture_time) * 1e3)
+            for ev in events:
+                st.events[ev["type"]] = st.events.get(ev["type"], 0) + 1
+                if ev["type"] == "line_cross" and "line" in ev:
+                    d = st.lines.setdefault(str(ev["line"]), {"in": 0, "out": 0})
+                    d[str(ev.get("direction"))] = d.get(str(ev.get("direction")), 0) + 1
+                elif ev["type"] in ("zone_enter", "zone_exit") and "zone" in ev:
+                    d = st.zones.setdefault(str(ev["zone"]), {"enter": 0, "exit": 0})
+                    d[ev["type"][5:]] += 1
+        if not events:
+            return
+        if self.snapshots is not None:
+            self.snapshots.write(result, events)  # sets ev["snapshot"] (and "snapshot_crop") before sending
+        for ev in events:
+            for t in self.transports:
+                t.send(ev)
+        self.events_total += len(events)
+
+    def stats(self, source_id: str) -> Dict[str, Any]:
+        """The stats message of a source (``{prefix}/{source_id}/stats`` on MQTT)::
+
+            {"source", "wall_time", "processed", "fps", "latency_ms": {"p50", "p95"}, "read", "dropped",
+             "corrupt", "reconnects", "events": {type: n}, "lines": {name: {"in", "out"}},
+             "zones": {name: {"enter", "exit"}}, "queue": {transport: {"queued", "sent", "dropped", "failed"}}}
+
+        ``fps`` over the last 5 s; latency (capture -> this sink) over the last 512 frames; counts since the
+        start of the run; ``read``/``dropped``/``corrupt``/``reconnects`` are ``None`` without :meth:`attach`.
+        """
+        with self._lock:
+            st = self._sources.setdefault(source_id, _SourceStats())
+            p = percentiles(st.latency_ms, (50, 95))
+            out: Dict[str, Any] = {
+                "source": source_id, "wall_time": round(time.time(), 3), "processed": st.processed,
+                "fps": round(st.rate.rate, 2), "latency_ms": {"p50": p[50], "p95": p[95]},
+                "read": None, "dropped": None, "corrupt": None, "reconnects": None,
+                "events": dict(st.events), "lines": {k: dict(v) for k, v in st.lines.items()},
+                "zones": {k: dict(v) for k, v in st.zones.items()},
+            }
+        for src in getattr(self._pipeline, "sources", ()) or ():
+            if str(src.source_id) == source_id:
+                s = src.stats
+                out.update(read=s.read, dropped=s.dropped, corrupt=s.corrupt, reconnects=s.reconnects)
+        out["queue"] = {t.name: t.queue_stats() for t in self.transports}
+        return _jsonable(out)
+
+    def _publish_stats(self) -> None:
+        with self._lock:
+            ids = list(self._sources)
+        for sid in ids:
+            stats = self.stats(sid)
+            for t in self.transports:
+                t.send_stats(sid, stats)
+
+    def _stats_loop(self) -> None:
+        while not self._stop.wait(self.stats_interval_s):
+            try:
+                self._publish_stats()
+            except Exception as exc:  # noqa: BLE001 - a stats hiccup must not kill the thread
+                LOGGER.warning("events: stats message failed: %s", exc)
+
+    def queue_stats(self) -> Dict[str, Dict[str, int]]:
+        """Per transport name: ``{"queued", "sent", "dropped", "failed"}`` (for metrics)."""
+        return {t.name: t.queue_stats() for t in self.transports}
+
+    def close(self) -> None:
+        """Stop the stats thread, send a last stats message, close every transport (each flushes its queue)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+            try:
+                self._publish_stats()
+            except Exception as exc:  # noqa: BLE001 - still close the transports
+                LOGGER.warning("events: last stats message failed: %s", exc)
+        errors = []
+        for t in self.transports:
+            try:
+                t.close()
+            except Exception as exc:  # noqa: BLE001 - close the others, then report
+                errors.append(f"{t.name}: {exc}")
+        if self.snapshots is not None:
+            self.snapshots.close()
+        if errors:
+            LOGGER.error("events: closing transports failed: %s", "; ".join(errors))

@@ -1,0 +1,194 @@
+"""Webhook transport of events: each enveloped event POSTed as JSON (stdlib ``urllib``), off the capture loop.
+
+``--webhook URL`` (``http://`` or ``https://``; ``user:pass@`` in the URL becomes HTTP basic auth and is
+masked in logs). One request per event, ``Content-Type: application/json``, body = the event (the same JSON
+as on MQTT, see :mod:`edge_detect.sinks.events`), in ``seq`` order.
+
+* :meth:`WebhookTransport.send` appends to a bounded queue (full: the oldest is dropped and counted) and
+  returns at once; a sender thread POSTs.
+* A 2xx answer delivers the event. A connection error, a timeout, 408, 429 or 5xx is retried with
+  exponential backoff (``backoff_initial_s`` doubling up to ``backoff_max_s``) up to ``retries`` times; the
+  event is then given up (``failed``). Other 4xx answers are not retried (``failed``). The event at the head
+  of the queue is retried before the next one is sent, so order is kept.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from typing import Any, Deque, Dict, Optional, Sequence
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from edge_detect.errors import ConfigError
+from edge_detect.sinks import StreamInfo
+from edge_detect.sinks.events import EventTransport
+from edge_detect.stream.sources import mask_credentials
+
+__all__ = ["WebhookTransport"]
+
+LOGGER = logging.getLogger(__name__)
+_RETRY_STATUS = (408, 429)
+
+
+class WebhookTransport(EventTransport):
+    """POST events to ``url`` from a background thread (see module doc).
+
+    Args:
+        url: ``http(s)://[user:pass@]host[:port]/path``.
+        timeout_s: per-request timeout.
+        retries: retries of one event after its first failure (so ``retries + 1`` attempts at most).
+        backoff_initial_s, backoff_max_s: wait before the first retry, doubled per retry up to the max.
+        queue_size: events waiting at most (oldest dropped beyond).
+        close_timeout_s: on close, time allowed to deliver what is queued.
+        headers: extra HTTP headers (e.g. ``{"Authorization": "Bearer ..."}``; values are never logged).
+
+    Raises:
+        ConfigError: not an http(s) URL, or bad sizes / times.
+    """
+
+    name = "webhook"
+
+    def __init__(self, url: str, timeout_s: float = 5.0, retries: int = 5, backoff_initial_s: float = 0.5,
+                 backoff_max_s: float = 30.0, queue_size: int = 1000, close_timeout_s: float = 5.0,
+                 headers: Optional[Dict[str, str]] = None) -> None:
+        self.masked = mask_credentials(url)
+        parts = urlsplit(str(url))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"webhook URL {self.masked}: expected http(s)://host[:port]/path, got scheme "
+                              f"'{parts.scheme}'{'' if parts.hostname else ' and no host'}")
+        if timeout_s <= 0 or retries < 0 or queue_size < 1 or backoff_initial_s < 0 or backoff_max_s < 0:
+            raise ConfigError(f"webhook {self.masked}: expected timeout_s > 0, retries >= 0, queue_size >= 1 and "
+                              f"backoffs >= 0, got {timeout_s}, {retries}, {queue_size}, "
+                              f"{backoff_initial_s}/{backoff_max_s}")
+        self.headers = {"Content-Type": "application/json", "User-Agent": "edge-detect", **(headers or {})}
+        if parts.username is not None:
+            netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+            token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode("utf-8")
+            self.headers["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
+            parts = parts._replace(netloc=netloc)
+        self._url = urlunsplit(parts)
+        self.timeout_s, self.retries = float(timeout_s), int(retries)
+        self.backoff_initial_s, self.backoff_max_s = float(backoff_initial_s), float(backoff_max_s)
+        self.queue_size, self.close_timeout_s = int(queue_size), float(close_timeout_s)
+        self._cond = threading.Condition()
+        self._queue: Deque[bytes] = deque()
+        self._busy = False
+        self._closing = False
+        self._abort = threading.Event()
+        self.sent = self.dropped = self.failed = self.attempts = 0
+        self._thread = threading.Thread(target=self._loop, name="webhook-sender", daemon=True)
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"WebhookTransport({self.masked!r})"
+
+    def start(self, streams: Sequence[StreamInfo] = ()) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+            LOGGER.info("webhook events to %s", self.masked)
+
+    def send(self, event: Dict[str, Any]) -> None:
+        """Queue one event; never blocks (drops the oldest when full)."""
+        body = json.dumps(event, separators=(",", ":")).encode("utf-8")
+        with self._cond:
+            if len(self._queue) >= self.queue_size:
+                self._queue.popleft()
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 100 == 0:
+                    LOGGER.warning("webhook %s: queue full (%d): dropping the oldest event (%d dropped)",
+                                   self.masked, self.queue_size, self.dropped)
+            self._queue.append(body)
+            self._cond.notify_all()
+
+    def queue_stats(self) -> Dict[str, int]:
+        with self._cond:
+            return {"queued": len(self._queue), "sent": self.sent, "dropped": self.dropped, "failed": self.failed}
+
+    def _post(self, body: bytes) -> Optional[str]:
+        """One POST; ``None`` when delivered, else the reason; raises ``_Permanent`` for non-retryable answers."""
+        req = urllib.request.Request(self._url, data=body, headers=self.headers, method="POST")
+        self.attempts += 1
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                resp.read()
+                return None
+        except urllib.error.HTTPError as exc:
+            if exc.code in _RETRY_STATUS or exc.code >= 500:
+                return f"HTTP {exc.code}"
+            raise _Permanent(f"HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:  # refused, reset, timeout (socket.timeout is OSError)
+            return mask_credentials(str(getattr(exc, "reason", exc)))
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._closing)
+                if not self._queue:
+                    return
+                body = self._queue[0]
+                self._busy = True
+            delivered, delay = False, self.backoff_initial_s
+            for attempt in range(self.retries + 1):
+                try:
+                    reason = self._post(body)
+                except _Permanent as exc:
+                    LOGGER.error("webhook %s: event rejected (%s), not retried", self.masked, exc)
+                    break
+                if reason is None:
+                    delivered = True
+                    break
+                if attempt == self.retries or self._abort.is_set():
+                    LOGGER.error("webhook %s: giving up an event after %d attempts (%s)", self.masked,
+                                 attempt + 1, reason)
+                    break
+                LOGGER.warning("webhook %s: %s; retry %d/%d in %.1f s", self.masked, reason, attempt + 1,
+                               self.retries, delay)
+                if self._abort.wait(delay):
+                    break
+                delay = min(max(delay * 2, 0.05), self.backoff_max_s)
+            with self._cond:
+                if self._queue and self._queue[0] is body:
+                    self._queue.popleft()  # (unless dropped as the oldest meanwhile)
+                if delivered:
+                    self.sent += 1
+                else:
+                    self.failed += 1
+                self._busy = False
+                self._cond.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the queue is empty and no request is running (``True``) or ``timeout`` passed."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+
+    def close(self) -> None:
+        """Deliver for up to ``close_timeout_s``, then stop (undelivered events counted as ``failed``)."""
+        if not self._started:
+            return
+        self.flush(self.close_timeout_s)
+        with self._cond:
+            self._closing = True
+            left = len(self._queue)
+            self.failed += max(0, left - (1 if self._busy else 0))
+            busy_body = self._queue[0] if self._busy and self._queue else None
+            self._queue.clear()
+            if busy_body is not None:
+                self._queue.append(busy_body)  # the running request finishes or gives up (counted there)
+            self._cond.notify_all()
+        self._abort.set()
+        self._thread.join(self.timeout_s + 1.0)
+        if left:
+            LOGGER.warning("webhook %s: %d events not delivered within %.1f s at close", self.masked, left,
+                           self.close_timeout_s)
+        LOGGER.info("webhook %s closed: %d events sent, %d dropped, %d failed", self.masked, self.sent,
+                    self.dropped, self.failed)
+
+
+class _Permanent(Exception):
+    """A non-retryable HTTP answer (4xx other than 408 / 429)."""
