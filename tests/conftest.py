@@ -24,6 +24,16 @@ def _shared() -> Path:
 SHARED = _shared()
 
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.perf`` tests (timing assertions) run only when selected: ``pytest -m perf``."""
+    if "perf" in (config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason="timing test: run with -m perf")
+    for item in items:
+        if "perf" in item.keywords:
+            item.add_marker(skip)
+
+
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found: {path} (set EDGE_DETECT_DATA to the shared folder)")

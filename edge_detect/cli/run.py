@@ -82,6 +82,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     o.add_argument("--sink", action="append", default=None, metavar="SPEC",
                    help="any sink by spec (repeatable): a path by suffix (.mp4 .mkv .jsonl ...), a URI by scheme "
                         "(mjpeg://HOST:PORT ...) or 'display'; added to the config's sinks")
+    e = p.add_argument_group("events and metrics (event JSON schema: README 'Events')")
+    e.add_argument("--mqtt", default=None, metavar="URI",
+                   help="publish events and stats to an MQTT broker: mqtt://[user:pass@]host[:port][/prefix] or "
+                        "mqtts://... (prefix default edge_detect; topics {prefix}/{source}/events, "
+                        "{prefix}/{source}/stats, {prefix}/availability)")
+    e.add_argument("--mqtt-ca", default=None, metavar="PEM", help="mqtts: CA bundle that signed the broker")
+    e.add_argument("--mqtt-cert", default=None, metavar="PEM", help="mqtts: client certificate (mutual TLS)")
+    e.add_argument("--mqtt-key", default=None, metavar="PEM", help="mqtts: client private key (mutual TLS)")
+    e.add_argument("--webhook", default=None, metavar="URL",
+                   help="POST every event as JSON to this http(s) URL (retries with backoff, bounded queue)")
+    e.add_argument("--snapshots", default=None, metavar="DIR",
+                   help="write a JPEG of each event's frame (boxes drawn) before the event is sent; the event "
+                        "carries its path (retention in the config: snapshot_keep, snapshot_max_age_s)")
+    e.add_argument("--snapshot-crop", action="store_true", default=None,
+                   help="with --snapshots: also a JPEG of the event's object box")
+    e.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    e.add_argument("--metrics-host", default=None, metavar="ADDR",
+                   help="metrics bind address (default: 127.0.0.1; 0.0.0.0 exposes it to the network)")
     o.add_argument("--summary-json", default=None, metavar="PATH",
                    help="write the final summary (counts, fps, stage timings, latency) as JSON")
     r = p.add_argument_group("stopping")
@@ -119,7 +138,46 @@ def _sink_flags(args: argparse.Namespace, cfg: Any) -> List[SinkConfig]:
         if not ports or ports[0] is None:
             raise ConfigError("--preview-host: expected --preview-port or a mjpeg:// sink in the config, got none")
         specs.append(SinkConfig(f"mjpeg://{args.preview_host}:{ports[0].group(1)}"))
+    specs += _event_flags(args, cfg)
     specs += [SinkConfig(s) for s in args.sink or ()]
+    return specs
+
+
+def _event_flags(args: argparse.Namespace, cfg: Any) -> List[SinkConfig]:
+    """Sink specs from --mqtt(-ca/-cert/-key) / --webhook / --snapshots(-crop) / --metrics-port/-host."""
+    from edge_detect.stream.sources import mask_credentials
+
+    specs: List[SinkConfig] = []
+    tls = {k: v for k, v in (("ca", args.mqtt_ca), ("cert", args.mqtt_cert), ("key", args.mqtt_key)) if v}
+    if args.mqtt:
+        if not re.match(r"mqtts?://", args.mqtt, flags=re.IGNORECASE):
+            raise ConfigError(f"--mqtt: expected mqtt://[user:pass@]host[:port][/prefix] or mqtts://..., got "
+                              f"{mask_credentials(args.mqtt)!r}")
+        specs.append(SinkConfig(args.mqtt, tls))
+    elif tls:
+        raise ConfigError("--mqtt-ca/--mqtt-cert/--mqtt-key: expected --mqtt mqtts://... too, got no --mqtt")
+    if args.webhook:
+        if not re.match(r"https?://", args.webhook, flags=re.IGNORECASE):
+            raise ConfigError(f"--webhook: expected an http:// or https:// URL, got "
+                              f"{mask_credentials(args.webhook)!r}")
+        specs.append(SinkConfig(f"webhook+{args.webhook}"))
+    if args.snapshots:
+        opts: Dict[str, Any] = {}
+        for sc in cfg.sinks:  # keep the config's event settings (retention...), change the folder
+            if sc.spec == "events":
+                opts.update(sc.options)
+        opts["snapshots"] = args.snapshots
+        if args.snapshot_crop:
+            opts["snapshot_crop"] = True
+        specs.append(SinkConfig("events", opts))
+    elif args.snapshot_crop:
+        raise ConfigError("--snapshot-crop: expected --snapshots DIR too, got none")
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port: expected a port in 0..65535, got {args.metrics_port}")
+        specs.append(SinkConfig(f"metrics://{args.metrics_host or '127.0.0.1'}:{args.metrics_port}"))
+    elif args.metrics_host:
+        raise ConfigError("--metrics-host: expected --metrics-port too, got none")
     return specs
 class _SignalStop:
     """Installs SIGINT/SIGTERM handlers (main thread only) that set ``event``; a second signal aborts."""

@@ -39,6 +39,12 @@ SINK_MODULES: Dict[str, str] = {
     "mjpeg": "edge_detect.sinks.mjpeg",
     **{s: "edge_detect.sinks.video" for s in VIDEO_SUFFIXES},
     **{s: "edge_detect.sinks.jsonl" for s in JSONL_SUFFIXES},
+    "events": "edge_detect.sinks.events",
+    "mqtt": "edge_detect.sinks.mqtt",
+    "mqtts": "edge_detect.sinks.mqtt",
+    "webhook+http": "edge_detect.sinks.webhook",
+    "webhook+https": "edge_detect.sinks.webhook",
+    "metrics": "edge_detect.sinks.metrics",
 }
 # other spellings accepted for a key
 _ALIASES = {"show": "display", "window": "display"}

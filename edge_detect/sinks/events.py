@@ -34,11 +34,11 @@ from collections import deque
 from importlib import resources
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
-from edge_detect.sinks import Sink, StreamInfo
+from edge_detect.sinks.base import Sink, StreamInfo, register_sink
 from edge_detect.stats import RateMeter, nan_to_none, percentiles
 
 __all__ = ["SCHEMA_VERSION", "EVENT_TYPES", "EventBuilder", "EventTransport", "EventsSink", "load_schema",
-           "validate_event", "frame_events"]
+           "validate_event", "frame_events", "arrange_sinks"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class EventsSink(Sink):
     name = "events"
 
     def __init__(self, transports: Sequence[EventTransport] = (), snapshots: Any = None,
-                 update_interval_s: float = 5.0, stats_interval_s: float = 5.0) -> None:
+                 update_interval_s: float = 5.0, stats_interval_s: float = 5.0, primary: bool = False) -> None:
         if stats_interval_s < 0:
             raise ValueError(f"stats_interval_s: expected >= 0, got {stats_interval_s}")
         self.transports = list(transports)
@@ -233,6 +233,17 @@ class EventsSink(Sink):
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._closed = False
+        self.primary = primary
+
+    def absorb(self, other: "EventsSink") -> None:
+        """Take over ``other``'s transports (and snapshots when this sink has none): one builder, so every
+        transport carries the same ``id``/``seq``. ``other`` must not be used afterwards."""
+        self.transports.extend(other.transports)
+        other.transports = []
+        if self.snapshots is None:
+            self.snapshots, other.snapshots = other.snapshots, None
+        elif other.snapshots is not None:
+            raise ValueError("events: expected one snapshots folder per run, got two")
 
     def attach(self, pipeline: Any) -> None:
         """Read the sources' capture counters from ``pipeline.sources[*].stats`` in the stats messages."""
@@ -292,7 +303,7 @@ class EventsSink(Sink):
             p = percentiles(st.latency_ms, (50, 95))
             out: Dict[str, Any] = {
                 "source": source_id, "wall_time": round(time.time(), 3), "processed": st.processed,
-                "fps": round(st.rate.rate, 2), "latency_ms": {"p50": p[50], "p95": p[95]},
+                "fps": round(st.rate.rate, 2), "latency_ms": {"p50": round(p[50], 1), "p95": round(p[95], 1)},
                 "read": None, "dropped": None, "corrupt": None, "reconnects": None,
                 "events": dict(st.events), "lines": {k: dict(v) for k, v in st.lines.items()},
                 "zones": {k: dict(v) for k, v in st.zones.items()},
@@ -345,3 +356,41 @@ class EventsSink(Sink):
             self.snapshots.close()
         if errors:
             LOGGER.error("events: closing transports failed: %s", "; ".join(errors))
+
+
+def arrange_sinks(sinks: Sequence[Sink]) -> List[Sink]:
+    """The sinks of a run as the pipeline should call them: every :class:`EventsSink` merged into one (at the
+    place of the first; the ``events`` spec's settings win, see :func:`_open_events`), and sinks that ask to run
+    last (``runs_last = True``: the metrics sink, which measures glass-to-glass latency) moved to the end."""
+    hubs = [s for s in sinks if isinstance(s, EventsSink)]
+    out: List[Sink] = list(sinks)
+    if len(hubs) > 1:
+        main = next((h for h in hubs if h.primary), hubs[0])
+        for h in hubs:
+            if h is not main:
+                main.absorb(h)
+        first = out.index(hubs[0])
+        out = [s for s in out if not isinstance(s, EventsSink)]
+        out.insert(first, main)
+    return [s for s in out if not getattr(s, "runs_last", False)] + \
+        [s for s in out if getattr(s, "runs_last", False)]
+
+
+@register_sink("events")
+def _open_events(target: str, snapshots: Optional[str] = None, snapshot_crop: bool = False,
+                 snapshot_keep: Optional[int] = 1000, snapshot_max_age_s: Optional[float] = None,
+                 snapshot_quality: int = 90, update_interval_s: float = 5.0,
+                 stats_interval_s: float = 5.0) -> EventsSink:
+    """``events``: the event settings of the run (snapshots, ``object_update`` and stats periods); merged with
+    the ``mqtt://`` / ``webhook+http(s)://`` sinks of the run by :func:`arrange_sinks`."""
+    from edge_detect.errors import ConfigError
+    from edge_detect.sinks.snapshots import SnapshotWriter
+
+    try:
+        writer = None if snapshots is None else SnapshotWriter(snapshots, crop=snapshot_crop, keep=snapshot_keep,
+                                                               max_age_s=snapshot_max_age_s,
+                                                               quality=snapshot_quality)
+        return EventsSink([], writer, update_interval_s=update_interval_s, stats_interval_s=stats_interval_s,
+                          primary=True)
+    except ValueError as exc:
+        raise ConfigError(f"sink 'events': {exc}") from exc

@@ -45,7 +45,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 
 from edge_detect._optional import require
 from edge_detect.errors import SinkError
-from edge_detect.sinks import Sink, StreamInfo
+from edge_detect.sinks.base import Sink, StreamInfo, register_sink
 from edge_detect.sinks.events import frame_events
 from edge_detect.stats import RateMeter
 
@@ -68,6 +68,7 @@ class MetricsSink(Sink):
     """
 
     name = "metrics"
+    runs_last = True  # glass-to-glass = when this sink gets the frame (see module doc)
 
     def __init__(self, port: int = 9100, host: str = "127.0.0.1") -> None:
         prom = require("prometheus_client", "events", package="prometheus-client")
@@ -89,7 +90,7 @@ class MetricsSink(Sink):
                                    ["source", "zone", "transition"], registry=r)
         self._occupancy = prom.Gauge("edge_detect_zone_occupancy", "Objects in a zone (enters - exits)",
                                      ["source", "zone"], registry=r)
-        self._prom = prom
+        self._core = require("prometheus_client.core", "events", package="prometheus-client")
         self._pipeline: Any = None
         self._rates: Dict[str, RateMeter] = {}
         self._pending: Dict[str, Any] = {}  # source -> frame whose stage timings are not observed yet
@@ -148,7 +149,7 @@ class MetricsSink(Sink):
 
     def collect_run(self) -> Iterator[Any]:
         """Metric families read at scrape time from the pipeline's sources and the event transports."""
-        core = self._prom.core
+        core = self._core
         fams = {key: core.CounterMetricFamily(f"edge_detect_{name}", doc, labels=["source"])
                 for key, name, doc in (("read", "frames_read", "Frames decoded by the source"),
                                        ("dropped", "frames_dropped", "Stale live frames discarded"),
@@ -197,3 +198,15 @@ class _RunCollector:
 
     def describe(self) -> list:
         return []
+
+
+@register_sink("metrics")
+def _open_metrics(target: str) -> MetricsSink:
+    """``metrics://HOST:PORT`` or ``metrics://PORT`` (host ``127.0.0.1``)."""
+    import re
+
+    m = re.fullmatch(r"metrics://(?:([^:/]+|\[[0-9a-fA-F:]+\]):)?(\d+)/?", target, flags=re.IGNORECASE)
+    if m is None or int(m.group(2)) > 65535:
+        raise SinkError(f"metrics sink {target!r}: expected 'metrics://HOST:PORT' or 'metrics://PORT' "
+                        "with a port in 0..65535")
+    return MetricsSink(int(m.group(2)), (m.group(1) or "127.0.0.1").strip("[]"))

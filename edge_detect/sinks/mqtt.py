@@ -43,8 +43,8 @@ from urllib.parse import unquote, urlsplit
 
 from edge_detect._optional import require
 from edge_detect.errors import ConfigError, SinkError
-from edge_detect.sinks import StreamInfo
-from edge_detect.sinks.events import EventTransport
+from edge_detect.sinks.base import StreamInfo, register_sink
+from edge_detect.sinks.events import EventsSink, EventTransport
 from edge_detect.stream.sources import mask_credentials
 
 __all__ = ["MqttTarget", "parse_mqtt_url", "MqttTransport", "topic_segment", "DEFAULT_PREFIX"]
@@ -293,7 +293,6 @@ class MqttTransport(EventTransport):
     def send_stats(self, source_id: str, stats: Dict[str, Any]) -> None:
         """Publish a stats message now if connected (QoS 0, not queued)."""
         if self._connected and not self._closing:
-            stats = {**stats, "mqtt": self.queue_stats()}
             self._publish(self.stats_topic(source_id), json.dumps(stats, separators=(",", ":")).encode(), qos=0)
 
     def queue_stats(self) -> Dict[str, int]:
@@ -357,3 +356,16 @@ class MqttTransport(EventTransport):
         self.client.loop_stop()
         LOGGER.info("MQTT %s closed: %d events sent, %d dropped, %d failed, %d reconnects", self.target.masked,
                     self.sent, self.dropped, self.failed, self.reconnects)
+
+
+@register_sink("mqtt", "mqtts")
+def _open_mqtt(target: str, ca: Optional[str] = None, cert: Optional[str] = None, key: Optional[str] = None,
+               qos: int = 1, queue_size: int = 1000, max_inflight: int = 20, keepalive: int = 30,
+               backoff_min_s: float = 1.0, backoff_max_s: float = 30.0, close_timeout_s: float = 5.0,
+               client_id: Optional[str] = None) -> EventsSink:
+    """``mqtt://[user:pass@]host[:port][/prefix]`` / ``mqtts://...``: events and stats to a broker (options:
+    :class:`MqttTransport`; snapshots and periods: the ``events`` sink)."""
+    return EventsSink([MqttTransport(target, ca=ca, cert=cert, key=key, qos=qos, queue_size=queue_size,
+                                     max_inflight=max_inflight, keepalive=keepalive, backoff_min_s=backoff_min_s,
+                                     backoff_max_s=backoff_max_s, close_timeout_s=close_timeout_s,
+                                     client_id=client_id)])

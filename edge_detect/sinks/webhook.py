@@ -4,8 +4,9 @@
 masked in logs). One request per event, ``Content-Type: application/json``, body = the event (the same JSON
 as on MQTT, see :mod:`edge_detect.sinks.events`), in ``seq`` order.
 
-* :meth:`WebhookTransport.send` appends to a bounded queue (full: the oldest is dropped and counted) and
-  returns at once; a sender thread POSTs.
+* :meth:`WebhookTransport.send` appends to a bounded queue of ``queue_size`` waiting events (full: the oldest
+  waiting one is dropped and counted) and returns at once; a sender thread takes one event at a time out of
+  the queue and POSTs it.
 * A 2xx answer delivers the event. A connection error, a timeout, 408, 429 or 5xx is retried with
   exponential backoff (``backoff_initial_s`` doubling up to ``backoff_max_s``) up to ``retries`` times; the
   event is then given up (``failed``). Other 4xx answers are not retried (``failed``). The event at the head
@@ -25,8 +26,8 @@ from typing import Any, Deque, Dict, Optional, Sequence
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from edge_detect.errors import ConfigError
-from edge_detect.sinks import StreamInfo
-from edge_detect.sinks.events import EventTransport
+from edge_detect.sinks.base import StreamInfo, register_sink
+from edge_detect.sinks.events import EventsSink, EventTransport
 from edge_detect.stream.sources import mask_credentials
 
 __all__ = ["WebhookTransport"]
@@ -108,7 +109,7 @@ class WebhookTransport(EventTransport):
 
     def queue_stats(self) -> Dict[str, int]:
         with self._cond:
-            return {"queued": len(self._queue), "sent": self.sent, "dropped": self.dropped, "failed": self.failed}
+            return {"queued": len(self._queue) + int(self._busy), "sent": self.sent, "dropped": self.dropped, "failed": self.failed}
 
     def _post(self, body: bytes) -> Optional[str]:
         """One POST; ``None`` when delivered, else the reason; raises ``_Permanent`` for non-retryable answers."""
@@ -131,7 +132,7 @@ class WebhookTransport(EventTransport):
                 self._cond.wait_for(lambda: self._queue or self._closing)
                 if not self._queue:
                     return
-                body = self._queue[0]
+                body = self._queue.popleft()  # in flight: no longer subject to drop-oldest
                 self._busy = True
             delivered, delay = False, self.backoff_initial_s
             for attempt in range(self.retries + 1):
@@ -153,8 +154,6 @@ class WebhookTransport(EventTransport):
                     break
                 delay = min(max(delay * 2, 0.05), self.backoff_max_s)
             with self._cond:
-                if self._queue and self._queue[0] is body:
-                    self._queue.popleft()  # (unless dropped as the oldest meanwhile)
                 if delivered:
                     self.sent += 1
                 else:
@@ -175,11 +174,8 @@ class WebhookTransport(EventTransport):
         with self._cond:
             self._closing = True
             left = len(self._queue)
-            self.failed += max(0, left - (1 if self._busy else 0))
-            busy_body = self._queue[0] if self._busy and self._queue else None
+            self.failed += left  # the request running now (if any) finishes or gives up and is counted there
             self._queue.clear()
-            if busy_body is not None:
-                self._queue.append(busy_body)  # the running request finishes or gives up (counted there)
             self._cond.notify_all()
         self._abort.set()
         self._thread.join(self.timeout_s + 1.0)
@@ -192,3 +188,15 @@ class WebhookTransport(EventTransport):
 
 class _Permanent(Exception):
     """A non-retryable HTTP answer (4xx other than 408 / 429)."""
+
+
+@register_sink("webhook+http", "webhook+https")
+def _open_webhook(target: str, timeout_s: float = 5.0, retries: int = 5, backoff_initial_s: float = 0.5,
+                  backoff_max_s: float = 30.0, queue_size: int = 1000, close_timeout_s: float = 5.0,
+                  headers: Optional[Dict[str, str]] = None) -> EventsSink:
+    """``webhook+http(s)://host/path``: events POSTed to ``http(s)://host/path`` (options:
+    :class:`WebhookTransport`)."""
+    url = target.split("+", 1)[1] if target.lower().startswith("webhook+") else target
+    return EventsSink([WebhookTransport(url, timeout_s=timeout_s, retries=retries,
+                                        backoff_initial_s=backoff_initial_s, backoff_max_s=backoff_max_s,
+                                        queue_size=queue_size, close_timeout_s=close_timeout_s, headers=headers)])

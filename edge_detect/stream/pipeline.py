@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from edge_detect.errors import ConfigError
 from edge_detect.sinks import Result, Sink, StreamInfo, open_sink
+from edge_detect.sinks.events import arrange_sinks
 from edge_detect.stream.sources import Source, open_source
 from edge_detect.stats import RateMeter, StageTimer, nan_to_none, percentiles
 
@@ -150,7 +151,13 @@ class Pipeline:
             raise ConfigError("sources: expected at least one source, got none")
         self.sources: List[Source] = [s if isinstance(s, Source) else open_source(s) for s in srcs]
         _unique_ids(self.sources)
-        self.sinks: List[Sink] = [open_sink(s) for s in sinks]
+        # event sinks (mqtt, webhook, snapshots) merged into one, the metrics sink last; attach(pipeline) lets a
+        # sink read the sources' counters (edge_detect.sinks.events / .metrics)
+        self.sinks: List[Sink] = arrange_sinks([open_sink(s) for s in sinks])
+        for sink in self.sinks:
+            attach = getattr(sink, "attach", None)
+            if attach is not None:
+                attach(self)
         self.detector = detector
         self.names = tuple(getattr(detector, "names", ()) or ())
         self._trackers = {s.source_id: (tracker.clone() if hasattr(tracker, "clone") else copy.deepcopy(tracker))

@@ -114,7 +114,7 @@ def test_events_types_counts_seq_snapshots_and_availability(mosquitto, video, tm
         assert sub.on("/availability")[0] == "online" and sub.on("/availability")[-1] == "offline"
         stats = sub.on("vtest/stats")
         assert stats and stats[-1]["processed"] == 60 and stats[-1]["lines"] == {"door": {"in": 3, "out": 2}}
-        assert stats[-1]["zones"] == {"lobby": {"enter": 1, "exit": 1}} and stats[-1]["mqtt"]["dropped"] == 0
+        assert stats[-1]["zones"] == {"lobby": {"enter": 1, "exit": 1}} and stats[-1]["queue"]["mqtt"]["dropped"] == 0
     finally:
         sub.close()
 
