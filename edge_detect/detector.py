@@ -22,7 +22,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
-from edge_detect.backends.base import Backend, load_backend
+from edge_detect.backends.base import Backend
+from edge_detect.models import open_model
 from edge_detect.errors import ConfigError
 from edge_detect.metadata import ModelMetadata
 from edge_detect.postprocess import postprocess as _postprocess
@@ -65,7 +66,8 @@ class Detector:
             models it must equal the model's input size). Default: the model's nominal size.
         auto: minimum-rectangle letterbox (pad to a multiple of the stride only). Default (``None``): on for
             dynamic-shape models, off for static ones. ``False`` forces a square letterbox (accuracy runs).
-        **backend_options: passed to the backend (e.g. ``providers``, ``threads`` for ONNX Runtime).
+        **backend_options: passed to :func:`edge_detect.models.open_model`: ``rebuild_on_mismatch`` (TensorRT
+            engines) and the backend's own options (e.g. ``providers``, ``threads`` for ONNX Runtime).
 
     Raises:
         ModelError / ModelLoadError: missing or invalid model file.
@@ -85,7 +87,7 @@ class Detector:
         self.classes = None if classes is None else [int(c) for c in classes]
         self.agnostic, self.multi_label = bool(agnostic), bool(multi_label)
         if isinstance(model, (str, os.PathLike)):
-            self.backend: Backend = load_backend(model, backend, **backend_options)
+            self.backend: Backend = open_model(model, backend, **backend_options)
         else:
             self.backend = model
         spec = self.backend.input_spec

@@ -1,15 +1,24 @@
 """The few CUDA runtime pieces the TensorRT backend needs, each owning its resource.
 
 Through cuda-python's runtime bindings (``cuda.bindings.runtime``, or ``cuda.cudart`` in cuda-python < 12.6),
-imported lazily: ``pip install 'edge-detect[tensorrt]'``; on Jetson, JetPack's cuda-python.
+imported lazily: ``pip install 'edge-detect[tensorrt]'``; on Jetson, JetPack's cuda-python. Every function
+used here has the same signature and return in cuda-python 11.8, 12.x and 13.x (``cudaGraphInstantiate``
+does not: ``(graph, logBuffer, bufferSize)`` in 11.x, ``(graph, flags)`` from 12.0, so graphs are
+instantiated with ``cudaGraphInstantiateWithFlags(graph, 0)``).
 
-* :func:`cuda_call`: the one place CUDA status codes become exceptions (:class:`CudaError`, one line:
-  call, error name, CUDA's own message).
+* :func:`call`: the one place cudart is called and CUDA status codes become exceptions (:class:`CudaError`,
+  one line: call, error name, CUDA's own message, and a hint for a missing or too old driver). A missing
+  driver library (cuda-bindings' ``RuntimeError: Failed to dlopen libcuda.so.1``) becomes
+  :class:`~edge_detect.errors.BackendUnavailableError` too.
 * :class:`DeviceBuffer` / :class:`HostBuffer` (page-locked, so async copies really are async): own one
   allocation, free it in :meth:`close` (idempotent), usable as context managers.
-* :class:`Stream`: one CUDA stream; :meth:`Stream.copy_htod` / :meth:`Stream.copy_dtoh` queue async copies.
-* :class:`CudaGraph`: capture of work queued on a stream, replayed with one launch.
-* :func:`device_info`: GPU name and compute capability (recorded in engine metadata).
+* :class:`Stream`: one non-blocking CUDA stream (no implicit sync with the legacy default stream);
+  :meth:`Stream.copy_htod` / :meth:`Stream.copy_dtoh` queue async copies.
+* :class:`CudaGraph`: capture of work queued on a stream, replayed with one launch. A capture that fails
+  (the enqueue reports failure, or CUDA invalidates the capture) ends the capture, destroys any graph,
+  clears the sticky CUDA error and raises :class:`GraphCaptureError`, so the caller can fall back to plain
+  enqueue (what ``trtexec`` does).
+* :func:`device_info`: GPU name and compute capability (recorded in engine metadata); :func:`set_device`.
 """
 from __future__ import annotations
 
@@ -23,16 +32,25 @@ import numpy as np
 from edge_detect._optional import require
 from edge_detect.errors import BackendUnavailableError, MissingDependencyError
 
-__all__ = ["CudaError", "runtime", "cuda_call", "DeviceBuffer", "HostBuffer", "Stream", "CudaGraph",
-           "device_info", "set_device"]
+__all__ = ["CudaError", "GraphCaptureError", "runtime", "call", "cuda_call", "DeviceBuffer", "HostBuffer",
+           "Stream", "CudaGraph", "device_info", "set_device"]
 
 log = logging.getLogger(__name__)
 
 _RT: Optional[ModuleType] = None
+_DRIVER_HINTS = {
+    "cudaErrorInsufficientDriver": " (the NVIDIA driver is older than this cuda-python's CUDA: cuda-python 13 "
+                                   "needs a CUDA 13 driver; pip install 'cuda-python<13' for a CUDA 12 driver)",
+    "cudaErrorNoDevice": " (no NVIDIA GPU visible: check nvidia-smi and CUDA_VISIBLE_DEVICES)",
+}
 
 
 class CudaError(BackendUnavailableError):
     """A CUDA runtime call failed (out of memory, no device, driver too old...)."""
+
+
+class GraphCaptureError(CudaError):
+    """Work could not be captured into a CUDA graph (the stream is out of capture mode, the error cleared)."""
 
 
 def runtime() -> ModuleType:
@@ -58,7 +76,7 @@ def _error_text(rt: ModuleType, err: Any) -> str:
         text = text.decode() if isinstance(text, bytes) else str(text)
     except (TypeError, ValueError, AttributeError):
         text = ""
-    return f"{name} ({int(err)}){': ' + text if text else ''}"
+    return f"{name} ({int(err)}){': ' + text if text else ''}{_DRIVER_HINTS.get(name, '')}"
 
 
 def cuda_call(result: Any, what: str = "CUDA call") -> Any:
@@ -81,6 +99,30 @@ def cuda_call(result: Any, what: str = "CUDA call") -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def _invoke(name: str, *args: Any) -> Any:
+    """``runtime().<name>(*args)``, with a missing driver library mapped to BackendUnavailableError."""
+    try:
+        return getattr(runtime(), name)(*args)
+    except RuntimeError as exc:  # cuda-bindings loads libcuda lazily: "Failed to dlopen libcuda.so.1"
+        raise BackendUnavailableError(
+            f"{name}: expected an NVIDIA driver (libcuda.so.1), got {exc}; is this a machine with an NVIDIA GPU "
+            "and its driver installed?") from exc
+
+
+def call(name: str, *args: Any, what: Optional[str] = None) -> Any:
+    """Call cudart function ``name`` with ``args`` and return its value(s) (see :func:`cuda_call`).
+
+    Raises:
+        CudaError: CUDA returned an error. BackendUnavailableError: no driver library.
+    """
+    return cuda_call(_invoke(name, *args), what or name)
+
+
+def clear_error() -> None:
+    """Reset CUDA's last-error state (``cudaGetLastError``), e.g. after a failed capture."""
+    _invoke("cudaGetLastError")
 
 
 class _Owner:
@@ -119,7 +161,7 @@ class DeviceBuffer(_Owner):
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = int(nbytes)
-        self.ptr = int(cuda_call(runtime().cudaMalloc(self.nbytes), f"cudaMalloc({self.nbytes})"))
+        self.ptr = int(call("cudaMalloc", self.nbytes, what=f"cudaMalloc({self.nbytes})"))
         self._closed = False
 
     def upload(self, array: np.ndarray) -> None:
@@ -127,12 +169,11 @@ class DeviceBuffer(_Owner):
         arr = np.ascontiguousarray(array)
         if arr.nbytes > self.nbytes:
             raise CudaError(f"upload: expected at most {self.nbytes} bytes, got {arr.nbytes}")
-        rt = runtime()
-        cuda_call(rt.cudaMemcpy(self.ptr, arr.ctypes.data, arr.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice),
-                  "cudaMemcpy H2D")
+        call("cudaMemcpy", self.ptr, arr.ctypes.data, arr.nbytes, runtime().cudaMemcpyKind.cudaMemcpyHostToDevice,
+             what="cudaMemcpy H2D")
 
     def _free(self) -> None:
-        cuda_call(runtime().cudaFree(self.ptr), "cudaFree")
+        call("cudaFree", self.ptr)
 
     def __int__(self) -> int:
         return self.ptr
@@ -143,7 +184,7 @@ class HostBuffer(_Owner):
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = int(nbytes)
-        self.ptr = int(cuda_call(runtime().cudaMallocHost(self.nbytes), f"cudaMallocHost({self.nbytes})"))
+        self.ptr = int(call("cudaMallocHost", self.nbytes, what=f"cudaMallocHost({self.nbytes})"))
         self._closed = False
         raw = (ctypes.c_uint8 * self.nbytes).from_address(self.ptr)
         self._array: Optional[np.ndarray] = np.ctypeslib.as_array(raw)
@@ -157,17 +198,19 @@ class HostBuffer(_Owner):
 
     def _free(self) -> None:
         self._array = None
-        cuda_call(runtime().cudaFreeHost(self.ptr), "cudaFreeHost")
+        call("cudaFreeHost", self.ptr)
 
     def __int__(self) -> int:
         return self.ptr
 
 
 class Stream(_Owner):
-    """One CUDA stream; :attr:`handle` is the integer TensorRT's ``execute_async_v3`` takes."""
+    """One non-blocking CUDA stream (``cudaStreamNonBlocking``); :attr:`handle` is the integer TensorRT's
+    ``execute_async_v3`` takes."""
 
     def __init__(self) -> None:
-        self._stream = cuda_call(runtime().cudaStreamCreate(), "cudaStreamCreate")
+        self._stream = call("cudaStreamCreateWithFlags", runtime().cudaStreamNonBlocking,
+                            what="cudaStreamCreateWithFlags(cudaStreamNonBlocking)")
         self._closed = False
 
     @property
@@ -181,61 +224,80 @@ class Stream(_Owner):
 
     def copy_htod(self, dst: DeviceBuffer, src: HostBuffer, nbytes: int) -> None:
         """Queue ``nbytes`` host -> device."""
-        rt = runtime()
-        cuda_call(rt.cudaMemcpyAsync(dst.ptr, src.ptr, int(nbytes),
-                                     rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream), "cudaMemcpyAsync H2D")
+        call("cudaMemcpyAsync", dst.ptr, src.ptr, int(nbytes), runtime().cudaMemcpyKind.cudaMemcpyHostToDevice,
+             self._stream, what="cudaMemcpyAsync H2D")
 
     def copy_dtoh(self, dst: HostBuffer, src: DeviceBuffer, nbytes: int) -> None:
         """Queue ``nbytes`` device -> host."""
-        rt = runtime()
-        cuda_call(rt.cudaMemcpyAsync(dst.ptr, src.ptr, int(nbytes),
-                                     rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream), "cudaMemcpyAsync D2H")
+        call("cudaMemcpyAsync", dst.ptr, src.ptr, int(nbytes), runtime().cudaMemcpyKind.cudaMemcpyDeviceToHost,
+             self._stream, what="cudaMemcpyAsync D2H")
 
     def synchronize(self) -> None:
         """Wait for everything queued on the stream."""
-        cuda_call(runtime().cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        call("cudaStreamSynchronize", self._stream)
 
     def _free(self) -> None:
-        cuda_call(runtime().cudaStreamDestroy(self._stream), "cudaStreamDestroy")
+        call("cudaStreamDestroy", self._stream)
 
 
 class CudaGraph(_Owner):
     """The work ``enqueue(stream)`` queues, captured once and replayed by :meth:`launch`.
 
+    Args:
+        stream: the stream to capture on (not the legacy default stream).
+        enqueue: queues the work; returns ``False`` when it could not (TensorRT's ``execute_async_v3``).
+
     Raises:
-        CudaError: capture or instantiation failed (the stream is left out of capture mode).
+        GraphCaptureError: ``enqueue`` returned ``False``, CUDA invalidated the capture, or the
+            graph could not be instantiated. The capture is ended, any graph destroyed and the CUDA error
+            cleared first, so the stream is usable for plain enqueue. An exception raised by ``enqueue``
+            propagates unchanged, after the same clean-up.
     """
 
-    def __init__(self, stream: Stream, enqueue: Callable[[Stream], None]) -> None:
+    def __init__(self, stream: Stream, enqueue: Callable[[Stream], bool]) -> None:
         rt = runtime()
-        mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        cuda_call(rt.cudaStreamBeginCapture(stream.raw, mode), "cudaStreamBeginCapture")
+        call("cudaStreamBeginCapture", stream.raw, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
         try:
-            enqueue(stream)
-        finally:
-            graph = cuda_call(rt.cudaStreamEndCapture(stream.raw), "cudaStreamEndCapture")
-        self._graph = graph
-        try:
-            self._exec = cuda_call(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-        except CudaError:
-            cuda_call(rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
+            ok = bool(enqueue(stream))
+        except BaseException:
+            self._end_failed_capture(rt, stream)
             raise
+        result = _invoke("cudaStreamEndCapture", stream.raw)
+        err, graph = result[0], (result[1] if len(result) > 1 else None)
+        if not ok or int(err) != int(rt.cudaError_t.cudaSuccess):
+            if graph is not None and int(err) == int(rt.cudaError_t.cudaSuccess):
+                _invoke("cudaGraphDestroy", graph)
+            clear_error()
+            reason = "the enqueue reported failure" if not ok else f"cudaStreamEndCapture: {_error_text(rt, err)}"
+            raise GraphCaptureError(f"CUDA graph capture failed: {reason}")
+        result = _invoke("cudaGraphInstantiateWithFlags", graph, 0)
+        if int(result[0]) != int(rt.cudaError_t.cudaSuccess):
+            _invoke("cudaGraphDestroy", graph)
+            clear_error()
+            raise GraphCaptureError(f"CUDA graph capture failed: cudaGraphInstantiateWithFlags: "
+                                    f"{_error_text(rt, result[0])}")
+        self._graph, self._exec = graph, result[1]
         self._closed = False
+
+    @staticmethod
+    def _end_failed_capture(rt: ModuleType, stream: Stream) -> None:
+        result = _invoke("cudaStreamEndCapture", stream.raw)
+        if int(result[0]) == int(rt.cudaError_t.cudaSuccess) and len(result) > 1 and result[1] is not None:
+            _invoke("cudaGraphDestroy", result[1])
+        clear_error()
 
     def launch(self, stream: Stream) -> None:
         """Queue one replay of the captured work on ``stream``."""
-        cuda_call(runtime().cudaGraphLaunch(self._exec, stream.raw), "cudaGraphLaunch")
+        call("cudaGraphLaunch", self._exec, stream.raw)
 
     def _free(self) -> None:
-        rt = runtime()
-        cuda_call(rt.cudaGraphExecDestroy(self._exec), "cudaGraphExecDestroy")
-        cuda_call(rt.cudaGraphDestroy(self._graph), "cudaGraphDestroy")
+        call("cudaGraphExecDestroy", self._exec)
+        call("cudaGraphDestroy", self._graph)
 
 
 def device_info(device: int = 0) -> Tuple[str, str]:
     """``(gpu name, "major.minor" compute capability)`` of CUDA device ``device``."""
-    rt = runtime()
-    props = cuda_call(rt.cudaGetDeviceProperties(int(device)), f"cudaGetDeviceProperties({device})")
+    props = call("cudaGetDeviceProperties", int(device), what=f"cudaGetDeviceProperties({device})")
     name = props.name
     if isinstance(name, (bytes, bytearray)):
         name = bytes(name).split(b"\0", 1)[0].decode(errors="replace")
@@ -243,5 +305,5 @@ def device_info(device: int = 0) -> Tuple[str, str]:
 
 
 def set_device(device: int = 0) -> None:
-    """Make ``device`` current for this thread."""
-    cuda_call(runtime().cudaSetDevice(int(device)), f"cudaSetDevice({device})")
+    """Make ``device`` current for the calling thread (CUDA's current device is per host thread)."""
+    call("cudaSetDevice", int(device), what=f"cudaSetDevice({device})")

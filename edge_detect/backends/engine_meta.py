@@ -8,8 +8,9 @@ TensorRT version, GPU name and compute capability, the input tensor, the build o
 
 At load time :func:`check_compatible` compares that record with the running machine (a
 :class:`RuntimeInfo`) and raises a one-line :class:`~edge_detect.errors.VersionMismatchError`; with
-``--rebuild-on-mismatch`` the backend instead asks :func:`plan_rebuild` for the recorded ONNX (checked
-against its sha256) and the recorded build options, and rebuilds. Nothing here imports TensorRT.
+``--rebuild-on-mismatch``, :func:`edge_detect.models.open_model` (above the backends) instead asks
+:func:`plan_rebuild` for the recorded ONNX (checked against its sha256) and the recorded build options, and
+rebuilds before opening the backend. Nothing here imports TensorRT.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Tuple, Union
 
+from edge_detect.backends.trt_common import MIN_VERSION_COMPATIBLE, version_tuple
 from edge_detect.errors import ModelError, ModelLoadError, VersionMismatchError
 from edge_detect.weights import sha256_file
 from edge_detect.metadata import ModelMetadata
@@ -57,7 +59,8 @@ class EngineInfo:
         input_name / input_shape / input_dtype: the input tensor (``-1`` for dynamic axes, dtype as NumPy
             names it: ``"float32"``, ``"float16"``, ``"uint8"``).
         build: the build options (keys of :data:`BUILD_OPTION_KEYS`), replayed by a rebuild.
-        version_compatible: built with TensorRT's version-compatible flag (same major version suffices).
+        version_compatible: built with TensorRT's version-compatible flag (TensorRT >= 8.6): runs on the same
+            or any later TensorRT version.
         hardware_compatible: built for all Ampere-and-later GPUs (compute capability >= 8.0).
     """
 
@@ -149,39 +152,36 @@ def engine_info(meta: ModelMetadata) -> EngineInfo:
     return EngineInfo.from_dict(record)
 
 
-def _version_key(version: str, parts: int) -> Tuple[int, ...]:
-    out = []
-    for token in str(version).split(".")[:parts]:
-        digits = "".join(ch for ch in token if ch.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out + [0] * (parts - len(out)))
-
-
 def _cc_major(cc: str) -> int:
-    return _version_key(cc, 1)[0]
+    return version_tuple(cc, 1)[0]
 
 
 def find_mismatches(info: EngineInfo, runtime: RuntimeInfo) -> List[str]:
     """Why an engine cannot run here; empty when it can.
 
     Rules (TensorRT's own): the TensorRT version must match to ``major.minor.patch`` (the build number is
-    ignored), or only the major version for version-compatible engines; the GPU's compute capability must
-    match, or be >= 8.0 for hardware-compatible engines. A different GPU name with the same compute
-    capability is allowed (TensorRT warns; logged here).
+    ignored). A version-compatible engine (built by TensorRT >= 8.6 with ``BuilderFlag.VERSION_COMPATIBLE``)
+    runs on the TensorRT version that built it or any later one, not on an earlier one. The GPU's compute
+    capability must match, or be >= 8.0 for hardware-compatible engines. A different GPU name with the same
+    compute capability is allowed (TensorRT warns; logged here).
     """
     problems = []
+    built, here = version_tuple(info.tensorrt, 3), version_tuple(runtime.tensorrt, 3)
     if info.version_compatible:
-        if _version_key(info.tensorrt, 1) != _version_key(runtime.tensorrt, 1):
-            major = _version_key(info.tensorrt, 1)[0]
-            problems.append(f"TensorRT {info.tensorrt} (version-compatible within {major}.x) "
+        floor = ".".join(map(str, MIN_VERSION_COMPATIBLE))
+        if built[:2] < MIN_VERSION_COMPATIBLE:
+            problems.append(f"TensorRT {info.tensorrt} (marked version-compatible, but version compatibility needs "
+                            f"TensorRT >= {floor} to build it)")
+        elif here < built:
+            problems.append(f"TensorRT {info.tensorrt} (version-compatible: runs on {info.tensorrt} or later) "
                             f"vs {runtime.tensorrt} here")
-    elif _version_key(info.tensorrt, 3) != _version_key(runtime.tensorrt, 3):
+    elif built != here:
         problems.append(f"TensorRT {info.tensorrt} vs {runtime.tensorrt} here")
     if info.hardware_compatible:
         if _cc_major(runtime.compute_capability) < 8:
             problems.append(f"hardware-compatible engine needs compute capability >= 8.0, "
                             f"{runtime.gpu} here is {runtime.compute_capability}")
-    elif _version_key(info.compute_capability, 2) != _version_key(runtime.compute_capability, 2):
+    elif version_tuple(info.compute_capability, 2) != version_tuple(runtime.compute_capability, 2):
         problems.append(f"GPU {info.gpu} (compute {info.compute_capability}) vs {runtime.gpu} "
                         f"(compute {runtime.compute_capability}) here")
     elif info.gpu != runtime.gpu:

@@ -2,15 +2,25 @@
 
 Loading checks the engine's recorded TensorRT version and GPU against this machine first
 (:mod:`edge_detect.backends.engine_meta`): a mismatch is a one-line
-:class:`~edge_detect.errors.VersionMismatchError`, or, with ``rebuild_on_mismatch=True``, a rebuild from the
-recorded ONNX (sha256-checked) with the recorded build options.
+:class:`~edge_detect.errors.VersionMismatchError`. Rebuilding a mismatched engine is not this backend's job
+(the runtime never imports the build side): :func:`edge_detect.models.open_model` with
+``rebuild_on_mismatch=True`` does it before opening the backend.
+
+Before deserializing, TensorRT's plugin creators are registered once per process with the process-lifetime
+logger (:mod:`edge_detect.backends.trt_common`): engines with ``EfficientNMS_TRT`` load in a fresh process.
+Version-compatible engines get ``runtime.engine_host_code_allowed = True`` (they embed the lean runtime,
+host code TensorRT refuses to run otherwise), DLA engines get ``runtime.DLA_core`` set to the core they were
+built for.
 
 Each I/O tensor gets one pinned host buffer and one device buffer (owners from :mod:`._cuda`), sized for
 the largest shape the engine's optimization profile allows, and bound once with ``set_tensor_address``. A
-call copies the input host -> device asynchronously, runs ``execute_async_v3`` (or replays a captured CUDA
-graph, ``cuda_graph=True``, static shapes only), copies the outputs back and synchronizes. Dynamic engines
-get ``set_input_shape`` whenever the batch shape changes. Both output layouts (``raw`` and ``nms``) and
-both input formats (float NCHW RGB, uint8 NHWC BGR) are handled, as the metadata says.
+call copies the input host -> device asynchronously on a non-blocking stream, runs ``execute_async_v3`` (or
+replays a captured CUDA graph, ``cuda_graph=True``, for engines whose input shape cannot change: static, or
+a profile with min = max), copies the outputs back and synchronizes. An engine that cannot be captured is
+run with plain enqueue from then on (one warning), as ``trtexec`` does. Dynamic engines get
+``set_input_shape`` whenever the batch shape changes. The CUDA device is made current in every thread that
+calls :meth:`TensorRTBackend.infer` (CUDA's current device is per thread). Both output layouts (``raw`` and
+``nms``) and both input formats (float NCHW RGB, uint8 NHWC BGR) are handled, as the metadata says.
 
 TensorRT >= 8.5 (named-tensor API), JetPack 5.1+ / 6 included. ``pip install 'edge-detect[tensorrt]'`` on a
 desktop; JetPack's own TensorRT on Jetson (see ``tools/jetson/README.md``).
@@ -19,14 +29,15 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from edge_detect._optional import require
-from edge_detect.backends.engine_meta import (RuntimeInfo, check_compatible, engine_info, plan_rebuild, read_engine_metadata)
-from edge_detect.errors import DataError, ModelLoadError, VersionMismatchError
+from edge_detect.backends.engine_meta import RuntimeInfo, check_compatible, engine_info, read_engine_metadata
+from edge_detect.backends.trt_common import import_tensorrt, init_plugins
+from edge_detect.errors import DataError, ModelLoadError
 from edge_detect.metadata import ModelMetadata
 from edge_detect.backends import _cuda
 from edge_detect.backends.base import InputSpec, register_backend
@@ -40,7 +51,7 @@ PathLike = Union[str, os.PathLike]
 
 
 def _trt() -> Any:
-    return require("tensorrt", "tensorrt")
+    return import_tensorrt()
 
 
 def runtime_info(device: int = 0) -> RuntimeInfo:
@@ -50,45 +61,33 @@ def runtime_info(device: int = 0) -> RuntimeInfo:
     return RuntimeInfo(tensorrt=str(trt.__version__), gpu=gpu, compute_capability=cc)
 
 
-class _Logger:
-    """Lazily created ``trt.ILogger`` forwarding to ``logging`` (one per process is enough)."""
-
-    instance: Any = None
-
-    @classmethod
-    def get(cls, trt: Any) -> Any:
-        if cls.instance is None:
-            from edge_detect.deploy.tensorrt_build import make_logger  # TensorRT-free module, no torch
-
-            cls.instance = make_logger(trt)
-        return cls.instance
-
-
 @register_backend("tensorrt")
 class TensorRTBackend:
     """A TensorRT engine behind the backend protocol (see :mod:`edge_detect.backends.base`).
 
     Args:
         path: ``.engine`` / ``.plan`` / ``.trt`` file with its ``<path>.json`` metadata sidecar.
-        device: CUDA device index.
-        rebuild_on_mismatch: rebuild from the recorded ONNX when the engine was built for another TensorRT
-            version or GPU, instead of raising :class:`VersionMismatchError`.
-        cuda_graph: capture ``execute_async_v3`` in a CUDA graph and replay it (static-shape engines).
+        device: CUDA device index (made current in every thread that calls :meth:`infer`).
+        cuda_graph: capture ``execute_async_v3`` in a CUDA graph and replay it (engines whose input shape is
+            fixed: static, or a profile with min = max). Falls back to plain enqueue, with one warning, when
+            the engine cannot be captured.
 
     Attributes:
         metadata: the engine's :class:`ModelMetadata`.
         input_spec: input name, shape (``-1`` where dynamic), dtype and format.
         profile: the input's :class:`~edge_detect.backends.buffers.ShapeProfile` (min = max when static).
+        uses_cuda_graph: whether inference replays a CUDA graph (``False`` after a failed capture).
 
     Raises:
-        MissingDependencyError: tensorrt / cuda-python missing. ModelLoadError: engine or metadata unreadable.
-        VersionMismatchError: built for another TensorRT/GPU (and ``rebuild_on_mismatch`` off).
+        MissingDependencyError: tensorrt / cuda-python missing. ModelLoadError: engine or metadata unreadable,
+        or TensorRT refused to deserialize it. VersionMismatchError: built for another TensorRT/GPU (use
+        :func:`edge_detect.models.open_model` with ``rebuild_on_mismatch=True`` to rebuild it).
+        BackendUnavailableError: no NVIDIA driver / GPU.
     """
 
     name = "tensorrt"
 
-    def __init__(self, path: PathLike, device: int = 0, rebuild_on_mismatch: bool = False,
-                 cuda_graph: bool = False) -> None:
+    def __init__(self, path: PathLike, device: int = 0, cuda_graph: bool = False) -> None:
         self._closed = True
         self._host: Dict[str, _cuda.HostBuffer] = {}
         self._device: Dict[str, _cuda.DeviceBuffer] = {}
@@ -96,19 +95,30 @@ class TensorRTBackend:
         self._stream: Optional[_cuda.Stream] = None
         self._context: Any = None
         self._engine: Any = None
+        self._runtime: Any = None
+        self._thread = threading.local()
+        self.uses_cuda_graph = False
         self.path = Path(path)
         self.device = int(device)
         try:
-            self._load(rebuild_on_mismatch, cuda_graph)
+            self._load(bool(cuda_graph))
         except BaseException:
             self.close()
             raise
 
-    def _load(self, rebuild_on_mismatch: bool, cuda_graph: bool) -> None:
+    def _load(self, cuda_graph: bool) -> None:
         trt = _trt()
-        _cuda.set_device(self.device)
-        self.metadata = self._checked_metadata(rebuild_on_mismatch)
-        self._runtime = trt.Runtime(_Logger.get(trt))
+        self._ensure_device()
+        self.metadata = read_engine_metadata(self.path)
+        check_compatible(self.path, self.metadata, runtime_info(self.device))
+        info = engine_info(self.metadata)
+        logger = init_plugins(trt)  # plugin creators (EfficientNMS_TRT) before deserializing
+        self._runtime = trt.Runtime(logger)
+        if info.version_compatible:
+            self._runtime.engine_host_code_allowed = True  # the engine embeds its lean runtime
+        dla = info.build.get("dla")
+        if dla is not None:
+            self._runtime.DLA_core = int(dla)
         self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
             raise ModelLoadError(f"TensorRT could not deserialize {self.path.name} (see the TensorRT log above)")
@@ -130,29 +140,21 @@ class TensorRTBackend:
         self._stream = _cuda.Stream()
         self._closed = False
         self._allocate()
-        self._use_graph = bool(cuda_graph) and not self._input.dynamic
-        if cuda_graph and self._input.dynamic:
-            log.warning("cuda_graph: %s has dynamic shapes; running without CUDA graph", self.path.name)
+        fixed = self.profile.min == self.profile.max
+        self.uses_cuda_graph = bool(cuda_graph) and fixed
+        if cuda_graph and not fixed:
+            log.warning("cuda_graph: %s accepts several input shapes (profile min %s, max %s); running without "
+                        "CUDA graph", self.path.name, self.profile.min, self.profile.max)
         log.info("loaded %s: input %s %s %s, layout %s, precision %s", self.path.name, self._input.name,
                  self._input.shape, self._input.dtype, self.metadata.output_layout, self.metadata.precision)
 
+    def _ensure_device(self) -> None:
+        """Make :attr:`device` current in the calling thread (once per thread)."""
+        if getattr(self._thread, "device", None) != self.device:
+            _cuda.set_device(self.device)
+            self._thread.device = self.device
+
     # ------------------------------------------------------------------------------------------ loading
-    def _checked_metadata(self, rebuild: bool) -> ModelMetadata:
-        meta = read_engine_metadata(self.path)
-        try:
-            check_compatible(self.path, meta, runtime_info(self.device))
-        except VersionMismatchError as exc:
-            if not rebuild:
-                raise
-            plan = plan_rebuild(self.path, meta, reason=str(exc))
-            log.warning("%s; rebuilding it from %s", exc, plan.onnx)
-            from edge_detect.deploy.tensorrt_build import build_engine  # no torch on this path
-
-            build_engine(plan.onnx, self.path, device=self.device, **dict(plan.options))
-            meta = read_engine_metadata(self.path)
-            check_compatible(self.path, meta, runtime_info(self.device))
-        return meta
-
     def _tensor_specs(self, trt: Any) -> List[TensorSpec]:
         engine = self._engine
         specs = []
@@ -214,14 +216,20 @@ class TensorRTBackend:
 
     def _run(self) -> None:
         assert self._stream is not None
-        if not self._use_graph:
-            self._enqueue(self._stream)
-            return
-        if self._graph is None:
+        if self.uses_cuda_graph and self._graph is None:
             self._enqueue(self._stream)  # one plain run first, as TensorRT requires before capture
             self._stream.synchronize()
-            self._graph = _cuda.CudaGraph(self._stream, self._enqueue)
-        self._graph.launch(self._stream)
+            try:
+                self._graph = _cuda.CudaGraph(self._stream,
+                                              lambda s: bool(self._context.execute_async_v3(s.handle)))
+            except _cuda.GraphCaptureError as exc:
+                log.warning("cuda_graph: %s cannot be captured (%s); running with plain enqueue", self.path.name,
+                            exc)
+                self.uses_cuda_graph = False
+        if self._graph is not None:
+            self._graph.launch(self._stream)
+        else:
+            self._enqueue(self._stream)
 
     def infer(self, batch: np.ndarray) -> List[np.ndarray]:
         """Run one preprocessed batch.
@@ -238,6 +246,7 @@ class TensorRTBackend:
         """
         if self._closed:
             raise ModelLoadError(f"{self.path.name}: backend used after close()")
+        self._ensure_device()
         arr = self._prepare(batch)
         if arr.shape != self._shape:
             self._set_shape(arr.shape)
@@ -256,7 +265,7 @@ class TensorRTBackend:
 
     # ------------------------------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        """Free the CUDA graph, buffers, stream, context and engine (idempotent)."""
+        """Free the CUDA graph, buffers, stream, context, engine and runtime (idempotent)."""
         if self._graph is not None:
             self._graph.close()
             self._graph = None
@@ -267,8 +276,9 @@ class TensorRTBackend:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
-        self._context = None
+        self._context = None  # TensorRT objects: context before engine before runtime
         self._engine = None
+        self._runtime = None
         self._closed = True
 
     def __enter__(self) -> "TensorRTBackend":

@@ -40,7 +40,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``val``: print the mAP line and a summary; returns 0."""
-    from edge_detect.backends.base import load_backend
+    from edge_detect.models import open_model
     from edge_detect.evaluate import evaluate
 
     imgsz = imgsz_arg(args.imgsz)
@@ -50,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
 
             raise ConfigError(f"--imgsz: val letterboxes to a square; expected one size, got {imgsz[0]} {imgsz[1]}")
         imgsz = imgsz[0]
-    with load_backend(args.model, args.backend, **backend_options(args)) as backend:
+    with open_model(args.model, args.backend, **backend_options(args)) as backend:
         res = evaluate(backend, args.data, split=args.split, imgsz=imgsz, conf=args.conf, iou=args.iou,
                        max_det=args.max_det, save_json=args.save_json, progress=not args.no_progress)
     print(f"mAP50-95 {res['map50_95']:.3f} mAP50 {res['map50']:.3f}")

@@ -10,14 +10,25 @@ letterbox pixels) into an ``"nms"`` model whose four outputs are
 
 with ``K = max_det``, sorted by score within each image, rows past ``num_dets`` zero. Score semantics are
 YOLOv5's detection defaults: ``score = obj x class prob``, the best class of each box only (``multi_label``
-off), kept when ``score > conf``, class-aware NMS (boxes of different classes never suppress each other)
-unless ``agnostic``. Three NMS implementations produce these outputs:
+off), class-aware NMS (boxes of different classes never suppress each other) unless ``agnostic``. Three NMS
+implementations produce these outputs:
 
 * ``plugin="efficient"``: TensorRT's ``EfficientNMS_TRT`` plugin (TensorRT >= 8.0; node in domain ``TRT``).
-  It runs on TensorRT only.
+  It runs on TensorRT only. It keeps boxes with ``score >= conf`` (not ``>``), so ``conf=0`` would keep every
+  zeroed non-best class score as a detection: ``conf`` must be > 0 with it. ``agnostic=True`` needs
+  TensorRT >= 8.6 (8.5's plugin has no ``class_agnostic`` field; the engine builder refuses it there).
 * ``plugin="onnx"``: the standard ONNX ``NonMaxSuppression`` op plus Gather/ScatterND packing. It runs on
   ONNX Runtime (so it is checked on CPU) and on TensorRT >= 8.6, whose ONNX parser maps it to ``INMSLayer``.
+  Kept: ``score > conf``. TensorRT's ``INMSLayer`` caps its top-K at 5000 boxes (2000 on compute
+  capability 5.3 / 6.2, Jetson Nano / TX2), so ``max_det`` must stay below that for engines (the builder
+  checks). The packing uses only ops and types onnx-tensorrt 8.6 supports: the per-image counting
+  (``ReduceSum``, ``CumSum``) runs on float32 (exact for counts < 2**24), and the zero outputs come from
+  float32 ``ConstantOfShape`` (cast to int32 for ``classes``).
 * ``plugin="inms"``: the same graph as ``"onnx"``, named for what TensorRT builds from it (``INMSLayer``).
+
+Every node and tensor added here is named ``nms/...``. FP16 TensorRT builds keep that section in FP32
+(:func:`edge_detect.deploy.tensorrt_build.keep_fp32`): the class offsets below reach ``79 x 7680`` ~ 607k px,
+far past FP16's 65,504.
 
 Differences from YOLOv5's NumPy/torch NMS, all documented: YOLOv5 first keeps the 30000 highest-scoring
 candidates (``max_nms``), which is a no-op for inputs up to 640x640 (25200 candidates) and not applied
@@ -196,14 +207,15 @@ def _onnx_nms(b: _Builder, pred: Any, boxes: Any, scores: Any, outs: List[Any], 
     bi = b.op("Gather", [selected, b.const([0, 2], i64)], {"axis": 1})          # (M, 2)
     det_boxes = b.op("GatherND", [boxes, bi])                                     # (M, 4)
     det_scores = b.op("GatherND", [best, bi])                                     # (M,)
-    det_classes = b.cast(b.op("GatherND", [cls_id, bi]), np.int32)               # (M,)
+    det_classes = b.cast(b.op("GatherND", [cls_id, bi]), np.float32)             # (M,) float32 ids
     # slot of each detection within its image: its index minus the number of detections of earlier images
     batch = b.op("Gather", [b.op("Shape", [pred]), b.const(0, i64)], {"axis": 0})  # scalar B
     n_sel = b.op("Gather", [b.op("Shape", [bidx]), b.const(0, i64)], {"axis": 0})  # scalar M
     images = b.op("Range", [b.const(0, i64), batch, b.const(1, i64)])              # (B,)
-    member = b.cast(b.op("Equal", [b.unsqueeze(bidx, 1), b.unsqueeze(images, 0)]), np.int64)  # (M, B)
-    counts = b.reduce("ReduceSum", member, axis=0, keepdims=False)                  # (B,)
-    starts = b.op("CumSum", [counts, b.const(0, i64)], {"exclusive": 1})            # (B,)
+    # counting in float32: onnx-tensorrt 8.6 runs ReduceSum / CumSum on FP32/FP16 only (exact below 2**24)
+    member = b.cast(b.op("Equal", [b.unsqueeze(bidx, 1), b.unsqueeze(images, 0)]), np.float32)  # (M, B)
+    counts = b.reduce("ReduceSum", member, axis=0, keepdims=False)                  # (B,) float32
+    starts = b.cast(b.op("CumSum", [counts, b.const(0, i64)], {"exclusive": 1}), np.int64)  # (B,)
     slot = b.op("Sub", [b.op("Range", [b.const(0, i64), n_sel, b.const(1, i64)]),
                         b.op("Gather", [starts, bidx], {"axis": 0})])               # (M,)
     where = b.op("Concat", [b.unsqueeze(bidx, 1), b.unsqueeze(slot, 1)], {"axis": 1})  # (M, 2)
@@ -212,16 +224,17 @@ def _onnx_nms(b: _Builder, pred: Any, boxes: Any, scores: Any, outs: List[Any], 
     shape_bk = b.op("Concat", [batch_1d, k], {"axis": 0})
     shape_bk4 = b.op("Concat", [batch_1d, k, b.const([4], i64)], {"axis": 0})
 
-    def zeros(shape: Any, dtype: Any) -> Any:
+    def zeros(shape: Any) -> Any:  # float32 ConstantOfShape: the type onnx-tensorrt 8.6 supports
         onnx = require("onnx", "onnx")
-        value = onnx.numpy_helper.from_array(np.zeros(1, dtype=dtype))
+        value = onnx.numpy_helper.from_array(np.zeros(1, dtype=np.float32))
         return b.op("ConstantOfShape", [shape], {"value": value})
 
     num_dets, out_boxes, out_scores, out_classes = outs
     b.op("Cast", [b.unsqueeze(counts, 1)], {"to": 6}, outputs=[num_dets])       # int32 (B, 1)
-    b.op("ScatterND", [zeros(shape_bk4, np.float32), where, det_boxes], outputs=[out_boxes])
-    b.op("ScatterND", [zeros(shape_bk, np.float32), where, det_scores], outputs=[out_scores])
-    b.op("ScatterND", [zeros(shape_bk, np.int32), where, det_classes], outputs=[out_classes])
+    b.op("ScatterND", [zeros(shape_bk4), where, det_boxes], outputs=[out_boxes])
+    b.op("ScatterND", [zeros(shape_bk), where, det_scores], outputs=[out_scores])
+    classes_f = b.op("ScatterND", [zeros(shape_bk), where, det_classes])
+    b.op("Cast", [classes_f], {"to": 6}, outputs=[out_classes])                 # int32 (B, K)
 
 
 def add_nms(onnx_in: PathLike, onnx_out: PathLike, conf: float = 0.25, iou: float = 0.45, max_det: int = 100,
@@ -231,7 +244,8 @@ def add_nms(onnx_in: PathLike, onnx_out: PathLike, conf: float = 0.25, iou: floa
     Args:
         onnx_in: model with one float32 output ``(B, N, 5 + nc)`` (``"raw"`` layout).
         onnx_out: where to write the ``"nms"`` model.
-        conf: keep detections with ``obj x class prob > conf``.
+        conf: keep detections with ``obj x class prob > conf`` (``>= conf`` with ``"efficient"``, which
+            therefore needs ``conf > 0``).
         iou: suppress a box overlapping a higher-scoring box of the same class with IoU > ``iou``.
         max_det: ``K``, the maximum detections per image.
         agnostic: NMS across classes.
@@ -250,6 +264,9 @@ def add_nms(onnx_in: PathLike, onnx_out: PathLike, conf: float = 0.25, iou: floa
     if not (0.0 <= conf < 1.0 and 0.0 < iou <= 1.0 and int(max_det) >= 1):
         raise ConfigError(f"nms settings: expected 0 <= conf < 1, 0 < iou <= 1, max_det >= 1; "
                           f"got conf={conf}, iou={iou}, max_det={max_det}")
+    if plugin == "efficient" and conf <= 0.0:
+        raise ConfigError(f"nms conf: expected > 0 with the 'efficient' plugin (EfficientNMS_TRT keeps "
+                          f"score >= conf, so 0 keeps every zeroed class score), got conf={conf}")
     if multi_label and plugin != "efficient":
         raise ConfigError(f"nms multi_label: only the 'efficient' plugin supports it, got plugin={plugin!r}")
     gs = require("onnx_graphsurgeon", "onnx", package="onnx-graphsurgeon")

@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -35,6 +35,8 @@ from edge_detect import __version__
 from edge_detect._optional import require
 from edge_detect.backends.buffers import ShapeProfile, TensorSpec
 from edge_detect.backends.engine_meta import EngineInfo, sha256_file, write_engine_metadata
+from edge_detect.backends.trt_common import (MIN_TENSORRT, MIN_VERSION_COMPATIBLE, get_logger, import_tensorrt,
+                                             init_plugins, version_tuple)
 from edge_detect.errors import BackendUnavailableError, ConfigError, DataError, ModelError, ModelLoadError
 from edge_detect.metadata import ModelMetadata
 
@@ -48,23 +50,29 @@ __all__ = [
     "CalibrationBatcher",
     "make_calibrator",
     "PhaseBars",
-    "log_level",
+    "check_nms_support",
+    "nms_layers",
+    "keep_fp32",
     "CALIBRATION_METHODS",
     "MIN_TENSORRT",
+    "INMS_MAX_DET",
 ]
 
 log = logging.getLogger(__name__)
-trt_log = logging.getLogger("edge_detect.tensorrt")
+trt_log = logging.getLogger("edge_detect.tensorrt")  # TensorRT's own messages (trt_common logger)
 
 PathLike = Union[str, os.PathLike]
 CALIBRATION_METHODS = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}
-MIN_TENSORRT = (8, 5)  # named-tensor API: set_tensor_address / execute_async_v3 / set_input_shape
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+NMS_PREFIX = "nms/"  # every node/tensor edge_detect.deploy.graph.add_nms appends is named nms/...
+# TensorRT's INMSLayer (what the ONNX parser makes of NonMaxSuppression) caps its top-K: 2000 boxes on
+# compute capability 5.3 / 6.2 (Jetson Nano / TX2), 5000 elsewhere.
+INMS_MAX_DET = {"5.3": 2000, "6.2": 2000, "default": 5000}
 
 
 def _version(version: str) -> Tuple[int, int]:
-    parts = [int("".join(c for c in p if c.isdigit()) or 0) for p in str(version).split(".")[:2]]
-    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+    major, minor = version_tuple(version, 2)
+    return major, minor
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -86,7 +94,8 @@ class BuildPlan:
 
 
 def plan_build(tensorrt_version: str, fp16: bool = False, int8: bool = False, has_qdq: bool = False,
-               onnx_fp16: bool = False, can_calibrate: bool = False, dla: Optional[int] = None) -> BuildPlan:
+               onnx_fp16: bool = False, can_calibrate: bool = False, dla: Optional[int] = None,
+               version_compatible: bool = False) -> BuildPlan:
     """Decide builder flags and typing for a TensorRT version (see module doc).
 
     Args:
@@ -96,6 +105,7 @@ def plan_build(tensorrt_version: str, fp16: bool = False, int8: bool = False, ha
         onnx_fp16: the ONNX computes in float16 already.
         can_calibrate: calibration data or a calibration cache is available (implicit INT8).
         dla: DLA core, or ``None`` for the GPU.
+        version_compatible: a version-compatible engine is asked for (TensorRT >= 8.6).
 
     Raises:
         BackendUnavailableError: this TensorRT cannot do what is asked (too old, or 11+ without weak typing).
@@ -106,6 +116,10 @@ def plan_build(tensorrt_version: str, fp16: bool = False, int8: bool = False, ha
         raise BackendUnavailableError(
             f"TensorRT {tensorrt_version} is too old: expected >= {MIN_TENSORRT[0]}.{MIN_TENSORRT[1]} "
             "(named-tensor API; JetPack 5.1+ ships 8.5)")
+    if version_compatible and (major, minor) < MIN_VERSION_COMPATIBLE:
+        raise BackendUnavailableError(
+            f"version-compatible engines: expected TensorRT >= {MIN_VERSION_COMPATIBLE[0]}."
+            f"{MIN_VERSION_COMPATIBLE[1]}, got {tensorrt_version}")
     int8 = int8 or has_qdq
     if dla is not None and not (fp16 or int8 or onnx_fp16):
         raise ConfigError(f"dla={dla}: DLA runs FP16 or INT8 only; add --half or --int8")
@@ -142,6 +156,9 @@ class OnnxInfo:
     fp16: bool
     metadata: ModelMetadata
     outputs: Tuple[str, ...] = ()
+    nms_op: Optional[str] = None
+    nms_agnostic: bool = False
+    nms_max_det: Optional[int] = None
 
     @property
     def dynamic(self) -> bool:
@@ -172,8 +189,89 @@ def inspect_onnx(path: PathLike) -> OnnxInfo:
         raise ModelLoadError(f"{p}: no edge_detect metadata; export it with edge-detect export --format onnx")
     ops = {n.op_type for n in model.graph.node}
     fp16 = dtype == np.float16 or any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    nms_op, agnostic, max_det = None, False, None
+    for node in model.graph.node:
+        if node.op_type == "EfficientNMS_TRT":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            nms_op, agnostic, max_det = node.op_type, bool(attrs.get("class_agnostic", 0)), \
+                int(attrs.get("max_output_boxes", 100))
+        elif node.op_type == "NonMaxSuppression":
+            nms_op = node.op_type
+            init = {i.name: i for i in model.graph.initializer}
+            if len(node.input) > 2 and node.input[2] in init:
+                max_det = int(onnx.numpy_helper.to_array(init[node.input[2]]).reshape(-1)[0])
     return OnnxInfo(p, TensorSpec(inputs[0].name, shape, dtype, True), bool(ops & _QDQ_OPS), bool(fp16), meta,
-                    tuple(o.name for o in model.graph.output))
+                    tuple(o.name for o in model.graph.output), nms_op, agnostic, max_det)
+
+
+def check_nms_support(tensorrt_version: str, info: OnnxInfo, compute_capability: str) -> None:
+    """Refuse in-graph NMS that this TensorRT would build wrongly or not at all.
+
+    * ``EfficientNMS_TRT`` with ``class_agnostic`` needs TensorRT >= 8.6: the 8.5 plugin has no such field and
+      the parser drops unknown attributes, so the NMS would silently be class-aware.
+    * ONNX ``NonMaxSuppression`` becomes TensorRT's ``INMSLayer`` (TensorRT >= 8.6), whose top-K is capped at
+      5000 boxes, 2000 on compute capability 5.3 / 6.2 (:data:`INMS_MAX_DET`).
+
+    Raises:
+        ConfigError: agnostic EfficientNMS below 8.6, or ``max_det`` above the INMS cap on this GPU.
+        BackendUnavailableError: ONNX NonMaxSuppression below TensorRT 8.6.
+    """
+    version = _version(tensorrt_version)
+    if info.nms_op == "EfficientNMS_TRT" and info.nms_agnostic and version < (8, 6):
+        raise ConfigError(
+            f"{info.path.name}: class-agnostic EfficientNMS_TRT needs TensorRT >= 8.6, got {tensorrt_version} "
+            "(its plugin has no class_agnostic field and would run class-aware NMS); export without --agnostic, "
+            "or with --nms-plugin onnx on TensorRT >= 8.6")
+    if info.nms_op == "NonMaxSuppression":
+        if version < (8, 6):
+            raise BackendUnavailableError(
+                f"{info.path.name}: ONNX NonMaxSuppression needs TensorRT >= 8.6 (INMSLayer), got "
+                f"{tensorrt_version}; export with --nms-plugin efficient")
+        cap = INMS_MAX_DET.get(compute_capability, INMS_MAX_DET["default"])
+        if info.nms_max_det is not None and info.nms_max_det > cap:
+            raise ConfigError(
+                f"{info.path.name}: max_det: expected <= {cap} for TensorRT's NMS layer on compute capability "
+                f"{compute_capability}, got {info.nms_max_det}")
+
+
+def nms_layers(network: Any, prefix: str = NMS_PREFIX) -> List[Any]:
+    """The layers of a parsed network that belong to the in-graph NMS section appended by ``add_nms``.
+
+    A layer belongs to it when its name or one of its input tensors' names starts with ``prefix`` (the
+    parser names layers and tensors after the ONNX nodes and tensors), or when one of its inputs comes from
+    such a layer (helper layers the parser adds, e.g. broadcasts of constants, have generated names).
+    """
+    marked: List[Any] = []
+    tensors: set = set()
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        inputs = [layer.get_input(j) for j in range(layer.num_inputs)]
+        names = [t.name for t in inputs if t is not None]
+        if layer.name.startswith(prefix) or any(n in tensors or n.startswith(prefix) for n in names):
+            marked.append(layer)
+            tensors.update(layer.get_output(j).name for j in range(layer.num_outputs))
+    return marked
+
+
+def keep_fp32(trt: Any, layers: Sequence[Any]) -> int:
+    """Pin the float outputs of ``layers`` to FP32 (``layer.precision`` and ``set_output_type``).
+
+    Used for the NMS section of FP16 builds: its class offsets (``class x 7680`` px, up to ~600k for 80
+    classes) overflow FP16's 65,504. The builder config needs ``PREFER_PRECISION_CONSTRAINTS``.
+
+    Returns:
+        the number of layers pinned.
+    """
+    pinned = 0
+    for layer in layers:
+        outs = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype == trt.float32]
+        if not outs:
+            continue
+        layer.precision = trt.float32
+        for j in outs:
+            layer.set_output_type(j, trt.float32)
+        pinned += 1
+    return pinned
 
 
 def plan_profile(info: OnnxInfo, dynamic: Any = None) -> Optional[ShapeProfile]:
@@ -335,7 +433,14 @@ class CalibrationBatcher:
 
 
 def make_calibrator(trt: Any, batcher: CalibrationBatcher, method: str = "entropy") -> Any:
-    """A TensorRT ``IInt8EntropyCalibrator2`` / ``IInt8MinMaxCalibrator`` delegating to ``batcher``."""
+    """A TensorRT ``IInt8EntropyCalibrator2`` / ``IInt8MinMaxCalibrator`` delegating to ``batcher``.
+
+    TensorRT's Python wrapper catches any exception raised in ``get_batch`` or the cache callbacks, prints it
+    and carries on as if the data had ended, which would give a silently partial calibration and a cache
+    that later builds reuse. So every callback here stores the first exception in ``calibrator.error`` and
+    returns ``None`` (no more batches, no cache); :func:`build_engine` re-raises it after the build and
+    deletes the partial cache. Nothing is written to the cache once an error was stored.
+    """
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"calibration method: expected one of {sorted(CALIBRATION_METHODS)}, got {method!r}")
     base = getattr(trt, CALIBRATION_METHODS[method], None)
@@ -348,24 +453,49 @@ def make_calibrator(trt: Any, batcher: CalibrationBatcher, method: str = "entrop
             base.__init__(self)
             self.batcher = batcher
             self.device: Optional[DeviceBuffer] = None
+            self.error: Optional[BaseException] = None
+            self.cache_written = False
+
+        def _fail(self, exc: BaseException) -> None:
+            if self.error is None:
+                self.error = exc
+                log.debug("INT8 calibration: stored %s: %s (re-raised after the build)", type(exc).__name__, exc)
 
         def get_batch_size(self) -> int:
             return batcher.batch_size
 
         def get_batch(self, names: Sequence[str]) -> Optional[list]:
-            batch = batcher.next_batch()
-            if batch is None:
+            if self.error is not None:
                 return None
-            if self.device is None:
-                self.device = DeviceBuffer(batch.nbytes)
-            self.device.upload(batch)
-            return [self.device.ptr]
+            try:
+                batch = batcher.next_batch()
+                if batch is None:
+                    return None
+                if self.device is None:
+                    self.device = DeviceBuffer(batch.nbytes)
+                self.device.upload(batch)
+                return [self.device.ptr]
+            except BaseException as exc:  # noqa: BLE001 - TensorRT would swallow it; stored and re-raised
+                self._fail(exc)
+                return None
 
         def read_calibration_cache(self) -> Optional[bytes]:
-            return batcher.read_cache()
+            if self.error is not None:
+                return None
+            try:
+                return batcher.read_cache()
+            except BaseException as exc:  # noqa: BLE001 - see get_batch
+                self._fail(exc)
+                return None
 
         def write_calibration_cache(self, cache: Any) -> None:
-            batcher.write_cache(bytes(memoryview(cache)))
+            if self.error is not None:
+                return
+            try:
+                batcher.write_cache(bytes(memoryview(cache)))
+                self.cache_written = True
+            except BaseException as exc:  # noqa: BLE001 - see get_batch
+                self._fail(exc)
 
         def close(self) -> None:
             if self.device is not None:
@@ -375,30 +505,7 @@ def make_calibrator(trt: Any, batcher: CalibrationBatcher, method: str = "entrop
     return _Calibrator()
 
 
-# ------------------------------------------------------------------------------------------------ logging
-_LEVELS = {"INTERNAL_ERROR": logging.CRITICAL, "ERROR": logging.ERROR, "WARNING": logging.WARNING,
-           "INFO": logging.INFO, "VERBOSE": logging.DEBUG}
-
-
-def log_level(severity: Any) -> int:
-    """``logging`` level of a ``trt.ILogger.Severity`` (by name; unknown -> INFO)."""
-    name = getattr(severity, "name", str(severity)).split(".")[-1].upper()
-    return _LEVELS.get(name, logging.INFO)
-
-
-def make_logger(trt: Any) -> Any:
-    """A ``trt.ILogger`` that forwards to the ``edge_detect.tensorrt`` logger."""
-
-    class _Logger(trt.ILogger):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity: Any, msg: str) -> None:
-            trt_log.log(log_level(severity), "%s", msg)
-
-    return _Logger()
-
-
+# ------------------------------------------------------------------------------------------------ progress
 class PhaseBars:
     """tqdm bars for TensorRT's nested build phases (the TensorRT-free half of the progress monitor)."""
 
@@ -529,6 +636,23 @@ def _engine_metadata(info: OnnxInfo, plan: BuildPlan, profile: Optional[ShapePro
                         quantization=quant)
 
 
+def _use_timing_cache(config: Any, path: Path) -> None:
+    """Load the timing cache at ``path`` into ``config`` (a fresh one when absent or not usable here).
+
+    ``set_timing_cache`` returns ``False`` for a cache from another TensorRT version or GPU
+    (``ignore_mismatch=False``): it is then replaced by an empty cache, overwritten after the build.
+
+    Raises:
+        ModelError: TensorRT refused even an empty timing cache.
+    """
+    data = path.read_bytes() if path.is_file() else b""
+    if config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False):
+        return
+    log.warning("timing cache %s was made by another TensorRT version or GPU: starting a new one", path)
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise ModelError(f"TensorRT refused an empty timing cache for {path.name} (see the TensorRT log)")
+
+
 def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: bool = False,
                  workspace_gb: float = 4, dynamic: Any = None, dla: Optional[int] = None,
                  timing_cache: Optional[PathLike] = None, calibrator: Any = None, progress: bool = True,
@@ -564,23 +688,23 @@ def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: boo
         MissingDependencyError: TensorRT or cuda-python missing. ModelLoadError: the ONNX cannot be read or
         parsed. ConfigError / BackendUnavailableError: see :func:`plan_build`. ModelError: the build failed.
     """
-    trt = require("tensorrt", "tensorrt")
+    trt = import_tensorrt()
     from edge_detect.backends._cuda import device_info, set_device
 
     info = inspect_onnx(onnx)
     out = Path(output)
     cache_path = Path(calibration_cache) if calibration_cache else out.with_name(out.name + ".calib")
     can_calibrate = calibrator is not None or calib is not None or cache_path.is_file()
-    plan = plan_build(trt.__version__, fp16, int8, info.has_qdq, info.fp16, can_calibrate, dla)
+    plan = plan_build(trt.__version__, fp16, int8, info.has_qdq, info.fp16, can_calibrate, dla, version_compatible)
     profile = plan_profile(info, dynamic)
     set_device(device)
     gpu, cc = device_info(device)
+    check_nms_support(trt.__version__, info, cc)
     log.info("building %s from %s: TensorRT %s on %s (sm %s), precision %s, flags %s%s", out.name,
              info.path.name, trt.__version__, gpu, cc, plan.precision, ",".join(plan.flags) or "none",
              ", strongly typed" if plan.strongly_typed else "")
 
-    logger = make_logger(trt)
-    trt.init_libnvinfer_plugins(logger, "")
+    logger = init_plugins(trt)  # the process-lifetime logger, plugins registered before parsing
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt, plan.strongly_typed))
     parser = _parse(trt, network, logger, info.path)  # noqa: F841  (must outlive the build)
@@ -588,6 +712,11 @@ def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: boo
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(float(workspace_gb) * (1 << 30)))
     for flag in plan.flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    if "FP16" in plan.flags and not plan.strongly_typed:
+        pinned = keep_fp32(trt, nms_layers(network))
+        if pinned:
+            config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+            log.info("FP16 build: %d NMS layers kept in FP32 (class offsets exceed FP16's range)", pinned)
     if version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if hardware_compatible:
@@ -610,11 +739,8 @@ def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: boo
         if trt_profile is not None:
             config.set_calibration_profile(trt_profile)
         calibration = {"method": calibration_method, "cache": str(cache_path)}
-    cache = None
     if timing_cache is not None:
-        tc = Path(timing_cache)
-        cache = config.create_timing_cache(tc.read_bytes() if tc.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        _use_timing_cache(config, Path(timing_cache))
     bars = PhaseBars(enabled=progress)
     monitor = make_progress_monitor(trt, bars) if progress else None
     if monitor is not None:
@@ -628,6 +754,13 @@ def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: boo
             calibrator_obj.close()
             calibration["batches"] = calibrator_obj.batcher.batches_served
             calibration["cache_hit"] = calibrator_obj.batcher.cache_hit
+    if calibrator_obj is not None and calibrator_obj.error is not None:
+        if calibrator_obj.cache_written or (not calibrator_obj.batcher.cache_hit and cache_path.is_file()
+                                            and calibrator_obj.batcher.batches_served):
+            cache_path.unlink(missing_ok=True)
+            log.warning("INT8 calibration failed after %d batches: deleted the partial cache %s",
+                        calibrator_obj.batcher.batches_served, cache_path)
+        raise calibrator_obj.error
     if serialized is None:
         raise ModelError(f"TensorRT could not build {out.name} from {info.path.name} (see the TensorRT log "
                          "above; -vv shows all of it)")

@@ -69,11 +69,16 @@ def test_bad_sidecars(tmp_path: Path, content, message) -> None:
      ["TensorRT 10.3.0 vs 10.4.0 here"]),
     (dict(tensorrt="10.3.0", gpu="A", compute_capability="8.6"), ("10.3.0", "B", "8.9"),
      ["GPU A (compute 8.6) vs B (compute 8.9) here"]),
-    # version-compatible engines only need the same major version
+    # version-compatible engines (TensorRT >= 8.6) run on the building version or any later one, across majors
     (dict(tensorrt="10.3.0", gpu="A", compute_capability="8.6", version_compatible=True),
      ("10.7.0", "A", "8.6"), []),
-    (dict(tensorrt="8.6.1", gpu="A", compute_capability="8.6", version_compatible=True), ("10.0.1", "A", "8.6"),
-     ["TensorRT 8.6.1 (version-compatible within 8.x) vs 10.0.1 here"]),
+    (dict(tensorrt="8.6.1", gpu="A", compute_capability="8.6", version_compatible=True), ("10.0.1", "A", "8.6"), []),
+    (dict(tensorrt="10.3.0", gpu="A", compute_capability="8.6", version_compatible=True), ("10.2.0", "A", "8.6"),
+     ["TensorRT 10.3.0 (version-compatible: runs on 10.3.0 or later) vs 10.2.0 here"]),
+    (dict(tensorrt="10.3.0", gpu="A", compute_capability="8.6", version_compatible=True), ("9.9.9", "A", "8.6"),
+     ["TensorRT 10.3.0 (version-compatible: runs on 10.3.0 or later) vs 9.9.9 here"]),
+    (dict(tensorrt="8.5.2", gpu="A", compute_capability="8.7", version_compatible=True), ("8.5.2", "A", "8.7"),
+     ["TensorRT 8.5.2 (marked version-compatible, but version compatibility needs TensorRT >= 8.6 to build it)"]),
     # hardware-compatible (Ampere+) engines run on any sm >= 8.0
     (dict(tensorrt="10.3.0", gpu="A", compute_capability="8.6", hardware_compatible=True),
      ("10.3.0", "H100", "9.0"), []),

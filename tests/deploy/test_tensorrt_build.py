@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,12 +10,13 @@ import numpy as np
 import pytest
 
 from edge_detect.backends import _cuda
-from edge_detect.deploy.tensorrt_build import (BuildPlan, CalibrationBatcher, PhaseBars, inspect_onnx, log_level,
-                                              make_calibrator, plan_build, plan_profile)
+from edge_detect.backends.trt_common import log_level, tensorrt_available
+from edge_detect.deploy.tensorrt_build import (BuildPlan, CalibrationBatcher, PhaseBars, inspect_onnx, make_calibrator,
+                                              plan_build, plan_profile)
 from edge_detect.errors import BackendUnavailableError, ConfigError, DataError
 from edge_detect.metadata import METADATA_KEY, ModelMetadata
 
-HAS_TRT = importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("cuda") is not None
+HAS_TRT = tensorrt_available()
 gpu = pytest.mark.skipif(not HAS_TRT, reason="needs an NVIDIA GPU with TensorRT and cuda-python "
                                              "(pip install 'edge-detect[tensorrt]'); not installable here")
 
