@@ -25,7 +25,7 @@ import pytest
 from edge_detect.backends import _cuda, load_backend, trt_common
 from edge_detect.backends import tensorrt as trt_backend
 from edge_detect.backends.engine_meta import EngineInfo, read_engine_metadata, sidecar_path, write_engine_metadata
-from edge_detect.errors import BackendUnavailableError, DataError, MissingDependencyError, ModelLoadError, \
+from edge_detect.errors import BackendUnavailableError, ConfigError, DataError, MissingDependencyError, ModelLoadError, \
     VersionMismatchError
 from edge_detect.metadata import ModelMetadata
 from trt_doubles import engine_bytes, expected_raw, install, make_engine
@@ -148,12 +148,12 @@ def test_version_mismatch_fails_before_deserializing(fakes, tmp_path: Path) -> N
 
 
 def test_backend_does_not_rebuild(fakes, tmp_path: Path) -> None:
-    """Rebuilding is edge_detect.models.open_model's job (tests/test_models.py); the backend takes no such option
-    and never imports the build side."""
+    """Rebuilding is edge_detect.models.open_model's job (tests/test_models.py): the backend takes no such option."""
     engine = make_engine(tmp_path / "m.engine", tensorrt="10.0.1")
+    with pytest.raises(ConfigError, match="backend 'tensorrt': unknown option 'rebuild_on_mismatch'"):
+        load_backend(engine, rebuild_on_mismatch=True)
     with pytest.raises(VersionMismatchError):
-        load_backend(engine, rebuild_on_mismatch=True)  # an unknown option: ignored, not acted on
-    assert "edge_detect.deploy.tensorrt_build" not in {f.__module__ for f in (trt_backend.TensorRTBackend,)}
+        load_backend(engine)
 
 
 def test_missing_sidecar_and_bad_metadata(fakes, tmp_path: Path) -> None:
