@@ -16,7 +16,8 @@ A config file (see ``configs/app/default.yaml``)::
       - spec: out.jsonl             # ...or a mapping with options for the sink
       - {spec: "mjpeg://127.0.0.1:8080", options: {quality: 70}}
     show: null                      # display window: null = only where a display exists
-    tracker: {enabled: true}
+    tracker: {enabled: true, name: iou, options: {iou_threshold: 0.3}}
+    processors: []                  # more per-source processors, e.g. [{name: lines, options: {...}}]
 
 The pre-v2 mapping form ``sinks: {save_video: ..., save_jsonl: ..., preview_port: ..., preview_host: ...,
 show: ..., video_fps: ...}`` is still read (converted to the list, with a warning).
@@ -38,7 +39,7 @@ from edge_detect.config import from_mapping, load_yaml, override
 from edge_detect.errors import ConfigError
 from edge_detect.stream.sources import CaptureOptions
 
-__all__ = ["AppConfig", "SourceConfig", "SinkConfig", "TrackerConfig", "load_app_config", "resolve_classes",
+__all__ = ["AppConfig", "SourceConfig", "SinkConfig", "TrackerConfig", "ProcessorConfig", "load_app_config", "resolve_classes",
            "build_pipeline", "build_detector", "add_sinks"]
 
 LOGGER = logging.getLogger(__name__)
@@ -102,12 +103,38 @@ def _legacy_sinks(data: Mapping[str, Any], where: str) -> Tuple[List[Dict[str, A
 
 
 @dataclass(frozen=True)
+class ProcessorConfig:
+    """One per-source processor (:func:`~edge_detect.stream.processors.make_processor`): ``name`` and its
+    ``options``. Checked when the config is loaded (unknown name or option: :class:`ConfigError`)."""
+
+    name: str
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from edge_detect.stream.processors import make_processor
+
+        make_processor(self.name, **self.options)
+
+
+@dataclass(frozen=True)
 class TrackerConfig:
-    """IoU tracker (:class:`~edge_detect.stream.tracking.IoUTracker`) settings."""
+    """The tracker, the first processor of each source's chain when ``enabled`` (``--track`` / ``--tracker``).
+
+    ``name``: a registered processor (``"iou"``...); ``options``: its settings (``iou``: ``iou_threshold``,
+    ``max_age``, ``class_aware``). The pre-v2 keys ``iou`` / ``max_age`` are read as ``options``.
+    """
 
     enabled: bool = False
-    iou: float = 0.3
-    max_age: int = 30
+    name: str = "iou"
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from edge_detect.stream.processors import make_processor
+
+        try:
+            make_processor(self.name, **self.options)
+        except ConfigError as exc:
+            raise ConfigError(f"tracker: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -123,6 +150,7 @@ class AppConfig:
         conf, iou, max_det, agnostic: detection thresholds and NMS settings.
         classes: keep only these classes, by name or id (``None`` = all).
         sources, capture, tracker: see the classes above.
+        processors: more per-source processors after the tracker (line / zone counters...), in order.
         sinks: the outputs, :class:`SinkConfig` each.
         show: the display window: ``None`` = only where a display exists (unless a ``display`` sink is listed).
         max_frames, duration: stop conditions (``None`` = until the sources end).
@@ -146,6 +174,7 @@ class AppConfig:
     sinks: Tuple[SinkConfig, ...] = ()
     show: Optional[bool] = None
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    processors: Tuple[ProcessorConfig, ...] = ()
     max_frames: Optional[int] = None
     duration: Optional[float] = None
     summary_json: Optional[str] = None
@@ -162,8 +191,6 @@ class AppConfig:
             (self.max_frames is None or self.max_frames >= 1, "max_frames", ">= 1", self.max_frames),
             (self.duration is None or self.duration > 0, "duration", "> 0 seconds", self.duration),
             (self.threads >= 0, "threads", ">= 0", self.threads),
-            (0.0 < self.tracker.iou <= 1.0, "tracker.iou", "a value in (0, 1]", self.tracker.iou),
-            (self.tracker.max_age >= 0, "tracker.max_age", ">= 0", self.tracker.max_age),
         ]
         for ok, name, expected, actual in checks:
             if not ok:
@@ -195,6 +222,18 @@ def _normalize(data: Mapping[str, Any], where: str = "config") -> Dict[str, Any]
         out["sources"] = [{"uri": str(s)} if isinstance(s, (str, int)) else s for s in srcs]
     if isinstance(out.get("imgsz"), int):
         out["imgsz"] = [out["imgsz"]]
+    tracker = out.get("tracker")
+    if isinstance(tracker, Mapping) and ("iou" in tracker or "max_age" in tracker):  # pre-v2 IoU settings
+        tracker = dict(tracker)
+        options = dict(tracker.get("options") or {})
+        if "iou" in tracker:
+            options["iou_threshold"] = tracker.pop("iou")
+        if "max_age" in tracker:
+            options["max_age"] = tracker.pop("max_age")
+        tracker["options"] = options
+        out["tracker"] = tracker
+    if isinstance(out.get("processors"), (list, tuple)):
+        out["processors"] = [{"name": p} if isinstance(p, str) else p for p in out["processors"]]
     return out
 
 
@@ -316,7 +355,7 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
     from edge_detect.sinks.display import display_available
     from edge_detect.stream.pipeline import Pipeline
     from edge_detect.stream.sources import open_source
-    from edge_detect.stream.tracking import IoUTracker
+    from edge_detect.stream.processors import make_processor
 
     if not cfg.sources:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
@@ -338,8 +377,9 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
             sinks.append(open_sink(sc.spec, **sc.options))
             opened.append(sinks[-1])
         det = detector if detector is not None else build_detector(cfg)
-        tracker = IoUTracker(cfg.tracker.iou, cfg.tracker.max_age) if cfg.tracker.enabled else None
-        return Pipeline(sources, det, sinks, tracker=tracker, max_frames=cfg.max_frames, duration=cfg.duration,
+        procs = [make_processor(cfg.tracker.name, **cfg.tracker.options)] if cfg.tracker.enabled else []
+        procs += [make_processor(p.name, **p.options) for p in cfg.processors]
+        return Pipeline(sources, det, sinks, processors=procs, max_frames=cfg.max_frames, duration=cfg.duration,
                         progress=cfg.progress, stop_event=stop_event, stats_interval_s=cfg.stats_interval_s)
     except BaseException:
         for obj in opened:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from edge_detect._optional import require
 from edge_detect.backends.base import Backend, load_backend
+from edge_detect.boxes import xyxy_to_xywh
 from edge_detect.datasets import DatasetSpec, load_dataset, load_labels
 from edge_detect.detector import Detector
 from edge_detect.errors import DataError
@@ -83,8 +84,7 @@ def coco_ground_truth(ids: Sequence[ImageId], shapes: Sequence[Tuple[int, int]],
 
 def coco_results(iid: ImageId, dets: Detections) -> List[Dict[str, Any]]:
     """COCO result records for one image: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``."""
-    xywh = dets.xyxy.astype(np.float64).copy()
-    xywh[:, 2:] -= xywh[:, :2]
+    xywh = xyxy_to_xywh(dets.xyxy.astype(np.float64))
     return [{"image_id": iid, "category_id": int(c), "bbox": [round(float(v), 3) for v in box],
              "score": round(float(s), 5)} for box, s, c in zip(xywh, dets.score, dets.class_id)]
 

@@ -24,24 +24,14 @@ from typing import Any, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from edge_detect.boxes import cxcywh_to_xyxy, xyxy_to_xywh
 from edge_detect.errors import ModelError
 from edge_detect.types import Detections, LetterboxInfo
 
-__all__ = ["non_max_suppression", "nms", "xywh2xyxy", "postprocess", "MAX_WH", "MAX_NMS"]
+__all__ = ["non_max_suppression", "nms", "postprocess", "MAX_WH", "MAX_NMS"]
 
 MAX_WH = 7680  # class offset in pixels for class-aware NMS (largest supported box side)
 MAX_NMS = 30000  # most candidate boxes passed into NMS
-
-
-def xywh2xyxy(xywh: np.ndarray) -> np.ndarray:
-    """``(N, 4)`` ``(cx, cy, w, h)`` -> ``(x1, y1, x2, y2)``, same dtype and coordinate space."""
-    out = np.empty_like(xywh)
-    half_w, half_h = xywh[:, 2] / 2, xywh[:, 3] / 2
-    out[:, 0] = xywh[:, 0] - half_w
-    out[:, 1] = xywh[:, 1] - half_h
-    out[:, 2] = xywh[:, 0] + half_w
-    out[:, 3] = xywh[:, 1] + half_h
-    return out
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float) -> np.ndarray:
@@ -60,8 +50,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float) -> np.ndarray:
     """
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
-    xywh = np.asarray(boxes, dtype=np.float64).copy()
-    xywh[:, 2:] -= xywh[:, :2]
+    xywh = xyxy_to_xywh(np.asarray(boxes, dtype=np.float64))
     keep = cv2.dnn.NMSBoxes(xywh, np.asarray(scores, dtype=np.float32), 0.0, float(iou_thres))
     return np.asarray(keep, dtype=np.int64).reshape(-1)
 
@@ -73,7 +62,7 @@ def _candidates(x: np.ndarray, conf_thres: float, classes: Optional[Sequence[int
     if not len(x):
         return np.zeros((0, 6), np.float32)
     cls_scores = x[:, 5:] * x[:, 4:5]
-    box = xywh2xyxy(x[:, :4])
+    box = cxcywh_to_xyxy(x[:, :4])
     if multi_label:
         i, j = np.nonzero(cls_scores > conf_thres)
         rows = np.concatenate([box[i], cls_scores[i, j, None], j[:, None].astype(np.float32)], axis=1)

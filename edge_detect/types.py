@@ -146,16 +146,10 @@ class LetterboxInfo:
         Returns:
             float32 ``(N, 4)`` boxes in original-frame pixels, clipped to ``[0, w] x [0, h]``.
         """
-        out = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4).copy()
-        out[:, [0, 2]] -= self.pad[0]
-        out[:, [1, 3]] -= self.pad[1]
-        out /= self.ratio
-        h, w = self.orig_shape
-        out[:, 0] = out[:, 0].clip(0, w)
-        out[:, 2] = out[:, 2].clip(0, w)
-        out[:, 1] = out[:, 1].clip(0, h)
-        out[:, 3] = out[:, 3].clip(0, h)
-        return out
+        from edge_detect.boxes import scale_boxes
+
+        return scale_boxes(np.asarray(xyxy, dtype=np.float32).reshape(-1, 4), self.ratio, self.pad,
+                           clip_hw=self.orig_shape)
 
 
 @dataclass(eq=False)

@@ -64,6 +64,18 @@ def test_sink_list_with_options(tmp_path):
     assert cfg.sinks == (SinkConfig("out.jsonl"), SinkConfig("out.mp4", {"fps": 12.5})) and cfg.show is True
 
 
+def test_tracker_and_processors(tmp_path):
+    p = tmp_path / "a.yaml"
+    p.write_text("tracker: {enabled: true, iou: 0.5, max_age: 3}\n"
+                 "processors: [iou, {name: iou, options: {max_age: 1}}]\n")
+    cfg = load_app_config(p)
+    assert (cfg.tracker.enabled, cfg.tracker.name, cfg.tracker.options) == (True, "iou",
+                                                                           {"iou_threshold": 0.5, "max_age": 3})
+    assert [(x.name, x.options) for x in cfg.processors] == [("iou", {}), ("iou", {"max_age": 1})]
+    cfg = load_app_config(p, {"tracker.name": "iou", "tracker.enabled": False})
+    assert not cfg.tracker.enabled
+
+
 def test_legacy_sinks_mapping_converted(tmp_path, caplog):
     p = tmp_path / "a.yaml"
     p.write_text("sinks: {show: false, save_video: v.mp4, video_fps: 10, save_jsonl: d.jsonl, preview_port: 8081,"
@@ -85,7 +97,10 @@ def test_legacy_sinks_mapping_converted(tmp_path, caplog):
     ("max_det: 0\n", r"max_det: expected >= 1, got 0"),
     ("imgsz: [1, 2, 3]\n", r"imgsz: expected one or two positive sizes"),
     ("duration: -1\n", r"duration: expected > 0 seconds"),
-    ("tracker: {iou: 0}\n", r"tracker.iou: expected a value in \(0, 1\]"),
+    ("tracker: {iou: 0}\n", r"tracker: IoUTracker iou_threshold: expected a value in \(0, 1\], got 0"),
+    ("tracker: {name: kalman}\n", r"tracker: processor: unknown name 'kalman'; expected one of \[.*'iou'"),
+    ("tracker: {options: {max_ag: 3}}\n", r"processor 'iou': unknown option 'max_ag'; expected one of"),
+    ("processors: [{name: iou, options: {iou: 1}}]\n", r"processor 'iou': unknown option 'iou'"),
     ("sinks: {preview_port: 70000}\n", r"preview_port: expected a port in 0..65535"),
     ("sinks: [out.xyz]\n", r"sinks: sink 'out.xyz': expected 'display', a URI with a known scheme"),
     ("sinks: [{spec: a.mp4, option: {}}]\n", r"unknown key 'option' \(did you mean 'options'\?\)"),

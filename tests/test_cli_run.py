@@ -36,7 +36,8 @@ def test_help_documents_every_flag(capsys):
     out = capsys.readouterr().out
     for flag in ("--model", "--source", "--config", "--conf", "--iou", "--max-det", "--classes", "--imgsz",
                  "--backend", "--save-video", "--save-jsonl", "--show, --no-show", "--preview-port",
-                 "--preview-host", "--max-frames", "--duration", "--summary-json", "--track", "--threads"):
+                 "--preview-host", "--max-frames", "--duration", "--summary-json", "--track", "--threads", "--sink",
+                 "--tracker"):
         assert flag in out, flag
     assert "130 after SIGINT" in out and "143 after SIGTERM" in out
 
@@ -49,6 +50,13 @@ def test_help_documents_every_flag(capsys):
     (["run", "--model", "m.onnx", "--source", "rtsp://u:secret@127.0.0.1:1/x"], "***@127.0.0.1:1"),
     (["run", "--model", "m.onnx", "--source", "{video}", "--conf", "2"], "conf: expected a value in [0, 1]"),
     (["run", "--config", "nope.yaml"], "config file not found: nope.yaml"),
+    (["run", "--model", "m.onnx", "--source", "{video}", "--tracker", "kalman"],
+     "tracker: processor: unknown name 'kalman'"),
+    (["run", "--model", "m.onnx", "--source", "{video}", "--sink", "out.txt"], "sink 'out.txt': expected 'display'"),
+    (["run", "--model", "m.onnx", "--source", "{video}", "--preview-host", "0.0.0.0"],
+     "--preview-host: expected --preview-port or a mjpeg:// sink in the config"),
+    (["run", "--model", "m.onnx", "--source", "{video}", "--preview-port", "70000"],
+     "--preview-port: expected a port in 0..65535, got 70000"),
 ])
 def test_errors_are_one_line_exit_2(argv, message, video, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -83,7 +91,8 @@ def test_full_video_jsonl_and_mp4_have_795_frames(model_320, video, tmp_path):
     s = json.loads((out / "s.json").read_text())
     assert (s["processed"], s["frames_read"], s["dropped"], s["corrupt"], s["stopped_by"]) == \
         (795, 795, 0, 0, "end")
-    assert set(s["stages"]) == {"decode", "preprocess", "inference", "postprocess", "sinks"}
+    assert set(s["stages"]) == {"decode", "preprocess", "inference", "postprocess", "processors", "sinks"}
+    assert s["stages"]["processors"]["mean_ms"] >= 0  # the tracker ran, timed as its own stage
     assert s["fps"] > 0
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from edge_detect.errors import ModelError
-from edge_detect.postprocess import nms, non_max_suppression, postprocess, xywh2xyxy
+from edge_detect.boxes import cxcywh_to_xyxy
+from edge_detect.postprocess import nms, non_max_suppression, postprocess
 from edge_detect.types import LetterboxInfo
 
 CASES = {"display": dict(conf_thres=0.25, iou_thres=0.45, max_det=1000),
@@ -133,7 +134,7 @@ def test_nms_semantics(kwargs, classes, scores):
 def test_nms_box_conversion_and_max_nms():
     out = non_max_suppression(PRED, 0.25, 0.45)[0]
     np.testing.assert_allclose(out[0, :4], [40, 40, 60, 60])
-    np.testing.assert_allclose(xywh2xyxy(np.array([[10, 20, 4, 6]], np.float32)), [[8, 17, 12, 23]])
+    np.testing.assert_allclose(cxcywh_to_xyxy(np.array([[10, 20, 4, 6]], np.float32)), [[8, 17, 12, 23]])
     # only the best max_nms candidates enter NMS
     capped = non_max_suppression(PRED, 0.25, 0.45, max_nms=1)[0]
     assert capped[:, 4].tolist() == pytest.approx([0.81])

@@ -300,8 +300,10 @@ def e2e_result(summary: Mapping[str, Any], inference_fps: Optional[float]) -> Di
 
 
 def _check_sinks(sinks: Sequence[str]) -> None:
+    from edge_detect.sinks.base import resolve_sink
+
     for uri in sinks:
-        if str(uri).split(":", 1)[0].lower() in ("display", "window", "show"):
+        if str(uri).split(":", 1)[0].lower() in ("display", "window", "show") or resolve_sink(uri)[1] == "display":
             raise ConfigError(f"bench sinks: expected no display (it would be timed), got {uri!r}")
 
 
@@ -320,9 +322,20 @@ def benchmark_e2e(detector: Any, source: str, sinks: Sequence[str] = (), max_fra
         ConfigError: a display sink was requested.
     """
     _check_sinks(sinks)
+    from edge_detect.sinks import open_sink
     from edge_detect.stream.pipeline import Pipeline
+    from edge_detect.stream.sources import open_source
 
-    summary = Pipeline([source], detector, sinks=tuple(sinks), max_frames=max_frames, progress=progress).run()
+    opened: List[Any] = [open_source(source)]
+    try:
+        for spec in sinks:
+            opened.append(open_sink(spec))
+        pipeline = Pipeline(opened[:1], detector, sinks=opened[1:], max_frames=max_frames, progress=progress)
+    except BaseException:
+        for obj in opened:
+            obj.close()
+        raise
+    summary = pipeline.run()
     return e2e_result(summary.to_dict(), inference_fps)
 
 

@@ -115,9 +115,9 @@ def next_run_dir(base: Path = Path("runs/detect"), name: str = "exp") -> Path:
 def yolo_label_rows(dets: Any, shape: Sequence[int]) -> str:
     """Text of a YOLO label file: ``class cx cy w h conf`` per detection, normalized by the image ``(h, w)``."""
     h, w = shape[:2]
-    xyxy = dets.xyxy.astype(np.float64)
-    cx, cy = (xyxy[:, 0] + xyxy[:, 2]) / 2 / w, (xyxy[:, 1] + xyxy[:, 3]) / 2 / h
-    bw, bh = (xyxy[:, 2] - xyxy[:, 0]) / w, (xyxy[:, 3] - xyxy[:, 1]) / h
+    from edge_detect.boxes import normalize_boxes, xyxy_to_cxcywh
+
+    cx, cy, bw, bh = normalize_boxes(xyxy_to_cxcywh(dets.xyxy.astype(np.float64)), (h, w)).reshape(-1, 4).T
     return "".join(f"{c} {x:.6f} {y:.6f} {ww:.6f} {hh:.6f} {s:.5f}\n"
                    for c, x, y, ww, hh, s in zip(dets.class_id.tolist(), cx, cy, bw, bh, dets.score.tolist()))
 

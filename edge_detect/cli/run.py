@@ -63,7 +63,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="keep only these classes, by name or id, e.g. --classes person car or --classes 0 2")
     m.add_argument("--agnostic", action="store_true", default=None, help="class-agnostic NMS")
     m.add_argument("--track", action="store_true", default=None,
-                   help="assign track ids with the IoU tracker (added to JSONL detections as track_id)")
+                   help="assign track ids with the config's tracker (default: iou; added to JSONL detections as "
+                        "track_id)")
+    m.add_argument("--tracker", default=None, metavar="NAME",
+                   help="track with this processor (implies --track), e.g. iou")
     s = p.add_argument_group("sources")
     s.add_argument("--source", action="append", default=None, metavar="URI",
                    help="input (repeatable): video file, image folder/glob, camera index, /dev/videoN, "
@@ -116,7 +119,8 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
         "model": args.model, "backend": args.backend, "imgsz": args.imgsz, "threads": args.threads,
         "rebuild_on_mismatch": args.rebuild_on_mismatch,
         "conf": args.conf, "iou": args.iou, "max_det": args.max_det, "classes": args.classes,
-        "agnostic": args.agnostic, "tracker.enabled": args.track, "sources": args.source, "show": args.show,
+        "agnostic": args.agnostic, "tracker.enabled": True if args.tracker else args.track,
+        "tracker.name": args.tracker, "sources": args.source, "show": args.show,
         "summary_json": args.summary_json, "max_frames": args.max_frames, "duration": args.duration,
         "progress": args.progress,
     }

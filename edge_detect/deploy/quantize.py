@@ -55,6 +55,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from edge_detect._optional import require
+from edge_detect.boxes import cxcywh_to_xyxy, paired_box_iou
 from edge_detect.errors import ConfigError, ModelError, ModelLoadError
 from edge_detect.metadata import METADATA_KEY, ModelMetadata
 
@@ -486,18 +487,6 @@ def quantize_qdq(fp32_onnx: PathLike, output: PathLike, ranges_cache: PathLike, 
 
 
 # --------------------------------------------------------------------------------------------- sensitivity
-def _xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
-    return np.concatenate([b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2], axis=-1)
-
-
-def _paired_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, :2], b[:, :2])
-    rb = np.minimum(a[:, 2:], b[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1)  # noqa: E731
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
-
-
 def output_error(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], min_conf: float = 0.001) -> float:
     """Distance between FP32 and quantized YOLOv5 raw predictions (lower is better, 0 = identical).
 
@@ -525,7 +514,7 @@ def output_error(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], min_conf:
             continue
         w, rows, best = w[keep], rows[keep], best[keep]
         s_out = o[rows, 4] * o[rows, 5 + best]
-        iou = _paired_iou(_xywh_to_xyxy(r[rows, :4]), _xywh_to_xyxy(o[rows, :4]))
+        iou = paired_box_iou(cxcywh_to_xyxy(r[rows, :4]), cxcywh_to_xyxy(o[rows, :4]))
         num_s += float((w * np.abs(w - s_out)).sum())
         num_b += float((w * (1.0 - iou)).sum())
         den += float(w.sum())

@@ -10,18 +10,25 @@ Threads and queues::
     "infer" thread:   Detector.infer (the only thread that touches the backend)
                                                                                   │ bounded queue (queue_size)
                                                                                   v
-    calling thread:   Detector.postprocess -> tracker -> sinks (annotate once, write each)
+    calling thread:   Detector.postprocess -> processors (per-source chain) -> sinks (annotate once, write each)
 
 Decoding, inference and postprocessing+sinks run at the same time (OpenCV, ONNX Runtime and TensorRT release
 the GIL), so the end-to-end rate approaches the slowest stage, normally inference. Sinks run in the calling
 thread because GUI toolkits want the main thread.
 
 Each :class:`~edge_detect.types.Frame` carries its capture time and the durations of the stages
-``decode``, ``preprocess``, ``inference``, ``postprocess`` and ``sinks`` (milliseconds). Glass-to-glass latency
+``decode``, ``preprocess``, ``inference``, ``postprocess``, ``processors`` and ``sinks`` (milliseconds). Glass-to-glass latency
 is ``time when the last sink returned - capture_time``.
 
 With a dynamic-shape model the :class:`~edge_detect.detector.Detector` letterboxes to the minimum rectangle of
 the stream's aspect ratio (e.g. 640x384 for 16:9) instead of a padded square.
+
+Processors (trackers, line / zone counters; :mod:`edge_detect.stream.processors`) run per source: the pipeline
+keeps one chain of :meth:`~edge_detect.stream.processors.Processor.clone` copies per source, so state never mixes
+between cameras. At the end of the run each chain's optional ``finish(last_frame)`` is called; events it returns
+reach the sinks in one end-of-source :class:`~edge_detect.types.Result` (``final=True``). Each processor's
+``summary()`` is merged into the run summary, per source under ``sources[id]`` and summed over sources at the top
+level (e.g. ``"lines": {...}``).
 
 Stopping: sources exhausted, ``max_frames`` processed, ``duration`` seconds elapsed, a sink asking to stop
 (display q / Esc), or ``stop_event`` set (the CLI sets it from SIGINT / SIGTERM handlers). Frames already in
@@ -30,7 +37,6 @@ an exception escapes.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import threading
@@ -39,16 +45,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from edge_detect.errors import ConfigError
-from edge_detect.sinks import Result, Sink, StreamInfo, open_sink
+from edge_detect.sinks.base import Sink, StreamInfo
 from edge_detect.sinks.events import arrange_sinks
-from edge_detect.stream.sources import Source, open_source
 from edge_detect.stats import RateMeter, StageTimer, nan_to_none, percentiles
+from edge_detect.stream.sources import Source
+from edge_detect.types import Detections, Frame, Result
 
-__all__ = ["Pipeline", "RunSummary", "STAGES"]
+__all__ = ["Pipeline", "RunSummary", "STAGES", "merge_summaries"]
 
 LOGGER = logging.getLogger(__name__)
 
-STAGES = ("decode", "preprocess", "inference", "postprocess", "sinks")
+STAGES = ("decode", "preprocess", "inference", "postprocess", "processors", "sinks")
 _END = object()
 
 
@@ -68,8 +75,11 @@ class RunSummary:
         latency_ms: glass-to-glass ``{"p50", "p95", "p99"}`` (capture -> last sink done).
         sources: per source id: ``uri`` (credentials masked), ``kind``, ``live``, ``read``, ``processed``,
             ``dropped``, ``corrupt``, ``reconnects``, ``expected_frames`` (container count or ``None``).
+            Processor summaries of the source are merged in (e.g. ``"lines"``).
         stopped_by: ``"end"``, ``"max_frames"``, ``"duration"``, ``"stop_event"``, ``"sink"``,
             ``"interrupt"`` or ``"error"``.
+        extra: processor summaries summed over sources (numbers added, dicts merged), merged into
+            :meth:`to_dict` at the top level (e.g. ``{"lines": {...}, "zones": {...}}``).
     """
 
     frames_read: int = 0
@@ -83,10 +93,15 @@ class RunSummary:
     latency_ms: Dict[str, float] = field(default_factory=dict)
     sources: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     stopped_by: str = "end"
+    extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready dict (``nan`` -> ``None``)."""
-        return nan_to_none(asdict(self))
+        """JSON-ready dict (``nan`` -> ``None``); :attr:`extra` keys at the top level."""
+        out = asdict(self)
+        extra = out.pop("extra")
+        for key, value in extra.items():
+            out.setdefault(key, value)
+        return nan_to_none(out)
 
     def format(self) -> str:
         """Multi-line human-readable summary."""
@@ -111,21 +126,38 @@ def _unique_ids(sources: Sequence[Source]) -> None:
         base = src.source_id
         if base in seen:
             seen[base] += 1
-            src.source_id = f"{base}-{seen[base]}"
+            src.rename(f"{base}-{seen[base]}")
         else:
             seen[base] = 0
+
+
+def merge_summaries(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Sum processor summaries: numbers are added, dicts merged recursively, other values: the last one wins."""
+    out: Dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge_summaries([out[key], value])
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and isinstance(out.get(key), (int, float)) and not isinstance(out.get(key), bool):
+                out[key] = out[key] + value
+            else:
+                out[key] = dict(value) if isinstance(value, dict) else value
+    return out
 
 
 class Pipeline:
     """Run a detector over sources into sinks with overlapped stages (see module doc).
 
     Args:
-        sources: :class:`Source` objects, or anything :func:`open_source` accepts (opened with defaults).
+        sources: opened :class:`Source` objects (:func:`~edge_detect.stream.sources.open_source`), or one.
         detector: a :class:`~edge_detect.detector.Detector` or any object with ``preprocess(images) ->
             (batch, infos)``, ``infer(batch) -> outputs``, ``postprocess(outputs, infos) -> [Detections]``
             and ``names``.
-        sinks: :class:`Sink` objects or specs for :func:`open_sink`.
-        tracker: an :class:`~edge_detect.stream.tracking.IoUTracker` (cloned per source) or ``None``.
+        sinks: opened :class:`Sink` objects (:func:`~edge_detect.sinks.open_sink`).
+        processors: :class:`~edge_detect.stream.processors.Processor` objects, run in this order; each source
+            gets its own chain of clones (the objects passed are not used themselves).
+        tracker: shorthand for a tracker processor put first in ``processors``.
         max_frames: stop after this many processed frames (all sources together).
         duration: stop after this many seconds.
         progress: tqdm bar when every source is a file with a known length, else a periodic stats log line.
@@ -136,8 +168,9 @@ class Pipeline:
     ``run()`` consumes the sources and sinks: it closes all of them before returning.
     """
 
-    def __init__(self, sources: Union[Source, Sequence[Any]], detector: Any, sinks: Sequence[Any] = (),
-                 tracker: Any = None, max_frames: Optional[int] = None, duration: Optional[float] = None,
+    def __init__(self, sources: Union[Source, Sequence[Source]], detector: Any, sinks: Sequence[Sink] = (),
+                 processors: Sequence[Any] = (), tracker: Any = None, max_frames: Optional[int] = None,
+                 duration: Optional[float] = None,
                  progress: bool = True, stop_event: Optional[threading.Event] = None, queue_size: int = 2,
                  stats_interval_s: float = 10.0) -> None:
         if max_frames is not None and max_frames < 1:
@@ -149,19 +182,31 @@ class Pipeline:
         srcs = [sources] if isinstance(sources, Source) else list(sources)
         if not srcs:
             raise ConfigError("sources: expected at least one source, got none")
-        self.sources: List[Source] = [s if isinstance(s, Source) else open_source(s) for s in srcs]
+        for s in srcs:
+            if not isinstance(s, Source):
+                raise ConfigError(f"sources: expected opened Source objects (open_source(uri)), got {s!r}")
+        for s in sinks:
+            if not isinstance(s, Sink):
+                raise ConfigError(f"sinks: expected opened Sink objects (open_sink(spec)), got {s!r}")
+        procs = ([tracker] if tracker is not None else []) + list(processors)
+        for p in procs:
+            if not (callable(getattr(p, "update", None)) and callable(getattr(p, "clone", None))):
+                raise ConfigError(f"processors: expected objects with update(detections, frame) and clone(), "
+                                  f"got {p!r}")
+        self.sources: List[Source] = list(srcs)
         _unique_ids(self.sources)
         # event sinks (mqtt, webhook, snapshots) merged into one, the metrics sink last; attach(pipeline) lets a
         # sink read the sources' counters (edge_detect.sinks.events / .metrics)
-        self.sinks: List[Sink] = arrange_sinks([open_sink(s) for s in sinks])
+        self.sinks: List[Sink] = arrange_sinks(list(sinks))
         for sink in self.sinks:
             attach = getattr(sink, "attach", None)
             if attach is not None:
                 attach(self)
         self.detector = detector
         self.names = tuple(getattr(detector, "names", ()) or ())
-        self._trackers = {s.source_id: (tracker.clone() if hasattr(tracker, "clone") else copy.deepcopy(tracker))
-                          for s in self.sources} if tracker is not None else {}
+        self.processors = procs
+        self._chains: Dict[str, List[Any]] = {s.source_id: [p.clone() for p in procs] for s in self.sources}
+        self._last_frame: Dict[str, Frame] = {}
         self.max_frames, self.duration, self.progress = max_frames, duration, progress
         self.stop_event = stop_event or threading.Event()
         self.stats_interval_s = stats_interval_s
@@ -170,6 +215,7 @@ class Pipeline:
         self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=queue_size)
         self._pre_queue: "queue.Queue[Any]" = queue.Queue(maxsize=1)
         self._halt = threading.Event()
+        self._abort = threading.Event()  # consumers gone: producers stop waiting for room in the queues
         self._notify = threading.Event()
         self._error: Optional[BaseException] = None
         self._stopped_by = "end"
@@ -253,18 +299,24 @@ class Pipeline:
             self._put(self._queue, _END, force=True)
 
     def _put(self, q: "queue.Queue[Any]", item: Any, force: bool = False) -> None:
+        """Hand ``item`` to the next stage, waiting while it is busy (frames in flight are never dropped).
+
+        Only once the consumers are gone (:attr:`_abort`: an error, an interrupt or the end of :meth:`run`) is an
+        item dropped, or, for the end marker (``force``), an item evicted to make room for it.
+        """
         while True:
             try:
                 q.put(item, timeout=0.1)
                 return
             except queue.Full:
-                if not force and self._halt.is_set():
-                    return  # stopping and nobody consumes any more: drop the in-flight frame
-                if force:  # the consumer is gone or stopping: make room for the end marker
-                    try:
-                        q.get_nowait()
-                    except queue.Empty:
-                        pass
+                if not self._abort.is_set():
+                    continue
+                if not force:
+                    return
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    pass
 
     # ------------------------------------------------------------------------------------------- sink stage
 
@@ -272,16 +324,19 @@ class Pipeline:
         frame, outputs, infos = item
         t0 = time.perf_counter()
         dets = self.detector.postprocess(outputs, infos)[0]
-        tracker = self._trackers.get(frame.source_id)
-        if tracker is not None:
-            dets = tracker.update(dets)
         t1 = time.perf_counter()
+        for proc in self._chains.get(frame.source_id, ()):
+            dets = proc.update(dets, frame)
+        t_proc = time.perf_counter()
         result = Result(frame, dets, self.names, rate.rate)
         for sink in self.sinks:
             sink.write(result)
         t2 = time.perf_counter()
+        self._last_frame[frame.source_id] = frame
         frame.timings["postprocess"] = (t1 - t0) * 1e3
-        frame.timings["sinks"] = (t2 - t1) * 1e3
+        if self.processors:
+            frame.timings["processors"] = (t_proc - t1) * 1e3
+        frame.timings["sinks"] = (t2 - t_proc) * 1e3
         for stage in STAGES:
             if stage in frame.timings:
                 self.timer.add(stage, frame.timings[stage])
@@ -324,7 +379,7 @@ class Pipeline:
         t_start = time.perf_counter()
         streams = [StreamInfo(s.source_id, s.fps) for s in self.sources]
         for src in self.sources:
-            src.notify = self._notify
+            src.add_listener(self._notify)
             src.start()
         bar = None
         interrupted: Optional[BaseException] = None
@@ -355,6 +410,8 @@ class Pipeline:
                 elif self.progress and time.perf_counter() - last_log >= self.stats_interval_s:
                     self._log_stats(rate, logged)
                     last_log, logged = time.perf_counter(), len(self.latencies)
+            if self._error is None:
+                self._finish_chains()
         except KeyboardInterrupt as exc:
             interrupted = exc
             self._stop("interrupt")
@@ -363,6 +420,7 @@ class Pipeline:
             raise
         finally:
             self._halt.set()
+            self._abort.set()
             for worker in workers:
                 if worker.is_alive():
                     worker.join(5.0)
@@ -376,6 +434,23 @@ class Pipeline:
         if interrupted is not None:
             raise interrupted
         return summary
+
+    def _finish_chains(self) -> None:
+        """Call the optional ``finish(last_frame)`` of every processor; write returned events (module doc)."""
+        for sid, chain in self._chains.items():
+            frame = self._last_frame.get(sid)
+            if frame is None:
+                continue
+            events: List[Dict[str, Any]] = []
+            for proc in chain:
+                finish = getattr(proc, "finish", None)
+                if callable(finish):
+                    events += list(finish(frame) or ())
+            if events:
+                result = Result(frame, Detections.empty(), self.names, 0.0, final=True)
+                result.detections.metadata["events"] = events
+                for sink in self.sinks:
+                    sink.write(result)
 
     def _close_all(self) -> None:
         for src in self.sources:
@@ -397,6 +472,11 @@ class Pipeline:
                           "processed": self._processed.get(s.source_id, 0), "expected_frames": s.expected_frames}
             for s in self.sources
         }
+        chain_summaries = {sid: merge_summaries([p.summary() for p in chain if hasattr(p, "summary")])
+                           for sid, chain in self._chains.items()}
+        for sid, extra in chain_summaries.items():
+            for key, value in extra.items():
+                per_source[sid].setdefault(key, value)
         return RunSummary(
             frames_read=sum(s.stats.read for s in self.sources),
             processed=processed,
@@ -409,4 +489,5 @@ class Pipeline:
             latency_ms={"p50": p[50], "p95": p[95], "p99": p[99]},
             sources=per_source,
             stopped_by=self._stopped_by,
+            extra=merge_summaries(list(chain_summaries.values())),
         )

@@ -418,7 +418,7 @@ class Source:
         self._in_read = False
         self._thread: Optional[threading.Thread] = None
         self._watchdog: Optional[threading.Thread] = None
-        self.notify: Optional[threading.Event] = None  # set whenever a frame is queued (pipeline multiplexing)
+        self._listeners: List[threading.Event] = []  # set whenever a frame is queued or the source ends
         self._index = 0
         self._started_at = 0.0
 
@@ -426,6 +426,21 @@ class Source:
         return f"Source(id={self.source_id!r}, kind={self.kind}, uri={self.uri!r}, live={self.is_live})"
 
     # ----------------------------------------------------------------------------------------- lifecycle
+
+    def add_listener(self, event: threading.Event) -> None:
+        """Set ``event`` whenever a frame is queued or the source ends (lets one consumer wait on many sources)."""
+        if event not in self._listeners:
+            self._listeners.append(event)
+
+    def rename(self, source_id: str) -> None:
+        """Change the id stamped on frames; only before the capture starts.
+
+        Raises:
+            SourceError: the source has already started.
+        """
+        if self._thread is not None:
+            raise SourceError(f"{self.uri}: expected rename() before start(), got a started source")
+        self.source_id = str(source_id)
 
     def start(self) -> "Source":
         """Start the capture thread (idempotent; iteration starts it too)."""
@@ -532,8 +547,7 @@ class Source:
                 reader.release()
             if gen == self._gen:
                 self._ended.set()
-                if self.notify is not None:
-                    self.notify.set()
+                self._signal()
 
     def _log_end(self) -> None:
         exp = self.expected_frames
@@ -577,8 +591,11 @@ class Source:
                     break
                 except queue.Full:
                     continue
-        if self.notify is not None:
-            self.notify.set()
+        self._signal()
+
+    def _signal(self) -> None:
+        for event in self._listeners:
+            event.set()
 
     def _drain(self) -> None:
         while True:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from edge_detect.boxes import clip_boxes, cxcywh_to_xyxy, denormalize_boxes, normalize_boxes, xyxy_to_cxcywh
 from edge_detect.errors import DataError
 from edge_detect.preprocess import letterbox
 
@@ -93,20 +94,14 @@ def load_split(data_yaml: Union[str, os.PathLike], split: str = "train", limit: 
 def cxcywh_norm_to_xyxy(labels: np.ndarray, w: float, h: float, padw: float = 0.0, padh: float = 0.0) -> np.ndarray:
     """``(n, 5) [cls, cx, cy, w, h]`` normalized -> ``(n, 5) [cls, x1, y1, x2, y2]`` pixels (+ padding offset)."""
     out = labels.astype(np.float32, copy=True)
-    out[:, 1] = w * (labels[:, 1] - labels[:, 3] / 2) + padw
-    out[:, 2] = h * (labels[:, 2] - labels[:, 4] / 2) + padh
-    out[:, 3] = w * (labels[:, 1] + labels[:, 3] / 2) + padw
-    out[:, 4] = h * (labels[:, 2] + labels[:, 4] / 2) + padh
+    out[:, 1:5] = cxcywh_to_xyxy(denormalize_boxes(out[:, 1:5], (h, w))) + np.float32([padw, padh, padw, padh])
     return out
 
 
 def xyxy_to_cxcywh_norm(labels: np.ndarray, w: float, h: float) -> np.ndarray:
     """``(n, 5) [cls, x1, y1, x2, y2]`` pixels -> ``(n, 5) [cls, cx, cy, w, h]`` normalized, clipped to the image."""
     out = labels.astype(np.float32, copy=True)
-    x1, x2 = np.clip(labels[:, 1], 0, w), np.clip(labels[:, 3], 0, w)
-    y1, y2 = np.clip(labels[:, 2], 0, h), np.clip(labels[:, 4], 0, h)
-    out[:, 1], out[:, 2] = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h
-    out[:, 3], out[:, 4] = (x2 - x1) / w, (y2 - y1) / h
+    out[:, 1:5] = normalize_boxes(xyxy_to_cxcywh(clip_boxes(labels[:, 1:5], (h, w))), (h, w))
     return out
 
 
@@ -216,8 +211,7 @@ def random_affine(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
     corners = (corners[:, :2] / corners[:, 2:3] if perspective else corners[:, :2]).reshape(-1, 8)
     xs, ys = corners[:, 0::2], corners[:, 1::2]
     boxes = np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], axis=1)
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, out_hw[1])
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, out_hw[0])
+    boxes = clip_boxes(boxes, out_hw)
     keep = box_candidates(labels[:, 1:5] * zoom, boxes)
     out = np.concatenate([labels[keep, :1], boxes[keep]], axis=1).astype(np.float32)
     return img, out
@@ -269,7 +263,7 @@ def mosaic4(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], size: in
         canvas[y1:y2, x1:x2] = img[sy1:sy1 + (y2 - y1), sx1:sx1 + (x2 - x1)]
         out.append(cxcywh_norm_to_xyxy(lab, w, h, padw=x1 - sx1, padh=y1 - sy1))
     boxes = np.concatenate(out, 0) if out else np.zeros((0, 5), np.float32)
-    boxes[:, 1:] = boxes[:, 1:].clip(0, 2 * s)
+    boxes[:, 1:] = clip_boxes(boxes[:, 1:], (2 * s, 2 * s))
     return canvas, boxes.astype(np.float32)
 
 

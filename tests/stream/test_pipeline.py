@@ -12,10 +12,11 @@ import pytest
 
 from conftest import has_module
 from edge_detect.errors import ConfigError
-from edge_detect.stream.pipeline import STAGES, Pipeline, RunSummary
 from edge_detect.sinks import JsonlSink, MjpegPreviewSink, Sink
+from edge_detect.stream.pipeline import STAGES, Pipeline, RunSummary, merge_summaries
+from edge_detect.stream.processors import make_processor
+from edge_detect.stream.processors.iou import IoUTracker
 from edge_detect.stream.sources import open_source
-from edge_detect.stream.tracking import IoUTracker
 from edge_detect.types import Detections
 
 
@@ -63,12 +64,18 @@ class ListSink(Sink):
 
 def test_summary_figures_and_stage_timings(video):
     sink = ListSink()
-    s = Pipeline([open_source(video)], FakeDetector(), [sink], max_frames=60, progress=False).run()
+    s = Pipeline([open_source(video)], FakeDetector(infer_ms=3), [sink], processors=[IoUTracker()],
+                 max_frames=60, progress=False).run()
     assert isinstance(s, RunSummary)
     assert (s.processed, s.dropped, s.corrupt, s.reconnects, s.stopped_by) == (60, 0, 0, 0, "max_frames")
     assert 60 <= s.frames_read <= 60 + 8 + 2 + 1  # plus what capture had buffered
     assert list(s.stages) == list(STAGES)
-    assert all(s.stages[k]["mean_ms"] >= 0 and s.stages[k]["p95_ms"] >= s.stages[k]["mean_ms"] * 0 for k in STAGES)
+    for k in STAGES:  # the summary is exactly the statistics of the processed frames' own timings
+        per_frame = [r.frame.timings[k] for r in sink.results]
+        assert len(per_frame) == 60 and min(per_frame) >= 0
+        assert s.stages[k]["mean_ms"] == pytest.approx(np.mean(per_frame), rel=1e-9)
+        assert s.stages[k]["p95_ms"] == pytest.approx(np.percentile(per_frame, 95), rel=1e-9)
+    assert s.stages["inference"]["mean_ms"] >= 3  # the fake backend sleeps 3 ms per call
     assert set(s.latency_ms) == {"p50", "p95", "p99"} and 0 < s.latency_ms["p50"] <= s.latency_ms["p99"]
     assert s.fps > 0 and s.duration_s > 0
     assert s.sources["vtest"]["processed"] == 60 and s.sources["vtest"]["expected_frames"] == 795
@@ -122,6 +129,95 @@ def test_invalid_arguments(video, kwargs, match):
         Pipeline([str(video)], FakeDetector(), **kwargs)
     with pytest.raises(ConfigError, match="at least one source"):
         Pipeline([], FakeDetector())
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("sources", ["video.mp4"], r"sources: expected opened Source objects \(open_source\(uri\)\), got 'video.mp4'"),
+    ("sinks", ["out.jsonl"], r"sinks: expected opened Sink objects \(open_sink\(spec\)\), got 'out.jsonl'"),
+    ("processors", ["iou"], r"processors: expected objects with update\(detections, frame\) and clone\(\)"),
+])
+def test_pipeline_takes_opened_objects(video, field, value, match):
+    kwargs = {"sources": [open_source(video)], "detector": FakeDetector(), field: value}
+    try:
+        with pytest.raises(ConfigError, match=match):
+            Pipeline(**kwargs)
+    finally:
+        for src in kwargs["sources"]:
+            if not isinstance(src, str):
+                src.close()
+
+
+class CountingProcessor:
+    """Counts frames and boxes per source; emits one event per frame and one at finish()."""
+
+    name = "count"
+
+    def __init__(self) -> None:
+        self.frames, self.boxes, self.seen_sources = 0, 0, set()
+
+    def update(self, detections, frame):
+        self.frames += 1
+        self.boxes += len(detections)
+        self.seen_sources.add(frame.source_id)
+        detections.data["anchor"] = detections.xyxy[:, 2:]
+        detections.metadata.setdefault("events", []).append({"type": "tick", "n": self.frames})
+        return detections
+
+    def clone(self):
+        return CountingProcessor()
+
+    def summary(self):
+        return {"counts": {"frames": self.frames, "boxes": self.boxes}}
+
+    def finish(self, frame):
+        return [{"type": "bye", "frame": frame.index, "frames": self.frames}]
+
+
+def test_processor_chain_per_source_events_summary_and_finish(video, tmp_path):
+    out = tmp_path / "d.jsonl"
+    proto = CountingProcessor()
+    sink = ListSink()
+    srcs = [open_source(video, source_id="a"), open_source(video, source_id="b")]
+    pipe = Pipeline(srcs, FakeDetector(), [JsonlSink(out), sink], processors=[make_processor("iou"), proto],
+                    max_frames=30, progress=False)
+    s = pipe.run()
+    assert proto.frames == 0  # the object passed is only a prototype: every source runs its own clones
+    processed = {sid: s.sources[sid]["processed"] for sid in ("a", "b")}
+    assert sum(processed.values()) == 30 and min(processed.values()) >= 5
+    for sid in ("a", "b"):  # per-source counts in the per-source summary, summed at the top level
+        assert s.sources[sid]["counts"] == {"frames": processed[sid], "boxes": processed[sid]}
+    d = s.to_dict()
+    assert d["counts"] == {"frames": 30, "boxes": 30}
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 30 + 2  # every frame + one end-of-source line per source with the finish() events
+    for sid in ("a", "b"):
+        mine = [ln for ln in lines if ln["source"] == sid]
+        assert [ln["events"] for ln in mine[:-1]] == [[{"type": "tick", "n": i + 1}] for i in range(processed[sid])]
+        assert mine[-1]["detections"] == [] and mine[-1]["frame"] == processed[sid] - 1
+        assert mine[-1]["events"] == [{"type": "bye", "frame": processed[sid] - 1, "frames": processed[sid]}]
+        assert {dd["track_id"] for ln in mine[:-1] for dd in ln["detections"]} == {1}  # iou tracker ran first
+    assert [r.final for r in sink.results].count(True) == 2
+    assert all("anchor" in r.detections.data for r in sink.results if not r.final)
+    assert s.stages["processors"]["mean_ms"] >= 0 and len([r for r in sink.results if not r.final]) == 30
+
+
+def test_merge_summaries():
+    a = {"lines": {"gate": {"in": 2, "out": 1, "by_class": {"car": 2}}}, "name": "x"}
+    b = {"lines": {"gate": {"in": 1, "out": 0, "by_class": {"car": 1, "person": 1}}, "exit": {"in": 4}},
+         "name": "y"}
+    assert merge_summaries([a, b]) == {"lines": {"gate": {"in": 3, "out": 1, "by_class": {"car": 3, "person": 1}},
+                                                 "exit": {"in": 4}}, "name": "y"}
+    assert a["lines"]["gate"]["in"] == 2  # inputs untouched
+
+
+def test_make_processor_errors():
+    with pytest.raises(ConfigError, match=r"processor: unknown name 'kalman'; expected one of \[.*'iou'"):
+        make_processor("kalman")
+    with pytest.raises(ConfigError, match=r"processor 'iou': unknown option 'iou'; expected one of "
+                                          r"\['iou_threshold', 'max_age', 'class_aware'\]"):
+        make_processor("iou", iou=0.5)
+    with pytest.raises(ConfigError, match=r"iou_threshold: expected a value in \(0, 1\], got 0"):
+        make_processor("iou", iou_threshold=0)
 
 
 def test_live_source_faster_than_inference_drops_and_latency_stays_bounded(video):
@@ -235,6 +331,7 @@ def model_320(weights_pt, tmp_path_factory):
     return export_onnx(weights_pt, tmp_path_factory.mktemp("m320") / "yolov5n-320.onnx", imgsz=(320, 320))
 
 
+@pytest.mark.perf
 @requires_model
 def test_end_to_end_fps_close_to_inference_only(video, model_320, tmp_path):
     """Same detector, interleaved rounds: inference-only (backend.infer on a preallocated batch) vs the run."""

@@ -1,0 +1,14 @@
+"""Per-source processors between postprocess and the sinks: trackers, line and zone counters.
+
+``make_processor("iou", iou_threshold=0.3)``; the protocol and registry are in :mod:`.base`, one module per
+processor (:mod:`.iou`, ...).
+"""
+from edge_detect.stream.processors.base import (
+    PROCESSOR_MODULES,
+    Processor,
+    make_processor,
+    processor_names,
+    register_processor,
+)
+
+__all__ = ["Processor", "register_processor", "make_processor", "processor_names", "PROCESSOR_MODULES"]
