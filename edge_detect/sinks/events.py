@@ -34,6 +34,7 @@ from collections import deque
 from importlib import resources
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
+from edge_detect.errors import SinkError
 from edge_detect.sinks.base import Sink, StreamInfo, register_sink
 from edge_detect.stats import RateMeter, nan_to_none, percentiles
 
@@ -227,6 +228,7 @@ class EventsSink(Sink):
         self.builder = EventBuilder(update_interval_s)
         self.stats_interval_s = float(stats_interval_s)
         self.events_total = 0
+        self.snapshot_errors = 0
         self._lock = threading.Lock()
         self._sources: Dict[str, _SourceStats] = {}
         self._pipeline: Any = None
@@ -282,7 +284,13 @@ class EventsSink(Sink):
         if not events:
             return
         if self.snapshots is not None:
-            self.snapshots.write(result, events)  # sets ev["snapshot"] (and "snapshot_crop") before sending
+            try:
+                self.snapshots.write(result, events)  # sets ev["snapshot"] (and "snapshot_crop") before sending
+            except SinkError as exc:  # a full disk must not stop the events: they go out without a snapshot
+                self.snapshot_errors += 1
+                if self.snapshot_errors == 1 or self.snapshot_errors % 100 == 0:
+                    LOGGER.error("events: snapshot failed (%d so far), events sent without it: %s",
+                                 self.snapshot_errors, exc)
         for ev in events:
             for t in self.transports:
                 t.send(ev)

@@ -36,6 +36,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, Optional, Sequence, Tuple
@@ -125,7 +126,7 @@ class MqttTransport(EventTransport):
         backoff_min_s, backoff_max_s: reconnect backoff (paho doubles the wait up to the max).
         close_timeout_s: on close, wait this long for the queue to drain before giving up (counted as
             ``failed``).
-        client_id: MQTT client id (default ``edge-detect-<hostname>-<pid>``).
+        client_id: MQTT client id (default ``edge-detect-<hostname>-<pid>-<random>``).
 
     Raises:
         ConfigError: bad URL / QoS / sizes. MissingDependencyError: paho-mqtt not installed.
@@ -169,7 +170,8 @@ class MqttTransport(EventTransport):
         self.reconnects = 0
         self._last_drop_log = 0.0
 
-        cid = client_id or f"edge-detect-{socket.gethostname()}-{os.getpid()}"
+        # unique per transport: two clients with one id make the broker drop the older connection
+        cid = client_id or f"edge-detect-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv311,
                                   clean_session=True)
         if self.target.username is not None:

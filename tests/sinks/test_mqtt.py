@@ -236,3 +236,56 @@ def test_outage_rate_within_10_percent_of_a_run_without_outage(mosquitto_bin, vi
         assert rates[1] >= 0.9 * rates[0], rates
     finally:
         broker.stop()
+
+
+def _certs(d):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not found: cannot make test certificates")
+
+    def sh(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    sh("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+       "-subj", "/CN=edge-detect test CA")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "extendedKeyUsage=clientAuth")):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        sh("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj",
+           f"/CN={name}")
+        sh("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+           f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return d
+
+
+def test_mqtts_with_ca_and_client_certificate(mosquitto_bin, tmp_path):
+    d = _certs(tmp_path)
+    broker = Mosquitto(tmp_path / "b")
+    tls_port = free_port()
+    with broker.conf.open("a") as f:  # plain listener for the test's subscriber, TLS + client certs for the app
+        f.write(f"listener {tls_port} 127.0.0.1\ncafile {d / 'ca.pem'}\ncertfile {d / 'server.pem'}\n"
+                f"keyfile {d / 'server.key'}\nrequire_certificate true\n")
+    broker.start()
+    sub = Subscriber(broker.port, "tls/#")
+    try:
+        t = MqttTransport(f"mqtts://127.0.0.1:{tls_port}/tls", ca=str(d / "ca.pem"), cert=str(d / "client.pem"),
+                          key=str(d / "client.key"))
+        sink = EventsSink([t], update_interval_s=0, stats_interval_s=0)
+        sink.start([])
+        sink.write(make_result(0, 5.0, events=[{"type": "zone_enter", "zone": "z", "track_id": 1,
+                                                "class_name": "person"}]))
+        assert t.flush(10)
+        sink.close()
+        assert sub.wait_for(lambda: sub.on("availability")[-1:] == ["offline"], 10)
+        assert [e["type"] for e in sub.on("cam/events")] == ["zone_enter"]
+        # without the client certificate the broker refuses: nothing is sent, the event stays queued
+        bad = MqttTransport(f"mqtts://127.0.0.1:{tls_port}/tls", ca=str(d / "ca.pem"), close_timeout_s=0.5)
+        bad.start()
+        bad.send({"source": "cam", "seq": 1})
+        assert not bad.flush(2) and bad.queue_stats()["sent"] == 0
+        bad.close()
+        assert bad.queue_stats()["failed"] == 1
+    finally:
+        sub.close()
+        broker.stop()
