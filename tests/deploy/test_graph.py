@@ -306,3 +306,28 @@ def test_uint8_yolov5n_through_detector(yolov5n_onnx: Path, shared: Path, tmp_pa
     np.testing.assert_allclose(got.xyxy, want.xyxy, atol=0.05)
     np.testing.assert_allclose(got.score, want.score, atol=1e-4)
     np.testing.assert_array_equal(got.class_id, want.class_id)
+
+
+def test_efficient_nms_refuses_conf_zero(raw_model: Path, tmp_path: Path) -> None:
+    """EfficientNMS_TRT keeps score >= threshold: conf=0 would keep every zeroed class score."""
+    with pytest.raises(ConfigError, match=r"nms conf: expected > 0 with the 'efficient' plugin .* got conf=0.0"):
+        add_nms(raw_model, tmp_path / "x.onnx", plugin="efficient", conf=0.0)
+    add_nms(raw_model, tmp_path / "y.onnx", plugin="onnx", conf=0.0)  # ONNX NMS keeps score > conf: fine
+
+
+# onnx-tensorrt 8.6 GA operator support matrix (docs/operators.md): the types these ops accept
+ONNX_TRT86_TYPES = {"CumSum": {TensorProto.FLOAT, TensorProto.FLOAT16},
+                    "ReduceSum": {TensorProto.FLOAT, TensorProto.FLOAT16},
+                    "ConstantOfShape": {TensorProto.FLOAT}}
+
+
+def test_onnx_nms_uses_types_onnx_tensorrt_86_supports(raw_model: Path, tmp_path: Path) -> None:
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(add_nms(raw_model, tmp_path / "n.onnx", plugin="onnx"))))
+    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.output]}
+    seen = {}
+    for node in model.graph.node:
+        if node.op_type in ONNX_TRT86_TYPES:
+            dtype = types[node.output[0]] if node.op_type == "ConstantOfShape" else types[node.input[0]]
+            seen.setdefault(node.op_type, set()).add(dtype)
+    assert set(seen) == set(ONNX_TRT86_TYPES)
+    assert all(seen[op] <= ONNX_TRT86_TYPES[op] for op in seen), seen

@@ -315,3 +315,208 @@ def test_build_engine_on_gpu(yolov5n_onnx: Path, coco128: Path, tmp_path: Path, 
         again = build_engine(yolov5n_onnx, tmp_path / "m2.engine", int8=True, progress=False,
                              calibration_cache=tmp_path / "m.engine.calib")  # cache only, no images
         assert read_engine_metadata(again).quantization["cache_hit"] is True
+
+
+# ------------------------------------------------------------------------------------------------ fake-TensorRT builds
+# build_engine against the TensorRT double generated from tensorrt-stubs (tests/trt_doubles.py): its ONNX parser
+# turns each ONNX node into a layer named after it and refuses plugin ops until init_libnvinfer_plugins ran; its
+# builder runs INT8 calibrators the way TensorRT's Python wrapper does (exceptions printed and swallowed).
+def _identity_raw(path: Path, nc: int = 80, n: int = 25200) -> Path:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["images"], ["output0"], name="model/identity")], "raw",
+                          [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, n, 5 + nc])],
+                          [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, n, 5 + nc])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key=METADATA_KEY, value=ModelMetadata(names=tuple(f"c{i}" for i in range(nc))).to_json())
+    onnx.save(model, str(path))
+    return path
+
+
+def _nms_model(tmp_path: Path, plugin: str, **kwargs) -> Path:
+    pytest.importorskip("onnx_graphsurgeon")
+    from edge_detect.deploy.graph import add_nms
+
+    return add_nms(_identity_raw(tmp_path / "raw.onnx"), tmp_path / f"{plugin}.onnx", plugin=plugin, **kwargs)
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    from trt_doubles import install
+
+    return install(monkeypatch)
+
+
+def test_defect5_calibrator_errors_are_reraised_and_the_partial_cache_deleted(fake_trt, tmp_path: Path) -> None:
+    """A data error in the 2nd batch: TensorRT's wrapper would swallow it (partial calibration + cache); the build
+    re-raises it instead and leaves no cache (before: the build 'succeeded' after 1 batch and wrote the cache)."""
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    model = _model(tmp_path / "m.onnx", (1, 3, 8, 8))
+
+    def batches():
+        yield np.zeros((1, 3, 8, 8), np.float32)
+        raise DataError("calibration image 7: cannot decode broken.jpg")
+
+    cache = tmp_path / "m.engine.calib"
+    with pytest.raises(DataError, match="cannot decode broken.jpg"):
+        build_engine(model, tmp_path / "m.engine", int8=True, calibrator=batches, progress=False)
+    assert not cache.exists() and not (tmp_path / "m.engine").exists()
+    assert fake_trt.state.printed == []  # nothing reached TensorRT's swallowing wrapper
+    assert fake_trt.state.builds[0].calibration_batches == 1
+
+
+def test_defect5_double_swallows_like_tensorrt(fake_trt, tmp_path: Path, monkeypatch) -> None:
+    """Without the stored-exception wrapper (a plain calibrator), the double swallows the error and writes a
+    cache: the failure mode the fix prevents."""
+    trt = fake_trt.trt
+
+    class Plain(trt.IInt8EntropyCalibrator2):
+        def get_batch(self, names):
+            raise DataError("boom")
+
+        def read_calibration_cache(self):
+            return None
+
+        def write_calibration_cache(self, cache):
+            self.cache = bytes(cache)
+
+    config = trt.Builder(None).create_builder_config()
+    config.set_flag(trt.BuilderFlag.INT8)
+    config.int8_calibrator = cal = Plain()
+    trt.Builder(None).build_serialized_network(trt.INetworkDefinition(0), config)
+    assert fake_trt.state.printed == ["DataError: boom"] and cal.cache.startswith(b"TRT-10.13")
+
+
+def test_calibrator_wrapper_stores_the_first_error(tmp_path: Path, fake_trt) -> None:
+    src = CountingSource(2)
+    cal = make_calibrator(fake_trt.trt, CalibrationBatcher(src, tmp_path / "c", (2, 3, 8, 8), progress=False))
+    cal.batcher.next_batch = lambda: (_ for _ in ()).throw(OSError("disk gone"))
+    assert cal.get_batch(["images"]) is None and isinstance(cal.error, OSError)
+    cal.write_calibration_cache(memoryview(b"partial"))
+    assert not (tmp_path / "c").exists() and cal.read_calibration_cache() is None
+
+
+@pytest.mark.parametrize("version, agnostic, ok", [("8.5.2", True, False), ("8.5.2", False, True),
+                                                   ("8.6.1", True, True)])
+def test_defect6_agnostic_efficient_nms_refused_below_86(monkeypatch, tmp_path: Path, version, agnostic, ok) -> None:
+    """TensorRT 8.5's EfficientNMS has no class_agnostic field and the parser drops it: refuse, don't ignore."""
+    from trt_doubles import install
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    fakes = install(monkeypatch, version=version)
+    model = _nms_model(tmp_path, "efficient", agnostic=agnostic)
+    if ok:
+        build_engine(model, tmp_path / "m.engine", progress=False)
+        assert fakes.state.plugins_registered  # the parser needs the plugin creators (defect 1, build side)
+        return
+    with pytest.raises(ConfigError) as info:
+        build_engine(model, tmp_path / "m.engine", progress=False)
+    assert str(info.value).startswith("efficient.onnx: class-agnostic EfficientNMS_TRT needs TensorRT >= 8.6, "
+                                      "got 8.5.2") and fakes.state.builds == []
+
+
+def _fp16_overflowing_tensors(model: Path, raw: np.ndarray) -> set:
+    """Names of the float tensors of the NMS graph whose values exceed FP16's range on ``raw`` (ONNX Runtime)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    m = onnx.shape_inference.infer_shapes(onnx.load(str(model)))
+    floats = [v for v in m.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    del m.graph.output[:]
+    m.graph.output.extend(floats)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = sess.run(None, {"images": raw})
+    return {v.name for v, x in zip(floats, values) if x.size and np.abs(x).max() > 65504}
+
+
+@pytest.mark.parametrize("plugin", ["onnx", "inms"])
+def test_defect7_fp16_build_keeps_the_nms_section_fp32(fake_trt, tmp_path: Path, reference: Path, plugin) -> None:
+    """On bus.jpg the class offsets reach > 65,504 (FP16 max): every layer producing such a tensor is pinned to
+    FP32, with PREFER_PRECISION_CONSTRAINTS (before: nothing pinned, the offsets overflow to inf)."""
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    model = _nms_model(tmp_path, plugin, conf=0.25, iou=0.45, max_det=100)
+    raw = np.load(reference / "infer_bus.npz")["raw"].astype(np.float32)
+    overflow = _fp16_overflowing_tensors(model, raw)
+    assert overflow  # the hazard is real on this image
+    build_engine(model, tmp_path / "m.engine", fp16=True, progress=False)
+    build = fake_trt.state.builds[-1]
+    assert {"FP16", "PREFER_PRECISION_CONSTRAINTS"} <= build.flags
+    trt = fake_trt.trt
+    producers = {layer.name for layer in build.network._d_layers
+                 if any(layer.get_output(j).name in overflow for j in range(layer.num_outputs))}
+    assert producers and producers <= set(build.pinned)
+    assert all(prec == trt.float32 and set(types.values()) == {trt.float32} for prec, types in build.pinned.values())
+    assert "model/identity" not in build.pinned  # the model itself keeps FP16
+
+
+def test_fp32_build_pins_nothing(fake_trt, tmp_path: Path) -> None:
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    build_engine(_nms_model(tmp_path, "onnx"), tmp_path / "m.engine", progress=False)
+    assert fake_trt.state.builds[-1].pinned == {} and "PREFER_PRECISION_CONSTRAINTS" not in fake_trt.state.builds[-1].flags
+
+
+def test_timing_cache_from_another_version_is_replaced(fake_trt, tmp_path: Path, caplog) -> None:
+    """set_timing_cache's result is checked: a cache TensorRT refuses is replaced by a fresh one (before: the
+    refusal was ignored and saving the cache failed)."""
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    tc = tmp_path / "t.cache"
+    tc.write_bytes(b"TRT-8.6.1-timing")
+    build_engine(_model(tmp_path / "m.onnx", (1, 3, 8, 8)), tmp_path / "m.engine", timing_cache=tc, progress=False)
+    assert tc.read_bytes().startswith(b"TRT-10.13.0.35") and "made by another TensorRT version or GPU" in caplog.text
+
+
+def test_one_logger_shared_by_builder_and_runtime(fake_trt, tmp_path: Path) -> None:
+    from edge_detect.backends import trt_common
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    build_engine(_model(tmp_path / "m.onnx", (1, 3, 8, 8)), tmp_path / "m.engine", progress=False)
+    logger = trt_common.get_logger(fake_trt.trt)
+    assert fake_trt.state.plugin_logger is logger
+    assert fake_trt.state.builds[-1].network is not None
+    assert trt_common.init_plugins(fake_trt.trt) is logger  # registration happens once, same logger
+
+
+@pytest.mark.parametrize("version, cc, max_det, error", [
+    ("10.3.0", "8.6", 5000, None),
+    ("10.3.0", "8.6", 5001, "max_det: expected <= 5000 for TensorRT's NMS layer on compute capability 8.6, got 5001"),
+    ("8.6.2", "5.3", 2001, "max_det: expected <= 2000 for TensorRT's NMS layer on compute capability 5.3, got 2001"),
+    ("8.6.2", "6.2", 2000, None),
+    ("8.5.2", "8.7", 100, "ONNX NonMaxSuppression needs TensorRT >= 8.6 (INMSLayer), got 8.5.2"),
+])
+def test_inms_top_k_limits(tmp_path: Path, version, cc, max_det, error) -> None:
+    from edge_detect.deploy.tensorrt_build import check_nms_support
+
+    info = inspect_onnx(_nms_model(tmp_path, "onnx", max_det=max_det))
+    assert (info.nms_op, info.nms_max_det) == ("NonMaxSuppression", max_det)
+    if error is None:
+        check_nms_support(version, info, cc)
+        return
+    with pytest.raises((ConfigError, BackendUnavailableError)) as exc:
+        check_nms_support(version, info, cc)
+    assert error in str(exc.value)
+
+
+def test_version_compatible_needs_86() -> None:
+    with pytest.raises(BackendUnavailableError, match="version-compatible engines: expected TensorRT >= 8.6, "
+                                                      "got 8.5.2"):
+        plan_build("8.5.2", fp16=True, version_compatible=True)
+    assert plan_build("8.6.1", fp16=True, version_compatible=True).flags == ("FP16",)
+
+
+def test_setup_cfg_pins_a_tested_combination() -> None:
+    """tensorrt 8.6-10.x with cuda-python 12.x (11 drops implicit INT8/weak typing; cuda-python 13 needs a CUDA 13
+    driver); the dev extra installs the API surfaces the doubles are built from."""
+    import configparser
+
+    from conftest import REPO
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    extras = {k: [ln.strip() for ln in v.strip().splitlines() if ln.strip()]
+              for k, v in cfg["options.extras_require"].items()}
+    assert extras["tensorrt"] == ["tensorrt>=8.6,<11", "cuda-python>=12,<13"]
+    assert {"tensorrt-stubs>=10.13", "cuda-python>=12"} <= set(extras["dev"])
