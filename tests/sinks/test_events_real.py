@@ -1,0 +1,77 @@
+"""A real run (yolov5n at 320, ByteTrack, a counting line on vtest.avi) publishing to a real mosquitto: the MQTT
+events are exactly the processors' events of the run (same order, as in the JSONL), enveloped."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import has_module
+from fakes_events import Subscriber
+
+pytestmark = [pytest.mark.skipif(not (has_module("paho") and has_module("onnxruntime") and has_module("torch")),
+                                 reason="needs paho-mqtt, onnxruntime and torch (ONNX export)")]
+
+
+def _round6(value):
+    """Floats rounded to 6 digits, as in published events."""
+    if isinstance(value, dict):
+        return {k: _round6(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round6(v) for v in value]
+    return round(value, 6) if isinstance(value, float) else value
+
+
+@pytest.fixture(scope="module")
+def model_320(weights_pt, tmp_path_factory):
+    from edge_detect.training.export import export_onnx
+
+    return export_onnx(weights_pt, tmp_path_factory.mktemp("m320") / "yolov5n-320.onnx", imgsz=(320, 320))
+
+
+def test_real_line_crossings_arrive_over_mqtt(mosquitto, model_320, video, tmp_path):
+    from edge_detect.detector import Detector
+    from edge_detect.sinks import open_sink
+    from edge_detect.sinks.events import validate_event
+    from edge_detect.stream.pipeline import Pipeline
+    from edge_detect.stream.processors.bytetrack import ByteTrack
+    from edge_detect.stream.processors.lines import LineCounter
+    from edge_detect.stream.sources import open_source
+
+    det = Detector(str(model_320), threads=1)
+    det.classes = [0]
+    sub = Subscriber(mosquitto.port)
+    try:
+        sinks = [open_sink(tmp_path / "run.jsonl"), open_sink(mosquitto.url),
+                 open_sink("events", snapshots=str(tmp_path / "snaps"), update_interval_s=0)]
+        procs = [ByteTrack(names=det.names, fps=10), LineCounter({"gate": [240, 0, 240, 360]}, names=det.names,
+                                                                 fps=10)]
+        summary = Pipeline([open_source(video)], det, sinks, processors=procs, max_frames=150,
+                           progress=False).run().to_dict()
+    finally:
+        det.close()
+    try:
+        lines = [json.loads(x) for x in (tmp_path / "run.jsonl").read_text().splitlines()]
+        expected = [e for line in lines for e in line["events"]]
+        assert sub.wait_for(lambda: sub.on("availability")[-1:] == ["offline"] and
+                            len(sub.on("vtest/events")) >= len(expected), 20)
+        got = sub.on("vtest/events")
+        assert [e["seq"] for e in got] == list(range(1, len(expected) + 1))
+        for e in got:
+            validate_event(e)
+        # the processors' events, in order, with the envelope and the snapshot path added
+        assert [{k: v for k, v in e.items() if k not in ("schema", "id", "seq", "source", "snapshot")}
+                for e in got] == [_round6(e) for e in expected]
+        gate = summary["lines"]["gate"]
+        crossings = [e for e in got if e["type"] == "line_cross"]
+        assert gate["in"] + gate["out"] == len(crossings) >= 1
+        assert sum(e["direction"] == "out" for e in crossings) == gate["out"]
+        types = {e["type"] for e in got}
+        assert {"object_new", "object_end", "line_cross"} <= types
+        news = sum(e["type"] == "object_new" for e in got)
+        assert news == sum(e["type"] == "object_end" for e in got)  # every track ended (finish at end of source)
+        assert all(e["last_seen"] >= e["first_seen"] for e in got if e["type"] == "object_end")
+        assert all((tmp_path / "snaps" / "vtest").joinpath(e["snapshot"].rsplit("/", 1)[1]).is_file()
+                   for e in got[-5:])  # retention keeps the latest 1000: all here
+    finally:
+        sub.close()
