@@ -145,6 +145,7 @@ class AppConfig:
         model: ``.onnx`` / ``.engine`` / ``.pt`` path.
         backend: backend name, ``None`` = by file suffix.
         imgsz: ``[size]`` or ``[h, w]`` for dynamic-shape models (``None`` = the model's nominal size).
+        force_imgsz: allow ``imgsz`` sides above :data:`~edge_detect.preprocess.MAX_IMGSZ` (4096).
         threads: inference threads for ONNX Runtime (0 = its default).
         rebuild_on_mismatch: TensorRT engines built by another TensorRT/GPU are rebuilt from their ONNX.
         conf, iou, max_det, agnostic: detection thresholds and NMS settings.
@@ -162,6 +163,7 @@ class AppConfig:
     model: Optional[str] = None
     backend: Optional[str] = None
     imgsz: Optional[Tuple[int, ...]] = None
+    force_imgsz: bool = False
     threads: int = 0
     rebuild_on_mismatch: bool = False
     conf: float = 0.25
@@ -330,7 +332,7 @@ def build_detector(cfg: AppConfig) -> Any:
         opts["rebuild_on_mismatch"] = True
     imgsz = None if cfg.imgsz is None else (cfg.imgsz[0] if len(cfg.imgsz) == 1 else tuple(cfg.imgsz))
     det = Detector(cfg.model, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, agnostic=cfg.agnostic,
-                   backend=cfg.backend, imgsz=imgsz, **opts)
+                   backend=cfg.backend, imgsz=imgsz, force_imgsz=cfg.force_imgsz, **opts)
     try:
         ids = resolve_classes(cfg.classes, det.names)
     except ConfigError:

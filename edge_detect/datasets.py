@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -161,8 +162,13 @@ def list_images(sources: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
         elif glob.has_magic(str(p)):
             found += [Path(f) for f in glob.glob(str(p), recursive=True)
                       if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        elif re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", str(item)):  # Path() would turn "//" into "/"
+            from edge_detect.stream.sources import mask_credentials
+
+            raise DataError(f"image source {mask_credentials(str(item))}: expected a local image file, folder or "
+                            "glob, got a URL (streams and cameras are read by `edge-detect run --source URL`)")
         else:
-            raise DataError(f"image source not found: {p}")
+            raise DataError(f"image source not found: {item}")
     return sorted(set(found))
 
 

@@ -24,10 +24,10 @@ import numpy as np
 
 from edge_detect.backends.base import Backend
 from edge_detect.models import open_model
-from edge_detect.errors import ConfigError
+from edge_detect.errors import ConfigError, DataError
 from edge_detect.metadata import ModelMetadata
 from edge_detect.postprocess import postprocess as _postprocess
-from edge_detect.preprocess import preprocess as _preprocess
+from edge_detect.preprocess import check_imgsz, preprocess as _preprocess
 from edge_detect.types import Detections, LetterboxInfo
 
 __all__ = ["Detector"]
@@ -65,7 +65,9 @@ class Detector:
         imgsz: input size ``(h, w)`` or an int; only for models with dynamic height/width (for static
             models it must equal the model's input size). Default: the model's nominal size.
         auto: minimum-rectangle letterbox (pad to a multiple of the stride only). Default (``None``): on for
-            dynamic-shape models, off for static ones. ``False`` forces a square letterbox (accuracy runs).
+            dynamic-shape ONNX / engine models, off for static ones and for ``.pt`` checkpoints (which letterbox
+            to the same square as their static ONNX export, so both give the same detections). ``False``
+            forces a square letterbox (accuracy runs).
         **backend_options: passed to :func:`edge_detect.models.open_model`: ``rebuild_on_mismatch`` (TensorRT
             engines) and the backend's own options (e.g. ``providers``, ``threads`` for ONNX Runtime).
 
@@ -77,7 +79,7 @@ class Detector:
     def __init__(self, model: Union[str, os.PathLike, Backend], conf: float = 0.25, iou: float = 0.45,
                  classes: Optional[Sequence[int]] = None, max_det: int = 1000, agnostic: bool = False,
                  multi_label: bool = False, backend: Optional[str] = None, imgsz: Optional[ImageSize] = None,
-                 auto: Optional[bool] = None, **backend_options: Any) -> None:
+                 auto: Optional[bool] = None, force_imgsz: bool = False, **backend_options: Any) -> None:
         for name, v in (("conf", conf), ("iou", iou)):
             if not 0.0 <= float(v) <= 1.0:
                 raise ConfigError(f"{name}: expected a value in [0, 1], got {v}")
@@ -86,6 +88,7 @@ class Detector:
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.classes = None if classes is None else [int(c) for c in classes]
         self.agnostic, self.multi_label = bool(agnostic), bool(multi_label)
+        self.force_imgsz = bool(force_imgsz)
         if isinstance(model, (str, os.PathLike)):
             self.backend: Backend = open_model(model, backend, **backend_options)
         else:
@@ -93,7 +96,8 @@ class Detector:
         spec = self.backend.input_spec
         self.dynamic_hw = min(spec.hw) < 0
         self.input_hw = self._resolve_hw(imgsz)
-        self.auto = self.dynamic_hw if auto is None else bool(auto)
+        default_auto = getattr(self.backend, "auto_letterbox", None)  # a backend may set the default rule
+        self.auto = (self.dynamic_hw if default_auto is None else bool(default_auto)) if auto is None else bool(auto)
         self._validate_classes()
 
     # --- configuration -------------------------------------------------------------------------------------
@@ -106,10 +110,7 @@ class Detector:
                 raise ConfigError(f"imgsz: this model has a static input size {hw[0]}x{hw[1]}, got "
                                   f"{_as_hw(imgsz)[0]}x{_as_hw(imgsz)[1]}; export a dynamic model to change it")
             return hw
-        hw = _as_hw(imgsz if imgsz is not None else meta.imgsz)
-        if min(hw) <= 0 or hw[0] % meta.stride or hw[1] % meta.stride:
-            raise ConfigError(f"imgsz: expected positive multiples of the model stride {meta.stride}, got {hw}")
-        return hw
+        return check_imgsz(_as_hw(imgsz if imgsz is not None else meta.imgsz), meta.stride, self.force_imgsz)
 
     def _validate_classes(self) -> None:
         nc = self.metadata.nc
@@ -200,9 +201,13 @@ class Detector:
             :class:`Detections` (boxes in that image's pixels) for one image, or a list for a list, in the
             same order. Lists are run in chunks of :attr:`batch_size`.
         """
-        if isinstance(images, np.ndarray):
-            return self.detect_batch([images])[0]
-        images = list(images)
+        if isinstance(images, np.ndarray) or images is None:
+            return self.detect_batch([images])[0]  # None: to_bgr says what was expected
+        try:
+            images = list(images)
+        except TypeError:
+            raise DataError(f"images: expected a numpy uint8 array (H, W, 3) or a list of them, got "
+                            f"{type(images).__name__}") from None
         out: List[Detections] = []
         for start in range(0, len(images), self.batch_size):
             out.extend(self.detect_batch(images[start:start + self.batch_size]))

@@ -16,13 +16,38 @@ from typing import List, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from edge_detect.errors import DataError
+from edge_detect.errors import ConfigError, DataError
 from edge_detect.metadata import INPUT_FORMATS
 from edge_detect.types import LetterboxInfo
 
-__all__ = ["letterbox", "preprocess", "to_bgr", "letterbox_shape"]
+__all__ = ["letterbox", "preprocess", "to_bgr", "letterbox_shape", "check_imgsz", "MAX_IMGSZ"]
 
 Shape = Union[int, Tuple[int, int]]
+
+#: largest network input side accepted without ``force`` (``--force-imgsz``): one 4096x4096 float32 batch is
+#: 200 MB, and the activations of a YOLOv5 model at that size already need several GB
+MAX_IMGSZ = 4096
+
+
+def check_imgsz(hw: Sequence[int], stride: int = 32, force: bool = False) -> Tuple[int, int]:
+    """Validate a network input size ``(h, w)``: positive multiples of ``stride``, at most :data:`MAX_IMGSZ`.
+
+    Args:
+        hw: ``(h, w)`` in pixels.
+        stride: the model's largest stride.
+        force: allow sides above :data:`MAX_IMGSZ` (``--force-imgsz``).
+
+    Raises:
+        ConfigError: "expected ..., got ..." for a size that is not a positive multiple of ``stride`` or,
+            unless ``force``, larger than :data:`MAX_IMGSZ`.
+    """
+    h, w = (int(v) for v in hw)
+    if min(h, w) <= 0 or h % stride or w % stride:
+        raise ConfigError(f"imgsz: expected positive multiples of the model stride {stride}, got {h}x{w}")
+    if not force and max(h, w) > MAX_IMGSZ:
+        raise ConfigError(f"imgsz: expected sides of at most {MAX_IMGSZ} px (--force-imgsz to go beyond), "
+                          f"got {h}x{w}")
+    return h, w
 
 
 def _hw(shape: Shape) -> Tuple[int, int]:
@@ -40,6 +65,9 @@ def to_bgr(img: np.ndarray) -> np.ndarray:
     Raises:
         DataError: not an array, not uint8, zero-size, or an unsupported number of channels.
     """
+    if img is None:
+        raise DataError("image: expected a numpy uint8 array (H, W, 3), got None (cv2.imread returns None for a "
+                        "missing or undecodable file)")
     if not isinstance(img, np.ndarray):
         raise DataError(f"image: expected a numpy uint8 array (H, W, 3), got {type(img).__name__}")
     if img.dtype != np.uint8:

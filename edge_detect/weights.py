@@ -20,14 +20,15 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from edge_detect.config import load_yaml
 from edge_detect.errors import ConfigError, ModelError
 
-__all__ = ["MANIFEST_PATH", "WEIGHTS_DIR", "ENV_WEIGHTS", "WeightsEntry", "load_manifest", "resolve_weights",
-           "fetch", "sha256_file", "default_weights_dir"]
+__all__ = ["MANIFEST_PATH", "WEIGHTS_DIR", "ENV_WEIGHTS", "ENV_CACHE", "WeightsEntry", "load_manifest",
+           "resolve_weights", "fetch", "sha256_file", "default_weights_dir", "user_cache_dir", "search_dirs"]
 
 LOGGER = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 MANIFEST_PATH = WEIGHTS_DIR / "manifest.yaml"
 ENV_WEIGHTS = "EDGE_DETECT_WEIGHTS"
+ENV_CACHE = "EDGE_DETECT_CACHE"
 _CHUNK = 1 << 20
 PathLike = Union[str, os.PathLike]
 
@@ -85,18 +86,37 @@ def load_manifest(path: Optional[PathLike] = None) -> Dict[str, WeightsEntry]:
     return {str(name): _entry(str(name), row, str(path)) for name, row in models.items()}
 
 
+def user_cache_dir() -> Path:
+    """edge-detect's per-user cache: ``$EDGE_DETECT_CACHE``, else ``$XDG_CACHE_HOME/edge-detect``, else
+    ``~/.cache/edge-detect`` (checkpoints in ``weights/``, exported models in ``models/<sha256>/``)."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "edge-detect"
+
+
 def default_weights_dir() -> Path:
-    """``$EDGE_DETECT_WEIGHTS`` if set, else the repository's ``weights/`` folder."""
+    """Where ``fetch`` downloads: ``$EDGE_DETECT_WEIGHTS`` if set, else the repository's ``weights/`` folder
+    in a source checkout, else the user cache's ``weights/``."""
     env = os.environ.get(ENV_WEIGHTS)
-    return Path(env) if env else WEIGHTS_DIR
+    if env:
+        return Path(env)
+    return WEIGHTS_DIR if WEIGHTS_DIR.is_dir() else user_cache_dir() / "weights"
 
 
-def _search_dirs() -> List[Path]:
+def search_dirs() -> List[Path]:
+    """Folders searched for ``<name>.pt``, in order: ``$EDGE_DETECT_WEIGHTS``, the repository's ``weights/``,
+    ``../shared/weights`` beside the repository and beside the current folder, the user cache's ``weights/``."""
     dirs = []
     if os.environ.get(ENV_WEIGHTS):
-        dirs.append(Path(os.environ[ENV_WEIGHTS]))
-    dirs.append(WEIGHTS_DIR)
-    return dirs
+        dirs.append(Path(os.environ[ENV_WEIGHTS]).expanduser())
+    dirs += [WEIGHTS_DIR, WEIGHTS_DIR.parent.parent / "shared" / "weights",
+             Path.cwd().parent / "shared" / "weights", user_cache_dir() / "weights"]
+    out: List[Path] = []
+    for d in dirs:  # the same folder once, however it is reached
+        if all(d.resolve() != o.resolve() for o in out):
+            out.append(d)
+    return out
 
 
 def _get_entry(name: str, manifest: Mapping[str, WeightsEntry]) -> WeightsEntry:
@@ -110,8 +130,9 @@ def _get_entry(name: str, manifest: Mapping[str, WeightsEntry]) -> WeightsEntry:
 def resolve_weights(name_or_path: PathLike, manifest: Optional[Mapping[str, WeightsEntry]] = None) -> Path:
     """A checkpoint file for an explicit path or a model name, without network access.
 
-    Order: ``name_or_path`` if it is an existing file; else ``<name>.pt`` (or the given file name) in
-    ``$EDGE_DETECT_WEIGHTS``; else in the repository's ``weights/`` folder.
+    Order: ``name_or_path`` if it is an existing file; else ``<name>.pt`` (or the given file name) in each
+    folder of :func:`search_dirs` (``$EDGE_DETECT_WEIGHTS``, the repository's ``weights/``,
+    ``../shared/weights``, the user cache).
 
     Raises:
         ModelError: nothing found; the message says where it looked and how to fetch a known name.
@@ -120,11 +141,11 @@ def resolve_weights(name_or_path: PathLike, manifest: Optional[Mapping[str, Weig
     if given.is_file():
         return given
     name = given.stem if given.suffix.lower() in (".pt", ".pth") else given.name
-    candidates = [d / f for d in _search_dirs() for f in dict.fromkeys([given.name, f"{name}.pt"])]
+    candidates = [d / f for d in search_dirs() for f in dict.fromkeys([given.name, f"{name}.pt"])]
     for cand in candidates:
         if cand.is_file():
             return cand
-    looked = ", ".join(str(d) for d in _search_dirs())
+    looked = ", ".join(str(d) for d in search_dirs())
     try:
         manifest = manifest if manifest is not None else load_manifest()
     except ConfigError:

@@ -24,16 +24,6 @@ def _shared() -> Path:
 SHARED = _shared()
 
 
-def pytest_collection_modifyitems(config, items):
-    """``@pytest.mark.perf`` tests (timing assertions) run only when selected: ``pytest -m perf``."""
-    if "perf" in (config.getoption("markexpr", "") or ""):
-        return
-    skip = pytest.mark.skip(reason="timing test: run with -m perf")
-    for item in items:
-        if "perf" in item.keywords:
-            item.add_marker(skip)
-
-
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found: {path} (set EDGE_DETECT_DATA to the shared folder)")
@@ -58,6 +48,12 @@ def count_frames(path) -> int:
 
 requires_torch = pytest.mark.skipif(not has_module("torch"), reason="torch not installed (pip install -e '.[build]')")
 requires_ort = pytest.mark.skipif(not has_module("onnxruntime"), reason="onnxruntime not installed (pip install -e '.[onnx]')")
+
+
+@pytest.fixture(autouse=True)
+def _private_user_cache(tmp_path_factory, monkeypatch) -> None:
+    """Every test gets an empty user cache (EDGE_DETECT_CACHE): nothing is read from or written to ~/.cache."""
+    monkeypatch.setenv("EDGE_DETECT_CACHE", str(tmp_path_factory.mktemp("user_cache")))
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,11 @@ NAMES = ("person", "bicycle", "car")
 
 
 def test_defaults_file_equals_builtin_defaults():
+    """The shipped config is the built-in defaults plus what the README's `run --config` line needs: the
+    default model by name and the sample video beside the repository."""
     cfg = load_app_config(REPO / "configs" / "app" / "default.yaml")
-    assert cfg == AppConfig()
+    assert cfg == dataclasses.replace(AppConfig(), model="yolov5n",
+                                      sources=(SourceConfig("../shared/videos/vtest.avi"),))
     assert (cfg.conf, cfg.iou, cfg.max_det, cfg.sinks, cfg.show) == (0.25, 0.45, 1000, (), None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.conf = 0.5  # type: ignore[misc]

@@ -203,3 +203,65 @@ def test_val_on_coco128_reproduces_reference_map(yolov5n_onnx, coco128_yaml, tmp
     assert len(records) == int(out[1].split(", ")[2].split()[0])
     assert {r["category_id"] for r in records} <= set(range(80))
     assert {type(r["image_id"]) for r in records} == {int}
+
+
+def _src_dir(d):
+    """A folder with one real image and a snapshot of every file's bytes (to prove nothing was overwritten)."""
+    src = d / "src"
+    (src / "sub").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(src / "a.jpg"), np.full((32, 48, 3), 90, np.uint8))
+    cv2.imwrite(str(src / "sub" / "b.png"), np.full((40, 40, 3), 30, np.uint8))
+    return src
+
+
+OUTPUT_CASES = [
+    # (id, argv builder (model, tmp dir, source dir), expected one-line message)
+    ("output-is-input-folder", lambda m, d, s: ["--source", str(s), "--output", str(s)],
+     "--output {s}: expected an output that is not an input, got the input {s} itself"),
+    ("output-inside-input-folder", lambda m, d, s: ["--source", str(s), "--output", str(s / "out")],
+     "expected an output outside the input folder"),
+    ("output-is-folder-of-input-image", lambda m, d, s: ["--source", str(s / "a.jpg"), "--output", str(s)],
+     "expected an output folder other than the folder of the input"),
+    ("save-json-is-input", lambda m, d, s: ["--source", str(s), "--output", str(d / "o"), "--save-json",
+                                            str(s / "a.jpg")],
+     "--save-json {s}/a.jpg: expected an output that is not an input"),
+    ("output-is-a-file", lambda m, d, s: ["--source", str(s), "--output", str(_write(d / "f.txt", b"keep"))],
+     "expected a folder, got an existing file"),
+    ("output-under-a-file", lambda m, d, s: ["--source", str(s), "--output", str(_write(d / "f.txt", b"keep") / "o")],
+     "expected a writable location, got {d}/f.txt which is a file, not a folder"),
+    ("output-unwritable", lambda m, d, s: ["--source", str(s), "--output", "/proc/edge-detect-test/out"],
+     "--output /proc/edge-detect-test/out: expected a writable location, got /proc which is not writable"),
+    ("video-source", lambda m, d, s: ["--source", str(_write(d / "clip.avi", b"RIFF"))],
+     "--source {d}/clip.avi: expected images, got a video; run the app on it with: edge-detect run --source "
+     "{d}/clip.avi"),
+    ("url-source", lambda m, d, s: ["--source", "http://127.0.0.1:9/a.jpg"],
+     "image source http://127.0.0.1:9/a.jpg: expected a local image file, folder or glob, got a URL"),
+    ("unknown-class-name", lambda m, d, s: ["--source", str(s), "--output", str(d / "o"), "--classes", "n5", "nn7"],
+     "classes: unknown class name 'nn7' (did you mean 'n7'?)"),
+    ("imgsz-cap", lambda m, d, s: ["--source", str(s), "--output", str(d / "o"), "--imgsz", "100000"],
+     "static input size 640x640, got 100000x100000"),
+]
+
+
+@pytest.mark.parametrize("argv, message", [c[1:] for c in OUTPUT_CASES], ids=[c[0] for c in OUTPUT_CASES])
+def test_detect_refuses_outputs_that_overwrite_inputs(replay, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    src = _src_dir(tmp_path)
+    argv = argv(replay, tmp_path, src)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    rc = cli.main(["detect", "--model", str(replay), *argv])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("edge-detect: error:")]
+    assert rc == 2
+    assert len(lines) == 1 and message.format(s=src, d=tmp_path) in lines[0], err
+    assert "Traceback" not in err
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before, "an input was changed or an output written"
+
+
+def test_detect_classes_by_name(replay, images, tmp_path):
+    out = tmp_path / "o"
+    assert cli.main(["detect", "--model", str(replay), "--source", str(images / "bus.jpg"), "--output", str(out),
+                     "--classes", "n5", "--no-save-images"]) == 0
+    rows = np.loadtxt(out / "labels" / "bus.txt", ndmin=2)
+    assert rows[:, 0].tolist() == [5]  # only the class named n5 (id 5) of the reference's 3 x n0 + 1 x n5

@@ -45,7 +45,8 @@ def test_help_documents_every_flag(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["run", "--model", "missing.onnx", "--source", "{video}"], "model file not found: missing.onnx"),
     (["run", "--model", "m.onnx"], "sources: expected at least one source"),
-    (["run", "--source", "{video}"], "model: expected a model path"),
+    (["run", "--model", "yolov5q", "--source", "{video}"], "weights 'yolov5q': expected an existing file or a "
+                                                              "model name from the manifest"),
     (["run", "--model", "m.onnx", "--source", "nope.mp4"], "source not found: nope.mp4"),
     (["run", "--model", "m.onnx", "--source", "rtsp://u:secret@127.0.0.1:1/x"], "***@127.0.0.1:1"),
     (["run", "--model", "m.onnx", "--source", "{video}", "--conf", "2"], "conf: expected a value in [0, 1]"),
@@ -121,3 +122,112 @@ def test_sigterm_mid_file_finalizes_outputs(model_320, video, tmp_path):
     assert 15 <= summary["processed"] < 795
     assert len(lines) == summary["processed"]
     assert count_frames(out / "a.mp4") == summary["processed"]  # playable, every processed frame
+
+
+# ------------------------------------------------------------------------------- bad inputs, nothing lost
+@pytest.fixture(scope="module")
+def replay(onnx_builder, reference, tmp_path_factory):
+    """Static 640 model replaying the reference bus prediction (fast; needs no torch)."""
+    import numpy as np
+
+    from edge_detect.metadata import ModelMetadata
+
+    raw = np.load(reference / "infer_bus.npz")["raw"]
+    return onnx_builder(tmp_path_factory.mktemp("replay") / "replay.onnx", [raw],
+                        metadata=ModelMetadata(names=[f"c{i}" for i in range(80)]).to_dict())
+
+
+def _small_video(path: Path, frames: int = 6) -> Path:
+    import numpy as np
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(frames):
+        w.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    w.release()
+    return path
+
+
+def _garbage_images(d: Path) -> Path:
+    d.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (d / name).write_bytes(b"not an image at all")
+    return d
+
+
+def _text_folder(d: Path) -> Path:
+    d.mkdir()
+    (d / "notes.txt").write_text("hello")
+    return d
+
+
+RUN_BAD_INPUTS = [
+    # (id, extra argv given (tmp dir, input video), expected message, exit code)
+    ("save-video-is-input", lambda d, v: ["--source", str(v), "--save-video", str(v)],
+     "--save-video {v}: expected an output that is not an input, got the input {v} itself", 2),
+    ("save-jsonl-is-input", lambda d, v: ["--source", str(v), "--save-jsonl", str(v)],
+     "--save-jsonl {v}: expected an output that is not an input", 2),
+    ("summary-is-input", lambda d, v: ["--source", str(v), "--summary-json", str(v)],
+     "--summary-json {v}: expected an output that is not an input", 2),
+    ("jsonl-is-model", lambda d, v: ["--source", str(v), "--save-jsonl", "{model}"],
+     "expected an output that is not an input, got the input {model} itself", 2),
+    ("two-outputs-one-file", lambda d, v: ["--source", str(v), "--save-video", str(d / "o.mp4"),
+                                           "--save-jsonl", str(d / "o.mp4")],
+     "--save-jsonl {d}/o.mp4: expected a path of its own, got the same file as --save-video", 2),
+    ("video-dir-unwritable", lambda d, v: ["--source", str(v), "--save-video", "/proc/edge-detect-test/o.mp4"],
+     "--save-video /proc/edge-detect-test/o.mp4: expected a writable location, got /proc which is not writable", 2),
+    ("video-under-a-file", lambda d, v: ["--source", str(v), "--save-video", str(d / "in.avi" / "o.mp4")],
+     "expected a writable location, got {v} which is a file, not a folder", 2),
+    ("video-is-a-folder", lambda d, v: ["--source", str(v), "--save-video", str(d)],
+     "--save-video {d}: expected a file path, got an existing folder", 2),
+    ("summary-unwritable", lambda d, v: ["--source", str(v), "--summary-json", "/proc/x/s.json"],
+     "--summary-json /proc/x/s.json: expected a writable location", 2),
+    ("huge-imgsz", lambda d, v: ["--source", str(v), "--imgsz", "100000"],
+     "imgsz: expected sides of at most 4096 px (--force-imgsz to go beyond), got 100000x100000", 2),
+    ("folder-of-text-files", lambda d, v: ["--source", str(_text_folder(d / "txt"))],
+     "source folder {d}/txt: expected images", 2),
+    ("folder-of-undecodable-images", lambda d, v: ["--source", str(_garbage_images(d / "bad"))],
+     "no frame processed: expected decodable frames from 1 source(s), got 0 read, 2 undecodable", 2),
+]
+
+
+@pytest.mark.parametrize("argv, message, code", [c[1:] for c in RUN_BAD_INPUTS], ids=[c[0] for c in RUN_BAD_INPUTS])
+def test_run_bad_inputs_one_line_nothing_lost(replay, tmp_path, capsys, monkeypatch, argv, message, code):
+    monkeypatch.chdir(tmp_path)
+    v = _small_video(tmp_path / "in.avi")
+    args = [a.replace("{model}", str(replay)) for a in argv(tmp_path, v)]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    model_bytes = replay.read_bytes()
+    rc = main(["--quiet", "run", "--model", str(replay), "--no-show", "--no-progress", *args])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("edge-detect: error:")]
+    assert rc == code
+    assert len(lines) == 1 and message.format(d=tmp_path, v=v, model=replay) in lines[0], err
+    assert "Traceback" not in err
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before and replay.read_bytes() == model_bytes, "an input was changed or an output written"
+
+
+@requires_model
+def test_readme_config_line_runs(yolov5n_onnx, weights_pt, tmp_path, monkeypatch):
+    """README: `edge-detect run --config configs/app/default.yaml --conf 0.4` from a clone with ../shared beside
+    it (the export of the default model is already in the user cache here: test_model_cache covers exporting)."""
+    import shutil
+
+    from conftest import SHARED
+    from edge_detect.model_cache import cached_onnx_path
+
+    assert "edge-detect run --config configs/app/default.yaml --conf 0.4" in (REPO / "README.md").read_text()
+    clone = tmp_path / "clone"
+    (clone / "configs" / "app").mkdir(parents=True)
+    shutil.copy(REPO / "configs" / "app" / "default.yaml", clone / "configs" / "app" / "default.yaml")
+    os.symlink(SHARED, tmp_path / "shared")
+    monkeypatch.chdir(clone)
+    monkeypatch.delenv("EDGE_DETECT_WEIGHTS", raising=False)
+    cached = cached_onnx_path(tmp_path / "shared" / "weights" / "yolov5n.pt")
+    cached.parent.mkdir(parents=True)
+    shutil.copy(yolov5n_onnx, cached)
+    rc = main(["--quiet", "run", "--config", "configs/app/default.yaml", "--conf", "0.4", "--max-frames", "3",
+               "--no-show", "--no-progress", "--threads", "1", "--summary-json", "s.json"])
+    assert rc == 0
+    s = json.loads((clone / "s.json").read_text())
+    assert s["processed"] >= 2 and list(s["sources"]) == ["vtest"]

@@ -11,7 +11,7 @@ pytestmark = requires_ort
 
 from edge_detect.stream.annotate import class_color, draw_detections, draw_fps, label_text  # noqa: E402
 from edge_detect.detector import Detector  # noqa: E402
-from edge_detect.errors import ConfigError  # noqa: E402
+from edge_detect.errors import ConfigError, DataError  # noqa: E402
 from edge_detect.metadata import ModelMetadata  # noqa: E402
 from edge_detect.types import Detections  # noqa: E402
 
@@ -145,10 +145,33 @@ def test_grayscale_and_bgra_frames(models, bus):
     ("static", dict(iou=-1), "iou: expected a value in [0, 1]"),
     ("static", dict(max_det=0), "max_det: expected >= 1"),
     ("static", dict(classes=[80]), "classes: expected ids in [0, 79], got [80]"),
+    ("dynamic", dict(imgsz=100000), "imgsz: expected sides of at most 4096 px (--force-imgsz to go beyond), "
+                                    "got 100000x100000"),
+    ("dynamic", dict(imgsz=(640, 4128)), "got 640x4128"),
 ])
 def test_config_errors(models, model, kwargs, message):
     with pytest.raises(ConfigError) as err:
         Detector(models[model], **kwargs)
+    assert message in str(err.value)
+
+
+def test_imgsz_above_the_cap_only_when_forced(models):
+    det = Detector(models["dynamic"], imgsz=4128, force_imgsz=True)
+    assert det.input_hw == (4128, 4128)
+    assert Detector(models["dynamic"], imgsz=4096).input_hw == (4096, 4096)  # the cap itself is allowed
+
+
+@pytest.mark.parametrize("images, message", [
+    (None, "image: expected a numpy uint8 array (H, W, 3), got None (cv2.imread returns None for a missing or "
+           "undecodable file)"),
+    ([None], "got None (cv2.imread returns None"),
+    (42, "images: expected a numpy uint8 array (H, W, 3) or a list of them, got int"),
+    ("bus.jpg", "image: expected a numpy uint8 array (H, W, 3), got str"),
+])
+def test_calling_on_a_non_image_is_a_data_error(models, images, message):
+    det = Detector(models["static"])
+    with pytest.raises(DataError) as err:
+        det(images)
     assert message in str(err.value)
 
 
@@ -198,3 +221,18 @@ def test_draw_fps_overlay():
     assert (out[-5:, -5:] == 200).all()              # rest untouched
     assert (out[:60, :200] == 255).any()             # white text drawn
     assert img.min() == 200
+
+
+@pytest.mark.skipif(not __import__("conftest").has_module("torch"), reason="torch not installed")
+def test_pt_and_onnx_use_the_same_input_shape_and_agree(weights_pt, yolov5n_onnx, bus):
+    """The .pt letterboxes bus.jpg (1080x810) to the same 640x640 square as its static ONNX export, so both
+    give the same detections (before, the .pt used a 640x480 minimum rectangle)."""
+    with Detector(weights_pt) as pt, Detector(yolov5n_onnx, threads=2) as ox:
+        spies = Spy(pt), Spy(ox)
+        got = pt(bus), ox(bus)
+        assert not pt.auto and spies[0].shapes[0][0] == spies[1].shapes[0][0] == (1, 3, 640, 640)
+        assert pt.input_hw == ox.input_hw == (640, 640)
+        assert Detector(pt.backend, auto=True).auto  # the minimum rectangle stays available on request
+    assert got[0].class_id.tolist() == got[1].class_id.tolist() == [0, 0, 0, 5]  # the reference boxes
+    np.testing.assert_allclose(got[0].xyxy, got[1].xyxy, atol=0.05)
+    np.testing.assert_allclose(got[0].score, got[1].score, atol=1e-4)

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_detect.errors import DataError
-from edge_detect.preprocess import letterbox, letterbox_shape, preprocess, to_bgr
+from edge_detect.errors import ConfigError, DataError
+from edge_detect.preprocess import MAX_IMGSZ, check_imgsz, letterbox, letterbox_shape, preprocess, to_bgr
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,22 @@ def test_empty_list_and_bad_format():
         preprocess([], 640)
     with pytest.raises(ValueError, match="fmt"):
         preprocess(np.zeros((8, 8, 3), np.uint8), 64, fmt="nchw")
+
+
+@pytest.mark.parametrize("hw, stride, force, message", [
+    ((100000, 100000), 32, False, "imgsz: expected sides of at most 4096 px (--force-imgsz to go beyond), got "
+                                  "100000x100000"),
+    ((640, 4128), 32, False, "got 640x4128"),
+    ((641, 640), 32, False, "imgsz: expected positive multiples of the model stride 32, got 641x640"),
+    ((0, 640), 32, True, "got 0x640"),
+])
+def test_check_imgsz_errors(hw, stride, force, message):
+    with pytest.raises(ConfigError) as err:
+        check_imgsz(hw, stride, force)
+    assert message in str(err.value)
+
+
+def test_check_imgsz_cap_and_force():
+    assert MAX_IMGSZ == 4096
+    assert check_imgsz((4096, 384)) == (4096, 384)
+    assert check_imgsz((8192, 8192), force=True) == (8192, 8192)

@@ -19,13 +19,18 @@ LOGGER = logging.getLogger(__name__)
 _EPILOG = """\
 examples:
   edge-detect detect --model yolov5n.onnx --source bus.jpg
-  edge-detect detect --model yolov5n.onnx --source images/ --conf 0.4 --classes 0 2 --output out/
+  edge-detect detect --model yolov5n.onnx --source images/ --conf 0.4 --classes person car --output out/
   edge-detect detect --model yolov5n.onnx --source 'frames/*.png' --save-json preds.json --no-save-labels
 
 Outputs in --output: the annotated images (same names) and labels/<stem>.txt with one row per detection
 "class cx cy w h conf" (box centre and size normalized by the image size). Images that cannot be decoded are
-skipped with a warning and counted.
+skipped with a warning and counted. --output must not be an input folder (nor the folder of an input image):
+the annotated images keep their names. Videos, cameras and streams: use `edge-detect run`.
 """
+
+#: suffixes of video files, which `run` reads (a video given to `detect` gets that hint instead of a decode error)
+VIDEO_INPUT_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
+                        ".3gp", ".mjpeg", ".mjpg", ".h264", ".h265")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -42,8 +47,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.45, metavar="T", help="NMS IoU threshold (default: 0.45)")
     p.add_argument("--max-det", type=int, default=1000, metavar="N",
                    help="most detections per image (default: 1000)")
-    p.add_argument("--classes", type=int, nargs="+", default=None, metavar="ID",
-                   help="keep only these class ids, e.g. --classes 0 2 (default: all)")
+    p.add_argument("--classes", nargs="+", default=None, metavar="NAME|ID",
+                   help="keep only these classes, by name or id, e.g. --classes person car or --classes 0 2 "
+                        "(default: all)")
     p.add_argument("--agnostic", action="store_true",
                    help="class-agnostic NMS (boxes of different classes suppress each other)")
     p.add_argument("--output", type=Path, default=None, metavar="DIR",
@@ -64,8 +70,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=backend_names(), default=None,
                    help="inference backend (default: chosen from the model file suffix)")
     p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="S",
-                   help="input size: S or H W, multiples of 32; only for dynamic-shape models "
+                   help="input size: S or H W, multiples of 32, at most 4096; only for dynamic-shape models "
                         "(default: the model's own size)")
+    p.add_argument("--force-imgsz", action="store_true", help="allow --imgsz sides above 4096 (memory grows "
+                   "with the square of the size)")
     p.add_argument("--providers", nargs="+", default=None, metavar="P",
                    help="ONNX Runtime execution providers in priority order: cpu, cuda, tensorrt or full ORT "
                         "names (default: cpu)")
@@ -140,18 +148,31 @@ def main(args: argparse.Namespace) -> int:
     """Run ``detect``; returns 0 when at least one image was processed."""
     import cv2
 
+    from edge_detect.app_config import resolve_classes
+    from edge_detect.paths import check_outputs, input_paths
     from edge_detect.stream.annotate import draw_detections
     from edge_detect.datasets import list_images
     from edge_detect.detector import Detector
     from edge_detect.evaluate import coco_results, image_ids
 
+    for src in args.source:
+        if Path(src).suffix.lower() in VIDEO_INPUT_SUFFIXES and "://" not in str(src):
+            raise DataError(f"--source {src}: expected images, got a video; run the app on it with: "
+                            f"edge-detect run --source {src}")
     files = list_images(args.source)
     if not files:
-        raise DataError(f"no image files found in {args.source}")
+        raise DataError(f"no image files found in {' '.join(map(str, args.source))}")
     out_dir = args.output or next_run_dir()
-    with Detector(args.model, conf=args.conf, iou=args.iou, classes=args.classes, max_det=args.max_det,
+    outputs: Dict[str, Any] = {"--output": out_dir}
+    if args.save_json is not None:
+        outputs["--save-json"] = args.save_json
+    # an explicit --output may not be (inside) an input folder; the default runs/detect/expN is always new
+    check_outputs(outputs, inputs=[*input_paths(args.source), *files], dirs=("--output",),
+                  inside_inputs_ok=args.output is None)
+    with Detector(args.model, conf=args.conf, iou=args.iou, max_det=args.max_det,
                   agnostic=args.agnostic, backend=args.backend, imgsz=imgsz_arg(args.imgsz),
-                  **backend_options(args)) as det:
+                  force_imgsz=args.force_imgsz, **backend_options(args)) as det:
+        det.classes = resolve_classes(args.classes, det.names)
         records: List[Dict[str, Any]] = []  # COCO results format
         done = 0
         skipped, total_boxes, start = 0, 0, time.perf_counter()
@@ -181,7 +202,8 @@ def main(args: argparse.Namespace) -> int:
         args.save_json.parent.mkdir(parents=True, exist_ok=True)
         args.save_json.write_text(json.dumps(records, indent=1))
     if done == 0:
-        raise DataError(f"none of the {len(files)} image(s) could be decoded")
+        raise DataError(f"none of the {len(files)} image(s) could be decoded (videos and streams: use "
+                        "`edge-detect run --source ...`)")
     elapsed = time.perf_counter() - start
     print(f"{done} image(s), {total_boxes} detection(s), {skipped} skipped (undecodable), "
           f"{elapsed:.1f} s; results in {out_dir}")

@@ -17,13 +17,14 @@ from typing import Any, Callable, Optional
 
 from edge_detect.errors import BackendUnavailableError, ConfigError
 from edge_detect.cli._types import positive_float, positive_int, unit_float
+from edge_detect.preprocess import check_imgsz
 
 LOGGER = logging.getLogger(__name__)
 
 _EPILOG = """\
 examples:
   edge-detect export --weights yolov5n.pt                                   # -> yolov5n.onnx (fp32, 640x640)
-  edge-detect export --weights yolov5n.pt --imgsz 384 640 --dynamic --output yolov5n-dyn.onnx
+  edge-detect export --weights yolov5n.pt --imgsz 384 640 --dynamic             # -> yolov5n-dynamic.onnx
   edge-detect export --weights yolov5n.pt --half                            # -> yolov5n-fp16.onnx
   edge-detect export --weights yolov5n.pt --int8 --calib coco128.yaml       # -> yolov5n-int8.onnx
   edge-detect export --weights yolov5n.pt --format engine --half --nms      # -> yolov5n-fp16.engine
@@ -45,9 +46,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--format", choices=("onnx", "engine"), default="onnx",
                    help="output format (default: onnx; engine needs TensorRT and a GPU)")
     g.add_argument("--output", "-o", default=None, metavar="PATH",
-                   help="output file (default: <weights stem>[-int8|-fp16].<onnx|engine> in the current folder)")
+                   help="output file (default: <weights stem>[-dynamic][-int8|-fp16].<onnx|engine> in the "
+                        "current folder)")
     g.add_argument("--imgsz", nargs="+", type=positive_int, default=[640], metavar="S",
-                   help="input size: one side (square) or H W; multiples of 32 (default: 640)")
+                   help="input size: one side (square) or H W; multiples of 32, at most 4096 (default: 640)")
+    g.add_argument("--force-imgsz", action="store_true", help="allow --imgsz sides above 4096")
     g.add_argument("--batch", type=positive_int, default=1, metavar="N",
                    help="batch size of a static model; the max batch of a dynamic engine (default: 1)")
     g.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width axes")
@@ -98,9 +101,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def default_output(weights: Path, fmt: str, half: bool, int8: bool) -> Path:
-    """``<stem>[-int8|-fp16].<onnx|engine>`` in the current folder."""
-    tag = "-int8" if int8 else ("-fp16" if half else "")
+def default_output(weights: Path, fmt: str, half: bool, int8: bool, dynamic: bool = False) -> Path:
+    """``<stem>[-dynamic][-int8|-fp16].<onnx|engine>`` in the current folder (a dynamic export never takes the
+    static one's name)."""
+    tag = ("-dynamic" if dynamic else "") + ("-int8" if int8 else ("-fp16" if half else ""))
     return Path.cwd() / f"{weights.stem}{tag}.{'engine' if fmt == 'engine' else 'onnx'}"
 
 
@@ -120,6 +124,7 @@ def _stage(module: str, attr: str, flag: str) -> Callable[..., Any]:
 def _validate(args: argparse.Namespace) -> None:
     if len(args.imgsz) > 2:
         raise ConfigError(f"--imgsz: expected one side or H W, got {len(args.imgsz)} values")
+    check_imgsz((args.imgsz[0], args.imgsz[-1]), stride=1, force=getattr(args, "force_imgsz", False))
     if args.int8 and not args.calib:
         raise ConfigError("--int8 needs calibration images: add --calib DATA.yaml|DIR|VIDEO")
     if args.int8 and args.half and args.format == "onnx":
@@ -144,13 +149,15 @@ def run_export(args: argparse.Namespace, workdir: Path) -> Path:
     from edge_detect.weights import resolve_weights
 
     weights = resolve_weights(args.weights)
-    output = Path(args.output) if args.output else default_output(weights, args.format, args.half, args.int8)
+    output = Path(args.output) if args.output else default_output(weights, args.format, args.half, args.int8,
+                                                                  args.dynamic)
     progress = not getattr(args, "quiet", False)
     extra_stages = args.int8 or args.uint8_input or args.nms or args.format == "engine"
     onnx_half = args.half and args.format == "onnx"
     current = export_onnx(weights, workdir / "fp32.onnx" if extra_stages else output, imgsz=args.imgsz,
                           batch=args.batch, dynamic=args.dynamic, opset=args.opset, half=onnx_half,
-                          simplify=not args.no_simplify, progress=progress)
+                          simplify=not args.no_simplify, progress=progress,
+                          force_imgsz=getattr(args, "force_imgsz", False))
     if args.int8:
         quantize_int8 = _stage("deploy.quantize", "quantize_int8", "--int8")
         report = output.with_name(output.stem + ".quant.json")

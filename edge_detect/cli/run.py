@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import re
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from edge_detect.app_config import SinkConfig, add_sinks, load_app_config
+from edge_detect.app_config import AppConfig, SinkConfig, add_sinks, load_app_config
 from edge_detect.backends.base import backend_names
-from edge_detect.errors import ConfigError, SinkError
+from edge_detect.errors import ConfigError, MissingDependencyError, SinkError, SourceError
+from edge_detect.preprocess import check_imgsz
 
 LOGGER = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ sources (repeat --source for several; each gets its own id, shown in outputs as 
 Live sources keep only the newest frame (stale frames are dropped and counted). Credentials are masked in logs.
 
 examples:
+  edge-detect run --source video.mp4                      # default model yolov5n, exported to ONNX on first use
   edge-detect run --model yolov5n.onnx --source video.mp4 --save-video out.mp4 --save-jsonl out.jsonl
   edge-detect run --model yolov5n.onnx --source rtsp://cam/1 --preview-port 8080 --duration 3600
   edge-detect run --config configs/app/rtsp_jetson.yaml --track --summary-json summary.json
@@ -33,7 +36,13 @@ stopping and exit codes:
   the run ends when all sources end, after --max-frames / --duration, on q or Esc in the window, or on
   Ctrl-C / SIGTERM. Frames in flight are finished and every output is finalized (the mp4 stays playable,
   the JSONL holds every processed frame, --summary-json is written). Exit code: 0 when the run ended by
-  itself, 130 after SIGINT (Ctrl-C), 143 after SIGTERM, 2 on errors. A second signal aborts at once.
+  itself, 130 after SIGINT (Ctrl-C), 143 after SIGTERM, 2 on errors (also: no frame could be processed, an
+  output that is not writable or is one of the inputs -- checked before the run starts). A second signal
+  aborts at once.
+
+default model: without --model (or with a name such as yolov5n) the checkpoint is looked up offline in
+$EDGE_DETECT_WEIGHTS, the repository's weights/, ../shared/weights and the user cache, and exported to ONNX once
+into ~/.cache/edge-detect/models/<sha256>/ ($EDGE_DETECT_CACHE moves it); the export needs the build extra.
 """
 
 
@@ -47,11 +56,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, metavar="APP.yaml",
                    help="app config file (see configs/app/default.yaml); flags below override it")
     m = p.add_argument_group("model")
-    m.add_argument("--model", default=None, metavar="PATH", help="model file (.onnx, .engine, .pt)")
+    m.add_argument("--model", default=None, metavar="PATH|NAME",
+                   help="model file (.onnx, .engine, .pt) or a checkpoint name such as yolov5n, exported to ONNX "
+                        "once into the user cache (default: yolov5n)")
     m.add_argument("--backend", choices=backend_names(), default=None,
                    help="inference backend (default: from the model file suffix)")
     m.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
-                   help="input size, one value or H W; dynamic-shape models only (default: the model's)")
+                   help="input size, one value or H W, at most 4096; dynamic-shape models and checkpoint names "
+                        "only (default: the model's; 640 for a name)")
+    m.add_argument("--force-imgsz", action="store_true", help="allow --imgsz sides above 4096")
     m.add_argument("--threads", type=int, default=None, metavar="N",
                    help="ONNX Runtime intra-op threads (default: ORT's choice)")
     m.add_argument("--rebuild-on-mismatch", action="store_true", default=None,
@@ -117,6 +130,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
     return {
         "model": args.model, "backend": args.backend, "imgsz": args.imgsz, "threads": args.threads,
+        "force_imgsz": args.force_imgsz or None,
         "rebuild_on_mismatch": args.rebuild_on_mismatch,
         "conf": args.conf, "iou": args.iou, "max_det": args.max_det, "classes": args.classes,
         "agnostic": args.agnostic, "tracker.enabled": True if args.tracker else args.track,
@@ -219,12 +233,72 @@ def _write_summary(path: str, summary: Dict[str, Any]) -> None:
     LOGGER.info("summary written to %s", path)
 
 
+def _torch_exporter() -> Callable[..., Any]:
+    """The build extra's ONNX exporter, or MissingDependencyError telling which extra to install."""
+    from edge_detect._optional import require
+
+    try:
+        require("torch", "build")
+    except MissingDependencyError:
+        raise MissingDependencyError(
+            "exporting the checkpoint to ONNX (done once, then cached) needs PyTorch, which is not installed; "
+            "install it with: pip install 'edge-detect[build]' -- or pass --model FILE.onnx") from None
+    from edge_detect.training.export import export_onnx
+
+    return export_onnx
+
+
+def resolve_model(cfg: AppConfig) -> AppConfig:
+    """``cfg`` with ``model`` a file: no model -> :data:`~edge_detect.model_cache.DEFAULT_MODEL`; a checkpoint
+    name (no suffix, not a file) -> its cached ONNX export at ``cfg.imgsz`` (exported on first use)."""
+    from edge_detect.model_cache import DEFAULT_MODEL, ensure_onnx
+
+    model = cfg.model or DEFAULT_MODEL
+    if Path(model).suffix or Path(model).exists():
+        return cfg
+    onnx = ensure_onnx(model, _torch_exporter, imgsz=cfg.imgsz, progress=cfg.progress)
+    return dataclasses.replace(cfg, model=str(onnx))
+
+
+def _output_flag(key: str) -> str:
+    from edge_detect.sinks.base import JSONL_SUFFIXES, VIDEO_SUFFIXES
+
+    return "--save-video" if key in VIDEO_SUFFIXES else ("--save-jsonl" if key in JSONL_SUFFIXES else "sink")
+
+
+def check_run_outputs(cfg: AppConfig) -> None:
+    """Every output path (file sinks, snapshot folders, --summary-json) writable, distinct and not an input
+    (a source or the model), before anything is opened."""
+    from edge_detect.paths import check_outputs, input_paths
+    from edge_detect.sinks.base import resolve_sink
+
+    outputs: Dict[str, Any] = {}
+    dirs: List[str] = []
+    for sc in cfg.sinks:
+        target, key = resolve_sink(sc.spec)
+        if key.startswith("."):  # a file sink, chosen by its suffix
+            label = _output_flag(key)
+            outputs[label if label not in outputs else f"{label} {len(outputs)}"] = target
+        if sc.options.get("snapshots"):
+            outputs["--snapshots"] = sc.options["snapshots"]
+            dirs.append("--snapshots")
+    outputs["--summary-json"] = cfg.summary_json
+    model = [Path(cfg.model)] if cfg.model and Path(cfg.model).is_file() else []
+    check_outputs(outputs, inputs=[*input_paths([s.uri for s in cfg.sources]), *model], dirs=dirs)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the app; returns 0, or 128 + signal number when stopped by SIGINT / SIGTERM."""
     from edge_detect.app_config import build_pipeline
 
     cfg = load_app_config(args.config, _overrides(args))
     cfg = add_sinks(cfg, _sink_flags(args, cfg))
+    if not cfg.sources:
+        raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
+    if cfg.imgsz is not None:
+        check_imgsz((cfg.imgsz[0], cfg.imgsz[-1]), stride=1, force=cfg.force_imgsz)
+    check_run_outputs(cfg)
+    cfg = resolve_model(cfg)
     with _SignalStop() as stop:
         pipeline = build_pipeline(cfg, stop_event=stop.event)
         try:
@@ -235,4 +309,10 @@ def main(args: argparse.Namespace) -> int:
                 close()
         if cfg.summary_json:
             _write_summary(cfg.summary_json, summary.to_dict())
-    return 128 + stop.signum if stop.signum is not None else 0
+    if stop.signum is not None:
+        return 128 + stop.signum
+    if summary.processed == 0 and summary.stopped_by == "end":
+        bad = f", {summary.corrupt} undecodable" if summary.corrupt else ""
+        raise SourceError(f"no frame processed: expected decodable frames from {len(cfg.sources)} source(s), "
+                          f"got {summary.frames_read} read{bad}")
+    return 0

@@ -50,6 +50,10 @@ def main(args: argparse.Namespace) -> int:
 
             raise ConfigError(f"--imgsz: val letterboxes to a square; expected one size, got {imgsz[0]} {imgsz[1]}")
         imgsz = imgsz[0]
+    if imgsz is not None:
+        from edge_detect.preprocess import check_imgsz
+
+        check_imgsz((imgsz, imgsz), stride=1, force=args.force_imgsz)  # the size cap, before loading anything
     with open_model(args.model, args.backend, **backend_options(args)) as backend:
         res = evaluate(backend, args.data, split=args.split, imgsz=imgsz, conf=args.conf, iou=args.iou,
                        max_det=args.max_det, save_json=args.save_json, progress=not args.no_progress)

@@ -66,7 +66,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 KINDS = ("file", "images", "camera", "stream", "gstreamer")
 
-_CRED_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/@\s]+@")
+# userinfo = everything between "scheme://" and the LAST "@" of the authority (the authority ends at the first
+# "/", "?", "#" or whitespace): a password with an unencoded "@" is masked whole
+_CRED_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/?#\s]*@")
 _SECRET_QUERY_RE = re.compile(r"([?&;](?:password|passwd|pass|pwd|token|key|secret|auth)=)[^&;\s]*", re.I)
 
 
@@ -77,6 +79,8 @@ def mask_credentials(uri: Union[str, os.PathLike]) -> str:
 
     >>> mask_credentials("rtsp://admin:hunter2@10.0.0.5:554/stream?token=abc&x=1")
     'rtsp://***@10.0.0.5:554/stream?token=***&x=1'
+    >>> mask_credentials("http://admin:Pa@ss@10.0.0.5/v.mjpg")
+    'http://***@10.0.0.5/v.mjpg'
     """
     s = str(uri)
     s = _CRED_RE.sub(r"\1***@", s)
@@ -268,8 +272,9 @@ def _default_id(kind: str, target: Any) -> str:
         return target[0].parent.name or "images" if len(target) > 1 else target[0].stem
     if kind == "camera":
         return f"cam{target}" if isinstance(target, int) else Path(target).name
-    if kind == "stream":
-        host = re.sub(r"^[^:]+://([^/@]*@)?", "", str(target)).split("/")[0]
+    if kind == "stream":  # the host only: never anything of the userinfo (up to the authority's last "@")
+        authority = re.split(r"[/?#\s]", re.sub(r"^[^:]+://", "", str(target)), maxsplit=1)[0]
+        host = authority.rsplit("@", 1)[-1]
         return re.sub(r"[^A-Za-z0-9_.-]", "_", host) or "stream"
     return "gst"
 
@@ -667,7 +672,7 @@ def open_source(uri: Union[str, int, os.PathLike], source_id: Optional[str] = No
         raise SourceError("GStreamer pipeline given but this OpenCV build has no GStreamer "
                           "(cv2.getBuildInformation(): 'GStreamer: NO'); on Jetson use the system OpenCV "
                           "built with GStreamer")
-    sid = source_id or _default_id(kind, target)
+    sid = mask_credentials(source_id) if source_id else _default_id(kind, target)  # ids never carry secrets
     name = mask_credentials(target if kind != "images" else target[0].parent)
     if kind == "images":
         factory: Callable[[], Any] = lambda: _ImageReader(target)  # noqa: E731

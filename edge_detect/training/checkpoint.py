@@ -24,6 +24,7 @@ import logging
 import os
 import pickle
 import types
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -141,11 +142,23 @@ def _not_yolo(path: Path, why: str) -> ModelLoadError:
     return ModelLoadError(f"{path} is not a YOLOv5 checkpoint: {why}")
 
 
+def _check_container(path: Path) -> None:
+    """Refuse files that are neither a torch zip archive nor a pickle before any unpickler sees them."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":  # zip (torch >= 1.6) or pickle protocol >= 2 (legacy)
+        return
+    shown = "an empty file" if not head else f"bytes {head!r}"
+    raise _not_yolo(path, f"expected a PyTorch checkpoint (a zip archive or a pickle), got {shown}")
+
+
 def _torch_load(path: Path) -> Any:
     """Own format with ``weights_only=True``; anything else through the restricted unpickler."""
+    _check_container(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError, IndexError,
+            KeyError) as exc:
         LOGGER.debug("weights_only load of %s failed (%s); trying the restricted unpickler", path, exc)
     try:
         return torch.load(path, map_location="cpu", pickle_module=restricted_pickle, weights_only=False)

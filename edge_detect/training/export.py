@@ -28,6 +28,7 @@ from edge_detect import __version__
 from edge_detect._optional import require
 from edge_detect.errors import ConfigError
 from edge_detect.metadata import METADATA_KEY, ModelMetadata
+from edge_detect.preprocess import check_imgsz
 from edge_detect.weights import sha256_file
 from edge_detect.training.checkpoint import load_model
 
@@ -40,14 +41,15 @@ OUTPUT_NAME = "output0"
 PathLike = Union[str, os.PathLike]
 
 
-def normalize_imgsz(imgsz: Union[int, Sequence[int]], stride: int = 32) -> Tuple[int, int]:
-    """``640`` or ``[640]`` -> ``(640, 640)``; ``(h, w)`` kept. Both must be positive multiples of ``stride``."""
+def normalize_imgsz(imgsz: Union[int, Sequence[int]], stride: int = 32, force: bool = False) -> Tuple[int, int]:
+    """``640`` or ``[640]`` -> ``(640, 640)``; ``(h, w)`` kept. Both must be positive multiples of ``stride``, at
+    most :data:`~edge_detect.preprocess.MAX_IMGSZ` unless ``force``."""
     size = [int(imgsz)] if isinstance(imgsz, (int, float)) else [int(v) for v in imgsz]
     if len(size) == 1:
         size = size * 2
     if len(size) != 2 or min(size) <= 0 or any(v % stride for v in size):
         raise ConfigError(f"imgsz: expected one or two positive multiples of {stride} (h w), got {size}")
-    return size[0], size[1]
+    return check_imgsz(size, stride, force)
 
 
 def _versions(onnx: Any, opset: int) -> Dict[str, str]:
@@ -83,7 +85,7 @@ def _to_fp16(model_proto: Any) -> Any:
 
 def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[int]] = (640, 640),
                 batch: int = 1, dynamic: bool = False, opset: int = 17, half: bool = False,
-                simplify: bool = True, progress: bool = True) -> Path:
+                simplify: bool = True, progress: bool = True, force_imgsz: bool = False) -> Path:
     """Export checkpoint ``weights`` (``.pt``) to the ONNX file ``output``.
 
     Args:
@@ -96,6 +98,7 @@ def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[
         half: fp16 weights and fp16 input/output (see module doc).
         simplify: run onnxslim on the graph.
         progress: show a progress bar over the export steps.
+        force_imgsz: allow sides above :data:`~edge_detect.preprocess.MAX_IMGSZ` (4096).
 
     Returns:
         the written path.
@@ -109,6 +112,7 @@ def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[
     from tqdm import tqdm
 
     weights, output = Path(weights), Path(output)
+    normalize_imgsz(imgsz, 32, force_imgsz)  # fail before loading anything (the stride is checked again below)
     if int(batch) < 1:
         raise ConfigError(f"batch: expected >= 1, got {batch}")
     steps = ["load", "export", *(["simplify"] if simplify else []), *(["fp16"] if half else []), "save"]
@@ -117,41 +121,43 @@ def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[
     def step(name: str) -> None:
         bar.set_postfix_str(name)
 
-    step("load")
-    model, names = load_model(weights, fuse=True)
-    stride = int(model.stride.max())
-    h, w = normalize_imgsz(imgsz, stride)
-    bar.update()
-
-    step("export")
-    with torch.no_grad():
-        proto = onnx.load_from_string(_torch_export(model, torch.zeros(int(batch), 3, h, w), opset, dynamic))
-    bar.update()
-    if simplify:
-        step("simplify")
-        onnxslim = require("onnxslim", "build")
-        proto = onnxslim.slim(proto)
-        bar.update()
-    if half:
-        step("fp16")
-        proto = _to_fp16(proto)
+    try:  # the bar is closed (its line ended) before any error reaches the console
+        step("load")
+        model, names = load_model(weights, fuse=True)
+        stride = int(model.stride.max())
+        h, w = normalize_imgsz(imgsz, stride, force_imgsz)
         bar.update()
 
-    step("save")
-    meta = ModelMetadata(names=names, imgsz=(h, w), stride=stride, batch=int(batch), dynamic=bool(dynamic),
-                         output_layout="raw", input_format="float32_nchw_rgb",
-                         precision="fp16" if half else "fp32", source_sha256=sha256_file(weights),
-                         source_path=str(weights.resolve()), versions=_versions(onnx, opset))
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, meta.to_json()
-    proto.producer_name = "edge-detect"
-    proto.producer_version = __version__
-    onnx.checker.check_model(proto)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(output))
-    bar.update()
-    bar.close()
+        step("export")
+        with torch.no_grad():
+            proto = onnx.load_from_string(_torch_export(model, torch.zeros(int(batch), 3, h, w), opset, dynamic))
+        bar.update()
+        if simplify:
+            step("simplify")
+            onnxslim = require("onnxslim", "build")
+            proto = onnxslim.slim(proto)
+            bar.update()
+        if half:
+            step("fp16")
+            proto = _to_fp16(proto)
+            bar.update()
+
+        step("save")
+        meta = ModelMetadata(names=names, imgsz=(h, w), stride=stride, batch=int(batch), dynamic=bool(dynamic),
+                             output_layout="raw", input_format="float32_nchw_rgb",
+                             precision="fp16" if half else "fp32", source_sha256=sha256_file(weights),
+                             source_path=str(weights.resolve()), versions=_versions(onnx, opset))
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, meta.to_json()
+        proto.producer_name = "edge-detect"
+        proto.producer_version = __version__
+        onnx.checker.check_model(proto)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(proto, str(output))
+        bar.update()
+    finally:
+        bar.close()
     LOGGER.info("exported %s -> %s (%dx%d, batch %d%s, %s)", weights, output, h, w, int(batch),
                 ", dynamic" if dynamic else "", meta.precision)
     return output

@@ -46,6 +46,10 @@ class TorchBackend:
     """
 
     name = "torch"
+    #: letterbox default for the Detector: a checkpoint behaves like its static ONNX export (a square at
+    #: ``imgsz``), so ``.pt`` and ``.onnx`` give the same detections; ``Detector(auto=True)`` asks for the
+    #: minimum rectangle
+    auto_letterbox = False
 
     def __init__(self, path: Union[str, os.PathLike], device: str = "cpu",
                  imgsz: Optional[Union[int, Sequence[int]]] = None, threads: Optional[int] = None,

@@ -67,9 +67,55 @@ def free_port() -> int:
     ("http://cam/v?user=a&password=pw&x=1", "http://cam/v?user=a&password=***&x=1"),
     ("rtspsrc location=rtsp://u:p@h/x latency=200 ! appsink", "rtspsrc location=rtsp://***@h/x latency=200 ! appsink"),
     ("video.mp4", "video.mp4"),
+    # a password with an unencoded "@": everything up to the authority's LAST "@" is masked
+    ("http://admin:Pa@ssW0rdX@127.0.0.1:18083/v.mjpg", "http://***@127.0.0.1:18083/v.mjpg"),
+    ("rtsp://u@x:p@ss@w@cam:554/s?token=t@k", "rtsp://***@cam:554/s?token=***"),
+    ("rtsp://cam:554/path@with-at", "rtsp://cam:554/path@with-at"),  # an "@" after the authority is no userinfo
+    ("rtspsrc location=rtsp://u:p@q@h/x ! appsink", "rtspsrc location=rtsp://***@h/x ! appsink"),
 ])
 def test_mask_credentials(uri, masked):
     assert mask_credentials(uri) == masked
+
+
+@pytest.mark.parametrize("uri, sid", [
+    ("http://admin:Pa@ssW0rdX@127.0.0.1:18083/v.mjpg", "127.0.0.1_18083"),
+    ("rtsp://user:pw@cam.local/stream", "cam.local"),
+    ("rtsp://cam.local:554/a@b", "cam.local_554"),
+])
+def test_stream_default_id_is_the_host_only(uri, sid):
+    from edge_detect.stream.sources import _default_id
+
+    assert _default_id("stream", uri) == sid
+
+
+def test_password_with_at_never_leaks(video, onnx_builder, reference, tmp_path, caplog, capsys):
+    """Logs, the summary's uri, the source id and every JSONL "source" are free of any part of the password."""
+    from edge_detect.cli import main
+    from edge_detect.metadata import ModelMetadata
+
+    raw = np.load(reference / "infer_bus.npz")["raw"]
+    model = onnx_builder(tmp_path / "replay.onnx", [raw], metadata=ModelMetadata(names=[f"c{i}" for i in range(80)])
+                         .to_dict())
+    server = FrameServer(video, fps=30)
+    url = f"http://admin:Pa@ssW0rdX@127.0.0.1:{server.port}/cam"
+    try:
+        with caplog.at_level(logging.DEBUG):
+            rc = main(["run", "--model", str(model), "--source", url, "--max-frames", "5", "--no-show",
+                       "--save-jsonl", str(tmp_path / "d.jsonl"), "--summary-json", str(tmp_path / "s.json")])
+    finally:
+        server.stop()
+    assert rc == 0
+    summary = (tmp_path / "s.json").read_text()
+    jsonl = (tmp_path / "d.jsonl").read_text()
+    everything = caplog.text + "".join(capsys.readouterr()) + summary + jsonl
+    for secret in ("ssW0rdX", "Pa@ss", "admin:"):
+        assert secret not in everything, secret
+    import json
+
+    s = json.loads(summary)
+    sid = f"127.0.0.1_{server.port}"
+    assert list(s["sources"]) == [sid] and s["sources"][sid]["uri"] == f"http://***@127.0.0.1:{server.port}/cam"
+    assert {json.loads(line)["source"] for line in jsonl.splitlines()} == {sid}
 
 
 def test_parse_source_kinds(tmp_path, video):

@@ -193,3 +193,19 @@ def test_own_format_missing_key(tmp_path: Path) -> None:
 def test_save_checkpoint_names_mismatch(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="expected 2 names, got 3"):
         save_checkpoint(tmp_path / "x.pt", YOLOv5("yolov5n", nc=2), ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("content, shown", [
+    (b"hello, this is a text file\n", "got bytes b'hell'"),  # was KeyError: 101 from the weights_only attempt
+    (b"e", "got bytes b'e'"),  # was IndexError: pop from empty list
+    (b"", "got an empty file"),
+    (b"PK\x03\x04 truncated zip", "got bytes b'PK\\x03\\x04'"),
+])
+def test_non_checkpoint_file_is_a_model_load_error(tmp_path: Path, content: bytes, shown: str) -> None:
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content)
+    for load in (load_checkpoint, load_model):
+        with pytest.raises(ModelLoadError) as exc:
+            load(path)
+        assert str(exc.value) == (f"{path} is not a YOLOv5 checkpoint: expected a PyTorch checkpoint (a zip "
+                                  f"archive or a pickle), {shown}")

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import requires_ort, requires_torch
+from conftest import REPO, requires_ort, requires_torch
 
 pytestmark = [requires_torch, requires_ort]
 
@@ -123,6 +124,8 @@ def test_batch_and_size(weights_pt: Path, tmp_path: Path) -> None:
     ((0,), 1, "got [0, 0]"),
     ((320, 320, 3), 1, "got [320, 320, 3]"),
     (640, 0, "batch: expected >= 1, got 0"),
+    (100000, 1, "expected sides of at most 4096 px (--force-imgsz to go beyond), got 100000x100000"),
+    ((640, 4128), 1, "got 640x4128"),
 ])
 def test_bad_arguments(weights_pt: Path, tmp_path: Path, imgsz, batch: int, message: str) -> None:
     from edge_detect.training.export import export_onnx
@@ -161,11 +164,30 @@ def test_cli_export_default_name(weights_pt: Path, tmp_path: Path, monkeypatch, 
     (["--int8", "--calib", "x.yaml", "--half"], "--int8 and --half cannot be combined"),
     (["--dla", "0"], "--dla and --timing-cache apply to --format engine only"),
     (["--imgsz", "640", "640", "3"], "--imgsz: expected one side or H W, got 3 values"),
+    (["--imgsz", "100000"], "imgsz: expected sides of at most 4096 px (--force-imgsz to go beyond), got "
+                            "100000x100000"),
 ])
 def test_cli_export_errors(weights_pt: Path, tmp_path: Path, capsys, argv, message: str) -> None:
     assert _cli("--weights", str(weights_pt), "--output", str(tmp_path / "x.onnx"), *argv) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("edge-detect: error:") == 1 and "Traceback" not in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"e", b"hello, this is a text file\n", b"PK\x03\x04 not a zip"])
+def test_cli_export_non_checkpoint_is_one_line_after_the_bar(tmp_path: Path, capsys, content: bytes) -> None:
+    """A text file as --weights: one error line, on its own line after the progress bar, no traceback."""
+    from edge_detect.cli import main
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    assert main(["export", "--weights", str(bad), "--output", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "export bad.pt" in err  # the progress bar was shown...
+    err_lines = [line for line in re.split(r"[\r\n]", err) if "edge-detect: error:" in line]
+    assert len(err_lines) == 1 and err_lines[0].startswith("edge-detect: error: "), err  # ...and ended first
+    assert "is not a YOLOv5 checkpoint: expected a PyTorch checkpoint (a zip archive or a pickle)" in err_lines[0]
+    assert "Traceback" not in err and not (tmp_path / "x.onnx").exists()
 
 
 def test_cli_missing_stage_module(weights_pt: Path, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -225,6 +247,26 @@ def test_default_output_names(half: bool, int8: bool, fmt: str, name: str) -> No
     from edge_detect.cli.export import default_output
 
     assert default_output(Path("/w/yolov5n.pt"), fmt, half, int8).name == name
+    dyn = default_output(Path("/w/yolov5n.pt"), fmt, half, int8, dynamic=True).name
+    assert dyn == name.replace("yolov5n", "yolov5n-dynamic")  # never the static export's name
+
+
+def test_readme_export_lines_write_different_files() -> None:
+    """The README's static and --dynamic export lines must not write the same file."""
+    from edge_detect.cli import build_parser
+    from edge_detect.cli.export import default_output
+
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("### Export: `edge-detect export`"):]
+    lines = [line.split("#")[0].split() for line in block.splitlines()
+             if line.startswith("edge-detect export") and "--format onnx" in line and "--int8" not in line]
+    assert len(lines) == 2, lines
+    outs = []
+    for argv in lines:
+        args = build_parser().parse_args(argv[1:])
+        outs.append(Path(args.output) if args.output else
+                    default_output(Path(args.weights), args.format, args.half, args.int8, args.dynamic))
+    assert outs[0] != outs[1], outs
 
 
 def test_cli_onnx_with_nms_and_uint8_input_runs_on_onnxruntime(weights_pt: Path, tmp_path: Path, shared) -> None:

@@ -1,0 +1,115 @@
+"""Checks on output paths before any work starts: never overwrite an input, never find out at the end that an
+output cannot be written.
+
+:func:`check_outputs` is called by ``run`` and ``detect`` before a model is loaded or a frame is read, so a bad
+output path costs nothing and loses nothing (exit code 2, one line naming the flag and the path).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from edge_detect.errors import SinkError
+
+__all__ = ["check_outputs", "check_writable", "input_paths"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def _resolve(path: PathLike) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_writable(path: PathLike, what: str, is_dir: bool = False) -> None:
+    """Raise unless ``path`` (a file, or a folder with ``is_dir``) can be created or replaced.
+
+    The nearest existing folder above ``path`` is probed by creating and removing a temporary file there
+    (``os.access`` says yes to root on read-only places), so missing parent folders are fine as long as they
+    can be created.
+
+    Raises:
+        SinkError: "<what> <path>: expected a writable location, got ..." (a file in the way, an existing
+            folder where a file goes or the reverse, or a folder that refuses new files).
+    """
+    p = _resolve(path)
+    if p.exists():
+        if is_dir and not p.is_dir():
+            raise SinkError(f"{what} {path}: expected a folder, got an existing file")
+        if not is_dir and p.is_dir():
+            raise SinkError(f"{what} {path}: expected a file path, got an existing folder")
+    base = p if (is_dir and p.is_dir()) else _nearest_existing(p.parent if not is_dir else p)
+    if not base.is_dir():
+        raise SinkError(f"{what} {path}: expected a writable location, got {base} which is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".edge-detect-probe-", dir=base)
+    except OSError as exc:
+        raise SinkError(f"{what} {path}: expected a writable location, got {base} which is not writable "
+                        f"({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    if p.is_file() and not os.access(p, os.W_OK):
+        raise SinkError(f"{what} {path}: expected a writable file, got a read-only one")
+
+
+def input_paths(sources: Iterable[PathLike]) -> List[Path]:
+    """The local files and folders among ``sources`` (URLs, camera indexes and globs without matches are
+    skipped), resolved."""
+    out: List[Path] = []
+    for s in sources:
+        text = str(s)
+        if "://" in text and not text.startswith("file://"):
+            continue
+        p = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
+        if p.exists():
+            out.append(p.resolve())
+    return out
+
+
+def check_outputs(outputs: Mapping[str, Optional[PathLike]], inputs: Sequence[PathLike] = (),
+                  dirs: Sequence[str] = (), inside_inputs_ok: bool = True) -> None:
+    """Validate every output path before a run: writable, distinct, and never an input.
+
+    Args:
+        outputs: ``{flag: path}``, e.g. ``{"--save-video": "out.mp4"}``; ``None`` paths are ignored.
+        inputs: input files and folders (see :func:`input_paths`).
+        dirs: the flags in ``outputs`` that name a folder rather than a file.
+        inside_inputs_ok: ``False`` also refuses an output folder (a flag in ``dirs``) inside or equal to an
+            input folder, or equal to the folder of an input file (``detect`` writes images named like its
+            inputs, and a recursive input folder would read them back).
+
+    Raises:
+        SinkError: the first problem, naming the flag and the path; nothing has been written.
+    """
+    resolved_inputs = [_resolve(i) for i in inputs]
+    seen: List[Tuple[str, Path]] = []
+    for flag, path in outputs.items():
+        if path is None or str(path) == "":
+            continue
+        p = _resolve(path)
+        for inp in resolved_inputs:
+            if p == inp:
+                raise SinkError(f"{flag} {path}: expected an output that is not an input, got the input "
+                                f"{inp} itself (it would be overwritten)")
+        for inp in resolved_inputs:
+            if flag not in dirs or inside_inputs_ok:
+                break
+            if inp.is_dir() and (p == inp or inp in p.parents):
+                raise SinkError(f"{flag} {path}: expected an output outside the input folder {inp} (its images "
+                                "would be overwritten or read back as inputs)")
+            if inp.is_file() and p == inp.parent:
+                raise SinkError(f"{flag} {path}: expected an output folder other than the folder of the input "
+                                f"{inp} (annotated images keep their names and would overwrite it)")
+        for other_flag, other in seen:
+            if p == other:
+                raise SinkError(f"{flag} {path}: expected a path of its own, got the same file as {other_flag}")
+        seen.append((flag, p))
+        check_writable(path, flag, is_dir=flag in dirs)
