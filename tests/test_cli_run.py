@@ -147,6 +147,11 @@ def _small_video(path: Path, frames: int = 6) -> Path:
     return path
 
 
+def _folder(d: Path) -> Path:
+    d.mkdir()
+    return d
+
+
 def _garbage_images(d: Path) -> Path:
     d.mkdir()
     for name in ("a.jpg", "b.png"):
@@ -168,17 +173,17 @@ RUN_BAD_INPUTS = [
      "--save-jsonl {v}: expected an output that is not an input", 2),
     ("summary-is-input", lambda d, v: ["--source", str(v), "--summary-json", str(v)],
      "--summary-json {v}: expected an output that is not an input", 2),
-    ("jsonl-is-model", lambda d, v: ["--source", str(v), "--save-jsonl", "{model}"],
-     "expected an output that is not an input, got the input {model} itself", 2),
+    ("summary-is-model", lambda d, v: ["--source", str(v), "--summary-json", "{model}"],
+     "--summary-json {model}: expected an output that is not an input, got the input {model} itself", 2),
     ("two-outputs-one-file", lambda d, v: ["--source", str(v), "--save-video", str(d / "o.mp4"),
-                                           "--save-jsonl", str(d / "o.mp4")],
-     "--save-jsonl {d}/o.mp4: expected a path of its own, got the same file as --save-video", 2),
+                                           "--summary-json", str(d / "o.mp4")],
+     "--summary-json {d}/o.mp4: expected a path of its own, got the same file as --save-video", 2),
     ("video-dir-unwritable", lambda d, v: ["--source", str(v), "--save-video", "/proc/edge-detect-test/o.mp4"],
      "--save-video /proc/edge-detect-test/o.mp4: expected a writable location, got /proc which is not writable", 2),
     ("video-under-a-file", lambda d, v: ["--source", str(v), "--save-video", str(d / "in.avi" / "o.mp4")],
      "expected a writable location, got {v} which is a file, not a folder", 2),
-    ("video-is-a-folder", lambda d, v: ["--source", str(v), "--save-video", str(d)],
-     "--save-video {d}: expected a file path, got an existing folder", 2),
+    ("video-is-a-folder", lambda d, v: ["--source", str(v), "--save-video", str(_folder(d / "o.mp4"))],
+     "--save-video {d}/o.mp4: expected a file path, got an existing folder", 2),
     ("summary-unwritable", lambda d, v: ["--source", str(v), "--summary-json", "/proc/x/s.json"],
      "--summary-json /proc/x/s.json: expected a writable location", 2),
     ("huge-imgsz", lambda d, v: ["--source", str(v), "--imgsz", "100000"],

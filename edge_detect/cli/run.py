@@ -260,15 +260,10 @@ def resolve_model(cfg: AppConfig) -> AppConfig:
     return dataclasses.replace(cfg, model=str(onnx))
 
 
-def _output_flag(key: str) -> str:
-    from edge_detect.sinks.base import JSONL_SUFFIXES, VIDEO_SUFFIXES
-
-    return "--save-video" if key in VIDEO_SUFFIXES else ("--save-jsonl" if key in JSONL_SUFFIXES else "sink")
-
-
-def check_run_outputs(cfg: AppConfig) -> None:
+def check_run_outputs(cfg: AppConfig, flags: Optional[Dict[str, str]] = None) -> None:
     """Every output path (file sinks, snapshot folders, --summary-json) writable, distinct and not an input
-    (a source or the model), before anything is opened."""
+    (a source or the model), before anything is opened. ``flags``: ``{spec: flag}`` naming the outputs that
+    came from flags in the messages (others are named ``sink``)."""
     from edge_detect.paths import check_outputs, input_paths
     from edge_detect.sinks.base import resolve_sink
 
@@ -277,8 +272,8 @@ def check_run_outputs(cfg: AppConfig) -> None:
     for sc in cfg.sinks:
         target, key = resolve_sink(sc.spec)
         if key.startswith("."):  # a file sink, chosen by its suffix
-            label = _output_flag(key)
-            outputs[label if label not in outputs else f"{label} {len(outputs)}"] = target
+            label = (flags or {}).get(sc.spec, "sink")
+            outputs[label if label not in outputs else f"{label} #{len(outputs) + 1}"] = target
         if sc.options.get("snapshots"):
             outputs["--snapshots"] = sc.options["snapshots"]
             dirs.append("--snapshots")
@@ -297,7 +292,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
     if cfg.imgsz is not None:
         check_imgsz((cfg.imgsz[0], cfg.imgsz[-1]), stride=1, force=cfg.force_imgsz)
-    check_run_outputs(cfg)
+    check_run_outputs(cfg, {v: k for k, v in (("--save-video", args.save_video), ("--save-jsonl", args.save_jsonl))
+                            if v})
     cfg = resolve_model(cfg)
     with _SignalStop() as stop:
         pipeline = build_pipeline(cfg, stop_event=stop.event)
