@@ -18,7 +18,6 @@ import base64
 import json
 import logging
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections import deque

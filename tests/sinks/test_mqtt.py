@@ -2,16 +2,13 @@
 availability and last will, a broker outage that loses nothing, the queue bound."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from conftest import REPO, Mosquitto, free_port, has_module
+from conftest import Mosquitto, free_port, has_module
 from fakes_events import ScriptedDetector, Subscriber, expected_counts, make_result
 
 pytestmark = pytest.mark.skipif(not has_module("paho"), reason="paho-mqtt not installed (pip install -e '.[events]')")
