@@ -123,7 +123,8 @@ class MqttTransport(EventTransport):
         max_inflight: events handed to paho and not yet acknowledged, at most.
         keepalive: MQTT keepalive in seconds (the broker publishes the last will after 1.5x this of silence
             when the TCP connection is not closed by the OS).
-        backoff_min_s, backoff_max_s: reconnect backoff (paho doubles the wait up to the max).
+        backoff_min_s, backoff_max_s: reconnect backoff (paho doubles the wait up to the max; paho takes whole
+            seconds, so values are rounded, at least 1).
         close_timeout_s: on close, wait this long for the queue to drain before giving up (counted as
             ``failed``).
         client_id: MQTT client id (default ``edge-detect-<hostname>-<pid>-<random>``).

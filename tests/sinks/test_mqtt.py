@@ -81,7 +81,7 @@ def _run(video, sinks, frames, infer_ms=0.0):
 def test_events_types_counts_seq_snapshots_and_availability(mosquitto, video, tmp_path):
     sub = Subscriber(mosquitto.port)
     snaps = SnapshotWriter(tmp_path / "snaps")
-    sink = EventsSink([MqttTransport(mosquitto.url, backoff_min_s=1)], snapshots=snaps, update_interval_s=0.2,
+    sink = EventsSink([MqttTransport(mosquitto.url, backoff_min_s=1)], snapshots=snaps, update_interval_s=0.05,
                       stats_interval_s=0.5)
     try:
         summary = _run(video, [sink], 60, infer_ms=5).run()
