@@ -1,7 +1,12 @@
-"""Drawing detections and an FPS overlay on BGR frames with OpenCV primitives.
+"""Drawing detections, an FPS overlay and the analytics (lines, zones, live counts, track trails) on BGR frames
+with OpenCV primitives.
 
 Colours are fixed per class id (a 20-colour palette, cycled), so the same class keeps its colour across
-frames and runs. Line width and font scale follow the frame size unless given.
+frames and runs; trails are coloured per track id. Line width and font scale follow the frame size unless given.
+
+:func:`draw_analytics` reads only what the processors attach to :class:`~edge_detect.types.Detections`:
+``metadata["lines"]`` (``{NAME: {"xyxy", "in", "out"}}``), ``metadata["zones"]`` (``{NAME: {"polygon",
+"occupancy", ...}}``) and ``data["trail"]`` (``(N, T, 2)`` points, ``NaN`` padded), all in frame pixels.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import numpy as np
 
 from edge_detect.types import Detections
 
-__all__ = ["draw_detections", "draw_fps", "class_color", "label_text", "render"]
+__all__ = ["draw_detections", "draw_fps", "draw_analytics", "class_color", "label_text", "render"]
 
 # 20 distinct colours as hex RGB, converted to BGR below
 _PALETTE_HEX = ("e6194b", "3cb44b", "ffe119", "4363d8", "f58231", "911eb4", "46f0f0", "f032e6", "bcf60c",
@@ -119,5 +124,67 @@ def draw_fps(image: np.ndarray, fps: float, extra_text: Optional[str] = None, co
 def render(image: np.ndarray, detections: Detections, names: Sequence[str], fps: Optional[float]) -> np.ndarray:
     """A copy of ``image`` (BGR ``uint8 (H, W, 3)``) with ``detections`` (xyxy, original-frame pixels) and the FPS
     overlay drawn (no overlay when ``fps`` is ``None``); what :attr:`edge_detect.types.Result.annotated` shows."""
-    out = draw_detections(image, detections, names, copy=True)
+    out = draw_analytics(image, detections, copy=True)
+    out = draw_detections(out, detections, names)
     return draw_fps(out, fps) if fps is not None else out
+
+
+_LINE_COLOR = (0, 215, 255)  # amber (BGR)
+_ZONE_COLOR = (255, 160, 0)  # azure (BGR)
+
+
+def draw_analytics(image: np.ndarray, detections: Detections, copy: bool = False) -> np.ndarray:
+    """Draw zones (tinted polygons with their occupancy), counting lines (with an arrow towards their ``in``
+    side and live ``in``/``out`` counts) and track trails, from what the processors attached to ``detections``
+    (see module doc); nothing is drawn when they attached nothing.
+
+    Args:
+        image: BGR ``uint8 (H, W, 3)``; drawn in place unless ``copy``.
+        detections: the frame's detections (``metadata["lines"]``, ``metadata["zones"]``, ``data["trail"]``).
+        copy: draw on a copy.
+
+    Returns:
+        The annotated image.
+    """
+    out = image.copy() if copy else image
+    zones = detections.metadata.get("zones") or {}
+    lines = detections.metadata.get("lines") or {}
+    trails = detections.data.get("trail")
+    if not zones and not lines and trails is None:
+        return out
+    h, w = out.shape[:2]
+    lw = max(round((h + w) / 2 * 0.003), 2)
+    font_scale, thickness = lw / 3, max(lw - 1, 1)
+    if zones:
+        tint = out.copy()
+        for z in zones.values():
+            pts = np.round(np.asarray(z["polygon"], np.float64)).astype(np.int32).reshape(-1, 1, 2)
+            cv2.fillPoly(tint, [pts], _ZONE_COLOR, cv2.LINE_AA)
+        cv2.addWeighted(tint, 0.2, out, 0.8, 0, dst=out)
+        for name, z in zones.items():
+            pts = np.round(np.asarray(z["polygon"], np.float64)).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(out, [pts], True, _ZONE_COLOR, lw, cv2.LINE_AA)
+            corner = tuple(int(v) for v in pts[:, 0].min(axis=0))
+            _draw_label(out, f"{name}: {z.get('occupancy', 0)}", (corner[0], corner[1]), _ZONE_COLOR, font_scale,
+                        thickness)
+    for name, ln in lines.items():
+        x1, y1, x2, y2 = (float(v) for v in ln["xyxy"])
+        cv2.line(out, (round(x1), round(y1)), (round(x2), round(y2)), _LINE_COLOR, lw, cv2.LINE_AA)
+        length = max(float(np.hypot(x2 - x1, y2 - y1)), 1e-6)
+        nx, ny = -(y2 - y1) / length, (x2 - x1) / length  # unit normal towards the line's right = its "in" side
+        mx, my = (x1 + x2) / 2, (y1 + y2) / 2
+        arrow = 6 * lw
+        cv2.arrowedLine(out, (round(mx - nx * arrow), round(my - ny * arrow)),
+                        (round(mx + nx * arrow), round(my + ny * arrow)), _LINE_COLOR, lw, cv2.LINE_AA,
+                        tipLength=0.4)
+        lx = int(min(max(min(x1, x2), 0), w - 1))
+        ly = int(min(max(min(y1, y2) + 4 * lw + 12, 0), h - 1))
+        _draw_label(out, f"{name} in {ln.get('in', 0)} out {ln.get('out', 0)}", (lx, ly), _LINE_COLOR,
+                    font_scale, thickness)
+    if trails is not None and detections.track_id is not None:
+        for trail, tid in zip(np.asarray(trails, np.float64), detections.track_id.tolist()):
+            pts = trail[~np.isnan(trail).any(axis=1)]
+            if len(pts) >= 2 and tid >= 1:
+                cv2.polylines(out, [np.round(pts).astype(np.int32).reshape(-1, 1, 2)], False, class_color(tid),
+                              max(lw - 1, 1), cv2.LINE_AA)
+    return out

@@ -39,7 +39,7 @@ import numpy as np
 from edge_detect.errors import ConfigError
 
 __all__ = ["ANCHORS", "anchor_points", "as_segment", "as_polygon", "signed_distance", "side_of_line",
-           "segment_intersection_t", "point_in_polygon", "polygon_signed_distance", "Hysteresis"]
+           "segment_intersection_t", "crossing_t", "point_in_polygon", "polygon_signed_distance", "Hysteresis"]
 
 #: anchor name -> (fx, fy): the point ``(x1 + fx * (x2 - x1), y1 + fy * (y2 - y1))`` of an xyxy box.
 ANCHORS = {
@@ -145,13 +145,20 @@ def segment_intersection_t(p0: Sequence[float], p1: Sequence[float], line: Seque
         ``None`` when the path does not reach the line (both ends strictly on the same side) or runs along it.
     """
     d0, d1 = signed_distance(np.array([p0, p1], np.float64), line)
+    return crossing_t(p0, float(d0), p1, float(d1), line)
+
+
+def crossing_t(p0: Sequence[float], d0: float, p1: Sequence[float], d1: float,
+               line: Sequence[float]) -> Optional[float]:
+    """:func:`segment_intersection_t` given the signed distances ``d0``, ``d1`` of ``p0``, ``p1`` (scalar maths,
+    for per-track loops)."""
     if (d0 > 0 and d1 > 0) or (d0 < 0 and d1 < 0) or d0 == d1:
         return None
     s = d0 / (d0 - d1)
-    q = np.asarray(p0, np.float64) + s * (np.asarray(p1, np.float64) - np.asarray(p0, np.float64))
-    a, b = np.asarray(line[:2], np.float64), np.asarray(line[2:], np.float64)
-    ab = b - a
-    return float(np.dot(q - a, ab) / np.dot(ab, ab))
+    qx, qy = p0[0] + s * (p1[0] - p0[0]), p0[1] + s * (p1[1] - p0[1])
+    ax, ay, bx, by = (float(v) for v in line)
+    abx, aby = bx - ax, by - ay
+    return ((qx - ax) * abx + (qy - ay) * aby) / (abx * abx + aby * aby)
 
 
 def point_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:

@@ -106,13 +106,12 @@ class _Track:
     track_id: int = -1
     best_score: float = 0.0
     trail: List[Tuple[float, float]] = field(default_factory=list)
+    class_id: int = -1
 
-    @property
-    def class_id(self) -> int:
-        return max(self.class_votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
-
-    def xyxy(self) -> np.ndarray:
-        return cxcywh_to_xyxy(self.mean[None, :4])[0]
+    def vote(self, class_id: int, score: float) -> None:
+        """Add ``score`` to ``class_id``'s votes; the track's class is the class with the largest sum."""
+        self.class_votes[class_id] = self.class_votes.get(class_id, 0.0) + score
+        self.class_id = max(self.class_votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
 
 
 def _assign(cost: np.ndarray, thresh: float) -> Tuple[List[Tuple[int, int]], List[int], List[int]]:
@@ -363,8 +362,9 @@ class ByteTrack:
             if score[d] < self.new_track_thresh:
                 continue
             m, c = self.kf.initiate(z_all[d:d + 1])
-            t = _Track(m[0], c[0], {int(dets.class_id[d]): float(score[d])}, float(score[d]), now, index, now,
-                       index, wall, wall, z_all[d].copy(), best_score=float(score[d]))
+            t = _Track(m[0], c[0], {}, float(score[d]), now, index, now, index, wall, wall, z_all[d].copy(),
+                       best_score=float(score[d]))
+            t.vote(int(dets.class_id[d]), float(score[d]))
             self._append_trail(t, boxes[d])
             self._tracks.append(t)
             if self.min_hits <= 1:
@@ -382,7 +382,7 @@ class ByteTrack:
         if not len(track_idx) or not len(det_idx):
             return np.zeros((len(track_idx), len(det_idx)))
         tracks = [self._tracks[i] for i in track_idx]
-        pred = np.stack([t.xyxy() for t in tracks])
+        pred = cxcywh_to_xyxy(np.array([t.mean[:4] for t in tracks]))
         cost = np.asarray((distance or self._distance)(pred, boxes[det_idx]), np.float64)
         if fuse:
             cost = 1.0 - (1.0 - cost) * score[det_idx][None, :]
@@ -408,8 +408,7 @@ class ByteTrack:
         t.last_seen, t.last_frame, t.last_wall, t.last_z = now, index, wall, z_all[d].copy()
         t.score = float(score[d])
         t.best_score = max(t.best_score, t.score)
-        cid = int(class_id[d])
-        t.class_votes[cid] = t.class_votes.get(cid, 0.0) + t.score
+        t.vote(int(class_id[d]), t.score)
         self._append_trail(t, boxes[d])
 
     def _append_trail(self, t: _Track, box: np.ndarray) -> None:

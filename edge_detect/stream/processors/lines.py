@@ -36,8 +36,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Union
 import numpy as np
 
 from edge_detect.errors import ConfigError
-from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_segment, segment_intersection_t, \
-    signed_distance
+from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_segment, crossing_t, signed_distance
 from edge_detect.stream.processors._common import class_name, media_time, parse_named_numbers, \
     resolve_class_filter
 from edge_detect.types import Detections, Frame
@@ -108,7 +107,8 @@ def line_specs(lines: Union[Mapping[str, Any], Sequence[Any]]) -> List[LineSpec]
 @dataclass
 class _TrackState:
     hyst: Hysteresis
-    prev: Optional[np.ndarray] = None
+    prev: Optional[tuple] = None
+    prev_d: float = 0.0
     cross_t: Optional[float] = None
     counted: int = 0
     last_seen: float = 0.0
@@ -209,31 +209,35 @@ class LineCounter:
         else:
             ids = detections.track_id
         anchors: Dict[str, np.ndarray] = {}
+        tracked = np.flatnonzero(ids >= 1).tolist()
+        ids_list, cls_list = ids.tolist(), detections.class_id.tolist()
         for ln in self._lines:
             if ln.anchor not in anchors:
                 anchors[ln.anchor] = anchor_points(detections.xyxy, ln.anchor)
             pts = anchors[ln.anchor]
-            dist = signed_distance(pts, ln.seg) if len(pts) else np.zeros(0)
-            for i in np.flatnonzero(ids >= 1):
-                cid = int(detections.class_id[i])
+            dist = signed_distance(pts, ln.seg).tolist() if len(pts) else []
+            seg = ln.seg.tolist()
+            pts_list = pts.tolist()
+            for i in tracked:
+                cid = cls_list[i]
                 if ln.classes is not None and cid not in ln.classes:
                     continue
-                tid = int(ids[i])
+                tid = ids_list[i]
                 st = ln.tracks.get(tid)
                 if st is None:
                     st = ln.tracks[tid] = _TrackState(Hysteresis(self.hysteresis_px))
-                p = pts[i]
-                if st.prev is not None:
-                    t = segment_intersection_t(st.prev, p, ln.seg)
+                p, d = pts_list[i], dist[i]
+                if st.prev is not None and not (st.prev_d > 0 and d > 0) and not (st.prev_d < 0 and d < 0):
+                    t = crossing_t(st.prev, st.prev_d, p, d, seg)
                     if t is not None:
                         st.cross_t = t
-                state, changed = st.hyst.update(float(dist[i]))
+                state, changed = st.hyst.update(d)
                 if changed:
                     if self._within(ln, st.cross_t) and (self.recount or not st.counted):
                         self._count(ln, "in" if state > 0 else "out", tid, cid, frame, events)
                         st.counted += 1
                     st.cross_t = None
-                st.prev, st.last_seen = p, now
+                st.prev, st.prev_d, st.last_seen = p, d, now
             for tid in [k for k, s in ln.tracks.items() if k in ended or now - s.last_seen > self.forget_s]:
                 del ln.tracks[tid]
         detections.metadata["lines"] = {ln.spec.name: {"xyxy": [float(v) for v in ln.seg], **ln.counts}

@@ -192,18 +192,22 @@ class ZoneCounter:
         ended = {int(e["track_id"]) for e in events if e.get("type") == "object_end"}
         ids = detections.track_id if detections.track_id is not None else np.full(len(detections), -1, np.int64)
         anchors: Dict[str, np.ndarray] = {}
+        tracked = np.flatnonzero(ids >= 1).tolist()
+        ids_list, cls_list = ids.tolist(), detections.class_id.tolist()
         for z in self._zones:
             if z.anchor not in anchors:
                 anchors[z.anchor] = anchor_points(detections.xyxy, z.anchor)
             pts = anchors[z.anchor]
-            dist = polygon_signed_distance(pts, z.polygon) if len(pts) else np.zeros(0)
-            for i in np.flatnonzero(ids >= 1):
-                cid = int(detections.class_id[i])
+            dist = polygon_signed_distance(pts, z.polygon).tolist() if len(pts) else []
+            for i in tracked:
+                cid = cls_list[i]
                 if z.classes is not None and cid not in z.classes:
                     continue
-                tid = int(ids[i])
-                hyst = z.hyst.setdefault(tid, Hysteresis(self.hysteresis_px))
-                state, _ = hyst.update(float(dist[i]))
+                tid = ids_list[i]
+                hyst = z.hyst.get(tid)
+                if hyst is None:
+                    hyst = z.hyst[tid] = Hysteresis(self.hysteresis_px)
+                state, _ = hyst.update(dist[i])
                 z.seen[tid] = now
                 if tid in z.inside:
                     z.inside[tid].last_seen = now
