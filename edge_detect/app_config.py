@@ -10,14 +10,22 @@ A config file (see ``configs/app/default.yaml``)::
       - uri: rtsp://user:pw@cam/1   # ...or a mapping with an id and per-source capture options
         id: gate
         options: {read_timeout_s: 5}
+        lines: {entry: [0, 100, 640, 100]}  # lines / zones of this source only (added to the common ones)
     capture: {backoff_max_s: 10}    # defaults for every source (edge_detect.stream.sources.CaptureOptions)
     sinks:                          # one list of sink specs (edge_detect.sinks.open_sink)
       - out.mp4                     # a plain spec: path by suffix, URI by scheme, or "display"...
       - spec: out.jsonl             # ...or a mapping with options for the sink
       - {spec: "mjpeg://127.0.0.1:8080", options: {quality: 70}}
     show: null                      # display window: null = only where a display exists
-    tracker: {enabled: true, name: iou, options: {iou_threshold: 0.3}}
+    tracker: {enabled: true, name: bytetrack, options: {buffer_s: 2.0}}   # or name: iou / none
     processors: []                  # more per-source processors, e.g. [{name: lines, options: {...}}]
+    lines:                          # counting lines of every source, source-frame pixels (x1, y1, x2, y2)
+      gate: [320, 0, 320, 360]      # "in" = from the left of (x1,y1)->(x2,y2) to its right, as seen in the image
+      door: {xyxy: [0, 300, 200, 300], classes: [person], anchor: bottom_center}
+    zones:                          # polygons (x1, y1, x2, y2, x3, y3, ...)
+      bay: {polygon: [0, 200, 300, 200, 300, 360, 0, 360], classes: [car, truck]}
+    line_options: {hysteresis_px: 4, recount: false}     # edge_detect.stream.processors.lines.LineCounter
+    zone_options: {lost_s: 3}                            # edge_detect.stream.processors.zones.ZoneCounter
 
 The pre-v2 mapping form ``sinks: {save_video: ..., save_jsonl: ..., preview_port: ..., preview_host: ...,
 show: ..., video_fps: ...}`` is still read (converted to the list, with a warning).
@@ -47,12 +55,22 @@ LOGGER = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One input: ``uri`` (anything :func:`~edge_detect.stream.sources.open_source` takes), an optional ``id``, and
-    ``options`` overriding the global ``capture`` options for this source."""
+    """One input: ``uri`` (anything :func:`~edge_detect.stream.sources.open_source` takes), an optional ``id``,
+    ``options`` overriding the global ``capture`` options for this source, and ``lines`` / ``zones`` counted on
+    this source only (same forms as :attr:`AppConfig.lines` / :attr:`AppConfig.zones`)."""
 
     uri: str
     id: Optional[str] = None
     options: Dict[str, Any] = field(default_factory=dict)
+    lines: Dict[str, Any] = field(default_factory=dict)
+    zones: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from edge_detect.stream.processors.lines import line_specs
+        from edge_detect.stream.processors.zones import zone_specs
+
+        line_specs(self.lines)
+        zone_specs(self.zones)
 
 
 @dataclass(frozen=True)
@@ -120,17 +138,24 @@ class ProcessorConfig:
 class TrackerConfig:
     """The tracker, the first processor of each source's chain when ``enabled`` (``--track`` / ``--tracker``).
 
-    ``name``: a registered processor (``"iou"``...); ``options``: its settings (``iou``: ``iou_threshold``,
-    ``max_age``, ``class_aware``). The pre-v2 keys ``iou`` / ``max_age`` are read as ``options``.
+    ``name``: a registered processor (``"bytetrack"``, the default, or ``"iou"``...), or ``"none"`` for no tracker
+    even when lines or zones are configured (an error then); ``options``: its settings (``bytetrack``:
+    :class:`~edge_detect.stream.processors.bytetrack.ByteTrack`; ``iou``: ``iou_threshold``, ``max_age``,
+    ``class_aware``). The pre-v2 keys ``iou`` / ``max_age`` are read as ``options`` of the ``iou`` tracker.
+    Lines and zones turn tracking on by themselves.
     """
 
     enabled: bool = False
-    name: str = "iou"
+    name: str = "bytetrack"
     options: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from edge_detect.stream.processors import make_processor
 
+        if self.name == "none":
+            if self.options:
+                raise ConfigError(f"tracker: expected no options with name 'none', got {sorted(self.options)}")
+            return
         try:
             make_processor(self.name, **self.options)
         except ConfigError as exc:
@@ -152,6 +177,12 @@ class AppConfig:
         classes: keep only these classes, by name or id (``None`` = all).
         sources, capture, tracker: see the classes above.
         processors: more per-source processors after the tracker (line / zone counters...), in order.
+        lines: counting lines of every source, ``{NAME: [x1, y1, x2, y2]}`` or ``{NAME: {"xyxy": [...],
+            "classes": [...], "anchor": ...}}``, source-frame pixels (:mod:`edge_detect.stream.processors.lines`).
+        zones: polygons of every source, ``{NAME: [x1, y1, x2, y2, x3, y3, ...]}`` or ``{NAME: {"polygon": [...],
+            "classes": [...], "anchor": ...}}`` (:mod:`edge_detect.stream.processors.zones`).
+        line_options, zone_options: settings of the line / zone processors (``anchor``, ``hysteresis_px``,
+            ``recount``, ``classes``...).
         sinks: the outputs, :class:`SinkConfig` each.
         show: the display window: ``None`` = only where a display exists (unless a ``display`` sink is listed).
         max_frames, duration: stop conditions (``None`` = until the sources end).
@@ -177,6 +208,10 @@ class AppConfig:
     show: Optional[bool] = None
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     processors: Tuple[ProcessorConfig, ...] = ()
+    lines: Dict[str, Any] = field(default_factory=dict)
+    zones: Dict[str, Any] = field(default_factory=dict)
+    line_options: Dict[str, Any] = field(default_factory=dict)
+    zone_options: Dict[str, Any] = field(default_factory=dict)
     max_frames: Optional[int] = None
     duration: Optional[float] = None
     summary_json: Optional[str] = None
@@ -197,6 +232,46 @@ class AppConfig:
         for ok, name, expected, actual in checks:
             if not ok:
                 raise ConfigError(f"{name}: expected {expected}, got {actual!r}")
+        for kind, common, options in (("lines", self.lines, self.line_options),
+                                      ("zones", self.zones, self.zone_options)):
+            if options and "names" in options:
+                raise ConfigError(f"{kind[:-1]}_options: unknown option 'names' (the model's class names are used)")
+            if common or options or any(getattr(s, kind) for s in self.sources):
+                _analytics_processor(kind, self, names=())  # validates geometry and options
+        if self.tracker.name == "none" and self.has_analytics:
+            raise ConfigError("tracker: expected a tracker for lines/zones (they count track ids), got 'none'")
+
+    @property
+    def has_analytics(self) -> bool:
+        """Whether any line or zone is configured (common or per source)."""
+        return bool(self.lines or self.zones or any(s.lines or s.zones for s in self.sources))
+
+
+def _analytics_processor(kind: str, cfg: "AppConfig", names: Sequence[str],
+                         source_ids: Optional[Sequence[str]] = None) -> Any:
+    """The ``lines`` / ``zones`` processor of ``cfg`` (``None`` when it has none of that kind); per-source
+    geometry is keyed by ``source_ids`` (the opened sources' ids, in config order; default: the configured ids or
+    the uris)."""
+    from edge_detect.stream.processors import make_processor
+
+    ids = list(source_ids) if source_ids is not None else [s.id or s.uri for s in cfg.sources]
+    common = cfg.lines if kind == "lines" else cfg.zones
+    per_source = {sid: getattr(s, kind) for sid, s in zip(ids, cfg.sources) if getattr(s, kind)}
+    if not common and not per_source:
+        return None
+    options = dict(cfg.line_options if kind == "lines" else cfg.zone_options)
+    return make_processor(kind, **{kind: common, f"source_{kind}": per_source or None, "names": tuple(names),
+                                   **options})
+
+
+def _with_names(name: str, options: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Any]:
+    """``options`` plus ``names`` (the model's class names) when processor ``name`` takes them and none is given."""
+    from edge_detect.stream.processors import processor_takes
+
+    out = dict(options)
+    if "names" not in out and processor_takes(name, "names"):
+        out["names"] = tuple(names)
+    return out
 
 
 def _sink_items(sinks: Any) -> List[Any]:
@@ -233,6 +308,7 @@ def _normalize(data: Mapping[str, Any], where: str = "config") -> Dict[str, Any]
         if "max_age" in tracker:
             options["max_age"] = tracker.pop("max_age")
         tracker["options"] = options
+        tracker.setdefault("name", "iou")
         out["tracker"] = tracker
     if isinstance(out.get("processors"), (list, tuple)):
         out["processors"] = [{"name": p} if isinstance(p, str) else p for p in out["processors"]]
@@ -246,7 +322,8 @@ def load_app_config(path: Optional[Union[str, os.PathLike]] = None,
     Args:
         path: YAML file, or ``None`` for the built-in defaults.
         overrides: flat or dotted keys (``"capture.read_timeout_s"``), e.g. from CLI flags; ``sources`` and
-            ``sinks`` may be lists of strings (``sinks`` replaces the file's list: see :func:`add_sinks` to add).
+            ``sinks`` may be lists of strings (``sinks`` replaces the file's list: see :func:`add_sinks` to add);
+            ``lines`` / ``zones`` mappings are added to the file's (a line or zone of the same name is replaced).
 
     Raises:
         ConfigError: unknown key (with a suggestion), wrong type or out-of-range value.
@@ -266,6 +343,9 @@ def load_app_config(path: Optional[Union[str, os.PathLike]] = None,
             ov["sinks"] = tuple(s if isinstance(s, SinkConfig) else SinkConfig(str(s)) for s in ov["sinks"])
         if isinstance(ov.get("imgsz"), int):
             ov["imgsz"] = (ov["imgsz"],)
+        for kind in ("lines", "zones"):  # --line / --zone add to the file's (a same name replaces)
+            if ov.get(kind):
+                ov[kind] = {**getattr(cfg, kind), **dict(ov[kind])}
         cfg = override(cfg, ov)
     return cfg
 
@@ -379,8 +459,15 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
             sinks.append(open_sink(sc.spec, **sc.options))
             opened.append(sinks[-1])
         det = detector if detector is not None else build_detector(cfg)
-        procs = [make_processor(cfg.tracker.name, **cfg.tracker.options)] if cfg.tracker.enabled else []
-        procs += [make_processor(p.name, **p.options) for p in cfg.processors]
+        names = tuple(getattr(det, "names", ()) or ())
+        track = cfg.tracker.name != "none" and (cfg.tracker.enabled or cfg.has_analytics)
+        if track and not cfg.tracker.enabled:
+            LOGGER.info("lines/zones configured: tracking with '%s'", cfg.tracker.name)
+        procs = [make_processor(cfg.tracker.name, **_with_names(cfg.tracker.name, cfg.tracker.options, names))] \
+            if track else []
+        procs += [make_processor(p.name, **_with_names(p.name, p.options, names)) for p in cfg.processors]
+        ids = [src.source_id for src in sources]
+        procs += [p for p in (_analytics_processor(k, cfg, names, ids) for k in ("lines", "zones")) if p is not None]
         return Pipeline(sources, det, sinks, processors=procs, max_frames=cfg.max_frames, duration=cfg.duration,
                         progress=cfg.progress, stop_event=stop_event, stats_interval_s=cfg.stats_interval_s)
     except BaseException:

@@ -21,7 +21,7 @@ from typing import Literal, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = ["BoxFormat", "box_convert", "xyxy_to_xywh", "xywh_to_xyxy", "xyxy_to_cxcywh", "cxcywh_to_xyxy",
-           "box_area", "box_iou", "paired_box_iou", "clip_boxes", "scale_boxes", "normalize_boxes",
+           "box_area", "box_iou", "generalized_box_iou", "paired_box_iou", "clip_boxes", "scale_boxes", "normalize_boxes",
            "denormalize_boxes"]
 
 BoxFormat = Literal["xyxy", "xywh", "cxcywh"]
@@ -160,6 +160,29 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.clip(rb - lt, 0, None).prod(axis=2)
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0).astype(np.float32)
+
+
+def generalized_box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise generalized IoU (``torchvision.ops.generalized_box_iou`` semantics): IoU minus the part of the
+    smallest enclosing box not covered by the union; ranks boxes that do not overlap by how far apart they are.
+
+    Args:
+        a: float ``(N, 4)`` xyxy boxes.
+        b: float ``(M, 4)`` xyxy boxes in the same coordinate space.
+
+    Returns:
+        float32 ``(N, M)`` GIoU in ``[-1, 1]``.
+    """
+    a = np.asarray(a, np.float32).reshape(-1, 4)
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    iou = box_iou(a, b)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    hull = np.clip(np.maximum(a[:, None, 2:], b[None, :, 2:]) - np.minimum(a[:, None, :2], b[None, :, :2]), 0,
+                   None).prod(axis=2)
+    return (iou - np.where(hull > 0, (hull - union) / np.where(hull > 0, hull, 1), 0)).astype(np.float32)
 
 
 def paired_box_iou(a: np.ndarray, b: np.ndarray, eps: float = 1e-9) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from edge_detect.stream.processors.bytetrack import ByteTrack  # noqa: E402
 from edge_detect.stream.processors.lines import LineCounter  # noqa: E402
 from edge_detect.stream.processors.zones import ZoneCounter  # noqa: E402
-from edge_detect.stream.tracking import IoUTracker  # noqa: E402
+from edge_detect.stream.processors.iou import IoUTracker  # noqa: E402
 from edge_detect.types import Detections, Frame  # noqa: E402
 
 W, H, FPS = 1280, 720, 30.0
@@ -44,7 +44,8 @@ def scene(n_objects: int, frames: int, seed: int = 0):
         pos += vel
         gone = (pos[:, 0] < -30) | (pos[:, 0] > W + 30) | (pos[:, 1] < 100) | (pos[:, 1] > H + 40)
         pos[gone] = np.stack([np.where(vel[gone, 0] > 0, 0.0, float(W)), rng.uniform(160, H, gone.sum())], 1)
-        boxes = np.concatenate([pos - size * [0.5, 1.0], pos + size * [0.5, 0.0]], 1) + rng.normal(0, 1.0, (n_objects, 4))
+        boxes = np.concatenate([pos - size * [0.5, 1.0], pos + size * [0.5, 0.0]], 1)
+        boxes += rng.normal(0, 1.0, (n_objects, 4))
         keep = rng.random(n_objects) > 0.05
         score = rng.uniform(0.3, 0.95, n_objects)
         out.append((boxes[keep], score[keep], np.zeros(keep.sum(), np.int32)))
@@ -55,17 +56,8 @@ def chains():
     lines = {"a": (W / 2, 0, W / 2, H), "b": (0, H / 2, W, H / 2)}
     zones = {"z": (100, 300, 600, 300, 600, 700, 100, 700)}
 
-    class Iou:  # the IoU tracker's update takes no frame
-        name = "iou"
-
-        def __init__(self):
-            self.t = IoUTracker()
-
-        def update(self, d, frame):
-            return self.t.update(d)
-
     return {
-        "iou": lambda: [Iou()],
+        "iou": lambda: [IoUTracker()],
         "bytetrack": lambda: [ByteTrack()],
         "bytetrack+lines+zones": lambda: [ByteTrack(), LineCounter(lines), ZoneCounter(zones)],
     }
@@ -87,7 +79,8 @@ def run(n_objects: int, frames: int, warmup: int = 30) -> dict:
             if i >= warmup:
                 cpu.append((time.thread_time() - c0) * 1e3)
                 wall.append((time.perf_counter() - t0) * 1e3)
-        result[name] = {"cpu_ms": round(float(np.mean(cpu)), 3), "wall_p95_ms": round(float(np.percentile(wall, 95)), 3)}
+        result[name] = {"cpu_ms": round(float(np.mean(cpu)), 3),
+                        "wall_p95_ms": round(float(np.percentile(wall, 95)), 3)}
     return result
 
 

@@ -31,6 +31,8 @@ examples:
   edge-detect run --model yolov5n.onnx --source video.mp4 --save-video out.mp4 --save-jsonl out.jsonl
   edge-detect run --model yolov5n.onnx --source rtsp://cam/1 --preview-port 8080 --duration 3600
   edge-detect run --config configs/app/rtsp_jetson.yaml --track --summary-json summary.json
+  edge-detect run --model yolov5n.onnx --source v.mp4 --line gate=320,0,320,360 --zone bay=0,200,300,200,300,360,0,360 \
+      --summary-json s.json     # counts in s.json ("lines", "zones"); events in each JSONL line
 
 stopping and exit codes:
   the run ends when all sources end, after --max-frames / --duration, on q or Esc in the window, or on
@@ -76,10 +78,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="keep only these classes, by name or id, e.g. --classes person car or --classes 0 2")
     m.add_argument("--agnostic", action="store_true", default=None, help="class-agnostic NMS")
     m.add_argument("--track", action="store_true", default=None,
-                   help="assign track ids with the config's tracker (default: iou; added to JSONL detections as "
-                        "track_id)")
+                   help="assign track ids with the config's tracker (default: bytetrack; added to JSONL detections "
+                        "as track_id)")
     m.add_argument("--tracker", default=None, metavar="NAME",
-                   help="track with this processor (implies --track), e.g. iou")
+                   help="track with this processor (implies --track): bytetrack (default: Kalman motion, two-stage "
+                        "association, stable ids through ~1 s occlusions), iou (greedy IoU, no motion), or none")
+    a = p.add_argument_group("counting (source-frame pixels; turns tracking on)")
+    a.add_argument("--line", action="append", default=None, metavar="NAME=x1,y1,x2,y2",
+                   help="count tracks crossing the segment (repeatable): 'in' = from the left of (x1,y1)->(x2,y2) "
+                        "to its right as seen in the image (y down), 'out' = the reverse; anchor: box bottom-centre")
+    a.add_argument("--zone", action="append", default=None, metavar="NAME=x1,y1,x2,y2,x3,y3[,...]",
+                   help="polygon zone (repeatable): which tracks are inside, entries/exits, occupancy, dwell time")
     s = p.add_argument_group("sources")
     s.add_argument("--source", action="append", default=None, metavar="URI",
                    help="input (repeatable): video file, image folder/glob, camera index, /dev/videoN, "
@@ -133,11 +142,28 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
         "force_imgsz": args.force_imgsz or None,
         "rebuild_on_mismatch": args.rebuild_on_mismatch,
         "conf": args.conf, "iou": args.iou, "max_det": args.max_det, "classes": args.classes,
-        "agnostic": args.agnostic, "tracker.enabled": True if args.tracker else args.track,
+        "agnostic": args.agnostic, "tracker.enabled": True if args.tracker and args.tracker != "none" else args.track,
         "tracker.name": args.tracker, "sources": args.source, "show": args.show,
+        "lines": _named(args.line, "--line"), "zones": _named(args.zone, "--zone"),
         "summary_json": args.summary_json, "max_frames": args.max_frames, "duration": args.duration,
         "progress": args.progress,
     }
+
+
+def _named(values: Optional[List[str]], flag: str) -> Optional[Dict[str, List[float]]]:
+    """``--line`` / ``--zone`` values -> ``{name: [numbers]}`` (ConfigError: one line, on the first bad value)."""
+    from edge_detect.stream.processors._common import parse_named_numbers
+
+    if not values:
+        return None
+    out: Dict[str, List[float]] = {}
+    for text in values:
+        name, nums = parse_named_numbers(text, flag, count=4) if flag == "--line" else \
+            parse_named_numbers(text, flag, min_count=6)
+        if name in out:
+            raise ConfigError(f"{flag}: expected unique names, got {name!r} twice")
+        out[name] = nums
+    return out
 
 
 def _sink_flags(args: argparse.Namespace, cfg: Any) -> List[SinkConfig]:

@@ -15,21 +15,9 @@ from typing import Tuple
 
 import numpy as np
 
-__all__ = ["KalmanBoxFilter", "xyxy_to_cxcywh", "cxcywh_to_xyxy"]
+__all__ = ["KalmanBoxFilter"]
 
 _H = np.hstack([np.eye(4), np.zeros((4, 4))])  # measurement matrix (4, 8)
-
-
-def xyxy_to_cxcywh(xyxy: np.ndarray) -> np.ndarray:
-    """float ``(N, 4)`` ``(x1, y1, x2, y2)`` -> float64 ``(N, 4)`` ``(cx, cy, w, h)``."""
-    b = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
-
-
-def cxcywh_to_xyxy(cxcywh: np.ndarray) -> np.ndarray:
-    """float ``(N, 4)`` ``(cx, cy, w, h)`` -> float64 ``(N, 4)`` ``(x1, y1, x2, y2)``."""
-    b = np.asarray(cxcywh, np.float64).reshape(-1, 4)
-    return np.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], 1)
 
 
 class KalmanBoxFilter:

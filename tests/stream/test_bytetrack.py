@@ -6,7 +6,7 @@ import pytest
 
 from edge_detect.errors import ConfigError
 from edge_detect.stream.processors.bytetrack import ByteTrack, giou_distance, iou_distance
-from edge_detect.stream.tracking import box_iou
+from edge_detect.boxes import box_iou
 from edge_detect.types import Detections
 from synthetic_world import Actor, FakeDetector, World, events_of, gate_scene, run_processors
 
@@ -203,7 +203,8 @@ def test_clone_has_same_settings_and_fresh_state():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"high_thresh": 0.3, "low_thresh": 0.5}, r"low_thresh <= high_thresh: expected 0 <= low <= high <= 1, got \(0.5, 0.3\)"),
+    ({"high_thresh": 0.3, "low_thresh": 0.5},
+     r"low_thresh <= high_thresh: expected 0 <= low <= high <= 1, got \(0.5, 0.3\)"),
     ({"match_thresh": 0}, r"match_thresh: expected a value in \(0, 1\], got 0"),
     ({"min_hits": 0}, "min_hits: expected >= 1, got 0"),
     ({"buffer_s": -1}, "buffer_s: expected >= 0 seconds, got -1"),

@@ -7,7 +7,7 @@ import pytest
 from edge_detect.errors import ConfigError
 from edge_detect.stream.processors.bytetrack import ByteTrack
 from edge_detect.stream.processors.zones import ZoneCounter, ZoneSpec, zone_specs
-from edge_detect.stream.tracking import IoUTracker
+from edge_detect.stream.processors.iou import IoUTracker
 from edge_detect.types import Detections
 from synthetic_world import Actor, FakeDetector, World, events_of, run_processors
 
@@ -75,12 +75,8 @@ def test_lost_timeout_without_end_events():
     world = World([w], 61)
     det = FakeDetector(world, noise_px=0.0)
 
-    class Tracker(IoUTracker):  # the IoU tracker has no end events
-        def update(self, dets, frame=None):
-            return super().update(dets)
-
     zc, out = zones(world, {"bay": BAY}, detector=lambda f: Detections.empty() if f > 30 else det(f),
-                    tracker=Tracker(), lost_s=1.5)
+                    tracker=IoUTracker(), lost_s=1.5)  # no end events
     (leave,) = events_of(out, "zone_exit")
     assert leave["frame"] == 46  # unseen for more than 1.5 s after frame 30
     assert zc.summary()["zones"]["bay"]["occupancy"] == 0

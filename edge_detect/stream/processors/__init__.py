@@ -8,7 +8,9 @@ from edge_detect.stream.processors.base import (
     Processor,
     make_processor,
     processor_names,
+    processor_takes,
     register_processor,
 )
 
-__all__ = ["Processor", "register_processor", "make_processor", "processor_names", "PROCESSOR_MODULES"]
+__all__ = ["Processor", "register_processor", "make_processor", "processor_names", "processor_takes",
+           "PROCESSOR_MODULES"]

@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Set, Union
 from edge_detect.errors import ConfigError
 from edge_detect.types import Frame
 
-__all__ = ["media_time", "class_name", "resolve_class_filter"]
+__all__ = ["media_time", "class_name", "resolve_class_filter", "class_allowed", "parse_named_numbers"]
 
 
 def media_time(frame: Frame, fps: Optional[float] = None) -> float:
@@ -28,15 +28,20 @@ def class_name(class_id: int, names: Sequence[str]) -> str:
 
 
 def resolve_class_filter(classes: Optional[Sequence[Union[int, str]]], names: Sequence[str],
-                         what: str) -> Optional[Set[int]]:
+                         what: str) -> Optional[Set[Union[int, str]]]:
     """A class filter (names or ids) as a set of ids, ``None`` = every class.
 
+    Without ``names`` (a processor built before the model is known, e.g. while a config file is checked) class
+    names are kept as strings and compared with the class names given later.
+
     Raises:
-        ConfigError: a name that is not in ``names`` (when names are known) or a negative id.
+        ConfigError: a name that is not in ``names`` (when names are known) or an id out of range.
     """
     if classes is None:
         return None
-    ids: Set[int] = set()
+    if isinstance(classes, (str, int)):
+        classes = [classes]
+    ids: Set[Union[int, str]] = set()
     for c in classes:
         if isinstance(c, int) or (isinstance(c, str) and c.strip().lstrip("-").isdigit()):
             cid = int(c)
@@ -45,9 +50,16 @@ def resolve_class_filter(classes: Optional[Sequence[Union[int, str]]], names: Se
             ids.add(cid)
         elif names and c in names:
             ids.add(list(names).index(c))
+        elif not names and isinstance(c, str) and c:
+            ids.add(c)
         else:
             raise ConfigError(f"{what} classes: expected a class name of the model or an id, got {c!r}")
     return ids
+
+
+def class_allowed(class_id: int, allowed: Optional[Set[Union[int, str]]], names: Sequence[str]) -> bool:
+    """Whether ``class_id`` passes a filter from :func:`resolve_class_filter`."""
+    return allowed is None or class_id in allowed or class_name(class_id, names) in allowed
 
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")

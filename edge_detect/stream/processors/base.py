@@ -19,7 +19,8 @@ from edge_detect.config import check_options
 from edge_detect.errors import ConfigError
 from edge_detect.types import Detections, Frame
 
-__all__ = ["Processor", "register_processor", "make_processor", "processor_names", "PROCESSOR_MODULES"]
+__all__ = ["Processor", "register_processor", "make_processor", "processor_names", "processor_takes",
+           "PROCESSOR_MODULES"]
 
 # name -> module that registers it on import
 PROCESSOR_MODULES: Dict[str, str] = {
@@ -82,6 +83,20 @@ def _factory(name: str) -> Optional[ProcessorFactory]:
                 raise
             return None
     return _REGISTRY.get(name)
+
+
+def processor_takes(name: str, option: str) -> bool:
+    """Whether processor ``name`` (known or not) accepts the keyword option ``option`` (e.g. ``"names"``)."""
+    import inspect
+
+    factory = _factory(name)
+    if factory is None:
+        return False
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return option in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def make_processor(name: str, **options: Any) -> Processor:

@@ -47,10 +47,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from edge_detect.boxes import box_iou, cxcywh_to_xyxy, generalized_box_iou, xyxy_to_cxcywh
 from edge_detect.errors import ConfigError
-from edge_detect.stream.kalman import KalmanBoxFilter, cxcywh_to_xyxy, xyxy_to_cxcywh
+from edge_detect.stream.kalman import KalmanBoxFilter
 from edge_detect.stream.processors._common import class_name, media_time
-from edge_detect.stream.tracking import box_iou
+from edge_detect.stream.processors.base import register_processor
 from edge_detect.types import Detections, Frame
 
 __all__ = ["ByteTrack", "iou_distance", "giou_distance", "DISTANCES"]
@@ -67,20 +68,7 @@ def iou_distance(tracks_xyxy: np.ndarray, dets_xyxy: np.ndarray) -> np.ndarray:
 
 def giou_distance(tracks_xyxy: np.ndarray, dets_xyxy: np.ndarray) -> np.ndarray:
     """``(1 - GIoU) / 2``: float64 ``(T, D)`` in ``[0, 1]``; unlike IoU it still ranks boxes that do not overlap."""
-    a = np.asarray(tracks_xyxy, np.float64).reshape(-1, 4)
-    b = np.asarray(dets_xyxy, np.float64).reshape(-1, 4)
-    iou = box_iou(a, b).astype(np.float64)
-    lt = np.minimum(a[:, None, :2], b[None, :, :2])
-    rb = np.maximum(a[:, None, 2:], b[None, :, 2:])
-    hull = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    inter_lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    inter_rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(inter_rb - inter_lt, 0, None).prod(axis=2)
-    union = area_a[:, None] + area_b[None, :] - inter
-    giou = iou - np.where(hull > 0, (hull - union) / np.where(hull > 0, hull, 1), 0)
-    return (1.0 - giou) / 2.0
+    return (1.0 - generalized_box_iou(tracks_xyxy, dets_xyxy).astype(np.float64)) / 2.0
 
 
 DISTANCES: Dict[str, DistanceFn] = {"iou": iou_distance, "giou": giou_distance}
@@ -128,6 +116,7 @@ def _assign(cost: np.ndarray, thresh: float) -> Tuple[List[Tuple[int, int]], Lis
     return pairs, [i for i in range(n) if i not in mr], [j for j in range(m) if j not in mc]
 
 
+@register_processor("bytetrack")
 class ByteTrack:
     """ByteTrack-style tracker processor (see module doc); one instance per source (:meth:`clone`).
 
@@ -268,7 +257,7 @@ class ByteTrack:
         dets = detections
         score = dets.score.astype(np.float64)
         boxes = dets.xyxy.astype(np.float64)
-        z_all = xyxy_to_cxcywh(boxes)
+        z_all = xyxy_to_cxcywh(boxes.reshape(-1, 4))
 
         # 1. predict
         if self._tracks:
@@ -397,7 +386,8 @@ class ByteTrack:
         cov = np.stack([t.cov for t in tracks])
         z = z_all[det_idx]
         d2 = self.kf.position_distance(mean, cov, z, scale=self.stitch_noise, isotropic=True)
-        ratio = np.maximum(mean[:, 3:4] / np.maximum(z[None, :, 3], 1e-6), z[None, :, 3] / np.maximum(mean[:, 3:4], 1e-6))
+        h_track, h_det = mean[:, 3:4], z[None, :, 3]
+        ratio = np.maximum(h_track / np.maximum(h_det, 1e-6), h_det / np.maximum(h_track, 1e-6))
         d2 = np.where(ratio <= self.stitch_size_ratio, d2, np.inf)
         pairs, _, _ = _assign(np.where(np.isfinite(d2), d2 / self.stitch_gate, 2.0), 1.0)
         return pairs

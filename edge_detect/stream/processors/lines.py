@@ -37,7 +37,8 @@ import numpy as np
 
 from edge_detect.errors import ConfigError
 from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_segment, crossing_t, signed_distance
-from edge_detect.stream.processors._common import class_name, media_time, parse_named_numbers, \
+from edge_detect.stream.processors.base import register_processor
+from edge_detect.stream.processors._common import class_allowed, class_name, media_time, parse_named_numbers, \
     resolve_class_filter
 from edge_detect.types import Detections, Frame
 
@@ -119,17 +120,20 @@ class _Line:
     spec: LineSpec
     seg: np.ndarray
     anchor: str
-    classes: Optional[Set[int]]
+    classes: Optional[Set[Union[int, str]]]
     counts: Dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
     by_class: Dict[str, Dict[str, int]] = field(default_factory=dict)
     tracks: Dict[int, _TrackState] = field(default_factory=dict)
 
 
+@register_processor("lines")
 class LineCounter:
     """Counts crossings of one or more lines (see module doc); one instance per source (:meth:`clone`).
 
     Args:
-        lines: see :func:`line_specs`.
+        lines: lines of every source, see :func:`line_specs`.
+        source_lines: ``{source_id: lines}``: more lines for one source only (a line of the same name replaces the
+            common one); the chain of clones serving a source picks its lines from its first frame's ``source_id``.
         anchor: default box anchor (:data:`~edge_detect.stream.geometry.ANCHORS`).
         hysteresis_px: dead band around the line, pixels.
         extent_margin_px: tolerance beyond the segment's ends, pixels.
@@ -146,7 +150,8 @@ class LineCounter:
 
     name = "lines"
 
-    def __init__(self, lines: Union[Mapping[str, Any], Sequence[Any]], anchor: str = "bottom_center",
+    def __init__(self, lines: Union[Mapping[str, Any], Sequence[Any]] = (),
+                 source_lines: Optional[Mapping[str, Any]] = None, anchor: str = "bottom_center",
                  hysteresis_px: float = 4.0, extent_margin_px: float = 0.0, recount: bool = False,
                  classes: Optional[Sequence[Union[int, str]]] = None, names: Sequence[str] = (),
                  forget_s: float = 10.0, fps: Optional[float] = None) -> None:
@@ -156,21 +161,33 @@ class LineCounter:
                             ("forget_s", forget_s)):
             if not value >= 0:
                 raise ConfigError(f"lines {what}: expected >= 0, got {value}")
-        self._options = dict(lines=lines, anchor=anchor, hysteresis_px=hysteresis_px,
+        self._options = dict(lines=lines, source_lines=source_lines, anchor=anchor, hysteresis_px=hysteresis_px,
                              extent_margin_px=extent_margin_px, recount=recount, classes=classes, names=names,
                              forget_s=forget_s, fps=fps)
         self.names = tuple(names)
         self.hysteresis_px, self.extent_margin_px = float(hysteresis_px), float(extent_margin_px)
         self.recount, self.forget_s, self.fps = bool(recount), float(forget_s), fps
-        default_cls = resolve_class_filter(classes, self.names, "lines")
-        self._lines: List[_Line] = []
-        for spec in line_specs(lines):
-            cls = resolve_class_filter(spec.classes, self.names, f"line {spec.name}") \
-                if spec.classes is not None else default_cls
-            self._lines.append(_Line(spec, as_segment(spec.xyxy, f"line {spec.name}"), spec.anchor or anchor, cls))
-        if not self._lines:
+        self._anchor = anchor
+        self._default_cls = resolve_class_filter(classes, self.names, "lines")
+        self._lines: List[_Line] = [self._make(spec) for spec in line_specs(lines)]
+        self._source_lines = {str(sid): [self._make(spec) for spec in line_specs(v)]
+                              for sid, v in (source_lines or {}).items()}
+        if not self._lines and not any(self._source_lines.values()):
             raise ConfigError("lines: expected at least one line, got none")
+        self._bound = not self._source_lines
         self._warned = False
+
+    def _make(self, spec: LineSpec) -> _Line:
+        cls = resolve_class_filter(spec.classes, self.names, f"line {spec.name}") \
+            if spec.classes is not None else self._default_cls
+        return _Line(spec, as_segment(spec.xyxy, f"line {spec.name}"), spec.anchor or self._anchor, cls)
+
+    def _bind(self, source_id: str) -> None:
+        """Add the lines of ``source_id`` (once, on the first frame)."""
+        extra = self._source_lines.get(str(source_id), [])
+        names = {ln.spec.name for ln in extra}
+        self._lines = [ln for ln in self._lines if ln.spec.name not in names] + extra
+        self._bound = True
 
     def clone(self) -> "LineCounter":
         """Same lines and settings, zero counts."""
@@ -198,6 +215,8 @@ class LineCounter:
             ``detections`` itself, with ``line_cross`` events appended to ``metadata["events"]`` and live counts
             in ``metadata["lines"]``.
         """
+        if not self._bound:
+            self._bind(frame.source_id)
         events: List[Dict[str, Any]] = detections.metadata.setdefault("events", [])
         now = media_time(frame, self.fps)
         ended = {int(e["track_id"]) for e in events if e.get("type") == "object_end"}
@@ -220,7 +239,7 @@ class LineCounter:
             pts_list = pts.tolist()
             for i in tracked:
                 cid = cls_list[i]
-                if ln.classes is not None and cid not in ln.classes:
+                if not class_allowed(cid, ln.classes, self.names):
                     continue
                 tid = ids_list[i]
                 st = ln.tracks.get(tid)

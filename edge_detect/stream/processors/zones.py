@@ -25,7 +25,8 @@ import numpy as np
 
 from edge_detect.errors import ConfigError
 from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_polygon, polygon_signed_distance
-from edge_detect.stream.processors._common import class_name, media_time, parse_named_numbers, \
+from edge_detect.stream.processors.base import register_processor
+from edge_detect.stream.processors._common import class_allowed, class_name, media_time, parse_named_numbers, \
     resolve_class_filter
 from edge_detect.types import Detections, Frame
 
@@ -105,7 +106,7 @@ class _Zone:
     spec: ZoneSpec
     polygon: np.ndarray
     anchor: str
-    classes: Optional[Set[int]]
+    classes: Optional[Set[Union[int, str]]]
     entered: int = 0
     exited: int = 0
     max_occupancy: int = 0
@@ -114,11 +115,14 @@ class _Zone:
     seen: Dict[int, float] = field(default_factory=dict)
 
 
+@register_processor("zones")
 class ZoneCounter:
     """Zone occupancy and entry/exit counting (see module doc); one instance per source (:meth:`clone`).
 
     Args:
-        zones: see :func:`zone_specs`.
+        zones: zones of every source, see :func:`zone_specs`.
+        source_zones: ``{source_id: zones}``: more zones for one source only (a zone of the same name replaces the
+            common one); the chain of clones serving a source picks its zones from its first frame's ``source_id``.
         anchor: default box anchor.
         hysteresis_px: dead band around the boundary, pixels.
         classes: default class filter for zones without their own.
@@ -132,7 +136,8 @@ class ZoneCounter:
 
     name = "zones"
 
-    def __init__(self, zones: Union[Mapping[str, Any], Sequence[Any]], anchor: str = "bottom_center",
+    def __init__(self, zones: Union[Mapping[str, Any], Sequence[Any]] = (),
+                 source_zones: Optional[Mapping[str, Any]] = None, anchor: str = "bottom_center",
                  hysteresis_px: float = 4.0, classes: Optional[Sequence[Union[int, str]]] = None,
                  names: Sequence[str] = (), lost_s: float = 3.0, fps: Optional[float] = None) -> None:
         if anchor not in ANCHORS:
@@ -140,18 +145,30 @@ class ZoneCounter:
         for what, value in (("hysteresis_px", hysteresis_px), ("lost_s", lost_s)):
             if not value >= 0:
                 raise ConfigError(f"zones {what}: expected >= 0, got {value}")
-        self._options = dict(zones=zones, anchor=anchor, hysteresis_px=hysteresis_px, classes=classes,
-                             names=names, lost_s=lost_s, fps=fps)
+        self._options = dict(zones=zones, source_zones=source_zones, anchor=anchor, hysteresis_px=hysteresis_px,
+                             classes=classes, names=names, lost_s=lost_s, fps=fps)
         self.names, self.hysteresis_px, self.lost_s, self.fps = tuple(names), float(hysteresis_px), float(lost_s), fps
-        default_cls = resolve_class_filter(classes, self.names, "zones")
-        self._zones: List[_Zone] = []
-        for spec in zone_specs(zones):
-            cls = resolve_class_filter(spec.classes, self.names, f"zone {spec.name}") \
-                if spec.classes is not None else default_cls
-            self._zones.append(_Zone(spec, as_polygon(spec.polygon, f"zone {spec.name}"), spec.anchor or anchor, cls))
-        if not self._zones:
+        self._anchor = anchor
+        self._default_cls = resolve_class_filter(classes, self.names, "zones")
+        self._zones: List[_Zone] = [self._make(spec) for spec in zone_specs(zones)]
+        self._source_zones = {str(sid): [self._make(spec) for spec in zone_specs(v)]
+                              for sid, v in (source_zones or {}).items()}
+        if not self._zones and not any(self._source_zones.values()):
             raise ConfigError("zones: expected at least one zone, got none")
+        self._bound = not self._source_zones
         self._now = 0.0
+
+    def _make(self, spec: ZoneSpec) -> _Zone:
+        cls = resolve_class_filter(spec.classes, self.names, f"zone {spec.name}") \
+            if spec.classes is not None else self._default_cls
+        return _Zone(spec, as_polygon(spec.polygon, f"zone {spec.name}"), spec.anchor or self._anchor, cls)
+
+    def _bind(self, source_id: str) -> None:
+        """Add the zones of ``source_id`` (once, on the first frame)."""
+        extra = self._source_zones.get(str(source_id), [])
+        names = {z.spec.name for z in extra}
+        self._zones = [z for z in self._zones if z.spec.name not in names] + extra
+        self._bound = True
 
     def clone(self) -> "ZoneCounter":
         """Same zones and settings, empty state."""
@@ -187,6 +204,8 @@ class ZoneCounter:
             ``detections`` itself with ``zone_enter`` / ``zone_exit`` events appended to ``metadata["events"]``
             and the live state in ``metadata["zones"]``.
         """
+        if not self._bound:
+            self._bind(frame.source_id)
         events: List[Dict[str, Any]] = detections.metadata.setdefault("events", [])
         now = self._now = media_time(frame, self.fps)
         ended = {int(e["track_id"]) for e in events if e.get("type") == "object_end"}
@@ -201,7 +220,7 @@ class ZoneCounter:
             dist = polygon_signed_distance(pts, z.polygon).tolist() if len(pts) else []
             for i in tracked:
                 cid = cls_list[i]
-                if z.classes is not None and cid not in z.classes:
+                if not class_allowed(cid, z.classes, self.names):
                     continue
                 tid = ids_list[i]
                 hyst = z.hyst.get(tid)
