@@ -172,6 +172,7 @@ class AppConfig:
         imgsz: ``[size]`` or ``[h, w]`` for dynamic-shape models (``None`` = the model's nominal size).
         force_imgsz: allow ``imgsz`` sides above :data:`~edge_detect.preprocess.MAX_IMGSZ` (4096).
         threads: inference threads for ONNX Runtime (0 = its default).
+        batch: frames per inference call, gathered across the sources (a static-batch model uses its own).
         rebuild_on_mismatch: TensorRT engines built by another TensorRT/GPU are rebuilt from their ONNX.
         conf, iou, max_det, agnostic: detection thresholds and NMS settings.
         classes: keep only these classes, by name or id (``None`` = all).
@@ -196,6 +197,7 @@ class AppConfig:
     imgsz: Optional[Tuple[int, ...]] = None
     force_imgsz: bool = False
     threads: int = 0
+    batch: int = 1
     rebuild_on_mismatch: bool = False
     conf: float = 0.25
     iou: float = 0.45
@@ -228,6 +230,7 @@ class AppConfig:
             (self.max_frames is None or self.max_frames >= 1, "max_frames", ">= 1", self.max_frames),
             (self.duration is None or self.duration > 0, "duration", "> 0 seconds", self.duration),
             (self.threads >= 0, "threads", ">= 0", self.threads),
+            (self.batch >= 1, "batch", ">= 1", self.batch),
         ]
         for ok, name, expected, actual in checks:
             if not ok:
@@ -468,8 +471,9 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
         procs += [make_processor(p.name, **_with_names(p.name, p.options, names)) for p in cfg.processors]
         ids = [src.source_id for src in sources]
         procs += [p for p in (_analytics_processor(k, cfg, names, ids) for k in ("lines", "zones")) if p is not None]
-        return Pipeline(sources, det, sinks, processors=procs, max_frames=cfg.max_frames, duration=cfg.duration,
-                        progress=cfg.progress, stop_event=stop_event, stats_interval_s=cfg.stats_interval_s)
+        return Pipeline(sources, det, sinks, processors=procs, batch=cfg.batch, max_frames=cfg.max_frames,
+                        duration=cfg.duration, progress=cfg.progress, stop_event=stop_event,
+                        stats_interval_s=cfg.stats_interval_s)
     except BaseException:
         for obj in opened:
             obj.close()

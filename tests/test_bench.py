@@ -365,3 +365,24 @@ def test_write_report_without_jsonschema(tmp_path: Path, monkeypatch: pytest.Mon
     rep.results[0]["batch"] = 0  # invalid, but not checked without jsonschema
     bench.write_report(rep, tmp_path / "b.json")
     assert json.loads((tmp_path / "b.json").read_text())["results"][0]["batch"] == 0
+
+
+@requires_ort
+def test_batch_1_vs_n_on_one_dynamic_model_end_to_end(onnx_builder, reference, video, tmp_path: Path) -> None:
+    """A dynamic-batch model benched at batch 1 and 3: inference-only and end-to-end images/s for each, and the
+    end-to-end run really feeds 3 frames per call."""
+    from edge_detect.metadata import ModelMetadata
+
+    raw = np.load(reference / "infer_bus.npz")["raw"]
+    meta = ModelMetadata(names=[f"n{i}" for i in range(80)], imgsz=(640, 640)).to_dict()
+    model = onnx_builder(tmp_path / "replay-dyn.onnx", [raw], input_shape=("batch", 3, 640, 640), metadata=meta)
+    rep = bench.run_benchmark(bench.expand_configs([model], [None], [None], [1, 3]), source=str(video),
+                              max_frames=9, warmup=1, iters=3, threads=1, progress=False)
+    d = rep.to_dict()
+    check_schema(d)
+    assert [r["batch"] for r in d["results"]] == [1, 3] and d["skipped"] == []
+    for r in d["results"]:
+        assert r["inference"]["fps"] == pytest.approx(r["batch"] * 1000.0 / r["inference"]["mean_ms"])
+        assert r["e2e"]["frames"] == 9 and r["e2e"]["fps"] > 0 and r["notes"] == []
+    assert d["results"][0]["e2e"]["mean_batch"] == 1.0
+    assert d["results"][1]["e2e"]["mean_batch"] > 1.5  # frames queued by the file source are batched together

@@ -37,7 +37,7 @@ def test_help_documents_every_flag(capsys):
     for flag in ("--model", "--source", "--config", "--conf", "--iou", "--max-det", "--classes", "--imgsz",
                  "--backend", "--save-video", "--save-jsonl", "--show, --no-show", "--preview-port",
                  "--preview-host", "--max-frames", "--duration", "--summary-json", "--track", "--threads", "--sink",
-                 "--tracker"):
+                 "--tracker", "--batch"):
         assert flag in out, flag
     assert "130 after SIGINT" in out and "143 after SIGTERM" in out
 

@@ -36,6 +36,7 @@ JSON report (stable keys; more may be added, none removed or renamed within ``sc
         "output_layout": str, "input_format": str,                                 # from the metadata
         "e2e": {"fps", "frames", "frames_read", "dropped", "corrupt", "ratio_to_inference",  # with a source
                 "inference_fps_before", "inference_fps_after",                      # ratio uses their mean
+                "mean_batch",                                                       # frames per inference call
                 "latency_ms": {"p50", "p95", "p99"},                                # glass-to-glass
                 "stages": {"decode" | "preprocess" | "inference" | "postprocess" | "sinks":
                            {"mean_ms", "p95_ms"}}},
@@ -296,6 +297,7 @@ def e2e_result(summary: Mapping[str, Any], inference_fps: Optional[float]) -> Di
         "ratio_to_inference": ratio,
         "latency_ms": {k: float(lat.get(k, math.nan)) for k in ("p50", "p95", "p99")},
         "stages": {s: _stage(summary.get("stages") or {}, s) for s in STAGES},
+        "mean_batch": float((summary.get("batch") or {}).get("mean_frames", 1.0)),
     }
 
 
@@ -308,7 +310,7 @@ def _check_sinks(sinks: Sequence[str]) -> None:
 
 
 def benchmark_e2e(detector: Any, source: str, sinks: Sequence[str] = (), max_frames: Optional[int] = None,
-                  inference_fps: Optional[float] = None, progress: bool = True) -> Dict[str, Any]:
+                  inference_fps: Optional[float] = None, progress: bool = True, batch: int = 1) -> Dict[str, Any]:
     """Run ``source`` through :class:`~edge_detect.stream.pipeline.Pipeline` with ``detector`` and summarise it.
 
     Args:
@@ -317,6 +319,7 @@ def benchmark_e2e(detector: Any, source: str, sinks: Sequence[str] = (), max_fra
             would be part of the measurement.
         max_frames: stop after this many frames (keeps CI short).
         inference_fps: inference-only FPS of the same detector, for ``ratio_to_inference``.
+        batch: frames per inference call in the pipeline (gathered from the source's queue).
 
     Raises:
         ConfigError: a display sink was requested.
@@ -330,7 +333,8 @@ def benchmark_e2e(detector: Any, source: str, sinks: Sequence[str] = (), max_fra
     try:
         for spec in sinks:
             opened.append(open_sink(spec))
-        pipeline = Pipeline(opened[:1], detector, sinks=opened[1:], max_frames=max_frames, progress=progress)
+        pipeline = Pipeline(opened[:1], detector, sinks=opened[1:], max_frames=max_frames, progress=progress,
+                            batch=batch)
     except BaseException:
         for obj in opened:
             obj.close()
@@ -416,10 +420,10 @@ def bench_config(config: BenchConfig, *, source: Optional[str] = None, data: Opt
         entry["inference"] = benchmark_inference(det, config.batch, warmup=warmup, iters=iters, progress=progress)
         LOGGER.info("%s: inference %.1f images/s, p50 %.2f ms", config.describe(), entry["inference"]["fps"],
                     entry["inference"]["p50_ms"])
-        if source is not None and config.batch == 1:
+        if source is not None:
             before = entry["inference"]["fps"]
             entry["e2e"] = benchmark_e2e(det, source, sinks=sinks, max_frames=max_frames, inference_fps=before,
-                                         progress=progress)
+                                         progress=progress, batch=config.batch)
             # the machine's speed drifts between measurements: time inference-only again right after the
             # end-to-end run and compare with the mean of both (both values are reported)
             after = benchmark_inference(det, config.batch, warmup=min(warmup, 5), iters=iters,
@@ -427,8 +431,6 @@ def bench_config(config: BenchConfig, *, source: Optional[str] = None, data: Opt
             mean_fps = (before + after) / 2
             entry["e2e"].update(inference_fps_before=before, inference_fps_after=after,
                                 ratio_to_inference=entry["e2e"]["fps"] / mean_fps if mean_fps > 0 else math.nan)
-        elif source is not None:
-            entry["notes"].append("e2e measured for batch 1 only (the pipeline feeds one frame at a time)")
     if data is not None:
         hw = (int(entry["imgsz"][0]), int(entry["imgsz"][1]))
         key = (str(config.model), entry["backend"], hw)

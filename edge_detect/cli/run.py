@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from edge_detect.app_config import AppConfig, SinkConfig, add_sinks, load_app_config
 from edge_detect.backends.base import backend_names
+from edge_detect.cli._types import positive_int
 from edge_detect.errors import ConfigError, MissingDependencyError, SinkError, SourceError
 from edge_detect.preprocess import check_imgsz
 
@@ -30,6 +31,8 @@ examples:
   edge-detect run --source video.mp4                      # default model yolov5n, exported to ONNX on first use
   edge-detect run --model yolov5n.onnx --source video.mp4 --save-video out.mp4 --save-jsonl out.jsonl
   edge-detect run --model yolov5n.onnx --source rtsp://cam/1 --preview-port 8080 --duration 3600
+  edge-detect run --model yolov5n-dyn.onnx --source rtsp://cam/1 --source rtsp://cam/2 --source rtsp://cam/3 \\
+      --batch 3 --save-jsonl out.jsonl      # one inference call for the three cameras
   edge-detect run --config configs/app/rtsp_jetson.yaml --track --summary-json summary.json
   edge-detect run --model yolov5n.onnx --source v.mp4 --line gate=320,0,320,360 --zone bay=0,200,300,200,300,360,0,360 \
       --summary-json s.json     # counts in s.json ("lines", "zones"); events in each JSONL line
@@ -69,6 +72,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--force-imgsz", action="store_true", help="allow --imgsz sides above 4096")
     m.add_argument("--threads", type=int, default=None, metavar="N",
                    help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    m.add_argument("--batch", type=positive_int, default=None, metavar="N",
+                   help="frames per inference call, gathered across the sources with a bounded wait (one frame "
+                        "interval of the fastest source); a static-batch model uses its own batch (default: 1)")
     m.add_argument("--rebuild-on-mismatch", action="store_true", default=None,
                    help="TensorRT engines: rebuild from the recorded ONNX when built by another TensorRT/GPU")
     m.add_argument("--conf", type=float, default=None, metavar="T", help="confidence threshold (default: 0.25)")
@@ -139,6 +145,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
     return {
         "model": args.model, "backend": args.backend, "imgsz": args.imgsz, "threads": args.threads,
+        "batch": args.batch,
         "force_imgsz": args.force_imgsz or None,
         "rebuild_on_mismatch": args.rebuild_on_mismatch,
         "conf": args.conf, "iou": args.iou, "max_det": args.max_det, "classes": args.classes,

@@ -4,21 +4,32 @@ Threads and queues::
 
     capture thread per source ──(Source queue: live keeps newest / files block)──┐
                                                                                   v
-    "preprocess" thread: take next frame (round robin) -> Detector.preprocess (letterbox, normalize)
-                                                                                  │ queue of 1
+    "preprocess" thread: gather up to `batch` frames (round robin over the sources, bounded wait)
+                         -> Detector.preprocess (letterbox, normalize, pad a static batch)
+                                                                                  │ queue of 1 (a list of frames)
                                                                                   v
-    "infer" thread:   Detector.infer (the only thread that touches the backend)
+    "infer" thread:   Detector.infer on the whole batch (the only thread that touches the backend)
                                                                                   │ bounded queue (queue_size)
                                                                                   v
-    calling thread:   Detector.postprocess -> processors (per-source chain) -> sinks (annotate once, write each)
+    calling thread:   Detector.postprocess -> per frame: processors (per-source chain) -> sinks (annotate once,
+                      write each), frames in the order they were gathered
 
 Decoding, inference and postprocessing+sinks run at the same time (OpenCV, ONNX Runtime and TensorRT release
 the GIL), so the end-to-end rate approaches the slowest stage, normally inference. Sinks run in the calling
 thread because GUI toolkits want the main thread.
 
 Each :class:`~edge_detect.types.Frame` carries its capture time and the durations of the stages
-``decode``, ``preprocess``, ``inference``, ``postprocess``, ``processors`` and ``sinks`` (milliseconds). Glass-to-glass latency
-is ``time when the last sink returned - capture_time``.
+``decode``, ``preprocess``, ``inference``, ``postprocess``, ``processors`` and ``sinks`` (milliseconds; with
+batching, the preprocess / inference / postprocess time of the frame's whole batch). Glass-to-glass latency is
+``time when the last sink returned - capture_time``.
+
+Batching (``batch=N``): the preprocess thread takes frames from the sources in round robin (several from one source
+when it has them queued, in order) until it holds ``N`` frames or ``batch_wait_s`` has passed since it took the
+first one (default: one frame interval of the fastest source, 5..100 ms), then runs one backend call on them: a
+stalled or slow source never holds the others for longer than that. A model with a static batch size ``B`` always
+gets batches of ``B`` (``N`` is taken from the model; partial batches are padded by the detector); a dynamic-batch
+model gets any ``1..N``. Results are per frame as with ``batch=1``; frame order within a source is preserved, and
+each source keeps its own processor chain, so per-source outputs stay separate.
 
 With a dynamic-shape model the :class:`~edge_detect.detector.Detector` letterboxes to the minimum rectangle of
 the stream's aspect ratio (e.g. 640x384 for 16:9) instead of a padded square.
@@ -44,7 +55,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from edge_detect.errors import ConfigError
+from edge_detect.errors import ConfigError, ModelError
 from edge_detect.sinks.base import Sink, StreamInfo
 from edge_detect.sinks.events import arrange_sinks
 from edge_detect.stats import RateMeter, StageTimer, nan_to_none, percentiles
@@ -78,6 +89,7 @@ class RunSummary:
             Processor summaries of the source are merged in (e.g. ``"lines"``).
         stopped_by: ``"end"``, ``"max_frames"``, ``"duration"``, ``"stop_event"``, ``"sink"``,
             ``"interrupt"`` or ``"error"``.
+        batch: ``{"size": N, "calls": backend calls, "mean_frames": real frames per call}``.
         extra: processor summaries summed over sources (numbers added, dicts merged), merged into
             :meth:`to_dict` at the top level (e.g. ``{"lines": {...}, "zones": {...}}``).
     """
@@ -93,6 +105,7 @@ class RunSummary:
     latency_ms: Dict[str, float] = field(default_factory=dict)
     sources: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     stopped_by: str = "end"
+    batch: Dict[str, Any] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -131,6 +144,18 @@ def _unique_ids(sources: Sequence[Source]) -> None:
             seen[base] = 0
 
 
+def _effective_batch(detector: Any, requested: int) -> int:
+    """The batch the pipeline gathers: a static-batch model's own size, else ``requested``."""
+    spec = getattr(getattr(detector, "backend", None), "input_spec", None)
+    static = int(getattr(spec, "batch", -1) or -1) if spec is not None else -1
+    if static > 0:
+        if requested not in (1, static):
+            LOGGER.warning("batch: the model has a static batch of %d, got %d; using %d (export with --dynamic "
+                           "for other sizes)", static, requested, static)
+        return static
+    return requested
+
+
 def merge_summaries(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """Sum processor summaries: numbers are added, dicts merged recursively, other values: the last one wins."""
     out: Dict[str, Any] = {}
@@ -162,8 +187,12 @@ class Pipeline:
         duration: stop after this many seconds.
         progress: tqdm bar when every source is a file with a known length, else a periodic stats log line.
         stop_event: set it (from another thread or a signal handler) to stop cleanly.
-        queue_size: frames in flight between the inference and the sinks stage.
+        queue_size: batches in flight between the inference and the sinks stage.
         stats_interval_s: period of the stats log line for live sources.
+        batch: frames per backend call, gathered across sources (see module doc); a static-batch model uses its
+            own batch size instead.
+        batch_wait_s: longest wait for more frames once a batch has its first one (``None``: one frame interval
+            of the fastest source with a known rate, clamped to 5..100 ms; 40 ms when no rate is known).
 
     ``run()`` consumes the sources and sinks: it closes all of them before returning.
     """
@@ -172,13 +201,17 @@ class Pipeline:
                  processors: Sequence[Any] = (), tracker: Any = None, max_frames: Optional[int] = None,
                  duration: Optional[float] = None,
                  progress: bool = True, stop_event: Optional[threading.Event] = None, queue_size: int = 2,
-                 stats_interval_s: float = 10.0) -> None:
+                 stats_interval_s: float = 10.0, batch: int = 1, batch_wait_s: Optional[float] = None) -> None:
         if max_frames is not None and max_frames < 1:
             raise ConfigError(f"max_frames: expected >= 1, got {max_frames}")
         if duration is not None and duration <= 0:
             raise ConfigError(f"duration: expected > 0 seconds, got {duration}")
         if queue_size < 1:
             raise ConfigError(f"queue_size: expected >= 1, got {queue_size}")
+        if int(batch) < 1:
+            raise ConfigError(f"batch: expected >= 1, got {batch}")
+        if batch_wait_s is not None and batch_wait_s < 0:
+            raise ConfigError(f"batch_wait_s: expected >= 0 seconds, got {batch_wait_s}")
         srcs = [sources] if isinstance(sources, Source) else list(sources)
         if not srcs:
             raise ConfigError("sources: expected at least one source, got none")
@@ -206,6 +239,11 @@ class Pipeline:
         self.names = tuple(getattr(detector, "names", ()) or ())
         self.processors = procs
         self._chains: Dict[str, List[Any]] = {s.source_id: [p.clone() for p in procs] for s in self.sources}
+        self.batch = _effective_batch(detector, int(batch))
+        rates = [s.fps for s in self.sources if s.fps]
+        self.batch_wait_s = float(batch_wait_s) if batch_wait_s is not None else \
+            (min(max(1.0 / max(rates), 0.005), 0.1) if rates else 0.04)
+        self.batch_sizes: List[int] = []
         self._last_frame: Dict[str, Frame] = {}
         self.max_frames, self.duration, self.progress = max_frames, duration, progress
         self.stop_event = stop_event or threading.Event()
@@ -226,17 +264,41 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------- infer stage
 
-    def _next_frame(self, start: int) -> Any:
-        """A frame from the sources in round-robin order starting at ``start``, or ``None`` after a short wait."""
-        self._notify.clear()
+    def _gather(self, start: int, limit: int) -> List[Frame]:
+        """Up to ``limit`` frames, round robin over the sources from ``start`` (see module doc for the wait).
+
+        Returns an empty list after a short wait when no source has a frame (the caller re-checks the stop
+        conditions).
+        """
+        frames: List[Frame] = []
         n = len(self.sources)
-        for k in range(n):
-            src = self.sources[(start + k) % n]
-            frame = src.read(timeout=0)
-            if frame is not None:
-                return frame
-        self._notify.wait(0.05)
-        return None
+        deadline: Optional[float] = None
+        rr = start
+        while len(frames) < limit:
+            self._notify.clear()
+            got = False
+            for k in range(n):
+                if len(frames) >= limit:
+                    break
+                frame = self.sources[(rr + k) % n].read(timeout=0)
+                if frame is not None:
+                    frames.append(frame)
+                    got = True
+            rr += 1
+            if len(frames) >= limit or self._halt.is_set():
+                break
+            if got:
+                if deadline is None:
+                    deadline = time.perf_counter() + self.batch_wait_s
+                continue
+            if not frames:
+                self._notify.wait(0.05)
+                break
+            remaining = deadline - time.perf_counter() if deadline is not None else 0.0
+            if remaining <= 0 or all(s.exhausted for s in self.sources):
+                break
+            self._notify.wait(min(remaining, 0.05))
+        return frames
 
     def _stop(self, reason: str) -> None:
         if not self._halt.is_set():
@@ -246,6 +308,7 @@ class Pipeline:
     def _preprocess_loop(self, t_start: float) -> None:
         """Pick frames (round robin), check the stop conditions, letterbox; hand over to the infer thread."""
         dispatched, rr = 0, 0
+        cap = self.batch
         try:
             while not self._halt.is_set():
                 if self.stop_event.is_set():
@@ -257,8 +320,9 @@ class Pipeline:
                 if self.duration is not None and time.perf_counter() - t_start >= self.duration:
                     self._stop("duration")
                     break
-                frame = self._next_frame(rr)
-                if frame is None:
+                limit = cap if self.max_frames is None else min(cap, self.max_frames - dispatched)
+                frames = self._gather(rr, limit)
+                if not frames:
                     if all(s.exhausted for s in self.sources):
                         self._stop("end")
                         break
@@ -267,10 +331,13 @@ class Pipeline:
                 if self._t_first is None:
                     self._t_first = time.perf_counter()
                 t0 = time.perf_counter()
-                batch, infos = self.detector.preprocess([frame.image])
-                frame.timings["preprocess"] = (time.perf_counter() - t0) * 1e3
-                self._put(self._pre_queue, (frame, batch, infos))
-                dispatched += 1
+                batch, infos = self.detector.preprocess([f.image for f in frames])
+                ms = (time.perf_counter() - t0) * 1e3
+                for f in frames:
+                    f.timings["preprocess"] = ms
+                self.batch_sizes.append(len(frames))
+                self._put(self._pre_queue, (frames, batch, infos))
+                dispatched += len(frames)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             self._error = exc
             self._stop("error")
@@ -287,11 +354,13 @@ class Pipeline:
                     continue
                 if item is _END:
                     break
-                frame, batch, infos = item
+                frames, batch, infos = item
                 t0 = time.perf_counter()
                 outputs = self.detector.infer(batch)
-                frame.timings["inference"] = (time.perf_counter() - t0) * 1e3
-                self._put(self._queue, (frame, outputs, infos))
+                ms = (time.perf_counter() - t0) * 1e3
+                for f in frames:
+                    f.timings["inference"] = ms
+                self._put(self._queue, (frames, outputs, infos))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             self._error = exc
             self._stop("error")
@@ -320,10 +389,20 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------- sink stage
 
-    def _finish(self, item: Any, rate: RateMeter) -> None:
-        frame, outputs, infos = item
+    def _finish(self, item: Any, rate: RateMeter) -> int:
+        """Postprocess one batch, then run each frame through its source's processors and the sinks."""
+        frames, outputs, infos = item
         t0 = time.perf_counter()
-        dets = self.detector.postprocess(outputs, infos)[0]
+        dets_list = self.detector.postprocess(outputs, infos)
+        post_ms = (time.perf_counter() - t0) * 1e3
+        if len(dets_list) != len(frames):
+            raise ModelError(f"postprocess: expected {len(frames)} detection sets (one per frame of the batch), "
+                             f"got {len(dets_list)}")
+        for frame, dets in zip(frames, dets_list):
+            self._finish_frame(frame, dets, post_ms, rate)
+        return len(frames)
+
+    def _finish_frame(self, frame: Frame, dets: Detections, post_ms: float, rate: RateMeter) -> None:
         t1 = time.perf_counter()
         for proc in self._chains.get(frame.source_id, ()):
             dets = proc.update(dets, frame)
@@ -333,7 +412,7 @@ class Pipeline:
             sink.write(result)
         t2 = time.perf_counter()
         self._last_frame[frame.source_id] = frame
-        frame.timings["postprocess"] = (t1 - t0) * 1e3
+        frame.timings["postprocess"] = post_ms
         if self.processors:
             frame.timings["processors"] = (t_proc - t1) * 1e3
         frame.timings["sinks"] = (t2 - t_proc) * 1e3
@@ -402,11 +481,11 @@ class Pipeline:
                     continue
                 if item is _END:
                     break
-                self._finish(item, rate)
+                done = self._finish(item, rate)
                 if self.stop_event.is_set():
                     self._stop("stop_event")
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(done)
                 elif self.progress and time.perf_counter() - last_log >= self.stats_interval_s:
                     self._log_stats(rate, logged)
                     last_log, logged = time.perf_counter(), len(self.latencies)
@@ -489,5 +568,7 @@ class Pipeline:
             latency_ms={"p50": p[50], "p95": p[95], "p99": p[99]},
             sources=per_source,
             stopped_by=self._stopped_by,
+            batch={"size": self.batch, "calls": len(self.batch_sizes),
+                   "mean_frames": (sum(self.batch_sizes) / len(self.batch_sizes)) if self.batch_sizes else 0.0},
             extra=merge_summaries(list(chain_summaries.values())),
         )
