@@ -19,6 +19,7 @@ _LAZY = {
     "ModelMetadata": "edge_detect.metadata",
     "Detector": "edge_detect.detector",
     "load_backend": "edge_detect.backends.base",
+    "open_model": "edge_detect.models",
     "open_source": "edge_detect.stream.sources",
     "open_sink": "edge_detect.sinks",
     "Pipeline": "edge_detect.stream.pipeline",

@@ -4,8 +4,12 @@ Importing this module needs neither TensorRT nor CUDA: everything that can be de
 plain Python and unit-tested here — the build plan (:func:`plan_build`: which builder flags, strongly or
 weakly typed, explicit or implicit INT8, for the TensorRT version at hand), the optimization profile
 (:func:`plan_profile`), the ONNX inspection (:func:`inspect_onnx`), the calibrator's batching and cache
-(:class:`CalibrationBatcher`), the log-level mapping and the progress bars (:class:`PhaseBars`).
-:func:`build_engine` imports TensorRT and wraps those pieces thinly.
+(:class:`CalibrationBatcher`), the in-graph NMS checks (:func:`check_nms_support`) and the progress bars
+(:class:`PhaseBars`). :func:`build_engine` imports TensorRT and wraps those pieces thinly. It uses the
+process-lifetime TensorRT logger and registers TensorRT's plugins first
+(:mod:`edge_detect.backends.trt_common`); FP16 builds keep the NMS section FP32 (:func:`keep_fp32`); an
+exception raised while calibrating (which TensorRT's Python wrapper would swallow) is re-raised after the
+build and the partial calibration cache deleted; a timing cache TensorRT refuses is replaced by a fresh one.
 
 Precision, by TensorRT version:
 

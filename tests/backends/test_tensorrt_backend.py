@@ -363,3 +363,28 @@ def test_engine_parity_with_onnxruntime(yolov5n_onnx: Path, reference: Path, tmp
         np.testing.assert_allclose(outs[1][0, :n], want[:, :4], atol=0.5)
         np.testing.assert_allclose(outs[2][0, :n], want[:, 4], atol=1e-2)
         np.testing.assert_array_equal(outs[3][0, :n], want[:, 5])
+
+
+@gpu
+@pytest.mark.gpu
+def test_nms_engine_loads_in_a_fresh_process(yolov5n_onnx: Path, reference: Path, tmp_path: Path) -> None:
+    """Defect 1 on a device: build in this process, load and run in a NEW one (plugins registered at load)."""
+    import os
+    import subprocess
+
+    from conftest import REPO
+    from edge_detect.deploy.graph import add_nms, add_uint8_input
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    src = add_nms(add_uint8_input(yolov5n_onnx, tmp_path / "u8.onnx"), tmp_path / "nms.onnx", plugin="efficient",
+                  conf=0.25, iou=0.45, max_det=100)
+    engine = build_engine(src, tmp_path / "m.engine", progress=False)
+    script = ("import sys, numpy as np\nfrom edge_detect.models import open_model\n"
+              "ref = np.load(sys.argv[2])\n"
+              "with open_model(sys.argv[1]) as be:\n"
+              "    print(int(be.infer(ref['letterboxed_bgr'][None])[0][0, 0]))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", script, str(engine), str(reference / "infer_bus.npz")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.strip().splitlines()[-1]) == len(np.load(reference / "infer_bus.npz")["nms_display_letterbox"])
