@@ -130,6 +130,11 @@ class RunSummary:
             exp = f" of {s['expected_frames']}" if s.get("expected_frames") else ""
             lines.append(f"  {sid} [{s['uri']}]: read {s['read']}{exp}, processed {s['processed']}, dropped "
                          f"{s['dropped']}, corrupt {s['corrupt']}, reconnects {s['reconnects']}")
+        for name, c in (self.extra.get("lines") or {}).items():
+            lines.append(f"  line {name}: in {c.get('in', 0)}, out {c.get('out', 0)}")
+        for name, c in (self.extra.get("zones") or {}).items():
+            lines.append(f"  zone {name}: entered {c.get('entered', 0)}, exited {c.get('exited', 0)}, occupancy "
+                         f"{c.get('occupancy', 0)} (max {c.get('max_occupancy', 0)})")
         return "\n".join(lines)
 
 

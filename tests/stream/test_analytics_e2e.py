@@ -205,3 +205,22 @@ def test_bad_analytics_config(yaml_text, message, tmp_path):
     with pytest.raises(ConfigError) as info:
         load_app_config(p)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_help_documents_the_analytics_flags(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for text in ("--line NAME=x1,y1,x2,y2", "--zone NAME=x1,y1,x2,y2,x3,y3[,...]", "--tracker NAME", "bytetrack",
+                 "'in' = from the left of (x1,y1)->(x2,y2)"):
+        assert text in out, text
+
+
+def test_run_summary_text_shows_counts():
+    from edge_detect.stream.pipeline import RunSummary
+
+    text = RunSummary(extra={"lines": {"gate": {"in": 2, "out": 1, "by_class": {}}},
+                             "zones": {"bay": {"entered": 3, "exited": 2, "occupancy": 1,
+                                               "max_occupancy": 2}}}).format()
+    assert "line gate: in 2, out 1" in text and "zone bay: entered 3, exited 2, occupancy 1 (max 2)" in text
