@@ -62,6 +62,14 @@ def has_cudart() -> Optional[str]:
     return None
 
 
+def has_torch() -> Optional[str]:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "torch not installed, needed to export yolov5n.pt to ONNX (pip install 'edge-detect[build]')"
+    return None
+
+
 def has_tensorrt() -> Optional[str]:
     from edge_detect.backends.trt_common import tensorrt_available
 
@@ -219,12 +227,12 @@ CHECKS: List[tuple] = [
      check_torch_cuda_parity),
     ("cuda_helpers", "pinned buffers, async copies, CUDA graph of a copy (cuda-python)", [nvidia_gpu, has_cudart],
      check_cuda_helpers),
-    ("trt_build", "FP32 uint8-input engine with EfficientNMS", [nvidia_gpu, has_cudart, has_tensorrt, has_torch_cuda],
+    ("trt_build", "FP32 uint8-input engine with EfficientNMS", [nvidia_gpu, has_cudart, has_tensorrt, has_torch],
      check_trt_build),
     ("trt_fresh_process_load", "load + infer that engine in a new process (plugins)",
      [nvidia_gpu, has_cudart, has_tensorrt], check_trt_fresh_process_load),
     ("trt_fp16_int8_parity", "FP16 / implicit INT8 engines vs reference", [nvidia_gpu, has_cudart, has_tensorrt,
-                                                                          has_torch_cuda], check_trt_fp16_int8_parity),
+                                                                          has_torch], check_trt_fp16_int8_parity),
     ("trt_bench", "edge-detect bench on the FP16 engine", [nvidia_gpu, has_cudart, has_tensorrt], check_trt_bench),
 ]
 

@@ -248,15 +248,19 @@ class CudaGraph(_Owner):
         enqueue: queues the work; returns ``False`` when it could not (TensorRT's ``execute_async_v3``).
 
     Raises:
-        GraphCaptureError: ``enqueue`` returned ``False``, CUDA invalidated the capture, or the
-            graph could not be instantiated. The capture is ended, any graph destroyed and the CUDA error
+        GraphCaptureError: the stream cannot be captured, ``enqueue`` returned ``False``, CUDA invalidated
+            the capture, or the graph could not be instantiated. The capture is ended, any graph destroyed and the CUDA error
             cleared first, so the stream is usable for plain enqueue. An exception raised by ``enqueue``
             propagates unchanged, after the same clean-up.
     """
 
     def __init__(self, stream: Stream, enqueue: Callable[[Stream], bool]) -> None:
         rt = runtime()
-        call("cudaStreamBeginCapture", stream.raw, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
+        begin = _invoke("cudaStreamBeginCapture", stream.raw, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
+        if int(begin[0] if isinstance(begin, tuple) else begin) != int(rt.cudaError_t.cudaSuccess):
+            err = begin[0] if isinstance(begin, tuple) else begin
+            clear_error()
+            raise GraphCaptureError(f"CUDA graph capture failed: cudaStreamBeginCapture: {_error_text(rt, err)}")
         try:
             ok = bool(enqueue(stream))
         except BaseException:

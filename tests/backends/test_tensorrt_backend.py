@@ -277,6 +277,23 @@ def test_defect4_capture_failure_falls_back_to_plain_enqueue(fakes, tmp_path: Pa
     assert fakes.rt.calls.count("cudaGetLastError") == 1
 
 
+def test_capture_that_cannot_begin_or_raises_leaves_the_stream_usable(fakes) -> None:
+    with _cuda.Stream() as s:
+        fakes.rt.capture[s.handle] = {"work": [], "invalid": False}  # already capturing: cudaErrorIllegalState
+        with pytest.raises(_cuda.GraphCaptureError, match="cudaStreamBeginCapture: cudaErrorIllegalState"):
+            _cuda.CudaGraph(s, lambda st: True)
+        del fakes.rt.capture[s.handle]
+        assert int(fakes.rt.last_error) == 0
+
+        def boom(stream):
+            raise ValueError("bug in enqueue")
+
+        with pytest.raises(ValueError, match="bug in enqueue"):  # propagates unchanged, after ending the capture
+            _cuda.CudaGraph(s, boom)
+        assert fakes.rt.capture == {} and fakes.rt.graphs == {} and int(fakes.rt.last_error) == 0
+        s.synchronize()  # not capturing any more
+
+
 # ------------------------------------------------------------------------------------------------ issue 10 minor
 def test_dla_engine_sets_the_runtime_dla_core(fakes, tmp_path: Path) -> None:
     with load_backend(make_engine(tmp_path / "m.engine", dla=1)) as be:
