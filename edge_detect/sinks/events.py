@@ -19,7 +19,8 @@ JSON Schema shipped in the package (:func:`load_schema`, ``edge_detect/schemas/e
 
 :class:`EventsSink` is the one sink behind ``--mqtt``, ``--webhook`` and ``--snapshots``: per processed frame it
 builds the events once (so MQTT and the webhook carry the same ``id``/``seq``), writes the snapshot JPEG
-**before** handing the events to the transports (:class:`EventTransport`: MQTT, webhook), and every
+**before** handing the events to the transports (``object_end`` also gets ``last_snapshot``, the latest snapshot
+that showed the object) (:class:`EventTransport`: MQTT, webhook), and every
 ``stats_interval_s`` seconds hands each transport a per-source stats dict (:meth:`EventsSink.stats`). Transports
 queue and send in their own threads: ``write`` never waits for the network.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -229,6 +231,7 @@ class EventsSink(Sink):
         self.stats_interval_s = float(stats_interval_s)
         self.events_total = 0
         self.snapshot_errors = 0
+        self._track_snaps: Dict[Tuple[str, int], str] = {}
         self._lock = threading.Lock()
         self._sources: Dict[str, _SourceStats] = {}
         self._pipeline: Any = None
@@ -285,16 +288,34 @@ class EventsSink(Sink):
             return
         if self.snapshots is not None:
             try:
-                self.snapshots.write(result, events)  # sets ev["snapshot"] (and "snapshot_crop") before sending
+                path = self.snapshots.write(result, events)  # sets ev["snapshot"] (and "snapshot_crop")
             except SinkError as exc:  # a full disk must not stop the events: they go out without a snapshot
                 self.snapshot_errors += 1
                 if self.snapshot_errors == 1 or self.snapshot_errors % 100 == 0:
                     LOGGER.error("events: snapshot failed (%d so far), events sent without it: %s",
                                  self.snapshot_errors, exc)
+            else:
+                self._remember_snapshot(sid, result.detections, str(path), events)
         for ev in events:
             for t in self.transports:
                 t.send(ev)
         self.events_total += len(events)
+
+    def _remember_snapshot(self, sid: str, dets: Any, path: str, events: List[Dict[str, Any]]) -> None:
+        """Keep, per track, the latest snapshot that shows it; ``object_end`` gets it as ``last_snapshot`` (the
+        track is usually gone from the frame it ends on)."""
+        if dets.track_id is not None:
+            for tid in dets.track_id.tolist():
+                if tid >= 0:
+                    self._track_snaps.pop((sid, tid), None)
+                    self._track_snaps[(sid, tid)] = path
+        for ev in events:
+            if ev["type"] == "object_end" and "track_id" in ev:
+                last = self._track_snaps.pop((sid, int(ev["track_id"])), None)
+                if last is not None and os.path.isfile(last):  # (unless retention deleted it)
+                    ev["last_snapshot"] = last
+        while len(self._track_snaps) > 10000:  # tracks that never got an object_end (e.g. the IoU tracker)
+            del self._track_snaps[next(iter(self._track_snaps))]
 
     def stats(self, source_id: str) -> Dict[str, Any]:
         """The stats message of a source (``{prefix}/{source_id}/stats`` on MQTT)::

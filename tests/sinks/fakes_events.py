@@ -5,6 +5,7 @@ import json
 import os
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -140,3 +141,43 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class Hook(ThreadingHTTPServer):
+    """Loopback server: answers ``fail`` first requests with 503 (or hangs ``hang_s``), then 204; records bodies."""
+
+    daemon_threads = True
+
+    def __init__(self, fail: int = 0, status: int = 503, hang_s: float = 0.0):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.fail, self.status, self.hang_s = fail, status, hang_s
+        self.bodies, self.requests, self.auth = [], 0, []
+        self.lock = threading.Lock()
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        srv = self.server
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with srv.lock:
+            srv.requests += 1
+            n = srv.requests
+            srv.auth.append(self.headers.get("Authorization"))
+        if n <= srv.fail:
+            if srv.hang_s:
+                time.sleep(srv.hang_s)
+            self.send_response(srv.status)
+            self.end_headers()
+            return
+        with srv.lock:
+            srv.bodies.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()

@@ -144,3 +144,20 @@ def test_arrange_sinks_merges_event_sinks_and_puts_metrics_last(tmp_path):
     assert hub is settings and len(hub.transports) == 2 and hub.builder.update_interval_s == 1.5
     assert hub.snapshots is not None
     hub.close()
+
+
+def test_object_end_carries_the_last_snapshot_that_showed_the_object(tmp_path):
+    t = ListTransport()
+    sink = EventsSink([t], snapshots=SnapshotWriter(tmp_path), update_interval_s=0, stats_interval_s=0)
+    sink.start([])
+    new = {"type": "object_new", "track_id": 1, "class_name": "person", "score": 0.8, "xyxy": [8, 8, 40, 56]}
+    end = {"type": "object_end", "track_id": 1, "class_name": "person", "first_seen": 1.0, "last_seen": 1.2,
+           "first_frame": 3, "last_frame": 4, "best_score": 0.8}
+    sink.write(make_result(3, 1.0, events=[new], track_ids=(1,)))
+    sink.write(make_result(4, 1.1, events=[{**LINE, "track_id": 1}], track_ids=(1, 2)))
+    sink.write(make_result(9, 1.5, events=[end], track_ids=(2,)))
+    sink.close()
+    ended = t.events[-1]
+    validate_event(ended)
+    assert ended["snapshot"].endswith("cam-00000009.jpg") and ended["last_snapshot"].endswith("cam-00000004.jpg")
+    assert "last_snapshot" not in t.events[0] and (1, 2) == (t.events[0]["track_id"], len(sink._track_snaps) + 1)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, has_module
-from fakes_events import Subscriber
+from fakes_events import Hook, Subscriber
 
 pytestmark = [pytest.mark.skipif(not has_module("paho"), reason="paho-mqtt not installed (pip install -e '.[events]')"),
               pytest.mark.skipif(not has_module("onnxruntime"), reason="onnxruntime not installed")]
@@ -38,21 +38,27 @@ def test_cli_run_publishes_events_snapshots_and_masks_credentials(mosquitto, rep
     cfg = tmp_path / "app.yaml"
     cfg.write_text("sinks:\n  - {spec: events, options: {update_interval_s: 0.05, snapshot_keep: 3}}\n")
     sub = Subscriber(mosquitto.port, "site/#")
+    hook = Hook(fail=2)
     url = f"mqtt://user:hunter2@127.0.0.1:{mosquitto.port}/site"
     try:
         rc = main(["run", "--config", str(cfg), "--model", str(replay), "--source", str(video), "--track",
                    "--max-frames", "40", "--no-show", "--no-progress", "--threads", "1", "--mqtt", url,
-                   "--snapshots", str(tmp_path / "snaps"), "--summary-json", str(tmp_path / "s.json")])
+                   "--snapshots", str(tmp_path / "snaps"), "--summary-json", str(tmp_path / "s.json"),
+                   "--webhook", hook.url.replace("http://", "http://bob:hunter2@")])
         assert rc == 0
         assert sub.wait_for(lambda: sub.on("availability")[-1:] == ["offline"], 15)
         events = sub.on("vtest/events")
-        assert events and {e["type"] for e in events} == {"object_update"}
+        types = [e["type"] for e in events]  # --track: ByteTrack lifecycle events plus our object_update
+        assert set(types) == {"object_new", "object_update", "object_end"}
+        assert types.count("object_new") == types.count("object_end")
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         assert sorted(p.name for p in (tmp_path / "snaps" / "vtest").iterdir()) == \
             sorted({os.path.basename(e["snapshot"]) for e in events})[-3:]  # retention: 3 frames kept
         assert sub.on("vtest/stats")[-1]["processed"] == 40
+        assert hook.bodies == events  # the same events (ids, seqs), delivered after 2 failed POSTs
     finally:
         sub.close()
+        hook.shutdown()
     out = capsys.readouterr()
     text = out.out + out.err + caplog.text + (tmp_path / "s.json").read_text()
     assert "mqtt://***@127.0.0.1" in caplog.text and "hunter2" not in text

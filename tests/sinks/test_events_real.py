@@ -53,7 +53,7 @@ def test_real_line_crossings_arrive_over_mqtt(mosquitto, model_320, video, tmp_p
         for e in got:
             validate_event(e)
         # the processors' events, in order, with the envelope and the snapshot path added (object_update is ours)
-        assert [{k: v for k, v in e.items() if k not in ("schema", "id", "seq", "source", "snapshot")}
+        assert [{k: v for k, v in e.items() if k not in ("schema", "id", "seq", "source", "snapshot", "last_snapshot")}
                 for e in got if e["type"] != "object_update"] == [_round6(e) for e in expected]
         gate = summary["lines"]["gate"]
         crossings = [e for e in got if e["type"] == "line_cross"]
@@ -64,6 +64,7 @@ def test_real_line_crossings_arrive_over_mqtt(mosquitto, model_320, video, tmp_p
         assert news == sum(e["type"] == "object_end" for e in got)  # every track ended (finish at end of source)
         assert all(e["last_seen"] >= e["first_seen"] for e in got if e["type"] == "object_end")
         assert all(os.path.isfile(e["snapshot"]) for e in got)
+        assert all(os.path.isfile(e["last_snapshot"]) for e in got if e["type"] == "object_end")
         stats = sub.on("vtest/stats")[-1]
         assert stats["processed"] == 150 and stats["lines"]["gate"] == {"in": gate["in"], "out": gate["out"]}
     finally:

@@ -1,16 +1,13 @@
 """Webhook transport against a loopback HTTP server that fails first; Prometheus metrics scraped and parsed."""
 from __future__ import annotations
 
-import json
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from conftest import has_module
-from fakes_events import ScriptedDetector, make_result
+from fakes_events import Hook, ScriptedDetector, make_result
 
 from edge_detect.errors import ConfigError
 from edge_detect.sinks import open_sink
@@ -18,46 +15,6 @@ from edge_detect.sinks.events import EventsSink
 from edge_detect.sinks.webhook import WebhookTransport
 from edge_detect.stream.pipeline import Pipeline
 from edge_detect.stream.sources import open_source
-
-
-class Hook(ThreadingHTTPServer):
-    """Loopback server: answers ``fail`` first requests with 503 (or hangs ``hang_s``), then 204; records bodies."""
-
-    daemon_threads = True
-
-    def __init__(self, fail: int = 0, status: int = 503, hang_s: float = 0.0):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.fail, self.status, self.hang_s = fail, status, hang_s
-        self.bodies, self.requests, self.auth = [], 0, []
-        self.lock = threading.Lock()
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        srv = self.server
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        with srv.lock:
-            srv.requests += 1
-            n = srv.requests
-            srv.auth.append(self.headers.get("Authorization"))
-        if n <= srv.fail:
-            if srv.hang_s:
-                time.sleep(srv.hang_s)
-            self.send_response(srv.status)
-            self.end_headers()
-            return
-        with srv.lock:
-            srv.bodies.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
 
 
 def _events(n):
