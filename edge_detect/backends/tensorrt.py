@@ -38,7 +38,6 @@ import numpy as np
 from edge_detect.backends.engine_meta import RuntimeInfo, check_compatible, engine_info, read_engine_metadata
 from edge_detect.backends.trt_common import import_tensorrt, init_plugins
 from edge_detect.errors import DataError, ModelLoadError
-from edge_detect.metadata import ModelMetadata
 from edge_detect.backends import _cuda
 from edge_detect.backends.base import InputSpec, register_backend
 from edge_detect.backends.buffers import Allocation, ShapeProfile, TensorSpec, order_outputs, plan_allocations, view

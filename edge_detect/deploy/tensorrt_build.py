@@ -39,7 +39,7 @@ from edge_detect import __version__
 from edge_detect._optional import require
 from edge_detect.backends.buffers import ShapeProfile, TensorSpec
 from edge_detect.backends.engine_meta import EngineInfo, sha256_file, write_engine_metadata
-from edge_detect.backends.trt_common import (MIN_TENSORRT, MIN_VERSION_COMPATIBLE, get_logger, import_tensorrt,
+from edge_detect.backends.trt_common import (MIN_TENSORRT, MIN_VERSION_COMPATIBLE, import_tensorrt,
                                              init_plugins, version_tuple)
 from edge_detect.errors import BackendUnavailableError, ConfigError, DataError, ModelError, ModelLoadError
 from edge_detect.metadata import ModelMetadata

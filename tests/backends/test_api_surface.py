@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
 import pytest

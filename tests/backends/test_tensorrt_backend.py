@@ -11,13 +11,11 @@ and every call checked against the real function's signature (``cuda_python="11.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import sys
 import threading
 import weakref
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,7 +25,6 @@ from edge_detect.backends import tensorrt as trt_backend
 from edge_detect.backends.engine_meta import EngineInfo, read_engine_metadata, sidecar_path, write_engine_metadata
 from edge_detect.errors import BackendUnavailableError, ConfigError, DataError, MissingDependencyError, ModelLoadError, \
     VersionMismatchError
-from edge_detect.metadata import ModelMetadata
 from trt_doubles import engine_bytes, expected_raw, install, make_engine
 
 HAS_TRT = trt_common.tensorrt_available()
