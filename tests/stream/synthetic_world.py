@@ -7,7 +7,7 @@ drives two things:
 * :func:`render_video`: an mp4 for the real detector (end-to-end tests);
 * :class:`FakeDetector`: the ground-truth boxes of what is visible (partly hidden boxes are cut to their
   visible part; boxes less than ``min_visible`` visible are missed), with seeded pixel noise, dropouts, class
-  flicker and low-score frames, for exact semantic tests without a model.
+  flicker and low-score frames, clipped to the frame, for exact semantic tests without a model.
 
 Coordinates are source-frame pixels; an actor's position is its box's bottom-centre ``(x, y)``.
 """
@@ -136,7 +136,10 @@ class FakeDetector:
             box = self.world.visible_box(actor, f, self.min_visible)
             if box is None or (self.dropout and self.rng.random() < self.dropout):
                 continue
-            boxes.append(box + self.rng.normal(0, self.noise_px, 4) if self.noise_px else box)
+            if self.noise_px:
+                box = box + self.rng.normal(0, self.noise_px, 4)
+            h, w = self.world.size  # clipped to the frame like the real postprocess
+            boxes.append(np.clip(box, 0, [w, h, w, h]))
             scores.append(0.3 if f in self.low.get(actor.name, ()) else 0.85)
             classes.append(actor.flicker.get(f, actor.class_id))
         if f in self.fp:

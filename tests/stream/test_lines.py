@@ -217,3 +217,16 @@ def test_line_specs_forms_agree():
     c = line_specs({"gate": {"xyxy": [[1, 2], [3, 4]]}})
     d = line_specs([LineSpec("gate", (1, 2, 3, 4))])
     assert [s.xyxy for s in a + b + c + d] == [(1.0, 2.0, 3.0, 4.0)] + [(1, 2, 3, 4)] * 3
+
+
+@pytest.mark.parametrize("line, counted", [
+    ((240, 0, 240, 360), 1),      # drawn to the frame's bottom border: the end is open
+    ((240, 0, 240, 359.5), 1),    # within 1 px of it: open too (the feet at y 360 are past its end)
+    ((240, 0, 240, 350), 0),      # ends 10 px above the feet: a crossing below its end
+    ((240, 0, 240, 350.5), 0),
+])
+def test_segment_end_on_the_frame_border_is_open(line, counted):
+    # feet exactly on the frame's bottom edge (y 360, boxes clipped there), crossing from right to left
+    world = World([walker([(0, 420, 375), (60, 60, 375)], height=120)], 61)
+    lc, _ = count(world, {"g": line}, detector=FakeDetector(world, noise_px=0.0))
+    assert lc.counts["g"] == {"in": counted, "out": 0}

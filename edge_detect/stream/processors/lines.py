@@ -13,7 +13,8 @@ every track the processor follows one point of the box, the *anchor* (default ``
   line and going back, never counts; one real crossing counts once.
 * **Extent.** A side change counts only when the anchor's path crossed the infinite line within the segment
   (``extent_margin_px`` of tolerance at the ends): the last point where the path between two consecutive
-  observations met the line is kept until the side changes.
+  observations met the line is kept until the side changes. An end drawn on the frame's border (within 1 px)
+  is open: boxes are clipped to the frame, so an anchor on the border crosses exactly at that end.
 * **Gaps.** Observations need not be consecutive frames: an object hidden for a while (the tracker keeps its
   id) that reappears on the other side counts once, where its path from the last sighting met the line.
 * **Once per line.** A track is counted at most once per line (its first crossing) unless ``recount=True``,
@@ -252,7 +253,7 @@ class LineCounter:
                         st.cross_t = t
                 state, changed = st.hyst.update(d)
                 if changed:
-                    if self._within(ln, st.cross_t) and (self.recount or not st.counted):
+                    if self._within(ln, st.cross_t, frame.shape) and (self.recount or not st.counted):
                         self._count(ln, "in" if state > 0 else "out", tid, cid, frame, events)
                         st.counted += 1
                     st.cross_t = None
@@ -263,12 +264,17 @@ class LineCounter:
                                         for ln in self._lines}
         return detections
 
-    def _within(self, ln: _Line, t: Optional[float]) -> bool:
+    def _within(self, ln: _Line, t: Optional[float], shape_hw: tuple) -> bool:
+        """Whether position ``t`` along the segment counts: within ``[0, 1]`` plus the margin; past an endpoint that
+        lies on (or beyond) the frame's border the extent is open, since anchors clipped to the border sit exactly
+        at that end."""
         if t is None:
             return False
         length = float(np.hypot(ln.seg[2] - ln.seg[0], ln.seg[3] - ln.seg[1]))
         margin = self.extent_margin_px / length
-        return -margin <= t <= 1.0 + margin
+        h, w = shape_hw
+        on_border = [x <= 1 or y <= 1 or x >= w - 1 or y >= h - 1 for x, y in (ln.seg[:2], ln.seg[2:])]
+        return (on_border[0] or t >= -margin) and (on_border[1] or t <= 1.0 + margin)
 
     def _count(self, ln: _Line, direction: str, tid: int, cid: int, frame: Frame,
                events: List[Dict[str, Any]]) -> None:
