@@ -17,8 +17,9 @@ Delivery and ordering -- who owns what:
 * **This module owns the bound and the order.** :meth:`MqttTransport.send` appends to a ``deque`` of at most
   ``queue_size`` events (full: the oldest is dropped and counted in ``dropped``); it never blocks.
 * A sender thread hands events to paho only while connected, and at most ``max_inflight`` unacknowledged at a
-  time (``Client.max_inflight_messages_set``); paho's own queue (``max_queued_messages_set``, set to the same
-  number) therefore never holds more than those few. An event leaves our queue when handed to paho.
+  time (``Client.max_inflight_messages_set``); paho's own queue (``max_queued_messages_set``: that number plus
+  room for the availability messages) therefore never holds more than those few. An event leaves our queue
+  when handed to paho.
 * When the connection drops, the events paho holds unacknowledged are re-sent by paho itself right after the
   next CONNACK (QoS 1, DUP flag). Until all of them are acknowledged the sender hands over nothing new, so
   every event reaches the broker in ``seq`` order. paho reconnects with exponential backoff
@@ -183,7 +184,8 @@ class MqttTransport(EventTransport):
             except (OSError, ValueError) as exc:
                 raise SinkError(f"MQTT {self.target.masked}: TLS setup failed ({exc})") from exc
         self.client.max_inflight_messages_set(self.max_inflight)
-        self.client.max_queued_messages_set(self.max_inflight)
+        # room for the availability messages beside the events in flight, which never exceed max_inflight
+        self.client.max_queued_messages_set(self.max_inflight + 8)
         self.client.reconnect_delay_set(max(1, int(round(backoff_min_s))), max(1, int(round(backoff_max_s))))
         self.client.will_set(self.availability_topic, "offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
@@ -201,7 +203,10 @@ class MqttTransport(EventTransport):
         if reason_code.is_failure:
             LOGGER.warning("MQTT %s: connection refused: %s", self.target.masked, reason_code)
             return
-        self._publish(self.availability_topic, b"online", qos=1, retain=True)
+        info = self._publish(self.availability_topic, b"online", qos=1, retain=True)
+        if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+            LOGGER.warning("MQTT %s: could not publish availability 'online': %s", self.target.masked,
+                           self._mqtt.error_string(info.rc))
         with self._cond:
             self._connected = True
             self._connections += 1

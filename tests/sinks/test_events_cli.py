@@ -117,3 +117,13 @@ def test_sigkill_flips_availability_to_offline_through_last_will(mosquitto, repl
         assert late.wait_for(lambda: late.on("availability") == ["offline"], 10)
     finally:
         late.close()
+
+
+def test_help_documents_event_flags(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--mqtt URI", "--mqtt-ca", "--mqtt-cert", "--mqtt-key", "--webhook URL", "--snapshots DIR",
+                 "--snapshot-crop", "--metrics-port PORT", "--metrics-host ADDR", "{prefix}/availability"):
+        assert flag in out, flag

@@ -286,3 +286,23 @@ def test_mqtts_with_ca_and_client_certificate(mosquitto_bin, tmp_path):
     finally:
         sub.close()
         broker.stop()
+
+
+def test_online_again_after_broker_restart(mosquitto):
+    t = MqttTransport(mosquitto.url, backoff_min_s=1, backoff_max_s=1, max_inflight=1)
+    t.start()
+    sub = None
+    try:
+        for i in range(3):  # paho holds the one event in flight when the broker goes: its queue must still
+            t.send({"source": "cam", "seq": i + 1})  # take the availability message after the reconnect
+        assert t.flush(10)
+        mosquitto.stop()  # without persistence: the retained "online" is gone with it
+        t.send({"source": "cam", "seq": 4})
+        mosquitto.start()
+        assert t.flush(20) and t.reconnects == 1
+        sub = Subscriber(mosquitto.port, "edge_detect/availability")
+        assert sub.wait_for(lambda: sub.on("availability") == ["online"], 10)
+    finally:
+        t.close()
+        if sub is not None:
+            sub.close()
