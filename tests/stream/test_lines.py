@@ -230,3 +230,14 @@ def test_segment_end_on_the_frame_border_is_open(line, counted):
     world = World([walker([(0, 420, 375), (60, 60, 375)], height=120)], 61)
     lc, _ = count(world, {"g": line}, detector=FakeDetector(world, noise_px=0.0))
     assert lc.counts["g"] == {"in": counted, "out": 0}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gate_scene_with_missed_detections(seed):
+    """10 % of the boxes missed at random on top of the pillar and 1.5 px noise: same ids, same counts."""
+    from test_bytetrack import ids_per_actor
+
+    world, expected = gate_scene()
+    lc, out = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=1.5, seed=seed, dropout=0.1))
+    assert lc.counts["gate"] == expected
+    assert all(len(ids) == 1 for ids in ids_per_actor(world, out).values())
