@@ -164,6 +164,7 @@ class Frame:
         capture_time: ``time.perf_counter()`` when the frame left the decoder (start of glass-to-glass).
         wall_time: Unix time in seconds at capture.
         timings: per-stage durations in milliseconds, filled by the pipeline as the frame travels.
+        path: the image file the frame was read from (image sources), else ``None``.
     """
 
     image: np.ndarray
@@ -173,6 +174,7 @@ class Frame:
     capture_time: float = 0.0
     wall_time: float = 0.0
     timings: dict = field(default_factory=dict)
+    path: Optional[str] = None
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -201,7 +203,9 @@ class Result:
          "events": []}
 
     ``xyxy`` is in original-frame pixels; ``wall_time`` is Unix seconds at capture; ``track_id`` is added to a
-    detection when a tracker runs; ``events`` is always present (a list of event dicts, possibly empty).
+    detection when a tracker runs; ``events`` is always present (a list of event dicts, possibly empty). The
+    end-of-source line (:attr:`final`) repeats the source's last frame number with no detections, only the events
+    returned by the processors' ``finish()`` (e.g. ``object_end`` of the tracks still open), and ``"final": true``.
     """
 
     frame: Frame
@@ -234,4 +238,5 @@ class Result:
             "wall_time": round(float(self.frame.wall_time), 6),
             "detections": self.detections.to_records(self.names),
             "events": self.events,
+            **({"final": True} if self.final else {}),
         }

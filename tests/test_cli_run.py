@@ -82,8 +82,12 @@ def test_full_video_jsonl_and_mp4_have_795_frames(model_320, video, tmp_path):
                "--no-show", "--no-progress", "--threads", "1", "--classes", "person", "--track"])
     assert rc == 0
     lines = [json.loads(line) for line in (out / "a.jsonl").read_text().splitlines()]
+    final = [d for d in lines if d.get("final")]  # the tracker's end-of-stream events (object_end), one line
+    lines = [d for d in lines if not d.get("final")]
     assert len(lines) == 795
     assert [d["frame"] for d in lines] == list(range(795))
+    assert len(final) <= 1 and all(e["type"] == "object_end" for d in final for e in d["events"])
+    assert all(d["frame"] == 794 and d["detections"] == [] for d in final)
     assert set(lines[0]) == {"source", "frame", "pts_ms", "wall_time", "detections", "events"}
     dets = [d for line in lines for d in line["detections"]]
     assert len(dets) > 795  # vtest is full of pedestrians

@@ -226,3 +226,30 @@ def test_final_result_skipped_by_image_sinks(tmp_path):
     assert video.frames == {"cam": 1}
     video.close()
     assert count_frames(tmp_path / "v.mp4") == 1
+
+
+def test_file_sinks_name_outputs_after_the_image(tmp_path):
+    """images://, yolo-labels:// and coco:// write per image file (detect's outputs), lazily, final skipped."""
+    from edge_detect.sinks.files import AnnotatedImagesSink, CocoResultsSink, YoloLabelsSink
+
+    out = tmp_path / "out"
+    images = open_sink(f"images://{out}", line_width=3)
+    labels = open_sink(f"yolo-labels://{out / 'labels'}")
+    coco = open_sink(f"coco://{tmp_path / 'p.json'}", image_ids={"/data/a/42.png": 7})
+    assert (type(images), type(labels), type(coco)) == (AnnotatedImagesSink, YoloLabelsSink, CocoResultsSink)
+    assert not out.exists()  # nothing written before the first frame
+    r = result(0, shape=(100, 200))
+    r.frame.path = "/data/a/42.png"
+    for sink in (images, labels, coco):
+        sink.write(r)
+        sink.write(Result(r.frame, Detections.empty(), NAMES, final=True))
+        sink.close()
+    assert sorted(p.name for p in out.iterdir()) == ["42.png", "labels"]
+    assert cv2.imread(str(out / "42.png")).shape == (100, 200, 3)
+    assert (out / "labels" / "42.txt").read_text() == "2 0.175000 0.550000 0.250000 0.700000 0.87500\n"
+    assert json.loads((tmp_path / "p.json").read_text()) == [
+        {"image_id": 7, "category_id": 2, "bbox": [10.0, 20.0, 50.0, 70.0], "score": 0.875}]
+    r2 = result(1)  # a frame without a file (video): named after its source and index
+    labels2 = open_sink(f"yolo-labels://{tmp_path / 'l2'}")
+    labels2.write(r2)
+    assert [p.name for p in (tmp_path / "l2").iterdir()] == ["cam_000001.txt"]

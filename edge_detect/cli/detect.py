@@ -1,18 +1,21 @@
-"""``edge-detect detect``: detect objects in image files, save annotated images and YOLO label files."""
+"""``edge-detect detect``: detect objects in image files, save annotated images and YOLO label files.
+
+The command is argument parsing over the run pipeline: an image source (:func:`~edge_detect.stream.sources.
+open_images`) into the ``images://``, ``yolo-labels://`` and ``coco://`` sinks of :mod:`edge_detect.sinks.files`.
+"""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-
 from edge_detect.backends.base import backend_names
-from edge_detect.errors import ConfigError, DataError, SinkError
+from edge_detect.errors import ConfigError, DataError
+from edge_detect.sinks.base import Sink
+from edge_detect.types import Result
 
 LOGGER = logging.getLogger(__name__)
 
@@ -120,40 +123,35 @@ def next_run_dir(base: Path = Path("runs/detect"), name: str = "exp") -> Path:
     return base / (name if n == 1 else f"{name}{n}")
 
 
-def yolo_label_rows(dets: Any, shape: Sequence[int]) -> str:
-    """Text of a YOLO label file: ``class cx cy w h conf`` per detection, normalized by the image ``(h, w)``."""
-    h, w = shape[:2]
-    from edge_detect.boxes import normalize_boxes, xyxy_to_cxcywh
+class _Report(Sink):
+    """Logs one line per image (``<file> WxH: 3 person, 1 car (12.3 ms)``) and counts the boxes."""
 
-    cx, cy, bw, bh = normalize_boxes(xyxy_to_cxcywh(dets.xyxy.astype(np.float64)), (h, w)).reshape(-1, 4).T
-    return "".join(f"{c} {x:.6f} {y:.6f} {ww:.6f} {hh:.6f} {s:.5f}\n"
-                   for c, x, y, ww, hh, s in zip(dets.class_id.tolist(), cx, cy, bw, bh, dets.score.tolist()))
+    name = "report"
 
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names, self.boxes = tuple(names), 0
 
-def _summary(dets: Any, names: Sequence[str]) -> str:
-    counts = Counter(int(c) for c in dets.class_id)
-    if not counts:
-        return "no detections"
-    return ", ".join(f"{n} {names[c] if 0 <= c < len(names) else c}" for c, n in sorted(counts.items()))
-
-
-def _write_image(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    if not cv2.imwrite(str(path), image):
-        raise SinkError(f"could not write image {path} (unsupported extension or unwritable folder)")
+    def write(self, result: Result) -> None:
+        frame, dets = result.frame, result.detections
+        self.boxes += len(dets)
+        ms = sum(frame.timings.get(k, 0.0) for k in ("preprocess", "inference", "postprocess"))
+        counts = Counter(int(c) for c in dets.class_id)
+        text = ", ".join(f"{n} {self.names[c] if 0 <= c < len(self.names) else c}"
+                         for c, n in sorted(counts.items())) or "no detections"
+        LOGGER.info("%s %dx%d: %s (%.1f ms)", frame.path, frame.image.shape[1], frame.image.shape[0], text, ms)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run ``detect``; returns 0 when at least one image was processed."""
-    import cv2
-
+    """Run ``detect``: the pipeline over an image source into image / label / COCO sinks; 0 when at least one
+    image was processed."""
     from edge_detect.app_config import resolve_classes
-    from edge_detect.paths import check_outputs, input_paths
-    from edge_detect.stream.annotate import draw_detections
     from edge_detect.datasets import list_images
     from edge_detect.detector import Detector
-    from edge_detect.evaluate import coco_results, image_ids
+    from edge_detect.evaluate import image_ids
+    from edge_detect.paths import check_outputs, input_paths
+    from edge_detect.sinks import open_sink
+    from edge_detect.stream.pipeline import Pipeline
+    from edge_detect.stream.sources import open_images
 
     for src in args.source:
         if Path(src).suffix.lower() in VIDEO_INPUT_SUFFIXES and "://" not in str(src):
@@ -169,42 +167,26 @@ def main(args: argparse.Namespace) -> int:
     # an explicit --output may not be (inside) an input folder; the default runs/detect/expN is always new
     check_outputs(outputs, inputs=[*input_paths(args.source), *files], dirs=("--output",),
                   inside_inputs_ok=args.output is None)
+    start = time.perf_counter()
     with Detector(args.model, conf=args.conf, iou=args.iou, max_det=args.max_det,
                   agnostic=args.agnostic, backend=args.backend, imgsz=imgsz_arg(args.imgsz),
                   force_imgsz=args.force_imgsz, **backend_options(args)) as det:
         det.classes = resolve_classes(args.classes, det.names)
-        records: List[Dict[str, Any]] = []  # COCO results format
-        done = 0
-        skipped, total_boxes, start = 0, 0, time.perf_counter()
-        ids = image_ids(files)
-        for k, f in enumerate(files):
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                LOGGER.warning("skipping %s: not a decodable image", f)
-                skipped += 1
-                continue
-            if not done:  # create the output folder only once there is something to write
-                out_dir.mkdir(parents=True, exist_ok=True)
-                if not args.no_save_labels:
-                    (out_dir / "labels").mkdir(exist_ok=True)
-            t0 = time.perf_counter()
-            dets = det(img)
-            ms = (time.perf_counter() - t0) * 1000
-            total_boxes += len(dets)
-            LOGGER.info("%s %dx%d: %s (%.1f ms)", f, img.shape[1], img.shape[0], _summary(dets, det.names), ms)
-            if not args.no_save_images:
-                _write_image(out_dir / f.name, draw_detections(img, dets, det.names, line_width=args.line_width))
-            if not args.no_save_labels:
-                (out_dir / "labels" / f"{f.stem}.txt").write_text(yolo_label_rows(dets, img.shape))
-            records.extend(coco_results(ids[k], dets))
-            done += 1
-    if args.save_json is not None:
-        args.save_json.parent.mkdir(parents=True, exist_ok=True)
-        args.save_json.write_text(json.dumps(records, indent=1))
-    if done == 0:
+        report = _Report(det.names)
+        sinks: List[Sink] = [report]
+        if not args.no_save_images:
+            sinks.append(open_sink(f"images://{out_dir}", line_width=args.line_width))
+        if not args.no_save_labels:
+            sinks.append(open_sink(f"yolo-labels://{out_dir / 'labels'}"))
+        if args.save_json is not None:
+            ids = dict(zip(map(str, files), image_ids(files)))
+            sinks.append(open_sink(f"coco://{args.save_json}", image_ids=ids))
+        source = open_images(files, source_id="images")
+        summary = Pipeline([source], det, sinks, progress=False).run()
+    if summary.processed == 0:
         raise DataError(f"none of the {len(files)} image(s) could be decoded (videos and streams: use "
                         "`edge-detect run --source ...`)")
     elapsed = time.perf_counter() - start
-    print(f"{done} image(s), {total_boxes} detection(s), {skipped} skipped (undecodable), "
+    print(f"{summary.processed} image(s), {report.boxes} detection(s), {summary.corrupt} skipped (undecodable), "
           f"{elapsed:.1f} s; results in {out_dir}")
     return 0

@@ -37,6 +37,9 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 SINK_MODULES: Dict[str, str] = {
     "display": "edge_detect.sinks.display",
     "mjpeg": "edge_detect.sinks.mjpeg",
+    "images": "edge_detect.sinks.files",
+    "yolo-labels": "edge_detect.sinks.files",
+    "coco": "edge_detect.sinks.files",
     **{s: "edge_detect.sinks.video" for s in VIDEO_SUFFIXES},
     **{s: "edge_detect.sinks.jsonl" for s in JSONL_SUFFIXES},
     "events": "edge_detect.sinks.events",

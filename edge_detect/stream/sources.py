@@ -51,6 +51,7 @@ __all__ = [
     "Source",
     "SourceStats",
     "open_source",
+    "open_images",
     "parse_source",
     "mask_credentials",
     "gstreamer_available",
@@ -290,6 +291,7 @@ class _Read:
     image: Optional[np.ndarray] = None
     pts_ms: Optional[float] = None
     skipped: int = 0  # frames known to be missing before this one (timestamp gap)
+    path: Optional[Path] = None  # the image file (image sources)
 
 
 class _CvReader:
@@ -372,9 +374,9 @@ class _ImageReader:
         self._i += 1
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if img is None:
-            LOGGER.warning("skipping unreadable image %s", path)
+            LOGGER.warning("skipping %s: not a decodable image", path)
             return _Read("corrupt")
-        return _Read("ok", img)
+        return _Read("ok", img, path=path)
 
     def release(self) -> None:
         pass
@@ -570,7 +572,7 @@ class Source:
             if delay > 0:
                 self._stop.wait(delay)
         frame = Frame(res.image, self.source_id, self._index, res.pts_ms, time.perf_counter(), time.time(),
-                      {"decode": decode_ms})
+                      {"decode": decode_ms}, path=None if res.path is None else str(res.path))
         self._index += 1
         self.stats.read += 1
         self._put(frame)
@@ -681,4 +683,29 @@ def open_source(uri: Union[str, int, os.PathLike], source_id: Optional[str] = No
     src = Source(kind, target, sid, opts, factory)
     LOGGER.info("opened %s source %r as %r (live=%s, fps=%s, frames=%s)", kind, src.uri, sid, src.is_live,
                 src.fps, src.expected_frames)
+    return src
+
+
+def open_images(paths: Sequence[Union[str, os.PathLike]], source_id: Optional[str] = None,
+                **options: Any) -> Source:
+    """A source over an explicit list of image files, read in the given order (``edge-detect detect``).
+
+    Each frame's ``index`` is the file's position in ``paths`` and ``path`` the file; an undecodable file is
+    skipped with a warning and counted in ``stats.corrupt``. Never live, never drops a frame.
+
+    Args:
+        paths: image files (any suffix OpenCV reads).
+        source_id: id stamped on every frame (default: the first file's folder name).
+        **options: :class:`CaptureOptions` fields (``queue_size``...).
+
+    Raises:
+        SourceError: ``paths`` is empty.
+    """
+    files = [Path(p) for p in paths]
+    if not files:
+        raise SourceError("images: expected at least one image file, got none")
+    opts = from_mapping(options, CaptureOptions, where="capture options")
+    sid = source_id or _default_id("images", files)
+    src = Source("images", files, sid, opts, lambda: _ImageReader(files))
+    LOGGER.info("opened images source %r as %r (%d files)", src.uri, sid, len(files))
     return src

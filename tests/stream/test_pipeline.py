@@ -193,7 +193,8 @@ def test_processor_chain_per_source_events_summary_and_finish(video, tmp_path):
     for sid in ("a", "b"):
         mine = [ln for ln in lines if ln["source"] == sid]
         assert [ln["events"] for ln in mine[:-1]] == [[{"type": "tick", "n": i + 1}] for i in range(processed[sid])]
-        assert mine[-1]["detections"] == [] and mine[-1]["frame"] == processed[sid] - 1
+        assert mine[-1]["detections"] == [] and mine[-1]["frame"] == processed[sid] - 1 and mine[-1]["final"]
+        assert not any("final" in ln for ln in mine[:-1])
         assert mine[-1]["events"] == [{"type": "bye", "frame": processed[sid] - 1, "frames": processed[sid]}]
         assert {dd["track_id"] for ln in mine[:-1] for dd in ln["detections"]} == {1}  # iou tracker ran first
     assert [r.final for r in sink.results].count(True) == 2

@@ -348,3 +348,24 @@ def test_capture_options_object_and_overrides(video):
     base = CaptureOptions(queue_size=3)
     with open_source(video, capture=base, live=True) as src:
         assert src.opts.queue_size == 3 and src.is_live
+
+
+def test_open_images_keeps_the_given_order_and_paths(tmp_path):
+    from edge_detect.stream.sources import open_images
+
+    paths = []
+    for name, value in (("b.png", 10), ("a.png", 20), ("broken.jpg", None), ("c.jpg", 30)):
+        p = tmp_path / name
+        if value is None:
+            p.write_bytes(b"not an image")
+        else:
+            cv2.imwrite(str(p), np.full((8, 12, 3), value, np.uint8))
+        paths.append(p)
+    src = open_images(paths, source_id="imgs")
+    frames = list(src)
+    src.close()
+    assert [(f.index, Path(f.path).name, int(f.image[0, 0, 0])) for f in frames] == [
+        (0, "b.png", 10), (1, "a.png", 20), (3, "c.jpg", 30)]  # given order, not sorted; index = position
+    assert (src.stats.read, src.stats.corrupt, src.expected_frames, src.is_live) == (3, 1, 4, False)
+    with pytest.raises(SourceError, match="expected at least one image file, got none"):
+        open_images([])
