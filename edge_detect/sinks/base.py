@@ -137,8 +137,15 @@ def open_sink(spec: Union[str, os.PathLike, Sink], **options: Any) -> Sink:
     target, key = resolve_sink(spec)
     factory = _lookup(key)
     assert factory is not None  # resolve_sink checked it
-    check_options(f"sink {target!r}", factory, options)
+    check_options(f"sink {_masked(target)!r}", factory, options)
     return factory(target, **options)
+
+
+def _masked(spec: str) -> str:
+    """``spec`` with URL credentials masked (``mqtt://user:pw@host`` -> ``mqtt://***@host``) for messages."""
+    from edge_detect.stream.sources import mask_credentials
+
+    return mask_credentials(spec)
 
 
 def resolve_sink(spec: Union[str, os.PathLike]) -> Tuple[str, str]:
@@ -163,5 +170,5 @@ def resolve_sink(spec: Union[str, os.PathLike]) -> Tuple[str, str]:
     for key in candidates:
         if _lookup(key) is not None:
             return s, _ALIASES.get(key, key)
-    raise SinkError(f"sink {s!r}: expected 'display', a URI with a known scheme or a path with a known suffix "
+    raise SinkError(f"sink {_masked(s)!r}: expected 'display', a URI with a known scheme or a path with a known suffix "
                     f"(known: {', '.join(sink_kinds())})")

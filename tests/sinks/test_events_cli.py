@@ -127,3 +127,17 @@ def test_help_documents_event_flags(capsys):
     for flag in ("--mqtt URI", "--mqtt-ca", "--mqtt-cert", "--mqtt-key", "--webhook URL", "--snapshots DIR",
                  "--snapshot-crop", "--metrics-port PORT", "--metrics-host ADDR", "{prefix}/availability"):
         assert flag in out, flag
+
+
+@pytest.mark.parametrize("spec, options, message", [
+    ("mqtt://u:secret@127.0.0.1:1", {"qos_level": 1}, "unknown option"),
+    ("mqttx://u:secret@127.0.0.1:1", {}, "expected 'display', a URI with a known scheme"),
+    ("webhook+http://u:secret@127.0.0.1:1/x", {"retry": 1}, "unknown option"),
+])
+def test_sink_spec_errors_mask_credentials(spec, options, message):
+    from edge_detect.errors import EdgeDetectError
+    from edge_detect.sinks import open_sink
+
+    with pytest.raises(EdgeDetectError) as info:
+        open_sink(spec, **options)
+    assert message in str(info.value) and "secret" not in str(info.value) and "***@127.0.0.1" in str(info.value)
