@@ -19,10 +19,11 @@ JSON Schema shipped in the package (:func:`load_schema`, ``edge_detect/schemas/e
 
 :class:`EventsSink` is the one sink behind ``--mqtt``, ``--webhook`` and ``--snapshots``: per processed frame it
 builds the events once (so MQTT and the webhook carry the same ``id``/``seq``), writes the snapshot JPEG
-**before** handing the events to the transports (``object_end`` also gets ``last_snapshot``, the latest snapshot
-that showed the object) (:class:`EventTransport`: MQTT, webhook), and every
-``stats_interval_s`` seconds hands each transport a per-source stats dict (:meth:`EventsSink.stats`). Transports
-queue and send in their own threads: ``write`` never waits for the network.
+**before** handing the events to the transports (:class:`EventTransport`: MQTT, webhook; ``object_end`` also
+gets ``last_snapshot``, the latest snapshot that showed the object), and every ``stats_interval_s`` seconds hands
+each transport a per-source stats dict (:meth:`EventsSink.stats`). Transports queue and send in their own
+threads: ``write`` never waits for the network. In a run, :func:`arrange_sinks` (called by the pipeline) merges
+the ``mqtt://``, ``webhook+http(s)://`` and ``events`` sinks into one :class:`EventsSink`.
 """
 from __future__ import annotations
 
@@ -215,8 +216,8 @@ class EventsSink(Sink):
         update_interval_s: ``object_update`` throttle (see :class:`EventBuilder`).
         stats_interval_s: period of :meth:`EventTransport.send_stats` (``0`` = never).
 
-    :meth:`attach` (called by ``build_pipeline`` with the pipeline) adds the sources' read / dropped / corrupt /
-    reconnects counts to the stats.
+    :meth:`attach` (called by the :class:`~edge_detect.stream.pipeline.Pipeline` with itself) adds the sources'
+    read / dropped / corrupt / reconnects counts to the stats.
     """
 
     name = "events"
