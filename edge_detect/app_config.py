@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from edge_detect.config import from_mapping, load_yaml, override
-from edge_detect.errors import ConfigError
+from edge_detect.errors import ConfigError, SourceError
 from edge_detect.stream.sources import CaptureOptions
 
 __all__ = ["AppConfig", "SourceConfig", "SinkConfig", "TrackerConfig", "ProcessorConfig", "load_app_config", "resolve_classes",
@@ -433,8 +433,13 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
         detector: use this detector instead of building one from ``cfg.model``.
         stop_event: event that stops the run when set (signal handlers).
 
+    The model is loaded first, so a bad model leaves no output file behind. With several sources, a live one
+    (camera, stream) that cannot be opened yet does not stop the others: it starts offline and keeps retrying
+    with the capture backoff; only when none can be opened does the run fail.
+
     Raises:
-        ConfigError / SourceError / SinkError / ModelError: with sources or sinks already opened closed again.
+        ConfigError / SourceError / SinkError / ModelError: with the detector, sources or sinks already opened
+        closed again.
     """
     from edge_detect.sinks import open_sink
     from edge_detect.sinks.display import display_available
@@ -446,11 +451,18 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
     opened: List[Any] = []
     try:
+        det = detector if detector is not None else build_detector(cfg)
+        if detector is None:
+            opened.append(det)
         sources = []
+        several = len(cfg.sources) > 1
         for s in cfg.sources:
-            src = open_source(s.uri, source_id=s.id, capture=cfg.capture, **s.options)
+            src = open_source(s.uri, source_id=s.id, capture=cfg.capture, offline_ok=several, **s.options)
             opened.append(src)
             sources.append(src)
+        if sources and all(src.offline for src in sources):
+            raise SourceError(f"sources: expected at least one that opens, got {len(sources)} offline: "
+                              + ", ".join(src.uri for src in sources))
         specs = list(cfg.sinks)
         has_display = any(_kind(_resolve_key(s.spec)) == "display" for s in specs)
         if cfg.show is False:
@@ -461,7 +473,6 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
         for sc in specs:
             sinks.append(open_sink(sc.spec, **sc.options))
             opened.append(sinks[-1])
-        det = detector if detector is not None else build_detector(cfg)
         names = tuple(getattr(det, "names", ()) or ())
         track = cfg.tracker.name != "none" and (cfg.tracker.enabled or cfg.has_analytics)
         if track and not cfg.tracker.enabled:

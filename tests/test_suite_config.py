@@ -11,6 +11,9 @@ from conftest import REPO
 PERF_TESTS = {
     "tests/test_bench.py::test_repeated_inference_medians_agree",
     "tests/test_cli_bench.py::test_acceptance_e2e_ratio",
+    "tests/stream/test_pipeline.py::test_end_to_end_fps_close_to_inference_only",
+    "tests/stream/test_pipeline.py::test_live_source_latency_stays_bounded",
+    "tests/sinks/test_mqtt.py::test_outage_rate_within_10_percent_of_a_run_without_outage",
 }
 
 

@@ -242,6 +242,7 @@ class _SignalStop:
         if self.event.is_set():
             raise KeyboardInterrupt  # second signal: abort now (outputs are still closed on the way out)
         self.signum = signum
+        self.event.reason = signal.Signals(signum).name  # type: ignore[attr-defined]  # -> summary stopped_by
         self.event.set()
         LOGGER.warning("%s received: finishing frames in flight and finalizing outputs (again to abort)",
                        signal.Signals(signum).name)
@@ -338,6 +339,9 @@ def main(args: argparse.Namespace) -> int:
                 close()
         if cfg.summary_json:
             _write_summary(cfg.summary_json, summary.to_dict())
+    if summary.sink_errors:  # the other outputs were finalized; the summary (if asked) is written
+        more = f" (+{len(summary.sink_errors) - 1} more)" if len(summary.sink_errors) > 1 else ""
+        raise SinkError(f"output failed: {summary.sink_errors[0]}{more}")
     if stop.signum is not None:
         return 128 + stop.signum
     if summary.processed == 0 and summary.stopped_by == "end":

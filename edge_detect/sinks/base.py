@@ -58,10 +58,12 @@ _REGISTRY: Dict[str, SinkFactory] = {}
 
 @dataclass(frozen=True)
 class StreamInfo:
-    """What a sink knows about a source before frames arrive: its id and nominal frame rate (or ``None``)."""
+    """What a sink knows about a source before frames arrive: its id, nominal frame rate (or ``None``) and
+    whether it is live (camera / stream: frames are timed by their capture time, not by the nominal rate)."""
 
     source_id: str
     fps: Optional[float] = None
+    live: bool = False
 
 
 class Sink:

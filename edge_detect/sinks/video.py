@@ -19,8 +19,13 @@ __all__ = ["VideoSink"]
 LOGGER = logging.getLogger(__name__)
 
 
+#: time base of the written frames' timestamps (the MPEG 90 kHz clock)
+_TIME_BASE = Fraction(1, 90000)
+
+
 class _AvWriter:
-    """H.264 (libx264) yuv420p mp4 with the moov atom up front (``movflags=+faststart``) via PyAV."""
+    """H.264 (libx264) yuv420p mp4 with the moov atom up front (``movflags=+faststart``) via PyAV; each frame is
+    stamped with its own time, so irregular timing (live sources, repeat-frame gaps) plays at the right speed."""
 
     def __init__(self, path: Path, size: Tuple[int, int], fps: float, crf: int, preset: str, threads: int) -> None:
         av = require("av", "video")
@@ -32,13 +37,18 @@ class _AvWriter:
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.w, self.h, "yuv420p"
         self.stream.options = {"crf": str(crf), "preset": preset}
         self.stream.codec_context.thread_count = threads
-        self.stream.codec_context.time_base = Fraction(1, 1) / rate
+        self.stream.codec_context.time_base = _TIME_BASE
+        self.stream.time_base = _TIME_BASE
         self._av = av
         self.frames = 0
+        self._last_pts = -1
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, image: np.ndarray, t_ms: float) -> None:
+        """Encode ``image`` shown from ``t_ms`` milliseconds after the first frame."""
         vf = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: self.h, : self.w]), format="bgr24")
-        vf.pts = self.frames
+        pts = max(int(round(t_ms * 90)), self._last_pts + 1)  # strictly increasing
+        vf.pts, vf.time_base = pts, _TIME_BASE
+        self._last_pts = pts
         for packet in self.stream.encode(vf):
             self.container.mux(packet)
         self.frames += 1
@@ -50,10 +60,12 @@ class _AvWriter:
 
 
 class _CvWriter:
-    """``cv2.VideoWriter`` fallback ('avc1', then 'mp4v')."""
+    """``cv2.VideoWriter`` fallback ('avc1', then 'mp4v'): constant frame rate, so a frame is repeated to cover
+    the time until the next one (timing kept, frame count = slots, not processed frames)."""
 
     def __init__(self, path: Path, size: Tuple[int, int], fps: float) -> None:
         self.w, self.h = size
+        self.fps = fps
         self.frames = 0
         for fourcc in ("avc1", "mp4v"):
             self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
@@ -63,9 +75,13 @@ class _CvWriter:
                 return
         raise SinkError(f"{path}: cannot open a video writer (tried PyAV libx264, cv2 'avc1', 'mp4v')")
 
-    def write(self, image: np.ndarray) -> None:
-        self.writer.write(np.ascontiguousarray(image[: self.h, : self.w]))
-        self.frames += 1
+    def write(self, image: np.ndarray, t_ms: float) -> None:
+        """Write ``image`` into every frame slot from ``t_ms`` on that is not yet filled (at least once)."""
+        repeats = max(1, int(round(t_ms * self.fps / 1000.0)) + 1 - self.frames)
+        img = np.ascontiguousarray(image[: self.h, : self.w])
+        for _ in range(repeats):
+            self.writer.write(img)
+        self.frames += repeats
 
     def close(self) -> None:
         self.writer.release()
@@ -88,7 +104,10 @@ class VideoSink(Sink):
 
     Args:
         path: output path (``.mp4`` recommended; parent folders are created).
-        fps: frame rate written in the file; default: the source's nominal rate, else 25.
+        fps: constant frame rate: frame ``k`` is shown at ``k / fps`` whatever its own timing. Default: each
+            frame keeps its own time -- the container timestamp for files (gaps such as AVI repeat packets keep
+            their length), the capture time for live sources (a 10 fps camera is written at 10 fps, whatever
+            rate it announces); the source's nominal rate (else 25) is only recorded as the stream rate.
         crf, preset: libx264 quality / speed.
         threads: encoder threads (1 keeps cores free for inference).
         annotate: draw detections (``False`` writes the raw frames).
@@ -112,6 +131,7 @@ class VideoSink(Sink):
             LOGGER.warning("PyAV with libx264 not available: %s falls back to cv2.VideoWriter", self.path)
         self._streams: Dict[str, StreamInfo] = {}
         self._writers: Dict[str, Any] = {}
+        self._origin: Dict[str, float] = {}  # per source: the first frame's time (pts or capture time), ms
         self.paths: Dict[str, Path] = {}
 
     def start(self, streams: Sequence[StreamInfo]) -> None:
@@ -146,7 +166,21 @@ class VideoSink(Sink):
             writer = self._writers[sid] = self._open(sid, image)
         if image.shape[1] < writer.w or image.shape[0] < writer.h:
             image = cv2.resize(image, (writer.w, writer.h))
-        writer.write(image)
+        writer.write(image, self._time_ms(result, writer))
+
+    def _time_ms(self, result: Result, writer: Any) -> float:
+        """When this frame is shown, in ms after the source's first written frame (see ``fps`` in the class doc)."""
+        frame, sid = result.frame, result.frame.source_id
+        info = self._streams.get(sid)
+        if self.fps:
+            return writer.frames * 1000.0 / self.fps
+        if info is not None and info.live:
+            t = frame.capture_time * 1000.0
+        elif frame.pts_ms is not None:
+            t = float(frame.pts_ms)
+        else:
+            t = frame.index * 1000.0 / (info.fps if info and info.fps else 25.0)
+        return t - self._origin.setdefault(sid, t)
 
     @property
     def frames(self) -> Dict[str, int]:
@@ -154,14 +188,19 @@ class VideoSink(Sink):
         return {sid: w.frames for sid, w in self._writers.items()}
 
     def close(self) -> None:
+        """Finalize every file; raises :class:`SinkError` naming the ones that failed (after trying all)."""
+        failed = []
         for sid, writer in self._writers.items():
             try:
                 writer.close()
             except Exception as exc:  # noqa: BLE001 - finalize the others, then report
                 LOGGER.error("video sink %s: finalizing failed: %s", self.paths.get(sid), exc)
+                failed.append(f"{self.paths.get(sid)} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
             else:
                 LOGGER.info("video written: %s (%d frames)", self.paths.get(sid), writer.frames)
         self._writers = {}
+        if failed:
+            raise SinkError(f"video sink: expected finalized files, got {len(failed)} failure(s): {'; '.join(failed)}")
 
 
 

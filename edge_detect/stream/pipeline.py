@@ -49,6 +49,7 @@ an exception escapes.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -85,10 +86,15 @@ class RunSummary:
         stages: ``{stage: {"mean_ms", "p95_ms"}}`` for :data:`STAGES`.
         latency_ms: glass-to-glass ``{"p50", "p95", "p99"}`` (capture -> last sink done).
         sources: per source id: ``uri`` (credentials masked), ``kind``, ``live``, ``read``, ``processed``,
-            ``dropped``, ``corrupt``, ``reconnects``, ``expected_frames`` (container count or ``None``).
-            Processor summaries of the source are merged in (e.g. ``"lines"``).
-        stopped_by: ``"end"``, ``"max_frames"``, ``"duration"``, ``"stop_event"``, ``"sink"``,
-            ``"interrupt"`` or ``"error"``.
+            ``dropped``, ``corrupt``, ``empty`` (repeat-frame packets skipped), ``reconnects``,
+            ``expected_frames`` (container count or ``None``). Processor summaries of the source are merged in
+            (e.g. ``"lines"``).
+        stopped_by: ``"end"``, ``"max_frames"``, ``"duration"``, ``"sink"`` (a sink asked to stop: the display's
+            q / Esc), ``"sink_error"`` (a sink failed), ``"interrupt"``, ``"error"``, or when ``stop_event`` was set:
+            its ``reason`` attribute if it has one (the CLI sets ``"SIGINT"`` / ``"SIGTERM"``), else
+            ``"stop_event"``.
+        sink_errors: one line per sink that failed to write or to finalize (``"<sink>: <message>"``); the run
+            stops at the first write failure, every other sink is still finalized.
         batch: ``{"size": N, "calls": backend calls, "mean_frames": real frames per call}``.
         extra: processor summaries summed over sources (numbers added, dicts merged), merged into
             :meth:`to_dict` at the top level (e.g. ``{"lines": {...}, "zones": {...}}``).
@@ -106,6 +112,7 @@ class RunSummary:
     sources: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     stopped_by: str = "end"
     batch: Dict[str, Any] = field(default_factory=dict)
+    sink_errors: List[str] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -117,15 +124,16 @@ class RunSummary:
         return nan_to_none(out)
 
     def format(self) -> str:
-        """Multi-line human-readable summary."""
+        """Multi-line human-readable summary (``-`` where nothing was measured, never ``nan``)."""
         lines = [
             f"run summary ({self.stopped_by}): read {self.frames_read}, processed {self.processed}, "
             f"dropped {self.dropped}, corrupt {self.corrupt}, reconnects {self.reconnects}, "
             f"{self.fps:.1f} FPS over {self.duration_s:.1f} s",
             "  stages (mean / p95 ms): " + ", ".join(
-                f"{k} {v['mean_ms']:.1f}/{v['p95_ms']:.1f}" for k, v in self.stages.items()),
-            "  latency ms: " + ", ".join(f"{k} {v:.1f}" for k, v in self.latency_ms.items()),
+                f"{k} {_num(v['mean_ms'])}/{_num(v['p95_ms'])}" for k, v in self.stages.items()),
+            "  latency ms: " + ", ".join(f"{k} {_num(v)}" for k, v in self.latency_ms.items()),
         ]
+        lines += [f"  sink failed: {e}" for e in self.sink_errors]
         for sid, s in self.sources.items():
             exp = f" of {s['expected_frames']}" if s.get("expected_frames") else ""
             lines.append(f"  {sid} [{s['uri']}]: read {s['read']}{exp}, processed {s['processed']}, dropped "
@@ -136,6 +144,11 @@ class RunSummary:
             lines.append(f"  zone {name}: entered {c.get('entered', 0)}, exited {c.get('exited', 0)}, occupancy "
                          f"{c.get('occupancy', 0)} (max {c.get('max_occupancy', 0)})")
         return "\n".join(lines)
+
+
+def _num(value: Optional[float]) -> str:
+    """``12.3``, or ``-`` for a figure that was not measured (``None`` / ``nan``)."""
+    return "-" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
 def _unique_ids(sources: Sequence[Source]) -> None:
@@ -262,6 +275,7 @@ class Pipeline:
         self._notify = threading.Event()
         self._error: Optional[BaseException] = None
         self._stopped_by = "end"
+        self._sink_errors: List[str] = []
         self._processed: Dict[str, int] = {s.source_id: 0 for s in self.sources}
         self._t_first: Optional[float] = None
         self._t_last: Optional[float] = None
@@ -305,6 +319,9 @@ class Pipeline:
             self._notify.wait(min(remaining, 0.05))
         return frames
 
+    def _stop_reason(self) -> str:
+        return str(getattr(self.stop_event, "reason", None) or "stop_event")
+
     def _stop(self, reason: str) -> None:
         if not self._halt.is_set():
             self._stopped_by = reason
@@ -317,7 +334,7 @@ class Pipeline:
         try:
             while not self._halt.is_set():
                 if self.stop_event.is_set():
-                    self._stop("stop_event")
+                    self._stop(self._stop_reason())
                     break
                 if self.max_frames is not None and dispatched >= self.max_frames:
                     self._stop("max_frames")
@@ -413,8 +430,11 @@ class Pipeline:
             dets = proc.update(dets, frame)
         t_proc = time.perf_counter()
         result = Result(frame, dets, self.names, rate.rate)
-        for sink in self.sinks:
-            sink.write(result)
+        for sink in list(self.sinks):
+            try:
+                sink.write(result)
+            except Exception as exc:  # noqa: BLE001 - one failing output must not lose the others
+                self._sink_failed(sink, exc, "writing")
         t2 = time.perf_counter()
         self._last_frame[frame.source_id] = frame
         frame.timings["postprocess"] = post_ms
@@ -461,7 +481,7 @@ class Pipeline:
             raise RuntimeError("Pipeline.run() can be called once: sources and sinks are closed afterwards")
         self._ran = True
         t_start = time.perf_counter()
-        streams = [StreamInfo(s.source_id, s.fps) for s in self.sources]
+        streams = [StreamInfo(s.source_id, s.fps, s.is_live) for s in self.sources]
         for src in self.sources:
             src.add_listener(self._notify)
             src.start()
@@ -482,13 +502,13 @@ class Pipeline:
                     item = self._queue.get(timeout=0.1)
                 except queue.Empty:
                     if self.stop_event.is_set():
-                        self._stop("stop_event")
+                        self._stop(self._stop_reason())
                     continue
                 if item is _END:
                     break
                 done = self._finish(item, rate)
                 if self.stop_event.is_set():
-                    self._stop("stop_event")
+                    self._stop(self._stop_reason())
                 if bar is not None:
                     bar.update(done)
                 elif self.progress and time.perf_counter() - last_log >= self.stats_interval_s:
@@ -533,17 +553,37 @@ class Pipeline:
             if events:
                 result = Result(frame, Detections.empty(), self.names, 0.0, final=True)
                 result.detections.metadata["events"] = events
-                for sink in self.sinks:
-                    sink.write(result)
+                for sink in list(self.sinks):
+                    try:
+                        sink.write(result)
+                    except Exception as exc:  # noqa: BLE001 - one failing output must not lose the others
+                        self._sink_failed(sink, exc, "writing")
+
+    def _sink_failed(self, sink: Sink, exc: BaseException, doing: str) -> None:
+        """Record a sink failure, drop the sink (closing it) and stop the run; the other sinks carry on to
+        their normal finalization."""
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self._sink_errors.append(f"{sink.name}: {doing} failed: {msg}")
+        LOGGER.error("%s sink: %s failed: %s; finishing the run and finalizing the other outputs", sink.name,
+                     doing, msg)
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+            try:
+                sink.close()
+            except Exception as close_exc:  # noqa: BLE001 - already failed; the first error is the one reported
+                LOGGER.debug("closing the failed %s sink: %s", sink.name, close_exc)
+        self._stop("sink_error")
 
     def _close_all(self) -> None:
         for src in self.sources:
             src.close()
-        for sink in self.sinks:
+        for sink in list(self.sinks):
             try:
                 sink.close()
             except Exception as exc:  # noqa: BLE001 - close every sink, then report
-                LOGGER.error("closing %s sink failed: %s", sink.name, exc)
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self._sink_errors.append(f"{sink.name}: finalizing failed: {msg}")
+                LOGGER.error("closing %s sink failed: %s", sink.name, msg)
 
     def summary(self, duration_s: float) -> RunSummary:
         """The :class:`RunSummary` of what has run so far."""
@@ -575,5 +615,6 @@ class Pipeline:
             stopped_by=self._stopped_by,
             batch={"size": self.batch, "calls": len(self.batch_sizes),
                    "mean_frames": (sum(self.batch_sizes) / len(self.batch_sizes)) if self.batch_sizes else 0.0},
+            sink_errors=list(self._sink_errors),
             extra=merge_summaries(list(chain_summaries.values())),
         )

@@ -21,13 +21,18 @@ kind                 examples                                     live        on
   backoff (``backoff_initial_s`` doubling up to ``backoff_max_s``). Loss and return are logged with
   timestamps; ``stats.reconnects`` counts successful reconnections.
 * Frames that fail to decode are skipped and counted in ``stats.corrupt`` (for files: gaps in the
-  presentation timestamps; for image folders: unreadable images); never fatal.
+  presentation timestamps; for image folders: unreadable images); never fatal. AVI "drop frame" chunks (empty
+  packets: the previous picture repeats) also leave timestamp gaps; they are told apart with a demux-only PyAV
+  pass (a slot with no packet at all is empty, one whose packet did not decode is corrupt) and counted in
+  ``stats.empty``, not as corruption. The frames keep their container timestamps (``pts_ms``), so a saved video
+  shows each picture for as long as the original did.
 * Credentials in URLs are masked (:func:`mask_credentials`) in every log line, ``repr`` and ``Source.uri``.
 """
 from __future__ import annotations
 
 import dataclasses
 import glob as _glob
+import importlib
 import logging
 import os
 import queue
@@ -155,12 +160,15 @@ class SourceStats:
         dropped: frames discarded because a newer one arrived before the consumer took it (live only).
         corrupt: frames that could not be decoded and were skipped.
         reconnects: successful reconnections after a loss.
+        empty: empty (repeat-frame) packets of a file skipped: the container repeats the previous picture, so
+            nothing is lost (AVI drop frames; see the module doc).
     """
 
     read: int = 0
     dropped: int = 0
     corrupt: int = 0
     reconnects: int = 0
+    empty: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -290,8 +298,9 @@ class _Read:
     status: str
     image: Optional[np.ndarray] = None
     pts_ms: Optional[float] = None
-    skipped: int = 0  # frames known to be missing before this one (timestamp gap)
+    skipped: int = 0  # frames known to be missing before this one (timestamp gap): could not be decoded
     path: Optional[Path] = None  # the image file (image sources)
+    empty: int = 0  # slots before this one that the container left empty (AVI drop frames: a repeat)
 
 
 class _CvReader:
@@ -312,6 +321,8 @@ class _CvReader:
         count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT) if kind == "file" else 0
         self.expected_frames: Optional[int] = int(count) if count and count > 0 else None
         self._last_pts: Optional[float] = None
+        self._target = target
+        self._data_slots: Optional[Any] = None  # frame slots that hold a packet (AVI only, built on first gap)
 
     @staticmethod
     def _api_params(kind: str, opts: CaptureOptions) -> Tuple[int, List[int]]:
@@ -343,18 +354,56 @@ class _CvReader:
         if self.kind != "file":
             return _Read("ok", img)
         pts = self.cap.get(cv2.CAP_PROP_POS_MSEC)
-        skipped = 0
+        skipped = empty = 0
         if self.fps and self._last_pts is not None:
             step = 1000.0 / self.fps
-            if pts > self._last_pts:  # a gap of more than one frame interval = frames lost in decoding
+            if pts > self._last_pts:  # a gap of more than one frame interval = frames lost in decoding...
                 skipped = max(0, int(round((pts - self._last_pts) / step)) - 1)
+                if skipped:  # ...or slots the container left empty on purpose
+                    first = int(round(self._last_pts / step)) + 1
+                    data = self._slots_with_data()
+                    if data is not None:
+                        empty = sum(1 for s in range(first, first + skipped) if s not in data)
+                        skipped -= empty
             else:  # FFmpeg reports 0 for frames flushed from the decoder at the end: extrapolate
                 pts = self._last_pts + step
         self._last_pts = pts
-        return _Read("ok", img, pts, skipped)
+        return _Read("ok", img, pts, skipped, empty=empty)
+
+    def _slots_with_data(self) -> Optional[Any]:
+        """Frame slots (``round(pts * fps)``) that carry a packet, for AVI files; ``None`` elsewhere or without
+        PyAV (then every gap counts as corrupt). Demux only, no decoding; computed once."""
+        if self._data_slots is None:
+            self._data_slots = _avi_slots_with_data(Path(self._target), self.fps or 0.0)
+        return self._data_slots or None
 
     def release(self) -> None:
         self.cap.release()
+
+
+def _avi_slots_with_data(path: Path, fps: float) -> Any:
+    """Set of frame slots holding a non-empty video packet in an AVI file, or ``frozenset()`` when it is not an
+    AVI, PyAV is missing or the file cannot be demuxed (FFmpeg's AVI demuxer returns no packet for an empty
+    "drop frame" chunk, so an empty slot is one without a packet)."""
+    if path.suffix.lower() != ".avi" or fps <= 0:
+        return frozenset()
+    try:
+        av = importlib.import_module("av")
+    except ImportError:
+        LOGGER.info("%s: PyAV not installed ('edge-detect[video]'): timestamp gaps count as corrupt frames, "
+                    "also where the AVI repeats a frame with an empty packet", path)
+        return frozenset()
+    slots = set()
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is not None:
+                    slots.add(int(round(float(packet.pts * stream.time_base) * fps)))
+    except (av.error.FFmpegError, IndexError, OSError) as exc:
+        LOGGER.info("%s: cannot demux with PyAV (%s): timestamp gaps count as corrupt frames", path, exc)
+        return frozenset()
+    return frozenset(slots)
 
 
 class _ImageReader:
@@ -401,10 +450,11 @@ class Source:
         fps: the nominal frame rate reported by the container/camera, or ``None``.
         expected_frames: number of frames announced by the container (files, images), else ``None``.
         stats: :class:`SourceStats` counters.
+        offline: ``True`` while a source opened with ``offline_ok`` has not connected yet.
     """
 
     def __init__(self, kind: str, target: Any, source_id: str, opts: CaptureOptions,
-                 reader_factory: Callable[[], Any]) -> None:
+                 reader_factory: Callable[[], Any], start_offline: bool = False) -> None:
         self.kind, self._target, self.source_id, self.opts = kind, target, source_id, opts
         self.uri = mask_credentials(target if kind != "images" else (target[0].parent if len(target) > 1
                                                                      else target[0]))
@@ -412,7 +462,10 @@ class Source:
         self.reconnect = opts.reconnect if opts.reconnect is not None else kind in ("camera", "stream",
                                                                                     "gstreamer")
         self._factory = reader_factory
-        self._reader = reader_factory()  # first open: errors surface to the caller
+        # first open: errors surface to the caller, unless the source may start offline (then the capture
+        # thread connects with the reconnection backoff)
+        self._reader = None if start_offline else reader_factory()
+        self.offline = start_offline
         self.fps: Optional[float] = getattr(self._reader, "fps", None)
         self.expected_frames: Optional[int] = getattr(self._reader, "expected_frames", None)
         self.stats = SourceStats()
@@ -534,6 +587,12 @@ class Source:
                     self._index += res.skipped
                     LOGGER.warning("%s: %d frame(s) could not be decoded before frame %d; skipped",
                                    self.uri, res.skipped, self._index)
+                if res.empty:  # the container repeats the previous picture: nothing lost
+                    if not self.stats.empty:
+                        LOGGER.info("%s: the file has empty (repeat-frame) packets, first before frame %d; "
+                                    "skipped, not corrupt", self.uri, self._index + res.empty)
+                    self.stats.empty += res.empty
+                    self._index += res.empty
                 if res.status == "ok":
                     self._emit(res, decode_ms)
                 elif res.status == "corrupt":
@@ -558,12 +617,13 @@ class Source:
 
     def _log_end(self) -> None:
         exp = self.expected_frames
-        if self.kind == "file" and exp and self.stats.read + self.stats.corrupt < exp:
-            LOGGER.warning("%s: stream ended after %d decoded (+%d corrupt) of %d frames announced by the "
-                           "container (truncated or undecodable tail)", self.uri, self.stats.read,
-                           self.stats.corrupt, exp)
+        if self.kind == "file" and exp and self.stats.read + self.stats.corrupt + self.stats.empty < exp:
+            LOGGER.warning("%s: stream ended after %d decoded (+%d corrupt, +%d empty) of %d frames announced by "
+                           "the container (truncated or undecodable tail)", self.uri, self.stats.read,
+                           self.stats.corrupt, self.stats.empty, exp)
         else:
-            LOGGER.info("%s: end of stream after %d frames", self.uri, self.stats.read)
+            LOGGER.info("%s: end of stream after %d frames (%d corrupt, %d empty repeat packets)", self.uri,
+                        self.stats.read, self.stats.corrupt, self.stats.empty)
 
     def _emit(self, res: _Read, decode_ms: float) -> None:
         if self.opts.realtime and self.fps and not self.is_live_stream:
@@ -630,6 +690,12 @@ class Source:
                             mask_credentials(str(exc)), min(delay * 2, self.opts.backoff_max_s))
                 delay = min(delay * 2, self.opts.backoff_max_s)
                 continue
+            if self.offline:  # first connection of a source that started offline: not a reconnection
+                self.offline = False
+                self.fps = getattr(reader, "fps", None)
+                LOGGER.warning("%s: online at %s after %.1f s (attempt %d)", self.uri, _now(),
+                               time.perf_counter() - lost_at, attempts)
+                return reader
             self.stats.reconnects += 1
             LOGGER.warning("%s: stream back at %s after %.1f s down (attempt %d, reconnect #%d)", self.uri,
                            _now(), time.perf_counter() - lost_at, attempts, self.stats.reconnects)
@@ -648,12 +714,16 @@ class Source:
                 self._thread = self._spawn(self._gen, None)
 
 
-def open_source(uri: Union[str, int, os.PathLike], source_id: Optional[str] = None, **options: Any) -> Source:
+def open_source(uri: Union[str, int, os.PathLike], source_id: Optional[str] = None, offline_ok: bool = False,
+                **options: Any) -> Source:
     """Open a video source; see the module doc for kinds, live behaviour and reconnection.
 
     Args:
         uri: path, glob, camera index, ``/dev/videoN``, URL or GStreamer pipeline.
         source_id: id stamped on every frame (default: file stem, ``cam0``, stream host, ``gst``...).
+        offline_ok: a live, reconnecting source (camera, stream, GStreamer) that cannot be opened now is
+            returned offline (``Source.offline``) instead of raising; its capture thread keeps trying to connect
+            with the reconnection backoff (used when one of several sources is down at start).
         **options: :class:`CaptureOptions` fields (unknown names are rejected with a suggestion), or
             ``capture=CaptureOptions(...)`` plus individual fields overriding it.
 
@@ -680,7 +750,15 @@ def open_source(uri: Union[str, int, os.PathLike], source_id: Optional[str] = No
         factory: Callable[[], Any] = lambda: _ImageReader(target)  # noqa: E731
     else:
         factory = lambda: _CvReader(kind, target, opts, name)  # noqa: E731
-    src = Source(kind, target, sid, opts, factory)
+    try:
+        src = Source(kind, target, sid, opts, factory)
+    except SourceError as exc:
+        reconnects = opts.reconnect if opts.reconnect is not None else kind in ("camera", "stream", "gstreamer")
+        if not (offline_ok and reconnects):
+            raise
+        LOGGER.warning("%s source %s is offline (%s); starting without it and retrying in the background", kind,
+                       name, mask_credentials(str(exc)))
+        return Source(kind, target, sid, opts, factory, start_offline=True)
     LOGGER.info("opened %s source %r as %r (live=%s, fps=%s, frames=%s)", kind, src.uri, sid, src.is_live,
                 src.fps, src.expected_frames)
     return src
