@@ -449,6 +449,10 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
 
     if not cfg.sources:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
+    from edge_detect.stream.sources import parse_source
+
+    for s in cfg.sources:  # cheap checks first (a missing file), before the model loads
+        parse_source(s.uri)
     opened: List[Any] = []
     try:
         det = detector if detector is not None else build_detector(cfg)
