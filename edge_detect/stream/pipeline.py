@@ -28,7 +28,9 @@ when it has them queued, in order) until it holds ``N`` frames or ``batch_wait_s
 first one (default: one frame interval of the fastest source, 5..100 ms), then runs one backend call on them: a
 stalled or slow source never holds the others for longer than that. A model with a static batch size ``B`` always
 gets batches of ``B`` (``N`` is taken from the model; partial batches are padded by the detector); a dynamic-batch
-model gets any ``1..N``. Results are per frame as with ``batch=1``; frame order within a source is preserved, and
+model gets any ``1..N``. With a dynamic-shape model letterboxing to the minimum rectangle, a batch only holds frames
+of one image size (a frame of another size waits for the next batch), so each frame is letterboxed exactly as it
+would be alone. Results are per frame as with ``batch=1``; frame order within a source is preserved, and
 each source keeps its own processor chain, so per-source outputs stay separate.
 
 With a dynamic-shape model the :class:`~edge_detect.detector.Detector` letterboxes to the minimum rectangle of
@@ -262,6 +264,10 @@ class Pipeline:
         self.batch_wait_s = float(batch_wait_s) if batch_wait_s is not None else \
             (min(max(1.0 / max(rates), 0.005), 0.1) if rates else 0.04)
         self.batch_sizes: List[int] = []
+        # minimum-rectangle letterboxing (dynamic-shape models) sizes a batch after its largest image: batch only
+        # frames of one shape so that every frame is letterboxed exactly as it would be alone
+        self._same_shape = bool(getattr(detector, "dynamic_hw", False) and getattr(detector, "auto", False))
+        self._pending: Dict[int, Frame] = {}  # source index -> a frame held for the next batch (other shape)
         self._last_frame: Dict[str, Frame] = {}
         self.max_frames, self.duration, self.progress = max_frames, duration, progress
         self.stop_event = stop_event or threading.Event()
@@ -290,6 +296,7 @@ class Pipeline:
         conditions).
         """
         frames: List[Frame] = []
+        held: set = set()
         n = len(self.sources)
         deadline: Optional[float] = None
         rr = start
@@ -299,10 +306,20 @@ class Pipeline:
             for k in range(n):
                 if len(frames) >= limit:
                     break
-                frame = self.sources[(rr + k) % n].read(timeout=0)
-                if frame is not None:
-                    frames.append(frame)
-                    got = True
+                i = (rr + k) % n
+                if i in held:
+                    continue
+                frame = self._pending.pop(i, None)
+                if frame is None:
+                    frame = self.sources[i].read(timeout=0)
+                if frame is None:
+                    continue
+                if self._same_shape and frames and frame.image.shape != frames[0].image.shape:
+                    self._pending[i] = frame  # next batch; no later frame of this source joins this one
+                    held.add(i)
+                    continue
+                frames.append(frame)
+                got = True
             rr += 1
             if len(frames) >= limit or self._halt.is_set():
                 break
@@ -345,7 +362,7 @@ class Pipeline:
                 limit = cap if self.max_frames is None else min(cap, self.max_frames - dispatched)
                 frames = self._gather(rr, limit)
                 if not frames:
-                    if all(s.exhausted for s in self.sources):
+                    if not self._pending and all(s.exhausted for s in self.sources):
                         self._stop("end")
                         break
                     continue

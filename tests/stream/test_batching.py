@@ -237,3 +237,38 @@ def test_batch_in_app_config(tmp_path):
     p.write_text("batch: 0\n")
     with pytest.raises(ConfigError, match=r"batch: expected >= 1, got 0"):
         load_app_config(p)
+
+
+class ShapeCheckingDetector(FakeDetector):
+    """Like a dynamic-shape model letterboxing to the minimum rectangle: a batch must hold one image size."""
+
+    dynamic_hw, auto = True, True
+
+    def __init__(self) -> None:
+        super().__init__(infer_ms=1)
+        self.batches = []
+
+    def preprocess(self, images):
+        self.batches.append([im.shape for im in images])
+        assert len({im.shape for im in images}) == 1, [im.shape for im in images]
+        return super().preprocess(images)
+
+
+def test_dynamic_shape_batches_hold_one_image_size(tmp_path):
+    folders = {}
+    for name, hw, n in (("small", (48, 64), 7), ("tall", (96, 64), 5), ("small2", (48, 64), 6)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(n):
+            cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((*hw, 3), i * 10, np.uint8))
+        folders[name] = folder
+    det = ShapeCheckingDetector()
+    sink = ListSink()
+    sources = [open_source(p, source_id=name) for name, p in folders.items()]
+    s = Pipeline(sources, det, [sink], batch=3, progress=False).run()
+    assert s.processed == 18 and {sid: s.sources[sid]["processed"] for sid in folders} == {
+        "small": 7, "tall": 5, "small2": 6}
+    for sid in folders:  # order within each source kept although frames of another size were held back
+        assert [r.frame.index for r in sink.results if r.frame.source_id == sid] == list(
+            range(s.sources[sid]["processed"]))
+    assert max(len(b) for b in det.batches) == 3  # the two same-size sources still batch together
