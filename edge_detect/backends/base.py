@@ -89,6 +89,7 @@ class Backend(Protocol):
 # name -> (module path, suffixes). Modules register their class on import.
 BACKEND_MODULES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "onnxruntime": ("edge_detect.backends.onnxruntime", (".onnx",)),
+    "openvino": ("edge_detect.backends.openvino", (".xml",)),
     "tensorrt": ("edge_detect.backends.tensorrt", (".engine", ".plan", ".trt")),
     "torch": ("edge_detect.training.torch_backend", (".pt", ".pth")),
 }
