@@ -171,8 +171,10 @@ class AppConfig:
         backend: backend name, ``None`` = by file suffix.
         imgsz: ``[size]`` or ``[h, w]`` for dynamic-shape models (``None`` = the model's nominal size).
         force_imgsz: allow ``imgsz`` sides above :data:`~edge_detect.preprocess.MAX_IMGSZ` (4096).
-        threads: inference threads for ONNX Runtime (0 = its default).
+        threads: inference threads for ONNX Runtime / OpenVINO (0 = its default).
         batch: frames per inference call, gathered across the sources (a static-batch model uses its own).
+        device, precision, hint: OpenVINO backend options (``None`` = the backend's default: CPU, fp32 or int8
+            for a quantized model, latency).
         rebuild_on_mismatch: TensorRT engines built by another TensorRT/GPU are rebuilt from their ONNX.
         conf, iou, max_det, agnostic: detection thresholds and NMS settings.
         classes: keep only these classes, by name or id (``None`` = all).
@@ -199,6 +201,9 @@ class AppConfig:
     threads: int = 0
     batch: int = 1
     rebuild_on_mismatch: bool = False
+    device: Optional[str] = None
+    precision: Optional[str] = None
+    hint: Optional[str] = None
     conf: float = 0.25
     iou: float = 0.45
     max_det: int = 1000
@@ -413,6 +418,8 @@ def build_detector(cfg: AppConfig) -> Any:
     opts: Dict[str, Any] = {"threads": cfg.threads} if cfg.threads else {}
     if cfg.rebuild_on_mismatch:
         opts["rebuild_on_mismatch"] = True
+    opts.update({k: v for k, v in (("device", cfg.device), ("precision", cfg.precision), ("hint", cfg.hint))
+                 if v is not None})
     imgsz = None if cfg.imgsz is None else (cfg.imgsz[0] if len(cfg.imgsz) == 1 else tuple(cfg.imgsz))
     det = Detector(cfg.model, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, agnostic=cfg.agnostic,
                    backend=cfg.backend, imgsz=imgsz, force_imgsz=cfg.force_imgsz, **opts)

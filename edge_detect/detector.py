@@ -27,7 +27,8 @@ from edge_detect.models import open_model
 from edge_detect.errors import ConfigError, DataError
 from edge_detect.metadata import ModelMetadata
 from edge_detect.postprocess import postprocess as _postprocess
-from edge_detect.preprocess import check_imgsz, preprocess as _preprocess
+from edge_detect.preprocess import check_imgsz, letterbox_shape
+from edge_detect.preprocess import preprocess as _preprocess
 from edge_detect.types import Detections, LetterboxInfo
 
 __all__ = ["Detector"]
@@ -137,14 +138,42 @@ class Detector:
 
     # --- stages ----------------------------------------------------------------------------------------------
 
-    def preprocess(self, images: Union[np.ndarray, Sequence[np.ndarray]],
-                   auto: Optional[bool] = None) -> Tuple[np.ndarray, List[LetterboxInfo]]:
+    def target_hw(self, image_hw: Tuple[int, int], auto: Optional[bool] = None) -> Tuple[int, int]:
+        """The network input ``(h, w)`` an image of ``image_hw`` is letterboxed to (minimum rectangle for dynamic
+        models with ``auto``, else :attr:`input_hw`)."""
+        if not (self.dynamic_hw and (self.auto if auto is None else bool(auto))):
+            return self.input_hw
+        _, (uw, uh), (dw, dh) = letterbox_shape(tuple(image_hw), self.input_hw, True, True, self.metadata.stride)
+        return uh + int(round(2 * dh)), uw + int(round(2 * dw))
+
+    def input_buffer(self, hw: Optional[Tuple[int, int]] = None, batch: Optional[int] = None) -> np.ndarray:
+        """A zeroed input batch in the backend's format for :meth:`preprocess` ``(out=...)``.
+
+        Args:
+            hw: network input ``(h, w)`` (default :attr:`input_hw`; see :meth:`target_hw`).
+            batch: rows (default: the static batch, else 1).
+
+        Returns:
+            ``uint8 (B, h, w, 3)`` for ``uint8_nhwc_bgr`` inputs, else ``(B, 3, h, w)`` of the input dtype.
+        """
+        spec = self.backend.input_spec
+        h, w = hw or self.input_hw
+        b = batch or (spec.batch if spec.batch > 0 else 1)
+        if spec.format == "uint8_nhwc_bgr":
+            return np.zeros((b, h, w, 3), np.uint8)
+        return np.zeros((b, 3, h, w), spec.dtype if spec.dtype != np.uint8 else np.float32)
+
+    def preprocess(self, images: Union[np.ndarray, Sequence[np.ndarray]], auto: Optional[bool] = None,
+                   out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, List[LetterboxInfo]]:
         """Letterbox and pack images for this model.
 
         Args:
             images: one BGR ``uint8 (H, W, 3)`` image or a list (at most :attr:`batch_size`; a static batch
                 larger than the list is padded with grey images).
             auto: override the detector's minimum-rectangle setting (ignored for static models).
+            out: a preallocated batch from :meth:`input_buffer` (at the :meth:`target_hw` of the images): the
+                images are letterboxed straight into it (no intermediate copies) and it is returned. The caller
+                must not reuse it while an inference still reads it.
 
         Returns:
             ``(batch, infos)``: the input batch in the model's format and one :class:`LetterboxInfo` per
@@ -154,6 +183,12 @@ class Detector:
         images = [images] if isinstance(images, np.ndarray) else list(images)
         use_auto = self.dynamic_hw and (self.auto if auto is None else bool(auto))
         dtype = spec.dtype if spec.dtype != np.uint8 else np.float32
+        if out is not None:
+            if spec.batch > 0 and out.shape[0] != spec.batch:
+                raise ConfigError(f"preprocess out: this model takes batches of {spec.batch}, got a buffer of "
+                                  f"{out.shape[0]}")
+            return _preprocess(images, self.input_hw, stride=self.metadata.stride, auto=use_auto,
+                               fmt=spec.format, dtype=dtype, out=out)
         batch, infos = _preprocess(images, self.input_hw, stride=self.metadata.stride, auto=use_auto,
                                    fmt=spec.format, dtype=dtype)
         if spec.batch > 0 and len(images) < spec.batch:

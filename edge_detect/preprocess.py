@@ -11,7 +11,8 @@ of ``stride``: a 1280x720 frame at 640 becomes 640x384 instead of 640x640.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+import threading
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -112,7 +113,8 @@ def letterbox_shape(orig_hw: Tuple[int, int], new_shape: Shape = (640, 640), aut
 
 
 def letterbox(img: np.ndarray, new_shape: Shape = (640, 640), color: Tuple[int, int, int] = (114, 114, 114),
-              auto: bool = False, scaleup: bool = True, stride: int = 32) -> Tuple[np.ndarray, LetterboxInfo]:
+              auto: bool = False, scaleup: bool = True, stride: int = 32,
+              out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, LetterboxInfo]:
     """Resize and pad ``img`` to ``new_shape`` keeping its aspect ratio (YOLOv5 arithmetic).
 
     Args:
@@ -122,24 +124,58 @@ def letterbox(img: np.ndarray, new_shape: Shape = (640, 640), color: Tuple[int, 
         auto: minimum rectangle (pad to a multiple of ``stride`` only).
         scaleup: allow enlarging images smaller than ``new_shape``.
         stride: stride for ``auto``.
+        out: optional preallocated BGR ``uint8 (h', w', 3)`` array (a view into a batch buffer is fine, rows may
+            be strided): the image is resized straight into it and only the borders are filled, with no
+            intermediate image. Its shape must be the letterbox result's.
 
     Returns:
-        ``(letterboxed, info)``: BGR ``uint8 (h', w', 3)`` and the :class:`LetterboxInfo` to map boxes back.
+        ``(letterboxed, info)``: BGR ``uint8 (h', w', 3)`` (``out`` when given) and the :class:`LetterboxInfo` to
+        map boxes back.
 
     Raises:
         DataError: invalid image (see :func:`to_bgr`).
+        ValueError: ``out`` has another shape or dtype than the result.
     """
     img = to_bgr(img)
     orig_hw = (int(img.shape[0]), int(img.shape[1]))
     r, unpad, (dw, dh) = letterbox_shape(orig_hw, new_shape, auto, scaleup, stride)
-    if (orig_hw[1], orig_hw[0]) != unpad:
-        img = cv2.resize(img, unpad, interpolation=cv2.INTER_LINEAR)
     top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
-    out = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
+    if out is not None:
+        _letterbox_into(img, out, unpad, (top, bottom, left, right), color)
+    else:
+        if (orig_hw[1], orig_hw[0]) != unpad:
+            img = cv2.resize(img, unpad, interpolation=cv2.INTER_LINEAR)
+        out = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
     info = LetterboxInfo(orig_shape=orig_hw, input_shape=(int(out.shape[0]), int(out.shape[1])),
                          ratio=float(r), pad=(float(dw), float(dh)))
     return out, info
+
+
+def _letterbox_into(img: np.ndarray, out: np.ndarray, unpad: Tuple[int, int], pads: Tuple[int, int, int, int],
+                    color: Tuple[int, int, int]) -> None:
+    """Resize ``img`` to ``unpad`` (w, h) straight into the middle of ``out`` and paint the borders ``color``."""
+    top, bottom, left, right = pads
+    want = (unpad[1] + top + bottom, unpad[0] + left + right, 3)
+    if out.shape != want or out.dtype != np.uint8:
+        raise ValueError(f"letterbox out: expected a uint8 array of shape {want}, got {out.dtype} {out.shape}")
+    uw, uh = unpad
+    fill = np.asarray(color, dtype=np.uint8)
+    if top:
+        out[:top] = fill
+    if bottom:
+        out[top + uh:] = fill
+    if left:
+        out[top:top + uh, :left] = fill
+    if right:
+        out[top:top + uh, left + uw:] = fill
+    region = out[top:top + uh, left:left + uw]
+    if img.shape[:2] == (uh, uw):
+        region[...] = img
+    else:
+        dst = cv2.resize(img, unpad, dst=region, interpolation=cv2.INTER_LINEAR)
+        if not np.shares_memory(dst, region):  # OpenCV could not write in place (never for these views)
+            region[...] = dst
 
 
 def _batch_target(images: Sequence[np.ndarray], input_hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
@@ -154,7 +190,8 @@ def _batch_target(images: Sequence[np.ndarray], input_hw: Tuple[int, int], strid
 
 def preprocess(images: Union[np.ndarray, Sequence[np.ndarray]], input_hw: Shape, stride: int = 32,
                auto: bool = False, fmt: str = "float32_nchw_rgb",
-               dtype: Union[type, np.dtype] = np.float32) -> Tuple[np.ndarray, List[LetterboxInfo]]:
+               dtype: Union[type, np.dtype] = np.float32,
+               out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, List[LetterboxInfo]]:
     """Letterbox a list of images and pack them into one network input batch.
 
     Args:
@@ -166,13 +203,18 @@ def preprocess(images: Union[np.ndarray, Sequence[np.ndarray]], input_hw: Shape,
         fmt: ``"float32_nchw_rgb"``: RGB, ``/255``, ``(B, 3, h, w)`` contiguous in ``dtype``;
             ``"uint8_nhwc_bgr"``: BGR uint8 ``(B, h, w, 3)``.
         dtype: float dtype for ``float32_nchw_rgb`` (``np.float32`` or ``np.float16``).
+        out: optional preallocated batch, ``(B, h, w, 3)`` uint8 for ``uint8_nhwc_bgr`` or ``(B, 3, h, w)`` of
+            ``dtype`` for ``float32_nchw_rgb``, with ``B >= len(images)``: each image is letterboxed straight
+            into its row (uint8) or into one reused uint8 staging image and converted into its row in a single
+            pass (float), and ``out`` is returned. Rows past the images are left as they are. The target size
+            is ``out``'s (``auto`` must give that size).
 
     Returns:
         ``(batch, infos)``: the batch array and one :class:`LetterboxInfo` per image.
 
     Raises:
         DataError: an invalid image, or no images.
-        ValueError: unknown ``fmt``.
+        ValueError: unknown ``fmt``; ``out`` of the wrong shape or dtype.
     """
     if fmt not in INPUT_FORMATS:
         raise ValueError(f"preprocess fmt: expected one of {INPUT_FORMATS}, got {fmt!r}")
@@ -184,6 +226,8 @@ def preprocess(images: Union[np.ndarray, Sequence[np.ndarray]], input_hw: Shape,
     target = _hw(input_hw)
     if auto and len(images) > 1:
         target, auto = _batch_target(images, target, stride), False
+    if out is not None:
+        return _preprocess_into(images, target, stride, auto, fmt, dtype, out)
     boxed, infos = zip(*(letterbox(im, target, auto=auto, stride=stride) for im in images))
     batch = np.stack(boxed)  # (B, h, w, 3) BGR uint8
     if fmt == "uint8_nhwc_bgr":
@@ -193,3 +237,41 @@ def preprocess(images: Union[np.ndarray, Sequence[np.ndarray]], input_hw: Shape,
     if np.dtype(dtype) != np.float32:
         out = out.astype(dtype)
     return out, list(infos)
+
+
+_STAGING = threading.local()  # one reused uint8 letterbox image per thread and shape, for float outputs
+
+
+def _staging(hw: Tuple[int, int]) -> np.ndarray:
+    cache = getattr(_STAGING, "buffers", None)
+    if cache is None:
+        cache = _STAGING.buffers = {}
+    if hw not in cache:
+        cache[hw] = np.empty((hw[0], hw[1], 3), np.uint8)
+    return cache[hw]
+
+
+def _preprocess_into(images: Sequence[np.ndarray], target: Tuple[int, int], stride: int, auto: bool, fmt: str,
+                     dtype: Any, out: np.ndarray) -> Tuple[np.ndarray, List[LetterboxInfo]]:
+    nhwc = fmt == "uint8_nhwc_bgr"
+    want_dtype = np.dtype(np.uint8) if nhwc else np.dtype(dtype)
+    hw = (out.shape[1], out.shape[2]) if nhwc else (out.shape[2], out.shape[3]) if out.ndim == 4 else (-1, -1)
+    ok = (out.ndim == 4 and out.dtype == want_dtype and out.shape[0] >= len(images)
+          and out.shape[3 if nhwc else 1] == 3 and out.flags.c_contiguous)
+    if not ok:
+        layout = "(B, h, w, 3)" if nhwc else "(B, 3, h, w)"
+        raise ValueError(f"preprocess out: expected a C-contiguous {want_dtype} array {layout} with B >= "
+                         f"{len(images)}, got {out.dtype} {out.shape}")
+    if not auto:
+        target = hw
+    infos = []
+    for i, im in enumerate(images):
+        if nhwc:
+            _, info = letterbox(im, target, auto=auto, stride=stride, out=out[i])
+        else:
+            boxed, info = letterbox(im, target, auto=auto, stride=stride, out=_staging(hw))
+            # BGR HWC uint8 -> RGB CHW float in one pass, /255 in float32 as in the copying path
+            np.divide(boxed.transpose(2, 0, 1)[::-1], np.float32(255.0), out=out[i], dtype=np.float32,
+                      casting="unsafe")
+        infos.append(info)
+    return out, infos

@@ -148,3 +148,54 @@ def test_check_imgsz_cap_and_force():
     assert MAX_IMGSZ == 4096
     assert check_imgsz((4096, 384)) == (4096, 384)
     assert check_imgsz((8192, 8192), force=True) == (8192, 8192)
+
+
+# --- letterbox / preprocess straight into preallocated buffers ------------------------------------------------
+
+@pytest.mark.parametrize("shape, target, auto", [((720, 1280), (640, 640), False), ((720, 1280), (640, 640), True),
+                                                 ((480, 360), (640, 640), False), ((640, 640), (640, 640), False)])
+def test_letterbox_into_buffer_is_byte_identical(shape, target, auto):
+    from edge_detect.preprocess import letterbox
+
+    img = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    want, info = letterbox(img, target, auto=auto)
+    out = np.full((2, *want.shape), 7, np.uint8)  # a row of a batch, dirty from a previous frame
+    got, info2 = letterbox(img, target, auto=auto, out=out[1])
+    assert np.shares_memory(got, out)
+    np.testing.assert_array_equal(out[1], want)
+    assert info2 == info
+    assert (out[0] == 7).all()  # the other row untouched
+
+
+@pytest.mark.parametrize("fmt, dtype", [("uint8_nhwc_bgr", np.uint8), ("float32_nchw_rgb", np.float32),
+                                        ("float32_nchw_rgb", np.float16)])
+def test_preprocess_into_matches_copying_path(fmt, dtype):
+    from edge_detect.preprocess import preprocess
+
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(2)]
+    want, infos = preprocess(imgs, (384, 640), fmt=fmt, dtype=np.float32 if dtype == np.uint8 else dtype)
+    out = np.zeros(want.shape, want.dtype)
+    got, infos2 = preprocess(imgs, (384, 640), fmt=fmt, dtype=np.float32 if dtype == np.uint8 else dtype, out=out)
+    assert got is out and infos2 == infos
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("fmt, shape, dtype", [
+    ("uint8_nhwc_bgr", (1, 640, 640, 3), np.float32),   # wrong dtype
+    ("uint8_nhwc_bgr", (1, 384, 640, 3), np.uint8),     # wrong size for a square letterbox... of 640x640
+    ("float32_nchw_rgb", (1, 640, 640, 3), np.float32),  # NHWC given for NCHW
+    ("uint8_nhwc_bgr", (0, 640, 640, 3), np.uint8),     # no row for the image
+])
+def test_preprocess_into_rejects_bad_buffers(fmt, shape, dtype):
+    from edge_detect.preprocess import preprocess
+
+    img = np.zeros((720, 1280, 3), np.uint8)
+    out = np.zeros(shape, dtype)
+    if shape == (1, 384, 640, 3):  # a 384x640 buffer while auto letterbox of a 4:3 frame needs 480x640
+        img = np.zeros((480, 640, 3), np.uint8)
+        with pytest.raises(ValueError, match=r"expected a uint8 array of shape \(480, 640, 3\)"):
+            preprocess([img], (640, 640), auto=True, fmt=fmt, out=out)
+        return
+    with pytest.raises(ValueError, match="preprocess out: expected"):
+        preprocess([img], (640, 640), fmt=fmt, out=out)

@@ -28,7 +28,8 @@ JSON report (stable keys; more may be added, none removed or renamed within ``sc
         "model": str,                       # file name
         "model_path": str,
         "backend": str,                     # onnxruntime | tensorrt | torch
-        "precision": str,                   # fp32 | fp16 | int8 (from the model metadata)
+        "precision": str,                   # fp32 | bf16 | fp16 | int8 (the backend's compute precision when it
+                                            # has one, e.g. OpenVINO's hint, else the model metadata's)
         "imgsz": [h, w],                    # network input in pixels
         "batch": int,
         "inference": {"fps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",   # fps = images/s
@@ -101,7 +102,7 @@ REPORT_SCHEMA: Dict[str, Any] = {
         "results": {"type": "array", "items": _obj({
             "model": {"type": "string"},
             "backend": {"type": "string"},
-            "precision": {"type": "string", "enum": ["fp32", "fp16", "int8"]},
+            "precision": {"type": "string", "enum": ["fp32", "bf16", "fp16", "int8"]},
             "imgsz": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
             "batch": {"type": "integer", "minimum": 1},
             "inference": _obj({k: _NUM for k in ("fps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms")}),
@@ -412,11 +413,22 @@ def bench_config(config: BenchConfig, *, source: Optional[str] = None, data: Opt
     from edge_detect.detector import Detector
 
     # auto=False: every frame is letterboxed to exactly the configured size, as in the inference-only run
-    with Detector(config.model, backend=config.backend, imgsz=config.imgsz, auto=False, **backend_options) as det:
+    det = Detector(config.model, backend=config.backend, imgsz=config.imgsz, auto=False, **backend_options)
+    stream_note = None
+    if config.imgsz is None and source is not None and det.dynamic_hw:
+        hw = stream_shape(source, det.input_hw, det.metadata.stride)
+        if hw is not None and hw != tuple(det.input_hw):
+            # like `run`: a dynamic model takes the minimum rectangle of the stream's aspect ratio
+            stream_note = f"input follows the stream: {hw[0]}x{hw[1]} (dynamic model, no --imgsz)"
+            det.input_hw = hw
+            config = BenchConfig(config.model, config.backend, hw, config.batch)
+    with det:
         reason = _check_shape(det, config)
         if reason:
             raise BackendUnavailableError(reason)
         entry = _entry(det, config)
+        if stream_note:
+            entry["notes"].append(stream_note)
         entry["inference"] = benchmark_inference(det, config.batch, warmup=warmup, iters=iters, progress=progress)
         LOGGER.info("%s: inference %.1f images/s, p50 %.2f ms", config.describe(), entry["inference"]["fps"],
                     entry["inference"]["p50_ms"])
@@ -441,12 +453,36 @@ def bench_config(config: BenchConfig, *, source: Optional[str] = None, data: Opt
     return entry
 
 
+def stream_shape(source: str, input_hw: Tuple[int, int], stride: int = 32) -> Optional[Tuple[int, int]]:
+    """The ``(h, w)`` input a dynamic-shape model gets for ``source`` in ``run`` (minimum-rectangle letterbox of
+    the stream's frame size into ``input_hw``), or ``None`` when the frame size cannot be read up front.
+
+    Example: a 1280x720 video into 640x640 with stride 32 -> ``(384, 640)``.
+    """
+    import cv2
+
+    from edge_detect.preprocess import letterbox_shape
+
+    if not Path(str(source)).is_file():  # cameras and streams: the shape is known only once they run
+        return None
+    cap = cv2.VideoCapture(str(source))
+    try:
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    if w <= 0 or h <= 0:
+        return None
+    _, unpad, (dw, dh) = letterbox_shape((h, w), input_hw, auto=True, stride=stride)
+    return int(unpad[1] + round(2 * dh)), int(unpad[0] + round(2 * dw))
+
+
 def _entry(detector: Any, config: BenchConfig) -> Dict[str, Any]:
     """The descriptive part of a result entry: model, backend, precision, input size, batch, layout."""
     meta = detector.metadata
     backend = getattr(getattr(detector, "backend", None), "name", None) or config.backend
     return {"model": Path(config.model).name, "model_path": str(config.model),
-            "backend": backend or _suffix_backend(config.model), "precision": meta.precision,
+            "backend": backend or _suffix_backend(config.model),
+            "precision": getattr(getattr(detector, "backend", None), "precision", None) or meta.precision,
             "imgsz": [int(v) for v in detector.input_hw], "batch": config.batch,
             "output_layout": meta.output_layout, "input_format": meta.input_format, "notes": []}
 
@@ -470,7 +506,8 @@ def _check_inputs(source: Optional[str], data: Optional[PathLike]) -> None:
 def run_benchmark(configs: Sequence[BenchConfig], *, source: Optional[str] = None, data: Optional[PathLike] = None,
                   warmup: int = 10, iters: int = 100, max_frames: Optional[int] = None, sinks: Sequence[str] = (),
                   threads: Optional[int] = None, progress: bool = True,
-                  system: Optional[Dict[str, Any]] = None) -> BenchReport:
+                  system: Optional[Dict[str, Any]] = None,
+                  backend_options: Optional[Mapping[str, Mapping[str, Any]]] = None) -> BenchReport:
     """Measure every configuration; the ones that cannot run here are skipped with a reason.
 
     Args:
@@ -481,6 +518,8 @@ def run_benchmark(configs: Sequence[BenchConfig], *, source: Optional[str] = Non
         max_frames: cap on end-to-end frames.
         sinks: sink URIs for the end-to-end run (no display).
         threads: backend intra-op threads (``None`` = backend default).
+        backend_options: extra options per backend name, e.g. ``{"openvino": {"precision": "int8"}}``; given
+            to the configurations that run on that backend only.
         system: system info to record (default: :func:`edge_detect.sysinfo.system_info` now).
 
     Returns:
@@ -500,13 +539,14 @@ def run_benchmark(configs: Sequence[BenchConfig], *, source: Optional[str] = Non
     report = BenchReport(system=system if system is not None else system_info(), settings={
         "warmup": warmup, "iters": iters, "source": None if source is None else str(source),
         "max_frames": max_frames, "sinks": list(sinks), "data": None if data is None else str(data),
-        "threads": threads})
+        "threads": threads, "backend_options": {k: dict(v) for k, v in (backend_options or {}).items() if v}})
     cache: Dict[Any, Dict[str, Any]] = {}
     for config in tqdm(configs, desc="bench", unit="config", disable=not progress or len(configs) < 2):
         try:
+            per_backend = dict((backend_options or {}).get(config.backend or _suffix_backend(config.model)) or {})
             report.results.append(bench_config(config, source=source, data=data, warmup=warmup, iters=iters,
                                                max_frames=max_frames, sinks=sinks, progress=progress,
-                                               accuracy_cache=cache, **options))
+                                               accuracy_cache=cache, **options, **per_backend))
         except (EdgeDetectError, ImportError) as exc:  # backend/precision/shape not available here
             _skip(report, config, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     try:

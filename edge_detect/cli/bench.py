@@ -6,6 +6,7 @@ import logging
 from typing import Any, List, Optional
 
 from edge_detect.backends.base import backend_names
+from edge_detect.cli.detect import add_openvino_args, openvino_options
 from edge_detect.errors import ConfigError
 from edge_detect.cli._types import non_negative_int, positive_int
 
@@ -40,7 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "end-to-end FPS on a video with per-stage and glass-to-glass latency, and mAP on a dataset.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True, metavar="PATH",
-                   help="model file (.onnx, .engine, .pt); repeat to compare several")
+                   help="model file (.onnx, .xml, .engine, .pt); repeat to compare several")
     p.add_argument("--backend", action="append", choices=backend_names(), default=None,
                    help="inference backend; repeat to compare (default: chosen from each model's suffix)")
     p.add_argument("--imgsz", nargs="+", type=_imgsz, default=None, metavar="S|HxW",
@@ -63,6 +64,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="dataset yaml: also report mAP50-95 and mAP50 on its val split")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="backend intra-op threads (default: the backend's own choice)")
+    ov = p.add_argument_group("OpenVINO (applies to the openvino configurations only)")
+    add_openvino_args(ov)
     p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (stable keys)")
     p.add_argument("--markdown", default=None, metavar="PATH", help="write the results as a Markdown table")
     p.add_argument("--plot", default=None, metavar="PATH",
@@ -80,6 +83,7 @@ def main(args: argparse.Namespace) -> int:
     configs = expand_configs(args.model, backends, args.imgsz or [None], args.batch)
     report = run_benchmark(configs, source=args.source, data=args.data, warmup=args.warmup, iters=args.iters,
                            max_frames=args.max_frames, sinks=args.sink, threads=args.threads,
+                           backend_options={"openvino": openvino_options(args, "openvino")},
                            progress=not args.no_progress)
     print(summary_line(report.system))
     print(format_table(report))

@@ -69,7 +69,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``detect`` and ``val``: model, backend, input size and ONNX Runtime options."""
-    p.add_argument("--model", required=True, type=Path, metavar="PATH", help="model file (.onnx, .engine, .pt)")
+    p.add_argument("--model", required=True, type=Path, metavar="PATH", help="model file (.onnx, .xml, .engine, .pt)")
     p.add_argument("--backend", choices=backend_names(), default=None,
                    help="inference backend (default: chosen from the model file suffix)")
     p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="S",
@@ -81,16 +81,48 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="ONNX Runtime execution providers in priority order: cpu, cuda, tensorrt or full ORT "
                         "names (default: cpu)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="ONNX Runtime intra-op threads (default: ORT's choice, one per core)")
+                   help="ONNX Runtime / OpenVINO inference threads (default: the runtime's choice, one per core)")
     p.add_argument("--rebuild-on-mismatch", action="store_true",
                    help="TensorRT engines: rebuild from the recorded ONNX when the engine was built by another "
                         "TensorRT version or GPU (default: fail with a one-line explanation)")
+    add_openvino_args(p)
+
+
+def add_openvino_args(p: Any) -> None:
+    """``--device``, ``--precision``, ``--hint``: options of the OpenVINO backend (detect, val, run, bench)."""
+    p.add_argument("--device", default=None, metavar="DEV",
+                   help="OpenVINO device: CPU, GPU (Intel iGPU), NPU, AUTO... (default: CPU)")
+    p.add_argument("--precision", choices=OPENVINO_PRECISIONS, default=None,
+                   help="OpenVINO inference precision, always passed as INFERENCE_PRECISION_HINT (default: int8 for "
+                        "a quantized model, else fp32; never OpenVINO's own bf16 default)")
+    p.add_argument("--hint", choices=("latency", "throughput"), default=None,
+                   help="OpenVINO performance hint (default: latency)")
+
+
+OPENVINO_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+_OPENVINO_FLAGS = ("device", "precision", "hint")
+
+
+def openvino_options(args: argparse.Namespace, backend: Optional[str]) -> Dict[str, Any]:
+    """The OpenVINO flags that were given, as backend options; ConfigError if given for another backend."""
+    opts = {k: getattr(args, k) for k in _OPENVINO_FLAGS if getattr(args, k, None) is not None}
+    if opts and backend not in (None, "openvino"):
+        flags = ", ".join(f"--{k}" for k in opts)
+        raise ConfigError(f"{flags}: expected the openvino backend (--backend openvino or an .xml model), "
+                          f"got {backend}")
+    return opts
 
 
 def backend_options(args: argparse.Namespace) -> Dict[str, Any]:
     """Backend keyword options from the parsed flags (only those given)."""
     from edge_detect.backends.base import backend_for_path
 
+    name = args.backend or backend_for_path(args.model)
+    ov_opts = openvino_options(args, name)
+    if name == "openvino":
+        if args.providers:
+            raise ConfigError("--providers: expected the onnxruntime backend, got openvino (use --device)")
+        return {**ov_opts, **({"threads": args.threads} if args.threads is not None else {})}
     opts: Dict[str, Any] = {}
     if args.providers:
         opts["providers"] = args.providers

@@ -1,9 +1,11 @@
 """``edge-detect export``: checkpoint (.pt) -> ONNX (fp32 / fp16 / INT8 Q/DQ, optional in-graph NMS and uint8
-input) -> optionally a TensorRT engine.
+input) -> optionally a TensorRT engine or an OpenVINO IR.
 
 Stages, in order: ONNX export -> INT8 quantization (``--int8``) -> uint8 NHWC BGR input (``--uint8-input``) ->
-in-graph NMS (``--nms``) -> TensorRT engine (``--format engine``). Intermediate files go to a temporary folder;
-only the final file is written to ``--output``.
+in-graph NMS (``--nms``) -> TensorRT engine (``--format engine``) or OpenVINO IR (``--format openvino``; with
+``--int8`` the quantization is NNCF's on the FP32 graph instead of our Q/DQ, see
+:mod:`edge_detect.deploy.openvino`). Intermediate files go to a temporary folder; only the final file is written
+to ``--output``.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ examples:
   edge-detect export --weights yolov5n.pt --half                            # -> yolov5n-fp16.onnx
   edge-detect export --weights yolov5n.pt --int8 --calib coco128.yaml       # -> yolov5n-int8.onnx
   edge-detect export --weights yolov5n.pt --format engine --half --nms      # -> yolov5n-fp16.engine
+  edge-detect export --weights yolov5n.pt --format openvino                 # -> yolov5n.xml + .bin
+  edge-detect export --weights yolov5n.pt --format openvino --int8 --calib coco128.yaml  # -> yolov5n-int8.xml
 
 --weights accepts a file or a manifest name (yolov5n, yolov5s...; see `edge-detect weights list`).
 """
@@ -43,10 +47,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--weights", required=True, metavar="PT",
                    help="checkpoint file or manifest name (e.g. yolov5n)")
-    g.add_argument("--format", choices=("onnx", "engine"), default="onnx",
-                   help="output format (default: onnx; engine needs TensorRT and a GPU)")
+    g.add_argument("--format", choices=("onnx", "engine", "openvino"), default="onnx",
+                   help="output format (default: onnx; engine needs TensorRT and a GPU; openvino writes an IR "
+                        ".xml + .bin and needs the openvino extra)")
     g.add_argument("--output", "-o", default=None, metavar="PATH",
-                   help="output file (default: <weights stem>[-dynamic][-int8|-fp16].<onnx|engine> in the "
+                   help="output file (default: <weights stem>[-dynamic][-int8|-fp16].<onnx|engine|xml> in the "
                         "current folder)")
     g.add_argument("--imgsz", nargs="+", type=positive_int, default=[640], metavar="S",
                    help="input size: one side (square) or H W; multiples of 32, at most 4096 (default: 640)")
@@ -74,6 +79,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "metadata and the report (default: the --calib dataset when it is a yaml; 'none' skips)")
     q.add_argument("--no-sensitivity", action="store_true",
                    help="skip the per-block sensitivity analysis that keeps the most sensitive blocks in float")
+    q.add_argument("--nncf-preset", choices=("mixed", "performance"), default="mixed",
+                   help="--format openvino --int8: NNCF preset (mixed: asymmetric activations; default mixed)")
 
     n = p.add_argument_group("graph options")
     n.add_argument("--nms", action="store_true",
@@ -102,10 +109,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def default_output(weights: Path, fmt: str, half: bool, int8: bool, dynamic: bool = False) -> Path:
-    """``<stem>[-dynamic][-int8|-fp16].<onnx|engine>`` in the current folder (a dynamic export never takes the
-    static one's name)."""
+    """``<stem>[-dynamic][-int8|-fp16].<onnx|engine|xml>`` in the current folder (a dynamic export never takes
+    the static one's name)."""
     tag = ("-dynamic" if dynamic else "") + ("-int8" if int8 else ("-fp16" if half else ""))
-    return Path.cwd() / f"{weights.stem}{tag}.{'engine' if fmt == 'engine' else 'onnx'}"
+    suffix = {"engine": "engine", "openvino": "xml"}.get(fmt, "onnx")
+    return Path.cwd() / f"{weights.stem}{tag}.{suffix}"
 
 
 def _stage(module: str, attr: str, flag: str) -> Callable[..., Any]:
@@ -130,8 +138,13 @@ def _validate(args: argparse.Namespace) -> None:
     if args.int8 and args.half and args.format == "onnx":
         raise ConfigError("--int8 and --half cannot be combined for ONNX output (use --format engine for "
                           "mixed INT8/FP16)")
-    if args.format == "onnx" and (args.dla is not None or args.timing_cache):
+    if args.format != "engine" and (args.dla is not None or args.timing_cache):
         raise ConfigError("--dla and --timing-cache apply to --format engine only")
+    if args.format == "openvino" and args.int8 and (args.half or args.nms or args.uint8_input):
+        raise ConfigError("--format openvino --int8: expected no --half/--nms/--uint8-input (NNCF quantizes the "
+                          "FP32 raw-output graph; the OpenVINO backend adds the uint8 input at load time)")
+    if args.format == "openvino" and args.output and Path(args.output).suffix.lower() != ".xml":
+        raise ConfigError(f"--output: expected a .xml path for --format openvino, got {args.output}")
 
 
 def _int8_val(args: argparse.Namespace) -> Optional[str]:
@@ -152,12 +165,20 @@ def run_export(args: argparse.Namespace, workdir: Path) -> Path:
     output = Path(args.output) if args.output else default_output(weights, args.format, args.half, args.int8,
                                                                   args.dynamic)
     progress = not getattr(args, "quiet", False)
-    extra_stages = args.int8 or args.uint8_input or args.nms or args.format == "engine"
+    extra_stages = args.int8 or args.uint8_input or args.nms or args.format != "onnx"
     onnx_half = args.half and args.format == "onnx"
+    ov_int8 = args.format == "openvino" and args.int8
     current = export_onnx(weights, workdir / "fp32.onnx" if extra_stages else output, imgsz=args.imgsz,
                           batch=args.batch, dynamic=args.dynamic, opset=args.opset, half=onnx_half,
                           simplify=not args.no_simplify, progress=progress,
                           force_imgsz=getattr(args, "force_imgsz", False))
+    if ov_int8:
+        quantize_openvino = _stage("deploy.openvino", "quantize_openvino", "--format openvino --int8")
+        return Path(quantize_openvino(current, output, calib=args.calib, num_images=args.calib_images,
+                                      exclude=tuple(args.int8_exclude), preset=args.nncf_preset,
+                                      sensitivity=not args.no_sensitivity, val_data=_int8_val(args),
+                                      report_path=output.with_name(output.stem + ".quant.json"),
+                                      progress=progress))
     if args.int8:
         quantize_int8 = _stage("deploy.quantize", "quantize_int8", "--int8")
         report = output.with_name(output.stem + ".quant.json")
@@ -179,6 +200,9 @@ def run_export(args: argparse.Namespace, workdir: Path) -> Path:
         return Path(build_engine(current, output, fp16=args.half, int8=args.int8, workspace_gb=args.workspace,
                                  dla=args.dla, timing_cache=args.timing_cache,
                                  dynamic=True if args.dynamic else None))
+    if args.format == "openvino":
+        convert_to_ir = _stage("deploy.openvino", "convert_to_ir", "--format openvino")
+        return Path(convert_to_ir(current, output, half=args.half))
     if Path(current) != output:
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(current), str(output))

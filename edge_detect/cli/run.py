@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 from edge_detect.app_config import AppConfig, SinkConfig, add_sinks, load_app_config
 from edge_detect.backends.base import backend_names
 from edge_detect.cli._types import positive_int
+from edge_detect.cli.detect import add_openvino_args
 from edge_detect.errors import ConfigError, MissingDependencyError, SinkError, SourceError
 from edge_detect.preprocess import check_imgsz
 
@@ -62,7 +63,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="app config file (see configs/app/default.yaml); flags below override it")
     m = p.add_argument_group("model")
     m.add_argument("--model", default=None, metavar="PATH|NAME",
-                   help="model file (.onnx, .engine, .pt) or a checkpoint name such as yolov5n, exported to ONNX "
+                   help="model file (.onnx, .xml, .engine, .pt) or a checkpoint name such as yolov5n, exported to ONNX "
                         "once into the user cache (default: yolov5n)")
     m.add_argument("--backend", choices=backend_names(), default=None,
                    help="inference backend (default: from the model file suffix)")
@@ -71,10 +72,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "only (default: the model's; 640 for a name)")
     m.add_argument("--force-imgsz", action="store_true", help="allow --imgsz sides above 4096")
     m.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="ONNX Runtime intra-op threads (default: ORT's choice)")
+                   help="ONNX Runtime / OpenVINO inference threads (default: the runtime's choice)")
     m.add_argument("--batch", type=positive_int, default=None, metavar="N",
                    help="frames per inference call, gathered across the sources with a bounded wait (one frame "
                         "interval of the fastest source); a static-batch model uses its own batch (default: 1)")
+    add_openvino_args(m)
     m.add_argument("--rebuild-on-mismatch", action="store_true", default=None,
                    help="TensorRT engines: rebuild from the recorded ONNX when built by another TensorRT/GPU")
     m.add_argument("--conf", type=float, default=None, metavar="T", help="confidence threshold (default: 0.25)")
@@ -148,6 +150,7 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
         "batch": args.batch,
         "force_imgsz": args.force_imgsz or None,
         "rebuild_on_mismatch": args.rebuild_on_mismatch,
+        "device": args.device, "precision": args.precision, "hint": args.hint,
         "conf": args.conf, "iou": args.iou, "max_det": args.max_det, "classes": args.classes,
         "agnostic": args.agnostic, "tracker.enabled": True if args.tracker and args.tracker != "none" else args.track,
         "tracker.name": args.tracker, "sources": args.source, "show": args.show,
