@@ -12,7 +12,8 @@ from edge_detect.cli import main
 from test_bench import check_schema
 
 FLAGS = ("--model", "--backend", "--imgsz", "--batch", "--warmup", "--iters", "--source", "--max-frames",
-         "--sink", "--data", "--threads", "--json", "--markdown", "--plot", "--no-progress")
+         "--sink", "--data", "--threads", "--json", "--markdown", "--plot", "--no-progress", "--device",
+         "--precision", "--hint")
 
 
 def test_help_lists_every_flag_with_text(capsys: pytest.CaptureFixture) -> None:
@@ -49,7 +50,8 @@ def test_every_flag_has_help_text(capsys: pytest.CaptureFixture) -> None:
     (["--model", "m.onnx", "--batch", "0"], "expected a positive integer, got 0"),
     (["--model", "m.onnx", "--iters", "x"], "expected a positive integer, got 'x'"),
     (["--model", "m.onnx", "--warmup", "-1"], "expected an integer >= 0, got -1"),
-    (["--model", "m.onnx", "--backend", "openvino"], "invalid choice: 'openvino'"),
+    (["--model", "m.onnx", "--backend", "tflite"], "invalid choice: 'tflite'"),
+    (["--model", "m.onnx", "--precision", "fp8"], "invalid choice: 'fp8'"),
 ])
 def test_bad_arguments_exit_2(argv: list, message: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
