@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
@@ -86,7 +87,7 @@ class Backend(Protocol):
         ...
 
 
-# name -> (module path, suffixes). Modules register their class on import.
+# name -> (module path, file suffixes and/or URL schemes such as "triton://"). Modules register their class on import.
 BACKEND_MODULES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "onnxruntime": ("edge_detect.backends.onnxruntime", (".onnx",)),
     "openvino": ("edge_detect.backends.openvino", (".xml",)),
@@ -115,21 +116,42 @@ def _factory(name: str) -> Callable[..., Backend]:
     return _REGISTRY[name]
 
 
+def _url_scheme(model: Union[str, os.PathLike]) -> Optional[str]:
+    """``"triton://host/model"`` -> ``"triton://"``; ``None`` for a file path."""
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", str(model))
+    return f"{m.group(1).lower()}://" if m else None
+
+
 def backend_for_path(path: Union[str, os.PathLike]) -> str:
-    """Backend name for a model file suffix (``.onnx`` -> onnxruntime, ``.engine`` -> tensorrt, ``.pt`` -> torch)."""
+    """Backend name for a model file suffix (``.onnx`` -> onnxruntime, ``.engine`` -> tensorrt, ``.pt`` -> torch)
+    or a model URL's scheme (an entry of :data:`BACKEND_MODULES` listing e.g. ``"triton://"``).
+
+    Raises:
+        ModelError: no backend for this suffix or scheme.
+    """
+    scheme = _url_scheme(path)
+    if scheme is not None:
+        for name, (_, keys) in BACKEND_MODULES.items():
+            if scheme in keys:
+                return name
+        schemes = sorted(k for _, keys in BACKEND_MODULES.values() for k in keys if k.endswith("://"))
+        raise ModelError(f"{path}: no backend for the URL scheme '{scheme}'; expected a model file or one of "
+                         f"{schemes}")
     suffix = Path(path).suffix.lower()
     for name, (_, suffixes) in BACKEND_MODULES.items():
         if suffix in suffixes:
             return name
-    known = sorted(s for _, sfx in BACKEND_MODULES.values() for s in sfx)
+    known = sorted(s for _, sfx in BACKEND_MODULES.values() for s in sfx if not s.endswith("://"))
     raise ModelError(f"{path}: unknown model file type '{suffix}'; expected one of {known}")
 
 
 def load_backend(model: Union[str, os.PathLike], backend: Optional[str] = None, **options: Any) -> Backend:
-    """Open ``model`` with the named backend, or the one its suffix implies.
+    """Open ``model`` with the named backend, or the one its suffix (or URL scheme) implies.
 
     Args:
-        model: path to ``.onnx`` / ``.engine`` / ``.pt``.
+        model: path to ``.onnx`` / ``.engine`` / ``.pt``, or a model URL (``scheme://...``) for a backend whose
+            :data:`BACKEND_MODULES` entry lists that scheme (a remote inference server); URLs are passed to the
+            backend as strings, unchecked.
         backend: ``"onnxruntime"``, ``"tensorrt"``, ``"torch"``, or ``None`` to choose by suffix.
         **options: backend-specific options (``providers``, ``threads``, ``device``, ``imgsz``...); an option
             the backend does not take raises ConfigError naming the valid ones.
@@ -138,6 +160,11 @@ def load_backend(model: Union[str, os.PathLike], backend: Optional[str] = None, 
         ModelError: the file is missing or of an unknown type.
         BackendUnavailableError / MissingDependencyError: the backend cannot run here.
     """
+    if _url_scheme(model) is not None:
+        name = backend or backend_for_path(model)
+        factory = _factory(name)
+        check_options(f"backend '{name}'", factory, options)
+        return factory(str(model), **options)
     path = Path(model)
     if not path.exists():
         raise ModelError(f"model file not found: {path}")

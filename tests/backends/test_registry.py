@@ -1,0 +1,48 @@
+"""Backend registry: choice by suffix or URL scheme, unknown options rejected, names for the CLI."""
+from __future__ import annotations
+
+import pytest
+
+from edge_detect.backends import base
+from edge_detect.errors import ConfigError, ModelError
+
+
+class RemoteBackend:
+    """A stand-in for a remote inference server backend (e.g. Triton), loaded from a URL."""
+
+    name = "remote"
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        self.url, self.timeout_s = url, timeout_s
+
+
+@pytest.fixture
+def remote(monkeypatch):
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # registration undone after the test
+    monkeypatch.setitem(base.BACKEND_MODULES, "remote", (__name__, ("remote://",)))
+    base.register_backend("remote")(RemoteBackend)
+    return RemoteBackend
+
+
+def test_url_scheme_picks_the_backend_and_skips_file_checks(remote):
+    b = base.load_backend("remote://10.0.0.5:8001/yolov5n", timeout_s=1.5)
+    assert isinstance(b, remote) and (b.url, b.timeout_s) == ("remote://10.0.0.5:8001/yolov5n", 1.5)
+    assert base.backend_for_path("REMOTE://x/y") == "remote"
+    assert "remote" in base.backend_names()
+
+
+@pytest.mark.parametrize("model, kwargs, error, match", [
+    ("ftp://host/m.onnx", {}, ModelError, r"no backend for the URL scheme 'ftp://'; expected a model file or one "
+                                          r"of \['remote://'\]"),
+    ("remote://h/m", {"threads": 2}, ConfigError, r"backend 'remote': unknown option 'threads'; expected one of "
+                                                  r"\['timeout_s'\]"),
+    ("missing.onnx", {}, ModelError, r"model file not found: missing.onnx"),
+    ("model.xyz", {}, ModelError, None),
+])
+def test_bad_models(remote, tmp_path, monkeypatch, model, kwargs, error, match):
+    monkeypatch.chdir(tmp_path)
+    if model == "model.xyz":
+        (tmp_path / model).write_bytes(b"x")
+        match = r"unknown model file type '\.xyz'; expected one of \['\.engine', '\.onnx'"
+    with pytest.raises(error, match=match):
+        base.load_backend(model, **kwargs)
