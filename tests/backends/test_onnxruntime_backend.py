@@ -159,7 +159,7 @@ def test_registry_names_are_the_cli_choices(cmd, capsys, monkeypatch):
     from edge_detect.cli import build_parser
 
     monkeypatch.setitem(base.BACKEND_MODULES, "triton", ("edge_detect.backends.triton", ("triton",)))
-    assert base.backend_names() == ["onnxruntime", "tensorrt", "torch", "triton"]
+    assert "triton" in base.backend_names() and base.backend_names() == sorted(base.BACKEND_MODULES)
     with pytest.raises(SystemExit):
         build_parser().parse_args([cmd, "--backend", "bogus"])
     choices = re.search(r"choose from (.*)\)", capsys.readouterr().err).group(1)
