@@ -347,3 +347,26 @@ def test_bad_model_leaves_no_output_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "not a loadable ONNX model" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@requires_av
+def test_live_stream_saved_at_its_real_speed(replay, video, tmp_path):
+    """A 10 FPS MJPEG camera (OpenCV assumes 25 FPS for it): the mp4 spans the frames' capture times, so it
+    plays as long as the capture took (JSONL wall_time = capture time), not 2.5x faster."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_sources import FrameServer
+
+    server = FrameServer(video, fps=10)
+    try:
+        rc = main(["--quiet", "run", "--model", str(replay), "--source", f"http://127.0.0.1:{server.port}/",
+                   "--max-frames", "8", "--no-show", "--no-progress", "--save-video", str(tmp_path / "v.mp4"),
+                   "--save-jsonl", str(tmp_path / "d.jsonl")])
+    finally:
+        server.stop()
+    assert rc == 0
+    wall = [json.loads(line)["wall_time"] for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    times = _frame_times(tmp_path / "v.mp4")
+    assert len(times) == len(wall) == 8
+    np.testing.assert_allclose(times, np.array(wall) - wall[0], atol=0.005)
