@@ -38,8 +38,9 @@ the stream's aspect ratio (e.g. 640x384 for 16:9) instead of a padded square.
 
 Processors (trackers, line / zone counters; :mod:`edge_detect.stream.processors`) run per source: the pipeline
 keeps one chain of :meth:`~edge_detect.stream.processors.Processor.clone` copies per source, so state never mixes
-between cameras. At the end of the run each chain's optional ``finish(last_frame)`` is called; events it returns
-reach the sinks in one end-of-source :class:`~edge_detect.types.Result` (``final=True``). Each processor's
+between cameras. Each chain's optional ``finish(last_frame)`` is called once its source has ended and all its frames
+went through the sinks (the other sources go on), else at the end of the run; events it returns reach the sinks
+in one end-of-source :class:`~edge_detect.types.Result` (``final=True``). Each processor's
 ``summary()`` is merged into the run summary, per source under ``sources[id]`` and summed over sources at the top
 level (e.g. ``"lines": {...}``).
 
@@ -268,6 +269,9 @@ class Pipeline:
         # frames of one shape so that every frame is letterboxed exactly as it would be alone
         self._same_shape = bool(getattr(detector, "dynamic_hw", False) and getattr(detector, "auto", False))
         self._pending: Dict[int, Frame] = {}  # source index -> a frame held for the next batch (other shape)
+        self._take_lock = threading.Lock()
+        self._taken = [0] * len(self.sources)  # frames taken from each source by the preprocess thread
+        self._finished: set = set()  # source ids whose processor chains have been finished
         self._last_frame: Dict[str, Frame] = {}
         self.max_frames, self.duration, self.progress = max_frames, duration, progress
         self.stop_event = stop_event or threading.Event()
@@ -311,7 +315,10 @@ class Pipeline:
                     continue
                 frame = self._pending.pop(i, None)
                 if frame is None:
-                    frame = self.sources[i].read(timeout=0)
+                    with self._take_lock:  # read and count together (see _finish_ended_sources)
+                        frame = self.sources[i].read(timeout=0)
+                        if frame is not None:
+                            self._taken[i] += 1
                 if frame is None:
                     continue
                 if self._same_shape and frames and frame.image.shape != frames[0].image.shape:
@@ -524,6 +531,7 @@ class Pipeline:
                 if item is _END:
                     break
                 done = self._finish(item, rate)
+                self._finish_ended_sources()
                 if self.stop_event.is_set():
                     self._stop(self._stop_reason())
                 if bar is not None:
@@ -556,25 +564,45 @@ class Pipeline:
             raise interrupted
         return summary
 
-    def _finish_chains(self) -> None:
-        """Call the optional ``finish(last_frame)`` of every processor; write returned events (module doc)."""
-        for sid, chain in self._chains.items():
-            frame = self._last_frame.get(sid)
-            if frame is None:
+    def _finish_ended_sources(self) -> None:
+        """Finish the chain of every source that has ended and whose frames have all been through the sinks."""
+        if not self.processors:
+            return
+        for i, src in enumerate(self.sources):
+            sid = src.source_id
+            if sid in self._finished:
                 continue
-            events: List[Dict[str, Any]] = []
-            for proc in chain:
-                finish = getattr(proc, "finish", None)
-                if callable(finish):
-                    events += list(finish(frame) or ())
-            if events:
-                result = Result(frame, Detections.empty(), self.names, 0.0, final=True)
-                result.detections.metadata["events"] = events
-                for sink in list(self.sinks):
-                    try:
-                        sink.write(result)
-                    except Exception as exc:  # noqa: BLE001 - one failing output must not lose the others
-                        self._sink_failed(sink, exc, "writing")
+            with self._take_lock:
+                ended = src.exhausted and self._taken[i] == self._processed.get(sid, 0)
+            if ended:
+                self._finish_chain(sid)
+
+    def _finish_chains(self) -> None:
+        """At the end of the run: finish the chains of the sources not finished yet (module doc)."""
+        for sid in self._chains:
+            if sid not in self._finished:
+                self._finish_chain(sid)
+
+    def _finish_chain(self, sid: str) -> None:
+        """Call the optional ``finish(last_frame)`` of the source's processors; write returned events."""
+        self._finished.add(sid)
+        frame = self._last_frame.get(sid)
+        if frame is None:
+            return
+        events: List[Dict[str, Any]] = []
+        for proc in self._chains.get(sid, ()):
+            finish = getattr(proc, "finish", None)
+            if callable(finish):
+                events += list(finish(frame) or ())
+        if not events:
+            return
+        result = Result(frame, Detections.empty(), self.names, 0.0, final=True)
+        result.detections.metadata["events"] = events
+        for sink in list(self.sinks):
+            try:
+                sink.write(result)
+            except Exception as exc:  # noqa: BLE001 - one failing output must not lose the others
+                self._sink_failed(sink, exc, "writing")
 
     def _sink_failed(self, sink: Sink, exc: BaseException, doing: str) -> None:
         """Record a sink failure, drop the sink (closing it) and stop the run; the other sinks carry on to

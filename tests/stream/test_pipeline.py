@@ -203,6 +203,24 @@ def test_processor_chain_per_source_events_summary_and_finish(video, tmp_path):
     assert s.stages["processors"]["mean_ms"] >= 0 and len([r for r in sink.results if not r.final]) == 30
 
 
+def test_chain_finished_when_its_source_ends_while_others_go_on(video, tmp_path):
+    folder = tmp_path / "short"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((48, 64, 3), i, np.uint8))
+    sink = ListSink()
+    srcs = [open_source(folder, source_id="short"), open_source(video, source_id="long", realtime=True)]
+    s = Pipeline(srcs, FakeDetector(), [sink], processors=[CountingProcessor()], max_frames=24,
+                 progress=False).run()
+    assert s.sources["short"]["processed"] == 4 and s.sources["long"]["processed"] == 20
+    order = [(r.frame.source_id, r.final) for r in sink.results]
+    bye = order.index(("short", True))
+    assert order[:bye].count(("short", False)) == 4  # after the short source's last frame...
+    assert order[bye + 1:].count(("long", False)) >= 10  # ...while the long one still runs (10 FPS, realtime)
+    assert order[-1] == ("long", True) and order.count(("short", True)) == 1
+    assert sink.results[bye].events == [{"type": "bye", "frame": 3, "frames": 4}]
+
+
 def test_merge_summaries():
     a = {"lines": {"gate": {"in": 2, "out": 1, "by_class": {"car": 2}}}, "name": "x"}
     b = {"lines": {"gate": {"in": 1, "out": 0, "by_class": {"car": 1, "person": 1}}, "exit": {"in": 4}},
