@@ -217,3 +217,29 @@ def test_clone_has_same_settings_and_fresh_state():
 def test_invalid_settings(kwargs, match):
     with pytest.raises(ConfigError, match="bytetrack " + match):
         ByteTrack(**kwargs)
+
+
+@pytest.mark.parametrize("speed", [10, 30, 60])  # px/frame for a 41 px wide box: up to 1.5 widths per frame
+def test_fast_objects_are_picked_up_and_kept(speed):
+    n = int(440 / speed) + 1
+    world = World([Actor("w", [(0, 20, 200), (n, 20 + speed * n, 200)], height=130, crop=1)], n + 1)
+    out = run_processors(world, FakeDetector(world, noise_px=1.0, seed=0), [ByteTrack()])
+    assert ids_per_actor(world, out) == {"w": {1}}
+    assert [len(d) for d in out[:3]] == [0, 0, 1]  # confirmed on the third sighting, whatever the speed
+
+
+def test_object_that_stops_then_hides_keeps_its_id():
+    # 20 px/frame, stops at frame 10, hidden frames 20-29 where it stands: the constant-velocity prediction has
+    # drifted away, the "where it was last seen" hypothesis takes it back
+    world = World([Actor("w", [(0, 100, 250), (10, 300, 250), (50, 300, 250)], height=100, crop=1)], 51)
+    det = FakeDetector(world, noise_px=0.5)
+    out = run_processors(world, lambda f: Detections.empty() if 20 <= f < 30 else det(f), [ByteTrack()])
+    assert ids_per_actor(world, out) == {"w": {1}}
+
+
+def test_a_new_object_where_a_lost_one_was_last_seen_far_away_gets_a_new_id():
+    # b leaves at the bottom left and is lost; 1.5 s later e appears 115 px above where b was last seen
+    world = World([Actor("b", [(0, 300, 355), (20, 20, 355)], height=110, crop=1),
+                   Actor("e", [(35, 20, 240), (60, 300, 240)], height=110, crop=1)], 61)
+    out = run_processors(world, FakeDetector(world, noise_px=1.0), [ByteTrack()])
+    assert ids_per_actor(world, out) == {"b": {1}, "e": {2}}

@@ -19,12 +19,15 @@ Per frame (``steps`` = frame-index difference, so frames dropped by a live sourc
 3. **low** detections (``low_thresh <= score < high_thresh``) keep still-tracked tracks alive (``1 - IoU``
    below ``low_match_thresh``); they never start tracks;
 4. **stitching**: lost tracks are offered the remaining high detections by the Mahalanobis distance of the
-   detected centre to the predicted one (the gate widens with the time lost, as the predicted covariance
-   grows; the height may differ by at most ``stitch_size_ratio``). This is what keeps the id of an object
+   detected centre to the predicted one (the gate widening with the time lost as the predicted covariance
+   grows), or to where the track was last seen within the measurement noise (an object that stopped); the
+   height may differ by at most ``stitch_size_ratio``. This is what keeps the id of an object
    hidden for about a second, whose predicted box no longer overlaps where it reappears;
-5. tentative tracks are matched to what is left (``1 - IoU`` below ``tentative_match_thresh``); a tentative
-   track missed once is dropped; after ``min_hits`` consecutive hits it is **confirmed** and only then gets an
-   id (so no two objects ever share a placeholder id);
+5. tentative tracks are matched to what is left (``1 - IoU`` below ``tentative_match_thresh``, then by the
+   stitching gate, so that an object moving more than half its width per frame is picked up too; its velocity
+   is set from its first two sightings); a tentative track missed once is dropped; after ``min_hits``
+   consecutive hits it is **confirmed** and only then gets an id (so no two objects ever share a placeholder
+   id);
 6. remaining high detections with ``score >= new_track_thresh`` start tentative tracks;
 7. lost tracks unseen for more than ``buffer_s`` seconds of stream time are dropped (``object_end``).
 
@@ -303,10 +306,17 @@ class ByteTrack:
         tentative = [i for i, t in enumerate(self._tracks) if t.state == _TENTATIVE]
         rh = np.asarray(rest_high, np.int64)
         cost = self._cost(tentative, rh, boxes, score, dets.class_id, fuse=False)
-        pairs, _, um_rest = _assign(cost, self.tentative_match_thresh)
+        pairs, um_tent, um_rest = _assign(cost, self.tentative_match_thresh)
         for r, c in pairs:
             assigned[tentative[r]] = int(rh[c])
         rest_high = [int(rh[j]) for j in um_rest]
+        if self.stitch and rest_high and um_tent:  # fast new objects (no velocity yet): by distance too
+            orphans = [tentative[r] for r in um_tent]
+            pairs = self._stitch(orphans, rest_high, z_all)
+            for r, c in pairs:
+                assigned[orphans[r]] = rest_high[c]
+            taken = {rest_high[c] for _, c in pairs}
+            rest_high = [d for d in rest_high if d not in taken]
 
         # apply the assignments
         out_idx: List[int] = []
@@ -319,8 +329,9 @@ class ByteTrack:
             for t, m, c, d in zip(ts, mean, cov, di):
                 gap = index - t.last_frame
                 t.mean, t.cov = m, c
-                if gap > 1 and t.state != _TENTATIVE:  # re-acquired after a gap: velocity from the observations
-                    t.mean[4:6] = (z_all[d, :2] - t.last_z[:2]) / gap
+                if (gap > 1 and t.state != _TENTATIVE) or (t.state == _TENTATIVE and t.hits == 1):
+                    # re-acquired after a gap, or the second sighting of a new track: velocity from the observations
+                    t.mean[4:6] = (z_all[d, :2] - t.last_z[:2]) / max(gap, 1)
                 self._observe(t, d, z_all, score, dets.class_id, boxes, now, index, wall)
                 if t.state == _TENTATIVE and t.hits >= self.min_hits:
                     self._confirm(t, d, boxes, score, frame, events)
@@ -386,6 +397,11 @@ class ByteTrack:
         cov = np.stack([t.cov for t in tracks])
         z = z_all[det_idx]
         d2 = self.kf.position_distance(mean, cov, z, scale=self.stitch_noise, isotropic=True)
+        # or where it was last seen (an object that stopped before or while hidden is not where its velocity says),
+        # within the measurement noise only: this hypothesis does not widen with the time lost
+        last = np.stack([t.last_z for t in tracks])
+        r2 = (self.stitch_noise * self.kf.std_pos * last[:, 2:4].max(axis=1, keepdims=True)) ** 2
+        d2 = np.minimum(d2, ((z[None, :, :2] - last[:, None, :2]) ** 2).sum(-1) / r2)
         h_track, h_det = mean[:, 3:4], z[None, :, 3]
         ratio = np.maximum(h_track / np.maximum(h_det, 1e-6), h_det / np.maximum(h_track, 1e-6))
         d2 = np.where(ratio <= self.stitch_size_ratio, d2, np.inf)
