@@ -44,6 +44,19 @@ in one end-of-source :class:`~edge_detect.types.Result` (``final=True``). Each p
 ``summary()`` is merged into the run summary, per source under ``sources[id]`` and summed over sources at the top
 level (e.g. ``"lines": {...}``).
 
+Live sources wait in no queue: when every source is live (cameras, streams, or ``live=True``), each hand-over
+between the threads (preprocess -> infer, infer -> sinks) keeps only the newest batch: a batch still waiting when a
+newer one is ready is dropped and counted (``dropped_in_pipeline`` per source, included in ``dropped``), so a frame's
+glass-to-glass time stays close to the sum of the stage times. Files (or a mix) keep the no-drop back-pressure.
+
+Input buffers: with a :class:`~edge_detect.detector.Detector` the preprocess thread letterboxes straight into a
+small ring of preallocated input batches (one ring per input shape), sized so that a buffer is never refilled
+while a queued or running inference still reads it.
+
+CPU cost: each stage thread measures its own CPU time (``time.thread_time``) and the capture threads theirs for
+decoding; :attr:`RunSummary.cpu_ms_per_frame` gives them per processed frame, with ``inference`` = the process
+CPU time (``time.process_time``) left after the other stages (the inference runtime's worker threads).
+
 Stopping: sources exhausted, ``max_frames`` processed, ``duration`` seconds elapsed, a sink asking to stop
 (display q / Esc), or ``stop_event`` set (the CLI sets it from SIGINT / SIGTERM handlers). Frames already in
 flight are finished, then every sink is closed (video files finalized) and every source released, also when
@@ -99,6 +112,8 @@ class RunSummary:
         sink_errors: one line per sink that failed to write or to finalize (``"<sink>: <message>"``); the run
             stops at the first write failure, every other sink is still finalized.
         batch: ``{"size": N, "calls": backend calls, "mean_frames": real frames per call}``.
+        cpu_ms_per_frame: CPU milliseconds per processed frame for ``decode``, ``preprocess``, ``inference``,
+            ``postprocess``, ``processors``, ``sinks`` and ``total`` (process CPU time / processed; module doc).
         extra: processor summaries summed over sources (numbers added, dicts merged), merged into
             :meth:`to_dict` at the top level (e.g. ``{"lines": {...}, "zones": {...}}``).
     """
@@ -116,6 +131,7 @@ class RunSummary:
     stopped_by: str = "end"
     batch: Dict[str, Any] = field(default_factory=dict)
     sink_errors: List[str] = field(default_factory=list)
+    cpu_ms_per_frame: Dict[str, float] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -136,6 +152,8 @@ class RunSummary:
                 f"{k} {_num(v['mean_ms'])}/{_num(v['p95_ms'])}" for k, v in self.stages.items()),
             "  latency ms: " + ", ".join(f"{k} {_num(v)}" for k, v in self.latency_ms.items()),
         ]
+        if self.cpu_ms_per_frame:
+            lines.append("  CPU ms per frame: " + ", ".join(f"{k} {_num(v)}" for k, v in self.cpu_ms_per_frame.items()))
         lines += [f"  sink failed: {e}" for e in self.sink_errors]
         for sid, s in self.sources.items():
             exp = f" of {s['expected_frames']}" if s.get("expected_frames") else ""
@@ -278,8 +296,15 @@ class Pipeline:
         self.stats_interval_s = stats_interval_s
         self.timer = StageTimer(STAGES)
         self.latencies: List[float] = []
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=queue_size)
+        # all sources live: newest-only hand-overs (module doc), so one waiting batch at most between stages
+        self._live = all(s.is_live for s in self.sources)
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=1 if self._live else queue_size)
         self._pre_queue: "queue.Queue[Any]" = queue.Queue(maxsize=1)
+        self._handover_drops: Dict[str, int] = {s.source_id: 0 for s in self.sources}
+        self._cpu_ms: Dict[str, float] = {k: 0.0 for k in STAGES}
+        self._cpu_lock = threading.Lock()
+        self._rings: Dict[Any, Any] = {}
+        self._cpu0: Optional[float] = None
         self._halt = threading.Event()
         self._abort = threading.Event()  # consumers gone: producers stop waiting for room in the queues
         self._notify = threading.Event()
@@ -376,9 +401,15 @@ class Pipeline:
                 rr += 1
                 if self._t_first is None:
                     self._t_first = time.perf_counter()
-                t0 = time.perf_counter()
-                batch, infos = self.detector.preprocess([f.image for f in frames])
+                t0, c0 = time.perf_counter(), time.thread_time()
+                images = [f.image for f in frames]
+                out = self._input_buffer(images)
+                if out is not None:
+                    batch, infos = self.detector.preprocess(images, out=out)
+                else:
+                    batch, infos = self.detector.preprocess(images)
                 ms = (time.perf_counter() - t0) * 1e3
+                self._add_cpu("preprocess", c0)
                 for f in frames:
                     f.timings["preprocess"] = ms
                 self.batch_sizes.append(len(frames))
@@ -403,7 +434,7 @@ class Pipeline:
                 frames, batch, infos = item
                 t0 = time.perf_counter()
                 outputs = self.detector.infer(batch)
-                ms = (time.perf_counter() - t0) * 1e3
+                ms = (time.perf_counter() - t0) * 1e3  # CPU: the rest of process time (module doc)
                 for f in frames:
                     f.timings["inference"] = ms
                 self._put(self._queue, (frames, outputs, infos))
@@ -413,12 +444,56 @@ class Pipeline:
         finally:
             self._put(self._queue, _END, force=True)
 
+    def _add_cpu(self, stage: str, c0: float) -> None:
+        """Add this thread's CPU time since ``c0`` (``time.thread_time()``) to ``stage``."""
+        ms = (time.thread_time() - c0) * 1e3
+        with self._cpu_lock:
+            self._cpu_ms[stage] += ms
+
+    def _input_buffer(self, images: Sequence[Any]) -> Any:
+        """The next preallocated input batch for ``images`` (ring per shape), or ``None`` (no buffer support).
+
+        A ring holds 4 batches: one being filled, one waiting in the hand-over queue, one being inferred, one
+        spare; a buffer comes round again only after the batch 3 before it has left the backend.
+        """
+        make = getattr(self.detector, "input_buffer", None)
+        target = getattr(self.detector, "target_hw", None)
+        if make is None or target is None:
+            return None
+        hw = tuple(target(tuple(images[0].shape[:2])))
+        spec = getattr(getattr(self.detector, "backend", None), "input_spec", None)
+        rows = spec.batch if spec is not None and spec.batch > 0 else len(images)
+        key = (hw, rows)
+        ring = self._rings.get(key)
+        if ring is None:
+            ring = self._rings[key] = {"buffers": [make(hw, rows) for _ in range(4)], "next": 0}
+        buf = ring["buffers"][ring["next"]]
+        ring["next"] = (ring["next"] + 1) % len(ring["buffers"])
+        return buf
+
     def _put(self, q: "queue.Queue[Any]", item: Any, force: bool = False) -> None:
-        """Hand ``item`` to the next stage, waiting while it is busy (frames in flight are never dropped).
+        """Hand ``item`` to the next stage.
+
+        Files: wait while the next stage is busy (frames in flight are never dropped). All sources live: keep only
+        the newest, a batch still waiting in ``q`` is replaced by ``item`` and its frames counted as dropped.
 
         Only once the consumers are gone (:attr:`_abort`: an error, an interrupt or the end of :meth:`run`) is an
         item dropped, or, for the end marker (``force``), an item evicted to make room for it.
         """
+        if self._live and not force:
+            try:
+                q.put_nowait(item)
+                return
+            except queue.Full:
+                try:  # one producer per queue: after this get there is room for the put below
+                    stale = q.get_nowait()
+                except queue.Empty:
+                    stale = None
+                if stale is not None and stale is not _END:
+                    for frame in stale[0]:
+                        self._handover_drops[frame.source_id] = self._handover_drops.get(frame.source_id, 0) + 1
+                q.put_nowait(item)
+                return
         while True:
             try:
                 q.put(item, timeout=0.1)
@@ -438,9 +513,10 @@ class Pipeline:
     def _finish(self, item: Any, rate: RateMeter) -> int:
         """Postprocess one batch, then run each frame through its source's processors and the sinks."""
         frames, outputs, infos = item
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         dets_list = self.detector.postprocess(outputs, infos)
         post_ms = (time.perf_counter() - t0) * 1e3
+        self._add_cpu("postprocess", c0)
         if len(dets_list) != len(frames):
             raise ModelError(f"postprocess: expected {len(frames)} detection sets (one per frame of the batch), "
                              f"got {len(dets_list)}")
@@ -449,10 +525,12 @@ class Pipeline:
         return len(frames)
 
     def _finish_frame(self, frame: Frame, dets: Detections, post_ms: float, rate: RateMeter) -> None:
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         for proc in self._chains.get(frame.source_id, ()):
             dets = proc.update(dets, frame)
         t_proc = time.perf_counter()
+        self._add_cpu("processors", c1)
+        c_proc = time.thread_time()
         result = Result(frame, dets, self.names, rate.rate)
         for sink in list(self.sinks):
             try:
@@ -460,6 +538,7 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 - one failing output must not lose the others
                 self._sink_failed(sink, exc, "writing")
         t2 = time.perf_counter()
+        self._add_cpu("sinks", c_proc)
         self._last_frame[frame.source_id] = frame
         frame.timings["postprocess"] = post_ms
         if self.processors:
@@ -505,6 +584,7 @@ class Pipeline:
             raise RuntimeError("Pipeline.run() can be called once: sources and sinks are closed afterwards")
         self._ran = True
         t_start = time.perf_counter()
+        self._cpu0 = time.process_time()
         streams = [StreamInfo(s.source_id, s.fps, s.is_live) for s in self.sources]
         for src in self.sources:
             src.add_listener(self._notify)
@@ -630,6 +710,19 @@ class Pipeline:
                 self._sink_errors.append(f"{sink.name}: finalizing failed: {msg}")
                 LOGGER.error("closing %s sink failed: %s", sink.name, msg)
 
+    def _cpu_per_frame(self, processed: int) -> Dict[str, float]:
+        """CPU ms per processed frame per stage (module doc); empty before any frame or without process CPU."""
+        if not processed or self._cpu0 is None:
+            return {}
+        total = (time.process_time() - self._cpu0) * 1e3
+        with self._cpu_lock:
+            per = dict(self._cpu_ms)
+        per["decode"] = sum(getattr(s.stats, "decode_cpu_ms", 0.0) for s in self.sources)
+        per["inference"] = max(total - sum(v for k, v in per.items() if k != "inference"), 0.0)
+        out = {k: per[k] / processed for k in STAGES if k != "processors" or self.processors}
+        out["total"] = total / processed
+        return out
+
     def summary(self, duration_s: float) -> RunSummary:
         """The :class:`RunSummary` of what has run so far."""
         processed = sum(self._processed.values())
@@ -641,6 +734,9 @@ class Pipeline:
                           "processed": self._processed.get(s.source_id, 0), "expected_frames": s.expected_frames}
             for s in self.sources
         }
+        for sid, n in self._handover_drops.items():  # newest-only hand-overs of live runs (module doc)
+            per_source[sid]["dropped_in_pipeline"] = n
+            per_source[sid]["dropped"] = per_source[sid]["dropped"] + n
         chain_summaries = {sid: merge_summaries([p.summary() for p in chain if hasattr(p, "summary")])
                            for sid, chain in self._chains.items()}
         for sid, extra in chain_summaries.items():
@@ -649,7 +745,7 @@ class Pipeline:
         return RunSummary(
             frames_read=sum(s.stats.read for s in self.sources),
             processed=processed,
-            dropped=sum(s.stats.dropped for s in self.sources),
+            dropped=sum(s["dropped"] for s in per_source.values()),
             corrupt=sum(s.stats.corrupt for s in self.sources),
             reconnects=sum(s.stats.reconnects for s in self.sources),
             fps=processed / span if span > 0 else 0.0,
@@ -661,5 +757,6 @@ class Pipeline:
             batch={"size": self.batch, "calls": len(self.batch_sizes),
                    "mean_frames": (sum(self.batch_sizes) / len(self.batch_sizes)) if self.batch_sizes else 0.0},
             sink_errors=list(self._sink_errors),
+            cpu_ms_per_frame=self._cpu_per_frame(processed),
             extra=merge_summaries(list(chain_summaries.values())),
         )
