@@ -3,7 +3,7 @@
 The public API is imported lazily so ``import edge_detect`` stays light (no OpenCV, no ONNX Runtime, never
 torch)::
 
-    from edge_detect import Detector, Detections, open_source, open_sink, Pipeline
+    from edge_detect import Detector, Detections, open_source, open_sink, Pipeline, export
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ _LAZY = {
     "open_sink": "edge_detect.sinks",
     "Pipeline": "edge_detect.stream.pipeline",
     "evaluate": "edge_detect.evaluate",
+    "export": "edge_detect.exporter",
+    "ExportOptions": "edge_detect.exporter",
 }
 
 __all__ = ["__version__", *_LAZY]

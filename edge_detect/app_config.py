@@ -43,7 +43,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from edge_detect.config import from_mapping, load_yaml, override
+from edge_detect.config import check_thresholds, from_mapping, load_yaml, override, parse_imgsz
 from edge_detect.errors import ConfigError, SourceError
 from edge_detect.stream.sources import CaptureOptions
 
@@ -169,7 +169,8 @@ class AppConfig:
     Attributes:
         model: ``.onnx`` / ``.engine`` / ``.pt`` path.
         backend: backend name, ``None`` = by file suffix.
-        imgsz: ``[size]`` or ``[h, w]`` for dynamic-shape models (``None`` = the model's nominal size).
+        imgsz: ``[size]`` or ``[h, w]`` (stored as ``(h, w)``) for dynamic-shape models (``None`` = the model's
+            nominal size).
         force_imgsz: allow ``imgsz`` sides above :data:`~edge_detect.preprocess.MAX_IMGSZ` (4096).
         threads: inference threads for ONNX Runtime / OpenVINO (0 = its default).
         batch: frames per inference call, gathered across the sources (a static-batch model uses its own).
@@ -226,12 +227,10 @@ class AppConfig:
     stats_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
+        check_thresholds(self.conf, self.iou, self.max_det)
+        if self.imgsz is not None:
+            object.__setattr__(self, "imgsz", parse_imgsz(self.imgsz))
         checks = [
-            (0.0 <= self.conf <= 1.0, "conf", "a value in [0, 1]", self.conf),
-            (0.0 <= self.iou <= 1.0, "iou", "a value in [0, 1]", self.iou),
-            (self.max_det >= 1, "max_det", ">= 1", self.max_det),
-            (self.imgsz is None or (len(self.imgsz) in (1, 2) and min(self.imgsz) > 0), "imgsz",
-             "one or two positive sizes", self.imgsz),
             (self.max_frames is None or self.max_frames >= 1, "max_frames", ">= 1", self.max_frames),
             (self.duration is None or self.duration > 0, "duration", "> 0 seconds", self.duration),
             (self.threads >= 0, "threads", ">= 0", self.threads),
@@ -420,9 +419,8 @@ def build_detector(cfg: AppConfig) -> Any:
         opts["rebuild_on_mismatch"] = True
     opts.update({k: v for k, v in (("device", cfg.device), ("precision", cfg.precision), ("hint", cfg.hint))
                  if v is not None})
-    imgsz = None if cfg.imgsz is None else (cfg.imgsz[0] if len(cfg.imgsz) == 1 else tuple(cfg.imgsz))
     det = Detector(cfg.model, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, agnostic=cfg.agnostic,
-                   backend=cfg.backend, imgsz=imgsz, force_imgsz=cfg.force_imgsz, **opts)
+                   backend=cfg.backend, imgsz=cfg.imgsz, force_imgsz=cfg.force_imgsz, **opts)
     try:
         ids = resolve_classes(cfg.classes, det.names)
     except ConfigError:

@@ -20,17 +20,20 @@ import dataclasses
 import difflib
 import inspect
 import os
+import re
 import typing
 from pathlib import Path
-from typing import Any, Callable, Mapping, Type, TypeVar, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import yaml
 
 from edge_detect.errors import ConfigError
 
-__all__ = ["load_config", "from_mapping", "override", "load_yaml"]
+__all__ = ["load_config", "from_mapping", "override", "load_yaml", "parse_imgsz", "check_thresholds",
+           "suggest_key"]
 
 T = TypeVar("T")
+ImageSize = Union[int, str, Sequence[Union[int, str]]]
 
 
 def load_yaml(path: Union[str, os.PathLike]) -> Any:
@@ -53,9 +56,64 @@ def load_config(path: Union[str, os.PathLike], cls: Type[T]) -> T:
     return from_mapping(data, cls, where=str(path))
 
 
-def _suggest(key: str, known: typing.Iterable[str]) -> str:
+def suggest_key(key: str, known: typing.Iterable[str]) -> str:
+    """``" (did you mean 'conf'?)"`` for the closest of ``known``, or ``""``: the tail of unknown-key errors."""
     match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+_suggest = suggest_key
+
+
+def parse_imgsz(value: ImageSize, name: str = "imgsz") -> Tuple[int, int]:
+    """The one parser of image sizes: ``640``, ``"640"``, ``[640]`` -> ``(640, 640)``; ``"384x640"``,
+    ``"384,640"``, ``(384, 640)``, ``["384", "640"]`` -> ``(h, w)`` = ``(384, 640)``.
+
+    Only the form is checked here; what a model accepts (multiples of its stride, the 4096 cap) is
+    :func:`edge_detect.preprocess.check_imgsz`.
+
+    Args:
+        value: one side (a square) or height and width, as an int, a string or a sequence.
+        name: the option name used in the error message.
+
+    Raises:
+        ConfigError: not one or two positive integers; the message says ``expected 'S' or 'HxW' ...`` and
+            the value given.
+    """
+    if isinstance(value, bool):
+        values: list = []
+    elif isinstance(value, (int, str)) or hasattr(value, "__index__"):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", str(int(value) if not isinstance(value, str)
+                                                                       else value).lower())
+        values = [v for v in match.groups() if v is not None] if match else []
+    else:
+        try:
+            values = [v.strip() if isinstance(v, str) else (str(int(v)) if float(v) == int(v) else "?")
+                      for v in value]
+        except (TypeError, ValueError):
+            values = []
+    shown = list(value) if isinstance(value, (list, tuple)) else value
+    if len(values) not in (1, 2) or not all(v.isdigit() and int(v) > 0 for v in values):
+        raise ConfigError(f"{name}: expected 'S' or 'HxW' (one or two positive integers), got {shown!r}")
+    h = int(values[0])
+    return h, (int(values[1]) if len(values) == 2 else h)
+
+
+def check_thresholds(conf: Optional[float] = None, iou: Optional[float] = None, max_det: Optional[int] = None,
+                     names: Tuple[str, str, str] = ("conf", "iou", "max_det")) -> None:
+    """Validate detection thresholds where they enter (config file, API call); ``None`` = not given.
+
+    ``conf`` and ``iou`` must lie in ``[0, 1]``, ``max_det`` be ``>= 1``. ``names`` are the option names the
+    message uses (e.g. ``("nms_conf", "nms_iou", "max_det")``).
+
+    Raises:
+        ConfigError: ``"<name>: expected a value in [0, 1], got 1.5"`` / ``"max_det: expected >= 1, got 0"``.
+    """
+    for name, v in ((names[0], conf), (names[1], iou)):
+        if v is not None and not (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0):
+            raise ConfigError(f"{name}: expected a value in [0, 1], got {v!r}")
+    if max_det is not None and not (isinstance(max_det, (int, float)) and int(max_det) >= 1):
+        raise ConfigError(f"{names[2]}: expected >= 1, got {max_det!r}")
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:

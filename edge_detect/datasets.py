@@ -27,13 +27,13 @@ import numpy as np
 
 from edge_detect.config import load_yaml
 from edge_detect.errors import ConfigError, DataError
+from edge_detect.paths import IMAGE_SUFFIXES
 
 __all__ = ["IMAGE_SUFFIXES", "SPLITS", "DatasetSpec", "load_dataset", "list_images", "label_path",
            "parse_labels", "load_labels"]
 
 LOGGER = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
 SPLITS = ("train", "val", "test")
 _TOL = 1e-6  # slack on the [0, 1] range of normalized coordinates (float text rounding)
 

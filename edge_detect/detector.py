@@ -23,6 +23,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union, overload
 import numpy as np
 
 from edge_detect.backends.base import Backend
+from edge_detect.config import ImageSize, check_thresholds, parse_imgsz
 from edge_detect.models import open_model
 from edge_detect.errors import ConfigError, DataError
 from edge_detect.metadata import ModelMetadata
@@ -37,18 +38,6 @@ LOGGER = logging.getLogger(__name__)
 
 DYNAMIC_BATCH = 8  # chunk size for dynamic-batch models whose metadata does not give a larger batch
 
-ImageSize = Union[int, Tuple[int, int], Sequence[int]]
-
-
-def _as_hw(imgsz: ImageSize) -> Tuple[int, int]:
-    if isinstance(imgsz, (int, np.integer)):
-        return int(imgsz), int(imgsz)
-    vals = [int(v) for v in imgsz]
-    if len(vals) == 1:
-        return vals[0], vals[0]
-    if len(vals) != 2:
-        raise ConfigError(f"imgsz: expected an int or (h, w), got {imgsz!r}")
-    return vals[0], vals[1]
 
 
 class Detector:
@@ -81,11 +70,7 @@ class Detector:
                  classes: Optional[Sequence[int]] = None, max_det: int = 1000, agnostic: bool = False,
                  multi_label: bool = False, backend: Optional[str] = None, imgsz: Optional[ImageSize] = None,
                  auto: Optional[bool] = None, force_imgsz: bool = False, **backend_options: Any) -> None:
-        for name, v in (("conf", conf), ("iou", iou)):
-            if not 0.0 <= float(v) <= 1.0:
-                raise ConfigError(f"{name}: expected a value in [0, 1], got {v}")
-        if int(max_det) < 1:
-            raise ConfigError(f"max_det: expected >= 1, got {max_det}")
+        check_thresholds(conf, iou, max_det)
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.classes = None if classes is None else [int(c) for c in classes]
         self.agnostic, self.multi_label = bool(agnostic), bool(multi_label)
@@ -107,11 +92,12 @@ class Detector:
         spec, meta = self.backend.input_spec, self.backend.metadata
         if not self.dynamic_hw:
             hw = (int(spec.hw[0]), int(spec.hw[1]))
-            if imgsz is not None and _as_hw(imgsz) != hw:
+            given = None if imgsz is None else parse_imgsz(imgsz)
+            if given is not None and given != hw:
                 raise ConfigError(f"imgsz: this model has a static input size {hw[0]}x{hw[1]}, got "
-                                  f"{_as_hw(imgsz)[0]}x{_as_hw(imgsz)[1]}; export a dynamic model to change it")
+                                  f"{given[0]}x{given[1]}; export a dynamic model to change it")
             return hw
-        return check_imgsz(_as_hw(imgsz if imgsz is not None else meta.imgsz), meta.stride, self.force_imgsz)
+        return check_imgsz(parse_imgsz(imgsz if imgsz is not None else meta.imgsz), meta.stride, self.force_imgsz)
 
     def _validate_classes(self) -> None:
         nc = self.metadata.nc

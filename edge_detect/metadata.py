@@ -21,11 +21,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from edge_detect.errors import ModelLoadError
 
-__all__ = ["ModelMetadata", "METADATA_KEY", "OUTPUT_LAYOUTS", "INPUT_FORMATS", "SCHEMA_VERSION"]
+__all__ = ["ModelMetadata", "METADATA_KEY", "OUTPUT_LAYOUTS", "INPUT_FORMATS", "SCHEMA_VERSION",
+           "read_onnx_metadata", "write_onnx_metadata"]
 
 METADATA_KEY = "edge_detect"
 SCHEMA_VERSION = 1
@@ -155,3 +156,32 @@ class ModelMetadata:
             return cls.from_dict({"names": names, "imgsz": imgsz, "stride": stride,
                                   "batch": int(props.get("batch", 1))})
         return None
+
+
+def read_onnx_metadata(model: Any) -> Optional[ModelMetadata]:
+    """The :class:`ModelMetadata` of an ONNX ``ModelProto`` (its ``metadata_props``), ``None`` when absent.
+
+    Also accepts the ``{key: value}`` mapping ONNX Runtime returns (``get_modelmeta().custom_metadata_map``).
+    No ``onnx`` import is needed: the proto is only read.
+
+    Raises:
+        ModelLoadError: the metadata is present but invalid.
+    """
+    props = model if isinstance(model, Mapping) else {p.key: p.value for p in model.metadata_props}
+    return ModelMetadata.from_onnx_props(props)
+
+
+def write_onnx_metadata(model: Any, meta: ModelMetadata, keep_other: bool = True) -> Any:
+    """Store ``meta`` as JSON under :data:`METADATA_KEY` in ``model.metadata_props`` (in place); returns ``model``.
+
+    Args:
+        model: an ONNX ``ModelProto``.
+        meta: the metadata to store (replaces any previous ``edge_detect`` entry).
+        keep_other: keep the other keys already there (e.g. a producer's own); ``False`` clears them.
+    """
+    kept = [(p.key, p.value) for p in model.metadata_props if keep_other and p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    for key, value in kept:
+        model.metadata_props.add(key=key, value=value)
+    model.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
+    return model

@@ -1,8 +1,14 @@
-"""Checks on output paths before any work starts: never overwrite an input, never find out at the end that an
-output cannot be written.
+"""Where things are on disk: shipped resources, file-type suffixes, run folders, the user cache, and checks on
+output paths before any work starts.
 
-:func:`check_outputs` is called by ``run`` and ``detect`` before a model is loaded or a frame is read, so a bad
-output path costs nothing and loses nothing (exit code 2, one line naming the flag and the path).
+Resources: the repository's top-level ``configs/`` and ``weights/manifest.yaml`` are the editable sources. A
+built wheel carries a copy of them under ``edge_detect/_resources/`` (copied by ``setup.py`` at build time);
+:func:`resource_path` looks in the package first and in the repository second, so an editable install or a
+source checkout reads the repository's files and an installed wheel its own copy.
+
+Outputs: :func:`check_outputs` is called by ``run`` and ``detect`` before a model is loaded or a frame is read,
+so a bad output path costs nothing and loses nothing (exit code 2, one line naming the flag and the path): never
+overwrite an input, never find out at the end that an output cannot be written.
 """
 from __future__ import annotations
 
@@ -11,11 +17,72 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from edge_detect.errors import SinkError
+from edge_detect.errors import ConfigError, SinkError
 
-__all__ = ["check_outputs", "check_writable", "input_paths"]
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "YAML_SUFFIXES", "PACKAGE_RESOURCES", "REPO_ROOT", "ENV_CACHE",
+           "resource_path", "is_image", "next_run_dir", "user_cache_dir", "check_outputs", "check_writable",
+           "input_paths"]
 
-PathLike = Union[str, os.PathLike]
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Image files OpenCV decodes (lower case; compare with ``Path.suffix.lower()``). Used by datasets, folder
+#: sources, ``detect`` and calibration alike.
+IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
+#: Video containers treated as video files (calibration sources, ``detect`` hints).
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif")
+YAML_SUFFIXES = (".yaml", ".yml")
+
+PACKAGE_RESOURCES = Path(__file__).resolve().parent / "_resources"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENV_CACHE = "EDGE_DETECT_CACHE"
+
+
+def resource_path(*parts: str, must_exist: bool = True) -> Path:
+    """A shipped resource, e.g. ``resource_path("configs", "models")`` or ``("weights", "manifest.yaml")``.
+
+    Looks in ``edge_detect/_resources/`` (an installed wheel) first, then in the repository root (a source
+    checkout or editable install, where those files are edited).
+
+    Args:
+        must_exist: when ``False``, a resource found nowhere gives the repository path (the caller reports it
+            when it reads the file) instead of an error.
+
+    Raises:
+        ConfigError: found in neither place (the message names both), unless ``must_exist`` is ``False``.
+    """
+    for root in (PACKAGE_RESOURCES, REPO_ROOT):
+        path = root.joinpath(*parts)
+        if path.exists():
+            return path
+    if not must_exist:
+        return REPO_ROOT.joinpath(*parts)
+    raise ConfigError(f"resource {'/'.join(parts)}: expected it in {PACKAGE_RESOURCES} or {REPO_ROOT}, found "
+                      "neither (a broken installation: reinstall edge-detect)")
+
+
+def is_image(path: PathLike) -> bool:
+    """Whether ``path`` has an image suffix (:data:`IMAGE_SUFFIXES`, case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def next_run_dir(project: PathLike, name: str = "exp", exist_ok: bool = False) -> Path:
+    """``project/name`` if free (or ``exist_ok``), else the first free of ``name2``, ``name3``... (not created)."""
+    base = Path(project) / name
+    if exist_ok or not base.exists():
+        return base
+    n = 2
+    while (Path(project) / f"{name}{n}").exists():
+        n += 1
+    return Path(project) / f"{name}{n}"
+
+
+def user_cache_dir() -> Path:
+    """edge-detect's per-user cache: ``$EDGE_DETECT_CACHE``, else ``$XDG_CACHE_HOME/edge-detect``, else
+    ``~/.cache/edge-detect`` (checkpoints in ``weights/``, exported models in ``models/<sha256>/``); not created."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "edge-detect"
 
 
 def _resolve(path: PathLike) -> Path:

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from edge_detect.boxes import cxcywh_to_xyxy, xyxy_to_xywh
+from edge_detect.config import check_thresholds
 from edge_detect.errors import ModelError
 from edge_detect.types import Detections, LetterboxInfo
 
@@ -99,14 +100,12 @@ def non_max_suppression(pred: np.ndarray, conf_thres: float = 0.25, iou_thres: f
         sorted by descending score.
 
     Raises:
-        ValueError: ``pred`` is not ``(B, N, >5)`` or thresholds are outside ``[0, 1]``.
+        ValueError: ``pred`` is not ``(B, N, >5)``; ConfigError (a ValueError): thresholds outside ``[0, 1]``.
     """
     pred = np.asarray(pred)
     if pred.ndim != 3 or pred.shape[2] < 6:
         raise ValueError(f"non_max_suppression pred: expected shape (B, N, 5+nc), got {pred.shape}")
-    for name, v in (("conf_thres", conf_thres), ("iou_thres", iou_thres)):
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"non_max_suppression {name}: expected a value in [0, 1], got {v}")
+    check_thresholds(conf_thres, iou_thres, max_det, names=("conf_thres", "iou_thres", "max_det"))
     if pred.dtype != np.float32:
         pred = pred.astype(np.float32)
     out = []

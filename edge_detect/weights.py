@@ -1,8 +1,9 @@
 """Official YOLOv5 checkpoints: the manifest, offline resolution of a name to a file, and verified download.
 
-The manifest (``weights/manifest.yaml`` in the repository) maps a model name (``"yolov5s"``) to its release
-URL, sha256 and size. :func:`resolve_weights` never touches the network; :func:`fetch` downloads with
-``urllib`` and checks the sha256. This module never imports torch.
+The manifest (``weights/manifest.yaml`` in the repository, shipped inside the wheel; see
+:func:`edge_detect.paths.resource_path`) maps a model name (``"yolov5s"``) to its release URL, sha256 and size.
+:func:`resolve_weights` never touches the network; :func:`fetch` downloads with ``urllib`` and checks the
+sha256. This module never imports torch.
 """
 from __future__ import annotations
 
@@ -19,16 +20,18 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from edge_detect.config import load_yaml
 from edge_detect.errors import ConfigError, ModelError
+from edge_detect.paths import ENV_CACHE, REPO_ROOT, resource_path, user_cache_dir
 
 __all__ = ["MANIFEST_PATH", "WEIGHTS_DIR", "ENV_WEIGHTS", "ENV_CACHE", "WeightsEntry", "load_manifest",
            "resolve_weights", "fetch", "sha256_file", "default_weights_dir", "user_cache_dir", "search_dirs"]
 
 LOGGER = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-MANIFEST_PATH = WEIGHTS_DIR / "manifest.yaml"
+#: the repository's ``weights/`` folder (a source checkout; absent in an installed wheel)
+WEIGHTS_DIR = REPO_ROOT / "weights"
+#: the manifest: the wheel's copy when installed, else the repository's
+MANIFEST_PATH = resource_path("weights", "manifest.yaml", must_exist=False)
 ENV_WEIGHTS = "EDGE_DETECT_WEIGHTS"
-ENV_CACHE = "EDGE_DETECT_CACHE"
 _CHUNK = 1 << 20
 PathLike = Union[str, os.PathLike]
 
@@ -84,15 +87,6 @@ def load_manifest(path: Optional[PathLike] = None) -> Dict[str, WeightsEntry]:
     if not isinstance(models, Mapping):
         raise ConfigError(f"{path}: expected a top-level 'models' mapping")
     return {str(name): _entry(str(name), row, str(path)) for name, row in models.items()}
-
-
-def user_cache_dir() -> Path:
-    """edge-detect's per-user cache: ``$EDGE_DETECT_CACHE``, else ``$XDG_CACHE_HOME/edge-detect``, else
-    ``~/.cache/edge-detect`` (checkpoints in ``weights/``, exported models in ``models/<sha256>/``)."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "edge-detect"
 
 
 def default_weights_dir() -> Path:

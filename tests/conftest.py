@@ -47,6 +47,8 @@ def count_frames(path) -> int:
 
 
 requires_torch = pytest.mark.skipif(not has_module("torch"), reason="torch not installed (pip install -e '.[build]')")
+requires_matplotlib = pytest.mark.skipif(not has_module("matplotlib"),
+                                         reason="matplotlib not installed (pip install -e '.[bench]')")
 requires_ort = pytest.mark.skipif(not has_module("onnxruntime"), reason="onnxruntime not installed (pip install -e '.[onnx]')")
 
 

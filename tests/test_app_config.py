@@ -41,7 +41,7 @@ def test_plain_string_sources_and_int_imgsz(tmp_path):
                  "capture: {read_timeout_s: 3}\n")
     cfg = load_app_config(p)
     assert cfg.sources == (SourceConfig("a.mp4"), SourceConfig("0"))
-    assert cfg.imgsz == (320,)
+    assert cfg.imgsz == (320, 320)
     assert cfg.classes == ("person", 2)
     assert cfg.capture == CaptureOptions(read_timeout_s=3.0)
 
@@ -98,7 +98,7 @@ def test_legacy_sinks_mapping_converted(tmp_path, caplog):
     ("source: a.mp4\n", r"did you mean 'sources'"),
     ("conf: 1.5\n", r"conf: expected a value in \[0, 1\], got 1.5"),
     ("max_det: 0\n", r"max_det: expected >= 1, got 0"),
-    ("imgsz: [1, 2, 3]\n", r"imgsz: expected one or two positive sizes"),
+    ("imgsz: [1, 2, 3]\n", r"imgsz: expected .S. or .HxW. \(one or two positive integers\), got \[1, 2, 3\]"),
     ("duration: -1\n", r"duration: expected > 0 seconds"),
     ("tracker: {iou: 0}\n", r"tracker: IoUTracker iou_threshold: expected a value in \(0, 1\], got 0"),
     ("tracker: {name: kalman}\n", r"tracker: processor: unknown name 'kalman'; expected one of \[.*'iou'"),

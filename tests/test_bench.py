@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import math
 import types
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 
 from edge_detect import bench
-from edge_detect.errors import ConfigError, DataError
+from edge_detect.bench import measure
+from edge_detect.errors import ConfigError, DataError, MissingDependencyError
 
-from conftest import has_module, requires_ort
+from conftest import has_module, requires_matplotlib, requires_ort
 
 requires_jsonschema = pytest.mark.skipif(not has_module("jsonschema"),
                                          reason="jsonschema not installed (pip install jsonschema)")
@@ -98,7 +100,7 @@ class _FakeDetector:
 
 def test_benchmark_inference_exact_figures(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _FakeClock()
-    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(measure, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     det = _FakeDetector(clock, [500.0, 500.0] + [float(v) for v in range(1, 11)])  # 2 warm-up, 10 timed
     r = bench.benchmark_inference(det, batch_size=2, warmup=2, iters=10, progress=False)
     assert det.calls == [(2, 3, 64, 96)] * 12 and not det.durations
@@ -275,6 +277,7 @@ def test_markdown_tables() -> None:
     assert "- skipped `x.engine` (tensorrt): no TensorRT" in md
 
 
+@requires_matplotlib
 def test_plot_png(tmp_path: Path) -> None:
     import cv2
 
@@ -285,6 +288,16 @@ def test_plot_png(tmp_path: Path) -> None:
     assert img.std() > 10  # not a blank canvas
 
 
+def test_plot_without_matplotlib_says_which_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(MissingDependencyError, match=r"edge-detect\[bench\]"):
+        bench.plot_report(_bench_report(1), tmp_path / "b.png")
+    assert not (tmp_path / "b.png").exists()
+
+
+@requires_matplotlib
 def test_plot_needs_a_result(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="expected at least one result"):
         bench.plot_report(bench.BenchReport(system={}), tmp_path / "b.png")
@@ -293,8 +306,9 @@ def test_plot_needs_a_result(tmp_path: Path) -> None:
 def test_write_report_json_roundtrip(tmp_path: Path) -> None:
     rep = _bench_report()
     rep.results[0]["e2e"]["stages"]["sinks"]["p95_ms"] = float("nan")
-    paths = bench.write_report(rep, tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png")
-    assert set(paths) == {"json", "markdown", "plot"}
+    plot = tmp_path / "b.png" if has_module("matplotlib") else None
+    paths = bench.write_report(rep, tmp_path / "b.json", tmp_path / "b.md", plot)
+    assert set(paths) == ({"json", "markdown", "plot"} if plot else {"json", "markdown"})
     d = json.loads((tmp_path / "b.json").read_text())  # strict JSON: nan written as null
     assert d["results"][0]["e2e"]["stages"]["sinks"]["p95_ms"] is None
     assert d["results"][0]["inference"]["p50_ms"] == 39.0 and d["schema"] == 1
@@ -358,8 +372,8 @@ def test_real_accuracy_matches_reference(yolov5n_onnx: Path, coco128_yaml: Path)
 
 def test_write_report_without_jsonschema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """jsonschema is optional: without it the JSON is still written (the schema self-check is skipped)."""
-    real_find_spec = bench.importlib.util.find_spec
-    monkeypatch.setattr(bench.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "jsonschema" else real_find_spec(name, *a))
     rep = _bench_report()
     rep.results[0]["batch"] = 0  # invalid, but not checked without jsonschema

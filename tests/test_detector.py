@@ -140,7 +140,7 @@ def test_grayscale_and_bgra_frames(models, bus):
 @pytest.mark.parametrize("model, kwargs, message", [
     ("static", dict(imgsz=320), "static input size 640x640, got 320x320"),
     ("dynamic", dict(imgsz=500), "multiples of the model stride 32"),
-    ("dynamic", dict(imgsz=(1, 2, 3)), "expected an int or (h, w)"),
+    ("dynamic", dict(imgsz=(1, 2, 3)), "imgsz: expected 'S' or 'HxW' (one or two positive integers), got [1, 2, 3]"),
     ("static", dict(conf=1.5), "conf: expected a value in [0, 1], got 1.5"),
     ("static", dict(iou=-1), "iou: expected a value in [0, 1]"),
     ("static", dict(max_det=0), "max_det: expected >= 1"),

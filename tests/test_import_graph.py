@@ -22,8 +22,9 @@ from conftest import REPO
 
 PKG = REPO / "edge_detect"
 RUNTIME_PACKAGES = ("backends", "stream", "sinks")
-# the layer above the backends, allowed to reach the build side (lazily): open_model, the CLI, the lazy API
-TOP_LAYER = {"edge_detect", "edge_detect.__main__", "edge_detect.models"}
+# the layer above the backends, allowed to reach the build side (lazily): open_model, the export API, the CLI,
+# the lazy API
+TOP_LAYER = {"edge_detect", "edge_detect.__main__", "edge_detect.models", "edge_detect.exporter"}
 
 
 def module_name(path: Path) -> str:

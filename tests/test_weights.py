@@ -9,6 +9,7 @@ import pytest
 
 from edge_detect import weights as W
 from edge_detect.errors import ConfigError, ModelError
+from edge_detect.paths import resource_path
 
 SHA_N = "4f180cf23ba0717ada0badd6c685026d73d48f184d00fc159c2641284b2ac0a3"
 
@@ -22,7 +23,7 @@ def test_manifest_content() -> None:
     for name in ("yolov5s", "yolov5m", "yolov5l", "yolov5x"):
         assert m[name].url == f"https://github.com/ultralytics/yolov5/releases/download/v7.0/{name}.pt"
         assert m[name].release == "v7.0" and m[name].sha256 is None  # not verified by us: honest null
-        assert (W.WEIGHTS_DIR.parent / "configs" / "models" / f"{m[name].config}.yaml").is_file()
+        assert (resource_path("configs", "models") / f"{m[name].config}.yaml").is_file()
 
 
 def test_shared_checkpoint_matches_manifest(weights_pt: Path) -> None:

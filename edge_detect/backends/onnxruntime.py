@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_detect._optional import require
 from edge_detect.errors import BackendUnavailableError, ModelLoadError
-from edge_detect.metadata import ModelMetadata
+from edge_detect.metadata import ModelMetadata, read_onnx_metadata
 from edge_detect.backends.base import InputSpec, register_backend
 
 __all__ = ["OnnxRuntimeBackend", "resolve_providers"]
@@ -163,9 +163,9 @@ class OnnxRuntimeBackend:
                                  f"{[i.name for i in inputs]}")
         self._output_names = [o.name for o in self._session.get_outputs()]
         out_shapes = [_dims(o.shape) for o in self._session.get_outputs()]
-        props = self._session.get_modelmeta().custom_metadata_map
         spec = self._input_spec(inputs[0], None)
-        meta = ModelMetadata.from_onnx_props(props) or _infer_metadata(self.path, spec, out_shapes)
+        meta = (read_onnx_metadata(self._session.get_modelmeta().custom_metadata_map)
+                or _infer_metadata(self.path, spec, out_shapes))
         _check_layout(self.path, meta, out_shapes)
         self.metadata = meta
         self.input_spec = self._input_spec(inputs[0], meta)

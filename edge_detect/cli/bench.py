@@ -7,6 +7,7 @@ from typing import Any, List, Optional
 
 from edge_detect.backends.base import backend_names
 from edge_detect.cli.detect import add_openvino_args, openvino_options
+from edge_detect.config import parse_imgsz
 from edge_detect.errors import ConfigError
 from edge_detect.cli._types import non_negative_int, positive_int
 
@@ -25,8 +26,6 @@ The JSON keys are documented in the edge_detect.bench module docstring and BENCH
 
 
 def _imgsz(text: str) -> Any:
-    from edge_detect.bench import parse_imgsz
-
     try:
         return parse_imgsz(text)
     except ConfigError as exc:

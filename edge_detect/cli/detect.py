@@ -10,9 +10,11 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from edge_detect import paths
 from edge_detect.backends.base import backend_names
+from edge_detect.cli._types import imgsz_option
 from edge_detect.errors import ConfigError, DataError
 from edge_detect.sinks.base import Sink
 from edge_detect.types import Result
@@ -138,21 +140,14 @@ def backend_options(args: argparse.Namespace) -> Dict[str, Any]:
     return opts
 
 
-def imgsz_arg(values: Optional[Sequence[int]]) -> Any:
-    """``--imgsz`` values -> ``None``, an int, or ``(h, w)``."""
-    if values is None:
-        return None
-    if len(values) > 2:
-        raise ConfigError(f"--imgsz: expected S or H W, got {len(values)} values {list(values)}")
-    return values[0] if len(values) == 1 else (values[0], values[1])
+def imgsz_arg(values: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
+    """``--imgsz`` values -> ``None`` or ``(h, w)`` (see :func:`edge_detect.cli._types.imgsz_option`)."""
+    return imgsz_option(values)
 
 
 def next_run_dir(base: Path = Path("runs/detect"), name: str = "exp") -> Path:
-    """First of ``base/exp``, ``base/exp2``, ``base/exp3``... that does not exist."""
-    n = 1
-    while (base / (name if n == 1 else f"{name}{n}")).exists():
-        n += 1
-    return base / (name if n == 1 else f"{name}{n}")
+    """First free of ``base/exp``, ``base/exp2``, ``base/exp3``... (:func:`edge_detect.paths.next_run_dir`)."""
+    return paths.next_run_dir(base, name)
 
 
 class _Report(Sink):

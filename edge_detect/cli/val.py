@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     from edge_detect.evaluate import evaluate
 
     imgsz = imgsz_arg(args.imgsz)
-    if isinstance(imgsz, tuple):
+    if imgsz is not None:
         if imgsz[0] != imgsz[1]:
             from edge_detect.errors import ConfigError
 

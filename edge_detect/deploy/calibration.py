@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge_detect.datasets import IMAGE_SUFFIXES
+from edge_detect.paths import IMAGE_SUFFIXES, VIDEO_SUFFIXES, YAML_SUFFIXES
 from edge_detect.errors import DataError, SourceError
 
 __all__ = [
@@ -42,8 +42,6 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif")
-YAML_SUFFIXES = (".yaml", ".yml")
 
 PathLike = Union[str, os.PathLike]
 

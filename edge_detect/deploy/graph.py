@@ -50,8 +50,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from edge_detect._optional import require
+from edge_detect.config import check_thresholds
 from edge_detect.errors import ConfigError, ModelLoadError
-from edge_detect.metadata import METADATA_KEY, ModelMetadata
+from edge_detect.metadata import ModelMetadata, read_onnx_metadata, write_onnx_metadata
 
 __all__ = ["add_nms", "add_uint8_input", "NMS_PLUGINS", "NMS_OUTPUTS", "MAX_WH", "TRT_DOMAIN"]
 
@@ -117,8 +118,7 @@ def _load(onnx_in: PathLike) -> Any:
 
 
 def _metadata(model: Any, nc: Optional[int] = None) -> ModelMetadata:
-    props = {p.key: p.value for p in model.metadata_props}
-    meta = ModelMetadata.from_onnx_props(props)
+    meta = read_onnx_metadata(model)
     if meta is None:
         if nc is None:
             raise ModelLoadError("ONNX model has no edge_detect metadata (metadata_props key 'edge_detect')")
@@ -142,10 +142,8 @@ def _save(graph: Any, original: Any, meta: ModelMetadata, onnx_out: PathLike, do
         if d not in {o.domain for o in model.opset_import}:
             model.opset_import.append(onnx.helper.make_opsetid(d, 1))
     del model.metadata_props[:]
-    for p in original.metadata_props:
-        if p.key != METADATA_KEY:
-            model.metadata_props.add(key=p.key, value=p.value)
-    model.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
+    model.metadata_props.extend(original.metadata_props)
+    write_onnx_metadata(model, meta)
     onnx.checker.check_model(model)
     out = Path(onnx_out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -261,9 +259,7 @@ def add_nms(onnx_in: PathLike, onnx_out: PathLike, conf: float = 0.25, iou: floa
     """
     if plugin not in NMS_PLUGINS:
         raise ConfigError(f"nms plugin: expected one of {NMS_PLUGINS}, got {plugin!r}")
-    if not (0.0 <= conf < 1.0 and 0.0 < iou <= 1.0 and int(max_det) >= 1):
-        raise ConfigError(f"nms settings: expected 0 <= conf < 1, 0 < iou <= 1, max_det >= 1; "
-                          f"got conf={conf}, iou={iou}, max_det={max_det}")
+    check_thresholds(conf, iou, max_det)
     if plugin == "efficient" and conf <= 0.0:
         raise ConfigError(f"nms conf: expected > 0 with the 'efficient' plugin (EfficientNMS_TRT keeps "
                           f"score >= conf, so 0 keeps every zeroed class score), got conf={conf}")

@@ -42,7 +42,7 @@ from edge_detect.backends.engine_meta import EngineInfo, sha256_file, write_engi
 from edge_detect.backends.trt_common import (MIN_TENSORRT, MIN_VERSION_COMPATIBLE, import_tensorrt,
                                              init_plugins, version_tuple)
 from edge_detect.errors import BackendUnavailableError, ConfigError, DataError, ModelError, ModelLoadError
-from edge_detect.metadata import ModelMetadata
+from edge_detect.metadata import ModelMetadata, read_onnx_metadata
 
 __all__ = [
     "build_engine",
@@ -187,8 +187,7 @@ def inspect_onnx(path: PathLike) -> OnnxInfo:
     tt = inputs[0].type.tensor_type
     shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-    props = {m.key: m.value for m in model.metadata_props}
-    meta = ModelMetadata.from_onnx_props(props)
+    meta = read_onnx_metadata(model)
     if meta is None:
         raise ModelLoadError(f"{p}: no edge_detect metadata; export it with edge-detect export --format onnx")
     ops = {n.op_type for n in model.graph.node}

@@ -49,6 +49,7 @@ import numpy as np
 
 from edge_detect.config import from_mapping, override
 from edge_detect.errors import SourceError
+from edge_detect.paths import IMAGE_SUFFIXES
 from edge_detect.types import Frame
 
 __all__ = [
@@ -68,7 +69,6 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 KINDS = ("file", "images", "camera", "stream", "gstreamer")
 

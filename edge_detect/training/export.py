@@ -27,7 +27,8 @@ import torch
 from edge_detect import __version__
 from edge_detect._optional import require
 from edge_detect.errors import ConfigError
-from edge_detect.metadata import METADATA_KEY, ModelMetadata
+from edge_detect.config import parse_imgsz
+from edge_detect.metadata import ModelMetadata, write_onnx_metadata
 from edge_detect.preprocess import check_imgsz
 from edge_detect.weights import sha256_file
 from edge_detect.training.checkpoint import load_model
@@ -42,14 +43,10 @@ PathLike = Union[str, os.PathLike]
 
 
 def normalize_imgsz(imgsz: Union[int, Sequence[int]], stride: int = 32, force: bool = False) -> Tuple[int, int]:
-    """``640`` or ``[640]`` -> ``(640, 640)``; ``(h, w)`` kept. Both must be positive multiples of ``stride``, at
-    most :data:`~edge_detect.preprocess.MAX_IMGSZ` unless ``force``."""
-    size = [int(imgsz)] if isinstance(imgsz, (int, float)) else [int(v) for v in imgsz]
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) <= 0 or any(v % stride for v in size):
-        raise ConfigError(f"imgsz: expected one or two positive multiples of {stride} (h w), got {size}")
-    return check_imgsz(size, stride, force)
+    """``640``, ``"384x640"`` or ``(h, w)`` (:func:`~edge_detect.config.parse_imgsz`) -> ``(h, w)``, positive
+    multiples of ``stride`` and at most :data:`~edge_detect.preprocess.MAX_IMGSZ` unless ``force``
+    (:func:`~edge_detect.preprocess.check_imgsz`)."""
+    return check_imgsz(parse_imgsz(imgsz), stride, force)
 
 
 def _versions(onnx: Any, opset: int) -> Dict[str, str]:
@@ -147,9 +144,7 @@ def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[
                              output_layout="raw", input_format="float32_nchw_rgb",
                              precision="fp16" if half else "fp32", source_sha256=sha256_file(weights),
                              source_path=str(weights.resolve()), versions=_versions(onnx, opset))
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, meta.to_json()
+        write_onnx_metadata(proto, meta, keep_other=False)
         proto.producer_name = "edge-detect"
         proto.producer_version = __version__
         onnx.checker.check_model(proto)

@@ -30,13 +30,14 @@ from torch import nn
 
 from edge_detect.config import load_yaml
 from edge_detect.errors import ConfigError, ModelError
+from edge_detect.paths import resource_path
 from edge_detect.training.common import C3, SPPF, Bottleneck, Concat, Conv, make_divisible
 
 __all__ = ["CONFIG_DIR", "Detect", "YOLOv5", "load_cfg", "model_config_path"]
 
 LOGGER = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
+CONFIG_DIR = resource_path("configs", "models")
 
 # module name in the yaml -> class; the "args" of these get (c_in, c_out scaled by width) prepended
 _CHANNEL_MODULES = {"Conv": Conv, "Bottleneck": Bottleneck, "C3": C3, "SPPF": SPPF}

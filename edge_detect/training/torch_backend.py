@@ -18,6 +18,7 @@ from typing import Any, List, Optional, Sequence, Union
 import numpy as np
 
 from edge_detect._optional import require
+from edge_detect.config import parse_imgsz
 from edge_detect.errors import BackendUnavailableError, DataError
 from edge_detect.metadata import ModelMetadata
 from edge_detect.backends.base import InputSpec, register_backend
@@ -80,10 +81,7 @@ class TorchBackend:
     @staticmethod
     def _imgsz(imgsz: Optional[Union[int, Sequence[int]]]) -> "tuple[int, int]":
         """Nominal ``(h, w)``: default 640x640, one side means a square."""
-        if imgsz is None:
-            return 640, 640
-        size = [int(imgsz)] if isinstance(imgsz, (int, float)) else [int(v) for v in imgsz]
-        return (size[0], size[-1]) if len(size) in (1, 2) else (640, 640)
+        return (640, 640) if imgsz is None else parse_imgsz(imgsz)
 
     @staticmethod
     def _device(torch: Any, device: str) -> Any:

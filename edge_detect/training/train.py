@@ -44,8 +44,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from edge_detect._optional import require
 from edge_detect.config import load_yaml
-from edge_detect.errors import BackendUnavailableError, ConfigError, ModelError
+from edge_detect.errors import BackendUnavailableError, ConfigError, MissingDependencyError, ModelError
 from edge_detect.evaluate import coco_ground_truth, coco_map, coco_results
+from edge_detect.paths import next_run_dir, resource_path
 from edge_detect.postprocess import non_max_suppression
 from edge_detect.types import Detections
 from edge_detect.training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
@@ -58,7 +59,7 @@ __all__ = ["train", "load_hyp", "scale_loss_gains", "build_optimizer", "ModelEMA
 
 LOGGER = logging.getLogger(__name__)
 
-HYP_DIR = Path(__file__).resolve().parents[2] / "configs" / "hyp"
+HYP_DIR = resource_path("configs", "hyp")
 DEFAULT_HYP = HYP_DIR / "hyp.scratch-low.yaml"
 NOMINAL_BATCH = 64
 GRAD_CLIP = 10.0
@@ -145,17 +146,6 @@ def select_device(device: Optional[str] = None, local_rank: int = -1) -> torch.d
         raise ConfigError(f"device {device!r}: several GPUs need one process each; launch with "
                           f"'torchrun --nproc_per_node {len(ids)} -m edge_detect train ...'")
     return torch.device("cuda", int(ids[0]))
-
-
-def _increment_run_dir(project: PathLike, name: str, exist_ok: bool) -> Path:
-    """``project/name``, or ``name2``, ``name3``... when it exists and not ``exist_ok``."""
-    base = Path(project) / name
-    if exist_ok or not base.exists():
-        return base
-    n = 2
-    while (Path(project) / f"{name}{n}").exists():
-        n += 1
-    return Path(project) / f"{name}{n}"
 
 
 # --------------------------------------------------------------------------------------------------- optimization
@@ -488,7 +478,7 @@ def train(weights: Optional[PathLike] = None, cfg: Optional[Any] = None, data: O
                              nominal_batch=int(nominal_batch), weights=str(weights) if weights else None,
                              cfg=str(cfg) if cfg is not None and not isinstance(cfg, Mapping) else None,
                              world_size=dist_env.world)
-        run_dir, resumed = _increment_run_dir(project, name, exist_ok), None
+        run_dir, resumed = next_run_dir(project, name, exist_ok), None
     settings.check(dist_env.world)
     dev = select_device(device, dist_env.local_rank)
     if dist_env.world > 1 and not dist.is_initialized():
@@ -591,7 +581,10 @@ class _Trainer:
                 row, metrics = self._end_epoch(epoch, mloss, lrs, t0)
                 history.append(row)
         if self.dist.main and self.paths["results_csv"].exists():
-            plot_results(self.paths["results_csv"], self.paths["results_png"])
+            try:
+                plot_results(self.paths["results_csv"], self.paths["results_png"])
+            except MissingDependencyError as exc:  # the chart is optional; results.csv has the numbers
+                LOGGER.warning("results.png not written: %s", exc)
         if self.dist.world > 1:
             dist.barrier()
         return {**self.paths, "metrics": metrics, "history": history}

@@ -199,9 +199,9 @@ def test_class_offset_is_yolov5s() -> None:
 # --------------------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(plugin="batched"), ConfigError, "expected one of ('efficient', 'onnx', 'inms'), got 'batched'"),
-    (dict(conf=1.5), ConfigError, "conf=1.5"),
-    (dict(iou=0.0), ConfigError, "iou=0.0"),
-    (dict(max_det=0), ConfigError, "max_det=0"),
+    (dict(conf=1.5), ConfigError, "conf: expected a value in [0, 1], got 1.5"),
+    (dict(iou=-0.1), ConfigError, "iou: expected a value in [0, 1], got -0.1"),
+    (dict(max_det=0), ConfigError, "max_det: expected >= 1, got 0"),
     (dict(plugin="onnx", multi_label=True), ConfigError, "only the 'efficient' plugin"),
 ])
 def test_add_nms_rejects_bad_settings(raw_model: Path, tmp_path: Path, kwargs, error, message) -> None:

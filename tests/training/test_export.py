@@ -119,9 +119,9 @@ def test_batch_and_size(weights_pt: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("imgsz, batch, message", [
-    (641, 1, "multiples of 32 (h w), got [641, 641]"),
-    ((320, 330), 1, "got [320, 330]"),
-    ((0,), 1, "got [0, 0]"),
+    (641, 1, "multiples of 32), got 641"),
+    ((320, 330), 1, "multiples of 32), got [320, 330]"),
+    ((0,), 1, "got [0]"),
     ((320, 320, 3), 1, "got [320, 320, 3]"),
     (640, 0, "batch: expected >= 1, got 0"),
     (100000, 1, "expected sides of at most 4096 px (--force-imgsz to go beyond), got 100000x100000"),
@@ -160,17 +160,24 @@ def test_cli_export_default_name(weights_pt: Path, tmp_path: Path, monkeypatch, 
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--int8"], "--int8 needs calibration images"),
-    (["--int8", "--calib", "x.yaml", "--half"], "--int8 and --half cannot be combined"),
-    (["--dla", "0"], "--dla and --timing-cache apply to --format engine only"),
-    (["--imgsz", "640", "640", "3"], "--imgsz: expected one side or H W, got 3 values"),
+    (["--int8"], "int8 needs calibration images: expected calib (--calib)"),
+    (["--int8", "--calib", "x.yaml", "--half"], "int8 and half cannot be combined"),
+    (["--dla", "0"], "dla and timing_cache (--dla, --timing-cache) apply to format engine only"),
+    (["--imgsz", "640", "640", "3"], "--imgsz: expected 'S' or 'HxW' (one or two positive integers), got ['640', "
+                                     "'640', '3']"),
+    (["--imgsz", "640x"], "--imgsz: expected 'S' or 'HxW'"),
+    (["--nms", "--nms-conf", "1.5"], "argument --nms-conf: expected a number in [0, 1], got 1.5"),
     (["--imgsz", "100000"], "imgsz: expected sides of at most 4096 px (--force-imgsz to go beyond), got "
                             "100000x100000"),
 ])
 def test_cli_export_errors(weights_pt: Path, tmp_path: Path, capsys, argv, message: str) -> None:
-    assert _cli("--weights", str(weights_pt), "--output", str(tmp_path / "x.onnx"), *argv) == 2
+    try:
+        rc = _cli("--weights", str(weights_pt), "--output", str(tmp_path / "x.onnx"), *argv)
+    except SystemExit as exc:  # argparse type errors
+        rc = exc.code
+    assert rc == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("edge-detect: error:") == 1 and "Traceback" not in err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2  # usage + error
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -190,26 +197,23 @@ def test_cli_export_non_checkpoint_is_one_line_after_the_bar(tmp_path: Path, cap
     assert "Traceback" not in err and not (tmp_path / "x.onnx").exists()
 
 
-def test_cli_missing_stage_module(weights_pt: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    import importlib
+def test_cli_engine_without_tensorrt(weights_pt: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """--format engine where TensorRT cannot be imported: one line naming the extra, no output file."""
+    import sys
 
-    real = importlib.import_module
-
-    def fake(name, *a, **k):
-        if name == "edge_detect.deploy.tensorrt_build":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(importlib, "import_module", fake)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
     assert _cli("--weights", str(weights_pt), "--format", "engine", "--imgsz", "64", "--no-simplify",
                 "--output", str(tmp_path / "x.engine")) == 2
-    assert "--format engine needs edge_detect.deploy.tensorrt_build" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pip install 'edge-detect[tensorrt]'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.engine").exists()
 
 
-def test_cli_dispatch_order(weights_pt: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    """--int8 --uint8-input --nms --format engine: each stage gets the previous stage's file."""
-    import edge_detect.cli.export as cli_export
+def _fake_stages(monkeypatch) -> list:
+    """Replace the deploy stages by recorders that write a placeholder file; returns the call list."""
+    import edge_detect.deploy.graph as graph
+    import edge_detect.deploy.quantize as quantize
+    import edge_detect.deploy.tensorrt_build as trt_build
 
     calls = []
 
@@ -221,7 +225,15 @@ def test_cli_dispatch_order(weights_pt: Path, tmp_path: Path, monkeypatch, capsy
             return out
         return run
 
-    monkeypatch.setattr(cli_export, "_stage", lambda module, attr, flag: stage(attr))
+    for module, attr in ((quantize, "quantize_int8"), (graph, "add_uint8_input"), (graph, "add_nms"),
+                         (trt_build, "build_engine")):
+        monkeypatch.setattr(module, attr, stage(attr))
+    return calls
+
+
+def test_cli_dispatch_order(weights_pt: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """--int8 --uint8-input --nms --format engine: each stage gets the previous stage's file."""
+    calls = _fake_stages(monkeypatch)
     argv = ["--weights", str(weights_pt), "--imgsz", "64", "--no-simplify", "--int8", "--calib", "c.yaml",
             "--calib-images", "8", "--calib-method", "minmax", "--int8-exclude", "model.24", "--no-sensitivity",
             "--uint8-input", "--nms", "--nms-conf", "0.3", "--max-det", "50", "--format", "engine", "--half",
@@ -230,12 +242,52 @@ def test_cli_dispatch_order(weights_pt: Path, tmp_path: Path, monkeypatch, capsy
     assert [c[:2] for c in calls] == [("quantize_int8", "fp32.onnx"), ("add_uint8_input", "int8.onnx"),
                                       ("add_nms", "uint8.onnx"), ("build_engine", "nms.onnx")]
     assert calls[0][2] == {"calib": "c.yaml", "num_images": 8, "method": "minmax", "exclude": ("model.24",),
-                           "sensitivity": False, "val_data": "c.yaml", "progress": False,
-                           "report_path": tmp_path / "m.quant.json"}
+                           "sensitivity": False, "val_data": "c.yaml", "compare_fp32": True, "progress": False,
+                           "report_path": calls[0][2]["report_path"]}
+    assert calls[0][2]["report_path"].name == "int8.quant.json"  # in the temporary folder until the end
+    assert not calls[0][2]["report_path"].parent.exists()  # removed with it
     assert calls[2][2] == {"conf": 0.3, "iou": 0.45, "max_det": 50, "plugin": "efficient"}
     assert calls[3][2] == {"fp16": True, "int8": True, "workspace_gb": 2.0, "dla": None, "timing_cache": None,
-                           "dynamic": None}
+                           "dynamic": None, "progress": False}
     assert capsys.readouterr().out.strip() == str(tmp_path / "m.engine")
+    assert not list(tmp_path.glob("*.onnx"))  # intermediates stayed in the temporary folder
+
+
+def test_failed_stage_leaves_nothing_behind(weights_pt: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A stage failing after quantization: no output and no report beside it (both stay in the temp folder)."""
+    import edge_detect.deploy.graph as graph
+    import edge_detect.deploy.quantize as quantize
+    from edge_detect.errors import ModelLoadError
+
+    def fake_quantize(src, dst, report_path=None, **kw):
+        Path(dst).write_bytes(b"x")
+        Path(report_path).write_text('{"output": "%s"}' % dst)
+        return Path(dst)
+
+    def broken_nms(src, dst, **kw):
+        raise ModelLoadError(f"{src}: expected one output (B, N, 5+nc), got 2")
+
+    monkeypatch.setattr(quantize, "quantize_int8", fake_quantize)
+    monkeypatch.setattr(graph, "add_nms", broken_nms)
+    assert _cli("--weights", str(weights_pt), "--imgsz", "64", "--no-simplify", "--int8", "--calib", "c.yaml",
+                "--nms", "--output", str(tmp_path / "m.onnx")) == 2
+    assert "expected one output (B, N, 5+nc), got 2" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, val_data, compare", [
+    (["--calib", "d.yml"], "d.yml", True),
+    (["--calib", "frames/"], None, True),
+    (["--calib", "d.yaml", "--int8-val", "none"], None, True),
+    (["--calib", "frames/", "--int8-val", "v.yaml", "--no-fp32-val"], "v.yaml", False),
+])
+def test_cli_int8_val_choice(argv, val_data, compare) -> None:
+    """Which dataset scores the INT8 model (and whether FP32 is scored beside it), from the flags alone."""
+    from edge_detect.cli import build_parser
+    from edge_detect.cli.export import options_from_args
+
+    opts = options_from_args(build_parser().parse_args(["export", "--weights", "w.pt", "--int8", *argv]))
+    assert (opts.int8_val_data, opts.compare_fp32) == (val_data, compare)
 
 
 @pytest.mark.parametrize("half, int8, fmt, name", [
@@ -244,7 +296,7 @@ def test_cli_dispatch_order(weights_pt: Path, tmp_path: Path, monkeypatch, capsy
     (False, False, "engine", "yolov5n.engine"),
 ])
 def test_default_output_names(half: bool, int8: bool, fmt: str, name: str) -> None:
-    from edge_detect.cli.export import default_output
+    from edge_detect.exporter import default_output
 
     assert default_output(Path("/w/yolov5n.pt"), fmt, half, int8).name == name
     dyn = default_output(Path("/w/yolov5n.pt"), fmt, half, int8, dynamic=True).name
@@ -254,7 +306,7 @@ def test_default_output_names(half: bool, int8: bool, fmt: str, name: str) -> No
 def test_readme_export_lines_write_different_files() -> None:
     """The README's static and --dynamic export lines must not write the same file."""
     from edge_detect.cli import build_parser
-    from edge_detect.cli.export import default_output
+    from edge_detect.exporter import default_output
 
     text = (REPO / "README.md").read_text()
     block = text[text.index("### Export: `edge-detect export`"):]

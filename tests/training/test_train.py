@@ -437,7 +437,7 @@ def test_synthetic_shapes_are_learnt(shapes_yaml, weights_pt, tmp_path):
     assert res["metrics"]["map50"] > 0.5
     box = [float(r["train/box_loss"]) for r in rows]
     assert box[-1] < 0.8 * box[0]
-    assert res["best"].is_file() and res["results_png"].is_file()
+    assert res["best"].is_file() and res["results_png"].is_file() == has_module("matplotlib")
 
 
 def _limited_yaml(data_yaml: Path, tmp_path: Path, n: int) -> Path:
@@ -464,7 +464,10 @@ def test_coco128_finetune_epoch_checkpoints_export_and_val(coco128_yaml, weights
 
     res = train(weights=weights_pt, data=coco128_yaml, epochs=1, imgsz=160, batch=16, device="cpu",
                 project=tmp_path, name="coco", workers=0, progress=False, limit=32)
-    assert res["results_png"].is_file() and res["results_png"].stat().st_size > 10_000
+    if has_module("matplotlib"):  # the chart needs matplotlib; without it training still succeeds
+        assert res["results_png"].stat().st_size > 10_000
+    else:
+        assert not res["results_png"].exists()
     rows = _read_csv(res["results_csv"])
     assert len(rows) == 1 and 0.0 < float(rows[0]["metrics/mAP_0.5"]) <= 1.0
     # 80 classes kept: the COCO head is fine-tuned, so mAP on these 32 val images stays far above chance
@@ -534,4 +537,5 @@ def test_ddp_two_processes_gloo(tiny_yaml, tmp_path):
     assert info["extra"]["train_args"]["world_size"] == 2 and info["epoch"] == 0
     model, names = load_model(run / "weights" / "best.pt")
     assert names == ["circle", "square"]
-    assert len(_read_csv(run / "results.csv")) == 1 and (run / "results.png").is_file()
+    assert len(_read_csv(run / "results.csv")) == 1
+    assert (run / "results.png").is_file() == has_module("matplotlib")
