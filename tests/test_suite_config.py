@@ -37,7 +37,7 @@ def _collect(*extra: str) -> set:
     return {line.strip() for line in proc.stdout.splitlines() if "::" in line}
 
 
-def test_m_perf_selects_exactly_the_timed_tests() -> None:
+def test_m_perf_selects_the_timed_tests_and_the_default_run_does_not() -> None:
     default, perf = _collect(), _collect("-m", "perf")
-    assert perf == PERF_TESTS
-    assert not default & PERF_TESTS and default  # the rest still runs by default
+    assert PERF_TESTS <= perf  # (other perf tests may live in the same files)
+    assert not default & perf and default  # disjoint; the rest still runs by default
