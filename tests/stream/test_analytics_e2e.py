@@ -12,7 +12,6 @@ import pytest
 from conftest import has_module
 from edge_detect.app_config import build_pipeline, load_app_config
 from edge_detect.cli import main
-from edge_detect.types import Detections
 from synthetic_world import GATE, FakeDetector, World, gate_scene, render_frame, render_video, background, _crops
 
 requires_model = pytest.mark.skipif(not (has_module("torch") and has_module("onnxruntime")),
