@@ -11,6 +11,7 @@ line ``edge-detect: error: ...`` with exit code 2; Ctrl-C exits with 130. Traceb
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -81,8 +82,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.debug:
             raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        _end_progress_bars(exc)
         print(f"edge-detect: error: {msg}", file=sys.stderr)
         return 2
+
+
+def _end_progress_bars(exc: BaseException) -> None:
+    """Release the frames of the failed call, so that progress bars still open in them are closed (tqdm ends
+    their line when it is collected) and the one-line error starts on a line of its own."""
+    exc.__traceback__ = None
+    gc.collect()
 
 
 if __name__ == "__main__":  # pragma: no cover

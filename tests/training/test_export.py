@@ -339,3 +339,23 @@ def test_cli_onnx_with_nms_and_uint8_input_runs_on_onnxruntime(weights_pt: Path,
     assert db.class_id.tolist() == da.class_id.tolist()
     np.testing.assert_allclose(db.xyxy, da.xyxy, atol=1.5)
     np.testing.assert_allclose(db.score, da.score, atol=1e-3)
+
+
+def test_cli_error_while_any_bar_is_open_gets_its_own_line(weights_pt: Path, tmp_path: Path, capsys,
+                                                               monkeypatch) -> None:
+    """Not only export_onnx's bar: an error raised while any stage holds an open bar (a `bar = tqdm(...)` local,
+    as in calibration) still gets a line of its own."""
+    import edge_detect.training.export as export_mod
+    from edge_detect.cli import main
+    from tqdm import tqdm
+
+    def failing(*args, **kwargs):
+        bar = tqdm(total=4, desc="stage")
+        bar.update(2)
+        raise ModelError("stage exploded: expected 4 steps, got 2")
+
+    monkeypatch.setattr(export_mod, "export_onnx", failing)
+    assert main(["export", "--weights", str(weights_pt), "--output", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in re.split(r"[\r\n]", err) if "edge-detect: error:" in line]
+    assert "stage:" in err and lines == ["edge-detect: error: stage exploded: expected 4 steps, got 2"], err
