@@ -3,6 +3,7 @@
 #
 #   tools/bench_all.sh                 # CPU rows (ONNX Runtime, FP32 and INT8, 640x640 and 384x640)
 #   GPU=1 tools/bench_all.sh           # also GPU rows (TensorRT FP32/FP16/INT8 engines; needs TensorRT + CUDA)
+#   RUNS="openvino openvino-stream" tools/bench_all.sh   # only the OpenVINO rows (extra `openvino`)
 #
 # Environment:
 #   EDGE_DETECT_DATA  shared data folder (default: ../shared beside the repository), read in place
@@ -10,8 +11,9 @@
 #   ITERS / WARMUP    inference-only timed / warm-up calls (default: 200 / 20)
 #   THREADS           ONNX Runtime intra-op threads (default: unset = one per core)
 #   UPDATE            1 (default) rewrites the block between the bench markers in BENCHMARKS.md
-#   RUNS              which measurements to (re)run: any of "640 384x640 batch4 gpu" (default: all but gpu,
-#                     plus gpu with GPU=1); the results block is rebuilt from every JSON present in $OUT,
+#   RUNS              which measurements to (re)run: any of "640 384x640 batch4 openvino openvino-stream gpu"
+#                     (default: all but gpu, plus gpu with GPU=1; the openvino ones when openvino imports);
+#                     the results block is rebuilt from every JSON present in $OUT,
 #                     so a run spoiled by a busy machine can be repeated alone, e.g. RUNS=640
 #   QUIET_LOAD        wait (up to QUIET_WAIT s, default 600) until the 1-min load average is below this
 #                     before measuring, e.g. QUIET_LOAD=0.5 on a shared machine (default: do not wait)
@@ -50,10 +52,9 @@ export_if_missing() {  # output, then export flags
 echo "== export ($OUT)"
 export_if_missing "$OUT/yolov5n.onnx"
 export_if_missing "$OUT/yolov5n-dyn.onnx" --dynamic
-export_if_missing "$OUT/yolov5n-int8.onnx" --int8 --calib "$COCO" --calib-images 128
-export_if_missing "$OUT/yolov5n-dyn-int8.onnx" --dynamic --int8 --calib "$COCO" --calib-images 128
-
-RUNS="${RUNS:-640 384x640 batch4${GPU:+ gpu}}"
+OV_RUNS=""
+"$PY" -c "import openvino, nncf" 2>/dev/null && OV_RUNS=" openvino openvino-stream"
+RUNS="${RUNS:-640 384x640 batch4${OV_RUNS}${GPU:+ gpu}}"
 [[ "${GPU:-0}" == "1" ]] || RUNS="${RUNS// gpu/}"
 want() { [[ " $RUNS " == *" $1 "* ]]; }
 
@@ -73,6 +74,10 @@ wait_quiet() {  # shared machines: measure when other jobs are idle
 }
 
 echo "== runs: $RUNS"
+if want 640 || want 384x640; then
+  export_if_missing "$OUT/yolov5n-int8.onnx" --int8 --calib "$COCO" --calib-images 128
+  export_if_missing "$OUT/yolov5n-dyn-int8.onnx" --dynamic --int8 --calib "$COCO" --calib-images 128
+fi
 if want 640; then
   wait_quiet
   echo "== bench 640x640 (static models, batch 1), $(uptime)"
@@ -96,6 +101,33 @@ if want batch4; then
     --json "$OUT/bench-batch4.json" --markdown "$OUT/bench-batch4.md"
 fi
 
+# OpenVINO rows: ONNX Runtime FP32 vs OpenVINO FP32 (f32 hint) vs OpenVINO INT8 (NNCF) in one bench run each, on
+# a 1280x720 video made from vtest.avi (tools/make_720p_video.py): static 640x640 models with mAP, then the
+# stream-shaped dynamic models (384x640 for 720p: bench follows the stream's shape like `run` does).
+if want openvino || want openvino-stream; then
+  VIDEO720="$OUT/vtest-720p.mp4"
+  [[ -f "$VIDEO720" ]] || "$PY" "$REPO/tools/make_720p_video.py" "$VIDEO720" --source "$VIDEO"
+  export_if_missing "$OUT/yolov5n-int8.xml" --format openvino --int8 --calib "$COCO" --calib-images 128
+  export_if_missing "$OUT/yolov5n-dyn-int8.xml" --format openvino --dynamic --int8 --calib "$COCO" \
+    --calib-images 128 --int8-val none
+  # one bench run per table: every model on both backends (the .xml on onnxruntime is skipped with a note);
+  # no --precision: the openvino backend asks for f32 on float models and int8 on quantized ones explicitly
+  OV_COMMON=(--warmup "$WARMUP" --iters "$ITERS" --source "$VIDEO720" --backend onnxruntime --backend openvino
+             ${THREADS:+--threads "$THREADS"})
+fi
+if want openvino; then
+  wait_quiet
+  echo "== bench OpenVINO 640x640 (ORT FP32, OpenVINO FP32 and NNCF INT8), 720p video, $(uptime)"
+  "${ED[@]}" bench --model "$OUT/yolov5n.onnx" --model "$OUT/yolov5n-int8.xml" "${OV_COMMON[@]}" --data "$COCO" \
+    --json "$OUT/bench-openvino-640.json" --markdown "$OUT/bench-openvino-640.md"
+fi
+if want openvino-stream; then
+  wait_quiet
+  echo "== bench OpenVINO stream-shaped (dynamic models, 384x640 for the 720p video), $(uptime)"
+  "${ED[@]}" bench --model "$OUT/yolov5n-dyn.onnx" --model "$OUT/yolov5n-dyn-int8.xml" "${OV_COMMON[@]}" \
+    --json "$OUT/bench-openvino-stream.json" --markdown "$OUT/bench-openvino-stream.md"
+fi
+
 if want gpu; then
   echo "== GPU: TensorRT engines"
   export_if_missing "$OUT/yolov5n.engine" --format engine
@@ -108,7 +140,10 @@ fi
 
 JSONS=()
 for pair in "640x640 square, batch 1=bench-640.json" "384x640 (minimum 16:9 rectangle), batch 1=bench-384x640.json" \
-            "batch 4, inference only=bench-batch4.json" "GPU: TensorRT engines, 640x640=bench-gpu.json"; do
+            "batch 4, inference only=bench-batch4.json" \
+            "OpenVINO vs ONNX Runtime, 640x640, 720p video=bench-openvino-640.json" \
+            "OpenVINO vs ONNX Runtime, stream-shaped dynamic models (384x640), 720p video=bench-openvino-stream.json" \
+            "GPU: TensorRT engines, 640x640=bench-gpu.json"; do
   [[ -f "$OUT/${pair#*=}" ]] && JSONS+=("${pair%%=*}=$OUT/${pair#*=}")
 done
 echo "== load after: $(uptime)"

@@ -38,6 +38,7 @@ JSON report (stable keys; more may be added, none removed or renamed within ``sc
         "e2e": {"fps", "frames", "frames_read", "dropped", "corrupt", "ratio_to_inference",  # with a source
                 "inference_fps_before", "inference_fps_after",                      # ratio uses their mean
                 "mean_batch",                                                       # frames per inference call
+                "cpu_ms_per_frame": {"decode" | "preprocess" | "inference" | "postprocess" | "sinks" | "total"},
                 "latency_ms": {"p50", "p95", "p99"},                                # glass-to-glass
                 "stages": {"decode" | "preprocess" | "inference" | "postprocess" | "sinks":
                            {"mean_ms", "p95_ms"}}},

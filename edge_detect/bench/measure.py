@@ -172,6 +172,7 @@ def e2e_result(summary: Mapping[str, Any], inference_fps: Optional[float]) -> Di
         "ratio_to_inference": ratio,
         "latency_ms": {k: float(lat.get(k, math.nan)) for k in ("p50", "p95", "p99")},
         "stages": {s: _stage(summary.get("stages") or {}, s) for s in STAGES},
+        "cpu_ms_per_frame": {k: float(v) for k, v in (summary.get("cpu_ms_per_frame") or {}).items()},
         "mean_batch": float((summary.get("batch") or {}).get("mean_frames", 1.0)),
     }
 

@@ -172,6 +172,12 @@ def to_markdown(report: Union[BenchReport, Mapping[str, Any]], title: Optional[s
     if e2e_rows:
         lines += ["", "Per-stage end-to-end time, mean / p95 ms:", ""]
         lines += _md_table(["configuration", *STAGES], e2e_rows, text_columns=1)
+    cpu_keys = ("decode", "preprocess", "inference", "postprocess", "sinks", "total")
+    cpu_rows = [[_label(r)] + [_f((r["e2e"].get("cpu_ms_per_frame") or {}).get(k), 2) for k in cpu_keys]
+                for r in d["results"] if (r.get("e2e") or {}).get("cpu_ms_per_frame")]
+    if cpu_rows:
+        lines += ["", "CPU ms per processed frame and stage (thread CPU time; inference = process CPU left):", ""]
+        lines += _md_table(["configuration", *cpu_keys], cpu_rows, text_columns=1)
     for sk in d.get("skipped", []):
         lines.append(f"\n- skipped `{sk['model']}` ({sk.get('backend') or 'auto'}): {sk['reason']}")
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ import sys
 from typing import Any, Dict, List
 
 from edge_detect.cli._types import imgsz_option, positive_float, positive_int, unit_float
-from edge_detect.exporter import (AUTO, CALIB_METHODS, FORMATS, NMS_PLUGINS, NNCF_PRESETS, ExportOptions,
+from edge_detect.exporter import (AUTO, CALIB_METHODS, FORMATS, NMS_PLUGINS, NNCF_PRESETS, NNCF_RANGES, ExportOptions,
                                   default_output, export, read_quant_report)
 
 __all__ = ["add_parser", "main", "options_from_args", "default_output"]
@@ -80,6 +80,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="skip the per-block sensitivity analysis that keeps the most sensitive blocks in float")
     q.add_argument("--nncf-preset", choices=NNCF_PRESETS, default="mixed",
                    help="--format openvino --int8: NNCF preset (mixed: asymmetric activations; default mixed)")
+    q.add_argument("--nncf-ranges", choices=NNCF_RANGES, default="minmax",
+                   help="--format openvino --int8: activation ranges, min/max over all calibration images "
+                        "(default) or NNCF's default estimator")
 
     n = p.add_argument_group("graph options")
     n.add_argument("--nms", action="store_true",
@@ -117,7 +120,8 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         calib_images=args.calib_images, calib_method=args.calib_method, int8_exclude=tuple(args.int8_exclude),
         int8_val=AUTO if int8_val is None else (None if str(int8_val).lower() == "none" else int8_val),
         compare_fp32=not args.no_fp32_val, sensitivity=not args.no_sensitivity,
-        nncf_preset=getattr(args, "nncf_preset", "mixed"), uint8_input=args.uint8_input,
+        nncf_preset=getattr(args, "nncf_preset", "mixed"), nncf_ranges=getattr(args, "nncf_ranges", "minmax"),
+        uint8_input=args.uint8_input,
         nms=args.nms, nms_plugin=args.nms_plugin, nms_conf=args.nms_conf, nms_iou=args.nms_iou,
         max_det=args.max_det, workspace_gb=args.workspace, dla=args.dla, timing_cache=args.timing_cache)
 
