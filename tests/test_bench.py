@@ -400,3 +400,62 @@ def test_batch_1_vs_n_on_one_dynamic_model_end_to_end(onnx_builder, reference, v
         assert r["e2e"]["frames"] == 9 and r["e2e"]["fps"] > 0 and r["notes"] == []
     assert d["results"][0]["e2e"]["mean_batch"] == 1.0
     assert d["results"][1]["e2e"]["mean_batch"] > 1.5  # frames queued by the file source are batched together
+
+
+# --- stream-shaped dynamic models, per-backend options, CPU per stage --------------------------------------------
+
+def _video(path: Path, w: int, h: int, frames: int = 3) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    for i in range(frames):
+        writer.write(np.full((h, w, 3), 40 * i, np.uint8))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("w, h, want", [(1280, 720, (384, 640)), (480, 360, (480, 640)), (640, 640, (640, 640)),
+                                        (720, 1280, (640, 384))])
+def test_stream_shape_is_the_minimum_rectangle(tmp_path: Path, w: int, h: int, want) -> None:
+    video = _video(tmp_path / f"v{w}x{h}.avi", w, h)
+    assert bench.stream_shape(str(video), (640, 640), 32) == want
+
+
+def test_stream_shape_unknown_for_live_sources() -> None:
+    assert bench.stream_shape("rtsp://127.0.0.1:1/none", (640, 640)) is None
+    assert bench.stream_shape("0", (640, 640)) is None
+
+
+@requires_ort
+def test_dynamic_model_bench_follows_the_stream(onnx_builder, reference, tmp_path: Path) -> None:
+    """No --imgsz + a 720p video: inference-only and e2e both run at 384x640 (as `run` would), with a note."""
+    from edge_detect.metadata import ModelMetadata
+
+    raw = np.load(reference / "infer_bus.npz")["raw"]
+    meta = ModelMetadata(names=[f"c{i}" for i in range(80)], dynamic=True).to_dict()
+    model = onnx_builder(tmp_path / "dyn.onnx", [raw], input_shape=(1, 3, "h", "w"), metadata=meta)
+    video = _video(tmp_path / "720p.avi", 1280, 720, frames=6)
+    report = bench.run_benchmark(bench.expand_configs([model]), source=str(video), warmup=0, iters=2,
+                                 progress=False)
+    r = report.results[0]
+    assert r["imgsz"] == [384, 640] and r["e2e"]["frames"] == 6
+    assert "input follows the stream: 384x640 (dynamic model, no --imgsz)" in r["notes"]
+    cpu = r["e2e"]["cpu_ms_per_frame"]
+    assert set(cpu) >= {"decode", "preprocess", "inference", "postprocess", "sinks", "total"}
+    assert "CPU ms per processed frame" in bench.to_markdown(report)
+
+
+@requires_ort
+def test_backend_options_go_to_their_backend_only(onnx_builder, reference, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from edge_detect.metadata import ModelMetadata
+
+    raw = np.load(reference / "infer_bus.npz")["raw"]
+    model = onnx_builder(tmp_path / "m.onnx", [raw], metadata=ModelMetadata(names=[f"c{i}" for i in range(80)]).to_dict())
+    configs = bench.expand_configs([model], ["onnxruntime", "openvino"])
+    report = bench.run_benchmark(configs, warmup=0, iters=2, progress=False,
+                                 backend_options={"openvino": {"precision": "fp32", "hint": "latency"}})
+    assert [(r["backend"], r["precision"]) for r in report.results] == [("onnxruntime", "fp32"),
+                                                                        ("openvino", "fp32")]
+    assert not report.skipped
+    assert report.settings["backend_options"] == {"openvino": {"precision": "fp32", "hint": "latency"}}
