@@ -13,8 +13,8 @@ import sys
 from typing import Any, Dict, List
 
 from edge_detect.cli._types import imgsz_option, positive_float, positive_int, unit_float
-from edge_detect.exporter import (AUTO, CALIB_METHODS, FORMATS, NMS_PLUGINS, NNCF_PRESETS, NNCF_RANGES, ExportOptions,
-                                  default_output, export, read_quant_report)
+from edge_detect.exporter import (AUTO, CALIB_METHODS, FORMATS, NMS_PLUGINS, NNCF_PRESETS, NNCF_RANGES,
+                                  ExportOptions, default_output, export, read_quant_report)
 
 __all__ = ["add_parser", "main", "options_from_args", "default_output"]
 
