@@ -40,6 +40,19 @@ DYNAMIC_BATCH = 8  # chunk size for dynamic-batch models whose metadata does not
 
 
 
+class _Finished:
+    """The handle of a synchronous inference (same ``wait`` / ``release`` as an async one)."""
+
+    def __init__(self, outputs: List[np.ndarray]) -> None:
+        self._outputs = outputs
+
+    def wait(self) -> List[np.ndarray]:
+        return self._outputs
+
+    def release(self) -> None:
+        pass
+
+
 class Detector:
     """Object detector over any backend.
 
@@ -188,6 +201,22 @@ class Detector:
     def infer(self, batch: np.ndarray) -> List[np.ndarray]:
         """Run the backend on a preprocessed batch; returns its outputs in layout order."""
         return self.backend.infer(batch)
+
+    @property
+    def max_in_flight(self) -> int:
+        """Batches that can be inferring at once: the backend's async requests (``num_requests``), else 1."""
+        if not callable(getattr(self.backend, "infer_async", None)):
+            return 1
+        return max(1, int(getattr(self.backend, "num_requests", 1)))
+
+    def infer_async(self, batch: np.ndarray) -> Any:
+        """Start inference and return a handle: ``handle.wait()`` gives the outputs (valid until
+        ``handle.release()``). Backends without async requests run synchronously and return a finished handle.
+        ``batch`` must stay unchanged until ``wait()`` returned."""
+        start = getattr(self.backend, "infer_async", None)
+        if callable(start):
+            return start(batch)
+        return _Finished(self.backend.infer(batch))
 
     def postprocess(self, outputs: Sequence[np.ndarray], infos: Sequence[LetterboxInfo],
                     **overrides: Any) -> List[Detections]:

@@ -53,6 +53,12 @@ Input buffers: with a :class:`~edge_detect.detector.Detector` the preprocess thr
 small ring of preallocated input batches (one ring per input shape), sized so that a buffer is never refilled
 while a queued or running inference still reads it.
 
+Frames in flight: when the detector's backend has several asynchronous infer requests
+(:attr:`~edge_detect.detector.Detector.max_in_flight`, e.g. OpenVINO with ``hint="throughput"``), the infer thread
+starts each batch with ``infer_async`` and hands its handle on at once; the sinks stage waits for the outputs,
+postprocesses and releases the request, so up to that many batches infer at the same time (the ``inference``
+time is then submit -> outputs ready).
+
 CPU cost: each stage thread measures its own CPU time (``time.thread_time``) and the capture threads theirs for
 decoding; :attr:`RunSummary.cpu_ms_per_frame` gives them per processed frame, with ``inference`` = the process
 CPU time (``time.process_time``) left after the other stages (the inference runtime's worker threads).
@@ -210,6 +216,14 @@ def merge_summaries(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
+@dataclass
+class _Pending:
+    """An asynchronous inference handed to the sinks stage: ``handle.wait()`` / ``release()``, started at ``t0``."""
+
+    handle: Any
+    t0: float
+
+
 class Pipeline:
     """Run a detector over sources into sinks with overlapped stages (see module doc).
 
@@ -304,6 +318,9 @@ class Pipeline:
         self._cpu_ms: Dict[str, float] = {k: 0.0 for k in STAGES}
         self._cpu_lock = threading.Lock()
         self._rings: Dict[Any, Any] = {}
+        in_flight = getattr(detector, "max_in_flight", 1)
+        self._in_flight = int(in_flight) if isinstance(in_flight, int) else 1
+        self._slots = threading.Semaphore(self._in_flight)
         self._cpu0: Optional[float] = None
         self._halt = threading.Event()
         self._abort = threading.Event()  # consumers gone: producers stop waiting for room in the queues
@@ -433,6 +450,14 @@ class Pipeline:
                     break
                 frames, batch, infos = item
                 t0 = time.perf_counter()
+                if self._in_flight > 1:
+                    # async: several batches infer at once; the sinks stage waits for each (module doc)
+                    while not self._slots.acquire(timeout=0.1):  # at most max_in_flight handles alive
+                        if self._abort.is_set():
+                            return
+                    handle = self.detector.infer_async(batch)
+                    self._put(self._queue, (frames, _Pending(handle, t0), infos))
+                    continue
                 outputs = self.detector.infer(batch)
                 ms = (time.perf_counter() - t0) * 1e3  # CPU: the rest of process time (module doc)
                 for f in frames:
@@ -454,7 +479,8 @@ class Pipeline:
         """The next preallocated input batch for ``images`` (ring per shape), or ``None`` (no buffer support).
 
         A ring holds 4 batches: one being filled, one waiting in the hand-over queue, one being inferred, one
-        spare; a buffer comes round again only after the batch 3 before it has left the backend.
+        spare; with asynchronous inference, one more per request that may be in flight (a batch is read until
+        its handle's ``wait()``, and the infer thread cannot start more than that many).
         """
         make = getattr(self.detector, "input_buffer", None)
         target = getattr(self.detector, "target_hw", None)
@@ -465,8 +491,9 @@ class Pipeline:
         rows = spec.batch if spec is not None and spec.batch > 0 else len(images)
         key = (hw, rows)
         ring = self._rings.get(key)
-        if ring is None:
-            ring = self._rings[key] = {"buffers": [make(hw, rows) for _ in range(4)], "next": 0}
+        if ring is None:  # + the batches that may be inferring asynchronously at once
+            size = 4 + (self._in_flight if self._in_flight > 1 else 0)
+            ring = self._rings[key] = {"buffers": [make(hw, rows) for _ in range(size)], "next": 0}
         buf = ring["buffers"][ring["next"]]
         ring["next"] = (ring["next"] + 1) % len(ring["buffers"])
         return buf
@@ -490,6 +517,9 @@ class Pipeline:
                 except queue.Empty:
                     stale = None
                 if stale is not None and stale is not _END:
+                    if isinstance(stale[1], _Pending):
+                        stale[1].handle.release()
+                        self._slots.release()
                     for frame in stale[0]:
                         self._handover_drops[frame.source_id] = self._handover_drops.get(frame.source_id, 0) + 1
                 q.put_nowait(item)
@@ -513,8 +543,19 @@ class Pipeline:
     def _finish(self, item: Any, rate: RateMeter) -> int:
         """Postprocess one batch, then run each frame through its source's processors and the sinks."""
         frames, outputs, infos = item
+        pending = outputs if isinstance(outputs, _Pending) else None
+        if pending is not None:
+            outputs = pending.handle.wait()
+            ms = (time.perf_counter() - pending.t0) * 1e3
+            for f in frames:
+                f.timings["inference"] = ms
         t0, c0 = time.perf_counter(), time.thread_time()
-        dets_list = self.detector.postprocess(outputs, infos)
+        try:
+            dets_list = self.detector.postprocess(outputs, infos)
+        finally:
+            if pending is not None:
+                pending.handle.release()
+                self._slots.release()
         post_ms = (time.perf_counter() - t0) * 1e3
         self._add_cpu("postprocess", c0)
         if len(dets_list) != len(frames):

@@ -514,3 +514,66 @@ def test_live_glass_to_glass_within_1_2x_the_stage_sum(video):
     stage_sum = sum(v["mean_ms"] for v in s.stages.values() if v["mean_ms"] == v["mean_ms"])
     assert s.processed > 50
     assert s.latency_ms["p50"] <= 1.2 * stage_sum, (s.latency_ms, s.stages)
+
+
+class AsyncDetector(BufferDetector):
+    """BufferDetector with two async requests: infer_async returns a handle that finishes in the background."""
+
+    max_in_flight = 2
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.live_handles, self.peak, self.lock = 0, 0, threading.Lock()
+
+    def infer_async(self, batch):
+        det = self
+        value = int(batch[0, 0, 0, 0])
+        with self.lock:
+            self.live_handles += 1
+            self.peak = max(self.peak, self.live_handles)
+
+        class Handle:
+            def __init__(self):
+                self.done = threading.Event()
+                threading.Thread(target=self.run, daemon=True).start()
+
+            def run(self):
+                time.sleep(0.01)
+                assert (batch == value).all()  # the ring never refills a batch still in flight
+                self.outputs = FakeDetector.infer(det, batch)
+                self.done.set()
+
+            def wait(self):
+                self.done.wait()
+                return self.outputs
+
+            def release(self):
+                with det.lock:
+                    det.live_handles -= 1
+
+        return Handle()
+
+
+def test_async_inference_keeps_several_batches_in_flight(video):
+    det = AsyncDetector()
+    sink = ListSink()
+    s = Pipeline([open_source(video)], det, [sink], max_frames=30, progress=False).run()
+    assert s.processed == 30 and [r.frame.index for r in sink.results] == list(range(30))  # order kept
+    assert det.peak == 2 and det.live_handles == 0  # two in flight at most, every request released
+    assert len(set(det.filled)) == 4 + 2  # the ring grows by the requests in flight
+    assert min(r.frame.timings["inference"] for r in sink.results) >= 10
+
+
+def test_openvino_throughput_hint_runs_async_in_the_pipeline(video, onnx_builder, reference, tmp_path):
+    pytest.importorskip("openvino")
+    from edge_detect.detector import Detector
+    from edge_detect.metadata import ModelMetadata
+
+    raw = np.load(reference / "infer_bus.npz")["raw"]
+    model = onnx_builder(tmp_path / "replay.onnx", [raw],
+                         metadata=ModelMetadata(names=[f"c{i}" for i in range(80)]).to_dict())
+    with Detector(model, backend="openvino", hint="throughput", requests=2) as det:
+        assert det.max_in_flight == 2
+        sink = ListSink()
+        s = Pipeline([open_source(video)], det, [sink], max_frames=12, progress=False).run()
+    assert s.processed == 12 and all(len(r.detections) == 4 for r in sink.results)  # bus.jpg's 4 at conf 0.25
