@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence, Tuple, Union
 
-from edge_detect.errors import ConfigError
+from edge_detect.config import parse_imgsz
 from edge_detect.weights import resolve_weights, sha256_file, user_cache_dir
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_IMGSZ", "cached_onnx_path", "ensure_onnx"]
@@ -35,12 +35,7 @@ Exporter = Callable[..., Any]
 
 
 def _hw(imgsz: Union[int, Sequence[int], None]) -> Tuple[int, int]:
-    if imgsz is None:
-        return DEFAULT_IMGSZ
-    vals = [int(imgsz)] if isinstance(imgsz, int) else [int(v) for v in imgsz]
-    if len(vals) not in (1, 2):
-        raise ConfigError(f"imgsz: expected one size or (h, w), got {list(vals)}")
-    return (vals[0], vals[-1])
+    return DEFAULT_IMGSZ if imgsz is None else parse_imgsz(imgsz)
 
 
 def cached_onnx_path(weights: Union[str, os.PathLike], imgsz: Union[int, Sequence[int], None] = None,

@@ -28,8 +28,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: Image files OpenCV decodes (lower case; compare with ``Path.suffix.lower()``). Used by datasets, folder
 #: sources, ``detect`` and calibration alike.
 IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm")
-#: Video containers treated as video files (calibration sources, ``detect`` hints).
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif")
+#: Video files (calibration sources; ``detect`` points them to ``run``).
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif",
+                  ".3gp", ".mjpeg", ".mjpg", ".h264", ".h265")
 YAML_SUFFIXES = (".yaml", ".yml")
 
 PACKAGE_RESOURCES = Path(__file__).resolve().parent / "_resources"

@@ -33,9 +33,6 @@ skipped with a warning and counted. --output must not be an input folder (nor th
 the annotated images keep their names. Videos, cameras and streams: use `edge-detect run`.
 """
 
-#: suffixes of video files, which `run` reads (a video given to `detect` gets that hint instead of a decode error)
-VIDEO_INPUT_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
-                        ".3gp", ".mjpeg", ".mjpg", ".h264", ".h265")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -181,7 +178,7 @@ def main(args: argparse.Namespace) -> int:
     from edge_detect.stream.sources import open_images
 
     for src in args.source:
-        if Path(src).suffix.lower() in VIDEO_INPUT_SUFFIXES and "://" not in str(src):
+        if Path(src).suffix.lower() in paths.VIDEO_SUFFIXES and "://" not in str(src):  # `run` reads videos
             raise DataError(f"--source {src}: expected images, got a video; run the app on it with: "
                             f"edge-detect run --source {src}")
     files = list_images(args.source)
