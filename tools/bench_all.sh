@@ -3,7 +3,7 @@
 #
 #   tools/bench_all.sh                 # CPU rows (ONNX Runtime, FP32 and INT8, 640x640 and 384x640)
 #   GPU=1 tools/bench_all.sh           # also GPU rows (TensorRT FP32/FP16/INT8 engines; needs TensorRT + CUDA)
-#   RUNS="openvino openvino-stream" tools/bench_all.sh   # only the OpenVINO rows (extra `openvino`)
+#   RUNS="openvino openvino-stream live" tools/bench_all.sh   # only the OpenVINO rows + live latency (extra `openvino`)
 #
 # Environment:
 #   EDGE_DETECT_DATA  shared data folder (default: ../shared beside the repository), read in place
@@ -11,7 +11,7 @@
 #   ITERS / WARMUP    inference-only timed / warm-up calls (default: 200 / 20)
 #   THREADS           ONNX Runtime intra-op threads (default: unset = one per core)
 #   UPDATE            1 (default) rewrites the block between the bench markers in BENCHMARKS.md
-#   RUNS              which measurements to (re)run: any of "640 384x640 batch4 openvino openvino-stream gpu"
+#   RUNS              which measurements to (re)run: any of "640 384x640 batch4 openvino openvino-stream live gpu"
 #                     (default: all but gpu, plus gpu with GPU=1; the openvino ones when openvino imports);
 #                     the results block is rebuilt from every JSON present in $OUT,
 #                     so a run spoiled by a busy machine can be repeated alone, e.g. RUNS=640
@@ -53,7 +53,7 @@ echo "== export ($OUT)"
 export_if_missing "$OUT/yolov5n.onnx"
 export_if_missing "$OUT/yolov5n-dyn.onnx" --dynamic
 OV_RUNS=""
-"$PY" -c "import openvino, nncf" 2>/dev/null && OV_RUNS=" openvino openvino-stream"
+"$PY" -c "import openvino, nncf" 2>/dev/null && OV_RUNS=" openvino openvino-stream live"
 RUNS="${RUNS:-640 384x640 batch4${OV_RUNS}${GPU:+ gpu}}"
 [[ "${GPU:-0}" == "1" ]] || RUNS="${RUNS// gpu/}"
 want() { [[ " $RUNS " == *" $1 "* ]]; }
@@ -126,6 +126,32 @@ if want openvino-stream; then
   echo "== bench OpenVINO stream-shaped (dynamic models, 384x640 for the 720p video), $(uptime)"
   "${ED[@]}" bench --model "$OUT/yolov5n-dyn.onnx" --model "$OUT/yolov5n-dyn-int8.xml" "${OV_COMMON[@]}" \
     --json "$OUT/bench-openvino-stream.json" --markdown "$OUT/bench-openvino-stream.md"
+fi
+
+# Live glass-to-glass: the 720p video served as a 60 FPS "camera" (a live, real-time paced source: faster than
+# the pipeline) through `run` with the OpenVINO INT8 stream-shaped model and a JSONL sink, 30 s; the summary gives
+# p50 latency and the stage means (issue target: p50 <= 1.2x their sum).
+if want live; then
+  VIDEO60="$OUT/vtest-720p-60fps.mp4"
+  [[ -f "$VIDEO60" ]] || "$PY" "$REPO/tools/make_720p_video.py" "$VIDEO60" --source "$VIDEO" --fps 60
+  export_if_missing "$OUT/yolov5n-dyn-int8.xml" --format openvino --dynamic --int8 --calib "$COCO" \
+    --calib-images 128 --int8-val none
+  cat > "$OUT/live.yaml" <<YAML
+model: $OUT/yolov5n-dyn-int8.xml
+sources: [{uri: $VIDEO60, options: {live: true, realtime: true}}]
+YAML
+  wait_quiet
+  echo "== live glass-to-glass (60 FPS paced 720p source, OpenVINO INT8, 30 s), $(uptime)"
+  "${ED[@]}" run --config "$OUT/live.yaml" --save-jsonl "$OUT/live.jsonl" --duration 30 --no-progress \
+    --summary-json "$OUT/live-summary.json"
+  "$PY" - "$OUT/live-summary.json" <<'PYEOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+stage_sum = sum(v["mean_ms"] for v in s["stages"].values() if v["mean_ms"] is not None)
+p50 = s["latency_ms"]["p50"]
+print(f"live: {s['processed']} processed, {s['dropped']} dropped, {s['fps']:.1f} FPS; glass-to-glass p50 {p50:.1f} ms, "
+      f"sum of stage means {stage_sum:.1f} ms, ratio {p50 / stage_sum:.2f}; CPU ms/frame {s.get('cpu_ms_per_frame')}")
+PYEOF
 fi
 
 if want gpu; then
