@@ -15,6 +15,7 @@ from edge_detect.errors import ConfigError
     (dict(format="tflite"), "format: expected one of ('onnx', 'engine', 'openvino'), got 'tflite'"),
     (dict(format="openvino", int8=True, calib="d.yaml", nms=True), "format openvino with int8: expected no half/nms"),
     (dict(nncf_preset="fast"), "nncf_preset: expected one of ('mixed', 'performance'), got 'fast'"),
+    (dict(nncf_ranges="p99"), "nncf_ranges: expected one of ('minmax', 'default'), got 'p99'"),
     (dict(format="openvino", timing_cache="t.cache"), "apply to format engine only"),
     (dict(imgsz=100000), "imgsz: expected sides of at most 4096 px (--force-imgsz to go beyond), got 100000x100000"),
     (dict(imgsz=(640, 640, 3)), "imgsz: expected 'S' or 'HxW' (one or two positive integers), got [640, 640, 3]"),

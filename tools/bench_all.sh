@@ -120,12 +120,18 @@ if want openvino; then
   echo "== bench OpenVINO 640x640 (ORT FP32, OpenVINO FP32 and NNCF INT8), 720p video, $(uptime)"
   "${ED[@]}" bench --model "$OUT/yolov5n.onnx" --model "$OUT/yolov5n-int8.xml" "${OV_COMMON[@]}" --data "$COCO" \
     --json "$OUT/bench-openvino-640.json" --markdown "$OUT/bench-openvino-640.md"
+  # the same three inference-only, interleaved call by call (ratios robust to load bursts)
+  "$PY" "$REPO/tools/interleaved_inference.py" --rounds "$ITERS" onnxruntime="$OUT/yolov5n.onnx" \
+    openvino="$OUT/yolov5n.onnx" openvino="$OUT/yolov5n-int8.xml" | tee "$OUT/interleaved-640.txt"
 fi
 if want openvino-stream; then
   wait_quiet
   echo "== bench OpenVINO stream-shaped (dynamic models, 384x640 for the 720p video), $(uptime)"
   "${ED[@]}" bench --model "$OUT/yolov5n-dyn.onnx" --model "$OUT/yolov5n-dyn-int8.xml" "${OV_COMMON[@]}" \
     --json "$OUT/bench-openvino-stream.json" --markdown "$OUT/bench-openvino-stream.md"
+  "$PY" "$REPO/tools/interleaved_inference.py" --imgsz 384x640 --rounds "$ITERS" \
+    onnxruntime="$OUT/yolov5n-dyn.onnx" openvino="$OUT/yolov5n-dyn.onnx" openvino="$OUT/yolov5n-dyn-int8.xml" \
+    | tee "$OUT/interleaved-384x640.txt"
 fi
 
 # Live glass-to-glass: the 720p video served as a 60 FPS "camera" (a live, real-time paced source: faster than
