@@ -231,7 +231,7 @@ class Detector:
         nms = dict(conf_thres=self.conf, iou_thres=self.iou, classes=self.classes, agnostic=self.agnostic,
                    multi_label=self.multi_label, max_det=self.max_det)
         nms.update(overrides)
-        return _postprocess(outputs, infos, self.metadata.output_layout, **nms)
+        return _postprocess(outputs, infos, self.metadata.output_layout, head=self.metadata.head, **nms)
 
     # --- calling ---------------------------------------------------------------------------------------------
 

@@ -90,6 +90,8 @@ class ExportOptions:
         workspace_gb: TensorRT builder workspace limit (GiB).
         dla: DLA core (Jetson) for the engine, with GPU fallback.
         timing_cache: TensorRT timing cache file (read and updated).
+        trust_checkpoint: ultralytics checkpoints only: when the restricted unpickler refuses the file, load it with
+            ultralytics' own loader, which executes code pickled in it (see README, "Trust decision").
     """
 
     format: str = "onnx"
@@ -119,6 +121,7 @@ class ExportOptions:
     workspace_gb: float = 4.0
     dla: Optional[int] = None
     timing_cache: Optional[PathLike] = None
+    trust_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         from edge_detect.preprocess import check_imgsz
@@ -250,7 +253,7 @@ def _run_stages(weights: Path, output: Path, opts: ExportOptions, workdir: Path,
     current = export_onnx(weights, workdir / "fp32.onnx" if extra_stages else output, imgsz=opts.imgsz,
                           batch=opts.batch, dynamic=opts.dynamic, opset=opts.opset,
                           half=opts.half and opts.format == "onnx", simplify=opts.simplify, progress=progress,
-                          force_imgsz=opts.force_imgsz)
+                          force_imgsz=opts.force_imgsz, trust_checkpoint=opts.trust_checkpoint)
     if opts.format == "openvino" and opts.int8:
         from edge_detect.deploy.openvino import quantize_openvino
 

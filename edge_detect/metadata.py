@@ -6,8 +6,13 @@ ONNX ``metadata_props`` (key ``"edge_detect"``) or beside an engine; the runtime
 
 Output layouts:
 
-* ``"raw"``: one output ``(B, N, 5 + nc)`` float: ``cx, cy, w, h`` in input (letterbox) pixels, objectness,
-  ``nc`` class probabilities (sigmoid applied, YOLOv5 Detect decoding applied).
+* ``"raw"``: one output, decoded but before NMS; its shape depends on the ``head``:
+
+  - ``head="yolov5"`` (anchor-based YOLOv5): ``(B, N, 5 + nc)`` float: ``cx, cy, w, h`` in input (letterbox)
+    pixels, objectness, ``nc`` class probabilities (sigmoid and YOLOv5 Detect decoding applied);
+  - ``head="anchor_free"`` (ultralytics YOLOv5u / YOLOv8 / YOLO11 ``Detect``): ``(B, 4 + nc, N)`` float, channels
+    first: ``cx, cy, w, h`` in input (letterbox) pixels then ``nc`` class scores (sigmoid applied); no objectness.
+
 * ``"nms"``: four outputs ``num_dets`` int32 ``(B, 1)``, ``boxes`` float ``(B, K, 4)`` xyxy letterbox pixels,
   ``scores`` float ``(B, K)``, ``classes`` int32 ``(B, K)`` (in-graph / in-engine NMS).
 
@@ -18,6 +23,7 @@ Input formats:
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -25,7 +31,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from edge_detect.errors import ModelLoadError
 
-__all__ = ["ModelMetadata", "METADATA_KEY", "OUTPUT_LAYOUTS", "INPUT_FORMATS", "SCHEMA_VERSION",
+__all__ = ["ModelMetadata", "METADATA_KEY", "OUTPUT_LAYOUTS", "INPUT_FORMATS", "HEADS", "SCHEMA_VERSION",
            "read_onnx_metadata", "write_onnx_metadata"]
 
 METADATA_KEY = "edge_detect"
@@ -33,6 +39,7 @@ SCHEMA_VERSION = 1
 OUTPUT_LAYOUTS = ("raw", "nms")
 INPUT_FORMATS = ("float32_nchw_rgb", "uint8_nhwc_bgr")
 PRECISIONS = ("fp32", "fp16", "int8")
+HEADS = ("yolov5", "anchor_free")
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,8 @@ class ModelMetadata:
         batch: exported batch size (for dynamic-batch models: the max of the profile, else fixed).
         dynamic: whether height/width (and batch) are dynamic axes.
         output_layout: ``"raw"`` or ``"nms"`` (see module doc).
+        head: ``"yolov5"`` (anchor-based, objectness) or ``"anchor_free"`` (ultralytics ``Detect``); sets the
+            shape and meaning of the ``"raw"`` output (see module doc).
         input_format: ``"float32_nchw_rgb"`` or ``"uint8_nhwc_bgr"``.
         precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
         source_sha256: sha256 of the checkpoint (for ONNX) or of the ONNX (for engines) it was built from.
@@ -62,6 +71,7 @@ class ModelMetadata:
     batch: int = 1
     dynamic: bool = False
     output_layout: str = "raw"
+    head: str = "yolov5"
     input_format: str = "float32_nchw_rgb"
     precision: str = "fp32"
     source_sha256: str = ""
@@ -80,6 +90,8 @@ class ModelMetadata:
         if self.output_layout not in OUTPUT_LAYOUTS:
             raise ModelLoadError(
                 f"model metadata output_layout: expected one of {OUTPUT_LAYOUTS}, got {self.output_layout!r}")
+        if self.head not in HEADS:
+            raise ModelLoadError(f"model metadata head: expected one of {HEADS}, got {self.head!r}")
         if self.input_format not in INPUT_FORMATS:
             raise ModelLoadError(
                 f"model metadata input_format: expected one of {INPUT_FORMATS}, got {self.input_format!r}")
@@ -139,23 +151,58 @@ class ModelMetadata:
     def from_onnx_props(cls, props: Mapping[str, str]) -> Optional["ModelMetadata"]:
         """Read from an ONNX ``metadata_props`` / ORT ``custom_metadata_map``; ``None`` if absent.
 
-        Falls back to the keys ultralytics' exporter writes (``names``, ``stride``, ``imgsz``; values are
-        Python literals there, parsed with ``ast.literal_eval``, which evaluates no code).
+        The ``edge_detect`` key (JSON) wins; otherwise the keys ultralytics' exporter writes are read (see the
+        module doc): such a model is ``head="anchor_free"``, ``output_layout="raw"``.
+
+        Raises:
+            ModelLoadError: unparsable values, or an ultralytics model that is not a plain detection model
+                (segment / pose / obb / classify task, or an NMS-free ``end2end`` head).
         """
         if METADATA_KEY in props:
             return cls.from_json(props[METADATA_KEY])
         if "names" in props:
-            import ast
-
-            try:
-                names = ast.literal_eval(props["names"])
-                imgsz = ast.literal_eval(props.get("imgsz", "[640, 640]"))
-                stride = int(ast.literal_eval(props.get("stride", "32")))
-            except (ValueError, SyntaxError) as exc:
-                raise ModelLoadError(f"ultralytics-style ONNX metadata could not be parsed: {exc}") from exc
-            return cls.from_dict({"names": names, "imgsz": imgsz, "stride": stride,
-                                  "batch": int(props.get("batch", 1))})
+            return cls._from_ultralytics_props(props)
         return None
+
+    @classmethod
+    def _from_ultralytics_props(cls, props: Mapping[str, str]) -> "ModelMetadata":
+        def literal(key: str, default: Any) -> Any:
+            if key not in props:
+                return default
+            try:
+                return ast.literal_eval(props[key])
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+                raise ModelLoadError(f"ultralytics ONNX metadata {key!r}: expected a Python literal, got "
+                                     f"{props[key][:80]!r} ({type(exc).__name__})") from exc
+
+        task = str(props.get("task", "detect"))  # plain strings, not literals
+        if task != "detect":
+            raise ModelLoadError(f"ultralytics ONNX metadata task: expected 'detect', got {task!r}: edge-detect "
+                                 "runs detection models only (not segment, pose, obb or classify)")
+        if literal("end2end", False) is True:
+            raise ModelLoadError("ultralytics ONNX metadata end2end: expected False, got True: NMS-free (end2end) "
+                                 "heads are not supported; export the model with end2end=False")
+        args = literal("args", {})
+        args = args if isinstance(args, Mapping) else {}
+        if args.get("nms"):
+            raise ModelLoadError("ultralytics ONNX metadata args.nms: expected False, got True: export the model "
+                                 "without ultralytics' NMS (nms=False) and add edge-detect's with --nms")
+        names = literal("names", None)
+        if not isinstance(names, (Mapping, list, tuple)) or not names:
+            raise ModelLoadError(f"ultralytics ONNX metadata names: expected a dict or list of class names, got "
+                                 f"{type(names).__name__}")
+        imgsz = literal("imgsz", [640, 640])
+        imgsz = [imgsz, imgsz] if isinstance(imgsz, int) else imgsz
+        try:
+            return cls.from_dict({
+                "names": names, "imgsz": imgsz, "stride": int(literal("stride", 32)),
+                "batch": int(literal("batch", 1)), "dynamic": bool(args.get("dynamic", False)),
+                "output_layout": "raw", "head": "anchor_free", "input_format": "float32_nchw_rgb",
+                "precision": "fp16" if args.get("half") else "fp32",
+                "versions": {"ultralytics": str(props.get("version", ""))},
+                "extra": {"exported_by": "ultralytics"}})
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"ultralytics ONNX metadata: {exc}") from exc
 
 
 def read_onnx_metadata(model: Any) -> Optional[ModelMetadata]:

@@ -177,8 +177,55 @@ def test_padded_batch_rows_are_ignored(ref):
     (lambda: postprocess([np.zeros((1, 1, 85))] * 2, [None]), ModelError, "expected 1 output"),
     (lambda: postprocess([np.zeros((1, 1))] * 3, [None], layout="nms"), ModelError, "expected 4 outputs"),
     (lambda: postprocess([np.zeros((1, 1, 85))], [None], layout="yolo"), ModelError, "expected 'raw' or 'nms'"),
+    (lambda: non_max_suppression(np.zeros((1, 4, 10)), head="anchor_free"), ValueError,
+     "expected shape (B, 4+nc, N) for head 'anchor_free'"),
+    (lambda: non_max_suppression(np.zeros((1, 10, 85)), head="yolox"), ValueError, "head: expected one of"),
 ])
 def test_errors(call, error, message):
     with pytest.raises(error) as err:
         call()
     assert message in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------- anchor-free head
+def _anchor_free_case(seed: int, n: int = 400, nc: int = 6) -> np.ndarray:
+    """(1, 4 + nc, n) channels-first prediction: clustered boxes, class scores spread over (0, 1)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(40, 280, (8, 2))
+    xy = centres[rng.integers(0, 8, n)] + rng.normal(0, 6, (n, 2))
+    wh = rng.uniform(20, 80, (n, 2))
+    scores = rng.uniform(0, 1, (n, nc)) ** 3
+    return np.concatenate([xy, wh, scores], axis=1).T[None].astype(np.float32)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(conf_thres=0.25, iou_thres=0.45),
+    dict(conf_thres=0.001, iou_thres=0.7, max_det=50),
+    dict(conf_thres=0.1, iou_thres=0.5, agnostic=True),
+    dict(conf_thres=0.2, iou_thres=0.5, multi_label=True),
+    dict(conf_thres=0.05, iou_thres=0.6, classes=[1, 4]),
+])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_anchor_free_equals_yolov5_path_with_unit_objectness(seed, kwargs):
+    """ultralytics' semantics (conf on the class score, no objectness) == YOLOv5's with objectness 1.0: the
+    same rows through the two heads give identical detections, and the count is a real figure."""
+    pred = _anchor_free_case(seed)
+    rows = pred[0].T
+    as_v5 = np.concatenate([rows[:, :4], np.ones((len(rows), 1), np.float32), rows[:, 4:]], axis=1)[None]
+    got = non_max_suppression(pred, head="anchor_free", **kwargs)[0]
+    want = non_max_suppression(as_v5, **kwargs)[0]
+    np.testing.assert_array_equal(got, want)
+    assert 5 <= len(got) <= kwargs.get("max_det", 300)
+    assert (got[:, 4] > kwargs["conf_thres"]).all()
+
+
+def test_anchor_free_candidates_are_best_class_above_conf():
+    # box 0: best class 0.3 > 0.25 kept; box 1: best 0.2 dropped; box 2 (far away): class 2 at 0.9
+    pred = np.array([[[10, 10, 20, 20, 0.3, 0.1, 0.0],
+                      [100, 100, 20, 20, 0.2, 0.1, 0.1],
+                      [200, 200, 10, 10, 0.0, 0.0, 0.9]]], np.float32).transpose(0, 2, 1)
+    out = non_max_suppression(pred, conf_thres=0.25, head="anchor_free")[0]
+    np.testing.assert_allclose(out, [[195, 195, 205, 205, 0.9, 2], [0, 0, 20, 20, 0.3, 0]])
+    dets = postprocess([pred], [LetterboxInfo((320, 320), (320, 320), 1.0, (0.0, 0.0))], head="anchor_free",
+                       conf_thres=0.25)[0]
+    assert len(dets) == 2 and dets.class_id.tolist() == [2, 0]

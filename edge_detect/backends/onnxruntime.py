@@ -121,7 +121,10 @@ def _infer_metadata(path: Path, spec: InputSpec, out_shapes: List[Tuple[int, ...
 
 def _check_layout(path: Path, meta: ModelMetadata, out_shapes: List[Tuple[int, ...]]) -> None:
     """Raise :class:`ModelLoadError` when the outputs do not match ``meta.output_layout``."""
-    if meta.output_layout == "raw":
+    if meta.output_layout == "raw" and meta.head == "anchor_free":
+        expected = f"one output (B, {4 + meta.nc}, N) for {meta.nc} classes (anchor-free head)"
+        ok = len(out_shapes) == 1 and len(out_shapes[0]) == 3 and out_shapes[0][1] in (-1, 4 + meta.nc)
+    elif meta.output_layout == "raw":
         expected = f"one output (B, N, {5 + meta.nc}) for {meta.nc} classes"
         ok = len(out_shapes) == 1 and len(out_shapes[0]) == 3 and out_shapes[0][2] in (-1, 5 + meta.nc)
     else:

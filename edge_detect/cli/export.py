@@ -30,7 +30,9 @@ examples:
   edge-detect export --weights yolov5n.pt --format openvino                 # -> yolov5n.xml + .bin
   edge-detect export --weights yolov5n.pt --format openvino --int8 --calib coco128.yaml  # -> yolov5n-int8.xml
 
---weights accepts a file or a manifest name (yolov5n, yolov5s...; see `edge-detect weights list`).
+--weights accepts a file or a manifest name (yolov5n, yolov5s...; see `edge-detect weights list`). ultralytics
+checkpoints (YOLOv5u / YOLOv8 / YOLO11 detection) are recognised from their content and exported through the
+ultralytics package (pip install 'edge-detect[ultralytics]').
 """
 
 
@@ -60,6 +62,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--half", action="store_true",
                    help="FP16: fp16 ONNX weights and I/O, or an FP16 TensorRT engine")
     g.add_argument("--no-simplify", action="store_true", help="skip the onnxslim graph simplification")
+    g.add_argument("--trust-checkpoint", action="store_true",
+                   help="ultralytics checkpoints only: if the restricted unpickler refuses the file, load it with "
+                        "ultralytics' own loader, which EXECUTES code pickled in it (only for files you trust)")
 
     q = p.add_argument_group("INT8 quantization")
     q.add_argument("--int8", action="store_true", help="INT8 with Q/DQ nodes calibrated on real images")
@@ -123,7 +128,8 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         nncf_preset=getattr(args, "nncf_preset", "mixed"), nncf_ranges=getattr(args, "nncf_ranges", "minmax"),
         uint8_input=args.uint8_input,
         nms=args.nms, nms_plugin=args.nms_plugin, nms_conf=args.nms_conf, nms_iou=args.nms_iou,
-        max_det=args.max_det, workspace_gb=args.workspace, dla=args.dla, timing_cache=args.timing_cache)
+        max_det=args.max_det, workspace_gb=args.workspace, dla=args.dla, timing_cache=args.timing_cache,
+        trust_checkpoint=getattr(args, "trust_checkpoint", False))
 
 
 def _map_lines(report: Dict[str, Any]) -> List[str]:

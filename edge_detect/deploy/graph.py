@@ -1,7 +1,9 @@
 """ONNX graph surgery with onnx-graphsurgeon: NMS inside the graph, and a uint8 NHWC BGR input.
 
 :func:`add_nms` turns a ``"raw"`` model (output ``(B, N, 5 + nc)`` = ``cx, cy, w, h, obj, class probs`` in
-letterbox pixels) into an ``"nms"`` model whose four outputs are
+letterbox pixels for ``head="yolov5"``; ``(B, 4 + nc, N)`` = ``cx, cy, w, h, class scores`` for the
+``"anchor_free"`` head of ultralytics YOLOv5u / YOLOv8 / YOLO11, transposed in-graph and scored by the class
+score alone) into an ``"nms"`` model whose four outputs are
 
 * ``num_dets`` int32 ``(B, 1)``: detections kept per image;
 * ``boxes`` float32 ``(B, K, 4)``: ``x1, y1, x2, y2`` in letterbox pixels;
@@ -152,14 +154,22 @@ def _save(graph: Any, original: Any, meta: ModelMetadata, onnx_out: PathLike, do
     return out
 
 
-def _decode(b: _Builder, pred: Any) -> tuple:
-    """``pred (B, N, 5+nc)`` -> ``boxes (B, N, 4)`` xyxy and ``scores (B, N, nc)`` = obj x class prob."""
+def _decode(b: _Builder, pred: Any, head: str = "yolov5") -> tuple:
+    """``pred`` -> ``boxes (B, N, 4)`` xyxy and ``scores (B, N, nc)``.
+
+    ``head="yolov5"``: ``pred (B, N, 5+nc)``, scores = obj x class prob. ``head="anchor_free"``:
+    ``pred (B, 4+nc, N)`` is transposed to ``(B, N, 4+nc)``, scores = class scores (no objectness).
+    """
+    if head == "anchor_free":
+        pred = b.op("Transpose", [pred], {"perm": [0, 2, 1]})
     xy = b.slice(pred, 0, 2, 2)
     wh = b.slice(pred, 2, 4, 2)
-    obj = b.slice(pred, 4, 5, 2)
-    cls = b.slice(pred, 5, _INT64_MAX, 2)
     half = b.op("Mul", [wh, b.const(0.5, np.float32)])
     boxes = b.op("Concat", [b.op("Sub", [xy, half]), b.op("Add", [xy, half])], {"axis": 2})
+    if head == "anchor_free":
+        return boxes, b.slice(pred, 4, _INT64_MAX, 2)
+    obj = b.slice(pred, 4, 5, 2)
+    cls = b.slice(pred, 5, _INT64_MAX, 2)
     scores = b.op("Mul", [obj, cls])
     return boxes, scores
 
@@ -240,7 +250,8 @@ def add_nms(onnx_in: PathLike, onnx_out: PathLike, conf: float = 0.25, iou: floa
     """Append YOLOv5 score decoding and NMS to a ``"raw"`` ONNX model (see module doc for the outputs).
 
     Args:
-        onnx_in: model with one float32 output ``(B, N, 5 + nc)`` (``"raw"`` layout).
+        onnx_in: model with one float32 ``"raw"`` output: ``(B, N, 5 + nc)`` (``head="yolov5"``) or
+            ``(B, 4 + nc, N)`` (``head="anchor_free"``), as its metadata says.
         onnx_out: where to write the ``"nms"`` model.
         conf: keep detections with ``obj x class prob > conf`` (``>= conf`` with ``"efficient"``, which
             therefore needs ``conf > 0``).
@@ -269,17 +280,21 @@ def add_nms(onnx_in: PathLike, onnx_out: PathLike, conf: float = 0.25, iou: floa
     model = _load(onnx_in)
     graph = gs.import_onnx(model)
     if len(graph.outputs) != 1 or graph.outputs[0].shape is None or len(graph.outputs[0].shape) != 3:
-        raise ModelLoadError(f"{onnx_in}: expected one output (B, N, 5+nc) (raw layout), got "
+        raise ModelLoadError(f"{onnx_in}: expected one output (B, N, 5+nc) or (B, 4+nc, N) (raw layout), got "
                              f"{[(o.name, o.shape) for o in graph.outputs]}")
     pred = graph.outputs[0]
-    last = pred.shape[2]
-    if not isinstance(last, int) or last < 6:
-        raise ModelLoadError(f"{onnx_in}: output last axis: expected 5 + nc >= 6, got {last}")
-    meta = _metadata(model, nc=last - 5)
+    found = ModelMetadata.from_onnx_props({p.key: p.value for p in model.metadata_props})
+    head = found.head if found is not None else "yolov5"  # files without metadata: YOLOv5 (documented)
+    axis, extra = (1, 4) if head == "anchor_free" else (2, 5)
+    channels = pred.shape[axis]
+    if not isinstance(channels, int) or channels < extra + 1:
+        raise ModelLoadError(f"{onnx_in}: output axis {axis} ({head} head): expected {extra} + nc >= {extra + 1}, "
+                             f"got {channels}")
+    meta = found if found is not None else _metadata(model, nc=channels - extra)
     if meta.output_layout != "raw":
         raise ModelLoadError(f"{onnx_in}: expected output_layout 'raw', got {meta.output_layout!r}")
-    if meta.nc != last - 5:
-        raise ModelLoadError(f"{onnx_in}: metadata names {meta.nc} classes but the output has {last - 5}")
+    if meta.nc != channels - extra:
+        raise ModelLoadError(f"{onnx_in}: metadata names {meta.nc} classes but the output has {channels - extra}")
     if pred.dtype is not None and np.dtype(pred.dtype) != np.float32:
         raise ModelLoadError(f"{onnx_in}: NMS needs a float32 output, got {np.dtype(pred.dtype)} "
                              "(export FP16 engines from the FP32 ONNX with fp16=True instead)")
@@ -291,7 +306,7 @@ def add_nms(onnx_in: PathLike, onnx_out: PathLike, conf: float = 0.25, iou: floa
             gs.Variable("boxes", dtype=np.float32, shape=(bdim, k, 4)),
             gs.Variable("scores", dtype=np.float32, shape=(bdim, k)),
             gs.Variable("classes", dtype=np.int32, shape=(bdim, k))]
-    boxes, scores = _decode(b, pred)
+    boxes, scores = _decode(b, pred, head)
     if plugin == "efficient":
         _efficient_nms(b, boxes, scores, outs, conf, iou, k, agnostic, multi_label)
     else:

@@ -1,6 +1,6 @@
 """Load YOLOv5 checkpoints safely, and save/load edge-detect's own checkpoint format.
 
-Two formats are read by :func:`load_checkpoint` / :func:`load_model`:
+Three formats are read by :func:`load_checkpoint` (:func:`load_model` builds the first two):
 
 * **official YOLOv5 checkpoints** (``yolov5n.pt`` ...): a full pickle of the original repository's
   ``models.yolo.Model`` / ``DetectionModel``. They are read with a *restricted unpickler* that resolves only an
@@ -12,6 +12,13 @@ Two formats are read by :func:`load_checkpoint` / :func:`load_model`:
   checkpoint's embedded yaml, and every key must match.
 * **edge-detect checkpoints** written by :func:`save_checkpoint`: a dict of plain tensors, the yaml model
   description, class names and metadata, read with ``torch.load(weights_only=True)``.
+* **ultralytics checkpoints** (YOLOv5u / YOLOv8 / YOLO11, ``model.save`` or training's ``best.pt``): a full
+  pickle of ``ultralytics.nn.tasks.DetectionModel``. The same restricted unpickler maps the ultralytics classes
+  of :data:`ULTRALYTICS_CLASSES` to inert shims (the ``ultralytics`` package is neither imported nor run); the
+  result has ``format="ultralytics"`` and is turned into a model by
+  :mod:`edge_detect.training.ultralytics_export`. A checkpoint needing any other global is refused with
+  :class:`~edge_detect.errors.UnsafeCheckpointError`; loading it anyway (``trust_checkpoint=True``, CLI
+  ``--trust-checkpoint``) hands the file to ultralytics' own loader, which executes pickled code.
 
 Half-precision tensors are converted to float32.
 """
@@ -23,6 +30,7 @@ import collections
 import logging
 import os
 import pickle
+import pickletools
 import types
 import zipfile
 from pathlib import Path
@@ -34,13 +42,14 @@ from torch import nn
 from edge_detect.errors import ConfigError, ModelError, ModelLoadError, UnsafeCheckpointError
 from edge_detect.training.model import YOLOv5
 
-__all__ = ["FORMAT", "load_checkpoint", "load_model", "save_checkpoint", "build_from_checkpoint",
-           "restricted_pickle"]
+__all__ = ["FORMAT", "ULTRALYTICS_FORMAT", "ULTRALYTICS_CLASSES", "load_checkpoint", "load_model",
+           "save_checkpoint", "build_from_checkpoint", "restricted_pickle", "pickle_globals", "checkpoint_family"]
 
 LOGGER = logging.getLogger(__name__)
 
 FORMAT = "edge_detect.yolov5"
 FORMAT_VERSION = 1
+ULTRALYTICS_FORMAT = "ultralytics"
 
 PathLike = Union[str, os.PathLike]
 
@@ -64,6 +73,31 @@ _SHIMS: Dict[Tuple[str, str], type] = {
     (mod, name): type(name, (_YoloShim,), {"__module__": f"{__name__}.shim.{mod}"})
     for mod, names in _YOLO_CLASSES.items() for name in names
 }
+
+
+class _UltralyticsShim(_YoloShim):
+    """Inert stand-in for a class of the ``ultralytics`` package (the package is not imported)."""
+
+
+#: ultralytics classes a YOLOv5u / YOLOv8 / YOLO11 checkpoint may pickle (the model classes of the other tasks
+#: are listed so that such checkpoints are refused by task, with a clear message, rather than as unsafe)
+ULTRALYTICS_CLASSES: Dict[str, Tuple[str, ...]] = {
+    "ultralytics.nn.tasks": ("DetectionModel", "SegmentationModel", "PoseModel", "OBBModel",
+                             "ClassificationModel"),
+    "ultralytics.nn.modules.head": ("Detect", "Segment", "Pose", "OBB", "Classify"),
+    "ultralytics.nn.modules.conv": ("Conv", "Conv2", "DWConv", "LightConv", "GhostConv", "RepConv", "Focus",
+                                    "Concat", "ConvTranspose", "ChannelAttention", "SpatialAttention", "CBAM"),
+    "ultralytics.nn.modules.block": ("DFL", "Proto", "Bottleneck", "BottleneckCSP", "C1", "C2", "C2f", "C3", "C3x",
+                                     "C3k", "C3k2", "C2PSA", "PSABlock", "Attention", "SPP", "SPPF",
+                                     "GhostBottleneck", "C3Ghost", "RepC3"),
+}
+_SHIMS.update({
+    (mod, name): type(name, (_UltralyticsShim,), {"__module__": f"{__name__}.shim.{mod}"})
+    for mod, names in ULTRALYTICS_CLASSES.items() for name in names
+})
+_ULTRALYTICS_TASKS = {"DetectionModel": "detect", "SegmentationModel": "segment", "PoseModel": "pose",
+                      "OBBModel": "obb", "ClassificationModel": "classify"}
+
 _SAFE_GLOBALS: Dict[Tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): builtins.set,
@@ -107,6 +141,11 @@ def _find_class(module: str, name: str) -> Any:
         obj = getattr(__import__(module, fromlist=[name]), name, None) if _is_torch_module(module) else None
         if isinstance(obj, type) and issubclass(obj, nn.Module):
             return obj
+    if module.split(".")[0] == "ultralytics":
+        raise UnsafeCheckpointError(
+            f"refusing to unpickle global '{module}.{name}': not on the allow-list of ultralytics checkpoint "
+            "classes (nothing was executed). If you trust this file, --trust-checkpoint (Python: "
+            "trust_checkpoint=True) loads it with ultralytics' own loader, which executes pickled code")
     raise UnsafeCheckpointError(
         f"refusing to unpickle global '{module}.{name}': not on the allow-list of YOLOv5 checkpoint classes "
         "(nothing was executed)")
@@ -134,6 +173,61 @@ restricted_pickle = types.ModuleType("edge_detect_restricted_pickle")
 restricted_pickle.Unpickler = RestrictedUnpickler  # type: ignore[attr-defined]
 restricted_pickle.load = _restricted_load  # type: ignore[attr-defined]
 restricted_pickle.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# inspecting without unpickling
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+               "SHORT_BINSTRING"}
+
+
+def pickle_globals(path: PathLike) -> "set[Tuple[str, str]]":
+    """The ``(module, name)`` globals a torch zip checkpoint's pickle refers to, read with ``pickletools``
+    (opcodes are only listed: nothing is unpickled or executed). Empty for files that are not torch zips."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            data = z.read(name) if name else b""
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return set()
+    found: "set[Tuple[str, str]]" = set()
+    recent: List[Any] = []  # values pushed, None for anything that is not a string
+    memo: Dict[Any, Any] = {}
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in _STRING_OPS:
+                recent.append(arg)
+            elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                recent.append(memo.get(arg))
+            elif op.name == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[arg] = recent[-1] if recent else None
+            elif op.name == "GLOBAL":
+                module, _, attr = str(arg).partition(" ")
+                found.add((module, attr))
+            elif op.name == "STACK_GLOBAL":
+                if len(recent) >= 2 and isinstance(recent[-2], str) and isinstance(recent[-1], str):
+                    found.add((recent[-2], recent[-1]))
+                recent.append(None)
+            else:
+                recent.append(None)
+    except ValueError as exc:  # truncated / corrupt pickle
+        LOGGER.debug("pickletools could not read %s: %s", path, exc)
+    return found
+
+
+def checkpoint_family(path: PathLike) -> str:
+    """``"ultralytics"`` when the checkpoint pickles ``ultralytics.*`` classes, ``"yolov5"`` when it pickles
+    the original YOLOv5 repository's (``models.*``), else ``"other"`` (edge-detect's own format, or unknown).
+    Decided from the pickle's content (:func:`pickle_globals`), never from the file name."""
+    modules = {m for m, _ in pickle_globals(path)}
+    if any(m.split(".")[0] == "ultralytics" for m in modules):
+        return "ultralytics"
+    if any(m.split(".")[0] == "models" for m in modules):
+        return "yolov5"
+    return "other"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -184,6 +278,8 @@ def _names_list(names: Any, nc: int) -> List[str]:
 
 def _info_from_official(path: Path, ckpt: Mapping[str, Any]) -> Dict[str, Any]:
     model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+    if isinstance(model, _UltralyticsShim):
+        return _info_from_ultralytics(path, ckpt, model)
     if not isinstance(model, _YoloShim):
         raise _not_yolo(path, f"expected a pickled YOLOv5 model under 'ema' or 'model', got "
                               f"{type(model).__name__}")
@@ -205,6 +301,34 @@ def _info_from_official(path: Path, ckpt: Mapping[str, Any]) -> Dict[str, Any]:
         "epoch": ckpt.get("epoch"),
         "date": ckpt.get("date"),
         "extra": {},
+    }
+
+
+def _info_from_ultralytics(path: Path, ckpt: Mapping[str, Any], model: "_UltralyticsShim") -> Dict[str, Any]:
+    task = _ULTRALYTICS_TASKS.get(type(model).__name__)
+    if task != "detect":
+        raise ModelLoadError(f"{path}: ultralytics checkpoint task: expected 'detect' (DetectionModel), got "
+                             f"{task or type(model).__name__!r}: edge-detect runs detection models only")
+    cfg = getattr(model, "yaml", None)
+    if not isinstance(cfg, Mapping):
+        raise _not_yolo(path, "the pickled ultralytics model has no yaml description")
+    head = model.model[-1] if hasattr(model, "model") else None
+    nc = int(getattr(head, "nc", cfg.get("nc", 0)))
+    stride = getattr(model, "stride", None)
+    return {
+        "format": ULTRALYTICS_FORMAT,
+        "task": task,
+        "cfg": dict(cfg, nc=nc),
+        "names": _names_list(getattr(model, "names", None), nc),
+        "nc": nc,
+        "stride": [float(s) for s in stride] if stride is not None else None,
+        "anchors": None,
+        "state_dict": _float_state(model.state_dict()),
+        "fused": not any(k.endswith(".bn.weight") for k in model.state_dict()),
+        "end2end": bool(getattr(head, "end2end", False) or getattr(head, "_end2end", False)),
+        "epoch": ckpt.get("epoch"),
+        "date": ckpt.get("date"),
+        "extra": {"ultralytics_version": str(ckpt.get("version", ""))},
     }
 
 
@@ -233,13 +357,14 @@ def _info_from_own(path: Path, ckpt: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def load_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Read a checkpoint (official YOLOv5 or edge-detect) without running any pickled code.
+    """Read a checkpoint (official YOLOv5, ultralytics or edge-detect) without running any pickled code.
 
     Returns:
-        dict with ``format`` (``"yolov5"`` or ``"edge_detect.yolov5"``), ``cfg`` (model yaml dict),
+        dict with ``format`` (``"yolov5"``, ``"ultralytics"`` or ``"edge_detect.yolov5"``), ``cfg`` (model yaml dict),
         ``names`` (list of str), ``nc``, ``stride`` (list of float, e.g. ``[8, 16, 32]``), ``anchors``
         (float32 ``(nl, na, 2)`` in grid units), ``state_dict`` (float32 tensors on CPU), ``fused``,
-        ``epoch``, ``date`` and ``extra`` (metadata saved with the checkpoint).
+        ``epoch``, ``date`` and ``extra`` (metadata saved with the checkpoint). ultralytics checkpoints also
+        have ``task`` (``"detect"``) and ``end2end``; their ``anchors`` is ``None`` (anchor-free head).
 
     Raises:
         ModelError: ``path`` does not exist.
@@ -291,6 +416,10 @@ def load_model(path: PathLike, fuse: bool = True) -> Tuple[YOLOv5, List[str]]:
         ModelError / ModelLoadError / UnsafeCheckpointError: see :func:`load_checkpoint`.
     """
     info = load_checkpoint(path)
+    if info["format"] == ULTRALYTICS_FORMAT:
+        raise ModelLoadError(f"{path} is an ultralytics checkpoint (anchor-free YOLOv5u / YOLOv8 / YOLO11 head), "
+                             "not a YOLOv5 one: export it with `edge-detect export --weights` (needs "
+                             "pip install 'edge-detect[ultralytics]') and run the .onnx")
     try:
         model = build_from_checkpoint(info, path)
     except RuntimeError as exc:  # tensor shape mismatch in load_state_dict

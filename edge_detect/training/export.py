@@ -31,7 +31,7 @@ from edge_detect.config import parse_imgsz
 from edge_detect.metadata import ModelMetadata, write_onnx_metadata
 from edge_detect.preprocess import check_imgsz
 from edge_detect.weights import sha256_file
-from edge_detect.training.checkpoint import load_model
+from edge_detect.training.checkpoint import checkpoint_family, load_model
 
 __all__ = ["export_onnx", "normalize_imgsz", "INPUT_NAME", "OUTPUT_NAME"]
 
@@ -82,11 +82,17 @@ def _to_fp16(model_proto: Any) -> Any:
 
 def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[int]] = (640, 640),
                 batch: int = 1, dynamic: bool = False, opset: int = 17, half: bool = False,
-                simplify: bool = True, progress: bool = True, force_imgsz: bool = False) -> Path:
+                simplify: bool = True, progress: bool = True, force_imgsz: bool = False,
+                trust_checkpoint: bool = False) -> Path:
     """Export checkpoint ``weights`` (``.pt``) to the ONNX file ``output``.
 
+    An ultralytics checkpoint (YOLOv5u / YOLOv8 / YOLO11, recognised from the classes its pickle names, see
+    :func:`~edge_detect.training.checkpoint.checkpoint_family`) is delegated to
+    :func:`edge_detect.training.ultralytics_export.export_ultralytics_onnx` (extra ``ultralytics``); its output is
+    ``(B, 4 + nc, N)`` with ``head="anchor_free"`` metadata.
+
     Args:
-        weights: official YOLOv5 or edge-detect checkpoint.
+        weights: official YOLOv5, edge-detect or ultralytics detection checkpoint.
         output: ``.onnx`` path to write (parent folders are created).
         imgsz: ``(h, w)`` or one side; multiples of 32. For dynamic models: the nominal size.
         batch: batch size of the static graph (for dynamic models: recorded in the metadata only).
@@ -96,6 +102,8 @@ def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[
         simplify: run onnxslim on the graph.
         progress: show a progress bar over the export steps.
         force_imgsz: allow sides above :data:`~edge_detect.preprocess.MAX_IMGSZ` (4096).
+        trust_checkpoint: ultralytics checkpoints only: if the restricted unpickler refuses the file, load it with
+            ultralytics' own loader, which executes pickled code.
 
     Returns:
         the written path.
@@ -112,6 +120,12 @@ def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[
     normalize_imgsz(imgsz, 32, force_imgsz)  # fail before loading anything (the stride is checked again below)
     if int(batch) < 1:
         raise ConfigError(f"batch: expected >= 1, got {batch}")
+    if weights.is_file() and checkpoint_family(weights) == "ultralytics":
+        from edge_detect.training.ultralytics_export import export_ultralytics_onnx
+
+        return export_ultralytics_onnx(weights, output, imgsz=imgsz, batch=batch, dynamic=dynamic, opset=opset,
+                                       half=half, simplify=simplify, progress=progress, force_imgsz=force_imgsz,
+                                       trust_checkpoint=trust_checkpoint)
     steps = ["load", "export", *(["simplify"] if simplify else []), *(["fp16"] if half else []), "save"]
     bar = tqdm(total=len(steps), desc=f"export {weights.name}", disable=not progress, unit="step")
 

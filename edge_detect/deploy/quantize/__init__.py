@@ -197,7 +197,8 @@ def quantize_int8(fp32_onnx: PathLike, output: PathLike, calib: Union[PathLike, 
             t1 = time.perf_counter()
             held = list(data.holdout_batches())
             ctx = Probe(fp32_onnx, cache, tmp, method, per_channel, scheme, threads, held,
-                        run_all(session(model, threads), held), progress)
+                        run_all(session(model, threads), held), progress,
+                        head=meta.head if meta is not None else "yolov5")
             candidates = candidate_blocks(model, blocks, forced, scheme, sensitivity_blocks)
             report["sensitivity"] = run_sensitivity(ctx, candidates, always_float, max_float_blocks, min_share)
             kept_blocks = [k["block"] for k in report["sensitivity"]["kept_float"]]

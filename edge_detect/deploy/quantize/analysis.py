@@ -43,26 +43,39 @@ def graph_inputs(model: Any) -> List[Any]:
 
 
 def find_detect_head(model: Any) -> Tuple[List[str], List[str]]:
-    """The Detect head of a YOLOv5 graph, found from topology (names not needed).
+    """The Detect head of a YOLO graph, found from topology (names not needed).
 
     Head convolutions are the ``Conv`` nodes from which no other ``Conv`` is reachable (the three 1x1 output
     convolutions of YOLOv5's Detect layer); the decode nodes are every node downstream of them (reshape, sigmoid,
-    grid/anchor arithmetic, concat).
+    grid/anchor arithmetic, concat). In the anchor-free head (YOLOv5u / YOLOv8 / YOLO11) the box branch ends in
+    the DFL: a ``Conv`` with one output channel (a fixed ``0..reg_max-1`` weight turning the softmaxed bins into a
+    distance) and no ``Conv`` after it. Such a final one-channel ``Conv`` counts as decoding, so the box and the
+    class output convolutions before it are both head convolutions.
 
     Returns:
         ``(head_convs, decode_nodes)``: node-name lists in graph order.
     """
     nodes = list(model.graph.node)
+    inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
     consumers: Dict[str, List[int]] = {}
     for i, n in enumerate(nodes):
         for t in n.input:
             consumers.setdefault(t, []).append(i)
-    # reverse topological pass: reaches_conv[i] = a Conv is reachable strictly downstream of node i
-    reaches = [False] * len(nodes)
-    for i in range(len(nodes) - 1, -1, -1):
-        reaches[i] = any(nodes[j].op_type == "Conv" or reaches[j]
-                         for t in nodes[i].output for j in consumers.get(t, ()))
-    head = {i for i, n in enumerate(nodes) if n.op_type == "Conv" and not reaches[i]}
+
+    def reaching(counted: Set[int]) -> List[bool]:
+        # reverse topological pass: reaches[i] = a Conv in `counted` is reachable strictly downstream of node i
+        reaches = [False] * len(nodes)
+        for i in range(len(nodes) - 1, -1, -1):
+            reaches[i] = any(j in counted or reaches[j] for t in nodes[i].output for j in consumers.get(t, ()))
+        return reaches
+
+    convs = {i for i, n in enumerate(nodes) if n.op_type == "Conv"}
+    reaches = reaching(convs)
+    dfl = {i for i in convs if not reaches[i] and len(nodes[i].input) > 1
+           and len(inits.get(nodes[i].input[1], ())) == 4 and inits[nodes[i].input[1]][0] == 1}
+    if dfl:
+        reaches = reaching(convs - dfl)
+    head = {i for i in convs - dfl if not reaches[i]}
     downstream: Set[int] = set()
     frontier = list(head)
     while frontier:

@@ -23,34 +23,40 @@ __all__ = ["output_error", "select_float_blocks", "run_all", "speed_ms", "Probe"
 LOGGER = logging.getLogger("edge_detect.deploy.quantize")
 
 
-def output_error(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], min_conf: float = 0.001) -> float:
-    """Distance between FP32 and quantized YOLOv5 raw predictions (lower is better, 0 = identical).
+def output_error(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], min_conf: float = 0.001,
+                 head: str = "yolov5") -> float:
+    """Distance between FP32 and quantized raw predictions (lower is better, 0 = identical).
 
     Args:
-        ref, out: per-batch raw predictions, float ``(B, N, 5 + nc)`` = ``cx, cy, w, h`` (letterbox px),
-            objectness, class probabilities.
-        min_conf: anchors whose FP32 best score (``obj * cls``) is at most this are ignored (the mAP protocol's
-            confidence threshold).
+        ref, out: per-batch raw predictions: float ``(B, N, 5 + nc)`` = ``cx, cy, w, h`` (letterbox px),
+            objectness, class probabilities for ``head="yolov5"``; ``(B, 4 + nc, N)`` = ``cx, cy, w, h``, class
+            scores for ``head="anchor_free"``.
+        min_conf: anchors whose FP32 best score (``obj * cls``, or the class score) is at most this are ignored
+            (the mAP protocol's confidence threshold).
+        head: the model's :attr:`~edge_detect.metadata.ModelMetadata.head`.
 
     Returns:
         ``sum w * |score_fp32 - score_q| / sum w + sum w * (1 - IoU(box_fp32, box_q)) / sum w`` with weights
         ``w = score_fp32`` (best FP32 class): score and box damage, both in ``[0, 1]``, weighted towards the
         confident detections that decide mAP.
     """
+    from edge_detect.postprocess import split_raw
+
     num_s = num_b = den = 0.0
     for r, o in zip(ref, out):
-        r = np.asarray(r, np.float32).reshape(-1, r.shape[-1])
-        o = np.asarray(o, np.float32).reshape(-1, o.shape[-1])
-        sr = r[:, 4:5] * r[:, 5:]
-        best = sr.argmax(1)
+        rb, rs = split_raw(np.asarray(r, np.float32), head)
+        ob, os_ = split_raw(np.asarray(o, np.float32), head)
+        rb, rs = rb.reshape(-1, 4), rs.reshape(-1, rs.shape[-1])
+        ob, os_ = ob.reshape(-1, 4), os_.reshape(-1, os_.shape[-1])
+        best = rs.argmax(1)
         rows = np.arange(len(best))
-        w = sr[rows, best]
+        w = rs[rows, best]
         keep = w > min_conf
         if not keep.any():
             continue
         w, rows, best = w[keep], rows[keep], best[keep]
-        s_out = o[rows, 4] * o[rows, 5 + best]
-        iou = paired_box_iou(cxcywh_to_xyxy(r[rows, :4]), cxcywh_to_xyxy(o[rows, :4]))
+        s_out = os_[rows, best]
+        iou = paired_box_iou(cxcywh_to_xyxy(rb[rows]), cxcywh_to_xyxy(ob[rows]))
         num_s += float((w * np.abs(w - s_out)).sum())
         num_b += float((w * (1.0 - iou)).sum())
         den += float(w.sum())
@@ -110,6 +116,7 @@ class Probe:
     reference: List[np.ndarray]
     progress: bool
     runs: int = field(default=0)
+    head: str = "yolov5"
 
     def error(self, exclude: Sequence[str]) -> float:
         """Quantize with ``exclude`` in float and return its :func:`output_error` on the hold-out batches."""
@@ -122,7 +129,8 @@ class Probe:
 
     def error_of(self, path: Path) -> float:
         """:func:`output_error` of an already quantized model on the hold-out batches."""
-        return output_error(self.reference, run_all(session(str(path), self.threads), self.holdout))
+        return output_error(self.reference, run_all(session(str(path), self.threads), self.holdout),
+                            head=self.head)
 
 
 def run_sensitivity(ctx: Probe, blocks: Mapping[str, Sequence[str]], always_float: Sequence[str],
