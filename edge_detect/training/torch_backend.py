@@ -1,4 +1,6 @@
-"""PyTorch backend: run a YOLOv5 ``.pt`` checkpoint with the build side's model (for parity and GPU checks).
+"""PyTorch backend: run a YOLOv5 ``.pt`` checkpoint with the build side's model (for parity and GPU checks), or
+an ultralytics YOLOv5u / YOLOv8 / YOLO11 detection checkpoint with the ``ultralytics`` package (extra
+``ultralytics``; see :mod:`edge_detect.training.ultralytics_export`).
 
 torch and :mod:`edge_detect.training` are imported only when a backend is constructed, so importing this module
 keeps the runtime torch-free. The checkpoint is read through the restricted unpickler of
@@ -6,7 +8,8 @@ keeps the runtime torch-free. The checkpoint is read through the restricted unpi
 
 Input: float32 ``(B, 3, H, W)`` RGB in ``[0, 1]`` (letterboxed), ``H`` and ``W`` multiples of the model stride
 (any batch and size: the shape is dynamic). Output: ``[pred]`` with ``pred`` float32 ``(B, N, 5 + nc)`` in the
-``"raw"`` layout (``cx, cy, w, h`` in input pixels, objectness, class probabilities).
+``"raw"`` layout (``cx, cy, w, h`` in input pixels, objectness, class probabilities); for ultralytics checkpoints
+``(B, 4 + nc, N)`` (``cx, cy, w, h``, class scores) and ``metadata.head == "anchor_free"``.
 """
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ class TorchBackend:
                  imgsz: Optional[Union[int, Sequence[int]]] = None, threads: Optional[int] = None,
                  fuse: bool = True, half: bool = False) -> None:
         torch = require("torch", "build")
-        from edge_detect.training.checkpoint import load_model
+        from edge_detect.training.checkpoint import checkpoint_family, load_model
         from edge_detect.weights import sha256_file
 
         self._torch = torch
@@ -66,13 +69,24 @@ class TorchBackend:
         if half and self.device.type != "cuda":
             raise BackendUnavailableError(f"torch backend: half precision needs a CUDA device, got '{device}'")
         self.path = Path(path)
-        model, names = load_model(self.path, fuse=fuse)
+        head = "yolov5"
+        if self.path.is_file() and checkpoint_family(self.path) == "ultralytics":
+            from edge_detect.training.checkpoint import load_checkpoint
+            from edge_detect.training.ultralytics_export import build_model
+
+            info = load_checkpoint(self.path)
+            model, names, head = build_model(info, self.path), list(info["names"]), "anchor_free"
+            if fuse:
+                model = model.fuse(verbose=False)
+        else:
+            model, names = load_model(self.path, fuse=fuse)
         self._dtype = torch.float16 if half else torch.float32
         self.model = model.to(self.device, self._dtype).eval()
         stride = int(model.stride.max())
         self.metadata = ModelMetadata(
             names=names, imgsz=self._imgsz(imgsz), stride=stride, batch=1, dynamic=True,
-            output_layout="raw", input_format="float32_nchw_rgb", precision="fp16" if half else "fp32",
+            output_layout="raw", head=head, input_format="float32_nchw_rgb",
+            precision="fp16" if half else "fp32",
             source_sha256=sha256_file(self.path), source_path=str(self.path.resolve()),
             versions={"torch": torch.__version__})
         self.input_spec = InputSpec(name="images", shape=(-1, 3, -1, -1), dtype=np.dtype(np.float32),
@@ -105,12 +119,14 @@ class TorchBackend:
                             f"{batch.shape[2]}x{batch.shape[3]}")
 
     def infer(self, batch: np.ndarray) -> List[np.ndarray]:
-        """``batch`` float ``(B, 3, H, W)`` -> ``[pred]`` float32 ``(B, N, 5 + nc)`` (raw layout)."""
+        """``batch`` float ``(B, 3, H, W)`` -> ``[pred]`` float32, raw layout (shape per ``metadata.head``)."""
         self._check(batch)
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self._dtype)
         with torch.inference_mode():
             pred = self.model(x)
+        if isinstance(pred, (list, tuple)):  # ultralytics' Detect in eval mode: (decoded, raw maps)
+            pred = pred[0]
         return [pred.float().cpu().numpy()]
 
     def close(self) -> None:

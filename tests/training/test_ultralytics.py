@@ -3,8 +3,9 @@ ONNX export, detection parity with ultralytics' predictor, in-graph NMS / uint8 
 head, ultralytics-exported ONNX files, and the checkpoint trust rules.
 
 Models are built offline from ultralytics' YAMLs with random weights (no download). To make the outputs
-meaningful, BatchNorm statistics are set from two real images and the class-score convolutions are rescaled
-(logits in [-4, 4]) with per-class biases in [-7, -3], so scores spread over (0, ~0.75): a few dozen boxes pass
+meaningful, BatchNorm statistics are set from the test frames and the class-score convolutions are rescaled
+(logits in [-4, 4] on those frames) with per-class biases in [-7, -3], so scores spread over (0, ~0.75) without
+saturating at 1.0 (which would make ties, ordered arbitrarily): a few dozen boxes pass
 conf 0.25 and 300 (max_det) pass 0.001, so NMS has real work.
 
 Letterbox protocol on both sides: square 320x320, ``auto=False`` (``rect=False`` for ultralytics' predictor, a
@@ -90,7 +91,7 @@ def family(request, frames, tmp_path_factory, _offline_ultralytics):
     name = request.param
     torch.manual_seed(0)
     yolo = ultralytics.YOLO(f"{name}.yaml")
-    batch, _ = preprocess(frames[:2], (IMGSZ, IMGSZ))
+    batch, _ = preprocess(frames, (IMGSZ, IMGSZ))  # every test frame: no class logit beyond [-4, 4] + bias
     _randomize(yolo.model, torch.from_numpy(batch))
     folder = tmp_path_factory.mktemp(name)
     pt = folder / "weights.pt"  # a neutral name: the family is recognised from the content
@@ -121,16 +122,24 @@ def _rows(dets):
 
 
 def _assert_same_detections(got, want, where):
+    """Same count, and a one-to-one matching with the same class, box within 0.5 px, score within 1e-4.
+
+    Matching instead of comparing sorted rows: scores that differ by ~1e-7 between ONNX Runtime and torch may
+    swap places in a sort, which is no difference in the detections."""
     assert len(got) == len(want), f"{where}: {len(got)} detections, ultralytics has {len(want)}"
-    np.testing.assert_array_equal(got[:, 5], want[:, 5], err_msg=f"{where}: classes")
-    np.testing.assert_allclose(got[:, 4], want[:, 4], rtol=0, atol=1e-4, err_msg=f"{where}: scores")
-    np.testing.assert_allclose(got[:, :4], want[:, :4], rtol=0, atol=0.5, err_msg=f"{where}: boxes (px)")
+    free = np.ones(len(want), bool)
+    for row in got:
+        ok = free & (want[:, 5] == row[5]) & (np.abs(want[:, 4] - row[4]) <= 1e-4) \
+            & (np.abs(want[:, :4] - row[:4]).max(axis=1) <= 0.5)
+        assert ok.any(), f"{where}: no ultralytics detection matches {row.tolist()}"
+        free[np.flatnonzero(ok)[0]] = False
 
 
 # ------------------------------------------------------------------------------------------------ checkpoint
 def test_checkpoint_recognised_from_content_and_read_without_ultralytics_code(family):
+    from edge_detect.errors import ModelLoadError
     from edge_detect.training.checkpoint import (ULTRALYTICS_CLASSES, checkpoint_family, load_checkpoint,
-                                                 pickle_globals)
+                                                 load_model, pickle_globals)
 
     assert checkpoint_family(family.pt) == "ultralytics"
     needed = {g for g in pickle_globals(family.pt) if g[0].startswith("ultralytics.")}
@@ -140,6 +149,8 @@ def test_checkpoint_recognised_from_content_and_read_without_ultralytics_code(fa
     assert (info["format"], info["task"], info["nc"], info["end2end"]) == ("ultralytics", "detect", 80, False)
     assert info["stride"] == [8.0, 16.0, 32.0] and info["anchors"] is None
     assert all(v.dtype == torch.float32 for v in info["state_dict"].values() if v.is_floating_point())
+    with pytest.raises(ModelLoadError, match="is an ultralytics checkpoint"):
+        load_model(family.pt)  # our YOLOv5 builder refuses it with a pointer to export
 
 
 # -------------------------------------------------------------------------------------------- export parity
@@ -153,12 +164,15 @@ def test_our_export_matches_ultralytics_export(family, frames):
     assert (meta.head, meta.output_layout, meta.imgsz, meta.stride, meta.nc) == ("anchor_free", "raw", (320, 320),
                                                                                   32, 80)
     assert meta.versions["ultralytics"] and meta.source_sha256
+    best = []
     for frame in frames:
         batch, _ = preprocess([frame], (IMGSZ, IMGSZ))
         ours, theirs = _raw(family.ours, batch), _raw(family.theirs, batch)
         assert ours.shape == theirs.shape == (1, 84, 2100)
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
-        assert 0.0 < theirs[0, 4:].min() and theirs[0, 4:].max() < 1.0
+        best.append(theirs[0, 4:].max(axis=0))
+    best = np.concatenate(best)  # best class score of each box: spread over (0, 1), no saturation (ties)
+    assert 0.0 < best.min() < 0.05 and 0.5 < best.max() < 0.8
 
 
 @pytest.mark.parametrize("conf", [0.25, 0.001])
@@ -172,7 +186,6 @@ def test_detections_equal_ultralytics_predictor(family, frames, conf):
         assert det.input_hw == (IMGSZ, IMGSZ) and det.metadata.head == "anchor_free"
         for i, (frame, res) in enumerate(zip(frames, results)):
             want = res.boxes.data.cpu().numpy().astype(np.float32)
-            want = want[np.lexsort((want[:, 1], want[:, 0], -want[:, 4]))]
             got = _rows(det(frame))
             _assert_same_detections(got, want, f"{family.name} frame {i} conf {conf}")
             counts.append(len(got))
@@ -182,12 +195,27 @@ def test_detections_equal_ultralytics_predictor(family, frames, conf):
         assert sum(counts) >= 5 and max(counts) < MAX_DET
 
 
+def test_torch_backend_equals_predictor_default_rect_letterbox(family, frames):
+    """The ``.pt`` itself through our torch backend: dynamic input, so our minimum-rectangle letterbox (auto) is
+    used, which is what ultralytics' predictor does for ``.pt`` models by default (``rect=True``)."""
+    from edge_detect import Detector
+
+    # one frame per call: for a list of differently shaped frames the predictor falls back to a square letterbox
+    results = [family.predictor.predict(frame, imgsz=IMGSZ, conf=0.25, iou=IOU, max_det=MAX_DET, verbose=False)[0]
+               for frame in frames]
+    with Detector(family.pt, backend="torch", imgsz=IMGSZ, conf=0.25, iou=IOU, max_det=MAX_DET) as det:
+        assert det.metadata.head == "anchor_free" and det.auto
+        assert det.preprocess([frames[0]])[0].shape == (1, 3, 320, 256)  # bus.jpg 1080x810: 320x240 padded to 256
+        for i, (frame, res) in enumerate(zip(frames, results)):
+            _assert_same_detections(_rows(det(frame)), res.boxes.data.cpu().numpy(), f"{family.name} torch {i}")
+
+
 @pytest.mark.parametrize("options", [
     dict(),
     dict(agnostic=True),
     dict(multi_label=True),
     dict(max_det=7),
-    dict(classes=[3, 17, 42]),
+    dict(classes=True),
 ], ids=["default", "agnostic", "multi_label", "max_det", "classes"])
 def test_nms_semantics_equal_ultralytics(family, frames, options):
     """Our NMS vs ``ultralytics.utils.nms.non_max_suppression`` on the same raw output (letterbox pixels)."""
@@ -198,13 +226,14 @@ def test_nms_semantics_equal_ultralytics(family, frames, options):
 
     batch, _ = preprocess(frames[:2], (IMGSZ, IMGSZ))
     raw = np.concatenate([_raw(family.ours, b[None]) for b in batch])
+    if options.get("classes"):  # three classes that do occur in the default detections
+        seen = non_max_suppression(raw, 0.05, IOU, head="anchor_free")[0][:, 5]
+        options = dict(options, classes=sorted({int(c) for c in seen})[:3])
     for conf in (0.25, 0.05):
         want = [w.numpy() for w in ultra_nms(torch.from_numpy(raw), conf, IOU, max_det=options.get("max_det", 300),
                                              **{k: v for k, v in options.items() if k != "max_det"})]
         got = non_max_suppression(raw, conf, IOU, head="anchor_free", **options)
         for g, w in zip(got, want):
-            w = w[np.lexsort((w[:, 1], w[:, 0], -w[:, 4]))]
-            g = g[np.lexsort((g[:, 1], g[:, 0], -g[:, 4]))]
             _assert_same_detections(g, w, f"{family.name} {options} conf {conf}")
     assert sum(len(g) for g in got) > 0
 
@@ -299,7 +328,7 @@ def test_non_detection_checkpoint_refused(tmp_path, _offline_ultralytics):
     _offline_ultralytics.YOLO("yolov8n-seg.yaml").save(str(seg))
     with pytest.raises(ModelLoadError, match="task: expected 'detect'.*'segment'"):
         export_onnx(seg, tmp_path / "seg.onnx", imgsz=IMGSZ)
-    with pytest.raises(ModelLoadError, match="is an ultralytics checkpoint"):
+    with pytest.raises(ModelLoadError, match="task: expected 'detect'"):
         load_model(seg)
 
 
@@ -324,8 +353,8 @@ def test_cli_export_detect_val_run(family, shared, coco128_yaml, tmp_path, capsy
         assert len(labels) == len(ref(cv2.imread(str(shared / "images" / "bus.jpg"))))
     assert main(["val", "--model", str(family.ours), "--data", str(coco128_yaml), "--no-progress"]) == 0
     summary, jsonl = tmp_path / "run.json", tmp_path / "run.jsonl"
-    assert main(["run", "--model", str(out), "--source", str(shared / "videos" / "vtest.avi"), "--max-frames", "5",
-                 "--no-show", "--no-progress", "--summary-json", str(summary), "--save-jsonl", str(jsonl)]) == 0
+    assert main(["run", "--model", str(family.ours), "--conf", "0.05", "--iou", str(IOU), "--source",
+                 str(shared / "videos" / "vtest.avi"), "--max-frames", "5", "--no-show", "--no-progress", "--summary-json", str(summary), "--save-jsonl", str(jsonl)]) == 0
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert 4 <= json.loads(summary.read_text())["processed"] == len(lines) <= 5
     assert sum(len(line["detections"]) for line in lines) > 0
