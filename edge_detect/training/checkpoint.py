@@ -91,10 +91,10 @@ ULTRALYTICS_CLASSES: Dict[str, Tuple[str, ...]] = {
                                      "C3k", "C3k2", "C2PSA", "PSABlock", "Attention", "SPP", "SPPF",
                                      "GhostBottleneck", "C3Ghost", "RepC3"),
 }
-_SHIMS.update({
+_ULTRALYTICS_SHIMS: Dict[Tuple[str, str], type] = {
     (mod, name): type(name, (_UltralyticsShim,), {"__module__": f"{__name__}.shim.{mod}"})
     for mod, names in ULTRALYTICS_CLASSES.items() for name in names
-})
+}
 _ULTRALYTICS_TASKS = {"DetectionModel": "detect", "SegmentationModel": "segment", "PoseModel": "pose",
                       "OBBModel": "obb", "ClassificationModel": "classify"}
 
@@ -131,6 +131,8 @@ def _find_class(module: str, name: str) -> Any:
     module = "builtins" if module == "__builtin__" else module
     if (module, name) in _SHIMS:
         return _SHIMS[(module, name)]
+    if (module, name) in _ULTRALYTICS_SHIMS:
+        return _ULTRALYTICS_SHIMS[(module, name)]
     if (module, name) in _SAFE_GLOBALS:
         return _SAFE_GLOBALS[(module, name)]
     if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
