@@ -196,14 +196,14 @@ def test_detections_equal_ultralytics_predictor(family, frames, conf):
 
 
 def test_torch_backend_equals_predictor_default_rect_letterbox(family, frames):
-    """The ``.pt`` itself through our torch backend: dynamic input, so our minimum-rectangle letterbox (auto) is
-    used, which is what ultralytics' predictor does for ``.pt`` models by default (``rect=True``)."""
+    """The ``.pt`` itself through our torch backend with the minimum-rectangle letterbox (``auto=True``), which is
+    what ultralytics' predictor does for ``.pt`` models by default (``rect=True``)."""
     from edge_detect import Detector
 
     # one frame per call: for a list of differently shaped frames the predictor falls back to a square letterbox
     results = [family.predictor.predict(frame, imgsz=IMGSZ, conf=0.25, iou=IOU, max_det=MAX_DET, verbose=False)[0]
                for frame in frames]
-    with Detector(family.pt, backend="torch", imgsz=IMGSZ, conf=0.25, iou=IOU, max_det=MAX_DET) as det:
+    with Detector(family.pt, backend="torch", imgsz=IMGSZ, conf=0.25, iou=IOU, max_det=MAX_DET, auto=True) as det:
         assert det.metadata.head == "anchor_free" and det.auto
         assert det.preprocess([frames[0]])[0].shape == (1, 3, 320, 256)  # bus.jpg 1080x810: 320x240 padded to 256
         for i, (frame, res) in enumerate(zip(frames, results)):
