@@ -213,19 +213,19 @@ def _measure_map(model: Path, val_data: PathLike, progress: bool, precision: Opt
 
 
 def _sensitivity(fp32: Any, quantized: Any, holdout: List[np.ndarray], threads: Optional[int],
-                 max_blocks: int, min_share: float, progress: bool) -> Dict[str, Any]:
+                 max_blocks: int, min_share: float, progress: bool, head: str = "yolov5") -> Dict[str, Any]:
     from tqdm import tqdm
 
     from edge_detect.deploy.quantize import output_error, select_float_blocks
 
     reference = _run(_compile(fp32, threads), holdout)
-    baseline = output_error(reference, _run(_compile(quantized, threads), holdout))
+    baseline = output_error(reference, _run(_compile(quantized, threads), holdout), head=head)
     LOGGER.info("sensitivity: baseline (NNCF INT8, Detect head in float) output error %.4f", baseline)
     rows = []
     groups = _fq_blocks(quantized)
     for block in tqdm(sorted(groups, key=lambda b: int(b.split(".")[1])), desc="sensitivity", unit="block",
                       disable=not progress):
-        err = output_error(reference, _run(_compile(_bypass(quantized, [block]), threads), holdout))
+        err = output_error(reference, _run(_compile(_bypass(quantized, [block]), threads), holdout), head=head)
         rows.append({"block": block, "quantizers": len(groups[block]), "error_with_block_float": err,
                      "cost": baseline - err})
     chosen = select_float_blocks({r["block"]: r["cost"] for r in rows}, baseline, max_blocks, min_share)
@@ -349,7 +349,7 @@ def quantize_openvino(fp32_onnx: PathLike, output: PathLike, calib: Union[PathLi
         t1 = time.perf_counter()
         held = list(data.holdout_batches())
         report["sensitivity"] = _sensitivity(fp32, quantized, held, threads, max_float_blocks, min_share,
-                                             progress)
+                                             progress, head=meta.head if meta is not None else "yolov5")
         kept = [k["block"] for k in report["sensitivity"]["kept_float"]]
         if kept:
             LOGGER.info("sensitivity: keeping %s in float; quantizing again", ", ".join(kept))
@@ -362,7 +362,8 @@ def quantize_openvino(fp32_onnx: PathLike, output: PathLike, calib: Union[PathLi
 
         reference = _run(_compile(fp32, threads), held)
         compiled_q = _compile(quantized, threads)
-        report.setdefault("sensitivity", {})["final_error"] = output_error(reference, _run(compiled_q, held))
+        report.setdefault("sensitivity", {})["final_error"] = output_error(
+            reference, _run(compiled_q, held), head=meta.head if meta is not None else "yolov5")
         report["speed_ms_per_image"] = {
             "fp32": round(_speed_ms(_compile(fp32, threads), held[0]), 2),
             "int8": round(_speed_ms(compiled_q, held[0]), 2),

@@ -358,3 +358,20 @@ def test_cli_export_detect_val_run(family, shared, coco128_yaml, tmp_path, capsy
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert 4 <= json.loads(summary.read_text())["processed"] == len(lines) <= 5
     assert sum(len(line["detections"]) for line in lines) > 0
+
+
+def test_openvino_backend_runs_anchor_free(family, frames):
+    if not has_module("openvino") or family.name != "yolov8n":
+        pytest.skip("OpenVINO checked on one family, when installed")
+    from edge_detect import Detector
+
+    with Detector(family.ours, backend="openvino", conf=0.25, iou=IOU, max_det=MAX_DET, precision="fp32") as ov, \
+            Detector(family.ours, conf=0.25, iou=IOU, max_det=MAX_DET) as ref:
+        assert ov.metadata.head == "anchor_free"
+        total = 0
+        for frame in frames:
+            got, want = _rows(ov(frame)), _rows(ref(frame))
+            assert len(got) == len(want)
+            np.testing.assert_allclose(got[:, :5], want[:, :5], atol=1e-2)
+            total += len(got)
+        assert total >= 5
