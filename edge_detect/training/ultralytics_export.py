@@ -34,7 +34,7 @@ import torch
 from edge_detect import __version__
 from edge_detect._optional import require
 from edge_detect.errors import ConfigError, ModelLoadError, UnsafeCheckpointError
-from edge_detect.metadata import METADATA_KEY, ModelMetadata
+from edge_detect.metadata import ModelMetadata, write_onnx_metadata
 from edge_detect.training.checkpoint import ULTRALYTICS_FORMAT, load_checkpoint
 from edge_detect.weights import sha256_file
 
@@ -213,11 +213,7 @@ def export_ultralytics_onnx(weights: PathLike, output: PathLike, imgsz: Union[in
                          precision="fp16" if half else "fp32", source_sha256=sha256_file(weights),
                          source_path=str(weights.resolve()), versions=_versions(onnx, int(opset)),
                          extra={"exported_by": "ultralytics", "trusted_checkpoint": info is None})
-    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != METADATA_KEY]
-    del proto.metadata_props[:]
-    for key, value in kept:  # ultralytics' own keys stay (its tools read them); ours win in edge-detect
-        proto.metadata_props.add(key=key, value=value)
-    proto.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
+    write_onnx_metadata(proto, meta, keep_other=True)  # ultralytics' own keys stay (its tools read them); ours win
     onnx.checker.check_model(proto)
     output.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(output))
