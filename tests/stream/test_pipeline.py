@@ -102,13 +102,14 @@ def test_stop_event_duration_and_sink_stop(video):
 
 def test_two_sources_get_unique_ids_and_trackers(video, tmp_path):
     out = tmp_path / "d.jsonl"
+    # both files run to their end: how frames of two files interleave depends on decoder timing, the totals not
     s = Pipeline([open_source(video), open_source(video)], FakeDetector(), [JsonlSink(out)],
-                 tracker=IoUTracker(), max_frames=40, progress=False).run()
+                 tracker=IoUTracker(), progress=False).run()
     assert set(s.sources) == {"vtest", "vtest-1"}
-    assert s.sources["vtest"]["processed"] + s.sources["vtest-1"]["processed"] == 40
-    assert min(s.sources["vtest"]["processed"], s.sources["vtest-1"]["processed"]) >= 5  # both served
+    assert s.sources["vtest"]["processed"] == s.sources["vtest-1"]["processed"] == 795
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(lines) == 40
+    assert len(lines) == 2 * 795
+    assert [d["frame"] for d in lines if d["source"] == "vtest-1"] == list(range(795))
     # one tracker per source: the same box keeps id 1 in each stream
     assert {d["detections"][0]["track_id"] for d in lines} == {1}
 
