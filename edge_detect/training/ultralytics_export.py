@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -64,7 +65,7 @@ def import_ultralytics() -> ModuleType:
     Raises:
         MissingDependencyError: ultralytics is not installed (``pip install 'edge-detect[ultralytics]'``).
     """
-    already = "ultralytics" in __import__("sys").modules
+    already = "ultralytics" in sys.modules
     os.environ.update(OFFLINE_ENV)
     module = require("ultralytics", "ultralytics")
     utils = require("ultralytics.utils", "ultralytics")
