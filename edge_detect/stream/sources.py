@@ -42,13 +42,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
 from edge_detect.config import from_mapping, override
-from edge_detect.errors import SourceError
+from edge_detect.errors import ConfigError, SourceError
 from edge_detect.paths import IMAGE_SUFFIXES
 from edge_detect.types import Frame
 
@@ -58,6 +58,8 @@ __all__ = [
     "SourceStats",
     "open_source",
     "open_images",
+    "register_source",
+    "source_schemes",
     "parse_source",
     "mask_credentials",
     "gstreamer_available",
@@ -70,6 +72,37 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
+
+# URL scheme -> factory(uri, source_id=None, offline_ok=False, **options) -> Source, for sources that are not
+# files, cameras, OpenCV/FFmpeg streams or GStreamer pipelines (which open_source handles itself).
+_SOURCE_FACTORIES: Dict[str, Callable[..., "Source"]] = {}
+
+
+def register_source(scheme: str) -> Callable[[Callable[..., "Source"]], Callable[..., "Source"]]:
+    """Decorator: open URIs ``<scheme>://...`` with the decorated factory.
+
+    The factory is called as ``factory(uri, source_id=..., offline_ok=..., **options)`` and returns a
+    :class:`Source`. The built-in stream schemes (:data:`STREAM_SCHEMES`) and ``file`` cannot be taken over.
+
+    Raises:
+        ConfigError: ``scheme`` is not a valid URL scheme, or is built in.
+    """
+    key = str(scheme).lower()
+    if not re.fullmatch(r"[a-z][a-z0-9+.\-]*", key):
+        raise ConfigError(f"register_source: expected a URL scheme such as 'myproto', got {scheme!r}")
+    if key in STREAM_SCHEMES or key == "file":
+        raise ConfigError(f"register_source: '{key}' is a built-in source scheme")
+
+    def deco(factory: Callable[..., "Source"]) -> Callable[..., "Source"]:
+        _SOURCE_FACTORIES[key] = factory
+        return factory
+
+    return deco
+
+
+def source_schemes() -> List[str]:
+    """Every URL scheme :func:`open_source` accepts: the built-in stream schemes, ``file`` and registered ones."""
+    return [*STREAM_SCHEMES, "file", *sorted(_SOURCE_FACTORIES)]
 KINDS = ("file", "images", "camera", "stream", "gstreamer")
 
 # userinfo = everything between "scheme://" and the LAST "@" of the authority (the authority ends at the first
@@ -209,7 +242,7 @@ def parse_source(uri: Union[str, int, os.PathLike]) -> Tuple[str, Any]:
             return "stream", s
         elif "!" not in s:
             raise SourceError(f"source {mask_credentials(s)}: unknown URL scheme '{scheme}'; expected one of "
-                              f"{', '.join(STREAM_SCHEMES)} or file")
+                              f"{', '.join(source_schemes())}")
     if "!" in s and not Path(s).exists():
         return "gstreamer", s
     if s.isdigit():
@@ -737,6 +770,9 @@ def open_source(uri: Union[str, int, os.PathLike], source_id: Optional[str] = No
         SourceError: not found, cannot be opened, GStreamer missing, or an invalid option.
         ConfigError: an unknown option name.
     """
+    scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.\-]*)://", str(uri).strip()) if not isinstance(uri, int) else None
+    if scheme and scheme.group(1).lower() in _SOURCE_FACTORIES:
+        return _SOURCE_FACTORIES[scheme.group(1).lower()](uri, source_id=source_id, offline_ok=offline_ok, **options)
     base = options.pop("capture", None)
     if base is not None:
         opts = override(base, options)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -371,3 +372,45 @@ def test_open_images_keeps_the_given_order_and_paths(tmp_path):
     assert (src.stats.read, src.stats.corrupt, src.expected_frames, src.is_live) == (3, 1, 4, False)
     with pytest.raises(SourceError, match="expected at least one image file, got none"):
         open_images([])
+
+
+# ------------------------------------------------------------------------------------------ source registry
+def test_registered_scheme_opens_through_its_factory(video):
+    from edge_detect.stream import sources as src_mod
+
+    calls = []
+
+    @src_mod.register_source("replay")
+    def _replay(uri, source_id=None, offline_ok=False, **options):
+        calls.append((uri, source_id, offline_ok, options))
+        return src_mod.open_source(video, source_id=source_id or "replayed", **options)
+
+    try:
+        assert "replay" in src_mod.source_schemes()
+        src = src_mod.open_source("replay://cam/1", queue_size=3)
+        assert calls == [("replay://cam/1", None, False, {"queue_size": 3})]
+        assert src.source_id == "replayed"
+        assert sum(1 for _ in src) == 795
+    finally:
+        src_mod._SOURCE_FACTORIES.pop("replay", None)
+
+
+@pytest.mark.parametrize("scheme, message", [
+    ("rtsp", "'rtsp' is a built-in source scheme"),
+    ("file", "'file' is a built-in source scheme"),
+    ("1bad", "expected a URL scheme such as 'myproto', got '1bad'"),
+])
+def test_register_source_refuses_bad_schemes(scheme, message):
+    from edge_detect.errors import ConfigError
+    from edge_detect.stream.sources import register_source
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        register_source(scheme)
+
+
+def test_unknown_scheme_lists_registered_ones():
+    from edge_detect.errors import SourceError
+    from edge_detect.stream.sources import open_source
+
+    with pytest.raises(SourceError, match=r"unknown URL scheme 'nope'; expected one of rtsp, .*, file"):
+        open_source("nope://x")
