@@ -1,9 +1,12 @@
 """Helpers shared by the analytics processors (ByteTrack, lines, zones): stream time, class names, filters."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Set, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Set, Union
+
+import numpy as np
 
 from edge_detect.errors import ConfigError
+from edge_detect.stream.geometry import ANCHORS
 from edge_detect.types import Frame
 
 __all__ = ["media_time", "class_name", "resolve_class_filter", "class_allowed", "parse_named_numbers"]
@@ -97,3 +100,59 @@ def parse_named_numbers(text: str, what: str, count: Optional[int] = None, min_c
         raise ConfigError(f"{what} {name}: expected an even number of at least {min_count} numbers ({form}), "
                           f"got {len(nums)}")
     return name, nums
+
+
+def region_specs(entries: Union[Mapping[str, Any], Sequence[Any]], *, kind: str, spec_type: type, points_key: str,
+                 form: str, parse: Callable[[str], tuple], check: Callable[[tuple, str], Any]) -> List[Any]:
+    """Normalize line or zone definitions into ``spec_type(name, points, classes, anchor)`` objects.
+
+    Accepts ``{name: [numbers]}``, ``{name: {points_key|"points": [...], "classes": [...], "anchor": ...}}``,
+    ``spec_type`` objects and ``"NAME=..."`` strings (parsed by ``parse`` into ``(name, numbers)``).
+
+    Args:
+        kind: ``"line"`` or ``"zone"``, for messages.
+        points_key: the mapping key of the points (``"xyxy"`` or ``"polygon"``).
+        form: the expected string form, for messages (``NAME=x1,y1,x2,y2``).
+        check: validates the points (raises ConfigError), called as ``check(points, f"{kind} {name}")``.
+
+    Raises:
+        ConfigError: bad geometry, unknown keys, an unknown anchor or duplicate names.
+    """
+    items: List[Any] = []
+    for entry in list(entries.items()) if isinstance(entries, Mapping) else list(entries):
+        if isinstance(entry, spec_type):
+            spec = entry
+        elif isinstance(entry, str):
+            name, nums = parse(entry)
+            spec = spec_type(name, tuple(nums))
+        elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
+            spec = _spec_from_value(entry[0], entry[1], kind, spec_type, points_key)
+        else:
+            raise ConfigError(f"{kind}s: expected {form} or a mapping of names to points, got {entry!r}")
+        name, points, anchor = spec.name, getattr(spec, points_key), spec.anchor
+        check(points, f"{kind} {name}")
+        if anchor is not None and anchor not in ANCHORS:
+            raise ConfigError(f"{kind} {name} anchor: expected one of {', '.join(ANCHORS)}, got {anchor!r}")
+        if any(s.name == name for s in items):
+            raise ConfigError(f"{kind}s: expected unique names, got {name!r} twice")
+        items.append(spec)
+    return items
+
+
+def _flat(points: Any) -> tuple:
+    return tuple(np.asarray(points, dtype=object).reshape(-1).tolist())
+
+
+def _spec_from_value(name: str, value: Any, kind: str, spec_type: type, points_key: str) -> Any:
+    if not isinstance(value, Mapping):
+        return spec_type(name, _flat(value))
+    unknown = set(value) - {points_key, "points", "classes", "anchor"}
+    if unknown:
+        raise ConfigError(f"{kind} {name}: unknown key {sorted(unknown)[0]!r}; expected {points_key} (or points), "
+                          "classes, anchor")
+    pts = value.get(points_key, value.get("points"))
+    if pts is None:
+        example = "[x1, y1, x2, y2]" if points_key == "xyxy" else "[x1, y1, x2, y2, x3, y3, ...]"
+        raise ConfigError(f"{kind} {name}: expected '{points_key}: {example}', got no points")
+    cls = value.get("classes")
+    return spec_type(name, _flat(pts), tuple(cls) if cls is not None else None, value.get("anchor"))

@@ -39,8 +39,8 @@ import numpy as np
 from edge_detect.errors import ConfigError
 from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_segment, crossing_t, signed_distance
 from edge_detect.stream.processors.base import register_processor
-from edge_detect.stream.processors._common import class_allowed, class_name, media_time, parse_named_numbers, \
-    resolve_class_filter
+from edge_detect.stream.processors._common import (class_allowed, class_name, media_time, parse_named_numbers,
+                                                   region_specs, resolve_class_filter)
 from edge_detect.types import Detections, Frame
 
 __all__ = ["LineSpec", "LineCounter", "line_specs"]
@@ -72,38 +72,8 @@ def line_specs(lines: Union[Mapping[str, Any], Sequence[Any]]) -> List[LineSpec]
     Raises:
         ConfigError: bad geometry, unknown keys, an unknown anchor or duplicate names.
     """
-    items: List[LineSpec] = []
-    entries = list(lines.items()) if isinstance(lines, Mapping) else list(lines)
-    for entry in entries:
-        if isinstance(entry, LineSpec):
-            spec = entry
-        elif isinstance(entry, str):
-            name, nums = parse_named_numbers(entry, "--line", count=4)
-            spec = LineSpec(name, tuple(nums))
-        elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
-            name, value = entry
-            if isinstance(value, Mapping):
-                unknown = set(value) - {"xyxy", "points", "classes", "anchor"}
-                if unknown:
-                    raise ConfigError(f"line {name}: unknown key {sorted(unknown)[0]!r}; expected xyxy (or "
-                                      f"points), classes, anchor")
-                pts = value.get("xyxy", value.get("points"))
-                if pts is None:
-                    raise ConfigError(f"line {name}: expected 'xyxy: [x1, y1, x2, y2]', got no points")
-                cls = value.get("classes")
-                spec = LineSpec(name, tuple(np.asarray(pts, dtype=object).reshape(-1).tolist()),
-                                tuple(cls) if cls is not None else None, value.get("anchor"))
-            else:
-                spec = LineSpec(name, tuple(np.asarray(value, dtype=object).reshape(-1).tolist()))
-        else:
-            raise ConfigError(f"lines: expected NAME=x1,y1,x2,y2 or a mapping of names to points, got {entry!r}")
-        as_segment(spec.xyxy, f"line {spec.name}")
-        if spec.anchor is not None and spec.anchor not in ANCHORS:
-            raise ConfigError(f"line {spec.name} anchor: expected one of {', '.join(ANCHORS)}, got {spec.anchor!r}")
-        if any(s.name == spec.name for s in items):
-            raise ConfigError(f"lines: expected unique names, got {spec.name!r} twice")
-        items.append(spec)
-    return items
+    return region_specs(lines, kind="line", spec_type=LineSpec, points_key="xyxy", form="NAME=x1,y1,x2,y2",
+                        parse=lambda text: parse_named_numbers(text, "--line", count=4), check=as_segment)
 
 
 @dataclass

@@ -26,8 +26,8 @@ import numpy as np
 from edge_detect.errors import ConfigError
 from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_polygon, polygon_signed_distance
 from edge_detect.stream.processors.base import register_processor
-from edge_detect.stream.processors._common import class_allowed, class_name, media_time, parse_named_numbers, \
-    resolve_class_filter
+from edge_detect.stream.processors._common import (class_allowed, class_name, media_time, parse_named_numbers,
+                                                   region_specs, resolve_class_filter)
 from edge_detect.types import Detections, Frame
 
 __all__ = ["ZoneSpec", "ZoneCounter", "zone_specs"]
@@ -59,39 +59,9 @@ def zone_specs(zones: Union[Mapping[str, Any], Sequence[Any]]) -> List[ZoneSpec]
     Raises:
         ConfigError: bad geometry, unknown keys, an unknown anchor or duplicate names.
     """
-    items: List[ZoneSpec] = []
-    entries = list(zones.items()) if isinstance(zones, Mapping) else list(zones)
-    for entry in entries:
-        if isinstance(entry, ZoneSpec):
-            spec = entry
-        elif isinstance(entry, str):
-            name, nums = parse_named_numbers(entry, "--zone", min_count=6)
-            spec = ZoneSpec(name, tuple(nums))
-        elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
-            name, value = entry
-            if isinstance(value, Mapping):
-                unknown = set(value) - {"polygon", "points", "classes", "anchor"}
-                if unknown:
-                    raise ConfigError(f"zone {name}: unknown key {sorted(unknown)[0]!r}; expected polygon (or "
-                                      f"points), classes, anchor")
-                pts = value.get("polygon", value.get("points"))
-                if pts is None:
-                    raise ConfigError(f"zone {name}: expected 'polygon: [x1, y1, x2, y2, x3, y3, ...]', got no points")
-                cls = value.get("classes")
-                spec = ZoneSpec(name, tuple(np.asarray(pts, dtype=object).reshape(-1).tolist()),
-                                tuple(cls) if cls is not None else None, value.get("anchor"))
-            else:
-                spec = ZoneSpec(name, tuple(np.asarray(value, dtype=object).reshape(-1).tolist()))
-        else:
-            raise ConfigError(f"zones: expected NAME=x1,y1,x2,y2,x3,y3[,...] or a mapping of names to points, "
-                              f"got {entry!r}")
-        as_polygon(spec.polygon, f"zone {spec.name}")
-        if spec.anchor is not None and spec.anchor not in ANCHORS:
-            raise ConfigError(f"zone {spec.name} anchor: expected one of {', '.join(ANCHORS)}, got {spec.anchor!r}")
-        if any(s.name == spec.name for s in items):
-            raise ConfigError(f"zones: expected unique names, got {spec.name!r} twice")
-        items.append(spec)
-    return items
+    return region_specs(zones, kind="zone", spec_type=ZoneSpec, points_key="polygon",
+                        form="NAME=x1,y1,x2,y2,x3,y3[,...]",
+                        parse=lambda text: parse_named_numbers(text, "--zone", min_count=6), check=as_polygon)
 
 
 @dataclass
