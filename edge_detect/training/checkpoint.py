@@ -43,7 +43,8 @@ from edge_detect.errors import ConfigError, ModelError, ModelLoadError, UnsafeCh
 from edge_detect.training.model import YOLOv5
 
 __all__ = ["FORMAT", "ULTRALYTICS_FORMAT", "ULTRALYTICS_CLASSES", "load_checkpoint", "load_model",
-           "save_checkpoint", "build_from_checkpoint", "restricted_pickle", "pickle_globals", "checkpoint_family"]
+           "save_checkpoint", "build_from_checkpoint", "load_weights_strictly", "restricted_pickle", "pickle_globals",
+           "checkpoint_family"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -394,17 +395,31 @@ def build_from_checkpoint(info: Mapping[str, Any], path: PathLike = "<checkpoint
         raise ModelLoadError(f"{path}: cannot build the model from its yaml description: {exc}") from exc
     if info.get("fused"):
         model.fuse()
-    result = model.load_state_dict(info["state_dict"], strict=False)
+    load_weights_strictly(model, info, path)
+    return model
+
+
+def load_weights_strictly(model: nn.Module, info: Mapping[str, Any], path: PathLike = "<checkpoint>") -> None:
+    """Load ``info["state_dict"]`` into ``model`` (built from the checkpoint's yaml): every key and shape must
+    match, and the model's ``stride`` must equal ``info["stride"]`` when the checkpoint records one.
+
+    Raises:
+        ModelLoadError: a shape that does not fit, missing or unexpected keys, or other strides.
+    """
+    try:
+        result = model.load_state_dict(info["state_dict"], strict=False)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{path}: checkpoint weights do not fit the model built from its yaml: "
+                             f"{str(exc).splitlines()[0]}") from exc
     if result.missing_keys or result.unexpected_keys:
         raise ModelLoadError(
             f"{path}: checkpoint weights do not match the model built from its yaml: "
             f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[:3]}), "
             f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]})")
     stride = info.get("stride")
-    if stride is not None and [float(s) for s in stride] != model.stride.tolist():
+    if stride is not None and [float(s) for s in stride] != [float(s) for s in model.stride.tolist()]:
         raise ModelLoadError(f"{path}: strides: checkpoint has {list(stride)}, the built model has "
                              f"{model.stride.tolist()}")
-    return model
 
 
 def load_model(path: PathLike, fuse: bool = True) -> Tuple[YOLOv5, List[str]]:

@@ -36,7 +36,7 @@ from edge_detect import __version__
 from edge_detect._optional import require
 from edge_detect.errors import ConfigError, ModelLoadError, UnsafeCheckpointError
 from edge_detect.metadata import ModelMetadata, write_onnx_metadata
-from edge_detect.training.checkpoint import ULTRALYTICS_FORMAT, load_checkpoint
+from edge_detect.training.checkpoint import ULTRALYTICS_FORMAT, load_checkpoint, load_weights_strictly
 from edge_detect.weights import sha256_file
 
 __all__ = ["OFFLINE_ENV", "import_ultralytics", "is_ultralytics_checkpoint", "build_model",
@@ -100,20 +100,7 @@ def build_model(info: Mapping[str, Any], path: PathLike = "<checkpoint>") -> tor
                              f"{type(exc).__name__}: {exc}") from exc
     if info.get("fused"):
         model.fuse(verbose=False)
-    try:
-        result = model.load_state_dict(info["state_dict"], strict=False)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"{path}: checkpoint weights do not fit the model built from its yaml: "
-                             f"{str(exc).splitlines()[0]}") from exc
-    if result.missing_keys or result.unexpected_keys:
-        raise ModelLoadError(
-            f"{path}: checkpoint weights do not match the model built from its yaml: "
-            f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[:3]}), "
-            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]})")
-    stride = info.get("stride")
-    if stride is not None and [float(s) for s in stride] != [float(s) for s in model.stride.tolist()]:
-        raise ModelLoadError(f"{path}: strides: checkpoint has {list(stride)}, the built model has "
-                             f"{model.stride.tolist()}")
+    load_weights_strictly(model, info, path)
     model.names = dict(enumerate(info["names"]))
     model.task = "detect"
     return model.float().eval()
