@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 import numpy as np
 
 from edge_detect.config import check_options
-from edge_detect.errors import BackendUnavailableError, ModelError
+from edge_detect.errors import BackendUnavailableError, ConfigError, ModelError
 from edge_detect.metadata import ModelMetadata
 
 __all__ = ["InputSpec", "Backend", "register_backend", "load_backend", "available_backends", "backend_names",
@@ -163,7 +163,7 @@ def load_backend(model: Union[str, os.PathLike], backend: Optional[str] = None, 
     if _url_scheme(model) is not None:
         name = backend or backend_for_path(model)
         factory = _factory(name)
-        check_options(f"backend '{name}'", factory, options)
+        _check_backend_options(name, factory, options)
         return factory(str(model), **options)
     path = Path(model)
     if not path.exists():
@@ -172,8 +172,29 @@ def load_backend(model: Union[str, os.PathLike], backend: Optional[str] = None, 
         raise ModelError(f"model path is not a file: {path}")
     name = backend or backend_for_path(path)
     factory = _factory(name)
-    check_options(f"backend '{name}'", factory, options)
+    _check_backend_options(name, factory, options)
     return factory(path, **options)
+
+
+def _check_backend_options(name: str, factory: Callable[..., Backend], options: Dict[str, Any]) -> None:
+    """:func:`check_options`, plus a hint naming the backends that do take the options (``device`` on an
+    ``.onnx`` -> ``--backend openvino``)."""
+    try:
+        check_options(f"backend '{name}'", factory, options)
+    except ConfigError as exc:
+        takers = [other for other in backend_names() if other != name and _takes(other, options)]
+        if not takers:
+            raise
+        raise ConfigError(f"{exc}; {', '.join(repr(t) for t in takers)} take{'s' if len(takers) == 1 else ''} "
+                          f"{'it' if len(options) == 1 else 'them'}: choose it with --backend / backend=") from exc
+
+
+def _takes(name: str, options: Dict[str, Any]) -> bool:
+    try:
+        check_options(name, _factory(name), options)
+    except (ConfigError, ImportError, BackendUnavailableError):
+        return False
+    return True
 
 
 def backend_names() -> List[str]:

@@ -18,9 +18,9 @@ class RemoteBackend:
 
 @pytest.fixture
 def remote(monkeypatch):
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # registration undone after the test
     monkeypatch.setitem(base.BACKEND_MODULES, "remote", (__name__, ("remote://",)))
-    base.register_backend("remote")(RemoteBackend)
+    monkeypatch.setitem(base._REGISTRY, "remote", RemoteBackend)  # as register_backend("remote") does; undone after
+    assert base.register_backend("remote")(RemoteBackend) is RemoteBackend
     return RemoteBackend
 
 
@@ -46,3 +46,12 @@ def test_bad_models(remote, tmp_path, monkeypatch, model, kwargs, error, match):
         match = r"unknown model file type '\.xyz'; expected one of \['\.engine', '\.onnx'"
     with pytest.raises(error, match=match):
         base.load_backend(model, **kwargs)
+
+
+def test_unknown_option_names_the_backends_that_take_it(remote, tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not opened: the options are checked first")
+    with pytest.raises(ConfigError, match=r"^backend 'onnxruntime': unknown option 'timeout_s'; expected one of "
+                                          r"\[.*\]; 'remote' takes it: choose it with --backend / backend=$"):
+        base.load_backend(model, timeout_s=1.0)
