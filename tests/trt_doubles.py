@@ -95,7 +95,7 @@ def _stub_files() -> Tuple[Path, Path]:
     try:
         dist = importlib.metadata.distribution("tensorrt-stubs")
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip("tensorrt-stubs is not installed (pip install 'edge-detect[dev]'): the TensorRT API surface "
+        pytest.skip("tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs): the TensorRT API surface "
                     "cannot be checked")
     return (Path(dist.locate_file("tensorrt_bindings/tensorrt.pyi")), Path(dist.locate_file("tensorrt/__init__.pyi")))
 
