@@ -6,6 +6,7 @@ when the ``build`` extra is not installed.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -261,9 +262,43 @@ def mosquitto_bin() -> str:
     return MOSQUITTO
 
 
-def pytest_collection_modifyitems(session, config, items):
-    """Run tests/training (the torch world) first: the full suite crashed the pytest process (SIGSEGV) at the
-    teardown of tests/training/test_train.py when it ran after the runtime tests, though each part passes
-    alone (see setup.cfg's ``isolated`` marker). Order within each part is unchanged."""
-    training = [it for it in items if "training" in it.path.parts]
-    items[:] = training + [it for it in items if "training" not in it.path.parts]
+
+class _StackT(ctypes.Structure):
+    """``stack_t`` of Linux (``sigaltstack``)."""
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def dangling_altstack() -> "str | None":
+    """A description of this thread's signal alternate stack when it points at unmapped memory, else None.
+
+    A native library that restores alternate stacks out of order (OpenVINO's CPU plugin did, with one Core per
+    model) leaves the thread on memory it has unmapped; the next Python signal handler then kills the process
+    with SIGSEGV, tests later. Linux only (None elsewhere)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    stack = _StackT()
+    if libc.sigaltstack(None, ctypes.byref(stack)) != 0 or not stack.ss_sp or stack.ss_flags & 2:  # SS_DISABLE
+        return None
+    start, end = stack.ss_sp, stack.ss_sp + stack.ss_size
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            lo, hi = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
+            if lo <= start and end <= hi:
+                return None
+    return f"sigaltstack {start:#x}+{stack.ss_size} is not mapped"
+
+
+@pytest.fixture(autouse=True)
+def _signal_stack_guard():
+    """Fail the test that leaves the main thread on an unmapped signal alternate stack (and disable that stack so
+    the rest of the suite can still take signals): the full suite once died of SIGSEGV several tests later."""
+    yield
+    problem = dangling_altstack()
+    if problem:
+        off = _StackT(None, 2, 0)  # SS_DISABLE
+        ctypes.CDLL(None).sigaltstack(ctypes.byref(off), None)
+        pytest.fail(f"this test left the thread on a dangling signal alternate stack ({problem}); a native "
+                    f"library restored alternate stacks out of order (see backends/openvino.shared_core)")

@@ -26,7 +26,7 @@ def _pytest_cfg() -> configparser.SectionProxy:
 def test_perf_marker_registered_and_deselected_by_default() -> None:
     section = _pytest_cfg()
     assert any(line.strip().startswith("perf:") for line in section["markers"].splitlines())
-    assert '-m "not perf and not isolated"' in section["addopts"]
+    assert '-m "not perf"' in section["addopts"]
 
 
 def _collect(*extra: str) -> set:

@@ -43,7 +43,7 @@ from edge_detect.backends.base import InputSpec, register_backend
 from edge_detect.errors import BackendUnavailableError, ConfigError, ModelLoadError
 from edge_detect.metadata import METADATA_KEY, ModelMetadata
 
-__all__ = ["OpenVinoBackend", "OV_PRECISIONS", "OV_HINTS", "read_ov_metadata"]
+__all__ = ["OpenVinoBackend", "OV_PRECISIONS", "OV_HINTS", "read_ov_metadata", "shared_core"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -55,6 +55,28 @@ _QUANT_OPS = ("FakeQuantize", "FakeConvert")
 
 def _ov() -> Any:
     return require("openvino", "openvino")
+
+
+_CORE: Any = None
+_CORE_LOCK = threading.Lock()
+
+
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, created on first use and kept until the process exits.
+
+    Every OpenVINO call in edge-detect (backend, IR conversion, NNCF INT8) goes through it. Why not one Core per
+    model: OpenVINO's CPU plugin gives the thread that creates it its own signal alternate stack
+    (``sigaltstack``) and, when destroyed, puts back the one it found. Two Cores destroyed in the order they
+    were created leave the thread's alternate stack pointing at memory the plugin has already unmapped, and the
+    next Python-level signal handler (Ctrl-C, SIGTERM, a ``SIGCHLD`` handler) kills the process with SIGSEGV.
+    One Core that lives as long as the process never restores out of order. Compile-time settings are passed
+    per ``compile_model`` call, never set on this Core, so backends cannot change each other's settings.
+    """
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = _ov().Core()
+        return _CORE
 
 
 def read_ov_metadata(model: Any) -> Optional[ModelMetadata]:
@@ -156,9 +178,7 @@ class OpenVinoBackend:
             raise ConfigError(f"openvino precision: expected one of {sorted(OV_PRECISIONS)}, got {precision!r}")
         if int(threads) < 0 or int(requests) < 0:
             raise ConfigError(f"openvino threads/requests: expected >= 0, got {threads}/{requests}")
-        self._core = ov.Core()
-        if cache_dir is not None:
-            self._core.set_property({"CACHE_DIR": str(cache_dir)})
+        self._core = shared_core()
         self.device, self.hint = str(device), hint
         self._check_device()
         try:
@@ -192,11 +212,13 @@ class OpenVinoBackend:
                                         "PERFORMANCE_HINT": OV_HINTS[hint]}
         if int(threads):
             self._config["INFERENCE_NUM_THREADS"] = int(threads)
+        if cache_dir is not None:
+            self._config["CACHE_DIR"] = str(cache_dir)
         if self.device.split(":")[0].split(".")[0] in ("AUTO", "MULTI", "HETERO"):
             # virtual devices: the precision goes to every real device they may pick
-            del self._config["INFERENCE_PRECISION_HINT"]
-            for dev in self._core.available_devices:
-                self._core.set_property(dev, {"INFERENCE_PRECISION_HINT": OV_PRECISIONS[self.precision]})
+            hint_of = self._config.pop("INFERENCE_PRECISION_HINT")
+            self._config["DEVICE_PROPERTIES"] = {dev: {"INFERENCE_PRECISION_HINT": hint_of}
+                                                 for dev in self._core.available_devices}
         self._requests = int(requests)
         self._lock = threading.Lock()
         self._by_shape: Dict[Tuple[int, ...], _Compiled] = {}

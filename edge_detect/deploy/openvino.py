@@ -42,6 +42,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edge_detect._optional import require
+from edge_detect.backends.openvino import shared_core
 from edge_detect.errors import ConfigError, ModelError, ModelLoadError
 from edge_detect.metadata import METADATA_KEY, ModelMetadata
 
@@ -88,7 +89,7 @@ def _read(model: Union[PathLike, Any]) -> Any:
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     try:
-        return ov.Core().read_model(str(path))
+        return shared_core().read_model(str(path))
     except RuntimeError as exc:
         raise ModelLoadError(f"{path}: not a loadable ONNX / OpenVINO IR model ({str(exc).splitlines()[0]})") from exc
 
@@ -181,7 +182,7 @@ def _compile(model: Any, threads: Optional[int]) -> Any:
     config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    return _ov().Core().compile_model(model, "CPU", config)
+    return shared_core().compile_model(model, "CPU", config)
 
 
 def _run(compiled: Any, batches: Sequence[np.ndarray]) -> List[np.ndarray]:

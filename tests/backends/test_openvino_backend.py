@@ -1,6 +1,8 @@
 """OpenVINO backend: parity with the reference, IR metadata, explicit precision, options, async requests."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from conftest import has_module
 pytestmark = pytest.mark.skipif(not has_module("openvino"), reason="openvino not installed (pip install -e '.[openvino]')")
 
 from edge_detect.backends.base import backend_for_path, load_backend  # noqa: E402
+from edge_detect.backends.openvino import shared_core  # noqa: E402
 from edge_detect.errors import BackendUnavailableError, ConfigError  # noqa: E402
 from edge_detect.metadata import ModelMetadata  # noqa: E402
 
@@ -69,9 +72,7 @@ def test_bad_options(replay, options, error, match):
 
 
 def test_bf16_is_explicit(replay):
-    import openvino as ov
-
-    caps = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    caps = list(shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     if "BF16" in caps:
         with load_backend(replay, backend="openvino", precision="bf16") as b:
             assert b.precision == "bf16" and _hint(b) == "bf16"
@@ -154,3 +155,31 @@ def test_fp16_ir_runs_in_f32(yolov5n_onnx, tmp_path, ref_bus):
         raw = b.infer(ref_bus["letterboxed_bgr"][None])[0]
     sure = ref_bus["raw"][0, :, 4] > 0.25
     assert np.abs(raw[0, sure, :4] - ref_bus["raw"][0, sure, :4]).max() < 0.5  # fp16 weights only
+
+
+def test_backends_closed_in_opening_order_leave_signal_handlers_working(replay):
+    """OpenVINO's CPU plugin swaps the creating thread's signal alternate stack and puts back the one it found
+    when its Core goes. With one Core per backend, closing two backends in the order they were opened left the
+    thread on an unmapped alternate stack and the next Python signal handler crashed the process (SIGSEGV, the
+    crash that took down the full test suite). One shared Core per process: the handler runs."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import REPO
+
+    code = textwrap.dedent(f"""
+        import gc, os, signal
+        from edge_detect.backends.base import load_backend
+        first = load_backend({str(replay)!r}, backend="openvino")
+        second = load_backend({str(replay)!r}, backend="openvino")
+        first.close(); del first; gc.collect()
+        second.close(); del second; gc.collect()
+        handled = []
+        signal.signal(signal.SIGUSR1, lambda *_: handled.append(1))
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print("handled", len(handled))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert (proc.returncode, proc.stdout.split()) == (0, ["handled", "1"]), proc.stderr[-2000:]

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import has_module, requires_ort
 
+from edge_detect.backends.openvino import shared_core
+
 pytestmark = pytest.mark.skipif(not has_module("openvino"), reason="openvino not installed (pip install -e '.[openvino]')")
 
 
@@ -44,14 +46,13 @@ def _qdq_conv(path: Path, w_lo: int, w_hi: int) -> Path:
 def test_full_range_qdq_weights_saturate_on_cpus_without_vnni(tmp_path):
     """Why our ORT Q/DQ model is wrong on OpenVINO here: full-range int8 weights overflow the AVX2 u8 x s8 path."""
     import onnxruntime as ort
-    import openvino as ov
 
     x = np.random.default_rng(1).random((1, 16, 32, 32), dtype=np.float32)
     errors = {}
     for name, (lo, hi) in {"8bit": (-127, 127), "7bit": (-64, 63)}.items():
         path = _qdq_conv(tmp_path / f"{name}.onnx", lo, hi)
         want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-        got = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) \
+        got = shared_core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) \
             .create_infer_request().infer({0: x})[0]
         errors[name] = float(np.abs(want - got).max() / np.abs(want).max())
     assert errors["7bit"] < 1e-3, errors
@@ -108,11 +109,10 @@ def test_nncf_int8_model(nncf_int8, reference):
 
 
 def test_sensitivity_bypass_puts_a_block_back_in_float(nncf_int8):
-    import openvino as ov
 
     from edge_detect.deploy.openvino import _bypass, _fq_blocks
 
-    model = ov.Core().read_model(str(nncf_int8))
+    model = shared_core().read_model(str(nncf_int8))
     groups = _fq_blocks(model)
     assert "model.0" in groups and "model.24" not in groups
     n_fq = sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())

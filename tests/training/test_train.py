@@ -521,7 +521,6 @@ def test_resume_continues_an_unfinished_run(tiny_yaml, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.isolated  # see setup.cfg: run with `python -m pytest -m isolated`
 def test_ddp_two_processes_gloo(tiny_yaml, tmp_path):
     from edge_detect.training.checkpoint import load_checkpoint, load_model
 
