@@ -241,3 +241,17 @@ def test_readme_config_line_runs(yolov5n_onnx, weights_pt, tmp_path, monkeypatch
     assert rc == 0
     s = json.loads((clone / "s.json").read_text())
     assert s["processed"] == 3 and list(s["sources"]) == ["vtest"]
+
+
+@requires_model
+@pytest.mark.parametrize("quiet", [True, False])
+def test_quiet_run_prints_nothing_on_success(quiet, model_320, video, tmp_path, capsys):
+    """``-q``: only warnings and errors, so no progress bar either; without it the bar is there."""
+    argv = ["run", "--model", str(model_320), "--source", str(video), "--max-frames", "5", "--no-show",
+            "--save-jsonl", str(tmp_path / "o.jsonl")]
+    assert main((["-q"] if quiet else []) + argv) == 0
+    err = capsys.readouterr().err
+    assert ("%|" in err) is (not quiet), err[-500:]
+    if quiet:
+        assert err == ""
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 5

@@ -73,6 +73,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 1
     _setup_logging(args.verbose, args.quiet)
+    if args.quiet:  # -q: no progress bars either (run keeps its tri-state `progress`, the others `no_progress`)
+        if hasattr(args, "no_progress"):
+            args.no_progress = True
+        if getattr(args, "progress", True) is None:
+            args.progress = False
     try:
         return int(args._main(args) or 0)
     except KeyboardInterrupt:
