@@ -57,6 +57,24 @@ def test_jsonl_lines_are_flushed_as_written(tmp_path):
         sink.write(result(5))
 
 
+@pytest.mark.parametrize("streams, files", [
+    ([], {"d.jsonl": ["cam", "cam", "other"]}),  # no start(): everything in the given file
+    (["cam"], {"d.jsonl": ["cam", "cam", "other"]}),  # one source: the given file
+    (["cam", "other"], {"d_cam.jsonl": ["cam", "cam"], "d_other.jsonl": ["other"]}),  # one file per source
+    (["cam", "x"], {"d_cam.jsonl": ["cam", "cam"], "d_x.jsonl": [], "d_other.jsonl": ["other"]}),  # unannounced
+])
+def test_jsonl_one_file_per_source_when_several(tmp_path, streams, files):
+    sink = JsonlSink(tmp_path / "d.jsonl")
+    if streams:
+        sink.start([StreamInfo(s) for s in streams])
+    for r in (result(0), result(1), result(0, sid="other")):
+        sink.write(r)
+    sink.close()
+    got = {p.name: [json.loads(line)["source"] for line in p.read_text().splitlines()]
+           for p in tmp_path.iterdir()}
+    assert got == files and sink.lines == 3
+
+
 def test_video_is_h264_yuv420p_faststart_with_every_frame(tmp_path):
     av = pytest.importorskip("av")
     path = tmp_path / "out.mp4"

@@ -105,7 +105,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     o.add_argument("--save-video", default=None, metavar="PATH.mp4",
                    help="annotated video (H.264 yuv420p + faststart; one file per source when several)")
     o.add_argument("--save-jsonl", default=None, metavar="PATH.jsonl",
-                   help="one JSON line per processed frame: source, frame, pts_ms, wall_time, detections")
+                   help="one JSON line per processed frame: source, frame, pts_ms, wall_time, detections "
+                        "(one file per source when several: PATH_<source>.jsonl)")
     o.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
                    help="display window with boxes and FPS, q/Esc quits (default: only where a display exists)")
     o.add_argument("--preview-port", type=int, default=None, metavar="PORT",

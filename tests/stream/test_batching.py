@@ -220,8 +220,12 @@ def test_cli_three_sources_batch_3_same_jsonl_as_batch_1(yolov5n_onnx_dynamic, c
         for p in clips.values():
             argv += ["--source", str(p)]
         assert main(argv) == 0
-        lines = [json.loads(x) for x in (out / "d.jsonl").read_text().splitlines()]
-        outs[batch] = {(d["source"], d["frame"]): d["detections"] for d in lines}
+        assert not (out / "d.jsonl").exists()  # several sources: one file per source, in its frame order
+        outs[batch] = {}
+        for name, n in ((name, n) for name, (_, n) in CLIPS.items()):
+            lines = [json.loads(x) for x in (out / f"d_{name}.jsonl").read_text().splitlines()]
+            assert [(d["source"], d["frame"]) for d in lines] == [(name, i) for i in range(n)]
+            outs[batch].update({(d["source"], d["frame"]): d["detections"] for d in lines})
         summary = json.loads((out / "s.json").read_text())
         assert summary["batch"]["size"] == batch and summary["processed"] == 21
     assert outs[1] == outs[3] and len(outs[1]) == 21

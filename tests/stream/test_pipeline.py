@@ -107,9 +107,12 @@ def test_two_sources_get_unique_ids_and_trackers(video, tmp_path):
                  tracker=IoUTracker(), progress=False).run()
     assert set(s.sources) == {"vtest", "vtest-1"}
     assert s.sources["vtest"]["processed"] == s.sources["vtest-1"]["processed"] == 795
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d_vtest-1.jsonl", "d_vtest.jsonl"]  # one per source
+    lines = [json.loads(line) for sid in ("vtest", "vtest-1")
+             for line in (tmp_path / f"d_{sid}.jsonl").read_text().splitlines()]
     assert len(lines) == 2 * 795
     assert [d["frame"] for d in lines if d["source"] == "vtest-1"] == list(range(795))
+    assert [d["frame"] for d in lines if d["source"] == "vtest"] == list(range(795))
     # one tracker per source: the same box keeps id 1 in each stream
     assert {d["detections"][0]["track_id"] for d in lines} == {1}
 
@@ -190,10 +193,13 @@ def test_processor_chain_per_source_events_summary_and_finish(video, tmp_path):
         assert s.sources[sid]["counts"] == {"frames": processed[sid], "boxes": processed[sid]}
     d = s.to_dict()
     assert d["counts"] == {"frames": 30, "boxes": 30}
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(lines) == 30 + 2  # every frame + one end-of-source line per source with the finish() events
+    assert not out.exists()  # several sources: d_a.jsonl and d_b.jsonl
+    files = {sid: [json.loads(line) for line in (tmp_path / f"d_{sid}.jsonl").read_text().splitlines()]
+             for sid in ("a", "b")}
+    assert sum(map(len, files.values())) == 30 + 2  # every frame + one end-of-source line per source (finish())
     for sid in ("a", "b"):
-        mine = [ln for ln in lines if ln["source"] == sid]
+        mine = files[sid]
+        assert {ln["source"] for ln in mine} == {sid}
         assert [ln["events"] for ln in mine[:-1]] == [[{"type": "tick", "n": i + 1}] for i in range(processed[sid])]
         assert mine[-1]["detections"] == [] and mine[-1]["frame"] == processed[sid] - 1 and mine[-1]["final"]
         assert not any("final" in ln for ln in mine[:-1])
