@@ -65,6 +65,21 @@ class InputSpec:
     def dynamic(self) -> bool:
         return any(int(s) < 0 for s in self.shape)
 
+    def conform(self, batch: np.ndarray, model: str) -> np.ndarray:
+        """``batch`` checked against the static axes and cast to :attr:`dtype` (no copy when it already is).
+
+        Args:
+            batch: a preprocessed input batch, laid out like :attr:`shape`.
+            model: the model's name, for the error message.
+
+        Raises:
+            ValueError: the rank or a static axis differs (the message gives expected vs actual).
+        """
+        want = self.shape
+        if batch.ndim != len(want) or any(w > 0 and w != b for w, b in zip(want, batch.shape)):
+            raise ValueError(f"{model} input '{self.name}': expected shape {want} (-1 = any), got {batch.shape}")
+        return batch if batch.dtype == self.dtype else batch.astype(self.dtype)
+
 
 @runtime_checkable
 class Backend(Protocol):

@@ -199,12 +199,7 @@ class OnnxRuntimeBackend:
         Raises:
             ValueError: the batch does not match the static axes of the input.
         """
-        want = self.input_spec.shape
-        if batch.ndim != len(want) or any(w > 0 and w != b for w, b in zip(want, batch.shape)):
-            raise ValueError(f"{self.path.name} input '{self.input_spec.name}': expected shape {want} "
-                             f"(-1 = any), got {batch.shape}")
-        if batch.dtype != self.input_spec.dtype:
-            batch = batch.astype(self.input_spec.dtype)
+        batch = self.input_spec.conform(batch, self.path.name)
         return self._session.run(self._output_names, {self.input_spec.name: batch})
 
     def close(self) -> None:

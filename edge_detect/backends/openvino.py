@@ -316,13 +316,7 @@ class OpenVinoBackend:
         return next(iter(self._by_shape.values())).num_requests if self._by_shape else 1
 
     def _check(self, batch: np.ndarray) -> np.ndarray:
-        want = self.input_spec.shape
-        if batch.ndim != len(want) or any(w > 0 and w != b for w, b in zip(want, batch.shape)):
-            raise ValueError(f"{self.path.name} input '{self.input_spec.name}': expected shape {want} "
-                             f"(-1 = any), got {batch.shape}")
-        if batch.dtype != self.input_spec.dtype:
-            batch = batch.astype(self.input_spec.dtype)
-        return np.ascontiguousarray(batch)
+        return np.ascontiguousarray(self.input_spec.conform(batch, self.path.name))
 
     def infer(self, batch: np.ndarray) -> List[np.ndarray]:
         """Run the model synchronously.

@@ -55,3 +55,25 @@ def test_unknown_option_names_the_backends_that_take_it(remote, tmp_path):
     with pytest.raises(ConfigError, match=r"^backend 'onnxruntime': unknown option 'timeout_s'; expected one of "
                                           r"\[.*\]; 'remote' takes it: choose it with --backend / backend=$"):
         base.load_backend(model, timeout_s=1.0)
+
+
+@pytest.mark.parametrize("shape, dtype, error", [
+    ((1, 3, 64, 96), "float32", None),
+    ((1, 3, 64, 96), "float64", None),  # cast to the input's dtype
+    ((1, 3, 32, 96), "float32", None),  # a dynamic axis takes any size
+    ((2, 3, 64, 96), "float32", r"m.onnx input 'images': expected shape \(1, 3, -1, 96\) \(-1 = any\), "
+                                r"got \(2, 3, 64, 96\)"),
+    ((3, 64, 96), "float32", r"expected shape \(1, 3, -1, 96\) \(-1 = any\), got \(3, 64, 96\)"),
+])
+def test_input_spec_conform(shape, dtype, error):
+    import numpy as np
+
+    spec = base.InputSpec("images", (1, 3, -1, 96), np.dtype(np.float32))
+    batch = np.zeros(shape, dtype)
+    if error:
+        with pytest.raises(ValueError, match=error):
+            spec.conform(batch, "m.onnx")
+        return
+    out = spec.conform(batch, "m.onnx")
+    assert out.dtype == np.float32 and out.shape == shape
+    assert (out is batch) is (dtype == "float32")  # no copy when nothing changes
