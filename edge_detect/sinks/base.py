@@ -28,7 +28,7 @@ from edge_detect.errors import SinkError
 from edge_detect.types import Result
 
 __all__ = ["Sink", "StreamInfo", "Result", "register_sink", "open_sink", "resolve_sink", "sink_kinds",
-           "SINK_MODULES", "VIDEO_SUFFIXES", "JSONL_SUFFIXES"]
+           "SINK_MODULES", "VIDEO_SUFFIXES", "JSONL_SUFFIXES", "per_source_path"]
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -64,6 +64,11 @@ class StreamInfo:
     source_id: str
     fps: Optional[float] = None
     live: bool = False
+
+
+def per_source_path(path: Path, source_id: str) -> Path:
+    """The file of one source when a file sink serves several: ``out.mp4`` -> ``out_<source_id>.mp4``."""
+    return path.with_name(f"{path.stem}_{source_id}{path.suffix}")
 
 
 class Sink:

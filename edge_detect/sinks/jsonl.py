@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
 from edge_detect.errors import SinkError
-from edge_detect.sinks.base import JSONL_SUFFIXES, Result, Sink, StreamInfo, register_sink
+from edge_detect.sinks.base import JSONL_SUFFIXES, Result, Sink, StreamInfo, per_source_path, register_sink
 
 __all__ = ["JsonlSink"]
 
@@ -50,7 +50,7 @@ class JsonlSink(Sink):
             self.paths = {s.source_id: self.path for s in streams}
             return
         for s in streams:
-            path = self.path.with_name(f"{self.path.stem}_{s.source_id}{self.path.suffix}")
+            path = per_source_path(self.path, s.source_id)
             self._files[s.source_id] = _open(path)
             self.paths[s.source_id] = path
         if self._default is not None:  # several sources: the shared file was never written, remove it
@@ -63,7 +63,7 @@ class JsonlSink(Sink):
         if f is not None:
             return f
         if self._default is None:  # a source that start() did not announce, with per-source files
-            path = self.path.with_name(f"{self.path.stem}_{source_id}{self.path.suffix}")
+            path = per_source_path(self.path, source_id)
             f = self._files[source_id] = _open(path)
             self.paths[source_id] = path
             return f

@@ -12,7 +12,7 @@ import numpy as np
 
 from edge_detect._optional import require
 from edge_detect.errors import MissingDependencyError, SinkError
-from edge_detect.sinks.base import VIDEO_SUFFIXES, Result, Sink, StreamInfo, register_sink
+from edge_detect.sinks.base import VIDEO_SUFFIXES, Result, Sink, StreamInfo, per_source_path, register_sink
 
 __all__ = ["VideoSink"]
 
@@ -138,7 +138,7 @@ class VideoSink(Sink):
         self._streams = {s.source_id: s for s in streams}
         for s in streams:
             self.paths[s.source_id] = self.path if len(streams) <= 1 else \
-                self.path.with_name(f"{self.path.stem}_{s.source_id}{self.path.suffix}")
+                per_source_path(self.path, s.source_id)
 
     def _open(self, source_id: str, image: np.ndarray) -> Any:
         h, w = image.shape[:2]
@@ -146,7 +146,7 @@ class VideoSink(Sink):
         info = self._streams.get(source_id)
         fps = self.fps or (info.fps if info and info.fps else 25.0)
         path = self.paths.setdefault(source_id, self.path if not self.paths else
-                                     self.path.with_name(f"{self.path.stem}_{source_id}{self.path.suffix}"))
+                                     per_source_path(self.path, source_id))
         try:
             writer = _AvWriter(path, size, fps, self.crf, self.preset, self.threads) if self._use_av \
                 else _CvWriter(path, size, fps)
