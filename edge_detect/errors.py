@@ -18,6 +18,7 @@ __all__ = [
     "DataError",
     "MissingDependencyError",
     "BackendUnavailableError",
+    "TransientBackendError",
 ]
 
 
@@ -63,3 +64,11 @@ class MissingDependencyError(EdgeDetectError, ImportError):
 
 class BackendUnavailableError(EdgeDetectError):
     """An inference backend or precision is not available on this machine (no GPU, no TensorRT...)."""
+
+
+class TransientBackendError(EdgeDetectError):
+    """An inference call failed for a reason expected to pass (a remote server restarting, a timeout).
+
+    The pipeline drops the frames of that batch, counts them per source (``dropped_backend``) and goes on; the
+    backend reconnects by itself (with backoff) and the next batch is tried normally.
+    """
