@@ -84,9 +84,9 @@ def test_mask_credentials(uri, masked):
     ("rtsp://cam.local:554/a@b", "cam.local_554"),
 ])
 def test_stream_default_id_is_the_host_only(uri, sid):
-    from edge_detect.stream.sources import _default_id
+    from edge_detect.stream.sources import SOURCE_KINDS
 
-    assert _default_id("stream", uri) == sid
+    assert SOURCE_KINDS["stream"].default_id(uri) == sid
 
 
 def test_password_with_at_never_leaks(video, onnx_builder, reference, tmp_path, caplog, capsys):
@@ -392,7 +392,7 @@ def test_registered_scheme_opens_through_its_factory(video):
         assert src.source_id == "replayed"
         assert sum(1 for _ in src) == 795
     finally:
-        src_mod._SOURCE_FACTORIES.pop("replay", None)
+        src_mod.registry._SOURCE_FACTORIES.pop("replay", None)
 
 
 @pytest.mark.parametrize("scheme, message", [
