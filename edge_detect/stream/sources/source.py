@@ -221,8 +221,9 @@ class Source:
                 if outcome == "lost":
                     reader.release()
                     reader = None
-                    LOGGER.warning("%s: stream lost at %s (after %d frames); reconnecting", self.uri, _now(),
-                                   self.stats.read)
+                    if self._current(gen):
+                        LOGGER.warning("%s: stream lost at %s (after %d frames); reconnecting", self.uri, _now(),
+                                       self.stats.read)
         except Exception:  # noqa: BLE001 - a capture thread must never die silently
             LOGGER.exception("%s: capture thread failed", self.uri)
         finally:
@@ -237,7 +238,8 @@ class Source:
                 self._signal()
 
     def _timed_read(self, gen: int, reader: Reader) -> Optional[Tuple[ReadResult, float]]:
-        """``reader.read()`` with the I/O marker set; ``None`` when this thread was superseded meanwhile."""
+        """``reader.read()`` with the I/O marker set; ``None`` when this thread was superseded or the source
+        closed meanwhile."""
         with self._lock:
             if gen != self._gen:
                 return None
@@ -250,6 +252,8 @@ class Source:
             if gen != self._gen:
                 return None
             self._io = None
+        if self._stop.is_set():  # closed meanwhile: the frame is not wanted
+            return None
         self.stats.decode_cpu_ms += cpu_ms
         return res, decode_ms
 
