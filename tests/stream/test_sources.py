@@ -723,7 +723,8 @@ def test_open_failure_prints_one_line_and_no_library_noise(replay_model, case):
     if case == "absent-camera":
         if os.path.exists("/dev/video3"):
             pytest.skip("this machine has a /dev/video3")
-        source, message = "3", "edge-detect: error: cannot open camera source 3: no such camera (/dev/video3 does not exist)"
+        source = "3"
+        message = "edge-detect: error: cannot open camera source 3: no such camera (/dev/video3 does not exist)"
     else:
         port = free_port()
         source = f"http://127.0.0.1:{port}/x"
