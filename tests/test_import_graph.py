@@ -61,14 +61,15 @@ def _hits(imports: Set[str], world: str) -> Set[str]:
     return {i for i in imports if i == world or i.startswith(world + ".")}
 
 
-def test_the_parser_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
-    probe = PKG / "backends" / "_import_probe_for_test.py"
+def test_the_parser_sees_function_level_and_relative_imports(tmp_path: Path, monkeypatch) -> None:
+    """A probe module in a copy of the package layout under tmp_path (nothing is written into the repository)."""
+    probe = tmp_path / "edge_detect" / "backends" / "_import_probe_for_test.py"
+    probe.parent.mkdir(parents=True)
     probe.write_text("def f():\n    from edge_detect.deploy.tensorrt_build import build_engine\n"
                      "from ..training import model\nfrom edge_detect import deploy\n")
-    try:
-        found = imports_of(probe)
-    finally:
-        probe.unlink()
+    monkeypatch.setitem(globals(), "REPO", tmp_path)  # module_name() resolves paths against REPO
+    assert module_name(probe) == "edge_detect.backends._import_probe_for_test"
+    found = imports_of(probe)
     assert {"edge_detect.deploy.tensorrt_build", "edge_detect.training", "edge_detect.deploy"} <= found
 
 

@@ -150,7 +150,7 @@ def open_sink(spec: Union[str, os.PathLike, Sink], **options: Any) -> Sink:
 
 def _masked(spec: str) -> str:
     """``spec`` with URL credentials masked (``mqtt://user:pw@host`` -> ``mqtt://***@host``) for messages."""
-    from edge_detect.stream.sources import mask_credentials
+    from edge_detect.urls import mask_credentials
 
     return mask_credentials(spec)
 

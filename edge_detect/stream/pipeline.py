@@ -82,7 +82,7 @@ from edge_detect.errors import ConfigError, ModelError
 from edge_detect.sinks.base import Sink, StreamInfo
 from edge_detect.sinks.events import arrange_sinks
 from edge_detect.stats import RateMeter, StageTimer, nan_to_none, percentiles
-from edge_detect.stream.sources import Source
+from edge_detect.stream.sources import Source, rename_duplicate_ids
 from edge_detect.types import Detections, Frame, Result
 
 __all__ = ["Pipeline", "RunSummary", "STAGES", "merge_summaries"]
@@ -178,17 +178,6 @@ def _num(value: Optional[float]) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
-def _unique_ids(sources: Sequence[Source]) -> None:
-    seen: Dict[str, int] = {}
-    for src in sources:
-        base = src.source_id
-        if base in seen:
-            seen[base] += 1
-            src.rename(f"{base}-{seen[base]}")
-        else:
-            seen[base] = 0
-
-
 def _effective_batch(detector: Any, requested: int) -> int:
     """The batch the pipeline gathers: a static-batch model's own size, else ``requested``."""
     spec = getattr(getattr(detector, "backend", None), "input_spec", None)
@@ -280,7 +269,7 @@ class Pipeline:
                 raise ConfigError(f"processors: expected objects with update(detections, frame) and clone(), "
                                   f"got {p!r}")
         self.sources: List[Source] = list(srcs)
-        _unique_ids(self.sources)
+        rename_duplicate_ids(self.sources)  # collision-free ids, one warning naming the renames
         # event sinks (mqtt, webhook, snapshots) merged into one, the metrics sink last; attach(pipeline) lets a
         # sink read the sources' counters (edge_detect.sinks.events / .metrics)
         self.sinks: List[Sink] = arrange_sinks(list(sinks))

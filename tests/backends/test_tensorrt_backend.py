@@ -213,7 +213,7 @@ def test_stubs_only_tensorrt_is_reported_missing(monkeypatch, tmp_path: Path) ->
 
 
 # ------------------------------------------------------------------------------------------------ issue 10 defects
-def test_defect1_plugins_registered_before_deserializing(fakes, tmp_path: Path, caplog) -> None:
+def test_plugins_registered_before_deserializing(fakes, tmp_path: Path, caplog) -> None:
     """An engine with EfficientNMS_TRT loads in a fresh process: init_libnvinfer_plugins runs first, with the
     process-lifetime logger (before the fix: "IPluginCreator not found", deserialize returned None)."""
     engine = make_engine(tmp_path / "m.engine", layout="nms", plugins=["EfficientNMS_TRT"])
@@ -225,13 +225,13 @@ def test_defect1_plugins_registered_before_deserializing(fakes, tmp_path: Path, 
     assert "IPluginCreator not found" not in caplog.text
 
 
-def test_defect1_double_refuses_plugin_engines_without_registration(fakes) -> None:
+def test_double_refuses_plugin_engines_without_registration(fakes) -> None:
     """The double behaves like TensorRT: no registration, no plugin engine (what the old backend hit)."""
     runtime = fakes.trt.Runtime(trt_common.get_logger(fakes.trt))
     assert runtime.deserialize_cuda_engine(engine_bytes("nms", plugins=["EfficientNMS_TRT"])) is None
 
 
-def test_defect2_version_compatible_engine_allows_host_code(fakes, tmp_path: Path) -> None:
+def test_version_compatible_engine_allows_host_code(fakes, tmp_path: Path) -> None:
     engine = make_engine(tmp_path / "m.engine", tensorrt="10.3.0", version_compatible=True)  # older build: ok
     with load_backend(engine) as be:
         assert be._runtime.engine_host_code_allowed is True
@@ -241,7 +241,7 @@ def test_defect2_version_compatible_engine_allows_host_code(fakes, tmp_path: Pat
         assert be._runtime.engine_host_code_allowed is False
 
 
-def test_defect3_cuda_graph_on_cuda_python_11(monkeypatch, tmp_path: Path) -> None:
+def test_cuda_graph_instantiated_with_flags_on_cuda_python_11(monkeypatch, tmp_path: Path) -> None:
     """cuda-python 11.8's cudaGraphInstantiate takes (graph, logBuffer, bufferSize): graphs are instantiated with
     cudaGraphInstantiateWithFlags(graph, 0), the same in 11.8, 12.x and 13.x (before: TypeError, graph leaked)."""
     fakes = install(monkeypatch, cuda_python="11.8")
@@ -257,7 +257,7 @@ def test_defect3_cuda_graph_on_cuda_python_11(monkeypatch, tmp_path: Path) -> No
     assert fakes.rt.graphs == {} and fakes.rt.execs == {}
 
 
-def test_defect4_capture_failure_falls_back_to_plain_enqueue(fakes, tmp_path: Path, caplog) -> None:
+def test_cuda_graph_capture_failure_falls_back_to_plain_enqueue(fakes, tmp_path: Path, caplog) -> None:
     """execute_async_v3 returns False under capture: capture ended, graph destroyed, CUDA error cleared, one
     warning, plain enqueue from then on (before: an exception on every infer())."""
     engine = make_engine(tmp_path / "m.engine", capturable=False)

@@ -348,7 +348,7 @@ def fake_trt(monkeypatch):
     return install(monkeypatch)
 
 
-def test_defect5_calibrator_errors_are_reraised_and_the_partial_cache_deleted(fake_trt, tmp_path: Path) -> None:
+def test_calibrator_errors_are_reraised_and_the_partial_cache_deleted(fake_trt, tmp_path: Path) -> None:
     """A data error in the 2nd batch: TensorRT's wrapper would swallow it (partial calibration + cache); the build
     re-raises it instead and leaves no cache (before: the build 'succeeded' after 1 batch and wrote the cache)."""
     from edge_detect.deploy.tensorrt_build import build_engine
@@ -367,7 +367,7 @@ def test_defect5_calibrator_errors_are_reraised_and_the_partial_cache_deleted(fa
     assert fake_trt.state.builds[0].calibration_batches == 1
 
 
-def test_defect5_double_swallows_like_tensorrt(fake_trt, tmp_path: Path, monkeypatch) -> None:
+def test_plain_calibrator_errors_swallowed_by_the_double(fake_trt, tmp_path: Path, monkeypatch) -> None:
     """Without the stored-exception wrapper (a plain calibrator), the double swallows the error and writes a
     cache: the failure mode the fix prevents."""
     trt = fake_trt.trt
@@ -400,7 +400,7 @@ def test_calibrator_wrapper_stores_the_first_error(tmp_path: Path, fake_trt) -> 
 
 @pytest.mark.parametrize("version, agnostic, ok", [("8.5.2", True, False), ("8.5.2", False, True),
                                                    ("8.6.1", True, True)])
-def test_defect6_agnostic_efficient_nms_refused_below_86(monkeypatch, tmp_path: Path, version, agnostic, ok) -> None:
+def test_agnostic_efficient_nms_refused_below_tensorrt_86(monkeypatch, tmp_path: Path, version, agnostic, ok) -> None:
     """TensorRT 8.5's EfficientNMS has no class_agnostic field and the parser drops it: refuse, don't ignore."""
     from trt_doubles import install
     from edge_detect.deploy.tensorrt_build import build_engine
@@ -431,7 +431,7 @@ def _fp16_overflowing_tensors(model: Path, raw: np.ndarray) -> set:
 
 
 @pytest.mark.parametrize("plugin", ["onnx", "inms"])
-def test_defect7_fp16_build_keeps_the_nms_section_fp32(fake_trt, tmp_path: Path, reference: Path, plugin) -> None:
+def test_fp16_build_keeps_the_nms_section_fp32(fake_trt, tmp_path: Path, reference: Path, plugin) -> None:
     """On bus.jpg the class offsets reach > 65,504 (FP16 max): every layer producing such a tensor is pinned to
     FP32, with PREFER_PRECISION_CONSTRAINTS (before: nothing pinned, the offsets overflow to inf)."""
     from edge_detect.deploy.tensorrt_build import build_engine
