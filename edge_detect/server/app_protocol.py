@@ -59,6 +59,10 @@ class ResultLike(Protocol):
     @property
     def events(self) -> Sequence[EventLike]: ...
 
+    @property
+    def annotated(self) -> np.ndarray:
+        """The frame with boxes and track ids drawn (BGR ``uint8 (H, W, 3)``); used for event thumbnails."""
+
 
 class SubscriptionLike(Protocol):
     """What :meth:`AppLike.subscribe` returns: closing it unsubscribes (and ends its delivery thread)."""

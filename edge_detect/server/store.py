@@ -79,7 +79,7 @@ class EventStore:
         for event in events:
             record = self._record(event.to_dict(), str(frame.source_id), int(frame.index), float(frame.wall_time))
             if self._max_thumbs and record["type"] in THUMBNAIL_TYPES and thumb is None:
-                thumb = _thumbnail(frame.image, record.get("xyxy"))
+                thumb = _thumbnail(result.annotated, record.get("xyxy"))
             self.add(record, thumb if record["type"] in THUMBNAIL_TYPES else None)
 
     def _record(self, data: Dict[str, Any], source: str, frame: int, wall_time: float) -> Dict[str, Any]:

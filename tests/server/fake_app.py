@@ -119,7 +119,8 @@ class _Source:
         frame = SimpleNamespace(image=self.frame_raw, source_id=self.id, index=self.read, wall_time=now)
         self.read += 1
         self.last_time = now
-        return SimpleNamespace(frame=frame, events=[FakeEvent(frame=frame.index, wall_time=now, **e) for e in events])
+        return SimpleNamespace(frame=frame, annotated=self.frame_ann,
+                               events=[FakeEvent(frame=frame.index, wall_time=now, **e) for e in events])
 
 
 def _side(line: List[float], p: tuple) -> float:
