@@ -88,8 +88,6 @@ class EventStore:
         record.setdefault("source", source)
         record.setdefault("frame", frame)
         record.setdefault("wall_time", wall_time)
-        if record.get("type") == "clip_saved" and "clip" not in record and record.get("path"):
-            record["clip"] = record["path"]
         return record
 
     def add(self, record: Dict[str, Any], thumbnail: Optional[bytes] = None) -> Dict[str, Any]:
@@ -97,6 +95,8 @@ class EventStore:
         with self._lock:
             record = dict(record)
             record["id"] = str(record.get("id") or uuid.uuid4().hex)
+            if record.get("type") == "clip_saved" and "clip" not in record and record.get("path"):
+                record["clip"] = record["path"]  # the typed ClipSaved event names its file `path`
             source = str(record.get("source", ""))
             if not isinstance(record.get("seq"), int):
                 self._seq[source] = self._seq.get(source, 0) + 1
