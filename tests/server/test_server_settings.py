@@ -196,3 +196,19 @@ def test_serve_command_runs_the_app_and_stops_on_ctrl_c(tmp_path: Path, onnx_bui
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert f"dashboard: {url}/" in err
+
+
+def test_server_sits_on_top_and_settings_import_no_web_framework() -> None:
+    import ast
+
+    below = [p for p in (REPO / "edge_detect").rglob("*.py")
+             if not p.relative_to(REPO / "edge_detect").parts[0] in ("server", "cli")]
+    for path in below:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("edge_detect.server") for n in names), f"{path} imports the server"
+    code = "import sys, edge_detect.server.settings, edge_detect.cli.serve; print('fastapi' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

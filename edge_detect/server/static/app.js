@@ -241,15 +241,24 @@ async function openEditor(id) {
     const canvas = document.getElementById("editor-canvas");
     canvas.width = image.naturalWidth;
     canvas.height = image.naturalHeight;
+    fitCanvas(canvas);
     canvas.dataset.ready = "1";
     drawEditor();
   });
   document.getElementById("editor-canvas").dataset.ready = "";
-  image.src = `${API}/sources/${encodeURIComponent(id)}/snapshot.jpg?raw=1&t=${Date.now()}`;
   document.getElementById("editor-title").textContent = `Draw on ${id}`;
   suggestName();
   renderRegionList();
   document.getElementById("editor").showModal();
+  image.src = `${API}/sources/${encodeURIComponent(id)}/snapshot.jpg?raw=1&t=${Date.now()}`;
+}
+
+function fitCanvas(canvas) {
+  // as large as the dialog allows, the whole picture visible, pixels square
+  const room = canvas.parentElement.clientWidth || canvas.width;
+  const scale = Math.min(room / canvas.width, (0.7 * window.innerHeight) / canvas.height);
+  canvas.style.width = `${Math.floor(canvas.width * scale)}px`;
+  canvas.style.height = `${Math.floor(canvas.height * scale)}px`;
 }
 
 function suggestName() {
