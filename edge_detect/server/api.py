@@ -244,11 +244,11 @@ def _read_routes(router: APIRouter, ctx: ServerContext) -> None:
 
     @router.get("/events", tags=["events"], summary="Stored events, oldest first")
     def events(since: Optional[float] = Query(None, description="only events with wall_time > since (Unix s)"),
-               type: Optional[str] = Query(None, description="event types, comma-separated"),  # noqa: A002
+               types: Optional[str] = Query(None, alias="type", description="event types, comma-separated"),
                source: Optional[str] = Query(None, max_length=64),
                limit: int = Query(100, ge=1, le=1000)) -> Dict[str, Any]:
-        types = [t.strip() for t in type.split(",") if t.strip()] if type else None
-        found = ctx.store.query(since, types, source, limit)
+        wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
+        found = ctx.store.query(since, wanted, source, limit)
         return {"events": mask_tree(found), "count": len(found)}
 
     @router.get("/events/{event_id}", tags=["events"], summary="One event")

@@ -426,3 +426,29 @@ def test_geometry_limit_is_inclusive(served: SimpleNamespace) -> None:
     r = served.client.patch("/api/v1/sources/cam1", json={"lines": {"far": [-1e6, 0, 1e6, 0]}}, headers=AUTH)
     assert r.status_code == 200 and r.json()["lines"]["far"]["xyxy"] == [-1e6, 0.0, 1e6, 0.0]
     assert math.isfinite(r.json()["lines"]["far"]["xyxy"][0])
+
+
+def test_stop_ends_open_streams_and_the_feed(fake: FakeApp, settings: ServerSettings) -> None:
+    import threading
+
+    s = serve(fake, settings)
+    snapshot(s, "cam1")
+    ended: Dict[str, bool] = {}
+
+    def read(path: str) -> None:
+        with httpx.Client(base_url=s.url, timeout=30) as c, c.stream("GET", path) as r:
+            for _ in r.iter_bytes():
+                pass
+        ended[path] = True
+
+    readers = [threading.Thread(target=read, args=(p,), daemon=True)
+               for p in ("/api/v1/feed", "/api/v1/sources/cam1/stream.mjpg")]
+    for t in readers:
+        t.start()
+    wait_for(lambda: s.client.get("/api/v1/status").json()["server"]["jpeg_encoded"] > 1, what="the stream")
+    s.client.close()
+    s.server.stop()
+    for t in readers:
+        t.join(15)
+    assert ended == {"/api/v1/feed": True, "/api/v1/sources/cam1/stream.mjpg": True}
+    assert s.ctx.subscription is None  # the store's bus subscription was closed
