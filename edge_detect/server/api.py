@@ -30,10 +30,12 @@ import logging
 import secrets
 import threading
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional
 
+import yaml
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
@@ -92,7 +94,7 @@ class ServerContext:
         if self.persist is not None:
             try:
                 self.persist()
-            except OSError as exc:
+            except (OSError, yaml.YAMLError) as exc:  # the change is applied; say the file is behind
                 LOGGER.error("--save-config: could not write the config: %s", exc)
 
 
@@ -138,8 +140,6 @@ def create_app(app: AppLike, settings: Optional[ServerSettings] = None, *,
 
 
 def _lifespan(ctx: ServerContext) -> Callable[[FastAPI], Any]:
-    from contextlib import asynccontextmanager
-
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         ctx.stopping.clear()
