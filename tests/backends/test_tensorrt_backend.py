@@ -179,8 +179,10 @@ def test_cuda_owners(fakes) -> None:
     with _cuda.HostBuffer(16) as h, _cuda.DeviceBuffer(16) as d, _cuda.Stream() as s:
         h.array[:] = np.arange(16, dtype=np.uint8)
         s.copy_htod(d, h, 16)
+        s.synchronize()  # the copy reads h when the stream runs it: rewriting h before this would race
         h.array[:] = 0
         s.copy_dtoh(h, d, 16)
+        assert h.array.tolist() == [0] * 16  # queued, not done: the host still sees stale data
         s.synchronize()
         assert h.array.tolist() == list(range(16))
         d.upload(np.full(4, 7, np.int32))
@@ -292,7 +294,8 @@ def test_capture_that_cannot_begin_or_raises_leaves_the_stream_usable(fakes) -> 
 
 
 # ------------------------------------------------------------------------------------------------ issue 10 minor
-def test_dla_engine_sets_the_runtime_dla_core(fakes, tmp_path: Path) -> None:
+def test_dla_engine_sets_the_runtime_dla_core(monkeypatch, tmp_path: Path) -> None:
+    install(monkeypatch, dla_cores=2)  # Orin AGX: 2 DLA cores
     with load_backend(make_engine(tmp_path / "m.engine", dla=1)) as be:
         assert be._runtime.DLA_core == 1
         be.infer(np.zeros((1, 3, 64, 64), np.float32))

@@ -382,10 +382,13 @@ def test_defect5_double_swallows_like_tensorrt(fake_trt, tmp_path: Path, monkeyp
         def write_calibration_cache(self, cache):
             self.cache = bytes(cache)
 
-    config = trt.Builder(None).create_builder_config()
+    builder = trt.Builder(None)
+    network = builder.create_network(0)
+    assert trt.OnnxParser(network, None).parse_from_file(str(_model(tmp_path / "m.onnx", (1, 3, 8, 8))))
+    config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.INT8)
     config.int8_calibrator = cal = Plain()
-    trt.Builder(None).build_serialized_network(trt.INetworkDefinition(0), config)
+    assert builder.build_serialized_network(network, config) is not None
     assert fake_trt.state.printed == ["DataError: boom"] and cal.cache.startswith(b"TRT-10.13")
 
 
