@@ -611,36 +611,13 @@ def _context_class(trt: Any, state: Any) -> type:
         def get_tensor_address(self, name: str) -> int:
             return self._d_addresses.get(name, 0)
 
-        def _d_check_addresses(self, rt: FakeCudart, shapes: Dict[str, Tuple[int, ...]]) -> Optional[str]:
-            engine = self._d_engine
-            for name in engine._d_names:
-                if name not in self._d_addresses:
-                    return f"Error Code 3: API Usage Error (Address is not set for tensor '{name}')"
-                nbytes = int(np.prod(shapes[name])) * np.dtype(NP_OF.get(engine._d_dtypes[name], np.uint16)).itemsize
-                alloc = rt.find(self._d_addresses[name], nbytes)
-                if alloc is None or alloc.kind not in ("device", "managed") or alloc.device != engine._d_device:
-                    return (f"Error Code 1: Cuda Runtime (an illegal memory access was encountered: tensor '{name}' "
-                            f"needs {nbytes} bytes of device memory on device {engine._d_device} at "
-                            f"{self._d_addresses[name]:#x})")
-            return None
-
-        def _d_problem(self, rt: FakeCudart, shapes: Dict[str, Tuple[int, ...]]) -> Optional[str]:
-            if self._d_profile < 0:
-                return "Error Code 1: Internal Error (no optimization profile set for this execution context)"
-            if any(d < 0 for d in self._d_in_shape()):
-                return "Error Code 3: API Usage Error (not all input shapes are specified)"
-            if rt.current() != self._d_engine._d_device:
-                return (f"Error Code 1: Cuda Runtime (invalid resource handle: engine of device "
-                        f"{self._d_engine._d_device} enqueued while device {rt.current()} is current)")
-            return self._d_check_addresses(rt, shapes)
-
         def execute_async_v3(self, stream_handle: int) -> bool:
             self._d_runs += 1
             rt = state.cudart
             shapes = {n: self.get_tensor_shape(n) for n in self._d_engine._d_names}
             dependent = {n for n, s in shapes.items() if any(d < 0 for d in s)}  # data-dependent outputs
             sized = {n: tuple(max(d, 1) for d in s) for n, s in shapes.items()}
-            problem = self._d_problem(rt, sized)
+            problem = _enqueue_problem(self, rt, sized)
             if problem is not None:
                 return self._d_error(problem)
             if rt.capturing(stream_handle) and not self._d_engine._d_desc.get("capturable", True):
@@ -654,6 +631,33 @@ def _context_class(trt: Any, state: Any) -> type:
             return True
 
     return IExecutionContext
+
+
+def _address_problem(ctx: Any, rt: FakeCudart, shapes: Dict[str, Tuple[int, ...]]) -> Optional[str]:
+    """Why the bound tensor addresses of ``ctx`` cannot hold ``shapes`` on the engine's device, or ``None``."""
+    engine = ctx._d_engine
+    for name in engine._d_names:
+        if name not in ctx._d_addresses:
+            return f"Error Code 3: API Usage Error (Address is not set for tensor '{name}')"
+        nbytes = int(np.prod(shapes[name])) * np.dtype(NP_OF.get(engine._d_dtypes[name], np.uint16)).itemsize
+        alloc = rt.find(ctx._d_addresses[name], nbytes)
+        if alloc is None or alloc.kind not in ("device", "managed") or alloc.device != engine._d_device:
+            return (f"Error Code 1: Cuda Runtime (an illegal memory access was encountered: tensor '{name}' "
+                    f"needs {nbytes} bytes of device memory on device {engine._d_device} at "
+                    f"{ctx._d_addresses[name]:#x})")
+    return None
+
+
+def _enqueue_problem(ctx: Any, rt: FakeCudart, shapes: Dict[str, Tuple[int, ...]]) -> Optional[str]:
+    """What TensorRT's enqueue would refuse for ``ctx`` (profile, input shapes, current device, addresses)."""
+    if ctx._d_profile < 0:
+        return "Error Code 1: Internal Error (no optimization profile set for this execution context)"
+    if any(d < 0 for d in ctx._d_in_shape()):
+        return "Error Code 3: API Usage Error (not all input shapes are specified)"
+    if rt.current() != ctx._d_engine._d_device:
+        return (f"Error Code 1: Cuda Runtime (invalid resource handle: engine of device "
+                f"{ctx._d_engine._d_device} enqueued while device {rt.current()} is current)")
+    return _address_problem(ctx, rt, shapes)
 
 
 def _compute(engine: Any, addresses: Dict[str, int], in_shape: Tuple[int, ...], dependent: Set[str]) -> None:

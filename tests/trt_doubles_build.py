@@ -293,6 +293,10 @@ def _graph_classes(trt: Any, state: Any) -> Dict[str, type]:
         def output_type_is_set(self, index: int) -> bool:
             return index in self._d_output_types
 
+    return {"ITensor": ITensor, "ILayer": ILayer, "INetworkDefinition": _network_class(trt)}
+
+
+def _network_class(trt: Any) -> type:
     class INetworkDefinition(trt.INetworkDefinition):  # type: ignore[misc, valid-type]
         _double = True
 
@@ -336,7 +340,7 @@ def _graph_classes(trt: Any, state: Any) -> Dict[str, type]:
         def mark_output(self, tensor: Any) -> None:
             self._d_outputs.append(tensor)
 
-    return {"ITensor": ITensor, "ILayer": ILayer, "INetworkDefinition": INetworkDefinition}
+    return INetworkDefinition
 
 
 def _parser_class(trt: Any, state: Any) -> type:
@@ -573,8 +577,8 @@ def effective_precisions(trt: Any, network: Any, config: Any) -> Dict[str, str]:
         floats = [t for t in io if t in _FLOAT_TYPES]
         if network._d_strongly_typed or not floats:
             out[layer.name] = floats[0] if floats else (io[-1] if io else "FLOAT")
-        elif layer.precision_is_set and constrained:
-            out[layer.name] = layer.precision.name
+        elif layer._d_precision is not None and constrained:
+            out[layer.name] = layer._d_precision.name
         elif "FP16" in flags:
             out[layer.name] = "HALF"
         else:
@@ -611,9 +615,16 @@ def _builder_class(trt: Any, state: Any) -> type:
             return state.dla_cores
 
         def create_network(self, flags: int = 0) -> Any:
-            valid = sum(1 << int(f) for f in trt.NetworkDefinitionCreationFlag)
+            kinds = trt.NetworkDefinitionCreationFlag
+            valid = sum(1 << int(f) for f in kinds)
             if int(flags) & ~valid:
                 raise ValueError(f"create_network: unknown NetworkDefinitionCreationFlag bits in {flags:#x}")
+            deprecated = [name for name, since in (("EXPLICIT_BATCH", (10,)), ("STRONGLY_TYPED", (11,)))
+                          if name in kinds.__members__ and flags & (1 << int(kinds[name]))
+                          and _vkey(trt.__version__) >= since]
+            for name in deprecated:  # NvInfer.h: deprecated and ignored from that release
+                log(trt, self._d_logger, "WARNING", f"NetworkDefinitionCreationFlag::k{name} is deprecated and "
+                                                    "has no effect")
             return trt.INetworkDefinition(int(flags))
 
         def create_builder_config(self) -> Any:
@@ -633,8 +644,9 @@ def _builder_class(trt: Any, state: Any) -> type:
                 return None
             record.calibration_batches = _calibrate(trt, state, config)
             record.precisions = effective_precisions(trt, network, config)
-            record.pinned = {layer.name: (layer.precision, dict(layer._d_output_types))
-                             for layer in network._d_layers if layer.precision_is_set or layer._d_output_types}
+            record.pinned = {layer.name: (layer._d_precision, dict(layer._d_output_types))
+                             for layer in network._d_layers
+                             if layer._d_precision is not None or layer._d_output_types}
             return _engine_desc(trt, state, network, config)
 
     return Builder

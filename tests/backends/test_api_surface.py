@@ -29,7 +29,8 @@ from trt_doubles import real_cudart, stub_surface, surfaces, version_surface
 TRT_FILES = ["edge_detect/backends/tensorrt.py", "edge_detect/backends/trt_common.py",
              "edge_detect/deploy/tensorrt_build.py"]
 # names whose TensorRT class cannot be inferred from an assignment (parameters, loop variables)
-SEEDS = {"network": "INetworkDefinition", "layer": "ILayer", "config": "IBuilderConfig", "parser": "OnnxParser"}
+SEEDS = {"network": "INetworkDefinition", "layer": "ILayer", "config": "IBuilderConfig", "parser": "OnnxParser",
+         "request.context": "IExecutionContext", "context": "IExecutionContext", "builder": "Builder"}
 # module attributes the real tensorrt package defines outside the bindings (tensorrt/__init__.py)
 MODULE_EXTRA = {"__version__"}
 # pairs that must be among the checked ones, so the inference cannot silently check nothing
