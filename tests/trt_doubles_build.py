@@ -308,6 +308,7 @@ def _network_class(trt: Any) -> type:
             self._d_explicit_batch = _vkey(trt.__version__) >= (10,) or bool(
                 flags & (1 << int(kinds.EXPLICIT_BATCH)))
             self._d_misuse: List[str] = []
+            self._d_source: Optional[str] = None  # the ONNX file parsed into it
 
         @property
         def flags(self) -> int:
@@ -369,6 +370,7 @@ def _parser_class(trt: Any, state: Any) -> type:
                                                           "(onnx-tensorrt needs an explicit-batch network)"))
                 return False
             m = onnx.shape_inference.infer_shapes(onnx.load(model))
+            net._d_source = str(model)
             imp = _Importer(trt, state, net, m)
             for inp in m.graph.input:
                 if inp.name in imp.inits:
@@ -385,7 +387,10 @@ def _parser_class(trt: Any, state: Any) -> type:
                     log(trt, self._d_logger, "ERROR", f"ModelImporter.cpp: {exc}")
                     return False
             for out in m.graph.output:
-                net.mark_output(imp.tensors[out.name])
+                tensor = imp.tensors[out.name]
+                tensor._d_shape = tuple(d.dim_value if d.HasField("dim_value") else -1
+                                        for d in out.type.tensor_type.shape.dim)
+                net.mark_output(tensor)
             return True
 
     return OnnxParser
@@ -670,5 +675,7 @@ def _engine_desc(trt: Any, state: Any, network: Any, config: Any) -> bytes:
             "version_compatible": "VERSION_COMPATIBLE" in config._d_flags,
             "hardware_compatible": level is not None and level != trt.HardwareCompatibilityLevel.NONE,
             "dla_core": config.DLA_core if getattr(config, "default_device_type", None) == trt.DeviceType.DLA
-            else None}
+            else None,
+            "onnx": network._d_source,  # the runtime double runs it with ONNX Runtime
+            "outputs_spec": [[t.name, t.dtype.name, list(t.shape)] for t in network._d_outputs]}
     return json.dumps(desc).encode()
