@@ -7,7 +7,6 @@ thresholds, the refusal branches) is exercised before the day a TensorRT wheel i
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest

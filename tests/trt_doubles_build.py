@@ -24,7 +24,7 @@ import json
 import sys
 import warnings
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from trt_doubles import PLUGIN_OPS, _vkey, log, nearest_release, surfaces
 
