@@ -8,7 +8,8 @@ import subprocess
 from conftest import REPO
 
 CHECKS = ["gpu_tests", "torch_cuda_parity", "cuda_helpers", "trt_build", "trt_fresh_process_load",
-          "trt_fp16_int8_parity", "trt_bench"]
+          "trt_fp16_int8_parity", "trt_bench",
+          "trt_fp16_nms_precision", "trt_timing_cache_refusal", "trt_inms_candidates", "trt_hardware_compat"]
 
 
 def test_dry_run_lists_and_skips_every_check(tmp_path, shared) -> None:

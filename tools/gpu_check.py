@@ -12,6 +12,17 @@ Checks, in order (each one runs, or is skipped with the reason):
    the detections' count after NMS).
 7. ``trt_bench``: ``edge-detect bench`` on the FP16 engine.
 
+TensorRT round 2 (issue 20), each the GPU half of a finding tested with doubles on CPU:
+
+8. ``trt_fp16_nms_precision``: an FP16 engine with in-graph ONNX NMS (``inms``) on bus.jpg gives the reference
+   detections: the NMS layer itself must run in FP32 (its class-offset boxes exceed FP16's range).
+9. ``trt_timing_cache_refusal``: a timing cache TensorRT cannot read is replaced by a new one (the build succeeds
+   and the rewritten cache is accepted by the next build).
+10. ``trt_inms_candidates``: 8000 candidates above conf 0.001: the graph's pre-NMS top-K (3840) gives the engine
+    the same detections as ONNX Runtime; without it TensorRT's NMS layer silently keeps only 5000.
+11. ``trt_hardware_compat``: ``hardware_compatible=True`` is refused on TensorRT < 8.6, Jetson and pre-Ampere GPUs,
+    else builds an AMPERE_PLUS engine that loads and runs.
+
 Results go to ``<out>/gpu_check.json`` and ``<out>/gpu_check.md``. ``--dry-run`` (or a machine without an
 NVIDIA GPU) lists every check as skipped with the reason; ``tests/test_gpu_check.py`` runs that dry run.
 """
@@ -74,6 +85,14 @@ def has_tensorrt() -> Optional[str]:
     from edge_detect.backends.trt_common import tensorrt_available
 
     return None if tensorrt_available() else "TensorRT not installed (pip install 'edge-detect[tensorrt]')"
+
+
+def has_onnxruntime() -> Optional[str]:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime not installed (pip install 'edge-detect[onnx]')"
+    return None
 
 
 class Context:
@@ -221,6 +240,138 @@ def check_trt_bench(ctx: Context) -> Dict[str, Any]:
     return {"ok": True, "bench": json.loads(out.read_text())["results"]}
 
 
+# ------------------------------------------------------------------------------------------------ TensorRT round 2
+def _identity_raw_onnx(path: Path, n: int, nc: int) -> Path:
+    """A "model" taking ``images`` float ``(1, 3, n, 5 + nc)`` (image-shaped, as the TensorRT backend wants) whose
+    ``output0`` ``(1, n, 5 + nc)`` is its first channel: feed it a raw prediction broadcast over 3 channels."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge_detect.metadata import METADATA_KEY, ModelMetadata
+
+    c = 5 + nc
+    inits = [helper.make_tensor(name, TensorProto.INT64, [len(v)], v)
+             for name, v in (("starts", [0]), ("ends", [1]), ("axes", [1]), ("shape", [1, n, c]))]
+    nodes = [helper.make_node("Slice", ["images", "starts", "ends", "axes"], ["first"], name="model/slice"),
+             helper.make_node("Reshape", ["first", "shape"], ["output0"], name="model/reshape")]
+    graph = helper.make_graph(nodes, "raw", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, n, c])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, n, c])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    meta = ModelMetadata(names=tuple(f"c{i}" for i in range(nc)))
+    model.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
+    onnx.save(model, str(path))
+    return path
+
+
+def _many_candidates(n: int) -> Any:
+    """``(1, 3, n, 7)`` input of :func:`_identity_raw_onnx`: n disjoint 10x10 boxes of class 0 with scores
+    0.9 - i * 1e-4 (all > 0.001), the same raw prediction on each channel."""
+    import numpy as np
+
+    i = np.arange(n)
+    raw = np.zeros((n, 7), np.float32)
+    raw[:, 0], raw[:, 1] = (i % 100) * 20 + 10, (i // 100) * 20 + 10
+    raw[:, 2:4], raw[:, 4], raw[:, 5] = 10, 1.0, 0.9 - i * 1e-4
+    return np.ascontiguousarray(np.broadcast_to(raw, (1, 3, n, 7)))
+
+
+def check_trt_fp16_nms_precision(ctx: Context) -> Dict[str, Any]:
+    """Finding 1: FP16 engine with the standard ONNX NMS on bus.jpg == the reference detections."""
+    from edge_detect.deploy.graph import add_nms, add_uint8_input
+    from edge_detect.deploy.tensorrt_build import build_engine
+    from edge_detect.models import open_model
+
+    ref = ctx.ref()
+    u8 = add_uint8_input(ctx.yolov5n_onnx(), ctx.work / "u8_f1.onnx")
+    nms = add_nms(u8, ctx.work / "inms_f1.onnx", plugin="inms", conf=0.25, iou=0.45, max_det=100)
+    engine = build_engine(nms, ctx.work / "inms_fp16.engine", fp16=True, progress=False)
+    with open_model(engine) as be:
+        num, boxes, scores, classes = be.infer(ref["letterboxed_bgr"][None])
+    want = ref["nms_display_letterbox"]
+    n = int(num[0, 0])
+    same_classes = n == len(want) and classes[0, :n].tolist() == want[:, 5].astype(int).tolist()
+    max_box_err = float(abs(boxes[0, :n] - want[:, :4]).max()) if n == len(want) and n else None
+    return {"ok": same_classes and max_box_err is not None and max_box_err < 2.0, "num_dets": n,
+            "reference_num_dets": len(want), "max_abs_box_err_px": max_box_err}
+
+
+def check_trt_timing_cache_refusal(ctx: Context) -> Dict[str, Any]:
+    """Finding 3: an unreadable timing cache is replaced, and the rewritten one is accepted next time."""
+    import logging
+
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    model = _identity_raw_onnx(ctx.work / "tc.onnx", 64, 2)
+    cache = ctx.work / "bad.timing"
+    cache.write_bytes(b"\x00\x01 not a timing cache")
+    records: List[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("edge_detect.deploy.tensorrt_build").addHandler(handler)
+    try:
+        build_engine(model, ctx.work / "tc1.engine", timing_cache=cache, progress=False)
+        replaced = any("is not a timing cache TensorRT can read" in r for r in records)
+        records.clear()
+        build_engine(model, ctx.work / "tc2.engine", timing_cache=cache, progress=False)
+        reused = not any("starting a new one" in r for r in records)
+    finally:
+        logging.getLogger("edge_detect.deploy.tensorrt_build").removeHandler(handler)
+    return {"ok": replaced and reused, "replaced": replaced, "rewritten_cache_reused": reused,
+            "cache_bytes": cache.stat().st_size}
+
+
+def check_trt_inms_candidates(ctx: Context) -> Dict[str, Any]:
+    """Finding 4: engine == ONNX Runtime with the pre-NMS top-K; TensorRT's own 5000 limit without it."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from edge_detect.deploy.graph import add_nms
+    from edge_detect.deploy.tensorrt_build import build_engine
+    from edge_detect.models import open_model
+
+    raw = _many_candidates(8000)
+    model = _identity_raw_onnx(ctx.work / "cand.onnx", 8000, 2)
+    out: Dict[str, Any] = {}
+    for name, top_k, max_det in (("top_k", 3840, 5000), ("no_top_k", None, 8000)):
+        graph = add_nms(model, ctx.work / f"cand_{name}.onnx", plugin="inms", conf=0.001, iou=0.6, max_det=max_det,
+                        top_k=top_k)
+        sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        ort_out = sess.run(None, {"images": raw})
+        with open_model(build_engine(graph, ctx.work / f"cand_{name}.engine", progress=False)) as be:
+            trt_out = be.infer(raw)
+        n_ort, n_trt = int(ort_out[0][0, 0]), int(trt_out[0][0, 0])
+        out[name] = {"onnxruntime_num_dets": n_ort, "tensorrt_num_dets": n_trt}
+        if name == "top_k":
+            out[name]["max_score_diff"] = float(np.abs(ort_out[2][0, :n_ort] - trt_out[2][0, :n_ort]).max())
+    out["ok"] = (out["top_k"]["onnxruntime_num_dets"] == out["top_k"]["tensorrt_num_dets"] == 3840
+                 and out["top_k"]["max_score_diff"] < 1e-5)
+    return out
+
+
+def check_trt_hardware_compat(ctx: Context) -> Dict[str, Any]:
+    """Finding 5: refused where TensorRT cannot (< 8.6, Jetson, pre-Ampere), else an engine that loads."""
+    import numpy as np
+
+    from edge_detect.backends import _cuda
+    from edge_detect.backends.trt_common import import_tensorrt, version_tuple
+    from edge_detect.deploy.tensorrt_build import build_engine
+    from edge_detect.errors import BackendUnavailableError
+    from edge_detect.models import open_model
+
+    props, version = _cuda.device_props(0), import_tensorrt().__version__
+    expect_refusal = version_tuple(version, 2) < (8, 6) or props.integrated or \
+        version_tuple(props.compute_capability, 1)[0] < 8
+    model = _identity_raw_onnx(ctx.work / "hw.onnx", 64, 2)
+    try:
+        engine = build_engine(model, ctx.work / "hw.engine", hardware_compatible=True, progress=False)
+    except BackendUnavailableError as exc:
+        return {"ok": expect_refusal, "refused": str(exc), "tensorrt": version, "gpu": props.name}
+    with open_model(engine) as be:
+        (got,) = be.infer(_many_candidates(64))
+    return {"ok": not expect_refusal and bool(np.allclose(got, _many_candidates(64)[:, 0])), "built": engine.name,
+            "tensorrt": version, "gpu": props.name, "compute_capability": props.compute_capability}
+
+
 CHECKS: List[tuple] = [
     ("gpu_tests", "pytest -m gpu", [nvidia_gpu], check_gpu_tests),
     ("torch_cuda_parity", "torch backend on CUDA vs reference raw output", [nvidia_gpu, has_torch_cuda],
@@ -234,6 +385,15 @@ CHECKS: List[tuple] = [
     ("trt_fp16_int8_parity", "FP16 / implicit INT8 engines vs reference", [nvidia_gpu, has_cudart, has_tensorrt,
                                                                           has_torch], check_trt_fp16_int8_parity),
     ("trt_bench", "edge-detect bench on the FP16 engine", [nvidia_gpu, has_cudart, has_tensorrt], check_trt_bench),
+    # TensorRT round 2 (issue 20)
+    ("trt_fp16_nms_precision", "FP16 engine with ONNX NMS (inms) on bus.jpg == reference detections",
+     [nvidia_gpu, has_cudart, has_tensorrt, has_torch], check_trt_fp16_nms_precision),
+    ("trt_timing_cache_refusal", "unreadable timing cache replaced, rewritten cache reused",
+     [nvidia_gpu, has_cudart, has_tensorrt], check_trt_timing_cache_refusal),
+    ("trt_inms_candidates", "8000 candidates at conf 0.001: engine == ONNX Runtime with the pre-NMS top-K",
+     [nvidia_gpu, has_cudart, has_tensorrt, has_onnxruntime], check_trt_inms_candidates),
+    ("trt_hardware_compat", "hardware_compatible refused on < 8.6 / Jetson / pre-Ampere, else builds and runs",
+     [nvidia_gpu, has_cudart, has_tensorrt], check_trt_hardware_compat),
 ]
 
 

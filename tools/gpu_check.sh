@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One-command GPU check (no network): gpu-marked tests, torch CUDA parity, CUDA helpers with real cuda-python,
-# TensorRT build / fresh-process load / FP16+INT8 parity / bench. Writes gpu_check.json and gpu_check.md.
+# TensorRT build / fresh-process load / FP16+INT8 parity / bench, and the TensorRT round-2 checks of issue 20
+# (FP16 NMS layer precision, timing-cache refusal, NMS candidates at conf 0.001, hardware-compat refusal).
+# Writes gpu_check.json and gpu_check.md.
 # Usage: tools/gpu_check.sh [--out DIR] [--data ../shared] [--dry-run]
 set -euo pipefail
 cd "$(dirname "$0")/.."
