@@ -30,6 +30,9 @@ JSON report (stable keys; more may be added, none removed or renamed within ``sc
         "backend": str,                     # onnxruntime | tensorrt | torch
         "precision": str,                   # fp32 | bf16 | fp16 | int8 (the backend's compute precision when it
                                             # has one, e.g. OpenVINO's hint, else the model metadata's)
+        "tf32": bool | null,                # CUDA FP32 with TensorFloat-32 (--tf32); false = strict FP32 (the
+                                            # default); null = the backend has no such switch
+        "device": str | null,               # the backend's device (cuda:0, cpu, an OpenVINO device), if it has one
         "imgsz": [h, w],                    # network input in pixels
         "batch": int,
         "inference": {"fps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",   # fps = images/s
