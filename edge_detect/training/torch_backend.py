@@ -153,6 +153,16 @@ class TorchBackend:
             pred = pred[0]
         return [pred.float().cpu().numpy()]
 
+    def device_pipeline(self, input_hw: Optional[Sequence[int]] = None, **options: Any) -> Any:
+        """The device-resident path over this backend: frames in, final detections out, the work on
+        :attr:`device` (:class:`edge_detect.training.device_pipeline.DevicePipeline`; ``options``: ``auto``, the
+        NMS settings ``conf``, ``iou``, ``classes``, ``agnostic``, ``multi_label``, ``max_det``, and ``graphs``,
+        ``ring``). ``input_hw`` defaults to :attr:`metadata` ``.imgsz``."""
+        from edge_detect.training.device_pipeline import DevicePipeline
+
+        hw = tuple(input_hw) if input_hw is not None else tuple(self.metadata.imgsz)
+        return DevicePipeline(self, (int(hw[0]), int(hw[1])), **options)
+
     def close(self) -> None:
         """Drop the model (and free GPU memory)."""
         self.model = None  # type: ignore[assignment]
