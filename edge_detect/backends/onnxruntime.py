@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edge_detect._optional import require
+from edge_detect.devices import parse_device
 from edge_detect.errors import BackendUnavailableError, ConfigError, ModelLoadError
 from edge_detect.metadata import ModelMetadata, read_onnx_metadata
 from edge_detect.backends.base import InputSpec, register_backend
 
-__all__ = ["OnnxRuntimeBackend", "resolve_providers", "parse_device"]
+__all__ = ["OnnxRuntimeBackend", "resolve_providers"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -81,19 +81,13 @@ def resolve_providers(providers: Union[str, Sequence[str], None]) -> List[str]:
     return out
 
 
-def parse_device(device: Optional[str]) -> Optional[Tuple[str, int]]:
-    """``"cpu"`` -> ``("cpu", 0)``, ``"cuda"`` / ``"cuda:N"`` -> ``("cuda", N)``, ``None`` -> ``None``.
-
-    Raises:
-        ConfigError: anything else (OpenVINO device names such as ``GPU`` belong to ``--backend openvino``).
-    """
-    if device is None:
-        return None
-    m = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", str(device).strip().lower())
-    if not m or (m.group(1) == "cpu" and m.group(2)):
+def _parse_device(device: Optional[str]) -> Optional[Tuple[str, int]]:
+    """:func:`edge_detect.devices.parse_device`, or ConfigError for a device ONNX Runtime cannot take."""
+    parsed = parse_device(device)
+    if device is not None and parsed is None:
         raise ConfigError(f"onnxruntime device: expected 'cpu' or 'cuda[:N]', got {device!r} (OpenVINO device "
                           f"names such as GPU or NPU need --backend openvino)")
-    return m.group(1), int(m.group(2) or 0)
+    return parsed
 
 
 def _cuda_providers(ort: Any, device_id: int, tf32: bool) -> List[Any]:
@@ -205,7 +199,7 @@ class OnnxRuntimeBackend:
             raise ModelLoadError(f"{self.path}: not a loadable ONNX model ({first})") from exc
         self.providers: List[str] = list(self._session.get_providers())
         cuda = "CUDAExecutionProvider" in self.providers
-        if (parse_device(device) or ("cpu", 0))[0] == "cuda" and not cuda:
+        if (_parse_device(device) or ("cpu", 0))[0] == "cuda" and not cuda:
             raise BackendUnavailableError(
                 f"onnxruntime device '{device}': the CUDA provider did not start (ONNX Runtime fell back to "
                 f"{self.providers}); check that the CUDA and cuDNN versions match onnxruntime-gpu's")
@@ -232,7 +226,7 @@ class OnnxRuntimeBackend:
     def _session_providers(ort: Any, providers: Union[str, Sequence[str], None], device: Optional[str],
                            tf32: bool) -> List[Any]:
         """The ``providers`` argument of the session, from either ``providers`` or ``device``."""
-        dev = parse_device(device)
+        dev = _parse_device(device)
         if dev is not None and providers is not None:
             raise ConfigError(f"onnxruntime: expected either device or providers, got device={device!r} and "
                               f"providers={providers!r}")
