@@ -387,7 +387,7 @@ class DevicePipeline:
                  ring: int = RING) -> None:
         check_thresholds(conf, iou, max_det)
         self.backend = backend
-        self.device, self.dtype = backend.device, backend._dtype
+        self.device, self.dtype = backend.device, backend.dtype
         self.stride, self.head = int(backend.metadata.stride), backend.metadata.head
         self.input_hw, self.auto = (int(input_hw[0]), int(input_hw[1])), bool(auto)
         self.nms = dict(conf_thres=float(conf), iou_thres=float(iou), agnostic=bool(agnostic),
@@ -520,7 +520,7 @@ class DevicePipeline:
             raise DataError("device infer: this batch was already inferred or released (its ring buffer is reused)")
         with self.ops.on(self._inf_stream), torch.inference_mode():
             self.ops.wait(self._inf_stream, batch.ready)
-            self.backend._apply_numerics()
+            self.backend.apply_numerics()
             try:
                 pred = self.runner(batch.tensor)
             finally:

@@ -84,7 +84,7 @@ class TorchBackend:
             raise BackendUnavailableError(f"torch backend: tf32 needs a CUDA device, got '{device}'")
         self.tf32 = bool(tf32)
         self.numerics = "fp16" if half else "fp32+tf32" if tf32 else "fp32"
-        self._apply_numerics()
+        self.apply_numerics()
         self.path = Path(path)
         head = "yolov5"
         if self.path.is_file() and checkpoint_family(self.path) == "ultralytics":
@@ -126,7 +126,12 @@ class TorchBackend:
             raise BackendUnavailableError(f"torch backend: expected device 'cpu' or 'cuda[:N]', got '{device}'")
         return dev
 
-    def _apply_numerics(self) -> None:
+    @property
+    def dtype(self) -> Any:
+        """The torch dtype the model computes in (``torch.float16`` with ``half``, else ``torch.float32``)."""
+        return self._dtype
+
+    def apply_numerics(self) -> None:
         """Set torch's process-wide TF32 switches to :attr:`tf32` (CUDA only; nothing to set on the CPU)."""
         if self.device.type == "cuda":
             self._torch.backends.cuda.matmul.allow_tf32 = self.tf32
@@ -146,7 +151,7 @@ class TorchBackend:
         self._check(batch)
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self._dtype)
-        self._apply_numerics()
+        self.apply_numerics()
         with torch.inference_mode():
             pred = self.model(x)
         if isinstance(pred, (list, tuple)):  # ultralytics' Detect in eval mode: (decoded, raw maps)
