@@ -46,6 +46,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from edge_detect.backends.gpu_letterbox import resize_coefficients
 from edge_detect.config import check_thresholds
 from edge_detect.errors import DataError
 from edge_detect.metadata import HEADS
@@ -60,7 +61,6 @@ LOGGER = logging.getLogger(__name__)
 
 RING = 4  #: ring batches per (input shape, rows): one filling, one queued, one inferring, one spare
 PAD_VALUE = 114  #: letterbox grey, as on the host
-COEF_SCALE = 2048  #: OpenCV's INTER_RESIZE_COEF_SCALE (11-bit fixed-point bilinear weights)
 
 
 # ------------------------------------------------------------------------------------------ device operations
@@ -159,43 +159,13 @@ def device_ops(torch: Any, device: Any) -> HostOps:
 
 
 # ------------------------------------------------------------------------------------------ cv2-exact resize
-def _axis(src: int, dst: int, clip_weight: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices ``(i0, i1)`` and fixed-point weights ``(w0, w1)`` of one axis, as OpenCV computes them.
-
-    ``f = float32((d + 0.5) * src / dst - 0.5)``; ``i0 = floor(f)``; weights ``rint((1 - frac) * 2048)`` and
-    ``rint(frac * 2048)`` in float32. Columns (``clip_weight``) outside the image take the edge pixel with weight
-    2048; rows keep their fraction and only the indices are clamped (OpenCV's vertical pass).
-    """
-    f = ((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5).astype(np.float32)
-    i0 = np.floor(f)
-    frac = (f - i0).astype(np.float32)
-    i0 = i0.astype(np.int64)
-    if clip_weight:
-        low, high = i0 < 0, i0 >= src - 1
-        frac[low | high] = 0
-        i0[low], i0[high] = 0, src - 1
-    w0 = np.rint((np.float32(1) - frac) * np.float32(COEF_SCALE)).astype(np.int32)
-    w1 = np.rint(frac * np.float32(COEF_SCALE)).astype(np.int32)
-    return np.clip(i0, 0, src - 1), np.clip(i0 + 1, 0, src - 1), w0, w1
-
-
-def resize_coefficients(src_hw: Tuple[int, int], dst_hw: Tuple[int, int]) -> Dict[str, np.ndarray]:
-    """The gather indices and weights of :func:`resize_like_cv2` for ``src_hw -> dst_hw`` (``(h, w)`` each).
-
-    Returns:
-        ``{"x0", "x1", "y0", "y1"}`` int64 indices and ``{"a0", "a1", "b0", "b1"}`` int32 weights (sum 2048).
-    """
-    x0, x1, a0, a1 = _axis(int(src_hw[1]), int(dst_hw[1]), clip_weight=True)
-    y0, y1, b0, b1 = _axis(int(src_hw[0]), int(dst_hw[0]), clip_weight=False)
-    return {"x0": x0, "x1": x1, "a0": a0, "a1": a1, "y0": y0, "y1": y1, "b0": b0, "b1": b1}
-
-
 def resize_like_cv2(src: Any, coeffs: Dict[str, Any]) -> Any:
     """``cv2.resize(src, (w, h), interpolation=cv2.INTER_LINEAR)`` for ``uint8``, with integer tensor ops.
 
     Args:
         src: ``uint8 (H, W, C)`` tensor (any device).
-        coeffs: :func:`resize_coefficients` as tensors on ``src``'s device.
+        coeffs: :func:`~edge_detect.backends.gpu_letterbox.resize_coefficients` as tensors on ``src``'s device
+            (the tables the torch-free CUDA kernel of that module uses too).
 
     Returns:
         ``int32 (h, w, C)`` tensor with values in ``[0, 255]``, equal to OpenCV's result (x86 builds; checked
