@@ -35,11 +35,12 @@ import time
 import uuid
 from collections import deque
 from importlib import resources
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from edge_detect.errors import SinkError
 from edge_detect.sinks.base import Sink, StreamInfo, register_sink
 from edge_detect.stats import RateMeter, nan_to_none, percentiles
+from edge_detect.types import Result, RunContext
 
 __all__ = ["SCHEMA_VERSION", "EVENT_TYPES", "EventBuilder", "EventTransport", "EventsSink", "load_schema",
            "validate_event", "frame_events", "arrange_sinks"]
@@ -47,7 +48,8 @@ __all__ = ["SCHEMA_VERSION", "EVENT_TYPES", "EventBuilder", "EventTransport", "E
 LOGGER = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-EVENT_TYPES = ("line_cross", "zone_enter", "zone_exit", "object_new", "object_update", "object_end")
+EVENT_TYPES = ("line_cross", "zone_enter", "zone_exit", "dwell", "object_new", "object_update", "object_end",
+               "clip_saved")
 _ENVELOPE = ("schema", "id", "seq", "type", "source", "frame", "wall_time")
 
 
@@ -70,9 +72,10 @@ def validate_event(event: Dict[str, Any]) -> None:
     jsonschema.validate(event, load_schema())
 
 
-def frame_events(result: Any) -> List[Dict[str, Any]]:
-    """The processor events of a :class:`~edge_detect.types.Result` (``detections.metadata["events"]``)."""
-    return list(result.detections.metadata.get("events", ()) or ())
+def frame_events(result: Result) -> List[Dict[str, Any]]:
+    """The processor events of a :class:`~edge_detect.types.Result` as dicts (:meth:`~edge_detect.types.Event.
+    to_dict`)."""
+    return [e.to_dict() for e in result.events]
 
 
 def _jsonable(value: Any) -> Any:
@@ -196,15 +199,14 @@ class EventTransport:
 
 
 class _SourceStats:
-    """Per-source running figures for the stats messages (guarded by the sink's lock)."""
+    """Per-source running measurements for the stats messages (guarded by the sink's lock); counts come from the
+    run's :class:`~edge_detect.events.Counts`."""
 
     def __init__(self) -> None:
         self.processed = 0
         self.rate = RateMeter(5.0)
         self.latency_ms: Deque[float] = deque(maxlen=512)
-        self.events: Dict[str, int] = {}
-        self.lines: Dict[str, Dict[str, int]] = {}
-        self.zones: Dict[str, Dict[str, int]] = {}
+        self.updates = 0  # object_update events built here (the processors' events are counted by Counts)
 
 
 class EventsSink(Sink):
@@ -216,8 +218,8 @@ class EventsSink(Sink):
         update_interval_s: ``object_update`` throttle (see :class:`EventBuilder`).
         stats_interval_s: period of :meth:`EventTransport.send_stats` (``0`` = never).
 
-    :meth:`attach` (called by the :class:`~edge_detect.stream.pipeline.Pipeline` with itself) adds the sources'
-    read / dropped / corrupt / reconnects counts to the stats.
+    The stats messages read the counts from the run's :class:`~edge_detect.events.Counts` and the sources'
+    read / dropped / corrupt / reconnects from the :class:`~edge_detect.types.RunContext` it is started with.
     """
 
     name = "events"
@@ -235,7 +237,7 @@ class EventsSink(Sink):
         self._track_snaps: Dict[Tuple[str, int], str] = {}
         self._lock = threading.Lock()
         self._sources: Dict[str, _SourceStats] = {}
-        self._pipeline: Any = None
+        self.context = RunContext.of(None)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._closed = False
@@ -251,40 +253,32 @@ class EventsSink(Sink):
         elif other.snapshots is not None:
             raise ValueError("events: expected one snapshots folder per run, got two")
 
-    def attach(self, pipeline: Any) -> None:
-        """Read the sources' capture counters from ``pipeline.sources[*].stats`` in the stats messages."""
-        self._pipeline = pipeline
-
-    def start(self, streams: Sequence[StreamInfo]) -> None:
+    def start(self, context: Union[RunContext, Sequence[StreamInfo]]) -> None:
+        self.context = RunContext.of(context)
         with self._lock:
-            for s in streams:
+            for s in self.context:
                 self._sources.setdefault(s.source_id, _SourceStats())
         for t in self.transports:
-            t.start(streams)
+            t.start(self.context)
         if self.stats_interval_s > 0 and any(type(t).send_stats is not EventTransport.send_stats
                                              for t in self.transports):
             self._thread = threading.Thread(target=self._stats_loop, name="events-stats", daemon=True)
             self._thread.start()
 
-    def write(self, result: Any) -> None:
+    def write(self, result: Result) -> None:
+        if self.context.standalone:  # no pipeline publishes: count here what the bus would have
+            self.context.counts.on_result(result)
         events = self.builder.build(result)
         now = time.perf_counter()
         sid = str(result.frame.source_id)
         with self._lock:
             st = self._sources.setdefault(sid, _SourceStats())
-            if not getattr(result, "final", False):
+            if not result.final:
                 st.processed += 1
                 st.rate.tick(now)
                 if result.frame.capture_time:
                     st.latency_ms.append((now - result.frame.capture_time) * 1e3)
-            for ev in events:
-                st.events[ev["type"]] = st.events.get(ev["type"], 0) + 1
-                if ev["type"] == "line_cross" and "line" in ev:
-                    d = st.lines.setdefault(str(ev["line"]), {"in": 0, "out": 0})
-                    d[str(ev.get("direction"))] = d.get(str(ev.get("direction")), 0) + 1
-                elif ev["type"] in ("zone_enter", "zone_exit") and "zone" in ev:
-                    d = st.zones.setdefault(str(ev["zone"]), {"enter": 0, "exit": 0})
-                    d[ev["type"][5:]] += 1
+            st.updates += sum(1 for ev in events if ev["type"] == "object_update")
         if not events:
             return
         if self.snapshots is not None:
@@ -326,7 +320,8 @@ class EventsSink(Sink):
              "zones": {name: {"enter", "exit"}}, "queue": {transport: {"queued", "sent", "dropped", "failed"}}}
 
         ``fps`` over the last 5 s; latency (capture -> this sink) over the last 512 frames; counts since the
-        start of the run; ``read``/``dropped``/``corrupt``/``reconnects`` are ``None`` without :meth:`attach`.
+        start of the run (:class:`~edge_detect.events.Counts`); ``read``/``dropped``/``corrupt``/``reconnects`` from
+        the run context's stats, ``None`` when the sink runs outside a pipeline.
         """
         with self._lock:
             st = self._sources.setdefault(source_id, _SourceStats())
@@ -335,13 +330,18 @@ class EventsSink(Sink):
                 "source": source_id, "wall_time": round(time.time(), 3), "processed": st.processed,
                 "fps": round(st.rate.rate, 2), "latency_ms": {"p50": round(p[50], 1), "p95": round(p[95], 1)},
                 "read": None, "dropped": None, "corrupt": None, "reconnects": None,
-                "events": dict(st.events), "lines": {k: dict(v) for k, v in st.lines.items()},
-                "zones": {k: dict(v) for k, v in st.zones.items()},
             }
-        for src in getattr(self._pipeline, "sources", ()) or ():
-            if str(src.source_id) == source_id:
-                s = src.stats
-                out.update(read=s.read, dropped=s.dropped, corrupt=s.corrupt, reconnects=s.reconnects)
+            updates = st.updates
+        counted = self.context.counts.source(source_id)
+        events = dict(counted["events"])
+        if updates:
+            events["object_update"] = updates
+        out.update(events=events,
+                   lines={k: {"in": v["in"], "out": v["out"]} for k, v in counted["lines"].items()},
+                   zones={k: {"enter": v["entered"], "exit": v["exited"]} for k, v in counted["zones"].items()})
+        src = self.context.stats().get("sources", {}).get(source_id)
+        if src is not None:
+            out.update({k: src.get(k) for k in ("read", "dropped", "corrupt", "reconnects")})
         out["queue"] = {t.name: t.queue_stats() for t in self.transports}
         return _jsonable(out)
 
@@ -361,8 +361,13 @@ class EventsSink(Sink):
                 LOGGER.warning("events: stats message failed: %s", exc)
 
     def queue_stats(self) -> Dict[str, Dict[str, int]]:
-        """Per transport name: ``{"queued", "sent", "dropped", "failed"}`` (for metrics)."""
+        """Per transport name: ``{"queued", "sent", "dropped", "failed"}``."""
         return {t.name: t.queue_stats() for t in self.transports}
+
+    def counters(self) -> Dict[str, Dict[str, int]]:
+        """:meth:`queue_stats` of the transports (for the run summary and the metrics)."""
+        return {name: {k: st.get(k, 0) for k in ("queued", "sent", "dropped", "failed")}
+                for name, st in self.queue_stats().items()}
 
     def close(self) -> None:
         """Stop the stats thread, send a last stats message, close every transport (each flushes its queue)."""

@@ -47,7 +47,7 @@ from edge_detect._optional import require
 from edge_detect.errors import ConfigError, SinkError
 from edge_detect.sinks.base import StreamInfo, register_sink
 from edge_detect.sinks.events import EventsSink, EventTransport
-from edge_detect.stream.sources import mask_credentials
+from edge_detect.urls import mask_credentials
 
 __all__ = ["MqttTarget", "parse_mqtt_url", "MqttTransport", "topic_segment", "DEFAULT_PREFIX"]
 

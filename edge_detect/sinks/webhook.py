@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from edge_detect.errors import ConfigError
 from edge_detect.sinks.base import StreamInfo, register_sink
 from edge_detect.sinks.events import EventsSink, EventTransport
-from edge_detect.stream.sources import mask_credentials
+from edge_detect.urls import mask_credentials
 
 __all__ = ["WebhookTransport"]
 

@@ -79,11 +79,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from edge_detect.errors import ConfigError, ModelError
-from edge_detect.sinks.base import Sink, StreamInfo
-from edge_detect.sinks.events import arrange_sinks
+from edge_detect.events import EventBus, merge_counts
 from edge_detect.stats import RateMeter, StageTimer, nan_to_none, percentiles
 from edge_detect.stream.sources import Source
-from edge_detect.types import Detections, Frame, Result
+from edge_detect.types import Detections, Frame, Result, RunContext, Sink, StreamInfo, as_event
 
 __all__ = ["Pipeline", "RunSummary", "STAGES", "merge_summaries"]
 
@@ -120,6 +119,9 @@ class RunSummary:
         batch: ``{"size": N, "calls": backend calls, "mean_frames": real frames per call}``.
         cpu_ms_per_frame: CPU milliseconds per processed frame for ``decode``, ``preprocess``, ``inference``,
             ``postprocess``, ``processors``, ``sinks`` and ``total`` (process CPU time / processed; module doc).
+        sinks: per output that queues (``video``, ``jsonl``, ``mqtt``, ``webhook``, ``snapshots``...):
+            ``{"queued", "sent", "dropped", "failed"}`` at the end of the run (a second output of one name is
+            ``name#2``).
         extra: processor summaries summed over sources (numbers added, dicts merged), merged into
             :meth:`to_dict` at the top level (e.g. ``{"lines": {...}, "zones": {...}}``).
     """
@@ -138,6 +140,7 @@ class RunSummary:
     batch: Dict[str, Any] = field(default_factory=dict)
     sink_errors: List[str] = field(default_factory=list)
     cpu_ms_per_frame: Dict[str, float] = field(default_factory=dict)
+    sinks: Dict[str, Dict[str, int]] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -201,19 +204,7 @@ def _effective_batch(detector: Any, requested: int) -> int:
     return requested
 
 
-def merge_summaries(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Sum processor summaries: numbers are added, dicts merged recursively, other values: the last one wins."""
-    out: Dict[str, Any] = {}
-    for part in parts:
-        for key, value in part.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge_summaries([out[key], value])
-            elif isinstance(value, (int, float)) and not isinstance(value, bool) \
-                    and isinstance(out.get(key), (int, float)) and not isinstance(out.get(key), bool):
-                out[key] = out[key] + value
-            else:
-                out[key] = dict(value) if isinstance(value, dict) else value
-    return out
+merge_summaries = merge_counts  # processor summaries merge like counts: numbers added, dicts merged
 
 
 @dataclass
@@ -254,7 +245,8 @@ class Pipeline:
                  processors: Sequence[Any] = (), tracker: Any = None, max_frames: Optional[int] = None,
                  duration: Optional[float] = None,
                  progress: bool = True, stop_event: Optional[threading.Event] = None, queue_size: int = 2,
-                 stats_interval_s: float = 10.0, batch: int = 1, batch_wait_s: Optional[float] = None) -> None:
+                 stats_interval_s: float = 10.0, batch: int = 1, batch_wait_s: Optional[float] = None,
+                 bus: Optional[EventBus] = None) -> None:
         if max_frames is not None and max_frames < 1:
             raise ConfigError(f"max_frames: expected >= 1, got {max_frames}")
         if duration is not None and duration <= 0:
@@ -281,17 +273,13 @@ class Pipeline:
                                   f"got {p!r}")
         self.sources: List[Source] = list(srcs)
         _unique_ids(self.sources)
-        # event sinks (mqtt, webhook, snapshots) merged into one, the metrics sink last; attach(pipeline) lets a
-        # sink read the sources' counters (edge_detect.sinks.events / .metrics)
-        self.sinks: List[Sink] = arrange_sinks(list(sinks))
-        for sink in self.sinks:
-            attach = getattr(sink, "attach", None)
-            if attach is not None:
-                attach(self)
+        self.sinks: List[Sink] = list(sinks)
+        self._all_sinks: List[Sink] = list(sinks)  # also those dropped after a failure: their counters count
+        self.bus = bus if bus is not None else EventBus()
         self.detector = detector
         self.names = tuple(getattr(detector, "names", ()) or ())
         self.processors = procs
-        self._chains: Dict[str, List[Any]] = {s.source_id: [p.clone() for p in procs] for s in self.sources}
+        self._chains: Dict[str, List[Any]] = {s.source_id: self._chain(s.source_id) for s in self.sources}
         self.batch = _effective_batch(detector, int(batch))
         rates = [s.fps for s in self.sources if s.fps]
         self.batch_wait_s = float(batch_wait_s) if batch_wait_s is not None else \
@@ -332,6 +320,14 @@ class Pipeline:
         self._t_first: Optional[float] = None
         self._t_last: Optional[float] = None
         self._ran = False
+
+    def _chain(self, source_id: str) -> List[Any]:
+        """Fresh clones of the processors for ``source_id``; their lines / zones declared to the bus's Counts."""
+        chain = [p.clone() for p in self.processors]
+        for proc in chain:
+            regions = proc.regions(source_id) if callable(getattr(proc, "regions", None)) else {}
+            self.bus.counts.declare(source_id, **regions)
+        return chain
 
     # ------------------------------------------------------------------------------------------- infer stage
 
@@ -569,10 +565,12 @@ class Pipeline:
         t1, c1 = time.perf_counter(), time.thread_time()
         for proc in self._chains.get(frame.source_id, ()):
             dets = proc.update(dets, frame)
+        dets.metadata["events"] = [as_event(e) for e in dets.metadata.get("events", ())]
         t_proc = time.perf_counter()
         self._add_cpu("processors", c1)
         c_proc = time.thread_time()
         result = Result(frame, dets, self.names, rate.rate)
+        self.bus.publish(result)
         for sink in list(self.sinks):
             try:
                 sink.write(result)
@@ -626,7 +624,7 @@ class Pipeline:
         self._ran = True
         t_start = time.perf_counter()
         self._cpu0 = time.process_time()
-        streams = [StreamInfo(s.source_id, s.fps, s.is_live) for s in self.sources]
+        context = self.context()
         for src in self.sources:
             src.add_listener(self._notify)
             src.start()
@@ -636,7 +634,7 @@ class Pipeline:
                    threading.Thread(target=self._infer_loop, name="infer", daemon=True)]
         try:
             for sink in self.sinks:
-                sink.start(streams)
+                sink.start(context)
             bar = self._bar()
             rate = RateMeter(2.0)
             last_log, logged = time.perf_counter(), 0
@@ -685,6 +683,27 @@ class Pipeline:
             raise interrupted
         return summary
 
+    def context(self) -> RunContext:
+        """The read-only :class:`~edge_detect.types.RunContext` the sinks are started with."""
+        streams = [StreamInfo(s.source_id, s.fps, s.is_live, s.uri, s.kind, s.expected_frames) for s in self.sources]
+        return RunContext(streams, self.names, self.bus, self.stats_snapshot)
+
+    def stats_snapshot(self) -> Dict[str, Any]:
+        """The run's figures now: per source ``read``, ``processed``, ``dropped`` (all causes), ``corrupt``,
+        ``reconnects``...; per sink output its delivery counters (see :meth:`RunContext.stats`)."""
+        per = self._per_source()
+        return {"sources": per, "sinks": self._sink_stats()}
+
+    def _sink_stats(self) -> Dict[str, Dict[str, int]]:
+        out: Dict[str, Dict[str, int]] = {}
+        for sink in self._all_sinks:
+            for name, st in sink.counters().items():
+                key, n = name, 2
+                while key in out:
+                    key, n = f"{name}#{n}", n + 1
+                out[key] = dict(st)
+        return out
+
     def _finish_ended_sources(self) -> None:
         """Finish the chain of every source that has ended and whose frames have all been through the sinks."""
         if not self.processors:
@@ -710,15 +729,16 @@ class Pipeline:
         frame = self._last_frame.get(sid)
         if frame is None:
             return
-        events: List[Dict[str, Any]] = []
+        events: List[Any] = []
         for proc in self._chains.get(sid, ()):
             finish = getattr(proc, "finish", None)
             if callable(finish):
-                events += list(finish(frame) or ())
+                events += [as_event(e) for e in finish(frame) or ()]
         if not events:
             return
         result = Result(frame, Detections.empty(), self.names, 0.0, final=True)
         result.detections.metadata["events"] = events
+        self.bus.publish(result)
         for sink in list(self.sinks):
             try:
                 sink.write(result)
@@ -764,12 +784,7 @@ class Pipeline:
         out["total"] = total / processed
         return out
 
-    def summary(self, duration_s: float) -> RunSummary:
-        """The :class:`RunSummary` of what has run so far."""
-        processed = sum(self._processed.values())
-        span = (self._t_last - self._t_first) if self._t_first is not None and self._t_last is not None else 0.0
-        stages = {k: {"mean_ms": v["mean_ms"], "p95_ms": v["p95_ms"]} for k, v in self.timer.summary().items()}
-        p = percentiles(self.latencies, (50, 95, 99))
+    def _per_source(self) -> Dict[str, Dict[str, Any]]:
         per_source = {
             s.source_id: {"uri": s.uri, "kind": s.kind, "live": s.is_live, **s.stats.to_dict(),
                           "processed": self._processed.get(s.source_id, 0), "expected_frames": s.expected_frames}
@@ -778,7 +793,17 @@ class Pipeline:
         for sid, n in self._handover_drops.items():  # newest-only hand-overs of live runs (module doc)
             per_source[sid]["dropped_in_pipeline"] = n
             per_source[sid]["dropped"] = per_source[sid]["dropped"] + n
-        chain_summaries = {sid: merge_summaries([p.summary() for p in chain if hasattr(p, "summary")])
+        return per_source
+
+    def summary(self, duration_s: float) -> RunSummary:
+        """The :class:`RunSummary` of what has run so far."""
+        processed = sum(self._processed.values())
+        span = (self._t_last - self._t_first) if self._t_first is not None and self._t_last is not None else 0.0
+        stages = {k: {"mean_ms": v["mean_ms"], "p95_ms": v["p95_ms"]} for k, v in self.timer.summary().items()}
+        p = percentiles(self.latencies, (50, 95, 99))
+        per_source = self._per_source()
+        chain_summaries = {sid: merge_summaries([p.summary() for p in chain if hasattr(p, "summary")]
+                                                + [self.bus.counts.summary(sid)])
                            for sid, chain in self._chains.items()}
         for sid, extra in chain_summaries.items():
             for key, value in extra.items():
@@ -798,6 +823,7 @@ class Pipeline:
             batch={"size": self.batch, "calls": len(self.batch_sizes),
                    "mean_frames": (sum(self.batch_sizes) / len(self.batch_sizes)) if self.batch_sizes else 0.0},
             sink_errors=list(self._sink_errors),
+            sinks=self._sink_stats(),
             cpu_ms_per_frame=self._cpu_per_frame(processed),
             extra=merge_summaries(list(chain_summaries.values())),
         )

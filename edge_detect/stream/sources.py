@@ -51,6 +51,7 @@ from edge_detect.config import from_mapping, override
 from edge_detect.errors import ConfigError, SourceError
 from edge_detect.paths import IMAGE_SUFFIXES
 from edge_detect.types import Frame
+from edge_detect.urls import mask_credentials
 
 __all__ = [
     "CaptureOptions",
@@ -104,27 +105,6 @@ def source_schemes() -> List[str]:
     """Every URL scheme :func:`open_source` accepts: the built-in stream schemes, ``file`` and registered ones."""
     return [*STREAM_SCHEMES, "file", *sorted(_SOURCE_FACTORIES)]
 KINDS = ("file", "images", "camera", "stream", "gstreamer")
-
-# userinfo = everything between "scheme://" and the LAST "@" of the authority (the authority ends at the first
-# "/", "?", "#" or whitespace): a password with an unencoded "@" is masked whole
-_CRED_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/?#\s]*@")
-_SECRET_QUERY_RE = re.compile(r"([?&;](?:password|passwd|pass|pwd|token|key|secret|auth)=)[^&;\s]*", re.I)
-
-
-def mask_credentials(uri: Union[str, os.PathLike]) -> str:
-    """``uri`` with any ``user:password@`` userinfo and secret query values replaced by ``***``.
-
-    Works inside longer strings too (GStreamer pipelines with ``location=rtsp://user:pw@host``).
-
-    >>> mask_credentials("rtsp://admin:hunter2@10.0.0.5:554/stream?token=abc&x=1")
-    'rtsp://***@10.0.0.5:554/stream?token=***&x=1'
-    >>> mask_credentials("http://admin:Pa@ss@10.0.0.5/v.mjpg")
-    'http://***@10.0.0.5/v.mjpg'
-    """
-    s = str(uri)
-    s = _CRED_RE.sub(r"\1***@", s)
-    return _SECRET_QUERY_RE.sub(r"\1***", s)
-
 
 def _now() -> str:
     return datetime.now().astimezone().isoformat(timespec="milliseconds")

@@ -41,7 +41,8 @@ from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_s
 from edge_detect.stream.processors.base import register_processor
 from edge_detect.stream.processors._common import (class_allowed, class_name, media_time, parse_named_numbers,
                                                    region_specs, resolve_class_filter)
-from edge_detect.types import Detections, Frame
+from edge_detect.events import Counts
+from edge_detect.types import Detections, Event, Frame, LineCross
 
 __all__ = ["LineSpec", "LineCounter", "line_specs"]
 
@@ -92,8 +93,6 @@ class _Line:
     seg: np.ndarray
     anchor: str
     classes: Optional[Set[Union[int, str]]]
-    counts: Dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
-    by_class: Dict[str, Dict[str, int]] = field(default_factory=dict)
     tracks: Dict[int, _TrackState] = field(default_factory=dict)
 
 
@@ -147,6 +146,8 @@ class LineCounter:
             raise ConfigError("lines: expected at least one line, got none")
         self._bound = not self._source_lines
         self._warned = False
+        self._sid = ""
+        self.tally = Counts()  # this counter's own events (live overlay, standalone use); a run counts on the bus
 
     def _make(self, spec: LineSpec) -> _Line:
         cls = resolve_class_filter(spec.classes, self.names, f"line {spec.name}") \
@@ -164,16 +165,24 @@ class LineCounter:
         """Same lines and settings, zero counts."""
         return LineCounter(**self._options)
 
+    def _line_counts(self) -> Dict[str, Dict[str, Any]]:
+        known = self.tally.summary(self._sid).get("lines", {})
+        return {ln.spec.name: known.get(ln.spec.name, {"in": 0, "out": 0, "by_class": {}}) for ln in self._lines}
+
     @property
     def counts(self) -> Dict[str, Dict[str, int]]:
-        """``{NAME: {"in": n, "out": m}}`` so far."""
-        return {ln.spec.name: dict(ln.counts) for ln in self._lines}
+        """``{NAME: {"in": n, "out": m}}`` of this counter's own events so far (:attr:`tally`)."""
+        return {k: {"in": v["in"], "out": v["out"]} for k, v in self._line_counts().items()}
+
+    def regions(self, source_id: str) -> Dict[str, List[str]]:
+        """``{"lines": [names]}`` counted on ``source_id`` (declared to the run's Counts)."""
+        extra = self._source_lines.get(str(source_id), [])
+        names = [ln.spec.name for ln in self._lines if ln.spec.name not in {e.spec.name for e in extra}]
+        return {"lines": names + [ln.spec.name for ln in extra]}
 
     def summary(self) -> Dict[str, Any]:
-        """``{"lines": {NAME: {"in", "out", "by_class": {CLASS: {"in", "out"}}}}}``."""
-        return {"lines": {ln.spec.name: {"in": ln.counts["in"], "out": ln.counts["out"],
-                                         "by_class": {k: dict(v) for k, v in sorted(ln.by_class.items())}}
-                          for ln in self._lines}}
+        """Nothing: the run's counts are kept by :class:`~edge_detect.events.Counts` from the events."""
+        return {}
 
     def finish(self, frame: Frame) -> List[Dict[str, Any]]:
         """End of the source: nothing to flush (crossings are reported when they happen)."""
@@ -188,7 +197,9 @@ class LineCounter:
         """
         if not self._bound:
             self._bind(frame.source_id)
-        events: List[Dict[str, Any]] = detections.metadata.setdefault("events", [])
+        self._sid = str(frame.source_id)
+        events: List[Any] = detections.metadata.setdefault("events", [])
+        first_new = len(events)
         now = media_time(frame, self.fps)
         ended = {int(e["track_id"]) for e in events if e.get("type") == "object_end"}
         if detections.track_id is None:
@@ -230,7 +241,9 @@ class LineCounter:
                 st.prev, st.prev_d, st.last_seen = p, d, now
             for tid in [k for k, s in ln.tracks.items() if k in ended or now - s.last_seen > self.forget_s]:
                 del ln.tracks[tid]
-        detections.metadata["lines"] = {ln.spec.name: {"xyxy": [float(v) for v in ln.seg], **ln.counts}
+        self.tally.add(self._sid, events[first_new:])
+        counts = self.counts
+        detections.metadata["lines"] = {ln.spec.name: {"xyxy": [float(v) for v in ln.seg], **counts[ln.spec.name]}
                                         for ln in self._lines}
         return detections
 
@@ -246,12 +259,8 @@ class LineCounter:
         on_border = [x <= 1 or y <= 1 or x >= w - 1 or y >= h - 1 for x, y in (ln.seg[:2], ln.seg[2:])]
         return (on_border[0] or t >= -margin) and (on_border[1] or t <= 1.0 + margin)
 
-    def _count(self, ln: _Line, direction: str, tid: int, cid: int, frame: Frame,
-               events: List[Dict[str, Any]]) -> None:
+    def _count(self, ln: _Line, direction: str, tid: int, cid: int, frame: Frame, events: List[Event]) -> None:
         cname = class_name(cid, self.names)
-        ln.counts[direction] += 1
-        per = ln.by_class.setdefault(cname, {"in": 0, "out": 0})
-        per[direction] += 1
-        events.append({"type": "line_cross", "line": ln.spec.name, "direction": direction, "track_id": tid,
-                       "class_name": cname, "frame": int(frame.index), "wall_time": float(frame.wall_time)})
+        events.append(LineCross(ln.spec.name, direction, tid, cname, frame=int(frame.index),
+                                wall_time=float(frame.wall_time)))
         LOGGER.debug("line %s: track %d (%s) %s at frame %d", ln.spec.name, tid, cname, direction, frame.index)

@@ -28,7 +28,8 @@ from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_p
 from edge_detect.stream.processors.base import register_processor
 from edge_detect.stream.processors._common import (class_allowed, class_name, media_time, parse_named_numbers,
                                                    region_specs, resolve_class_filter)
-from edge_detect.types import Detections, Frame
+from edge_detect.events import Counts
+from edge_detect.types import Detections, Event, Frame, ZoneEnter, ZoneExit
 
 __all__ = ["ZoneSpec", "ZoneCounter", "zone_specs"]
 
@@ -77,9 +78,6 @@ class _Zone:
     polygon: np.ndarray
     anchor: str
     classes: Optional[Set[Union[int, str]]]
-    entered: int = 0
-    exited: int = 0
-    max_occupancy: int = 0
     inside: Dict[int, _Occupant] = field(default_factory=dict)
     hyst: Dict[int, Hysteresis] = field(default_factory=dict)
     seen: Dict[int, float] = field(default_factory=dict)
@@ -127,6 +125,8 @@ class ZoneCounter:
             raise ConfigError("zones: expected at least one zone, got none")
         self._bound = not self._source_zones
         self._now = 0.0
+        self._sid = ""
+        self.tally = Counts()  # this counter's own events (live overlay, standalone use); a run counts on the bus
 
     def _make(self, spec: ZoneSpec) -> _Zone:
         cls = resolve_class_filter(spec.classes, self.names, f"zone {spec.name}") \
@@ -158,10 +158,21 @@ class ZoneCounter:
                 return z
         raise KeyError(f"zone {name!r}: expected one of {[z.spec.name for z in self._zones]}")
 
+    def zone_counts(self) -> Dict[str, Dict[str, int]]:
+        """``{NAME: {"entered", "exited", "occupancy", "max_occupancy"}}`` of this counter's own events so far."""
+        known = self.tally.summary(self._sid).get("zones", {})
+        zero = {"entered": 0, "exited": 0, "occupancy": 0, "max_occupancy": 0}
+        return {z.spec.name: dict(known.get(z.spec.name, zero)) for z in self._zones}
+
+    def regions(self, source_id: str) -> Dict[str, List[str]]:
+        """``{"zones": [names]}`` counted on ``source_id`` (declared to the run's Counts)."""
+        extra = self._source_zones.get(str(source_id), [])
+        names = [z.spec.name for z in self._zones if z.spec.name not in {e.spec.name for e in extra}]
+        return {"zones": names + [z.spec.name for z in extra]}
+
     def summary(self) -> Dict[str, Any]:
-        """``{"zones": {NAME: {"entered", "exited", "occupancy", "max_occupancy"}}}``."""
-        return {"zones": {z.spec.name: {"entered": z.entered, "exited": z.exited, "occupancy": len(z.inside),
-                                        "max_occupancy": z.max_occupancy} for z in self._zones}}
+        """Nothing: the run's counts are kept by :class:`~edge_detect.events.Counts` from the events."""
+        return {}
 
     def finish(self, frame: Frame) -> List[Dict[str, Any]]:
         """End of the source: nothing is flushed (the summary keeps who is still inside)."""
@@ -176,7 +187,9 @@ class ZoneCounter:
         """
         if not self._bound:
             self._bind(frame.source_id)
-        events: List[Dict[str, Any]] = detections.metadata.setdefault("events", [])
+        self._sid = str(frame.source_id)
+        events: List[Any] = detections.metadata.setdefault("events", [])
+        first_new = len(events)
         now = self._now = media_time(frame, self.fps)
         ended = {int(e["track_id"]) for e in events if e.get("type") == "object_end"}
         ids = detections.track_id if detections.track_id is not None else np.full(len(detections), -1, np.int64)
@@ -202,8 +215,8 @@ class ZoneCounter:
                     z.inside[tid].last_seen = now
                 if state == 1 and tid not in z.inside:
                     z.inside[tid] = _Occupant(now, now, class_name(cid, self.names))
-                    z.entered += 1
-                    events.append(self._event("zone_enter", z, tid, z.inside[tid].class_name, frame))
+                    events.append(ZoneEnter(z.spec.name, tid, z.inside[tid].class_name, frame=int(frame.index),
+                                            wall_time=float(frame.wall_time)))
                 elif state == -1 and tid in z.inside:
                     self._exit(z, tid, now, frame, events)
             for tid in [k for k, t in z.seen.items() if k in ended or now - t > self.lost_s]:
@@ -211,20 +224,15 @@ class ZoneCounter:
                     self._exit(z, tid, z.inside[tid].last_seen, frame, events)
                 z.seen.pop(tid, None)
                 z.hyst.pop(tid, None)
-            z.max_occupancy = max(z.max_occupancy, len(z.inside))
+        self.tally.add(self._sid, events[first_new:])
+        counts = self.zone_counts()
         detections.metadata["zones"] = {
             z.spec.name: {"polygon": z.polygon.tolist(), "inside": sorted(z.inside), "occupancy": len(z.inside),
-                          "entered": z.entered, "exited": z.exited} for z in self._zones}
+                          "entered": counts[z.spec.name]["entered"], "exited": counts[z.spec.name]["exited"]}
+            for z in self._zones}
         return detections
 
-    def _exit(self, z: _Zone, tid: int, until: float, frame: Frame, events: List[Dict[str, Any]]) -> None:
+    def _exit(self, z: _Zone, tid: int, until: float, frame: Frame, events: List[Event]) -> None:
         occ = z.inside.pop(tid)
-        z.exited += 1
-        ev = self._event("zone_exit", z, tid, occ.class_name, frame)
-        ev["dwell_s"] = round(max(until - occ.enter_time, 0.0), 3)
-        events.append(ev)
-
-    @staticmethod
-    def _event(kind: str, z: _Zone, tid: int, cname: str, frame: Frame) -> Dict[str, Any]:
-        return {"type": kind, "zone": z.spec.name, "track_id": tid, "class_name": cname, "frame": int(frame.index),
-                "wall_time": float(frame.wall_time)}
+        events.append(ZoneExit(z.spec.name, tid, occ.class_name, round(max(until - occ.enter_time, 0.0), 3),
+                               frame=int(frame.index), wall_time=float(frame.wall_time)))
