@@ -372,26 +372,26 @@ class ZoneEnter(Event):
 
 
 @dataclass(frozen=True, eq=False)
-class ZoneExit(Event):
-    """A track left a zone after ``dwell_s`` seconds of stream time inside."""
+class _ZoneTime(Event):
+    """A track and a time spent in a zone (the fields of :class:`ZoneExit` and :class:`Dwell`)."""
 
-    TYPE: ClassVar[str] = "zone_exit"
     zone: str
     track_id: int
     class_name: str
     dwell_s: float
 
 
-@dataclass(frozen=True, eq=False)
-class Dwell(Event):
+class ZoneExit(_ZoneTime):
+    """A track left a zone after ``dwell_s`` seconds of stream time inside."""
+
+    TYPE: ClassVar[str] = "zone_exit"
+
+
+class Dwell(_ZoneTime):
     """A track has stayed ``dwell_s`` seconds in a zone and is still inside (for dwell alarms; no built-in
     processor emits it yet)."""
 
     TYPE: ClassVar[str] = "dwell"
-    zone: str
-    track_id: int
-    class_name: str
-    dwell_s: float
 
 
 @dataclass(frozen=True, eq=False)
