@@ -12,6 +12,7 @@ Conventions, everywhere in edge-detect:
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import (TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple, Type,
@@ -223,6 +224,7 @@ class Result:
     fps: float = 0.0
     final: bool = False
     _annotated: Optional[np.ndarray] = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def events(self) -> List["Event"]:
@@ -232,12 +234,14 @@ class Result:
 
     @property
     def annotated(self) -> np.ndarray:
-        """The frame with boxes, labels, scores and the FPS overlay drawn (a copy; computed once, shared)."""
-        if self._annotated is None:
-            from edge_detect.stream.annotate import render
+        """The frame with boxes, labels, scores and the FPS overlay drawn (a copy; computed once, shared by the
+        sinks' threads)."""
+        with self._lock:
+            if self._annotated is None:
+                from edge_detect.annotate import render
 
-            self._annotated = render(self.frame.image, self.detections, self.names, self.fps)
-        return self._annotated
+                self._annotated = render(self.frame.image, self.detections, self.names, self.fps)
+            return self._annotated
 
     def record(self) -> Dict[str, Any]:
         """The JSON-ready line of this frame (see class doc)."""

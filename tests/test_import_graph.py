@@ -109,3 +109,17 @@ def test_tensorrt_build_imports_with_torch_blocked() -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "torch loaded: False"
+
+
+def test_sinks_and_stream_meet_only_through_the_shared_types(graph: Dict[str, Set[str]]) -> None:
+    """``sinks/`` imports nothing from ``stream/`` and vice versa; ``types.py`` and ``events.py`` (where they meet)
+    import neither; drawing lives outside ``stream/``."""
+    def bad(prefix: str, other: str) -> Dict[str, list]:
+        return {m: sorted(_hits(i, other)) for m, i in graph.items() if m.startswith(prefix) and _hits(i, other)}
+
+    assert sum(m.startswith("edge_detect.sinks.") for m in graph) >= 8
+    assert bad("edge_detect.sinks", "edge_detect.stream") == {}
+    assert bad("edge_detect.stream", "edge_detect.sinks") == {}
+    for shared in ("edge_detect.types", "edge_detect.events", "edge_detect.annotate", "edge_detect.urls"):
+        assert _hits(graph[shared], "edge_detect.stream") == set(), shared
+        assert _hits(graph[shared], "edge_detect.sinks") == set(), shared
