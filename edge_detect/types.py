@@ -175,6 +175,12 @@ class Frame:
         wall_time: Unix time in seconds at capture.
         timings: per-stage durations in milliseconds, filled by the pipeline as the frame travels.
         path: the image file the frame was read from (image sources), else ``None``.
+        device_image: optional handle to the same picture already on an accelerator (e.g. a CUDA tensor or buffer
+            decoded by the GPU), set by a source that decodes there; owned by the source and valid for the
+            frame's life. A detector whose ``input_device`` is not ``"cpu"`` is given it instead of ``image``;
+            ``image`` stays the host copy for drawing and recording.
+        skip_inference: set by the batcher's gate hook (:mod:`edge_detect.stream.batcher`): the frame skipped the
+            backend and reaches the processors with empty detections (``metadata["inferred"] = False``).
     """
 
     image: np.ndarray
@@ -185,6 +191,8 @@ class Frame:
     wall_time: float = 0.0
     timings: dict = field(default_factory=dict)
     path: Optional[str] = None
+    device_image: Any = None
+    skip_inference: bool = False
 
     @property
     def shape(self) -> Tuple[int, int]:

@@ -123,3 +123,23 @@ def test_sinks_and_stream_meet_only_through_the_shared_types(graph: Dict[str, Se
     for shared in ("edge_detect.types", "edge_detect.events", "edge_detect.annotate", "edge_detect.urls"):
         assert _hits(graph[shared], "edge_detect.stream") == set(), shared
         assert _hits(graph[shared], "edge_detect.sinks") == set(), shared
+
+
+def _probes(text: str, where: str) -> list:
+    """``getattr``/``hasattr`` calls in ``text`` whose object is named like a detector, a backend or a pipeline."""
+    out = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") \
+                and node.args:
+            target = ast.unparse(node.args[0]).lower()
+            if any(word in target for word in ("detector", "pipeline", "backend", "_det")):
+                out.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+    return out
+
+
+def test_no_getattr_probing_of_detector_or_pipeline_in_stream_and_sinks() -> None:
+    files = [p for pkg in ("stream", "sinks") for p in (PKG / pkg).rglob("*.py")]
+    assert len(files) >= 15
+    assert [hit for p in files for hit in _probes(p.read_text(encoding="utf-8"), str(p.relative_to(REPO)))] == []
+    probe = "getattr(self.detector, 'names', ())\nhasattr(self._pipeline, 'sources')\ngetattr(proc, 'finish', None)\n"
+    assert len(_probes(probe, "probe")) == 2  # the check finds what it looks for, and only that

@@ -41,12 +41,16 @@ class InputSpec:
         shape: ``(B, C, H, W)`` for NCHW inputs or ``(B, H, W, C)`` for NHWC; ``-1`` marks a dynamic axis.
         dtype: NumPy dtype of the input (float32, float16 or uint8).
         format: one of :data:`edge_detect.metadata.INPUT_FORMATS`.
+        device: where the backend wants its input: ``"cpu"`` (host NumPy batches, :meth:`Backend.infer`; every
+            built-in backend) or a device such as ``"cuda:0"`` for a backend that also implements
+            :class:`DeviceBackend` (see there).
     """
 
     name: str
     shape: Tuple[int, ...]
     dtype: np.dtype
     format: str = "float32_nchw_rgb"
+    device: str = "cpu"
 
     @property
     def nhwc(self) -> bool:
