@@ -27,7 +27,7 @@ from typing import Any, List, Optional, Protocol, Sequence, Tuple, Union, overlo
 
 import numpy as np
 
-from edge_detect.backends.base import Backend
+from edge_detect.backends.base import Backend, DeviceBackend, DeviceBatch, FinalBoxes
 from edge_detect.config import ImageSize, check_thresholds, parse_imgsz
 from edge_detect.models import open_model
 from edge_detect.errors import ConfigError, DataError
@@ -105,6 +105,12 @@ class DetectorLike(Protocol):
     def postprocess(self, outputs: Any, infos: Sequence[Any]) -> List[Detections]:
         """One :class:`~edge_detect.types.Detections` per info (original-frame pixels)."""
         ...
+
+
+def _to_original(rows: np.ndarray, info: LetterboxInfo) -> Detections:
+    """``float32 (n, 6)`` ``[x1, y1, x2, y2, score, class]`` in letterbox pixels -> Detections in original pixels."""
+    rows = np.asarray(rows, np.float32).reshape(-1, 6)
+    return Detections(info.to_original(rows[:, :4]), rows[:, 4], rows[:, 5].round().astype(np.int32))
 
 
 class _Finished:
@@ -209,9 +215,21 @@ class Detector:
         """Where the input batch lives: the backend's ``input_spec.device`` (``"cpu"`` for the host path)."""
         return self.backend.input_spec.device
 
+    @property
+    def device_path(self) -> bool:
+        """Whether the backend takes the device path (:class:`~edge_detect.backends.base.DeviceBackend` with a
+        non-``cpu`` ``input_spec.device``): preprocess, inference and NMS on the device, only boxes come back."""
+        return self.input_device != "cpu" and isinstance(self.backend, DeviceBackend)
+
     def buffer_hw(self, image_hw: Tuple[int, int]) -> Optional[Tuple[int, int]]:
-        """:meth:`target_hw` on the host path; ``None`` (no preallocated host buffers) for a device batch."""
-        return self.target_hw(image_hw) if self.input_device == "cpu" else None
+        """:meth:`target_hw` on the host path; ``None`` (no preallocated host buffers) on the device path."""
+        return None if self.device_path else self.target_hw(image_hw)
+
+    def _nms_settings(self, **overrides: Any) -> dict:
+        nms = dict(conf_thres=self.conf, iou_thres=self.iou, classes=self.classes, agnostic=self.agnostic,
+                   multi_label=self.multi_label, max_det=self.max_det)
+        nms.update(overrides)
+        return nms
 
     @property
     def batch_size(self) -> int:
@@ -262,11 +280,17 @@ class Detector:
 
         Returns:
             ``(batch, infos)``: the input batch in the model's format and one :class:`LetterboxInfo` per
-            real image.
+            real image. On the device path (:attr:`device_path`) ``batch`` is the backend's
+            :class:`~edge_detect.backends.base.DeviceBatch` (``images`` may then also hold device handles) and
+            ``out`` is ignored.
         """
         spec = self.backend.input_spec
         images = [images] if isinstance(images, np.ndarray) else list(images)
         use_auto = self.dynamic_hw and (self.auto if auto is None else bool(auto))
+        if self.device_path:  # letterboxed on the device (DeviceBackend contract); nothing on the host
+            batch = self.backend.preprocess_device(images, self.input_hw, self.metadata.stride, use_auto)
+            batch.nms = self._nms_settings()
+            return batch, batch.infos
         dtype = spec.dtype if spec.dtype != np.uint8 else np.float32
         if out is not None:
             if spec.batch > 0 and out.shape[0] != spec.batch:
@@ -284,8 +308,11 @@ class Detector:
                               f"{len(images)}; call the detector on the list to chunk it")
         return batch, infos
 
-    def infer(self, batch: np.ndarray) -> List[np.ndarray]:
-        """Run the backend on a preprocessed batch; returns its outputs in layout order."""
+    def infer(self, batch: Union[np.ndarray, DeviceBatch]) -> List[Any]:
+        """Run the backend on a preprocessed batch; returns its outputs in layout order (host path), or the final
+        boxes per image (:class:`~edge_detect.backends.base.FinalBoxes`, device path)."""
+        if isinstance(batch, DeviceBatch):
+            return FinalBoxes(self.backend.infer_device(batch))  # type: ignore[attr-defined]
         return self.backend.infer(batch)
 
     @property
@@ -300,9 +327,9 @@ class Detector:
         ``handle.release()``). Backends without async requests run synchronously and return a finished handle.
         ``batch`` must stay unchanged until ``wait()`` returned."""
         start = getattr(self.backend, "infer_async", None)
-        if callable(start):
+        if callable(start) and not isinstance(batch, DeviceBatch):
             return start(batch)
-        return _Finished(self.backend.infer(batch))
+        return _Finished(self.infer(batch))
 
     def postprocess(self, outputs: Sequence[np.ndarray], infos: Sequence[LetterboxInfo],
                     **overrides: Any) -> List[Detections]:
@@ -314,10 +341,10 @@ class Detector:
             **overrides: ``conf_thres``, ``iou_thres``, ``classes``, ``agnostic``, ``multi_label``,
                 ``max_det`` to use instead of the detector's settings for this call.
         """
-        nms = dict(conf_thres=self.conf, iou_thres=self.iou, classes=self.classes, agnostic=self.agnostic,
-                   multi_label=self.multi_label, max_det=self.max_det)
-        nms.update(overrides)
-        return _postprocess(outputs, infos, self.metadata.output_layout, head=self.metadata.head, **nms)
+        if isinstance(outputs, FinalBoxes):  # device path: final boxes in letterbox pixels, or Detections
+            return [o if isinstance(o, Detections) else _to_original(o, info) for o, info in zip(outputs, infos)]
+        return _postprocess(outputs, infos, self.metadata.output_layout, head=self.metadata.head,
+                            **self._nms_settings(**overrides))
 
     # --- calling ---------------------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from edge_detect.detector import DetectorLike, InferHandle
 from edge_detect.errors import ConfigError
@@ -266,7 +266,7 @@ class Batcher:
         batch = Batch(frames, inferred)
         if inferred:
             images = [self._image(frames[i]) for i in inferred]
-            out = self._input_buffer(images)
+            out = self._input_buffer(frames[inferred[0]].shape, len(images))
             batch.data, batch.infos = self.detector.preprocess(images, out=out)
         ms = (time.perf_counter() - t0) * 1e3
         for f in frames:
@@ -278,12 +278,13 @@ class Batcher:
             return frame.device_image
         return frame.image
 
-    def _input_buffer(self, images: Sequence[Any]) -> Any:
-        """The next preallocated input batch for ``images`` (ring per shape), or ``None`` (module doc)."""
-        hw = self.detector.buffer_hw(tuple(images[0].shape[:2]))
+    def _input_buffer(self, image_hw: Tuple[int, int], count: int) -> Any:
+        """The next preallocated input batch for ``count`` images of ``image_hw`` (ring per shape), or ``None``
+        (module doc)."""
+        hw = self.detector.buffer_hw(image_hw)
         if hw is None:
             return None
-        rows = self.detector.static_batch or len(images)
+        rows = self.detector.static_batch or count
         key = (tuple(hw), rows)
         ring = self._rings.get(key)
         if ring is None:
