@@ -11,7 +11,8 @@ from fakes_events import Hook, ScriptedDetector, make_result
 
 from edge_detect.errors import ConfigError
 from edge_detect.sinks import open_sink
-from edge_detect.sinks.events import EventsSink
+from edge_detect.sinks.base import Sink
+from edge_detect.sinks.events import EventsSink, arrange_sinks
 from edge_detect.sinks.webhook import WebhookTransport
 from edge_detect.stream.pipeline import Pipeline
 from edge_detect.stream.sources import open_source
@@ -101,26 +102,19 @@ def test_metrics_endpoint_scraped_and_parsed(video):
         metrics = open_sink("metrics://127.0.0.1:0")
         hub = EventsSink([WebhookTransport("http://127.0.0.1:9/never", retries=0, close_timeout_s=0.1)],
                          update_interval_s=0, stats_interval_s=0)
-        pipe = Pipeline([open_source(video)], ScriptedDetector(), [metrics, hub], max_frames=60, progress=False)
-        assert pipe.sinks[-1] is metrics
         scraped = {}
 
-        class Scrape:  # scrape while the run is on (the server stops at close)
-            name, stop_requested, runs_last = "scrape", False, False
-
-            def start(self, streams):
-                pass
+        class Scrape(Sink):  # scrape while the run is on (the server stops at close)
+            name = "scrape"
 
             def write(self, result):
                 if result.frame.index == 59:
                     with urllib.request.urlopen(metrics.url, timeout=5) as resp:
                         scraped["text"] = resp.read().decode()
 
-            def close(self):
-                pass
-
-        pipe.sinks.insert(0, Scrape())
-        pipe.run()
+        sinks = arrange_sinks([metrics, Scrape(), hub])
+        assert sinks[-1] is metrics
+        Pipeline([open_source(video)], ScriptedDetector(), sinks, max_frames=60, progress=False).run()
         fams = {f.name: f for f in text_string_to_metric_families(scraped["text"])}
 
         def value(name, suffix="_total", **labels):

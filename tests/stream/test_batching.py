@@ -92,9 +92,9 @@ def test_dynamic_batch_3_equals_batch_1(yolov5n_onnx_dynamic, clips):
     with Detector(yolov5n_onnx_dynamic, imgsz=320, threads=1) as det:
         one, s1, p1 = run(det, clips, batch=1)
         many, s3, p3 = run(det, clips, batch=3)
-    assert p1.batch_sizes == [1] * 21 and s1.batch["size"] == 1
-    assert s3.batch["size"] == 3 and max(p3.batch_sizes) == 3 and sum(p3.batch_sizes) == 21
-    assert s3.batch["calls"] == len(p3.batch_sizes) < 21  # frames really went through the model together
+    assert p1.stats.batch_sizes == [1] * 21 and s1.batch["size"] == 1
+    assert s3.batch["size"] == 3 and max(p3.stats.batch_sizes) == 3 and sum(p3.stats.batch_sizes) == 21
+    assert s3.batch["calls"] == len(p3.stats.batch_sizes) < 21  # frames really went through the model together
     assert_same_detections(one, many)
     assert_order_per_source(many)
     assert {sid: s3.sources[sid]["processed"] for sid in CLIPS} == {sid: n for sid, (_, n) in CLIPS.items()}
@@ -118,7 +118,7 @@ def test_static_batch_3_model_equals_one_image_calls(static_b3, clips):
     with Detector(static_b3, threads=1) as det:
         assert det.backend.input_spec.batch == 3
         many, s, pipe = run(det, clips, batch=1)  # the model's batch wins over the requested 1
-        assert s.batch["size"] == 3 and max(pipe.batch_sizes) == 3 and min(pipe.batch_sizes) >= 1
+        assert s.batch["size"] == 3 and max(pipe.stats.batch_sizes) == 3 and min(pipe.stats.batch_sizes) >= 1
         reference = []
         for r in many:  # batch-1 reference: the same model, one real image per call (padded with grey)
             reference.append(type(r)(r.frame, det.detect_batch([r.frame.image])[0], r.names))
@@ -183,7 +183,7 @@ def test_stalled_source_does_not_hold_the_others(video, timed):
     assert s.sources["stalled"]["processed"] <= 5  # at most what was buffered before it stalled
     # a file frame waits at most the gathering bound (one frame interval of the fastest source: the camera
     # announces 25 FPS, so 40 ms) plus a short inference
-    assert pipe.batch_wait_s == pytest.approx(1 / max(s_.fps for s_ in sources))
+    assert pipe.batcher.batch_wait_s == pytest.approx(1 / max(s_.fps for s_ in sources))
     if timed:
         assert s.latency_ms["p95"] < 300, s.latency_ms
 
@@ -194,11 +194,11 @@ def test_batch_slots_map_back_to_their_frames(video, tmp_path):
     sources = [open_source(video, source_id="x"), open_source(video, source_id="y")]
     pipe = Pipeline(sources, FakeDetector(infer_ms=1), [sink], batch=4, max_frames=40, progress=False)
     s = pipe.run()
-    assert s.processed == 40 and sum(pipe.batch_sizes) == 40 and max(pipe.batch_sizes) == 4
+    assert s.processed == 40 and sum(pipe.stats.batch_sizes) == 40 and max(pipe.stats.batch_sizes) == 4
     for sid in ("x", "y"):
         idx = [r.frame.index for r in sink.results if r.frame.source_id == sid]
         assert idx == list(range(len(idx))) and len(idx) >= 5
-    slots = [i for n in pipe.batch_sizes for i in range(n)]
+    slots = [i for n in pipe.stats.batch_sizes for i in range(n)]
     assert [float(r.detections.xyxy[0, 0]) for r in sink.results] == [float(v) for v in slots]
 
 

@@ -223,18 +223,19 @@ def open_images(paths: Sequence[Union[str, "os.PathLike[str]"]], source_id: Opti
 # ------------------------------------------------------------------------------------------------- ids
 
 
-def unique_source_ids(ids: Sequence[str]) -> List[str]:
+def unique_source_ids(ids: Sequence[str], taken: Sequence[str] = ()) -> List[str]:
     """``ids`` made unique: the first holder of an id keeps it; each later duplicate gets ``<id>-<n>`` with the
     smallest ``n >= 1`` that no id in the list (given or assigned) uses, so a rename never collides with another
-    source's own id.
+    source's own id. Ids in ``taken`` (sources already running, or retired in this run) count as earlier holders.
 
     >>> unique_source_ids(["v", "v", "v-1"])
     ['v', 'v-2', 'v-1']
     >>> unique_source_ids(["cam-1", "cam", "cam"])
     ['cam-1', 'cam', 'cam-2']
     """
-    taken = set(ids)
-    seen: set = set()
+    reserved = set(taken)
+    taken = set(ids) | reserved
+    seen: set = set(reserved)
     out: List[str] = []
     for sid in ids:
         if sid not in seen:
@@ -250,15 +251,16 @@ def unique_source_ids(ids: Sequence[str]) -> List[str]:
     return out
 
 
-def rename_duplicate_ids(sources: Sequence[Source]) -> Dict[int, Tuple[str, str]]:
-    """Rename the sources whose id an earlier source holds (:func:`unique_source_ids`), with one warning naming
-    every rename; returns ``{position: (old id, new id)}`` (empty when the ids were unique).
+def rename_duplicate_ids(sources: Sequence[Source], taken: Sequence[str] = ()) -> Dict[int, Tuple[str, str]]:
+    """Rename the sources whose id an earlier source (or an id in ``taken``) holds (:func:`unique_source_ids`),
+    with one warning naming every rename; returns ``{position: (old id, new id)}`` (empty when the ids were
+    unique).
 
     Raises:
         SourceError: a source to rename has already started.
     """
     old = [src.source_id for src in sources]
-    renames = {i: (a, b) for i, (a, b) in enumerate(zip(old, unique_source_ids(old))) if a != b}
+    renames = {i: (a, b) for i, (a, b) in enumerate(zip(old, unique_source_ids(old, taken))) if a != b}
     for i, (_, new) in renames.items():
         sources[i].rename(new)
     if renames:
