@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from conftest import AUTH, TOKEN, two_sources
+from server_helpers import AUTH, TOKEN, two_sources, fake, settings  # noqa: F401 (fixtures)
 from fake_app import FakeApp
 
 from edge_detect.server.api import create_app

@@ -20,7 +20,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from conftest import AUTH, TOKEN, two_sources
+from server_helpers import AUTH, TOKEN, two_sources
 from fake_app import FakeApp
 
 from edge_detect.server.api import create_app

@@ -6,7 +6,7 @@ import os
 import threading
 
 import httpx
-from conftest import AUTH, TOKEN, two_sources
+from server_helpers import AUTH, TOKEN, two_sources
 from fake_app import FakeApp
 
 from edge_detect.server.api import create_app

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import AUTH, TOKEN, two_sources
+from server_helpers import AUTH, TOKEN, two_sources
 from fake_app import FakeApp
 
 from edge_detect.cli import main as cli_main

@@ -1,4 +1,7 @@
-"""Fixtures of the server tests: a fake app (``fake_app.py``) served by the real ASGI app and uvicorn."""
+"""Fixtures and constants of the server tests: a fake app (``fake_app.py``) served by the real ASGI app and uvicorn.
+
+Not a ``conftest.py``: a second rootless conftest would replace ``tests/conftest.py`` as the module ``conftest``
+that other test folders import helpers from. Test modules import what they use from here (fixtures included)."""
 from __future__ import annotations
 
 import sys
