@@ -143,37 +143,45 @@ def plan_regions(boxes: np.ndarray, frame_hw: Tuple[int, int], model_hw: Tuple[i
     whole = [Region(0, 0, fw, fh)]
     if min_w >= fw and min_w / aspect >= fh:  # the frame is no bigger than a minimum region: nothing to gain
         return whole
-    regions = [_fit(x, (fh, fw), aspect, min_w) for x in merge_boxes(_pad(b, pad, min_pad_px, (fh, fw)))]
-    regions = _merge_regions(regions, (fh, fw), aspect, min_w, overlap_frac)
+    contents = _merge_contents(list(merge_boxes(_pad(b, pad, min_pad_px, (fh, fw)))), (fh, fw), aspect, min_w,
+                               overlap_frac)
+    regions = [_fit(c, (fh, fw), aspect, min_w) for c in contents]
     total = sum(r.hw[0] * r.hw[1] for r in regions)
     if len(regions) > max_regions or total > max_area_frac * fh * fw:
         return whole
     return regions
 
 
-def _merge_regions(regions: List[Region], frame_hw: Tuple[int, int], aspect: float, min_w: float,
-                   overlap_frac: float) -> List[Region]:
-    """Merge pairs whose union fits a minimum-size region, or that overlap by more than ``overlap_frac``."""
-    out = list(regions)
+def _merge_contents(contents: List[np.ndarray], frame_hw: Tuple[int, int], aspect: float, min_w: float,
+                    overlap_frac: float) -> List[np.ndarray]:
+    """Merge the content boxes of two regions when the union of their contents still fits a minimum-size region
+    (no resolution lost, one call saved), or when their regions overlap by more than ``overlap_frac`` of the
+    smaller one."""
+    out = [np.asarray(c, np.float64) for c in contents]
     changed = True
     while changed and len(out) > 1:
         changed = False
         for i in range(len(out)):
             for j in range(i + 1, len(out)):
-                a, b = np.asarray(out[i].xyxy, np.float64), np.asarray(out[j].xyxy, np.float64)
-                union = np.concatenate([np.minimum(a[:2], b[:2]), np.maximum(a[2:], b[2:])])
-                fitted = _fit(union, frame_hw, aspect, min_w)
-                small = min(box_area(a), box_area(b))
-                iou = float(box_iou(a[None], b[None])[0, 0])
-                inter = iou * (box_area(a) + box_area(b)) / (1.0 + iou)
-                if fitted.hw[1] <= min_w + 1 or (small > 0 and inter > overlap_frac * small):
-                    out[i] = fitted
+                union = np.concatenate([np.minimum(out[i][:2], out[j][:2]), np.maximum(out[i][2:], out[j][2:])])
+                if _fit(union, frame_hw, aspect, min_w).hw[1] <= min_w + 1 or \
+                        _overlap(_fit(out[i], frame_hw, aspect, min_w), _fit(out[j], frame_hw, aspect, min_w)) \
+                        > overlap_frac:
+                    out[i] = union
                     del out[j]
                     changed = True
                     break
             if changed:
                 break
     return out
+
+
+def _overlap(a: Region, b: Region) -> float:
+    """Intersection of two regions over the smaller one's area."""
+    w = min(a.x2, b.x2) - max(a.x1, b.x1)
+    h = min(a.y2, b.y2) - max(a.y1, b.y1)
+    small = min(a.hw[0] * a.hw[1], b.hw[0] * b.hw[1])
+    return max(w, 0) * max(h, 0) / small if small > 0 else 0.0
 
 
 def _cut_by_inner_edge(xyxy: np.ndarray, region: Region, frame_hw: Tuple[int, int], edge_px: float) -> np.ndarray:
