@@ -32,7 +32,7 @@ the frame's **stream time** ``t`` in seconds, e.g. :func:`~edge_detect.stream.pr
 What the pipeline calls, per source (one instance of each per source; ``t`` = stream time of the frame):
 
     result = detector.update(frame.image, t)                       # decode or batcher thread, every frame
-    decision = gate.decide(t, result, tracker.active_tracks, stillness.still_s(t))
+    decision = gate.decide(t, result, stillness.active, stillness.still_s(t))
     if decision.infer: ... run the model (or plan_regions(result.boxes, ...) for region inference) ...
     else:              ... hand the frame on with empty detections flagged "not inferred" ...
     # after the processors of an inferred frame:
@@ -45,11 +45,12 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
+from edge_detect.config import suggest_key
 from edge_detect.errors import ConfigError
 from edge_detect.stream.geometry import as_polygon
 from edge_detect.stream.regions import merge_boxes
@@ -89,6 +90,15 @@ class MotionResult:
 def _check(ok: bool, what: str, expected: str, got: Any) -> None:
     if not ok:
         raise ConfigError(f"motion {what}: expected {expected}, got {got!r}")
+
+
+def _known_keys(options: Mapping[str, Any], known: Sequence[str], section: str) -> Dict[str, Any]:
+    """``options`` as a dict after checking every key is one of ``known`` (ConfigError naming the closest)."""
+    for key in options:
+        if key not in known:
+            raise ConfigError(f"{section}: unknown key {key!r}{suggest_key(str(key), known)}; expected some of "
+                              f"{', '.join(known)}")
+    return dict(options)
 
 
 class MotionDetector:
@@ -139,6 +149,14 @@ class MotionDetector:
         self._relearn = True
         self._bg: Any = None
         self.lighting_jumps = 0
+
+    OPTIONS = ("method", "width", "blur", "threshold", "alpha", "history", "min_area", "mask", "dilate",
+               "merge_gap_px", "calibration_s", "lighting_frac")
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any], section: str = "motion") -> "MotionDetector":
+        """Build from a config mapping (the constructor's argument names; unknown keys -> ConfigError)."""
+        return cls(**_known_keys(options, cls.OPTIONS, section))
 
     def reset(self) -> None:
         """Forget the background: the next frame starts a calibration period."""
@@ -308,6 +326,14 @@ class MotionGate:
         if not self.refresh_s >= 0:
             raise ConfigError(f"detect.refresh_s: expected >= 0 seconds (0 = never), got {self.refresh_s!r}")
 
+    OPTIONS = ("mode", "fps", "stationary_s", "refresh_s", "infer_calibrating")
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any], section: str = "detect") -> "MotionGate":
+        """Build from a config mapping ``{mode, fps, stationary_s, refresh_s, infer_calibrating}`` (unknown keys ->
+        ConfigError naming the closest)."""
+        return cls(**_known_keys(options, cls.OPTIONS, section))
+
     def _wanted(self, t: float, motion: Union[MotionResult, bool, None], active_tracks: int,
                 still_s: float) -> Tuple[bool, str]:
         if self.mode == "always":
@@ -336,7 +362,8 @@ class MotionGate:
         Args:
             t: the frame's stream time in seconds (non-decreasing within the source).
             motion: the frame's :class:`MotionResult` (or a bool; ``None`` = no motion, as in ``mode: always``).
-            active_tracks: tracks the source's tracker holds (``ByteTrack.active_tracks``; 0 without a tracker).
+            active_tracks: tracks seen on the source's last inferred frame (:attr:`TrackStillness.active`; 0
+                without a tracker). Lost tracks are better left out: without motion nothing would find them.
             still_s: seconds every active track has stayed in place (:meth:`TrackStillness.still_s`).
 
         Returns:

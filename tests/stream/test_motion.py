@@ -282,3 +282,13 @@ def test_regions_to_frame_merges_duplicates_across_overlapping_regions():
     assert len(regions_to_frame([da[:1], dc], [a, b], (1080, 1920))) == 2
     with pytest.raises(ValueError, match="expected one Detections per region"):
         regions_to_frame([da], [a, b], (1080, 1920))
+
+
+def test_from_config_builds_both_and_names_the_closest_key_for_a_typo():
+    gate = MotionGate.from_config({"mode": "always", "fps": 5})
+    assert (gate.mode, gate.fps) == ("always", 5)
+    assert MotionDetector.from_config({"method": "knn", "min_area": 50}).method == "knn"
+    with pytest.raises(ConfigError, match="detect: unknown key 'fsp' \\(did you mean 'fps'\\?\\)"):
+        MotionGate.from_config({"fsp": 5})
+    with pytest.raises(ConfigError, match="motion: unknown key 'min_aera' \\(did you mean 'min_area'\\?\\)"):
+        MotionDetector.from_config({"min_aera": 5})
