@@ -27,7 +27,7 @@ the frame's **stream time** ``t`` in seconds, e.g. :func:`~edge_detect.stream.pr
   ``knn``     1.1             0.997         1.0         0 %                 78 % / 0 %
   ==========  ==============  ============  ==========  ==================  ======================================
 
-  (1080p input: 0.5 / 1.4 / 1.6 ms with the bilinear downscale.) All three saw 100 % of the busy video's frames
+  (1080p input: 0.5 / 1.0 / 1.3 ms, the bilinear downscale included.) All three saw 100 % of the busy video's frames
   as motion and recalibrated once on a 40 % light jump without firing. **Default: ``diff``**: the same recall for
   a quarter of the CPU, which matters where everything moves (the motion stage is pure overhead on a busy
   camera) and on many-camera boxes; its only extra false motion is the fading ghost for ~0.6 s after a walker
@@ -56,6 +56,10 @@ What the pipeline calls, per source (one instance of each per source; ``t`` = st
     # after the processors of an inferred frame:
     stillness.update(t, tracked_detections)
     # summary: gate.summary() -> {"inference_calls", "motion_frames", "skipped_frames", ...}
+
+``update`` / ``decide`` run in one thread (the batcher's) and ``stillness.update`` in the processors' thread:
+``TrackStillness`` swaps its state in one assignment, so the reader sees the previous or the new observation,
+a few frames late by the pipeline's depth (harmless: ``stationary_s`` is seconds).
 """
 from __future__ import annotations
 
