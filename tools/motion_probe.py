@@ -13,7 +13,9 @@ box) and on the busy sample video (the fraction of frames with motion), with its
 so) -> ByteTrack -> line counter, once with ``mode: always`` and once with ``mode: motion`` (optionally with an
 ``fps`` cap): inference calls, process CPU ms per frame, line counts, confirmed tracks and how many of the
 ``always`` run's tracks the gated run also has (a track with IoU >= 0.5 on a frame both saw). Skipped frames do
-not reach the tracker (the integration's "not inferred" frames make it predict only, the same thing).
+not reach the tracker, which numbers the inferred frames 0, 1, 2... (its Kalman step is one inferred frame; stream
+time comes from the pts): today's ByteTrack confirms a tentative track only on consecutive frame indices, so with
+real indices an ``fps`` cap would confirm nothing. The integration's "not inferred" frames must keep that working.
 
 ``regions``: on the ``far`` scene, recall and precision vs its truth boxes of the whole-frame letterbox and of
 region inference (motion boxes -> :func:`~edge_detect.stream.regions.plan_regions` -> the model on each crop
@@ -142,19 +144,16 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------- gate loop
 
-def _make_chain(line: List[float], fps: float) -> Tuple[Any, Any]:
+def _make_chain(line: List[float]) -> Tuple[Any, Any]:
     from edge_detect.stream.processors.bytetrack import ByteTrack
     from edge_detect.stream.processors.lines import LineCounter
 
-    return ByteTrack(fps=fps), LineCounter(lines={"middle": line}, fps=fps)
+    return ByteTrack(), LineCounter(lines={"middle": line})  # stream time from the frames' pts
 
 
 def run_gated(path: Path, detector: Any, mode: str, method: str, line: List[float], fps_cap: Optional[float],
               width: int, min_area: float, limit: Optional[int]) -> Dict[str, Any]:
-    cap = cv2.VideoCapture(str(path))
-    src_fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
-    cap.release()
-    tracker, lines = _make_chain(line, src_fps)
+    tracker, lines = _make_chain(line)
     motion = MotionDetector(method=method, width=width, min_area=min_area) if mode == "motion" else None
     gate, still = MotionGate(mode=mode, fps=fps_cap), TrackStillness()
     tracks: Dict[int, Dict[int, np.ndarray]] = {}
@@ -173,7 +172,9 @@ def run_gated(path: Path, detector: Any, mode: str, method: str, line: List[floa
         dets = detector(img)
         cpu["detector"] += time.process_time() - c0
         c0 = time.thread_time()
-        frame = Frame(img, "scene", i, pts_ms=1000.0 * t)
+        # the tracker counts inferred frames: index = call number (ByteTrack confirms a tentative track only on
+        # consecutive indices; the integration's "not inferred" frames must not break that), time = the pts
+        frame = Frame(img, "scene", gate.inference_calls - 1, pts_ms=1000.0 * t)
         out = lines.update(tracker.update(dets, frame), frame)
         still.update(t, out)
         cpu["processors"] += time.thread_time() - c0
