@@ -292,7 +292,7 @@ def resolve_model(cfg: AppConfig) -> AppConfig:
     from edge_detect.model_cache import DEFAULT_MODEL, ensure_onnx
 
     model = cfg.model or DEFAULT_MODEL
-    if Path(model).suffix or Path(model).exists():
+    if "://" in model or Path(model).suffix or Path(model).exists():  # a model URL (grpc://...) is no file
         return cfg
     onnx = ensure_onnx(model, _torch_exporter, imgsz=cfg.imgsz, progress=cfg.progress)
     return dataclasses.replace(cfg, model=str(onnx))
