@@ -145,9 +145,10 @@ def _first_line(exc: BaseException) -> str:
 
 def _transport_errors() -> Tuple[type, ...]:
     """What a client call raises when the server is gone, refuses or is too slow (gRPC status errors, refused or
-    reset sockets, socket timeouts of the HTTP client)."""
+    reset sockets, socket timeouts of the HTTP client), or when a shared memory region cannot be made."""
     utils = require("tritonclient.utils", "triton", package="tritonclient")
-    return (utils.InferenceServerException, OSError, TimeoutError)
+    shm = require("tritonclient.utils.shared_memory", "triton", package="tritonclient")
+    return (utils.InferenceServerException, shm.SharedMemoryException, OSError, TimeoutError)
 
 
 def _status(exc: BaseException) -> str:
@@ -388,8 +389,13 @@ class TritonBackend:
         self._out_row = [(tuple(o.shape[1:]), o.dtype) for o in outputs]
 
     def _setup_shared_memory(self, mode: str) -> None:
-        if mode == "none" or (mode == "auto" and not self.url.local):
+        """Regions sized from the warm-up's outputs: only for a fixed input height and width (a model that
+        letterboxes each stream to its own size would outgrow them)."""
+        if mode == "none" or (mode == "auto" and not (self.url.local and min(self.input_spec.hw) > 0)):
             return
+        if min(self.input_spec.hw) < 0:
+            raise ConfigError(f"triton model '{self.url.model}': shared_memory='system' expected fixed input height "
+                              f"and width, got dims {list(self.input_spec.shape[1:])}")
         slot = self._slots.get()
         try:
             self._regions(slot, 1)

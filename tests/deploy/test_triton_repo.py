@@ -62,6 +62,30 @@ def test_uint8_repository_declares_nhwc_uint8(yolov5n_onnx_dynamic: Path, tmp_pa
         ("TYPE_UINT8", "FORMAT_NHWC", [640, 640, 3])
 
 
+def test_openvino_and_engine_repositories_name_their_backend(yolov5n_onnx_dynamic: Path, tmp_path: Path) -> None:
+    """IR -> model.xml + model.bin with backend "openvino"; an engine -> model.plan with platform "tensorrt_plan"
+    (the plan's bytes are opaque here: its inputs and outputs come from the ONNX it was built from)."""
+    pytest.importorskip("openvino")
+    from edge_detect.deploy.openvino import convert_to_ir
+
+    xml = convert_to_ir(yolov5n_onnx_dynamic, tmp_path / "m.xml")
+    ov_dir = write_repository([xml, xml.with_suffix(".bin")], tmp_path / "repo", io_onnx=yolov5n_onnx_dynamic,
+                              name="yolov5n-ov", kind="openvino")
+    assert (ov_dir / "1" / "model.bin").read_bytes() == xml.with_suffix(".bin").read_bytes()
+    assert (ov_dir / "1" / "model.xml").read_bytes() == xml.read_bytes()
+    ov = _parse(ov_dir / "config.pbtxt")
+    assert (ov.backend, ov.platform, [i.name for i in ov.input]) == ("openvino", "", ["images"])
+    plan = tmp_path / "m.engine"
+    plan.write_bytes(b"opaque engine bytes")
+    trt_dir = write_repository([plan], tmp_path / "repo", io_onnx=yolov5n_onnx_dynamic, name="yolov5n-trt",
+                               kind="engine", device="gpu")
+    trt = _parse(trt_dir / "config.pbtxt")
+    assert (trt.platform, pb.ModelInstanceGroup.Kind.Name(trt.instance_group[0].kind)) == ("tensorrt_plan", "KIND_GPU")
+    assert (trt_dir / "1" / "model.plan").read_bytes() == b"opaque engine bytes"
+    with pytest.raises(ModelError, match=r"kind openvino: expected 2 model file\(s\) \['model.xml', 'model.bin'\]"):
+        write_repository([xml], tmp_path / "repo", io_onnx=yolov5n_onnx_dynamic, kind="openvino")
+
+
 def test_static_batch_model_is_refused(yolov5n_onnx: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"expected a dynamic batch axis on every tensor .*got a static one on "
                                              r"\['images', 'output0'\]"):
