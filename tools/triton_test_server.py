@@ -111,6 +111,7 @@ class ServerProcess:
         self.metrics_port = int(metrics_port or free_port())
         self.log = Path(log) if log else None
         self.proc: Optional[subprocess.Popen] = None
+        self._drainer: Optional[threading.Thread] = None
 
     def start(self) -> "ServerProcess":
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
@@ -130,7 +131,11 @@ class ServerProcess:
         while time.monotonic() < deadline:
             ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
             line = self.proc.stdout.readline().decode(errors="replace") if ready else ""
+            self._log_line(line)
             if line.startswith("READY"):
+                # tritonserver logs to stdout: keep draining it, or a full pipe would block the server
+                self._drainer = threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True)
+                self._drainer.start()
                 return self
             if self.proc.poll() is not None:
                 break
@@ -138,6 +143,18 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"triton test server on port {self.grpc_port} not ready (exit {self.proc.returncode}): "
                            + " | ".join(tail))
+
+    def _log_line(self, line: str) -> None:
+        if self.log and line:
+            with open(self.log, "a", encoding="utf-8") as f:
+                f.write(line)
+
+    def _drain(self, stream: Any) -> None:
+        try:
+            for raw in iter(stream.readline, b""):
+                self._log_line(raw.decode(errors="replace"))
+        except (OSError, ValueError):  # closed by stop()
+            pass
 
     def stop(self, timeout_s: float = 60.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -147,6 +164,9 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._drainer is not None:
+            self._drainer.join(timeout=5)  # ends at the pipe's EOF, now that the server has exited
+            self._drainer = None
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
 
