@@ -63,8 +63,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="app config file (see configs/app/default.yaml); flags below override it")
     m = p.add_argument_group("model")
     m.add_argument("--model", default=None, metavar="PATH|NAME",
-                   help="model file (.onnx, .xml, .engine, .pt) or a checkpoint name such as yolov5n, exported to ONNX "
-                        "once into the user cache (default: yolov5n)")
+                   help="model file (.onnx, .xml, .engine, .pt), a checkpoint name such as yolov5n, exported to ONNX "
+                        "once into the user cache (default: yolov5n), or a Triton server's model: "
+                        "grpc://HOST:8001/NAME (http://HOST:8000/NAME)")
     m.add_argument("--backend", choices=backend_names(), default=None,
                    help="inference backend (default: from the model file suffix)")
     m.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
@@ -292,7 +293,7 @@ def resolve_model(cfg: AppConfig) -> AppConfig:
     from edge_detect.model_cache import DEFAULT_MODEL, ensure_onnx
 
     model = cfg.model or DEFAULT_MODEL
-    if Path(model).suffix or Path(model).exists():
+    if "://" in model or Path(model).suffix or Path(model).exists():  # a model URL (grpc://...) is no file
         return cfg
     onnx = ensure_onnx(model, _torch_exporter, imgsz=cfg.imgsz, progress=cfg.progress)
     return dataclasses.replace(cfg, model=str(onnx))
