@@ -246,8 +246,22 @@ def export(weights: PathLike, output: Optional[PathLike] = None, options: Option
     return final
 
 
+def _onnx_exporter() -> Any:
+    """PyTorch's ONNX export when torch is installed (it also exports ultralytics checkpoints), else the torch-free
+    one (:func:`edge_detect.deploy.onnx_yolov5.export_onnx_torch_free`, official and edge-detect YOLOv5 .pt)."""
+    try:
+        from edge_detect.training.export import export_onnx
+
+        return export_onnx
+    except ImportError as exc:  # torch (or torchvision) not installed
+        LOGGER.info("PyTorch not available (%s): exporting with the torch-free exporter", exc)
+    from edge_detect.deploy.onnx_yolov5 import export_onnx_torch_free
+
+    return export_onnx_torch_free
+
+
 def _run_stages(weights: Path, output: Path, opts: ExportOptions, workdir: Path, progress: bool) -> Path:
-    from edge_detect.training.export import export_onnx
+    export_onnx = _onnx_exporter()
 
     extra_stages = opts.int8 or opts.uint8_input or opts.nms or opts.format != "onnx"
     current = export_onnx(weights, workdir / "fp32.onnx" if extra_stages else output, imgsz=opts.imgsz,

@@ -76,8 +76,9 @@ def _torch_export(model: torch.nn.Module, dummy: torch.Tensor, opset: int, dynam
 
 
 def _to_fp16(model_proto: Any) -> Any:
-    float16 = require("onnxruntime.transformers.float16", "onnx", package="onnxruntime")
-    return float16.convert_float_to_float16(model_proto, keep_io_types=False, disable_shape_infer=False)
+    from edge_detect.deploy.onnx_yolov5 import to_fp16
+
+    return to_fp16(model_proto)
 
 
 def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[int]] = (640, 640),
