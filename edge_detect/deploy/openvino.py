@@ -227,16 +227,15 @@ def _measure_map(model: Path, val_data: PathLike, progress: bool, precision: Opt
 
 def _sensitivity(fp32: Any, quantized: Any, holdout: List[np.ndarray], threads: Optional[int],
                  max_blocks: int, min_share: float, progress: bool, head: str = "yolov5") -> Dict[str, Any]:
-    from tqdm import tqdm
-
     from edge_detect.deploy.quantize import output_error, select_float_blocks
+    from edge_detect.progress import progress as progress_bar
 
     reference = _run(_compile(fp32, threads), holdout)
     baseline = output_error(reference, _run(_compile(quantized, threads), holdout), head=head)
     LOGGER.info("sensitivity: baseline (NNCF INT8, Detect head in float) output error %.4f", baseline)
     rows = []
     groups = _fq_blocks(quantized)
-    for block in tqdm(sorted(groups, key=lambda b: int(b.split(".")[1])), desc="sensitivity", unit="block",
+    for block in progress_bar(sorted(groups, key=lambda b: int(b.split(".")[1])), desc="sensitivity", unit="block",
                       disable=not progress):
         err = output_error(reference, _run(_compile(_bypass(quantized, [block]), threads), holdout), head=head)
         rows.append({"block": block, "quantizers": len(groups[block]), "error_with_block_float": err,
