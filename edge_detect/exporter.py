@@ -290,6 +290,20 @@ def export(weights: PathLike, output: Optional[PathLike] = None, options: Option
     return final
 
 
+def _onnx_exporter() -> Any:
+    """PyTorch's ONNX export when torch is installed (it also exports ultralytics checkpoints), else the torch-free
+    one (:func:`edge_detect.deploy.onnx_yolov5.export_onnx_torch_free`, official and edge-detect YOLOv5 .pt)."""
+    try:
+        from edge_detect.training.export import export_onnx
+
+        return export_onnx
+    except ImportError as exc:  # torch (or torchvision) not installed
+        LOGGER.info("PyTorch not available (%s): exporting with the torch-free exporter", exc)
+    from edge_detect.deploy.onnx_yolov5 import export_onnx_torch_free
+
+    return export_onnx_torch_free
+
+
 def _run_stages(weights: Path, output: Path, opts: ExportOptions, workdir: Path, progress: bool) -> Path:
     if opts.format != "triton":
         return _model_stages(weights, output, opts, workdir, progress)[0]
@@ -308,7 +322,7 @@ def _model_stages(weights: Path, output: Path, opts: ExportOptions, workdir: Pat
                   progress: bool) -> Tuple[Path, Path]:
     """Run the model stages into ``output``; returns it and the last ONNX of the chain (which describes its
     inputs, outputs and metadata)."""
-    from edge_detect.training.export import export_onnx
+    export_onnx = _onnx_exporter()
 
     fmt = opts.model_format
     batch = opts.triton_max_batch if opts.format == "triton" else opts.batch

@@ -73,10 +73,14 @@ def open_model(path: PathLike, backend: Optional[str] = None, rebuild_on_mismatc
         the opened backend (close it, or use it as a context manager).
 
     Raises:
-        ConfigError: ``rebuild_on_mismatch`` for a model that is not a TensorRT engine. Anything
+        ConfigError: ``rebuild_on_mismatch`` for a model that is not a TensorRT engine.
+        ModelLoadError: a file the backend cannot read (a PyTorch checkpoint for ONNX Runtime...). Anything
         :func:`~edge_detect.backends.base.load_backend` and :func:`rebuild_if_mismatched` raise.
     """
     name = backend or backend_for_path(path)
+    from edge_detect.model_files import check_model_file
+
+    check_model_file(path, name)
     if rebuild_on_mismatch:
         if name != "tensorrt":
             raise ConfigError(f"rebuild_on_mismatch: expected a TensorRT engine, got {Path(path).name} "

@@ -98,7 +98,7 @@ def time_inference(infer: Callable[[np.ndarray], Any], batch: np.ndarray, warmup
     """
     if warmup < 0 or iters < 1:
         raise ConfigError(f"bench: expected warmup >= 0 and iters >= 1, got warmup={warmup}, iters={iters}")
-    from tqdm.auto import tqdm
+    from edge_detect.progress import progress as tqdm
 
     for _ in tqdm(range(warmup), desc=f"{desc} warm-up", disable=not progress, leave=False):
         infer(batch)
@@ -400,8 +400,7 @@ def run_benchmark(configs: Sequence[BenchConfig], *, source: Optional[str] = Non
     Returns:
         a :class:`BenchReport`; ``report.results`` follows the order of ``configs``.
     """
-    from tqdm.auto import tqdm
-
+    from edge_detect.progress import progress as tqdm
     from edge_detect.sysinfo import system_info
 
     if warmup < 0 or iters < 1:

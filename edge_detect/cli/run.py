@@ -15,7 +15,7 @@ from edge_detect.app_config import AppConfig, SinkConfig, add_sinks, load_app_co
 from edge_detect.backends.base import backend_names
 from edge_detect.cli._types import positive_int
 from edge_detect.cli.detect import add_openvino_args
-from edge_detect.errors import ConfigError, MissingDependencyError, SinkError, SourceError
+from edge_detect.errors import ConfigError, SinkError, SourceError
 from edge_detect.preprocess import check_imgsz
 
 LOGGER = logging.getLogger(__name__)
@@ -272,19 +272,11 @@ def _write_summary(path: str, summary: Dict[str, Any]) -> None:
     LOGGER.info("summary written to %s", path)
 
 
-def _torch_exporter() -> Callable[..., Any]:
-    """The build extra's ONNX exporter, or MissingDependencyError telling which extra to install."""
-    from edge_detect._optional import require
+def _default_exporter() -> Callable[..., Any]:
+    """The torch-free ONNX exporter (edge_detect.deploy.onnx_yolov5): the default model needs no PyTorch."""
+    from edge_detect.deploy.onnx_yolov5 import export_onnx_torch_free
 
-    try:
-        require("torch", "build")
-    except MissingDependencyError:
-        raise MissingDependencyError(
-            "exporting the checkpoint to ONNX (done once, then cached) needs PyTorch, which is not installed; "
-            "install it with: pip install 'edge-detect[build]' -- or pass --model FILE.onnx") from None
-    from edge_detect.training.export import export_onnx
-
-    return export_onnx
+    return export_onnx_torch_free
 
 
 def resolve_model(cfg: AppConfig) -> AppConfig:
@@ -295,7 +287,7 @@ def resolve_model(cfg: AppConfig) -> AppConfig:
     model = cfg.model or DEFAULT_MODEL
     if "://" in model or Path(model).suffix or Path(model).exists():  # a model URL (grpc://...) is no file
         return cfg
-    onnx = ensure_onnx(model, _torch_exporter, imgsz=cfg.imgsz, progress=cfg.progress)
+    onnx = ensure_onnx(model, _default_exporter, imgsz=cfg.imgsz, progress=cfg.progress)
     return dataclasses.replace(cfg, model=str(onnx))
 
 

@@ -76,8 +76,9 @@ def _torch_export(model: torch.nn.Module, dummy: torch.Tensor, opset: int, dynam
 
 
 def _to_fp16(model_proto: Any) -> Any:
-    float16 = require("onnxruntime.transformers.float16", "onnx", package="onnxruntime")
-    return float16.convert_float_to_float16(model_proto, keep_io_types=False, disable_shape_infer=False)
+    from edge_detect.deploy.onnx_yolov5 import to_fp16
+
+    return to_fp16(model_proto)
 
 
 def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[int]] = (640, 640),
@@ -114,7 +115,7 @@ def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[
         MissingDependencyError: onnx (or onnxslim for ``simplify``) is not installed.
     """
     onnx = require("onnx", "build")
-    from tqdm import tqdm
+    from edge_detect.progress import progress as progress_bar
 
     weights, output = Path(weights), Path(output)
     normalize_imgsz(imgsz, 32, force_imgsz)  # fail before loading anything (the stride is checked again below)
@@ -127,7 +128,7 @@ def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[
                                        half=half, simplify=simplify, progress=progress, force_imgsz=force_imgsz,
                                        trust_checkpoint=trust_checkpoint)
     steps = ["load", "export", *(["simplify"] if simplify else []), *(["fp16"] if half else []), "save"]
-    bar = tqdm(total=len(steps), desc=f"export {weights.name}", disable=not progress, unit="step")
+    bar = progress_bar(total=len(steps), desc=f"export {weights.name}", disable=not progress, unit="step")
 
     def step(name: str) -> None:
         bar.set_postfix_str(name)
