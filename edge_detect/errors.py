@@ -19,6 +19,8 @@ __all__ = [
     "MissingDependencyError",
     "BackendUnavailableError",
     "TransientBackendError",
+    "DuplicateSourceError",
+    "UnknownSourceError",
 ]
 
 
@@ -72,3 +74,15 @@ class TransientBackendError(EdgeDetectError):
     The pipeline drops the frames of that batch, counts them per source (``dropped_backend``) and goes on; the
     backend reconnects by itself (with backoff) and the next batch is tried normally.
     """
+
+
+class DuplicateSourceError(ConfigError):
+    """A source was added with an id the running app already has (``App.add_source``)."""
+
+
+class UnknownSourceError(ConfigError, KeyError):
+    """A runtime operation named a source id the running app does not have (``App.remove_source`` /
+    ``update_source``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -179,6 +179,11 @@ class Pipeline:
         return self.batcher.sources
 
     @property
+    def input_device(self) -> str:
+        """Where the detector's input batches live (``"cpu"``: the host path)."""
+        return self._det.input_device
+
+    @property
     def sinks(self) -> List[Sink]:
         """The sinks written now, in order."""
         return self.outputs.sinks
