@@ -34,8 +34,7 @@ import numpy as np
 
 from edge_detect.app_config import (AppConfig, SinkConfig, SourceConfig, build_pipeline, check_sources,
                                     region_processor)
-from edge_detect.errors import (ConfigError, DuplicateSourceError, MissingDependencyError, SinkError,
-                                UnknownSourceError)
+from edge_detect.errors import ConfigError, DuplicateSourceError, SinkError, UnknownSourceError
 from edge_detect.events import EventBus, Subscription
 from edge_detect.types import Result, Sink
 
@@ -44,30 +43,25 @@ __all__ = ["App", "resolve_model", "write_summary"]
 LOGGER = logging.getLogger(__name__)
 
 
-def _torch_exporter() -> Callable[..., Any]:
-    """The build extra's ONNX exporter, or MissingDependencyError telling which extra to install."""
-    from edge_detect._optional import require
-
-    try:
-        require("torch", "build")
-    except MissingDependencyError:
-        raise MissingDependencyError(
-            "exporting the checkpoint to ONNX (done once, then cached) needs PyTorch, which is not installed; "
-            "install it with: pip install 'edge-detect[build]' -- or pass --model FILE.onnx") from None
-    from edge_detect.training.export import export_onnx
-
-    return export_onnx
-
-
-def resolve_model(cfg: AppConfig) -> AppConfig:
+def resolve_model(cfg: AppConfig, exporter: Optional[Callable[..., Any]] = None) -> AppConfig:
     """``cfg`` with ``model.path`` a file: none -> :data:`~edge_detect.model_cache.DEFAULT_MODEL`; a checkpoint
-    name (no suffix, not a file) -> its cached ONNX export at ``model.imgsz`` (exported on first use)."""
+    name (no suffix, not a file) -> its cached ONNX export at ``model.imgsz`` (exported on first use with the
+    function ``exporter()`` returns, e.g. :func:`edge_detect.training.export.export_onnx`: the App stays torch-free,
+    the CLI passes the build extra's; :func:`edge_detect.model_cache.ensure_onnx`).
+
+    Raises:
+        ConfigError: a checkpoint name with no exporter and no cached export.
+    """
     from edge_detect.model_cache import DEFAULT_MODEL, ensure_onnx
 
     model = cfg.model.path or DEFAULT_MODEL
     if Path(model).suffix or Path(model).exists():
         return cfg
-    onnx = ensure_onnx(model, _torch_exporter, imgsz=cfg.model.imgsz, progress=cfg.server.progress)
+    if exporter is None:
+        def exporter() -> Any:
+            raise ConfigError(f"model {model!r}: expected a model file, or an exporter to build it from the "
+                              "checkpoint name (App(config, exporter=edge_detect.training.export.export_onnx))")
+    onnx = ensure_onnx(model, exporter, imgsz=cfg.model.imgsz, progress=cfg.server.progress)
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(onnx)))
 
 
@@ -118,18 +112,21 @@ class App:
         config: the :class:`~edge_detect.app_config.AppConfig`.
         detector: use this detector (a :class:`~edge_detect.detector.DetectorLike`) instead of building one from
             ``config.model`` (the App does not close it).
+        exporter: returns the function that exports a checkpoint name's ONNX on first use (:func:`resolve_model`);
+            the CLI passes the build extra's.
 
     Attributes:
         config: the configuration, following the runtime changes.
         bus: the App's :class:`~edge_detect.events.EventBus` (and ``bus.counts``), for its whole life.
     """
 
-    def __init__(self, config: AppConfig, detector: Any = None) -> None:
+    def __init__(self, config: AppConfig, detector: Any = None, exporter: Optional[Callable[..., Any]] = None) -> None:
         if not isinstance(config, AppConfig):
             raise ConfigError(f"App: expected an AppConfig (edge_detect.app_config.load_app_config), got {config!r}")
         self.config = config
         self.bus = EventBus()
         self._detector = detector
+        self._exporter = exporter
         self._pipeline: Any = None
         self._thread: Optional[threading.Thread] = None
         self._summary: Any = None
@@ -150,7 +147,7 @@ class App:
             if self._pipeline is None:
                 check_sources(self.config)  # a missing file is reported before a model is exported or loaded
                 if self._detector is None:
-                    self.config = resolve_model(self.config)
+                    self.config = resolve_model(self.config, self._exporter)
                 self._pipeline = build_pipeline(self.config, detector=self._detector, bus=self.bus)
                 self._t0 = time.perf_counter()
                 if self._stop_reason is not None:

@@ -16,7 +16,7 @@ from edge_detect.app_config import (AppConfig, EventsConfig, SinkConfig, add_sin
 from edge_detect.backends.base import backend_names
 from edge_detect.cli._types import positive_int
 from edge_detect.cli.detect import add_openvino_args
-from edge_detect.errors import ConfigError, SinkError, SourceError
+from edge_detect.errors import ConfigError, MissingDependencyError, SinkError, SourceError
 from edge_detect.preprocess import check_imgsz
 
 LOGGER = logging.getLogger(__name__)
@@ -62,7 +62,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=None, metavar="APP.yaml",
                    help="app config file (see configs/app/default.yaml); flags below override it")
-    m = p.add_argument_group("model")
+    _model_args(p.add_argument_group("model"))
+    _source_args(p)
+    _output_args(p.add_argument_group("outputs"))
+    _event_args(p.add_argument_group("events and metrics (event JSON schema: README 'Events')"))
+    r = p.add_argument_group("stopping")
+    r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
+    r.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
+    r.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar / periodic stats line")
+    return p
+
+
+def _model_args(m: Any) -> None:
     m.add_argument("--model", default=None, metavar="PATH|NAME",
                    help="model file (.onnx, .xml, .engine, .pt) or a checkpoint name such as yolov5n, exported to ONNX "
                         "once into the user cache (default: yolov5n)")
@@ -92,6 +104,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--tracker", default=None, metavar="NAME",
                    help="track with this processor (implies --track): bytetrack (default: Kalman motion, two-stage "
                         "association, stable ids through ~1 s occlusions), iou (greedy IoU, no motion), or none")
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
     a = p.add_argument_group("counting (source-frame pixels; turns tracking on)")
     a.add_argument("--line", action="append", default=None, metavar="NAME=x1,y1,x2,y2",
                    help="count tracks crossing the segment (repeatable): 'in' = from the left of (x1,y1)->(x2,y2) "
@@ -102,7 +117,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--source", action="append", default=None, metavar="URI",
                    help="input (repeatable): video file, image folder/glob, camera index, /dev/videoN, "
                         "rtsp/rtmp/http(s) URL or GStreamer pipeline")
-    o = p.add_argument_group("outputs")
+
+
+def _output_args(o: Any) -> None:
     o.add_argument("--save-video", default=None, metavar="PATH.mp4",
                    help="annotated video (H.264 yuv420p + faststart; one file per source when several)")
     o.add_argument("--save-jsonl", default=None, metavar="PATH.jsonl",
@@ -117,7 +134,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     o.add_argument("--sink", action="append", default=None, metavar="SPEC",
                    help="any sink by spec (repeatable): a path by suffix (.mp4 .mkv .jsonl ...), a URI by scheme "
                         "(mjpeg://HOST:PORT ...) or 'display'; added to the config's sinks")
-    e = p.add_argument_group("events and metrics (event JSON schema: README 'Events')")
+    o.add_argument("--summary-json", default=None, metavar="PATH",
+                   help="write the final summary (counts, fps, stage timings, latency) as JSON")
+
+
+def _event_args(e: Any) -> None:
     e.add_argument("--mqtt", default=None, metavar="URI",
                    help="publish events and stats to an MQTT broker: mqtt://[user:pass@]host[:port][/prefix] or "
                         "mqtts://... (prefix default edge_detect; topics {prefix}/{source}/events, "
@@ -136,14 +157,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics")
     e.add_argument("--metrics-host", default=None, metavar="ADDR",
                    help="metrics bind address (default: 127.0.0.1; 0.0.0.0 exposes it to the network)")
-    o.add_argument("--summary-json", default=None, metavar="PATH",
-                   help="write the final summary (counts, fps, stage timings, latency) as JSON")
-    r = p.add_argument_group("stopping")
-    r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
-    r.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
-    r.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                   help="no progress bar / periodic stats line")
-    return p
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -220,6 +233,22 @@ def _event_flags(args: argparse.Namespace, cfg: AppConfig) -> AppConfig:
                                     "mqtt_options": {}, **given})
     check_events(flags_only, _EVENT_FLAGS)
     return dataclasses.replace(cfg, events=dataclasses.replace(ev, **given))
+def _torch_exporter() -> Any:
+    """The build extra's ONNX exporter (for a checkpoint name), or MissingDependencyError telling which extra to
+    install."""
+    from edge_detect._optional import require
+
+    try:
+        require("torch", "build")
+    except MissingDependencyError:
+        raise MissingDependencyError(
+            "exporting the checkpoint to ONNX (done once, then cached) needs PyTorch, which is not installed; "
+            "install it with: pip install 'edge-detect[build]' -- or pass --model FILE.onnx") from None
+    from edge_detect.training.export import export_onnx
+
+    return export_onnx
+
+
 class _SignalStop:
     """Installs SIGINT/SIGTERM handlers (main thread only) that stop ``app`` with the signal's name as the reason;
     a second signal aborts."""
@@ -259,7 +288,7 @@ def main(args: argparse.Namespace) -> int:
         check_imgsz((cfg.model.imgsz[0], cfg.model.imgsz[-1]), stride=1, force=cfg.model.force_imgsz)
     check_run_outputs(cfg, {v: k for k, v in (("--save-video", args.save_video), ("--save-jsonl", args.save_jsonl))
                             if v})
-    app = App(cfg)
+    app = App(cfg, exporter=_torch_exporter)
     with _SignalStop(app) as stop:
         summary = app.run()
     if summary.sink_errors:  # the other outputs were finalized; the summary (if asked) is written
