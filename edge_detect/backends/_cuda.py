@@ -35,7 +35,7 @@ from edge_detect.errors import BackendUnavailableError, MissingDependencyError
 __all__ = ["CudaError", "GraphCaptureError", "runtime", "call", "cuda_call", "DeviceBuffer", "HostBuffer",
            "Stream", "CudaGraph", "device_info", "set_device"]
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
 _RT: Optional[ModuleType] = None
 _DRIVER_HINTS = {

@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -41,12 +41,12 @@ from edge_detect.errors import DataError, ModelLoadError
 from edge_detect.backends import _cuda
 from edge_detect.backends.base import InputSpec, register_backend
 from edge_detect.backends.buffers import Allocation, ShapeProfile, TensorSpec, order_outputs, plan_allocations, view
+from edge_detect.paths import PathLike
 
 __all__ = ["TensorRTBackend", "runtime_info"]
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 
 def _trt() -> Any:
@@ -142,9 +142,9 @@ class TensorRTBackend:
         fixed = self.profile.min == self.profile.max
         self.uses_cuda_graph = bool(cuda_graph) and fixed
         if cuda_graph and not fixed:
-            log.warning("cuda_graph: %s accepts several input shapes (profile min %s, max %s); running without "
+            LOGGER.warning("cuda_graph: %s accepts several input shapes (profile min %s, max %s); running without "
                         "CUDA graph", self.path.name, self.profile.min, self.profile.max)
-        log.info("loaded %s: input %s %s %s, layout %s, precision %s", self.path.name, self._input.name,
+        LOGGER.info("loaded %s: input %s %s %s, layout %s, precision %s", self.path.name, self._input.name,
                  self._input.shape, self._input.dtype, self.metadata.output_layout, self.metadata.precision)
 
     def _ensure_device(self) -> None:
@@ -222,7 +222,7 @@ class TensorRTBackend:
                 self._graph = _cuda.CudaGraph(self._stream,
                                               lambda s: bool(self._context.execute_async_v3(s.handle)))
             except _cuda.GraphCaptureError as exc:
-                log.warning("cuda_graph: %s cannot be captured (%s); running with plain enqueue", self.path.name,
+                LOGGER.warning("cuda_graph: %s cannot be captured (%s); running with plain enqueue", self.path.name,
                             exc)
                 self.uses_cuda_graph = False
         if self._graph is not None:

@@ -43,6 +43,7 @@ from edge_detect.backends.trt_common import (MIN_TENSORRT, MIN_VERSION_COMPATIBL
                                              init_plugins, version_tuple)
 from edge_detect.errors import BackendUnavailableError, ConfigError, DataError, ModelError, ModelLoadError
 from edge_detect.metadata import ModelMetadata, read_onnx_metadata
+from edge_detect.paths import PathLike
 
 __all__ = [
     "build_engine",
@@ -62,10 +63,9 @@ __all__ = [
     "INMS_MAX_DET",
 ]
 
-log = logging.getLogger(__name__)
-trt_log = logging.getLogger("edge_detect.tensorrt")  # TensorRT's own messages (trt_common logger)
+LOGGER = logging.getLogger(__name__)
+TRT_LOGGER = logging.getLogger("edge_detect.tensorrt")  # TensorRT's own messages (trt_common logger)
 
-PathLike = Union[str, os.PathLike]
 CALIBRATION_METHODS = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 NMS_PREFIX = "nms/"  # every node/tensor edge_detect.deploy.graph.add_nms appends is named nms/...
@@ -306,7 +306,7 @@ def plan_profile(info: OnnxInfo, dynamic: Any = None) -> Optional[ShapeProfile]:
     h, w = meta.imgsz
     if dynamic is None or dynamic is False:
         shape = shape_of(max(meta.batch, 1), h, w)
-        log.info("dynamic ONNX without a profile: building for %s only", shape)
+        LOGGER.info("dynamic ONNX without a profile: building for %s only", shape)
         return ShapeProfile.static(shape)
     if dynamic is True:  # batch 1..metadata batch, sides from half the nominal size up to it
         s = meta.stride
@@ -414,7 +414,7 @@ class CalibrationBatcher:
         if not data:
             return None
         self.cache_hit = True
-        log.info("INT8 calibration: reusing cache %s (%d bytes); no images read", self.cache_file, len(data))
+        LOGGER.info("INT8 calibration: reusing cache %s (%d bytes); no images read", self.cache_file, len(data))
         return data
 
     def write_cache(self, data: bytes) -> None:
@@ -425,7 +425,7 @@ class CalibrationBatcher:
         tmp = self.cache_file.with_name(self.cache_file.name + ".tmp")
         tmp.write_bytes(bytes(data))
         os.replace(tmp, self.cache_file)
-        log.info("INT8 calibration: wrote cache %s (%d bytes, %d batches)", self.cache_file, len(data),
+        LOGGER.info("INT8 calibration: wrote cache %s (%d bytes, %d batches)", self.cache_file, len(data),
                  self.batches_served)
 
     def reset(self) -> None:
@@ -462,7 +462,7 @@ def make_calibrator(trt: Any, batcher: CalibrationBatcher, method: str = "entrop
         def _fail(self, exc: BaseException) -> None:
             if self.error is None:
                 self.error = exc
-                log.debug("INT8 calibration: stored %s: %s (re-raised after the build)", type(exc).__name__, exc)
+                LOGGER.debug("INT8 calibration: stored %s: %s (re-raised after the build)", type(exc).__name__, exc)
 
         def get_batch_size(self) -> int:
             return batcher.batch_size
@@ -526,7 +526,7 @@ class PhaseBars:
         if self.enabled:
             tqdm = require("tqdm", "build").tqdm
             self.bars[phase] = tqdm(total=int(steps), desc=phase, position=depth, leave=depth == 0, unit="step")
-        trt_log.debug("phase start: %s (parent %s, %d steps)", phase, parent, steps)
+        TRT_LOGGER.debug("phase start: %s (parent %s, %d steps)", phase, parent, steps)
 
     def step(self, phase: str, step: int) -> bool:
         bar = self.bars.get(phase)
@@ -621,7 +621,7 @@ def _persistent_source(onnx: Path, engine: Path) -> Path:
     if tmp in src.parents and tmp not in dst.parents:
         keep = dst.with_name(dst.name + ".onnx")
         shutil.copyfile(src, keep)
-        log.info("kept the source ONNX as %s (for rebuilds)", keep)
+        LOGGER.info("kept the source ONNX as %s (for rebuilds)", keep)
         return keep
     return src
 
@@ -651,7 +651,7 @@ def _use_timing_cache(config: Any, path: Path) -> None:
     data = path.read_bytes() if path.is_file() else b""
     if config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False):
         return
-    log.warning("timing cache %s was made by another TensorRT version or GPU: starting a new one", path)
+    LOGGER.warning("timing cache %s was made by another TensorRT version or GPU: starting a new one", path)
     if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
         raise ModelError(f"TensorRT refused an empty timing cache for {path.name} (see the TensorRT log)")
 
@@ -703,7 +703,7 @@ def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: boo
     set_device(device)
     gpu, cc = device_info(device)
     check_nms_support(trt.__version__, info, cc)
-    log.info("building %s from %s: TensorRT %s on %s (sm %s), precision %s, flags %s%s", out.name,
+    LOGGER.info("building %s from %s: TensorRT %s on %s (sm %s), precision %s, flags %s%s", out.name,
              info.path.name, trt.__version__, gpu, cc, plan.precision, ",".join(plan.flags) or "none",
              ", strongly typed" if plan.strongly_typed else "")
 
@@ -719,7 +719,7 @@ def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: boo
         pinned = keep_fp32(trt, nms_layers(network))
         if pinned:
             config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-            log.info("FP16 build: %d NMS layers kept in FP32 (class offsets exceed FP16's range)", pinned)
+            LOGGER.info("FP16 build: %d NMS layers kept in FP32 (class offsets exceed FP16's range)", pinned)
     if version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if hardware_compatible:
@@ -761,7 +761,7 @@ def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: boo
         if calibrator_obj.cache_written or (not calibrator_obj.batcher.cache_hit and cache_path.is_file()
                                             and calibrator_obj.batcher.batches_served):
             cache_path.unlink(missing_ok=True)
-            log.warning("INT8 calibration failed after %d batches: deleted the partial cache %s",
+            LOGGER.warning("INT8 calibration failed after %d batches: deleted the partial cache %s",
                         calibrator_obj.batcher.batches_served, cache_path)
         raise calibrator_obj.error
     if serialized is None:
@@ -780,5 +780,5 @@ def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: boo
                "dla": dla, "calibration_cache": str(cache_path) if plan.calibration == "implicit" else None},
         version_compatible=version_compatible, hardware_compatible=hardware_compatible)
     write_engine_metadata(out, meta, engine_record)
-    log.info("wrote %s (%.1f MB) in %.0f s", out, out.stat().st_size / 1e6, time.perf_counter() - t0)
+    LOGGER.info("wrote %s (%.1f MB) in %.0f s", out, out.stat().st_size / 1e6, time.perf_counter() - t0)
     return out
