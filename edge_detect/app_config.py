@@ -401,8 +401,12 @@ def nest_flat(data: Mapping[str, Any], where: str = "config", warn: bool = True)
             raise ConfigError("unknown key 'source' (did you mean 'sources'?)")
         place = FLAT_KEYS.get(key)
         if place is None:
-            raise ConfigError(f"{where}: unknown key '{key}'{suggest_key(key, FLAT_KEYS)}; known keys: "
-                              f"{', '.join(sorted(FLAT_KEYS))}")
+            known = set(FLAT_KEYS) | _SECTIONS
+            raise ConfigError(f"{where}: unknown key '{key}'{suggest_key(key, known)}; known keys: "
+                              f"{', '.join(sorted(known))}")
+        if key in _SECTIONS - {"sources", "capture"} and isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected either sections ({', '.join(sorted(_SECTIONS))}) or the older "
+                              f"top-level keys, got both (section '{key}' beside top-level keys)")
         head, _, rest = place.partition(".")
         if rest:
             out.setdefault(head, {})[rest] = value

@@ -155,6 +155,8 @@ def test_flat_file_converted_with_one_deprecation_warning_equals_the_nested_one(
     ("events: {mqtt: 'http://h'}\n", r"events.mqtt: expected mqtt://"),
     ("events: {snapshot_crop: true}\n", r"events.snapshot_crop: expected events.snapshots DIR too"),
     ("server: {port: 70000}\n", r"server.port: expected a port in 0..65535, got 70000"),
+    ("analytic: {lines: {}}\n", r"unknown key 'analytic' \(did you mean 'analytics'\?\)"),
+    ("model: {path: m.onnx}\nconf: 0.3\n", r"expected either sections .* or the older top-level keys, got both"),
 ])
 def test_invalid_nested_configs_rejected(tmp_path, text, match):
     p = tmp_path / "bad.yaml"
