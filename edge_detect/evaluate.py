@@ -31,12 +31,12 @@ from edge_detect.detector import Detector
 from edge_detect.errors import DataError
 from edge_detect.progress import progress as progress_bar
 from edge_detect.types import Detections
+from edge_detect.paths import PathLike
 
 __all__ = ["evaluate", "image_ids", "coco_ground_truth", "coco_results", "coco_map"]
 
 LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 ImageId = Union[int, str]
 
 

@@ -32,15 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 from edge_detect.config import check_thresholds, parse_imgsz, suggest_key
-from edge_detect.paths import YAML_SUFFIXES
+from edge_detect.paths import YAML_SUFFIXES, PathLike
 from edge_detect.errors import ConfigError
 
 __all__ = ["ExportOptions", "export", "default_output", "quant_report_path", "read_quant_report", "FORMATS",
@@ -48,7 +47,6 @@ __all__ = ["ExportOptions", "export", "default_output", "quant_report_path", "re
 
 LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
 FORMATS = ("onnx", "engine", "openvino", "triton")
 SUFFIXES = {"onnx": ".onnx", "engine": ".engine", "openvino": ".xml"}
 TRITON_MODELS = ("onnx", "engine", "openvino")  # what a Triton repository can hold (deploy.triton_repo.KINDS)

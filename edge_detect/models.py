@@ -12,16 +12,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from edge_detect.backends.base import Backend, backend_for_path, load_backend
 from edge_detect.errors import ConfigError, VersionMismatchError
+from edge_detect.paths import PathLike
 
 __all__ = ["open_model", "rebuild_if_mismatched"]
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 
 def rebuild_if_mismatched(engine: PathLike, device: int = 0) -> bool:
@@ -50,7 +50,7 @@ def rebuild_if_mismatched(engine: PathLike, device: int = 0) -> bool:
         return False
     except VersionMismatchError as exc:
         plan = plan_rebuild(path, meta, reason=str(exc))
-        log.warning("%s; rebuilding it from %s", exc, plan.onnx)
+        LOGGER.warning("%s; rebuilding it from %s", exc, plan.onnx)
     from edge_detect.deploy.tensorrt_build import build_engine  # torch-free build side, only when needed
 
     build_engine(plan.onnx, path, device=device, **dict(plan.options))

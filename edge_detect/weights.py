@@ -16,11 +16,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional
 
 from edge_detect.config import load_yaml
 from edge_detect.errors import ConfigError, ModelError
-from edge_detect.paths import ENV_CACHE, REPO_ROOT, resource_path, user_cache_dir
+from edge_detect.paths import ENV_CACHE, REPO_ROOT, PathLike, resource_path, user_cache_dir
 
 __all__ = ["MANIFEST_PATH", "WEIGHTS_DIR", "ENV_WEIGHTS", "ENV_CACHE", "WeightsEntry", "load_manifest",
            "resolve_weights", "fetch", "sha256_file", "default_weights_dir", "user_cache_dir", "search_dirs"]
@@ -33,7 +33,6 @@ WEIGHTS_DIR = REPO_ROOT / "weights"
 MANIFEST_PATH = resource_path("weights", "manifest.yaml", must_exist=False)
 ENV_WEIGHTS = "EDGE_DETECT_WEIGHTS"
 _CHUNK = 1 << 20
-PathLike = Union[str, os.PathLike]
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from edge_detect.errors import BackendUnavailableError, MissingDependencyError
 __all__ = ["CudaError", "GraphCaptureError", "runtime", "call", "cuda_call", "DeviceBuffer", "HostBuffer",
            "ManagedBuffer", "Stream", "Event", "CudaGraph", "DeviceProps", "device_props", "device_info", "set_device"]
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
 _RT: Optional[ModuleType] = None
 _DRIVER_HINTS = {

@@ -37,10 +37,9 @@ desktop; JetPack's own TensorRT on Jetson (see ``tools/jetson/README.md``).
 from __future__ import annotations
 
 import logging
-import os
 import queue
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -50,12 +49,12 @@ from edge_detect.errors import ConfigError, DataError, ModelLoadError
 from edge_detect.backends import _cuda
 from edge_detect.backends.base import InputSpec, register_backend
 from edge_detect.backends.buffers import Allocation, ShapeProfile, TensorSpec, order_outputs, plan_allocations, view
+from edge_detect.paths import PathLike
 
 __all__ = ["TensorRTBackend", "InferHandle", "runtime_info"]
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 
 def _trt() -> Any:
@@ -216,9 +215,9 @@ class TensorRTBackend:
         fixed = self.profile.min == self.profile.max
         self.uses_cuda_graph = bool(cuda_graph) and fixed
         if cuda_graph and not fixed:
-            log.warning("cuda_graph: %s accepts several input shapes (profile min %s, max %s); running without "
+            LOGGER.warning("cuda_graph: %s accepts several input shapes (profile min %s, max %s); running without "
                         "CUDA graph", self.path.name, self.profile.min, self.profile.max)
-        log.info("loaded %s: input %s %s %s, layout %s, precision %s, %d request(s)%s", self.path.name,
+        LOGGER.info("loaded %s: input %s %s %s, layout %s, precision %s, %d request(s)%s", self.path.name,
                  self._input.name, self._input.shape, self._input.dtype, self.metadata.output_layout,
                  self.metadata.precision, self.num_requests, ", unified memory" if self.unified_memory else "")
 
@@ -354,7 +353,7 @@ class TensorRTBackend:
                 request.graph = _cuda.CudaGraph(
                     request.stream, lambda s: bool(request.context.execute_async_v3(s.handle)))
             except _cuda.GraphCaptureError as exc:
-                log.warning("cuda_graph: %s cannot be captured (%s); running with plain enqueue", self.path.name,
+                LOGGER.warning("cuda_graph: %s cannot be captured (%s); running with plain enqueue", self.path.name,
                             exc)
                 self.uses_cuda_graph = False
         if request.graph is not None and self.uses_cuda_graph:

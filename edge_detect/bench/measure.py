@@ -11,20 +11,20 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edge_detect.errors import BackendUnavailableError, ConfigError, DataError, EdgeDetectError, SourceError
 from edge_detect.bench.report import STAGES, BenchReport
 from edge_detect.stats import percentiles
+from edge_detect.paths import PathLike
 
 __all__ = ["BenchConfig", "expand_configs", "latency_stats", "time_inference", "inference_result", "synthetic_frame",
            "benchmark_inference", "e2e_result", "benchmark_e2e", "benchmark_accuracy", "bench_config",
            "run_benchmark", "stream_shape"]
 
-LOGGER = logging.getLogger("edge_detect.bench")
-PathLike = Union[str, "os.PathLike[str]"]
+LOGGER = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- configs

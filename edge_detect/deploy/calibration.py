@@ -21,11 +21,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge_detect.paths import IMAGE_SUFFIXES, VIDEO_SUFFIXES, YAML_SUFFIXES
+from edge_detect.paths import IMAGE_SUFFIXES, VIDEO_SUFFIXES, YAML_SUFFIXES, PathLike
 from edge_detect.errors import DataError, SourceError
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 
-PathLike = Union[str, os.PathLike]
 
 
 def spread_indices(total: int, count: int) -> List[int]:

@@ -39,13 +39,13 @@ from edge_detect._optional import require
 from edge_detect.backends.openvino import shared_core
 from edge_detect.errors import ConfigError, ModelError, ModelLoadError
 from edge_detect.metadata import METADATA_KEY, ModelMetadata
+from edge_detect.paths import PathLike
 
 __all__ = ["ir_path", "convert_to_ir", "quantize_openvino", "write_ir_metadata", "PRESETS", "FLOAT_OP_TYPES",
            "RANGE_ESTIMATORS"]
 
 LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 PRESETS = ("mixed", "performance")
 # OpenVINO op types whose inputs NNCF must not quantize: SiLU's Sigmoid and Multiply (and the Subtract of the
 # box decoding). Quantizing them adds a second rounding per activation for no INT8 convolution gained:

@@ -32,6 +32,7 @@ from edge_detect.metadata import ModelMetadata, write_onnx_metadata
 from edge_detect.preprocess import check_imgsz
 from edge_detect.weights import sha256_file
 from edge_detect.training.checkpoint import checkpoint_family, load_model
+from edge_detect.paths import PathLike
 
 __all__ = ["export_onnx", "normalize_imgsz", "INPUT_NAME", "OUTPUT_NAME"]
 
@@ -39,7 +40,6 @@ LOGGER = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
-PathLike = Union[str, os.PathLike]
 
 
 def normalize_imgsz(imgsz: Union[int, Sequence[int]], stride: int = 32, force: bool = False) -> Tuple[int, int]:

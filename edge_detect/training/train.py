@@ -46,7 +46,7 @@ from edge_detect._optional import require
 from edge_detect.config import load_yaml
 from edge_detect.errors import BackendUnavailableError, ConfigError, MissingDependencyError, ModelError
 from edge_detect.evaluate import coco_ground_truth, coco_map, coco_results
-from edge_detect.paths import next_run_dir, resource_path
+from edge_detect.paths import PathLike, next_run_dir, resource_path
 from edge_detect.postprocess import non_max_suppression
 from edge_detect.types import Detections
 from edge_detect.training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
@@ -69,7 +69,6 @@ _UNSUPPORTED_HYP = ("mixup", "copy_paste")  # accepted only when 0
 RESULT_COLUMNS = ("epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/mAP_0.5",
                   "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss", "x/lr0", "x/lr1",
                   "x/lr2", "time_s")
-PathLike = Union[str, os.PathLike]
 
 
 # --------------------------------------------------------------------------------------------------- settings

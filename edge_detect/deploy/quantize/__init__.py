@@ -63,6 +63,7 @@ from edge_detect.deploy.quantize.sensitivity import (Probe, candidate_blocks, ou
 from edge_detect.deploy.quantize.statistics import METHODS, StreamingHistogram, collect_statistics, compute_ranges
 from edge_detect.errors import ConfigError, ModelError
 from edge_detect.metadata import ModelMetadata, read_onnx_metadata, write_onnx_metadata
+from edge_detect.paths import PathLike
 
 __all__ = [
     "METHODS",
@@ -83,7 +84,6 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger(__name__)
-PathLike = Union[str, os.PathLike]
 
 
 def _write_metadata(path: Path, meta: Optional[ModelMetadata], quantization: Dict[str, Any]) -> None:

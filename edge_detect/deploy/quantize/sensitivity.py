@@ -20,7 +20,7 @@ from edge_detect.errors import ConfigError
 __all__ = ["output_error", "select_float_blocks", "run_all", "speed_ms", "Probe", "run_sensitivity",
            "candidate_blocks"]
 
-LOGGER = logging.getLogger("edge_detect.deploy.quantize")
+LOGGER = logging.getLogger(__name__)
 
 
 def output_error(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], min_conf: float = 0.001,
