@@ -10,7 +10,6 @@ runtime packages (``backends``, ``stream``, ``sinks``) never import the build si
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Optional
 

@@ -18,7 +18,6 @@ calibrators (which pull :meth:`CalibrationData.batches`).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple

@@ -48,7 +48,6 @@ Both functions update the :class:`~edge_detect.metadata.ModelMetadata` stored in
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 

@@ -22,7 +22,6 @@ batch, height and width dynamic and builds the grids from the feature maps' shap
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -31,12 +30,12 @@ import numpy as np
 from edge_detect import __version__
 from edge_detect._optional import require
 from edge_detect.errors import ConfigError, ModelLoadError
+from edge_detect.paths import PathLike
 
 __all__ = ["build_yolov5_onnx", "export_onnx_torch_free", "fuse_conv_bn", "to_fp16",
            "INPUT_NAME", "OUTPUT_NAME"]
 
 LOGGER = logging.getLogger(__name__)
-PathLike = Union[str, os.PathLike]
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
 BN_EPS = 1e-3  # edge_detect.training.common.BN_EPS: YOLOv5's batch norms

@@ -27,19 +27,18 @@ from __future__ import annotations
 
 import collections
 import io
-import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
 from edge_detect.errors import ModelError, ModelLoadError, UnsafeCheckpointError
+from edge_detect.paths import PathLike
 
 __all__ = ["PickledModule", "read_checkpoint", "FORMAT_YOLOV5", "FORMAT_OWN"]
 
-PathLike = Union[str, os.PathLike]
 FORMAT_YOLOV5 = "yolov5"
 FORMAT_OWN = "edge_detect.yolov5"  # edge_detect.training.checkpoint.FORMAT
 _OWN_FORMAT_VERSION = 1

@@ -26,22 +26,21 @@ This module reads the model's inputs, outputs and metadata from an ONNX file (th
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from edge_detect._optional import require
 from edge_detect.errors import ConfigError, ModelError, ModelLoadError
 from edge_detect.metadata import METADATA_KEY, ModelMetadata, read_onnx_metadata
+from edge_detect.paths import PathLike
 
 __all__ = ["TensorIO", "RepositoryPlan", "KINDS", "DEVICES", "onnx_io", "plan_repository", "model_config",
            "config_text", "parse_config", "read_config", "write_repository", "metadata_from_config"]
 
 LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 #: model kind -> (platform, backend, files in the version folder). Triton picks the backend from ``platform`` for
 #: ONNX and TensorRT; OpenVINO has no platform name, only a backend.

@@ -28,7 +28,6 @@ import builtins
 import codecs
 import collections
 import logging
-import os
 import pickle
 import pickletools
 import types

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple, Union

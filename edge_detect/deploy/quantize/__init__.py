@@ -45,7 +45,6 @@ Only the build side imports this package (it needs ``onnx`` and ``onnxruntime``;
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field

@@ -5,7 +5,6 @@ ONNX Runtime sessions on a model. Needs ``onnx`` / ``onnxruntime`` (the ``onnx``
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections import OrderedDict
 from pathlib import Path

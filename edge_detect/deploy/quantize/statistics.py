@@ -5,7 +5,6 @@ model batch by batch and update one histogram per tensor: memory bounded by one 
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
