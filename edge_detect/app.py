@@ -9,7 +9,7 @@ The CLI's ``run`` and (later) the HTTP server are two doors to the same calls::
     app.start()                                   # the pipeline runs in its own thread
     app.add_source(SourceConfig("rtsp://cam/2", id="door", lines={"in": [0, 300, 640, 300]}))
     app.update_source("door", lines={"in": [0, 320, 640, 320]})   # lands between two batches
-    app.status()["sources"]["door"]["state"]     # 'online'
+    app.status()["sources"][0]["state"]          # 'online'
     app.counts()["sources"]["door"]["lines"]     # counts carry on across changes
     summary = app.stop("maintenance").wait()     # RunSummary
 
@@ -279,8 +279,10 @@ class App:
         """What runs now, JSON-ready::
 
             {"running", "uptime_s", "model", "device", "processed", "fps", "stopped_by" (once ended),
-             "stages_ms": {stage: mean ms}, "sources": {id: {"id", "uri" (masked), "state", "fps_in", "fps_out",
-             "read", "processed", "dropped", "reconnects", "last_frame_age_s", "enabled"}}}
+             "stages_ms": {stage: mean ms}, "sources": [{"id", "uri" (masked), "state", "fps_in", "fps_out",
+             "read", "processed", "dropped", "reconnects", "last_frame_age_s", "enabled"}, ...]}
+
+        ``sources`` is a list in the order the sources were added (the REST API's ``GET /status`` returns it as is).
 
         ``state``: ``online``, ``offline`` (never connected yet), ``reconnecting`` (a live source with no frame for
         longer than its read timeout), ``paused`` (disabled), or ``ended``.
@@ -288,7 +290,7 @@ class App:
         p = self._pipeline
         out: Dict[str, Any] = {"running": self.running, "uptime_s": (time.perf_counter() - self._t0) if p else 0.0,
                                "model": self.config.model.path, "device": p.input_device if p else None,
-                               "sources": {}}
+                               "sources": []}
         if p is None:
             return out
         out.update(processed=p.stats.processed(), fps=p.stats.rate.rate,
@@ -296,7 +298,7 @@ class App:
         if self._summary is not None:
             out["stopped_by"] = self._summary.stopped_by
         for src in p.sources:
-            out["sources"][src.source_id] = self._source_status(p, src)
+            out["sources"].append(self._source_status(p, src))
         return out
 
     def _source_status(self, p: Any, src: Any) -> Dict[str, Any]:

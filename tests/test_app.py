@@ -54,7 +54,7 @@ def _wait(predicate, timeout=60.0):
 
 
 def _processed(app, sid):
-    return app.status()["sources"][sid]["processed"]
+    return next(s for s in app.status()["sources"] if s["id"] == sid)["processed"]
 
 
 def test_app_changes_sources_and_lines_while_running(walk_video, tmp_path):
