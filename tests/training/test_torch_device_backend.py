@@ -191,3 +191,19 @@ def test_dropped_batches_never_block_the_ring_and_overrides_reach_the_device_nms
     got = device320.detect_batch([img], conf_thres=0.01, iou_thres=0.6, max_det=50)[0]
     assert len(want) > len(host320(img))
     _assert_equal(want, got, "zidane conf 0.01")
+
+
+def test_bench_inference_times_the_device_path(device320) -> None:
+    """``edge-detect bench`` inference-only on a device-path detector: each timed call gets a fresh device batch
+    (a device batch is consumed by its inference)."""
+    from edge_detect.bench.measure import benchmark_inference
+
+    calls = []
+    infer = device320.infer
+    device320.infer = lambda batch: calls.append(batch) or infer(batch)  # type: ignore[method-assign]
+    try:
+        res = benchmark_inference(device320, batch_size=2, warmup=1, iters=2, progress=False)
+    finally:
+        del device320.infer
+    assert res["iters"] == 2 and res["fps"] > 0 and len(calls) == 3
+    assert len({id(b) for b in calls}) == 3 and all(isinstance(b, DeviceBatch) and len(b.infos) == 2 for b in calls)
