@@ -232,6 +232,16 @@ class TorchBackend:
         """
         return self._pipeline().infer_rows(batch.data, batch.nms or None)
 
+    def graph_shapes(self) -> dict:
+        """The device path's CUDA graphs so far: ``{"graphs": ["[B, 3, h, w] dtype", ...], "graphs_refused":
+        {shape: reason}}`` (empty lists before the first device inference, and on the CPU)."""
+        runner = getattr(self._device_pipeline, "runner", None)
+        if runner is None:
+            return {"graphs": [], "graphs_refused": {}}
+        name = lambda key: f"{list(key[0])} {str(key[1]).replace('torch.', '')}"  # noqa: E731
+        return {"graphs": [name(k) for k in runner.graphs],
+                "graphs_refused": {name(k): v for k, v in runner.refused.items()}}
+
     def close(self) -> None:
         """Drop the model (and free GPU memory)."""
         self._device_pipeline = None
