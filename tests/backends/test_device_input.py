@@ -201,7 +201,7 @@ def test_onnxruntime_device_path_equals_the_host_path(fakes, engines_onnx, frame
 
 # ------------------------------------------------------------------------------------------------ GPU
 @pytest.mark.gpu
-def test_onnxruntime_cuda_device_path_equals_the_host_path(engines_onnx, frames) -> None:
+def test_onnxruntime_cuda_device_path_equals_the_host_path(request, frames) -> None:
     """onnxruntime-gpu: the NVRTC kernel's batch bound to the CUDA provider gives the CPU host path's detections
     (>= 99% matched at IoU 0.95, no extra box)."""
     ort = pytest.importorskip("onnxruntime")
@@ -211,9 +211,66 @@ def test_onnxruntime_cuda_device_path_equals_the_host_path(engines_onnx, frames)
     from edge_detect.bench.parity import match_detections
     from edge_detect.detector import Detector
 
+    engines_onnx = request.getfixturevalue("engines_onnx")  # exported only when the test can run
     with Detector(engines_onnx["raw"]) as cpu:
         want = cpu(frames)
     with Detector(engines_onnx["raw"], device="cuda:0", device_path=True) as det:
+        got = [det(f) for f in frames]
+    report = match_detections(want, got, iou=0.95, score_tol=0.01)
+    assert report.fraction >= 0.99 and report.extra == 0, report.to_dict()
+
+
+def _real_cuda() -> None:
+    pytest.importorskip("cuda.bindings.driver")
+    try:
+        _cuda.device_info(0)
+    except Exception as exc:  # noqa: BLE001 - no GPU / driver: skip with the reason
+        pytest.skip(f"no CUDA device: {exc}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt, dtype", [("float32_nchw_rgb", np.float32), ("uint8_nhwc_bgr", np.uint8)])
+def test_device_input_on_the_gpu_gives_the_host_batch(frames, fmt, dtype) -> None:
+    """Real cuda-python and the NVRTC kernel: pinned upload, the kernel into a ring batch, the event between the
+    streams, a device-to-device copy: the host preprocess's bytes (a device frame read in place included)."""
+    _real_cuda()
+    from edge_detect.backends.device_input import DeviceInput
+
+    inputs = DeviceInput(0, fmt, dtype)
+    on_device = DeviceFrame(frames[1])
+    try:
+        with _cuda.Stream() as stream:
+            for _ in range(6):  # around the ring of 4 and back
+                batch = inputs.prepare([frames[0], on_device, frames[2]], (640, 640), 32, False)
+                want, _ = preprocess([frames[0], frames[1], frames[2]], (640, 640), fmt=fmt)
+                np.testing.assert_array_equal(_read(batch.data, stream, inputs), want)
+    finally:
+        on_device.buffer.close()
+        inputs.close()
+
+
+@pytest.mark.gpu
+def test_tensorrt_device_path_on_the_gpu_equals_the_host_path(request, frames, tmp_path: Path) -> None:
+    """A uint8 engine with EfficientNMS: the device path (kernel, D2D into the bound input, only the boxes back)
+    gives the host path's detections of the same engine."""
+    from edge_detect.backends.trt_common import tensorrt_available
+
+    if not tensorrt_available():
+        pytest.skip("TensorRT not installed (pip install 'edge-detect[tensorrt]')")
+    _real_cuda()
+    from edge_detect.bench.parity import match_detections
+    from edge_detect.deploy.graph import add_nms, add_uint8_input
+    from edge_detect.deploy.tensorrt_build import build_engine
+    from edge_detect.detector import Detector
+
+    yolov5n_onnx = request.getfixturevalue("yolov5n_onnx")  # exported only when the test can run
+    src = add_nms(add_uint8_input(yolov5n_onnx, tmp_path / "u8.onnx"), tmp_path / "nms.onnx", plugin="efficient",
+                  conf=0.25, iou=0.45, max_det=100)
+    engine = build_engine(src, tmp_path / "m.engine", progress=False)
+    with Detector(engine) as host:
+        want = [host(f) for f in frames]
+    with Detector(engine, device_path=True) as det:
+        assert det.device_path
         got = [det(f) for f in frames]
     report = match_detections(want, got, iou=0.95, score_tol=0.01)
     assert report.fraction >= 0.99 and report.extra == 0, report.to_dict()

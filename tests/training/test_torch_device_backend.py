@@ -207,3 +207,53 @@ def test_bench_inference_times_the_device_path(device320) -> None:
         del device320.infer
     assert res["iters"] == 2 and res["fps"] > 0 and len(calls) == 3
     assert len({id(b) for b in calls}) == 3 and all(isinstance(b, DeviceBatch) and len(b.infos) == 2 for b in calls)
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+def _cuda() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device (torch.cuda.is_available() is False)")
+
+
+@pytest.mark.gpu
+def test_cuda_16_sources_batch_16_equal_each_sources_batch_1(weights_pt: Path, clips) -> None:
+    """16 sources (the four clips, four times each) in batches of 16 on the CUDA device path (FP16, CUDA graphs):
+    every source's detections are its batch-1 run's (>= 99% matched at IoU 0.95, scores within 0.01, no extra)."""
+    from edge_detect.bench.parity import match_detections
+
+    _cuda()
+
+    def sources():
+        return [open_source(p, source_id=f"{name}{k}") for k in range(4) for name, p in clips.items()]
+
+    with Detector(weights_pt, device="cuda:0", half=True) as det:
+        assert det.device_path and det.input_device == "cuda:0"
+        one, s1 = _run(det, sources(), batch=1)
+        many, s16 = _run(det, sources(), batch=16)
+        graphs = det.backend.graph_shapes()
+    n = 4 * sum(k for _, k in CLIPS.values())
+    assert s1.processed == s16.processed == n and s16.batch["size"] == 16 and s16.batch["calls"] < n // 4
+    assert any(g.startswith("[16, 3, 640, 640]") for g in graphs["graphs"]) and not graphs["graphs_refused"]
+    for sid in sorted({sid for sid, _ in one}):
+        keys = sorted(k for k in one if k[0] == sid)
+        assert keys == sorted(k for k in many if k[0] == sid)
+        report = match_detections([one[k].detections for k in keys], [many[k].detections for k in keys], iou=0.95,
+                                  score_tol=0.01)
+        assert report.reference > 0 and report.fraction >= 0.99 and report.extra == 0, (sid, report.to_dict())
+
+
+@pytest.mark.gpu
+def test_cuda_pipeline_device_path_equals_the_cpu_host_path(weights_pt: Path, host320, video: Path) -> None:
+    """The real Pipeline on the CUDA device path (FP32, TF32 off) over 30 vtest frames: the CPU host path's
+    detections (>= 99% matched at IoU 0.95, scores within 0.01, no extra), the sinks get the host frame."""
+    from edge_detect.bench.parity import match_detections
+
+    _cuda()
+    want, _ = _run(host320, [open_source(video, source_id="v")], max_frames=30)
+    with Detector(weights_pt, imgsz=320, device="cuda:0") as det:
+        got, _ = _run(det, [open_source(video, source_id="v")], max_frames=30)
+    keys = sorted(want)
+    assert keys == sorted(got) and all(isinstance(got[k].frame.image, np.ndarray) for k in keys)
+    report = match_detections([want[k].detections for k in keys], [got[k].detections for k in keys], iou=0.95,
+                              score_tol=0.01)
+    assert report.fraction >= 0.99 and report.extra == 0, report.to_dict()
