@@ -152,8 +152,9 @@ class DeviceInput:
         """
         if not images:
             raise DataError("device preprocess: expected at least one image, got an empty list")
-        frames = [f if device_frame(f) is not None else to_bgr(f) for f in images]
-        hws = [device_frame(f)[1] if device_frame(f) is not None else tuple(f.shape[:2]) for f in frames]  # type: ignore[index]
+        on_device = [device_frame(f) for f in images]  # (pointer, (h, w), pitch) or None for a host frame
+        frames = [f if d is not None else to_bgr(f) for f, d in zip(images, on_device)]
+        hws = [d[1] if d is not None else tuple(f.shape[:2]) for f, d in zip(frames, on_device)]
         plans = plan_letterbox(hws, input_hw, stride, auto)
         n = len(frames) if rows is None else int(rows)
         if n < len(frames):
@@ -164,8 +165,8 @@ class DeviceInput:
         slot = self._acquire(shape)
         if slot.free is not None and slot.freed:
             self.stream.wait(slot.free)  # the last consumer of this buffer has read it
-        for row, (frame, plan) in enumerate(zip(frames, plans)):
-            ptr, hw, pitch = device_frame(frame) or self._upload(frame)
+        for row, (frame, where, plan) in enumerate(zip(frames, on_device, plans)):
+            ptr, hw, pitch = where or self._upload(frame)
             self.launcher(ptr, hw, pitch, slot.buffer.ptr, row, self.fmt, plan.geometry, self.stream.handle)
         slot.ready.record(self.stream)
         slot.freed = False

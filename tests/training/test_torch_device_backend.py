@@ -160,6 +160,33 @@ def test_stalled_source_does_not_hold_a_device_batch(device320, video: Path) -> 
     assert all(len(results[("file", i)].detections) > 0 for i in file_frames)
 
 
+def test_live_camera_faster_than_inference_drops_device_batches_without_blocking(device320, video: Path) -> None:
+    """A ~100 FPS loopback camera into the device path (one inference ~50 ms here): the newest-only hand-over drops
+    prepared device batches without giving them back, more than the ring holds, and the run goes on to its end."""
+    from edge_detect.sinks import MjpegPreviewSink
+
+    cap = cv2.VideoCapture(str(video))
+    frame = cap.read()[1]
+    cap.release()
+    cam, stop = MjpegPreviewSink(port=0), threading.Event()
+
+    def feed():
+        while not stop.is_set():
+            cam.publish(frame, "cam", force=True)
+            time.sleep(0.01)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        results, s = _run(device320, [open_source(f"http://127.0.0.1:{cam.port}/", source_id="cam")], duration=3)
+    finally:
+        stop.set()
+        cam.close()
+    assert s.stopped_by == "duration" and s.processed > 0, s.to_dict()
+    assert s.sources["cam"]["dropped_in_pipeline"] > 4, s.to_dict()  # more prepared batches dropped than the ring
+    assert all(len(r.detections) > 0 for r in results.values())
+
+
 def test_device_handles_from_frames_reach_the_backend(host320, device320, shared: Path) -> None:
     """A frame whose source put the picture on the device already (Frame.device_image, a torch tensor) is not
     uploaded again and gives the host image's detections."""
