@@ -87,7 +87,11 @@ class ModelConfig:
         force_imgsz: allow sides above :data:`~edge_detect.preprocess.MAX_IMGSZ` (4096).
         threads: inference threads for ONNX Runtime / OpenVINO (0 = its default).
         batch: frames per inference call, gathered across the sources (a static-batch model uses its own).
-        device, precision, hint: OpenVINO options (``None`` = the backend's default).
+        device: where the model runs: ``cpu`` / ``cuda[:N]`` for .pt, .onnx and .engine models, an OpenVINO device
+            name for .xml models (``None`` = the backend's default; :mod:`edge_detect.devices` routes it).
+        half: FP16 inference of a .pt model on CUDA. tf32: let FP32 on CUDA use TensorFloat-32 (off: the CPU's
+            detections). device_path: the GPU-resident path on/off (``None``: the backend's default).
+        precision, hint: OpenVINO options (``None`` = the backend's default).
         rebuild_on_mismatch: TensorRT engines built by another TensorRT/GPU are rebuilt from their ONNX.
         conf, iou, max_det, agnostic: detection thresholds and NMS settings.
         classes: keep only these classes, by name or id (``None`` = all).
@@ -101,6 +105,9 @@ class ModelConfig:
     batch: int = 1
     rebuild_on_mismatch: bool = False
     device: Optional[str] = None
+    half: bool = False
+    tf32: bool = False
+    device_path: Optional[bool] = None
     precision: Optional[str] = None
     hint: Optional[str] = None
     conf: float = 0.25
@@ -654,8 +661,8 @@ def build_detector(cfg: AppConfig) -> Any:
     opts: Dict[str, Any] = {"threads": m.threads} if m.threads else {}
     if m.rebuild_on_mismatch:
         opts["rebuild_on_mismatch"] = True
-    opts.update({k: v for k, v in (("device", m.device), ("precision", m.precision), ("hint", m.hint))
-                 if v is not None})
+    opts.update(_device_options(m))
+    opts.update({k: v for k, v in (("precision", m.precision), ("hint", m.hint)) if v is not None})
     det = Detector(m.path, conf=m.conf, iou=m.iou, max_det=m.max_det, agnostic=m.agnostic, backend=m.backend,
                    imgsz=m.imgsz, force_imgsz=m.force_imgsz, **opts)
     try:
@@ -664,6 +671,17 @@ def build_detector(cfg: AppConfig) -> Any:
         det.close()
         raise
     return det
+
+
+def _device_options(m: ModelConfig) -> Dict[str, Any]:
+    """``device`` / ``half`` / ``tf32`` / ``device_path`` as the options of the model's backend
+    (:func:`edge_detect.devices.device_options`: TensorRT gets the GPU index, OpenVINO its device name)."""
+    from edge_detect.backends.base import backend_for_path
+    from edge_detect.devices import device_options
+
+    if m.device is None and not m.half and not m.tf32 and m.device_path is None:
+        return {}
+    return device_options(m.backend or backend_for_path(m.path), m.device, m.half, m.tf32, m.device_path)
 
 
 def region_processor(kind: str, cfg: AppConfig, names: Sequence[str],

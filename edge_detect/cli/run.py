@@ -15,7 +15,7 @@ from edge_detect.app_config import (AppConfig, EventsConfig, SinkConfig, add_sin
                                     load_app_config)
 from edge_detect.backends.base import backend_names
 from edge_detect.cli._types import positive_int
-from edge_detect.cli.detect import add_openvino_args
+from edge_detect.cli.detect import add_device_args, add_openvino_args
 from edge_detect.errors import ConfigError, SinkError, SourceError
 from edge_detect.preprocess import check_imgsz
 
@@ -90,7 +90,8 @@ def _model_args(m: Any) -> None:
     m.add_argument("--batch", type=positive_int, default=None, metavar="N",
                    help="frames per inference call, gathered across the sources with a bounded wait (one frame "
                         "interval of the fastest source); a static-batch model uses its own batch (default: 1)")
-    add_openvino_args(m)
+    add_device_args(m)
+    add_openvino_args(m, device=False)
     m.add_argument("--rebuild-on-mismatch", action="store_true", default=None,
                    help="TensorRT engines: rebuild from the recorded ONNX when built by another TensorRT/GPU")
     m.add_argument("--conf", type=float, default=None, metavar="T", help="confidence threshold (default: 0.25)")
@@ -166,6 +167,7 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
         "model.path": args.model, "model.backend": args.backend, "model.imgsz": args.imgsz,
         "model.threads": args.threads, "model.batch": args.batch, "model.force_imgsz": args.force_imgsz or None,
         "model.rebuild_on_mismatch": args.rebuild_on_mismatch, "model.device": args.device,
+        "model.half": args.half or None, "model.tf32": args.tf32 or None, "model.device_path": args.device_path,
         "model.precision": args.precision, "model.hint": args.hint, "model.conf": args.conf, "model.iou": args.iou,
         "model.max_det": args.max_det, "model.classes": args.classes, "model.agnostic": args.agnostic,
         "analytics.tracker.enabled": True if args.tracker and args.tracker != "none" else args.track,
