@@ -23,7 +23,7 @@ import sys
 import time
 import warnings
 from collections import defaultdict
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -53,9 +53,10 @@ def markdown(summary: Dict[str, Any]) -> str:
 
 
 def run(families: Sequence[str], seeds: Sequence[int], trackers: Sequence[str], jobs: int,
-        data: Any = None) -> Dict[str, Any]:
+        data: Any = None, options: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
     """Every (family, seed) scene through every tracker: per-scene rows and the aggregates."""
-    tasks = [(fam, seed, tuple(trackers), str(data) if data else None) for fam in families for seed in seeds]
+    tasks = [(fam, seed, tuple(trackers), str(data) if data else None, options or {})
+             for fam in families for seed in seeds]
     if jobs > 1:
         with multiprocessing.get_context("spawn").Pool(jobs, initializer=_quiet) as pool:
             results = list(pool.imap_unordered(run_task, tasks, chunksize=4))
@@ -93,6 +94,21 @@ def failures(summary: Dict[str, Any], tracker: str, rule: str = "crossing") -> L
     return out
 
 
+def parse_options(items: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """``["bytetrack.buffer_s=3", ...]`` -> ``{"bytetrack": {"buffer_s": 3}}`` (values read as YAML)."""
+    import yaml
+
+    out: Dict[str, Dict[str, Any]] = defaultdict(dict)
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, opt = key.rpartition(".")
+        if not sep or not dot or name not in TRACKERS:
+            raise SystemExit(f"--option: expected TRACKER.KEY=VALUE with TRACKER one of {', '.join(TRACKERS)}, "
+                             f"got {item!r}")
+        out[name][opt] = yaml.safe_load(value)
+    return dict(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
@@ -104,6 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="shared data folder (sprite images); default $EDGE_DETECT_DATA")
     ap.add_argument("--json", default=None, help="write the aggregates and per-scene rows here")
     ap.add_argument("--markdown", default=None, help="write the tables here")
+    ap.add_argument("--option", action="append", default=[], metavar="TRACKER.KEY=VALUE",
+                    help="a tracker setting (VALUE read as YAML), e.g. bytetrack.buffer_s=3 (repeatable)")
     ap.add_argument("--failures", default=None, metavar="TRACKER",
                     help="list the scenes this tracker miscounts (per-crossing rule)")
     args = ap.parse_args(argv)
@@ -113,7 +131,7 @@ def main(argv=None) -> int:
         print(f"skipped (package not installed): {', '.join(missing)}", file=sys.stderr)
     t0 = time.perf_counter()
     summary = run(args.families, range(args.seed_start, args.seed_start + args.seeds), names, max(args.jobs, 1),
-                  args.data or default_data())
+                  args.data or default_data(), parse_options(args.option))
     summary["command"] = "python tools/track_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     text = markdown(summary)

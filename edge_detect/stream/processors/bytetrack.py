@@ -32,11 +32,11 @@ method per step:
    ByteTrack with ``fuse_score``, plus ``class_cost`` when the classes differ: association is class-agnostic,
    the class a vote) below ``match_thresh``;
 4. :meth:`~ByteTrack._match_low`: low detections (``low_thresh <= score < high_thresh``) keep still-tracked
-   tracks alive (``1 - IoU`` below ``low_match_thresh``); they never start tracks;
+   and tentative tracks alive (``1 - IoU`` below ``low_match_thresh``); they never start tracks;
 5. :meth:`~ByteTrack._recover`: **re-attachment** (``stitch``): lost tracks, and tracked ones just missed, may
    take a remaining high detection only where their own motion can bring them in the time lost
    (:func:`~edge_detect.stream.track_rules.reach_cost`: near the linear extrapolation of the last observed centre
-   with the velocity observed over the last ``velocity_window`` frames, as OC-SORT estimates it; a stationary
+   with the velocity observed over the last ``velocity_window_s``, as OC-SORT estimates it; a stationary
    track only near where it was last seen) and at a height within ``stitch_size_ratio``; with ``appearance``
    also only with a similar colour histogram. A track that **left through a frame edge** (its last box touched
    the border and it moved out through it, or its prediction left the picture) is never re-attached: it is
@@ -45,12 +45,13 @@ method per step:
 6. :meth:`~ByteTrack._match_tentative`: tentative tracks are matched to what is left (``1 - IoU`` below
    ``tentative_match_thresh``, then by reachability: on its second sighting a track may move up to
    ``fast_gate`` box sizes, so an object faster than half its width per frame is picked up; its velocity is set
-   from its first two sightings); a tentative track missed once is dropped; after ``min_hits`` consecutive hits
-   it is **confirmed** and only then gets an id (so no two objects ever share a placeholder id);
+   from its first two sightings); a tentative track unseen for more than ``tentative_gap`` frames is dropped;
+   after ``min_hits`` sightings (none more than ``tentative_gap`` frames apart) it is **confirmed** and only
+   then gets an id (so no two objects ever share a placeholder id);
 7. :meth:`~ByteTrack._apply` updates the matched tracks (after a gap the velocity is re-estimated from the last
    observation before the gap and the new one, as OC-SORT's re-update does), :meth:`~ByteTrack._age` turns
    missed tracks lost and ends expired ones (``object_end``; lost unseen for more than ``buffer_s`` seconds of
-   stream time), :meth:`~ByteTrack._start` starts tentative tracks from remaining high detections with ``score
+   stream time, not counting a camera freeze of up to ``max_freeze_s``), :meth:`~ByteTrack._start` starts tentative tracks from remaining high detections with ``score
    >= new_track_thresh``.
 
 Class flicker: each track sums the scores per detected class; its class is the one with the largest sum, so
@@ -98,6 +99,7 @@ def giou_distance(tracks_xyxy: np.ndarray, dets_xyxy: np.ndarray) -> np.ndarray:
 DISTANCES: Dict[str, DistanceFn] = {"iou": iou_distance, "giou": giou_distance}
 
 _TENTATIVE, _TRACKED, _LOST = "tentative", "tracked", "lost"
+_FREEZE_MIN_S = 0.5  # the shortest stretch without frames that counts as a freeze (max_freeze_s)
 
 
 @dataclass(frozen=True)
@@ -152,10 +154,11 @@ class _Track:
     class_votes: Dict[int, float] = field(default_factory=dict)
     class_id: int = -1
     trail: List[Tuple[float, float]] = field(default_factory=list)
-    obs: Deque[Tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=8))  # (frame, cx, cy)
+    obs: Deque[Tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=48))  # (frame, cx, cy)
     entered: str = ""
     exited: str = ""
     hist: Optional[np.ndarray] = None
+    frozen_at_seen: float = 0.0  # ByteTrack._frozen_s at the last sighting
 
     def vote(self, class_id: int, score: float) -> None:
         """Add ``score`` to ``class_id``'s votes; the track's class is the class with the largest sum."""
@@ -225,9 +228,11 @@ def _check_options(**o: Any) -> None:
         (o["stitch_size_ratio"] >= 1, "stitch_size_ratio", ">= 1", o["stitch_size_ratio"]),
         (o["reach_tol"] > 0, "reach_tol", "> 0", o["reach_tol"]),
         (o["start_speed"] >= 0, "start_speed", ">= 0 box heights per second", o["start_speed"]),
-        (int(o["velocity_window"]) >= 1, "velocity_window", ">= 1 frame", o["velocity_window"]),
+        (o["velocity_window_s"] > 0, "velocity_window_s", "> 0 seconds", o["velocity_window_s"]),
         (o["exit_grace_s"] >= 0, "exit_grace_s", ">= 0 seconds", o["exit_grace_s"]),
         (o["fast_gate"] > 0, "fast_gate", "> 0 box sizes", o["fast_gate"]),
+        (int(o["tentative_gap"]) >= 0, "tentative_gap", ">= 0 frames", o["tentative_gap"]),
+        (o["max_freeze_s"] >= 0, "max_freeze_s", ">= 0 seconds", o["max_freeze_s"]),
         (o["cross_class_iou"] is None or 0.0 < o["cross_class_iou"] <= 1.0, "cross_class_iou",
          "a value in (0, 1] or null", o["cross_class_iou"]),
         (0.0 < o["appearance_thresh"] <= 1.0, "appearance_thresh", "a value in (0, 1]", o["appearance_thresh"]),
@@ -265,10 +270,16 @@ class ByteTrack:
         reach_tol: the re-attachment radius as a fraction of the travel predicted since the last sighting.
         start_speed: box heights per second an object may have started to move at while lost (widens the
             radius around a stationary track's last position with the time lost).
-        velocity_window: frames over which a track's observed velocity is measured.
+        velocity_window_s: stream seconds over which a track's observed velocity is measured (its last
+            observation against the newest one at least this much older; a longer window is less swayed by a
+            box that is partly hidden for a few frames).
         exit_grace_s: seconds a track that left through a frame edge may still continue by box overlap (an
             object on the border missed for a frame) before it is ended.
-        fast_gate: how far, in box sizes, a new track may move between its first two sightings.
+        fast_gate: how far, in box sizes per frame, a new track may move between its first two sightings.
+        tentative_gap: frames a tentative track may go unseen between two sightings (0 = dropped at its first
+            miss); it still needs ``min_hits`` sightings to be confirmed.
+        max_freeze_s: a stretch of at least 0.5 s and at most this long without any frame (a camera or network
+            freeze) does not count against ``buffer_s``: the tracks could not be seen, they were not missed.
         cross_class_iou: boxes of different classes overlapping this much are one object (``None`` = off).
         appearance: also require a similar hue-saturation histogram for a re-attachment (needs ``frame.image``).
         appearance_thresh: the largest histogram (Hellinger) distance accepted with ``appearance``.
@@ -286,12 +297,13 @@ class ByteTrack:
 
     def __init__(self, high_thresh: float = 0.5, low_thresh: float = 0.1, new_track_thresh: Optional[float] = None,
                  match_thresh: float = 0.8, low_match_thresh: float = 0.5, tentative_match_thresh: float = 0.7,
-                 min_hits: int = 3, buffer_s: float = 2.0, fps: Optional[float] = None,
+                 min_hits: int = 3, buffer_s: float = 3.0, fps: Optional[float] = None,
                  distance: Union[str, DistanceFn] = "iou", fuse_score: bool = False, class_cost: float = 0.1,
                  stitch: bool = True, stitch_noise: float = 4.0, stitch_size_ratio: float = 1.5,
-                 reach_tol: float = 0.6, start_speed: float = 1.0, velocity_window: int = 3,
+                 reach_tol: float = 0.6, start_speed: float = 1.0, velocity_window_s: float = 0.6,
                  exit_grace_s: float = 0.3,
-                 fast_gate: float = 1.6, cross_class_iou: Optional[float] = 0.7, appearance: bool = False,
+                 fast_gate: float = 1.6, tentative_gap: int = 1, max_freeze_s: float = 3.0,
+                 cross_class_iou: Optional[float] = 0.7, appearance: bool = False,
                  appearance_thresh: float = 0.5, meters_per_px: Optional[float] = None, trail: int = 16,
                  names: Sequence[str] = (), keep_unconfirmed: bool = False) -> None:
         self._options: Dict[str, Any] = dict(
@@ -300,7 +312,8 @@ class ByteTrack:
             tentative_match_thresh=tentative_match_thresh, min_hits=min_hits, buffer_s=buffer_s, fps=fps,
             distance=distance, fuse_score=fuse_score, class_cost=class_cost, stitch=stitch,
             stitch_noise=stitch_noise, stitch_size_ratio=stitch_size_ratio, reach_tol=reach_tol,
-            start_speed=start_speed, velocity_window=velocity_window, exit_grace_s=exit_grace_s, fast_gate=fast_gate,
+            start_speed=start_speed, velocity_window_s=velocity_window_s, exit_grace_s=exit_grace_s, fast_gate=fast_gate,
+            tentative_gap=tentative_gap, max_freeze_s=max_freeze_s,
             cross_class_iou=cross_class_iou, appearance=appearance, appearance_thresh=appearance_thresh,
             meters_per_px=meters_per_px, trail=trail, names=tuple(names), keep_unconfirmed=keep_unconfirmed)
         _check_options(**self._options)
@@ -314,8 +327,9 @@ class ByteTrack:
         self.stitch, self.stitch_noise, self.stitch_size_ratio = bool(stitch), float(stitch_noise), \
             float(stitch_size_ratio)
         self.reach_tol, self.start_speed = float(reach_tol), float(start_speed)
-        self.velocity_window = int(velocity_window)
+        self.velocity_window_s = float(velocity_window_s)
         self.exit_grace_s, self.fast_gate = float(exit_grace_s), float(fast_gate)
+        self.tentative_gap, self.max_freeze_s = int(tentative_gap), float(max_freeze_s)
         self.cross_class_iou = None if cross_class_iou is None else float(cross_class_iou)
         self.appearance, self.appearance_thresh = bool(appearance), float(appearance_thresh)
         self.meters_per_px = None if meters_per_px is None else float(meters_per_px)
@@ -348,6 +362,7 @@ class ByteTrack:
         self._last_now: Optional[float] = None
         self._dt: Optional[float] = 1.0 / float(self.fps) if self.fps else None
         self._prev_image: Optional[np.ndarray] = None
+        self._frozen_s = 0.0  # stream seconds without frames forgiven so far (max_freeze_s)
         self._confirmed_total = self._stitched = 0
 
     @property
@@ -409,9 +424,12 @@ class ByteTrack:
         """Times, frame step and the detections as float64 arrays."""
         now, index = media_time(frame, self.fps), int(frame.index)
         steps = 1 if self._last_index is None else max(index - self._last_index, 1)
-        if self._last_now is not None and not self.fps and now > self._last_now:
-            dt = (now - self._last_now) / steps
-            self._dt = dt if self._dt is None else 0.9 * self._dt + 0.1 * dt
+        if self._last_now is not None and now > self._last_now:
+            elapsed = now - self._last_now
+            if not self.fps:
+                self._dt = elapsed / steps if self._dt is None else 0.9 * self._dt + 0.1 * elapsed / steps
+            if _FREEZE_MIN_S <= elapsed <= self.max_freeze_s and self._dt:
+                self._frozen_s += elapsed - self._dt
         self._last_index, self._last_now = index, now
         boxes = detections.xyxy.astype(np.float64).reshape(-1, 4)
         return _Step(frame, now, index, float(frame.wall_time), steps, boxes, xyxy_to_cxcywh(boxes),
@@ -448,8 +466,8 @@ class ByteTrack:
         return [int(high[j]) for j in um_high]
 
     def _match_low(self, st: _Step, low: np.ndarray, assigned: Dict[int, int]) -> None:
-        """Step 4: low detections keep tracked (not lost) tracks alive."""
-        still = [i for i, t in enumerate(self._tracks) if t.state == _TRACKED and i not in assigned]
+        """Step 4: low detections keep tracked (not lost) and tentative tracks alive."""
+        still = [i for i, t in enumerate(self._tracks) if t.state != _LOST and i not in assigned]
         cost = self._cost(still, low, st, fuse=False, distance=iou_distance)
         pairs, _, _ = _assign(cost, self.low_match_thresh)
         for r, c in pairs:
@@ -524,13 +542,15 @@ class ByteTrack:
                 survivors.append(t)
                 continue
             if t.state == _TENTATIVE:
+                if st.index - t.last_frame <= self.tentative_gap:
+                    survivors.append(t)
                 continue
             if t.state == _TRACKED and self.appearance and self._prev_image is not None:
                 t.hist = colour_histograms(self._prev_image, t.last_box[None])[0]
             t.state = _LOST
             if not t.exited:
                 t.exited = self._exit_of(t, shape)
-            lost_for = st.now - t.last_seen
+            lost_for = st.now - t.last_seen - (self._frozen_s - t.frozen_at_seen)
             if lost_for > self.buffer_s or (t.exited and lost_for > self.exit_grace_s):
                 st.events.append(self._end_event(t, st.frame))
                 continue
@@ -546,6 +566,7 @@ class ByteTrack:
             t = _Track(m[0], c[0], st.now, st.index, st.wall, st.boxes[d].copy(), st.now, st.index, st.wall,
                        st.z[d].copy(), st.boxes[d].copy(), float(st.score[d]), best_score=float(st.score[d]))
             t.obs.append((st.index, float(st.z[d, 0]), float(st.z[d, 1])))
+            t.frozen_at_seen = self._frozen_s
             t.vote(int(st.cls[d]), float(st.score[d]))
             self._append_trail(t, st.boxes[d])
             self._tracks.append(t)
@@ -582,11 +603,11 @@ class ByteTrack:
         last = np.stack([t.last_z for t in tracks])
         size = last[:, 2:4].max(axis=1)
         once = np.array([len(t.obs) == 1 for t in tracks])
-        noise = np.where(once, self.fast_gate * size, 2.0 * self.stitch_noise * self.kf.std_pos * size)
         gap = np.array([max(st.index - t.last_frame, 1) for t in tracks], np.float64)
+        noise = np.where(once, self.fast_gate * size * gap, 2.0 * self.stitch_noise * self.kf.std_pos * size)
         if self._dt:  # a stationary object may have started to walk away meanwhile
             noise = noise + self.start_speed * last[:, 3] * gap * self._dt
-        vel = np.stack([t.velocity(self.velocity_window) for t in tracks])
+        vel = np.stack([t.velocity(self._window()) for t in tracks])
         cost = reach_cost(last[:, :2], vel, gap, noise, z[:, :2], self.reach_tol)
         h_track, h_det = last[:, 3:4], z[None, :, 3]
         ratio = np.maximum(h_track / np.maximum(h_det, 1e-6), h_det / np.maximum(h_track, 1e-6))
@@ -614,8 +635,8 @@ class ByteTrack:
     def _exit_of(self, t: _Track, shape_hw: Tuple[int, int]) -> str:
         """The edge a just-missed or lost track left through (``""`` = still in the picture): its last box on the
         border moving out, or its predicted centre outside the frame."""
-        min_speed = 0.02 * float(t.last_z[2:4].max()) / max(self.velocity_window, 1)
-        edge = exit_edge(t.last_box, t.velocity(self.velocity_window), shape_hw, min_speed)
+        min_speed = 0.1 * float(t.last_z[2:4].max()) * (self._dt or 0.1)  # a tenth of its size per second
+        edge = exit_edge(t.last_box, t.velocity(self._window()), shape_hw, min_speed)
         if edge:
             return edge
         h, w = shape_hw
@@ -625,9 +646,14 @@ class ByteTrack:
                 return name
         return ""
 
+    def _window(self) -> int:
+        """``velocity_window_s`` in frames (3 until the frame interval is known), at most 40."""
+        return int(np.clip(round(self.velocity_window_s / self._dt), 1, 40)) if self._dt else 3
+
     def _observe(self, t: _Track, d: int, st: _Step) -> None:
-        t.hits = t.hits + 1 if t.state != _TENTATIVE or st.index - t.last_frame <= 1 else 1
+        t.hits = t.hits + 1 if t.state != _TENTATIVE or st.index - t.last_frame <= 1 + self.tentative_gap else 1
         t.last_seen, t.last_frame, t.last_wall = st.now, st.index, st.wall
+        t.frozen_at_seen = self._frozen_s
         t.last_z, t.last_box = st.z[d].copy(), st.boxes[d].copy()
         t.obs.append((st.index, float(st.z[d, 0]), float(st.z[d, 1])))
         t.score = float(st.score[d])
@@ -643,7 +669,7 @@ class ByteTrack:
 
     def _confirm(self, t: _Track, d: int, st: _Step) -> None:
         t.state, t.track_id = _TRACKED, self._next_id
-        t.entered = entry_edge(t.first_box, t.velocity(self.velocity_window), st.frame.shape)
+        t.entered = entry_edge(t.first_box, t.velocity(self._window()), st.frame.shape)
         self._next_id += 1
         self._confirmed_total += 1
         st.events.append({"type": "object_new", "track_id": t.track_id, "class_name": class_name(t.class_id, self.names),

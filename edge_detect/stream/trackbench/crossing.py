@@ -50,7 +50,9 @@ class CrossingCounter:
         lines: ``{name: (x1, y1, x2, y2)}`` source-frame pixels; ``in`` = from the line's left to its right as
             seen in the image (:mod:`edge_detect.stream.geometry`).
         anchor: box anchor followed (:data:`~edge_detect.stream.geometry.ANCHORS`).
-        hysteresis_px: dead band around the line, pixels.
+        hysteresis_px: dead band around the line, pixels (at least).
+        hysteresis_frac: the band is at least this fraction of the box's width too (box noise and sway grow
+            with the object's size: a 100 px wide object standing on the line moves its anchor several pixels).
         extent_margin_px: tolerance beyond the segment's ends (an end on the frame border is open).
         use_trail: start a new track's side from its ``data["trail"]`` (``bottom_center`` anchor only).
         forget_s: forget tracks unseen this long (stream seconds) or ended (``object_end``).
@@ -58,10 +60,12 @@ class CrossingCounter:
     """
 
     def __init__(self, lines: Mapping[str, Sequence[float]], anchor: str = "bottom_center",
-                 hysteresis_px: float = 4.0, extent_margin_px: float = 0.0, use_trail: bool = True,
+                 hysteresis_px: float = 4.0, hysteresis_frac: float = 0.1, extent_margin_px: float = 0.0,
+                 use_trail: bool = True,
                  forget_s: float = 10.0, fps: Optional[float] = None) -> None:
         self._lines = [_Line(name, as_segment(seg, f"line {name}")) for name, seg in lines.items()]
         self.anchor, self.band, self.margin = anchor, float(hysteresis_px), float(extent_margin_px)
+        self.band_frac = float(hysteresis_frac)
         self.use_trail = bool(use_trail) and anchor == "bottom_center"
         self.forget_s, self.fps = float(forget_s), fps
 
@@ -80,6 +84,7 @@ class CrossingCounter:
         ids = detections.track_id if detections.track_id is not None else np.full(len(detections), -1)
         ended = {int(e["track_id"]) for e in detections.metadata.get("events", []) if e.get("type") == "object_end"}
         pts = anchor_points(detections.xyxy, self.anchor)
+        bands = np.maximum(self.band, self.band_frac * (detections.xyxy[:, 2] - detections.xyxy[:, 0]))
         trail = detections.data.get("trail") if self.use_trail else None
         events: List[Dict[str, Any]] = []
         for ln in self._lines:
@@ -87,11 +92,11 @@ class CrossingCounter:
                 tid = int(ids[i])
                 st = ln.tracks.get(tid)
                 if st is None:
-                    st = ln.tracks[tid] = _State(Hysteresis(self.band))
-                    if trail is not None:
-                        for p in trail[i][:-1]:
-                            if np.isfinite(p).all():
-                                self._step(ln, st, (float(p[0]), float(p[1])), frame, tid, events)
+                    st = ln.tracks[tid] = _State(Hysteresis(float(bands[i])))
+                    for p in (trail[i][:-1] if trail is not None else ()):  # the path before confirmation
+                        if np.isfinite(p).all():
+                            self._step(ln, st, (float(p[0]), float(p[1])), frame, tid, events)
+                st.hyst.band = float(bands[i])
                 self._step(ln, st, (float(pts[i, 0]), float(pts[i, 1])), frame, tid, events)
                 st.last_seen = now
             for tid in [k for k, s in ln.tracks.items() if k in ended or now - s.last_seen > self.forget_s]:

@@ -73,15 +73,16 @@ class _Roboflow:
                           np.asarray(out.class_id, np.int32), np.where(tid >= 0, tid + 1, -1))
 
 
-Factory = Callable[[Scene], Any]
-#: name -> (factory(scene) -> object with ``update(dets, frame)`` and ``needs_image``, module it needs or None)
+Factory = Callable[..., Any]
+#: name -> (factory(scene, **options) -> object with ``update(dets, frame)`` and ``needs_image``, module it needs)
 TRACKERS: Dict[str, Tuple[Factory, Optional[str]]] = {
-    "bytetrack": (lambda s: _Processor(ByteTrack()), None),
-    "iou": (lambda s: _Processor(IoUTracker()), None),
-    "trackers.ByteTrack": (lambda s: _Roboflow("ByteTrackTracker", s.world.fps), "trackers"),
-    "trackers.SORT": (lambda s: _Roboflow("SORTTracker", s.world.fps), "trackers"),
-    "trackers.OC-SORT": (lambda s: _Roboflow("OCSORTTracker", s.world.fps), "trackers"),
-    "trackers.BoT-SORT": (lambda s: _Roboflow("BoTSORTTracker", s.world.fps, enable_cmc=False), "trackers"),
+    "bytetrack": (lambda s, **o: _Processor(ByteTrack(**o), needs_image=bool(o.get("appearance"))), None),
+    "iou": (lambda s, **o: _Processor(IoUTracker(**o)), None),
+    "trackers.ByteTrack": (lambda s, **o: _Roboflow("ByteTrackTracker", s.world.fps, **o), "trackers"),
+    "trackers.SORT": (lambda s, **o: _Roboflow("SORTTracker", s.world.fps, **o), "trackers"),
+    "trackers.OC-SORT": (lambda s, **o: _Roboflow("OCSORTTracker", s.world.fps, **o), "trackers"),
+    "trackers.BoT-SORT": (lambda s, **o: _Roboflow("BoTSORTTracker", s.world.fps, **{"enable_cmc": False, **o}),
+                          "trackers"),
 }
 
 
@@ -122,9 +123,10 @@ def _mot_distances(gt: np.ndarray, hyp: np.ndarray) -> np.ndarray:
     return np.where(iou >= 0.5, 1.0 - iou, np.nan)
 
 
-def run_scene(scene: Scene, trackers: Sequence[str], data: Optional[Path] = None) -> Dict[str, Dict[str, Any]]:
-    """Run each tracker over ``scene``: ``{tracker: {raw MOT counts (:data:`RAW_KEYS`), "count_error": {"track",
-    "crossing"}, "counts": {...}}}``."""
+def run_scene(scene: Scene, trackers: Sequence[str], data: Optional[Path] = None,
+              options: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Dict[str, Any]]:
+    """Run each tracker (with ``options[name]`` as keyword arguments) over ``scene``: ``{tracker: {raw MOT counts
+    (:data:`RAW_KEYS`), "count_error": {"track", "crossing"}, "counts": {...}}}``."""
     import motmetrics as mm
 
     images = _Images(scene, data)
@@ -132,7 +134,7 @@ def run_scene(scene: Scene, trackers: Sequence[str], data: Optional[Path] = None
     mh = mm.metrics.create()
     result = {}
     for name in trackers:
-        tracker = TRACKERS[name][0](scene)
+        tracker = TRACKERS[name][0](scene, **(options or {}).get(name, {}))
         once = LineCounter(scene.lines, hysteresis_px=HYSTERESIS_PX)
         every = CrossingCounter(scene.lines, hysteresis_px=HYSTERESIS_PX)
         acc = mm.MOTAccumulator(auto_id=True)
@@ -158,11 +160,12 @@ def _count_error(counts: Dict[str, Dict[str, int]], truth: Dict[str, Dict[str, i
     return sum(abs(counts[k]["in"] - t["in"]) + abs(counts[k]["out"] - t["out"]) for k, t in truth.items())
 
 
-def run_task(task: Tuple[str, int, Tuple[str, ...], Optional[str]]) -> Tuple[str, int, str, Dict[str, Any]]:
-    """Worker entry: ``(family, seed, trackers, data)`` -> ``(family, seed, variant, run_scene(...))``."""
-    family, seed, names, data = task
+def run_task(task: Tuple[str, int, Tuple[str, ...], Optional[str], Dict[str, Dict[str, Any]]]
+             ) -> Tuple[str, int, str, Dict[str, Any]]:
+    """Worker entry: ``(family, seed, trackers, data, options)`` -> ``(family, seed, variant, run_scene(...))``."""
+    family, seed, names, data, options = task
     scene = make_scene(family, seed)
-    return family, seed, scene.variant, run_scene(scene, names, Path(data) if data else None)
+    return family, seed, scene.variant, run_scene(scene, names, Path(data) if data else None, options)
 
 
 def aggregate(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
