@@ -3,12 +3,13 @@ duplicates, colour histograms. Numpy only, no state; boxes are xyxy / centres in
 
 Reachability (:func:`reach_cost`)
     A lost track may only take a detection that lies where the track's own recent motion can bring it in the
-    time it was lost: within ``max(noise_px, tol * |v| * gap)`` of the path from its last observed centre
-    ``last`` to ``last + (1 + tol) * v * gap``, ``v`` its velocity observed over its last few observations
-    (pixels per frame, as OC-SORT estimates it). A stationary track (``v`` about 0) therefore only takes a
-    detection near where it was last seen (the caller widens ``noise_px`` with the time lost for an object that
-    may have started to walk); a moving one only a detection ahead of it in its direction, no farther than its
-    speed (plus ``tol``) takes it, not behind it nor off to the side.
+    time it was lost: near the path from its last observed centre ``last`` to ``last + (1 + tol) * v * gap``,
+    ``v`` its velocity observed over its last few observations (pixels per frame, as OC-SORT estimates it),
+    within a cone around it (``noise_px`` at ``last``, ``tol * |v| * gap`` once as far as the predicted
+    position). A stationary track (``v`` about 0) therefore only takes a detection near where it was last seen
+    (the caller widens ``noise_px`` with the time lost for an object that may have started to walk); a moving
+    one only a detection ahead of it in its direction, no farther than its speed (plus ``tol``) takes it, not
+    behind it nor off to the side.
 
 Frame edges (:func:`touching_edges`, :func:`exit_edge`)
     A track whose last box touched a frame border while it moved out through that border has left the picture;
@@ -41,8 +42,9 @@ def reach_cost(last_xy: np.ndarray, velocity: np.ndarray, gap: np.ndarray, noise
     """Distance of detections to the path each track's own motion allows, in units of the allowed radius.
 
     The path runs from the last observed centre ``last`` to ``last + (1 + tol) * v * gap`` (the object may have
-    slowed down or stopped, or gone somewhat faster, along its direction); the radius around it is
-    ``max(noise_px, tol * |v| * gap)``.
+    slowed down or stopped, or gone somewhat faster, along its direction); the radius around the point of the path
+    nearest a detection is ``noise_px`` at ``last`` and grows with the distance travelled along the path to
+    ``tol * |v| * gap`` (a cone: the further along, the more it may have strayed sideways; nothing behind it).
 
     Args:
         last_xy: float ``(T, 2)`` last observed centres.
@@ -50,21 +52,22 @@ def reach_cost(last_xy: np.ndarray, velocity: np.ndarray, gap: np.ndarray, noise
         gap: ``(T,)`` frames since the last observation (>= 1).
         noise_px: ``(T,)`` the radius allowed however short the travel.
         det_xy: float ``(D, 2)`` detected centres.
-        tol: the radius, and the overshoot allowed along the path, as a fraction of the predicted travel.
+        tol: the sideways radius, and the overshoot allowed along the path, as a fraction of the predicted travel.
 
     Returns:
         float64 ``(T, D)``: ``<= 1`` = reachable (see module doc).
     """
     gap = np.asarray(gap, np.float64).reshape(-1, 1)
     travel = np.asarray(velocity, np.float64) * gap  # (T, 2)
+    length = np.hypot(travel[:, 0], travel[:, 1])[:, None]  # (T, 1)
     a = np.asarray(last_xy, np.float64)
     ab = (1.0 + tol) * travel
-    radius = np.maximum(np.asarray(noise_px, np.float64), tol * np.hypot(travel[:, 0], travel[:, 1]))
     ap = np.asarray(det_xy, np.float64)[None, :, :] - a[:, None, :]  # (T, D, 2)
     denom = np.maximum((ab ** 2).sum(-1), 1e-12)[:, None]
-    t = np.clip((ap * ab[:, None, :]).sum(-1) / denom, 0.0, 1.0)
+    t = np.clip((ap * ab[:, None, :]).sum(-1) / denom, 0.0, 1.0)  # (T, D) position along the path
     d = np.hypot(ap[..., 0] - t * ab[:, None, 0], ap[..., 1] - t * ab[:, None, 1])
-    return d / np.maximum(radius, 1e-6)[:, None]
+    radius = np.maximum(np.asarray(noise_px, np.float64)[:, None], tol * np.minimum(t * (1.0 + tol), 1.0) * length)
+    return d / np.maximum(radius, 1e-6)
 
 
 def touching_edges(xyxy: np.ndarray, shape_hw: Tuple[int, int], margin: float = 2.0) -> np.ndarray:

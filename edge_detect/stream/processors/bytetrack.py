@@ -163,7 +163,8 @@ class _Track:
     def vote(self, class_id: int, score: float) -> None:
         """Add ``score`` to ``class_id``'s votes; the track's class is the class with the largest sum."""
         self.class_votes[class_id] = self.class_votes.get(class_id, 0.0) + score
-        self.class_id = max(self.class_votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+        if class_id != self.class_id:  # the leader only changes when another class gains
+            self.class_id = max(self.class_votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
 
     def velocity(self, window: int) -> np.ndarray:
         """Observed centre velocity, px/frame: from the newest observation at least ``window`` frames before the
@@ -194,6 +195,10 @@ class _Step:
     cls: np.ndarray  # int (D,)
     events: List[Dict[str, Any]]
     hists: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:  # python lists for the per-track loops (faster than numpy scalars)
+        self.z_list, self.boxes_list = self.z.tolist(), self.boxes.tolist()
+        self.score_list, self.cls_list = self.score.tolist(), [int(c) for c in self.cls]
 
 
 def _assign(cost: np.ndarray, thresh: float) -> Tuple[List[Tuple[int, int]], List[int], List[int]]:
@@ -268,8 +273,9 @@ class ByteTrack:
             deviations of ``stitch_noise * std_pos * max(w, h)``: 0.4 box sizes by default).
         stitch_size_ratio: the largest ratio of heights between a lost track and the detection it takes.
         reach_tol: the re-attachment radius as a fraction of the travel predicted since the last sighting.
-        start_speed: box heights per second an object may have started to move at while lost (widens the
-            radius around a stationary track's last position with the time lost).
+        start_speed: box heights per second a stationary object (moving less than a tenth of its size per
+            second) may have started to move at while lost: widens the radius around its last position with the
+            time lost.
         velocity_window_s: stream seconds over which a track's observed velocity is measured (its last
             observation against the newest one at least this much older; a longer window is less swayed by a
             box that is partly hidden for a few frames).
@@ -450,10 +456,10 @@ class ByteTrack:
 
     def _split(self, st: _Step) -> Tuple[np.ndarray, np.ndarray]:
         """Step 2: drop cross-class duplicates; indices of the high and the low detections."""
-        usable = st.score >= self.low_thresh
-        idx = np.flatnonzero(usable)
-        keep = np.zeros(len(st.score), bool)
-        keep[idx[cross_class_keep(st.boxes[idx], st.score[idx], st.cls[idx], self.cross_class_iou)]] = True
+        keep = st.score >= self.low_thresh
+        idx = np.flatnonzero(keep)
+        if len(idx) > 1 and self.cross_class_iou is not None and (st.cls[idx] != st.cls[idx[0]]).any():
+            keep[idx] = cross_class_keep(st.boxes[idx], st.score[idx], st.cls[idx], self.cross_class_iou)
         return np.flatnonzero(keep & (st.score >= self.high_thresh)), np.flatnonzero(keep & (st.score < self.high_thresh))
 
     def _match_confirmed(self, st: _Step, high: np.ndarray, assigned: Dict[int, int]) -> List[int]:
@@ -568,7 +574,7 @@ class ByteTrack:
             t.obs.append((st.index, float(st.z[d, 0]), float(st.z[d, 1])))
             t.frozen_at_seen = self._frozen_s
             t.vote(int(st.cls[d]), float(st.score[d]))
-            self._append_trail(t, st.boxes[d])
+            self._append_trail(t, st.boxes_list[d])
             self._tracks.append(t)
             if self.min_hits <= 1:
                 self._confirm(t, d, st)
@@ -605,9 +611,9 @@ class ByteTrack:
         once = np.array([len(t.obs) == 1 for t in tracks])
         gap = np.array([max(st.index - t.last_frame, 1) for t in tracks], np.float64)
         noise = np.where(once, self.fast_gate * size * gap, 2.0 * self.stitch_noise * self.kf.std_pos * size)
+        vel = np.stack([t.velocity(self._window()) for t in tracks])
         if self._dt:  # a stationary object may have started to walk away meanwhile
             noise = noise + self.start_speed * last[:, 3] * gap * self._dt
-        vel = np.stack([t.velocity(self._window()) for t in tracks])
         cost = reach_cost(last[:, :2], vel, gap, noise, z[:, :2], self.reach_tol)
         h_track, h_det = last[:, 3:4], z[None, :, 3]
         ratio = np.maximum(h_track / np.maximum(h_det, 1e-6), h_det / np.maximum(h_track, 1e-6))
@@ -654,18 +660,21 @@ class ByteTrack:
         t.hits = t.hits + 1 if t.state != _TENTATIVE or st.index - t.last_frame <= 1 + self.tentative_gap else 1
         t.last_seen, t.last_frame, t.last_wall = st.now, st.index, st.wall
         t.frozen_at_seen = self._frozen_s
-        t.last_z, t.last_box = st.z[d].copy(), st.boxes[d].copy()
-        t.obs.append((st.index, float(st.z[d, 0]), float(st.z[d, 1])))
-        t.score = float(st.score[d])
-        t.best_score = max(t.best_score, t.score)
-        t.vote(int(st.cls[d]), t.score)
+        t.last_z, t.last_box = st.z[d], st.boxes[d]  # rows of this frame's arrays, never written to
+        z = st.z_list[d]
+        t.obs.append((st.index, z[0], z[1]))
+        t.score = st.score_list[d]
+        if t.score > t.best_score:
+            t.best_score = t.score
+        t.vote(st.cls_list[d], t.score)
         t.hist = None
-        self._append_trail(t, st.boxes[d])
+        self._append_trail(t, st.boxes_list[d])
 
-    def _append_trail(self, t: _Track, box: np.ndarray) -> None:
+    def _append_trail(self, t: _Track, box: Sequence[float]) -> None:
         if self.trail:
-            t.trail.append((float(box[0] + box[2]) / 2, float(box[3])))
-            del t.trail[:-self.trail]
+            t.trail.append(((box[0] + box[2]) / 2, box[3]))
+            if len(t.trail) > self.trail:
+                del t.trail[0]
 
     def _confirm(self, t: _Track, d: int, st: _Step) -> None:
         t.state, t.track_id = _TRACKED, self._next_id
@@ -707,18 +716,19 @@ class ByteTrack:
         dwell = np.full(n, np.nan, np.float32)
         vel = np.full((n, 2), np.nan, np.float32)
         entered = np.full(n, "", "<U6")
-        for row, t in zip(rows, tracks):
-            dwell[row] = t.last_seen - t.first_seen
-            vel[row] = self._velocity_px_s(t)
-            entered[row] = t.entered
+        if tracks:
+            dwell[rows] = [t.last_seen - t.first_seen for t in tracks]
+            if self._dt:
+                vel[rows] = np.array([t.mean[4:6] for t in tracks]) / self._dt
+            entered[rows] = [t.entered for t in tracks]
         speed = np.hypot(vel[:, 0], vel[:, 1]).astype(np.float32)
         data = {"dwell_s": dwell, "velocity_px_s": vel, "speed_px_s": speed, "entered": entered}
         if self.meters_per_px is not None:
             data["speed_m_s"] = (speed * self.meters_per_px).astype(np.float32)
         if self.trail:
             trail = np.full((n, self.trail, 2), np.nan, np.float32)
-            for row, t in zip(rows, tracks):
-                pts = np.asarray(t.trail, np.float32)
-                trail[row, self.trail - len(pts):] = pts
+            if tracks:
+                pad = [(np.nan, np.nan)] * self.trail
+                trail[rows] = [pad[:self.trail - len(t.trail)] + t.trail for t in tracks]
             data["trail"] = trail
         return data
