@@ -38,12 +38,13 @@ _OUTWARD = np.array([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]])
 
 
 def reach_cost(last_xy: np.ndarray, velocity: np.ndarray, gap: np.ndarray, noise_px: np.ndarray,
-               det_xy: np.ndarray, tol: float = 0.6) -> np.ndarray:
+               det_xy: np.ndarray, tol: float = 0.6, reach_px: Optional[np.ndarray] = None) -> np.ndarray:
     """Distance of detections to the path each track's own motion allows, in units of the allowed radius.
 
-    The path runs from the last observed centre ``last`` to ``last + (1 + tol) * v * gap`` (the object may have
-    slowed down or stopped, or gone somewhat faster, along its direction); the radius around the point of the path
-    nearest a detection is ``noise_px`` at ``last`` and grows with the distance travelled along the path to
+    The path runs from the last observed centre ``last`` along the observed velocity ``v`` for
+    ``max((1 + tol) * |v| * gap, reach_px)`` pixels (the object may have slowed down or stopped, gone somewhat
+    faster, or, when it was slow, sped up to ``reach_px`` in its direction); the radius around the point of the
+    path nearest a detection is ``noise_px`` at ``last`` and grows with the distance along the path to
     ``tol * |v| * gap`` (a cone: the further along, the more it may have strayed sideways; nothing behind it).
 
     Args:
@@ -53,20 +54,25 @@ def reach_cost(last_xy: np.ndarray, velocity: np.ndarray, gap: np.ndarray, noise
         noise_px: ``(T,)`` the radius allowed however short the travel.
         det_xy: float ``(D, 2)`` detected centres.
         tol: the sideways radius, and the overshoot allowed along the path, as a fraction of the predicted travel.
+        reach_px: ``(T,)`` the least length of the path (``None`` = none).
 
     Returns:
         float64 ``(T, D)``: ``<= 1`` = reachable (see module doc).
     """
     gap = np.asarray(gap, np.float64).reshape(-1, 1)
     travel = np.asarray(velocity, np.float64) * gap  # (T, 2)
-    length = np.hypot(travel[:, 0], travel[:, 1])[:, None]  # (T, 1)
+    length = np.hypot(travel[:, 0], travel[:, 1])  # (T,)
+    path = (1.0 + tol) * length
+    if reach_px is not None:
+        path = np.maximum(path, np.asarray(reach_px, np.float64))
+    ab = travel / np.maximum(length, 1e-9)[:, None] * path[:, None]  # (T, 2)
     a = np.asarray(last_xy, np.float64)
-    ab = (1.0 + tol) * travel
     ap = np.asarray(det_xy, np.float64)[None, :, :] - a[:, None, :]  # (T, D, 2)
     denom = np.maximum((ab ** 2).sum(-1), 1e-12)[:, None]
     t = np.clip((ap * ab[:, None, :]).sum(-1) / denom, 0.0, 1.0)  # (T, D) position along the path
     d = np.hypot(ap[..., 0] - t * ab[:, None, 0], ap[..., 1] - t * ab[:, None, 1])
-    radius = np.maximum(np.asarray(noise_px, np.float64)[:, None], tol * np.minimum(t * (1.0 + tol), 1.0) * length)
+    along = t * path[:, None]
+    radius = np.maximum(np.asarray(noise_px, np.float64)[:, None], tol * np.minimum(along, length[:, None]))
     return d / np.maximum(radius, 1e-6)
 
 

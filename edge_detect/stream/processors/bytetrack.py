@@ -154,7 +154,7 @@ class _Track:
     class_votes: Dict[int, float] = field(default_factory=dict)
     class_id: int = -1
     trail: List[Tuple[float, float]] = field(default_factory=list)
-    obs: Deque[Tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=48))  # (frame, cx, cy)
+    obs: Deque[Tuple[int, float, float, float]] = field(default_factory=lambda: deque(maxlen=48))  # frame, cx, cy, w
     entered: str = ""
     exited: str = ""
     hist: Optional[np.ndarray] = None
@@ -168,10 +168,16 @@ class _Track:
 
     def velocity(self, window: int) -> np.ndarray:
         """Observed centre velocity, px/frame: from the newest observation at least ``window`` frames before the
-        last one (or the oldest kept) to the last one; zeros with a single observation."""
-        f1, x1, y1 = self.obs[-1]
-        ref = self.obs[0]
-        for o in reversed(self.obs):
+        last one (or the oldest kept) to the last one; zeros with a single observation. Observations of a box
+        narrower than 0.8 of the widest kept are left out (partly hidden or cut by the frame edge: their centre
+        moves with what hides them), unless that leaves fewer than two."""
+        widest = max(o[3] for o in self.obs)
+        obs = [o for o in self.obs if o[3] >= 0.8 * widest]
+        if len(obs) < 2:
+            obs = list(self.obs)
+        f1, x1, y1 = obs[-1][:3]
+        ref = obs[0]
+        for o in reversed(obs):
             if f1 - o[0] >= window:
                 ref = o
                 break
@@ -273,9 +279,8 @@ class ByteTrack:
             deviations of ``stitch_noise * std_pos * max(w, h)``: 0.4 box sizes by default).
         stitch_size_ratio: the largest ratio of heights between a lost track and the detection it takes.
         reach_tol: the re-attachment radius as a fraction of the travel predicted since the last sighting.
-        start_speed: box heights per second a stationary object (moving less than a tenth of its size per
-            second) may have started to move at while lost: widens the radius around its last position with the
-            time lost.
+        start_speed: box heights per second a lost object may have sped up to: a slow track may have gone that
+            far in its direction, a stationary one (under a tenth of its size per second) in any direction.
         velocity_window_s: stream seconds over which a track's observed velocity is measured (its last
             observation against the newest one at least this much older; a longer window is less swayed by a
             box that is partly hidden for a few frames).
@@ -571,7 +576,7 @@ class ByteTrack:
             m, c = self.kf.initiate(st.z[d:d + 1])
             t = _Track(m[0], c[0], st.now, st.index, st.wall, st.boxes[d].copy(), st.now, st.index, st.wall,
                        st.z[d].copy(), st.boxes[d].copy(), float(st.score[d]), best_score=float(st.score[d]))
-            t.obs.append((st.index, float(st.z[d, 0]), float(st.z[d, 1])))
+            t.obs.append((st.index, float(st.z[d, 0]), float(st.z[d, 1]), float(st.z[d, 2])))
             t.frozen_at_seen = self._frozen_s
             t.vote(int(st.cls[d]), float(st.score[d]))
             self._append_trail(t, st.boxes_list[d])
@@ -612,9 +617,10 @@ class ByteTrack:
         gap = np.array([max(st.index - t.last_frame, 1) for t in tracks], np.float64)
         noise = np.where(once, self.fast_gate * size * gap, 2.0 * self.stitch_noise * self.kf.std_pos * size)
         vel = np.stack([t.velocity(self._window()) for t in tracks])
-        if self._dt:  # a stationary object may have started to walk away meanwhile
-            noise = noise + self.start_speed * last[:, 3] * gap * self._dt
-        cost = reach_cost(last[:, :2], vel, gap, noise, z[:, :2], self.reach_tol)
+        reach = self.start_speed * last[:, 3] * gap * (self._dt or 0.0)  # walking pace since the last sighting
+        still = np.hypot(vel[:, 0], vel[:, 1]) < 0.1 * size * (self._dt or 0.0)  # under a tenth of its size per s
+        noise = noise + still * reach  # a stationary object may have started to walk any way
+        cost = reach_cost(last[:, :2], vel, gap, noise, z[:, :2], self.reach_tol, reach)
         h_track, h_det = last[:, 3:4], z[None, :, 3]
         ratio = np.maximum(h_track / np.maximum(h_det, 1e-6), h_det / np.maximum(h_track, 1e-6))
         cost = np.where(ratio <= self.stitch_size_ratio, cost, np.inf)
@@ -662,7 +668,7 @@ class ByteTrack:
         t.frozen_at_seen = self._frozen_s
         t.last_z, t.last_box = st.z[d], st.boxes[d]  # rows of this frame's arrays, never written to
         z = st.z_list[d]
-        t.obs.append((st.index, z[0], z[1]))
+        t.obs.append((st.index, z[0], z[1], z[2]))
         t.score = st.score_list[d]
         if t.score > t.best_score:
             t.best_score = t.score
