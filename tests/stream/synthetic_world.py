@@ -7,7 +7,8 @@ use on top of it:
 * :func:`render_video`: an mp4 for the real detector (end-to-end tests);
 * :class:`FakeDetector`: the ground-truth boxes of what is visible (partly hidden boxes are cut to their
   visible part; boxes less than ``min_visible`` visible are missed), with seeded pixel noise, dropouts, class
-  flicker and low-score frames, clipped to the frame, for exact semantic tests without a model;
+  flicker, duplicate boxes of another class and low-score frames, clipped to the frame, for exact semantic
+  tests without a model;
 * :func:`gate_scene`: the end-to-end scene.
 
 Coordinates are source-frame pixels; an actor's position is its box's bottom-centre ``(x, y)``.
@@ -57,6 +58,11 @@ class FakeDetector:
             boxes.append(np.clip(box, 0, [w, h, w, h]))
             scores.append(0.3 if f in self.low.get(actor.name, ()) else 0.85)
             classes.append(actor.flicker.get(f, actor.class_id))
+            if f in actor.duplicates:  # per-class NMS kept a second box of another class (no random draw)
+                bw, bh = box[2] - box[0], box[3] - box[1]
+                boxes.append(np.clip(box + [0.03 * bw, -0.02 * bh, 0.03 * bw, 0.0], 0, [w, h, w, h]))
+                scores.append(0.8)
+                classes.append(actor.duplicates[f])
         if f in self.fp:
             boxes.append(np.asarray(self.fp[f], np.float64))
             scores.append(0.9)

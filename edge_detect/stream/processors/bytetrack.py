@@ -418,6 +418,7 @@ class ByteTrack:
             ``data`` of the module doc; events appended to ``metadata["events"]``.
         """
         st = self._begin(detections, frame)
+        self._expire(st)
         self._predict(st.steps)
         high, low = self._split(st)
         assigned: Dict[int, int] = {}  # track list index -> detection index
@@ -544,8 +545,8 @@ class ByteTrack:
         return out_idx, out_tracks
 
     def _age(self, st: _Step, assigned: Dict[int, int]) -> None:
-        """Step 7b: missed tentative tracks die, tracked ones become lost, lost ones that left the picture or
-        expired end (``object_end``)."""
+        """Step 7b: missed tentative tracks die, tracked ones become lost (noting the edge they left through),
+        expired ones end (:meth:`_expire`)."""
         survivors: List[_Track] = []
         shape = st.frame.shape
         for i, t in enumerate(self._tracks):
@@ -561,12 +562,21 @@ class ByteTrack:
             t.state = _LOST
             if not t.exited:
                 t.exited = self._exit_of(t, shape)
-            lost_for = st.now - t.last_seen - (self._frozen_s - t.frozen_at_seen)
-            if lost_for > self.buffer_s or (t.exited and lost_for > self.exit_grace_s):
-                st.events.append(self._end_event(t, st.frame))
-                continue
             survivors.append(t)
         self._tracks = survivors
+        self._expire(st)
+
+    def _expire(self, st: _Step) -> None:
+        """End (``object_end``) the lost tracks unseen for more than ``buffer_s`` (``exit_grace_s`` once they left
+        the picture); run before the association too, so that an expired track is never revived."""
+        keep = []
+        for t in self._tracks:
+            lost_for = st.now - t.last_seen - (self._frozen_s - t.frozen_at_seen)
+            if t.state == _LOST and (lost_for > self.buffer_s or (t.exited and lost_for > self.exit_grace_s)):
+                st.events.append(self._end_event(t, st.frame))
+            else:
+                keep.append(t)
+        self._tracks = keep
 
     def _start(self, st: _Step, rest: List[int], out_idx: List[int], out_tracks: List[_Track]) -> None:
         """Step 7c: start tentative tracks from the remaining high detections."""
