@@ -31,8 +31,9 @@ method per step:
    ``linear_sum_assignment`` on the distance (default ``1 - IoU`` of the predicted box, times the score as in
    ByteTrack with ``fuse_score``, plus ``class_cost`` when the classes differ: association is class-agnostic,
    the class a vote) below ``match_thresh``;
-4. :meth:`~ByteTrack._match_low`: low detections (``low_thresh <= score < high_thresh``) keep still-tracked
-   and tentative tracks alive (``1 - IoU`` below ``low_match_thresh``); they never start tracks;
+4. :meth:`~ByteTrack._match_low`: low detections (``low_thresh <= score < high_thresh``) keep the tracks left
+   unmatched alive (tracked, tentative, and lost ones that did not leave the picture; ``1 - IoU`` of the
+   predicted box below ``low_match_thresh``); they never start tracks;
 5. :meth:`~ByteTrack._recover`: **re-attachment** (``stitch``): lost tracks, and tracked ones just missed, may
    take a remaining high detection only where their own motion can bring them in the time lost
    (:func:`~edge_detect.stream.track_rules.reach_cost`: near the linear extrapolation of the last observed centre
@@ -50,9 +51,10 @@ method per step:
    then gets an id (so no two objects ever share a placeholder id);
 7. :meth:`~ByteTrack._apply` updates the matched tracks (after a gap the velocity is re-estimated from the last
    observation before the gap and the new one, as OC-SORT's re-update does), :meth:`~ByteTrack._age` turns
-   missed tracks lost and ends expired ones (``object_end``; lost unseen for more than ``buffer_s`` seconds of
-   stream time, not counting a camera freeze of up to ``max_freeze_s``), :meth:`~ByteTrack._start` starts tentative tracks from remaining high detections with ``score
-   >= new_track_thresh``.
+   missed tracks lost, :meth:`~ByteTrack._expire` ends expired ones (``object_end``; lost unseen for more than
+   ``buffer_s`` seconds of stream time, not counting a camera freeze of up to ``max_freeze_s``; it also runs
+   before the association, so an expired track is never revived), :meth:`~ByteTrack._start` starts tentative
+   tracks from remaining high detections with ``score >= new_track_thresh``.
 
 Class flicker: each track sums the scores per detected class; its class is the one with the largest sum, so
 a few frames of ``truck`` on a long-lived ``car`` change neither the id nor the class.
@@ -323,7 +325,8 @@ class ByteTrack:
             tentative_match_thresh=tentative_match_thresh, min_hits=min_hits, buffer_s=buffer_s, fps=fps,
             distance=distance, fuse_score=fuse_score, class_cost=class_cost, stitch=stitch,
             stitch_noise=stitch_noise, stitch_size_ratio=stitch_size_ratio, reach_tol=reach_tol,
-            start_speed=start_speed, velocity_window_s=velocity_window_s, exit_grace_s=exit_grace_s, fast_gate=fast_gate,
+            start_speed=start_speed, velocity_window_s=velocity_window_s, exit_grace_s=exit_grace_s,
+            fast_gate=fast_gate,
             tentative_gap=tentative_gap, max_freeze_s=max_freeze_s,
             cross_class_iou=cross_class_iou, appearance=appearance, appearance_thresh=appearance_thresh,
             meters_per_px=meters_per_px, trail=trail, names=tuple(names), keep_unconfirmed=keep_unconfirmed)
@@ -466,7 +469,8 @@ class ByteTrack:
         idx = np.flatnonzero(keep)
         if len(idx) > 1 and self.cross_class_iou is not None and (st.cls[idx] != st.cls[idx[0]]).any():
             keep[idx] = cross_class_keep(st.boxes[idx], st.score[idx], st.cls[idx], self.cross_class_iou)
-        return np.flatnonzero(keep & (st.score >= self.high_thresh)), np.flatnonzero(keep & (st.score < self.high_thresh))
+        high = st.score >= self.high_thresh
+        return np.flatnonzero(keep & high), np.flatnonzero(keep & ~high)
 
     def _match_confirmed(self, st: _Step, high: np.ndarray, assigned: Dict[int, int]) -> List[int]:
         """Step 3: high detections vs confirmed tracks (tracked and lost); returns the unmatched detections."""
@@ -478,8 +482,8 @@ class ByteTrack:
         return [int(high[j]) for j in um_high]
 
     def _match_low(self, st: _Step, low: np.ndarray, assigned: Dict[int, int]) -> None:
-        """Step 4: low detections keep tracked (not lost) and tentative tracks alive."""
-        still = [i for i, t in enumerate(self._tracks) if t.state != _LOST and i not in assigned]
+        """Step 4: low detections keep the unmatched tracks (but those that left the picture) alive."""
+        still = [i for i, t in enumerate(self._tracks) if i not in assigned and not t.exited]
         cost = self._cost(still, low, st, fuse=False, distance=iou_distance)
         pairs, _, _ = _assign(cost, self.low_match_thresh)
         for r, c in pairs:
@@ -697,9 +701,10 @@ class ByteTrack:
         t.entered = entry_edge(t.first_box, t.velocity(self._window()), st.frame.shape)
         self._next_id += 1
         self._confirmed_total += 1
-        st.events.append({"type": "object_new", "track_id": t.track_id, "class_name": class_name(t.class_id, self.names),
-                          "score": round(float(st.score[d]), 5), "xyxy": [round(float(v), 2) for v in st.boxes[d]],
-                          "frame": int(st.frame.index), "wall_time": float(st.frame.wall_time)})
+        st.events.append({"type": "object_new", "track_id": t.track_id,
+                          "class_name": class_name(t.class_id, self.names), "score": round(float(st.score[d]), 5),
+                          "xyxy": [round(float(v), 2) for v in st.boxes[d]], "frame": int(st.frame.index),
+                          "wall_time": float(st.frame.wall_time)})
 
     def _end_event(self, t: _Track, frame: Frame) -> Dict[str, Any]:
         return {"type": "object_end", "track_id": t.track_id, "class_name": class_name(t.class_id, self.names),
