@@ -364,10 +364,45 @@ class AppConfig:
         a = self.analytics
         return bool(a.lines or a.zones or any(s.lines or s.zones for s in self.sources))
 
+    def to_dict(self) -> Dict[str, Any]:
+        """The config as YAML-ready data (lists, dicts, strings, numbers): only what differs from the defaults,
+        every source with its ``uri`` and ``id``; credentials NOT masked (this is what ``--save-config`` writes).
+        ``load_app_config`` of it gives this config back."""
+        out = _non_default(self)
+        out["sources"] = [{"uri": s.uri, "id": s.id, **_non_default(s)} for s in self.sources]
+        return out
+
     @classmethod
     def from_flat(cls, **flat: Any) -> "AppConfig":
         """An :class:`AppConfig` from flat keys (``model="m.onnx", conf=0.3, sinks=[...]``; :data:`FLAT_KEYS`)."""
         return from_mapping(_normalize(nest_flat(flat, warn=False)), cls)
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, mappings, tuples and lists as plain dicts and lists (YAML-ready)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _non_default(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _non_default(obj: Any) -> Dict[str, Any]:
+    """The fields of dataclass ``obj`` that differ from their defaults, as plain data."""
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = dataclasses.MISSING
+        if value != default:
+            out[f.name] = _plain(value)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- flat layout
@@ -721,36 +756,38 @@ def build_processors(cfg: AppConfig, names: Sequence[str], source_ids: Sequence[
                     if p is not None]
 
 
-def check_sources(cfg: AppConfig) -> None:
-    """The cheap checks (at least one source, no missing file), before a model loads or anything opens.
+def check_sources(cfg: AppConfig, keep_alive: bool = False) -> None:
+    """The cheap checks (at least one source unless ``keep_alive``, no missing file), before a model loads or
+    anything opens.
 
     Raises:
         ConfigError: no source. SourceError: a missing file or an unknown scheme.
     """
     from edge_detect.stream.sources import parse_source
 
-    if not cfg.sources:
+    if not cfg.sources and not keep_alive:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
     for s in cfg.sources:
         parse_source(s.uri)
 
 
-def open_sources(cfg: AppConfig) -> List[Any]:
-    """Open every configured source. With several, a live one that cannot be opened yet starts offline and keeps
-    retrying; only when none opens does this fail (the opened ones closed).
+def open_sources(cfg: AppConfig, keep_alive: bool = False) -> List[Any]:
+    """Open every configured source. With several (or ``keep_alive``), a live one that cannot be opened yet starts
+    offline and keeps retrying; only when none opens does this fail (the opened ones closed; with ``keep_alive``
+    and no source configured there is nothing to open).
 
     Raises:
         SourceError: a missing file or no source opened.
     """
     from edge_detect.stream.sources import open_source
 
-    check_sources(cfg)
+    check_sources(cfg, keep_alive)
     opened: List[Any] = []
     try:
         for s in cfg.sources:
-            opened.append(open_source(s.uri, source_id=s.id, capture=cfg.capture, offline_ok=len(cfg.sources) > 1,
-                                      **s.options))
-        if all(src.offline for src in opened):
+            opened.append(open_source(s.uri, source_id=s.id, capture=cfg.capture,
+                                      offline_ok=keep_alive or len(cfg.sources) > 1, **s.options))
+        if opened and all(src.offline for src in opened) and not keep_alive:
             raise SourceError(f"sources: expected at least one that opens, got {len(opened)} offline: "
                               + ", ".join(src.uri for src in opened))
     except BaseException:
@@ -760,7 +797,8 @@ def open_sources(cfg: AppConfig) -> List[Any]:
     return opened
 
 
-def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None, bus: Any = None) -> Any:
+def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None, bus: Any = None,
+                   keep_alive: bool = False) -> Any:
     """Open sources and sinks and return a :class:`~edge_detect.stream.pipeline.Pipeline` (not yet run).
 
     Args:
@@ -768,6 +806,8 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None,
         detector: use this detector instead of building one from ``cfg.model``.
         stop_event: event that stops the run when set.
         bus: the :class:`~edge_detect.events.EventBus` to publish on (an App's, so counts outlive the pipeline).
+        keep_alive: the pipeline runs until stopped, with no source or all ended (a served app; see
+            :class:`~edge_detect.stream.pipeline.Pipeline`).
 
     The model is loaded first, so a bad model leaves no output file behind.
 
@@ -779,13 +819,13 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None,
     from edge_detect.sinks.events import arrange_sinks
     from edge_detect.stream.pipeline import Pipeline
 
-    check_sources(cfg)
+    check_sources(cfg, keep_alive)
     opened: List[Any] = []
     try:
         det = detector if detector is not None else build_detector(cfg)
         if detector is None:
             opened.append(det)
-        sources = open_sources(cfg)
+        sources = open_sources(cfg, keep_alive)
         opened += sources
         sinks = []
         for sc in run_sinks(cfg):
@@ -795,7 +835,7 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None,
         s = cfg.server
         pipeline = Pipeline(sources, det, arrange_sinks(sinks), processors=procs, batch=cfg.model.batch,
                             max_frames=s.max_frames, duration=s.duration, progress=s.progress, stop_event=stop_event,
-                            stats_interval_s=s.stats_interval_s, bus=bus)
+                            stats_interval_s=s.stats_interval_s, bus=bus, keep_alive=keep_alive)
         for src, sc in zip(sources, cfg.sources):
             if not sc.enabled:
                 pipeline.batcher.set_enabled(src.source_id, False)

@@ -92,7 +92,7 @@ def serve_app(app: Any, settings: ServerSettings, *, generated_token: bool = Fal
         server.serve_forever()
         reason = "server stopped"
     finally:
-        app.stop(reason)
+        app.stop(reason).wait()  # frames in flight finished, outputs finalized
     return 0
 
 
@@ -111,7 +111,7 @@ def load_app(config_path: Path) -> Any:
 
     from edge_detect.cli.run import default_exporter
 
-    return App(load_app_config(config_path), exporter=default_exporter)
+    return App(load_app_config(config_path), exporter=default_exporter, keep_alive=True)
 
 
 def main(args: argparse.Namespace) -> int:

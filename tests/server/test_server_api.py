@@ -112,7 +112,7 @@ def test_status_reports_sources_stages_model_device(shared: SimpleNamespace) -> 
     for key in ("id", "uri", "state", "fps_in", "fps_out", "read", "processed", "dropped", "reconnects",
                 "last_frame_age_s"):
         assert key in row
-    assert status["stages_ms"]["infer"] == pytest.approx(3.1)
+    assert status["stages_ms"]["inference"] == pytest.approx(3.1)
     assert status["model"] == "fake.onnx" and status["device"] == "cpu"
     assert status["server"]["events"]["stored"] >= 0
 
@@ -222,7 +222,7 @@ def test_add_patch_delete_a_source(served: SimpleNamespace) -> None:
     body = r.json()
     assert body["zones"] == {"dock": {"polygon": [0.0, 0.0, 50.0, 0.0, 50.0, 50.0]}}
     assert body["lines"] == {"door": {"xyxy": [10.0, 10.0, 10.0, 200.0]}}  # not in the body: unchanged
-    assert (body["conf"], body["classes"], body["enabled"], body["state"]) == (0.4, ["person", 2], False, "offline")
+    assert (body["conf"], body["classes"], body["enabled"], body["state"]) == (0.4, ["person", 2], False, "paused")
     assert served.client.delete("/api/v1/sources/cam3", headers=AUTH).status_code == 204
     assert [s["id"] for s in served.client.get("/api/v1/sources").json()["sources"]] == ["cam1", "cam2"]
 

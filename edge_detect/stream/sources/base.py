@@ -43,6 +43,9 @@ class CaptureOptions:
         buffersize: camera driver buffer count (``CAP_PROP_BUFFERSIZE``), 1 keeps latency low.
         rtsp_transport: ``"tcp"`` or ``"udp"``; sets ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` (process-wide) if unset.
         realtime: for files: pace reading to the file's frame rate (simulates a camera).
+        loop: for files and image sources: start again from the first frame at the end, forever (a demo or test
+            camera); frame indices and ``pts_ms`` keep increasing across passes, so trackers and counters see one
+            continuous stream. Live sources ignore it.
     """
 
     live: Optional[bool] = None
@@ -60,6 +63,7 @@ class CaptureOptions:
     buffersize: Optional[int] = None
     rtsp_transport: Optional[str] = None
     realtime: bool = False
+    loop: bool = False
 
     def __post_init__(self) -> None:
         checks = [
