@@ -39,8 +39,10 @@ A config file (see ``configs/app/default.yaml``)::
       duration: null
       progress: true
       stats_interval_s: 10
-      host: 127.0.0.1
-      port: null                    # the dashboard / REST API port (served by edge_detect.server when present)
+      host: 127.0.0.1               # the dashboard / REST API (edge-detect serve, run --http; README "Dashboard")
+      port: null                    # null: run serves no HTTP without --http; serve uses 8080
+      api_token: null               # or --api-token / EDGE_DETECT_API_TOKEN (changes need it)
+      cors_origins: []              # stream_fps, jpeg_quality, events_capacity, thumbnails, allowed_hosts too
 
 **Flat files** (every key at the top level: ``model: x.onnx``, ``conf``, ``sinks``, ``tracker``, ``lines``,
 ``max_frames``..., the layout before v3) are still read: converted with one deprecation warning
@@ -64,14 +66,19 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from edge_detect.config import check_thresholds, from_mapping, load_yaml, override, parse_imgsz, suggest_key
 from edge_detect.errors import ConfigError, SinkError, SourceError
 from edge_detect.stream.sources import CaptureOptions
-from edge_detect.urls import mask_credentials
+from edge_detect.urls import is_loopback, mask_credentials
 
 __all__ = ["AppConfig", "ModelConfig", "SourceConfig", "SinkConfig", "TrackerConfig", "ProcessorConfig",
            "AnalyticsConfig", "OutputsConfig", "EventsConfig", "ServerConfig", "load_app_config", "nest_flat",
            "resolve_classes", "build_pipeline", "build_detector", "build_processors", "add_sinks", "run_sinks",
-           "check_run_outputs", "FLAT_KEYS"]
+           "check_run_outputs", "FLAT_KEYS", "DEFAULT_HTTP_PORT"]
 
 LOGGER = logging.getLogger(__name__)
+
+#: the HTTP port ``edge-detect serve`` binds when neither ``--http`` nor ``server.port`` says otherwise
+DEFAULT_HTTP_PORT = 8080
+#: shortest API token accepted
+MIN_TOKEN_CHARS = 16
 
 
 # ------------------------------------------------------------------------------------------------- sections
@@ -306,13 +313,24 @@ def check_events(ev: EventsConfig, names: Mapping[str, str]) -> None:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """How the service runs.
+    """How the service runs, and its HTTP endpoint (the dashboard and REST API of ``edge-detect serve`` /
+    ``run --http``, :mod:`edge_detect.server`; the one home of the ``server:`` section's keys).
 
     Attributes:
         max_frames, duration: stop conditions (``None`` = until the sources end or :meth:`App.stop`).
         progress: progress bar (files) / periodic stats line (live).
         stats_interval_s: period of the stats line.
-        host, port: the HTTP endpoint of the dashboard / REST API (``port=None``: not served).
+        host: HTTP bind address (default loopback only).
+        port: HTTP port (0 = any free port); ``None``: ``run`` serves no HTTP unless ``--http`` is given, ``serve``
+            uses :data:`DEFAULT_HTTP_PORT`.
+        api_token: bearer token for the API's changes (``None``: ``--api-token`` or ``EDGE_DETECT_API_TOKEN``, else a
+            generated one on a loopback bind; a non-loopback bind without one is refused).
+        cors_origins: origins allowed to call the API from other pages (empty = CORS off).
+        allowed_hosts: ``Host`` header values served; ``None`` = loopback names on a loopback bind, any otherwise.
+        stream_fps: most frames per second of an MJPEG stream and of the page's tiles.
+        jpeg_quality: JPEG quality of snapshots and streams, 1..100.
+        events_capacity: events kept in memory for ``GET /events`` (oldest dropped first).
+        thumbnails: events whose frame thumbnail is kept in memory (oldest dropped first; 0 = none).
     """
 
     max_frames: Optional[int] = None
@@ -321,14 +339,34 @@ class ServerConfig:
     stats_interval_s: float = 10.0
     host: str = "127.0.0.1"
     port: Optional[int] = None
+    api_token: Optional[str] = None
+    cors_origins: Tuple[str, ...] = ()
+    allowed_hosts: Optional[Tuple[str, ...]] = None
+    stream_fps: float = 10.0
+    jpeg_quality: int = 80
+    events_capacity: int = 2000
+    thumbnails: int = 200
 
     def __post_init__(self) -> None:
         checks = [(self.max_frames is None or self.max_frames >= 1, "max_frames", ">= 1", self.max_frames),
                   (self.duration is None or self.duration > 0, "duration", "> 0 seconds", self.duration),
-                  (self.port is None or 0 <= self.port <= 65535, "server.port", "a port in 0..65535", self.port)]
+                  (self.port is None or 0 <= self.port <= 65535, "server.port", "a port in 0..65535", self.port),
+                  (0.1 <= float(self.stream_fps) <= 60, "server.stream_fps", "0.1..60", self.stream_fps),
+                  (1 <= int(self.jpeg_quality) <= 100, "server.jpeg_quality", "1..100", self.jpeg_quality),
+                  (int(self.events_capacity) >= 1, "server.events_capacity", ">= 1", self.events_capacity),
+                  (int(self.thumbnails) >= 0, "server.thumbnails", ">= 0", self.thumbnails)]
         for ok, name, expected, actual in checks:
             if not ok:
                 raise ConfigError(f"{name}: expected {expected}, got {actual!r}")
+        if self.api_token is not None and len(str(self.api_token)) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"server.api_token: expected at least {MIN_TOKEN_CHARS} characters, got "
+                              f"{len(str(self.api_token))} (generate one: python -c 'import secrets; "
+                              f"print(secrets.token_urlsafe(24))')")
+
+    @property
+    def loopback(self) -> bool:
+        """Whether :attr:`host` is a loopback address (:func:`~edge_detect.urls.is_loopback`)."""
+        return is_loopback(self.host)
 
 
 @dataclass(frozen=True)
