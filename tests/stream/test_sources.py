@@ -255,8 +255,10 @@ def test_looping_file_goes_on_with_increasing_index_and_pts(tmp_path):
     assert [round(f.image.mean() / 40) for f in frames] == [0, 1, 2, 3, 4] * 3
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"im{i}.png"), np.full((8, 8, 3), 100 * i, np.uint8))
-    with open_source(str(tmp_path / "im*.png"), loop=True) as src:
+    t0 = time.perf_counter()
+    with open_source(str(tmp_path / "im*.png"), loop=True, realtime=True, fps=20) as src:  # a paced slideshow
         assert [round(f.image.mean()) for _, f in zip(range(5), src)] == [0, 100, 0, 100, 0]
+    assert time.perf_counter() - t0 >= 0.2  # 4 intervals of 50 ms
     with open_source(path) as src:  # without loop: the file ends
         assert len(list(src)) == 5 and src.exhausted
 

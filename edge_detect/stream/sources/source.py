@@ -307,8 +307,9 @@ class Source:
                         self.stats.read, self.stats.corrupt, self.stats.empty)
 
     def _emit(self, res: ReadResult, decode_ms: float) -> None:
-        if self.opts.realtime and self.fps and not self.source_kind.live:
-            delay = self._started_at + self._index / self.fps - time.perf_counter()
+        rate = self.fps or self.opts.fps  # images have no rate of their own: the fps option sets it
+        if self.opts.realtime and rate and not self.source_kind.live:
+            delay = self._started_at + self._index / rate - time.perf_counter()
             if delay > 0:
                 self._stop.wait(delay)
         pts = None if res.pts_ms is None else res.pts_ms + self._pts_offset
