@@ -56,6 +56,7 @@ __all__ = ["Pipeline", "RunSummary", "STAGES", "merge_summaries"]
 LOGGER = logging.getLogger(__name__)
 
 merge_summaries = merge_counts  # processor summaries merge like counts: numbers added, dicts merged
+_OPS_POLL_S = 0.01  # the sinks stage's wait for a batch between two looks at the runtime changes asked
 
 
 
@@ -333,8 +334,8 @@ class Pipeline(RuntimeChanges):
         try:
             while True:
                 self._run_ops()
-                try:
-                    batch = self._post_q.get(timeout=0.1)
+                try:  # a short wait: a runtime change asked while no batch comes is applied within 10 ms
+                    batch = self._post_q.get(timeout=_OPS_POLL_S)
                 except queue.Empty:
                     self._check_stop(0)
                     continue
