@@ -120,6 +120,15 @@ def test_config_server_section_is_the_servers_settings(tmp_path: Path) -> None:
     assert http_settings(load_app_config(cfg).server, ":8090", TOKEN)[0].port == 8090  # the flag wins
 
 
+def test_dashboard_demo_config_is_valid_and_loops_its_samples() -> None:
+    from edge_detect.app_config import load_app_config
+
+    cfg = load_app_config(REPO / "configs" / "app" / "dashboard.yaml")
+    assert cfg.capture.loop and cfg.capture.realtime and [s.id for s in cfg.sources] == ["street", "stills"]
+    assert [s.uri for s in cfg.sources] == ["../shared/videos/vtest.avi", "../shared/images"]
+    assert "edge-detect serve --config configs/app/dashboard.yaml" in (REPO / "README.md").read_text()
+
+
 def test_cli_refuses_non_loopback_without_token_with_exit_2(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     cfg = tmp_path / "cams.yaml"
