@@ -353,6 +353,17 @@ class App:
 
     # ------------------------------------------------------------------------------------------- changes
 
+    def _changeable(self) -> Any:
+        """The pipeline, built if needed, for a runtime change.
+
+        Raises:
+            ConfigError: the run has ended (a change would reach no batch).
+        """
+        if self._done.is_set():
+            stopped = getattr(self._summary, "stopped_by", None) or "an error"
+            raise ConfigError(f"runtime change: expected a running app, got one whose run has ended ({stopped})")
+        return self._prepare()
+
     def _source_config(self, source_id: str) -> SourceConfig:
         """The config of a source (``self.config.sources`` hold the resolved ids once the pipeline is built)."""
         for sc in self.config.sources:
@@ -371,11 +382,12 @@ class App:
         from then on); returns its id.
 
         Raises:
-            DuplicateSourceError: an id the App already has. SourceError: it cannot be opened.
+            DuplicateSourceError: an id the App already has. SourceError: it cannot be opened. ConfigError: the run
+            has ended.
         """
         from edge_detect.stream.sources import open_source
 
-        p = self._prepare()
+        p = self._changeable()
         sc = source if isinstance(source, SourceConfig) else SourceConfig(str(source))
         if sc.id is not None and sc.id in {s.source_id for s in p.sources}:
             raise DuplicateSourceError(f"source id {sc.id!r}: expected a new id, got one the app already has "
@@ -402,7 +414,7 @@ class App:
         Raises:
             UnknownSourceError: no such source.
         """
-        p = self._prepare()
+        p = self._changeable()
         self._source_config(source_id)
 
         def change() -> None:
@@ -423,7 +435,7 @@ class App:
         Raises:
             UnknownSourceError: no such source. ConfigError: bad geometry or thresholds.
         """
-        p = self._prepare()
+        p = self._changeable()
         changes = {k: v for k, v in (("lines", lines), ("zones", zones), ("conf", conf),
                                      ("classes", tuple(classes) if classes is not None else None),
                                      ("enabled", enabled)) if v is not None}

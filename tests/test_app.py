@@ -11,7 +11,7 @@ import pytest
 
 from edge_detect.app import App
 from edge_detect.app_config import SourceConfig, load_app_config
-from edge_detect.errors import DuplicateSourceError, UnknownSourceError
+from edge_detect.errors import ConfigError, DuplicateSourceError, UnknownSourceError
 from edge_detect.types import Detections
 
 CYCLE = 40  # frames of one walk across the picture
@@ -160,3 +160,12 @@ def test_served_app_outlives_its_sources_and_takes_new_ones(walk_video, tmp_path
     finally:
         summary = app.stop("test").wait(30)
     assert summary.stopped_by == "test" and summary.processed >= 20
+
+
+def test_runtime_changes_after_the_run_ended_are_refused(walk_video):
+    app = App(load_app_config(overrides={"sources": [str(walk_video)], "server.max_frames": 5}), detector=Walker())
+    assert app.start().wait(30).stopped_by == "max_frames"
+    with pytest.raises(ConfigError, match=r"expected a running app, got one whose run has ended \(max_frames\)"):
+        app.add_source(str(walk_video))
+    with pytest.raises(ConfigError, match="run has ended"):
+        app.update_source("walk", enabled=False)
