@@ -375,18 +375,19 @@ def test_stop_ends_open_streams_and_the_feed(fake: FakeApp, settings: ServerSett
     s = serve(fake, settings)
     snapshot(s, "cam1")
     ended: Dict[str, bool] = {}
+    reading: Dict[str, bool] = {}
 
     def read(path: str) -> None:
         with httpx.Client(base_url=s.url, timeout=30) as c, c.stream("GET", path) as r:
             for _ in r.iter_bytes():
-                pass
+                reading[path] = True
         ended[path] = True
 
     readers = [threading.Thread(target=read, args=(p,), daemon=True)
                for p in ("/api/v1/feed", "/api/v1/sources/cam1/stream.mjpg")]
     for t in readers:
         t.start()
-    wait_for(lambda: s.client.get("/api/v1/status").json()["server"]["jpeg_encoded"] > 1, what="the stream")
+    wait_for(lambda: len(reading) == 2, what="both streams to send")  # connected before the server stops
     s.client.close()
     s.server.stop()
     for t in readers:
