@@ -8,7 +8,7 @@ import re
 import signal
 import threading
 from pathlib import Path
-from typing import Callable, Any, Dict, List, Optional
+from typing import Callable, Any, Dict, List, Optional, Tuple
 
 from edge_detect.app import App
 from edge_detect.app_config import (AppConfig, EventsConfig, SinkConfig, add_sinks, check_events, check_run_outputs,
@@ -16,6 +16,7 @@ from edge_detect.app_config import (AppConfig, EventsConfig, SinkConfig, add_sin
 from edge_detect.backends.base import backend_names
 from edge_detect.cli._types import positive_int
 from edge_detect.cli.detect import add_device_args, add_openvino_args
+from edge_detect.cli.serve import add_http_args, http_settings, serve_app
 from edge_detect.errors import ConfigError, SinkError, SourceError
 from edge_detect.preprocess import check_imgsz
 
@@ -38,11 +39,13 @@ examples:
   edge-detect run --config configs/app/rtsp_jetson.yaml --track --summary-json summary.json
   edge-detect run --model yolov5n.onnx --source v.mp4 --line gate=320,0,320,360 --zone bay=0,200,300,200,300,360,0,360 \
       --summary-json s.json     # counts in s.json ("lines", "zones"); events in each JSONL line
+  edge-detect run --config configs/app/dashboard.yaml --http 127.0.0.1:8080   # + dashboard and REST API
 
 stopping and exit codes:
-  the run ends when all sources end, after --max-frames / --duration, on q or Esc in the window, or on
-  Ctrl-C / SIGTERM. Frames in flight are finished and every output is finalized (the mp4 stays playable,
-  the JSONL holds every processed frame, --summary-json is written). Exit code: 0 when the run ended by
+  the run ends when all sources end (with --http: not then, it keeps serving and takes new sources), after
+  --max-frames / --duration, on q or Esc in the window, or on Ctrl-C / SIGTERM. Frames in flight are finished
+  and every output is finalized (the mp4 stays playable, the JSONL holds every processed frame, --summary-json
+  is written). Exit code: 0 when the run ended by
   itself, 130 after SIGINT (Ctrl-C), 143 after SIGTERM, 2 on errors (also: no frame could be processed, an
   output that is not writable or is one of the inputs -- checked before the run starts). A second signal
   aborts at once.
@@ -66,6 +69,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _source_args(p)
     _output_args(p.add_argument_group("outputs"))
     _event_args(p.add_argument_group("events and metrics (event JSON schema: README 'Events')"))
+    add_http_args(p.add_argument_group("dashboard and REST API (README 'Dashboard and REST API')"),
+                  "serve the dashboard and the REST API of this run on HOST:PORT (e.g. 127.0.0.1:8080; default: "
+                  "the config's server.port, else none); the run then goes on when its sources end, until Ctrl-C")
     r = p.add_argument_group("stopping")
     r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
     r.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
@@ -244,6 +250,21 @@ def default_exporter() -> Callable[..., Any]:
     return export_onnx_torch_free
 
 
+def _http(args: argparse.Namespace, cfg: AppConfig) -> Optional[Tuple[Any, bool]]:
+    """``(ServerSettings, generated token)`` when the run serves HTTP (``--http`` or ``server.port``), else
+    ``None``.
+
+    Raises:
+        ConfigError: ``--api-token`` without anything to serve, a bad ``--http``, or a non-loopback bind without a
+            token.
+    """
+    if not args.http and cfg.server.port is None:
+        if args.api_token:
+            raise ConfigError("--api-token: expected --http HOST:PORT (or server.port in the config) too, got none")
+        return None
+    return http_settings(cfg.server, args.http, args.api_token)
+
+
 class _SignalStop:
     """Installs SIGINT/SIGTERM handlers (main thread only) that stop ``app`` with the signal's name as the reason;
     a second signal aborts."""
@@ -283,9 +304,10 @@ def main(args: argparse.Namespace) -> int:
         check_imgsz((cfg.model.imgsz[0], cfg.model.imgsz[-1]), stride=1, force=cfg.model.force_imgsz)
     check_run_outputs(cfg, {v: k for k, v in (("--save-video", args.save_video), ("--save-jsonl", args.save_jsonl))
                             if v})
-    app = App(cfg, exporter=default_exporter)
+    http = _http(args, cfg)  # bind and token checked before anything heavy starts
+    app = App(cfg, exporter=default_exporter, keep_alive=http is not None)
     with _SignalStop(app) as stop:
-        summary = app.run()
+        summary = app.run() if http is None else serve_app(app, http[0], generated_token=http[1])
     if summary.sink_errors:  # the other outputs were finalized; the summary (if asked) is written
         more = f" (+{len(summary.sink_errors) - 1} more)" if len(summary.sink_errors) > 1 else ""
         raise SinkError(f"output failed: {summary.sink_errors[0]}{more}")

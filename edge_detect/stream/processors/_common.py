@@ -5,6 +5,7 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence, Set, Union
 
 import numpy as np
 
+from edge_detect.config import suggest_key
 from edge_detect.errors import ConfigError
 from edge_detect.stream.geometry import ANCHORS
 from edge_detect.types import Frame
@@ -56,7 +57,8 @@ def resolve_class_filter(classes: Optional[Sequence[Union[int, str]]], names: Se
         elif not names and isinstance(c, str) and c:
             ids.add(c)
         else:
-            raise ConfigError(f"{what} classes: expected a class name of the model or an id, got {c!r}")
+            hint = suggest_key(str(c), names) if names else ""
+            raise ConfigError(f"{what} classes: expected a class name of the model or an id, got {c!r}{hint}")
     return ids
 
 
