@@ -73,24 +73,51 @@ def test_jitter_on_the_line_counts_once_per_real_crossing():
     rng = np.random.default_rng(5)
     jit = {f: (float(rng.uniform(-3, 3)), 0.0) for f in range(20, 40)}  # +-3 px around the line, 20 frames
     world = World([walker([(0, 40, 200), (20, 240, 200), (40, 240, 200), (60, 440, 200)], jitter=jit)], 61)
-    for recount in (False, True):  # even counting every crossing, hysteresis makes it one
-        lc, out = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=3), recount=recount)
+    for rule in ("once", "crossing"):  # even counting every crossing, hysteresis makes it one
+        lc, out = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=3), count=rule)
         assert lc.counts["gate"] == {"in": 0, "out": 1}
-    # without hysteresis the same jitter would count many crossings
-    lc, _ = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=3), recount=True,
-                  hysteresis_px=0)
+    # without the band nor the confirmation the same jitter counts many crossings; the band alone makes it one
+    det = lambda: FakeDetector(world, noise_px=0.5, seed=3)  # noqa: E731
+    lc, _ = count(world, {"gate": GATE}, detector=det(), hysteresis_px=0, hysteresis_frac=0, confirm_frames=1)
     assert lc.counts["gate"]["out"] + lc.counts["gate"]["in"] > 3
+    lc, _ = count(world, {"gate": GATE}, detector=det(), confirm_frames=1)
+    assert lc.counts["gate"] == {"in": 0, "out": 1}
 
 
-def test_once_per_line_unless_recount():
+def test_jitter_wider_than_4px_on_a_wide_box_counts_once():
+    # a 100 px wide vehicle (0.1 x width = 10 px band) standing on the line shaking +-7 px for 30 frames
+    rng = np.random.default_rng(9)
+    jit = {f: (float(rng.choice([-7.0, 7.0])), 0.0) for f in range(20, 50)}
+    world = World([Actor("car", [(0, 40, 250), (20, 240, 250), (50, 240, 250), (70, 440, 250)], height=70,
+                         crop=5, class_id=2, jitter=jit)], 71)
+    lc, out = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=4))
+    assert lc.counts["gate"] == {"in": 0, "out": 1}
+    lc, _ = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=4), hysteresis_frac=0)
+    assert lc.counts["gate"]["in"] >= 1  # a 4 px band alone: the shaking counts back and forth
+
+
+def test_every_crossing_counts_by_default_and_once_per_track_on_request():
     # crosses left->right, comes back right->left, crosses again left->right
     keys = [(0, 60, 200), (15, 300, 200), (18, 300, 200), (33, 160, 200), (36, 160, 200), (51, 420, 200)]
     world = World([walker(keys)], 52)
-    lc, _ = count(world, {"gate": GATE})
-    assert lc.counts["gate"] == {"in": 0, "out": 1}
-    lc, out = count(world, {"gate": GATE}, recount=True)
-    assert lc.counts["gate"] == {"in": 1, "out": 2}
-    assert [e["direction"] for e in events_of(out, "line_cross")] == ["out", "in", "out"]
+    for kwargs in ({}, {"count": "crossing"}, {"recount": True}):
+        lc, out = count(world, {"gate": GATE}, **kwargs)
+        assert lc.count == "crossing" and lc.counts["gate"] == {"in": 1, "out": 2}
+        assert [e["direction"] for e in events_of(out, "line_cross")] == ["out", "in", "out"]
+    for kwargs in ({"count": "once"}, {"recount": False}):
+        lc, _ = count(world, {"gate": GATE}, **kwargs)
+        assert lc.count == "once" and lc.counts["gate"] == {"in": 0, "out": 1}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"count": "twice"}, "lines count: expected one of crossing, once, got 'twice'"),
+    ({"count": "once", "recount": True}, "lines: count 'once' and recount True disagree"),
+    ({"hysteresis_frac": -0.1}, "lines hysteresis_frac: expected >= 0, got -0.1"),
+])
+def test_bad_counting_rule_options(kwargs, message):
+    with pytest.raises(ConfigError) as info:
+        LineCounter({"gate": GATE}, **kwargs)
+    assert message in str(info.value)
 
 
 def test_crossing_outside_the_segment_does_not_count():

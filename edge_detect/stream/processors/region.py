@@ -92,6 +92,8 @@ class RegionCounter:
         self._bound = not self._source_regions
         self._sid = ""
         self._now = 0.0
+        self._detections: Optional[Detections] = None  # this frame's, and the row of each track id in them,
+        self._rows: Dict[int, int] = {}  # for the per-row data a subclass's step reads (:meth:`_row`)
         self.tally = Counts()  # this counter's own events (live overlay, standalone use); a run counts on the bus
 
     # ------------------------------------------------------------------------------------------- set-up
@@ -157,6 +159,7 @@ class RegionCounter:
         ids = self._track_ids(detections)
         tracked = np.flatnonzero(ids >= 1).tolist()
         ids_list, cls_list = ids.tolist(), detections.class_id.tolist()
+        self._detections, self._rows = detections, {ids_list[i]: i for i in tracked}
         anchors: Dict[str, np.ndarray] = {}
         for region in self._regions:
             if region.anchor not in anchors:
@@ -174,6 +177,10 @@ class RegionCounter:
         self.tally.add(self._sid, events[first_new:])
         detections.metadata[f"{self.KIND}s"] = self._live()
         return detections
+
+    def _row(self, tid: int) -> int:
+        """The row of track ``tid`` in this frame's detections (``self._detections``), during :meth:`update`."""
+        return self._rows[tid]
 
     def _track_ids(self, detections: Detections) -> np.ndarray:
         return detections.track_id if detections.track_id is not None else \
