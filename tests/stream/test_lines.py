@@ -120,6 +120,50 @@ def test_bad_counting_rule_options(kwargs, message):
     assert message in str(info.value)
 
 
+def test_a_track_id_reused_for_a_second_object_cannot_swallow_its_crossing():
+    # an identity error: a tracker hands a's id to b, who comes back the other way 1 s after a left
+    world = World([walker([(0, 40, 200), (30, 500, 200)]), walker([(40, 500, 220), (70, 40, 220)])], 71)
+    det = FakeDetector(world, noise_px=1.0, seed=5)
+
+    def one_id(f):
+        d = det(f)
+        return Detections(d.xyxy, d.score, d.class_id, np.ones(len(d), np.int64))
+
+    counts = {}
+    for rule in ("crossing", "once"):
+        lc = LineCounter({"gate": GATE}, count=rule)
+        run_processors(world, one_id, [lc])
+        counts[rule] = lc.counts["gate"]
+    assert counts == {"crossing": {"in": 1, "out": 1}, "once": {"in": 0, "out": 1}}
+
+
+def test_a_fast_object_confirmed_after_it_crossed_still_counts():
+    # 60 px/frame (1.5 widths): sighted at x 20, 80, confirmed on its third sighting at 140, past the line at 100
+    world = World([walker([(0, 20, 200), (7, 440, 200)], height=130)], 8)
+    line = {"l": (100, 0, 100, 360)}
+    lc, out = count(world, line)
+    assert lc.counts["l"] == {"in": 0, "out": 1}
+    (ev,) = events_of(out, "line_cross")
+    assert ev["frame"] == 3 and ev["track_id"] == 1  # its second observation past the line (confirm_frames 2)
+    assert count(world, line, use_trail=False)[0].counts["l"] == {"in": 0, "out": 0}  # first sighting past it
+    assert count(world, line, anchor="center")[0].counts["l"] == {"in": 0, "out": 0}  # trails are feet points
+
+
+def test_a_crossing_still_pending_when_the_track_ends_counts():
+    # seen on the far side of the line on one frame only before it vanishes: counted when its track ends
+    world = World([walker([(0, 40, 200), (20, 250, 200)])], 60)  # vanishes after frame 20 (x 250, 10 px past it)
+    lc, out = count(world, {"gate": GATE})
+    (ev,) = events_of(out, "line_cross")
+    end = [e["frame"] for e in events_of(out, "object_end")]
+    assert ev["direction"] == "out" and [ev["frame"]] == end
+    short = World(world.actors, 25)  # the source ends while the track is lost
+    lc, out = count(short, {"gate": GATE})
+    assert events_of(out, "line_cross") == [] and lc.counts["gate"] == {"in": 0, "out": 0}  # still pending
+    (ev,) = lc.finish(short.frame(24))
+    assert (ev["direction"], ev["frame"]) == ("out", 24) and lc.counts["gate"] == {"in": 0, "out": 1}
+    assert lc.finish(short.frame(24)) == []
+
+
 def test_crossing_outside_the_segment_does_not_count():
     world = World([walker([(0, 60, 300), (30, 420, 300)]), Actor("v", [(0, 60, 150), (30, 420, 150)], 100, 1)], 31)
     lc, out = count(world, {"short": (240, 0, 240, 200)})  # only the upper 200 px: v crosses it, w passes below
