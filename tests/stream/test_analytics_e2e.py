@@ -12,7 +12,7 @@ import pytest
 from conftest import has_module
 from edge_detect.app_config import build_pipeline, load_app_config
 from edge_detect.cli import main
-from synthetic_world import GATE, FakeDetector, World, gate_scene, render_frame, render_video, background, _crops
+from synthetic_world import GATE, Actor, FakeDetector, World, gate_scene, render_frame, render_video, background, _crops
 
 requires_model = pytest.mark.skipif(not (has_module("torch") and has_module("onnxruntime")),
                                     reason="needs torch (export) and onnxruntime")
@@ -185,6 +185,34 @@ def test_exit_and_reentry_at_one_edge_two_tracks_two_crossings_end_to_end(shared
     end = {e["track_id"]: e for e in events if e["type"] == "object_end"}
     assert sorted(new) == sorted(end) == [1, 2]
     assert end[1]["last_frame"] < new[2]["frame"]  # a was over before b got its track
+    assert (end[1]["exited"], end[2]["entered"], end[2]["exited"]) == ("right", "right", "left")
+
+
+def test_speed_dwell_and_edges_reach_the_jsonl_events(shared, tmp_path):
+    """A walker at 50 px/s (5 px per frame at 10 fps) comes in through the right edge, crosses the gate (a line with
+    a ground scale of 0.02 m/px), walks through a 120 px wide zone and leaves through the left edge."""
+    from edge_detect.sinks.events import EventBuilder, validate_event
+
+    world = World([Actor("w", [(0, 500, 300), (104, -20, 300)], height=110, crop=1)], 112)
+    zone = [60, 200, 180, 200, 180, 360, 60, 360]
+    summary, records = run_scripted(world, shared, tmp_path, f"lines: {{gate: {{xyxy: {list(GATE)}, "
+                                    f"meters_per_px: 0.02}}}}\n  zones: {{mid: {zone}}}")
+    assert summary["lines"]["gate"]["in"] == 1 and summary["zones"]["mid"]["exited"] == 1
+    events = {e["type"]: e for r in records for e in r["events"]}
+    cross, enter, leave = events["line_cross"], events["zone_enter"], events["zone_exit"]
+    for ev in (cross, enter, leave):
+        assert ev["speed_px_s"] == pytest.approx(50.0, rel=0.1), ev
+    assert cross["direction"] == "in" and cross["speed_m_s"] == pytest.approx(cross["speed_px_s"] * 0.02, abs=1e-3)
+    assert "speed_m_s" not in enter and "speed_m_s" not in leave  # no scale for the zone
+    assert leave["dwell_s"] == pytest.approx(120 / 50, abs=0.25)
+    new, end = events["object_new"], events["object_end"]
+    assert new["entered"] == "right" and (end["entered"], end["exited"]) == ("right", "left")
+    assert end["dwell_s"] == pytest.approx((end["last_frame"] - end["first_frame"]) / 10.0)
+    if has_module("jsonschema"):
+        builder = EventBuilder()
+        for r in records:
+            for ev in r["events"]:
+                validate_event(builder.envelope(ev, r["source"], r["frame"], r["wall_time"]))
 
 
 def test_flags_add_to_config_lines_and_tracker_none_is_refused(tmp_path):

@@ -34,7 +34,9 @@ def test_gate_scene_exact_counts_and_events():
     assert [(e["track_id"], e["direction"]) for e in crossings] == [(1, "out"), (2, "in"), (3, "in"), (5, "out")]
     assert crossings[0]["frame"] == crossings[1]["frame"]  # simultaneous
     assert 66 <= crossings[2]["frame"] <= 78  # b counted when it reappears from behind the pillar
-    assert set(crossings[0]) == {"type", "line", "direction", "track_id", "class_name", "frame", "wall_time"}
+    assert set(crossings[0]) == {"type", "line", "direction", "track_id", "class_name", "speed_px_s", "frame",
+                                 "wall_time"}
+    assert crossings[0]["speed_px_s"] == pytest.approx(440 / 4.4, rel=0.1)  # a: 440 px in 44 frames at 10 fps
     assert crossings[0]["class_name"] == "person" and crossings[0]["line"] == "gate"
     assert crossings[0]["wall_time"] == pytest.approx(world.frame(crossings[0]["frame"]).wall_time)
     assert lc.tally.summary() == {"lines": {"gate": {"in": 2, "out": 2, "by_class": {"person": {"in": 2, "out": 2}}}}}
@@ -113,6 +115,8 @@ def test_every_crossing_counts_by_default_and_once_per_track_on_request():
     ({"count": "twice"}, "lines count: expected one of crossing, once, got 'twice'"),
     ({"count": "once", "recount": True}, "lines: count 'once' and recount True disagree"),
     ({"hysteresis_frac": -0.1}, "lines hysteresis_frac: expected >= 0, got -0.1"),
+    ({"confirm_frames": 0}, "lines confirm_frames: expected an integer >= 1, got 0"),
+    ({"meters_per_px": 0}, "lines meters_per_px: expected a number > 0 (metres per pixel) or null, got 0"),
 ])
 def test_bad_counting_rule_options(kwargs, message):
     with pytest.raises(ConfigError) as info:
@@ -273,6 +277,10 @@ def test_parse_line_flag_errors(text, count_, message):
     ({"g": {"xyxy": [0, 0, 1, 1], "anchor": "feet"}}, "line g anchor: expected one of bottom_center"),
     ({"g": {"xyxy": [0, 0, 1, 1], "classes": ["unicorn"]}}, "line g classes: expected a class name of the model"),
     ({"g": {"xyxy": [0, 0, 1, 1], "classes": [7]}}, "line g classes: expected ids in [0, 2], got 7"),
+    ({"g": {"xyxy": [0, 0, 1, 1], "meters_per_px": -1}}, "line g meters_per_px: expected a number > 0 (metres per "
+                                                          "pixel) or null, got -1"),
+    ({"g": {"xyxy": [0, 0, 1, 1], "scale": 1}}, "line g: unknown key 'scale'; expected xyxy (or points), classes, "
+                                                "anchor, meters_per_px"),
     ({}, "lines: expected at least one line, got none"),
     ([42], "lines: expected NAME=x1,y1,x2,y2 or a mapping of names to points, got 42"),
 ])

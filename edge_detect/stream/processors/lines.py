@@ -34,7 +34,9 @@ every track the processor follows one point of the box, the *anchor* (default ``
 * **Class filter.** ``classes`` (names or ids) restrict what a line counts; the class is the track's
   (the tracker's majority class, so flicker does not move counts between classes).
 
-Outputs: :class:`~edge_detect.types.LineCross` events (``line_cross``) in ``metadata["events"]``;
+Outputs: :class:`~edge_detect.types.LineCross` events (``line_cross``; with the object's ``speed_px_s`` when the
+tracker gives it, and ``speed_m_s`` with a ground scale: the line's ``meters_per_px``, else the processor's,
+else the tracker's) in ``metadata["events"]``;
 ``metadata["lines"]`` = ``{NAME: {"xyxy", "in", "out"}}`` (live counts, for drawing). The run's counts
 (``{"lines": {NAME: {"in", "out", "by_class": {CLASS: {"in", "out"}}}}}`` in the summary) are kept by
 :class:`~edge_detect.events.Counts` from the events; :attr:`LineCounter.tally` holds this counter's own.
@@ -47,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -72,12 +74,14 @@ class LineSpec:
         xyxy: ``(x1, y1, x2, y2)`` source-frame pixels; the direction matters (see module doc).
         classes: count only these classes (names or ids); ``None`` = all.
         anchor: box anchor for this line (``None`` = the processor's).
+        meters_per_px: ground scale for the events' ``speed_m_s`` here (``None`` = the processor's).
     """
 
     name: str
     xyxy: tuple
     classes: Optional[tuple] = None
     anchor: Optional[str] = None
+    meters_per_px: Optional[float] = None
 
 
 def line_specs(lines: Union[Mapping[str, Any], Sequence[Any]]) -> List[LineSpec]:
@@ -116,6 +120,7 @@ def _count_rule(count: Optional[str], recount: Optional[bool]) -> str:
 class _TrackState:
     hyst: Hysteresis
     class_id: int = -1
+    speed: Tuple[Optional[float], Optional[float]] = (None, None)  # px/s, m/s at the last sighting
     prev: Optional[tuple] = None
     prev_d: float = 0.0
     cross_t: Optional[float] = None
@@ -139,6 +144,8 @@ class LineCounter(RegionCounter):
             most once per line.
         recount: the old spelling of ``count`` (``True`` = ``"crossing"``, ``False`` = ``"once"``).
         use_trail: on a track's first sighting, replay its ``data["trail"]`` (``bottom_center`` lines only).
+        meters_per_px: ground scale for the events' ``speed_m_s`` on lines without their own (``None``: the
+            tracker's ``speed_m_s`` when it has a scale).
         classes: default class filter for lines without their own.
         names: class names of the model (for filters by name and the events' ``class_name``).
         forget_s: drop the per-track state of tracks unseen for this many seconds of stream time (tracks that
@@ -157,12 +164,13 @@ class LineCounter(RegionCounter):
                  source_lines: Optional[Mapping[str, Any]] = None, anchor: str = "bottom_center",
                  hysteresis_px: float = 4.0, hysteresis_frac: float = 0.1, extent_margin_px: float = 0.0,
                  count: Optional[str] = None, recount: Optional[bool] = None, confirm_frames: int = 2,
-                 use_trail: bool = True,
+                 use_trail: bool = True, meters_per_px: Optional[float] = None,
                  classes: Optional[Sequence[Union[int, str]]] = None, names: Sequence[str] = (),
                  forget_s: float = 10.0, fps: Optional[float] = None) -> None:
         options = dict(lines=lines, source_lines=source_lines, anchor=anchor, hysteresis_px=hysteresis_px,
                        hysteresis_frac=hysteresis_frac, extent_margin_px=extent_margin_px, count=count,
-                       recount=recount, confirm_frames=confirm_frames, use_trail=use_trail, classes=classes, names=names, forget_s=forget_s,
+                       recount=recount, confirm_frames=confirm_frames, use_trail=use_trail,
+                       meters_per_px=meters_per_px, classes=classes, names=names, forget_s=forget_s,
                        fps=fps)
         self.count = _count_rule(count, recount)
         if not (isinstance(confirm_frames, int) and confirm_frames >= 1):
@@ -170,7 +178,7 @@ class LineCounter(RegionCounter):
         self.confirm_frames = confirm_frames
         super().__init__(lines, source_lines, anchor, classes, names, forget_s, fps, options,
                          {"hysteresis_px": hysteresis_px, "hysteresis_frac": hysteresis_frac,
-                          "extent_margin_px": extent_margin_px, "forget_s": forget_s})
+                          "extent_margin_px": extent_margin_px, "forget_s": forget_s}, meters_per_px)
         self.hysteresis_px, self.hysteresis_frac = float(hysteresis_px), float(hysteresis_frac)
         self.extent_margin_px, self.forget_s = float(extent_margin_px), float(forget_s)
         self.use_trail = bool(use_trail)
@@ -215,12 +223,13 @@ class LineCounter(RegionCounter):
         band = max(self.hysteresis_px, self.hysteresis_frac * self._widths[row])
         st = region.state.get(tid)
         if st is None:
-            st = region.state[tid] = _TrackState(Hysteresis(band, self.confirm_frames))
+            st = region.state[tid] = _TrackState(Hysteresis(band, self.confirm_frames), cid, self._speed(tid))
             trail = self._trail(region, row)
             if len(trail):
                 for p, d in zip(trail.tolist(), signed_distance(trail, region.geometry).tolist()):
                     self._advance(region, st, tid, cid, p, d, frame, events)
         st.hyst.band = band
+        st.class_id, st.speed = cid, self._speed(tid)
         self._advance(region, st, tid, cid, point, dist, frame, events)
 
     def _trail(self, region: Region, row: int) -> np.ndarray:
@@ -239,7 +248,6 @@ class LineCounter(RegionCounter):
             t = crossing_t(st.prev, st.prev_d, point, dist, region.geometry.tolist())
             if t is not None:
                 st.cross_t = t
-        st.class_id = cid
         side, changed = st.hyst.update(dist)
         if changed:
             self._side_changed(region, st, tid, side, frame, events)
@@ -251,8 +259,8 @@ class LineCounter(RegionCounter):
         direction = self._crossing(region, st, side, frame.shape)
         if direction is not None:
             cname = class_name(st.class_id, self.names)
-            events.append(LineCross(region.spec.name, direction, tid, cname, frame=int(frame.index),
-                                    wall_time=float(frame.wall_time)))
+            events.append(LineCross(region.spec.name, direction, tid, cname, **self._speed_fields(region, st.speed),
+                                    frame=int(frame.index), wall_time=float(frame.wall_time)))
             LOGGER.debug("line %s: track %d (%s) %s at frame %d", region.spec.name, tid, cname, direction,
                          frame.index)
             st.counted += 1
