@@ -69,6 +69,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -175,19 +176,39 @@ class _Track:
         last one (or the oldest kept) to the last one; zeros with a single observation. Observations of a box
         narrower than 0.8 of the widest kept are left out (partly hidden or cut by the frame edge: their centre
         moves with what hides them), unless that leaves fewer than two."""
-        widest = max(o[3] for o in self.obs)
-        obs = [o for o in self.obs if o[3] >= 0.8 * widest]
+        return np.array(self.velocity_xy(window))
+
+    def velocity_xy(self, window: int) -> Tuple[float, float]:
+        """:meth:`velocity` as two floats (one backward scan of the observations, no array: it runs for every
+        output track on every frame)."""
+        obs = self.obs
         if len(obs) < 2:
-            obs = list(self.obs)
-        f1, x1, y1 = obs[-1][:3]
-        ref = obs[0]
-        for o in reversed(obs):
-            if f1 - o[0] >= window:
-                ref = o
-                break
-        if ref[0] == f1:
-            return np.zeros(2)
-        return np.array([x1 - ref[1], y1 - ref[2]]) / (f1 - ref[0])
+            return 0.0, 0.0
+        v = _scan_velocity(obs, window, 0.8 * max(obs, key=_WIDTH)[3])
+        return v if v is not None else _scan_velocity(obs, window, float("-inf"))  # type: ignore[return-value]
+
+
+_WIDTH = itemgetter(3)
+
+
+def _scan_velocity(obs: Deque[Tuple[int, float, float, float]], window: int,
+                   min_width: float) -> Optional[Tuple[float, float]]:
+    """The velocity of :meth:`_Track.velocity` over the observations at least ``min_width`` wide (``None`` when
+    fewer than two are)."""
+    last = ref = None
+    for o in reversed(obs):
+        if o[3] < min_width:
+            continue
+        if last is None:
+            last = o
+            continue
+        ref = o
+        if last[0] - o[0] >= window:
+            break
+    if ref is None or last is None:
+        return None
+    df = last[0] - ref[0]
+    return (0.0, 0.0) if df == 0 else ((last[1] - ref[1]) / df, (last[2] - ref[2]) / df)
 
 
 @dataclass
@@ -718,7 +739,7 @@ class ByteTrack:
         stream time (NaN before the frame interval is known)."""
         if not self._dt:
             return np.full(2, np.nan)
-        return t.velocity(self._window()) / self._dt
+        return np.array(t.velocity_xy(self._window())) / self._dt
 
     def _output(self, dets: Detections, out_idx: List[int], out_tracks: List[_Track]) -> Detections:
         extra = [i for i in range(len(dets)) if i not in set(out_idx)] if self.keep_unconfirmed else []
@@ -742,7 +763,8 @@ class ByteTrack:
         if tracks:
             dwell[rows] = [t.last_seen - t.first_seen for t in tracks]
             if self._dt:
-                vel[rows] = np.array([self._velocity_px_s(t) for t in tracks])
+                window = self._window()
+                vel[rows] = np.array([t.velocity_xy(window) for t in tracks]) / self._dt
             entered[rows] = [t.entered for t in tracks]
         speed = np.hypot(vel[:, 0], vel[:, 1]).astype(np.float32)
         data = {"dwell_s": dwell, "velocity_px_s": vel, "speed_px_s": speed, "entered": entered}

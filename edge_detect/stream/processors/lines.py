@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -57,7 +57,7 @@ from edge_detect.errors import ConfigError
 from edge_detect.stream.geometry import Hysteresis, as_segment, crossing_t, signed_distance
 from edge_detect.stream.processors._common import class_name, parse_named_numbers, region_specs
 from edge_detect.stream.processors.base import register_processor
-from edge_detect.stream.processors.region import Region, RegionCounter
+from edge_detect.stream.processors.region import Region, RegionCounter, SpeedRef
 from edge_detect.types import Detections, Event, Frame, LineCross
 
 __all__ = ["LineSpec", "LineCounter", "line_specs", "COUNT_RULES"]
@@ -120,7 +120,7 @@ def _count_rule(count: Optional[str], recount: Optional[bool]) -> str:
 class _TrackState:
     hyst: Hysteresis
     class_id: int = -1
-    speed: Tuple[Optional[float], Optional[float]] = (None, None)  # px/s, m/s at the last sighting
+    speed: SpeedRef = ((None, None), 0)  # the speed at the last sighting (RegionCounter._speed)
     prev: Optional[tuple] = None
     prev_d: float = 0.0
     cross_t: Optional[float] = None
@@ -220,16 +220,19 @@ class LineCounter(RegionCounter):
         """Set the track's band from its box width; on its first sighting replay its trail (:meth:`_trail`);
         then follow the anchor (:meth:`_advance`)."""
         row = self._row(tid)
-        band = max(self.hysteresis_px, self.hysteresis_frac * self._widths[row])
+        band = self.hysteresis_frac * self._widths[row]
+        band = band if band > self.hysteresis_px else self.hysteresis_px
         st = region.state.get(tid)
-        if st is None:
-            st = region.state[tid] = _TrackState(Hysteresis(band, self.confirm_frames), cid, self._speed(tid))
+        first = st is None
+        if first:
+            st = region.state[tid] = _TrackState(Hysteresis(band, self.confirm_frames))
+        st.hyst.band = band
+        st.class_id, st.speed = cid, (self._speeds, row)  # the speed is read only for an event (_speed_fields)
+        if first:
             trail = self._trail(region, row)
             if len(trail):
                 for p, d in zip(trail.tolist(), signed_distance(trail, region.geometry).tolist()):
                     self._advance(region, st, tid, cid, p, d, frame, events)
-        st.hyst.band = band
-        st.class_id, st.speed = cid, self._speed(tid)
         self._advance(region, st, tid, cid, point, dist, frame, events)
 
     def _trail(self, region: Region, row: int) -> np.ndarray:

@@ -29,11 +29,13 @@ from edge_detect.stream.geometry import ANCHORS, anchor_points
 from edge_detect.stream.processors._common import check_scale, class_allowed, media_time, resolve_class_filter
 from edge_detect.types import Detections, Event, Frame
 
-__all__ = ["RegionCounter", "Region"]
+__all__ = ["RegionCounter", "Region", "SpeedRef"]
 
 LOGGER = logging.getLogger(__name__)
 
 RegionSpecs = Union[Mapping[str, Any], Sequence[Any]]
+#: a frame's (``speed_px_s``, ``speed_m_s``) columns (lists, ``None`` when absent) and a row in them
+SpeedRef = Tuple[Tuple[Optional[list], Optional[list]], int]
 
 
 @dataclass
@@ -190,16 +192,18 @@ class RegionCounter:
         """The row of track ``tid`` in this frame's detections (``self._detections``), during :meth:`update`."""
         return self._rows[tid]
 
-    def _speed(self, tid: int) -> Tuple[Optional[float], Optional[float]]:
-        """Track ``tid``'s speed this frame from the tracker's data: ``(px/s, m/s)``, ``None`` where unknown."""
-        row = self._rows[tid]
-        return tuple(None if col is None or col[row] != col[row] else float(col[row])  # type: ignore[return-value]
-                     for col in self._speeds)
+    def _speed(self, tid: int) -> "SpeedRef":
+        """Where track ``tid``'s speed of this frame is (the tracker's ``speed_px_s`` / ``speed_m_s`` columns and
+        its row: read only when an event needs it, :meth:`_speed_fields`)."""
+        return self._speeds, self._rows[tid]
 
-    def _speed_fields(self, region: Region, speed: Tuple[Optional[float], Optional[float]]) -> Dict[str, float]:
-        """The events' optional ``speed_px_s`` / ``speed_m_s`` keyword arguments for ``speed`` (:meth:`_speed`):
-        metres per second with the region's ``meters_per_px``, else the processor's, else the tracker's."""
-        px, m_s = speed
+    def _speed_fields(self, region: Region, ref: "SpeedRef") -> Dict[str, float]:
+        """The events' optional ``speed_px_s`` / ``speed_m_s`` keyword arguments for a :meth:`_speed` reference
+        (none where unknown): metres per second with the region's ``meters_per_px``, else the processor's, else
+        the tracker's."""
+        (px_col, m_col), row = ref
+        px = px_col[row] if px_col is not None and px_col[row] == px_col[row] else None  # NaN: unknown
+        m_s = m_col[row] if m_col is not None and m_col[row] == m_col[row] else None
         out: Dict[str, float] = {}
         if px is not None:
             out["speed_px_s"] = round(px, 2)

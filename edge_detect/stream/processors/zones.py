@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from edge_detect.stream.geometry import Hysteresis, as_polygon, polygon_signed_distance
 from edge_detect.stream.processors._common import class_name, parse_named_numbers, region_specs
 from edge_detect.stream.processors.base import register_processor
-from edge_detect.stream.processors.region import Region, RegionCounter
+from edge_detect.stream.processors.region import Region, RegionCounter, SpeedRef
 from edge_detect.types import Event, Frame, ZoneEnter, ZoneExit
 
 __all__ = ["ZoneSpec", "ZoneCounter", "zone_specs"]
@@ -74,7 +74,7 @@ class _Occupant:
     enter_time: float
     last_seen: float
     class_name: str
-    speed: Tuple[Optional[float], Optional[float]] = (None, None)  # px/s, m/s at the last sighting
+    speed: SpeedRef = ((None, None), 0)  # the speed at the last sighting (RegionCounter._speed)
 
 
 @dataclass
