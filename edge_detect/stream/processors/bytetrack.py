@@ -9,8 +9,8 @@ pixels). Output: the detections that belong to **confirmed** tracks, each with a
   ``NaN``-padded (drawn by :mod:`edge_detect.annotate`; the first points may predate confirmation);
 * ``dwell_s`` float32 ``(N,)``: stream seconds since the track's first sighting;
 * ``velocity_px_s`` float32 ``(N, 2)`` and ``speed_px_s`` float32 ``(N,)``: the track's centre velocity observed
-  over the last ``velocity_window_s``, pixels per second of stream time (``NaN`` until the frame interval is known); ``speed_m_s`` too when
-  ``meters_per_px`` is given;
+  over the last ``velocity_window_s``, pixels per second of stream time (``NaN`` until the frame interval is
+  known); ``speed_m_s`` too when ``meters_per_px`` is given;
 * ``entered`` ``<U6`` ``(N,)``: the frame edge the track came in through (``left``/``top``/``right``/``bottom``,
   ``""`` = it appeared inside the picture);
 
