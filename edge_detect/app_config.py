@@ -22,7 +22,7 @@ A config file (see ``configs/app/default.yaml``)::
       processors: []                # more per-source processors, e.g. [{name: iou, options: {...}}]
       lines: {gate: [320, 0, 320, 360], door: {xyxy: [0, 300, 200, 300], classes: [person]}}
       zones: {bay: {polygon: [0, 200, 300, 200, 300, 360, 0, 360], classes: [car, truck]}}
-      line_options: {hysteresis_px: 4, recount: false}
+      line_options: {hysteresis_px: 4, count: crossing}   # crossing (every crossing) | once (per track)
       zone_options: {lost_s: 3}
     outputs:                        # where frames go
       sinks: [out.mp4, {spec: out.jsonl}, {spec: "mjpeg://127.0.0.1:8080", options: {quality: 70}}]

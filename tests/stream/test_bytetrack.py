@@ -7,7 +7,7 @@ import pytest
 from edge_detect.errors import ConfigError
 from edge_detect.stream.processors.bytetrack import ByteTrack, giou_distance, iou_distance
 from edge_detect.boxes import box_iou
-from edge_detect.types import Detections
+from edge_detect.types import Detections, ObjectEnd, ObjectNew
 from synthetic_world import Actor, FakeDetector, World, events_of, gate_scene, run_processors
 
 NAMES = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck"]
@@ -128,15 +128,19 @@ def test_events_schema_and_finish():
     tracker = ByteTrack(names=NAMES, min_hits=2)
     out = run_processors(world, FakeDetector(world, noise_px=0.0), [tracker])
     (new,) = events_of(out, "object_new")
-    assert set(new) == {"type", "track_id", "class_name", "score", "xyxy", "frame", "wall_time"}
-    assert (new["track_id"], new["class_name"], new["frame"], new["score"]) == (1, "person", 1, 0.85)
+    assert isinstance(new, ObjectNew)
+    assert set(new) == {"type", "track_id", "class_name", "score", "xyxy", "entered", "frame", "wall_time"}
+    assert (new["track_id"], new["class_name"], new["frame"], new["score"], new["entered"]) == \
+        (1, "person", 1, 0.85, "")  # appeared inside the picture
     assert new["wall_time"] == pytest.approx(world.frame(1).wall_time)
     np.testing.assert_allclose(new["xyxy"], world.actors[0].box(1), atol=0.01)
     (end,) = tracker.finish(world.frame(20))
+    assert isinstance(end, ObjectEnd)
     assert set(end) == {"type", "track_id", "class_name", "first_seen", "last_seen", "first_frame", "last_frame",
-                        "best_score", "frame", "wall_time"}
+                        "best_score", "dwell_s", "entered", "exited", "frame", "wall_time"}
     assert (end["type"], end["track_id"], end["first_frame"], end["last_frame"], end["best_score"]) == \
         ("object_end", 1, 0, 20, 0.85)
+    assert (end["dwell_s"], end["entered"], end["exited"]) == (2.0, "", "")  # 20 frames at 10 fps, inside
     assert end["first_seen"] == pytest.approx(world.frame(0).wall_time)
     assert end["last_seen"] == pytest.approx(world.frame(20).wall_time)
     assert tracker.finish(world.frame(20)) == []

@@ -122,6 +122,6 @@ def test_the_default_tracker_counts_the_ci_scenes_exactly_and_keeps_identities()
                 rows[name].append(res[name])
     ours, iou = aggregate(rows["bytetrack"]), aggregate(rows["iou"])
     assert ours["count_error_crossing"] == 0 and ours["exact_crossing"] == 1.0
-    assert ours["count_error_track"] <= 2  # today's once-per-track rule: only the cross-and-return walkers differ
+    assert ours["count_error_once"] <= 2  # the once-per-track rule: only the cross-and-return walkers differ
     assert ours["IDF1"] > 0.9 and ours["IDF1"] > iou["IDF1"] + 0.1
     assert ours["IDsw"] < iou["IDsw"] / 5

@@ -8,13 +8,15 @@ pixels). Output: the detections that belong to **confirmed** tracks, each with a
 * ``trail`` float32 ``(N, trail, 2)``: the track's last ``trail`` bottom-centre points, oldest first,
   ``NaN``-padded (drawn by :mod:`edge_detect.annotate`; the first points may predate confirmation);
 * ``dwell_s`` float32 ``(N,)``: stream seconds since the track's first sighting;
-* ``velocity_px_s`` float32 ``(N, 2)`` and ``speed_px_s`` float32 ``(N,)``: the track's (Kalman) centre velocity,
-  pixels per second of stream time (``NaN`` until the frame interval is known); ``speed_m_s`` too when
-  ``meters_per_px`` is given;
+* ``velocity_px_s`` float32 ``(N, 2)`` and ``speed_px_s`` float32 ``(N,)``: the track's centre velocity observed
+  over the last ``velocity_window_s``, pixels per second of stream time (``NaN`` until the frame interval is
+  known); ``speed_m_s`` too when ``meters_per_px`` is given;
 * ``entered`` ``<U6`` ``(N,)``: the frame edge the track came in through (``left``/``top``/``right``/``bottom``,
   ``""`` = it appeared inside the picture);
 
-and ``metadata["events"]``: ``object_new`` when a track is confirmed, ``object_end`` when it is dropped.
+and ``metadata["events"]``: :class:`~edge_detect.types.ObjectNew` when a track is confirmed (with the edge it
+entered through), :class:`~edge_detect.types.ObjectEnd` when it is dropped (with ``dwell_s`` and the edges it
+entered and left through).
 :meth:`ByteTrack.track_infos` gives the same per-track data for every remembered track (with the edge a track
 left through, once it has).
 
@@ -67,6 +69,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -79,7 +82,7 @@ from edge_detect.stream.processors._common import class_name, media_time
 from edge_detect.stream.processors.base import register_processor
 from edge_detect.stream.track_rules import (colour_histograms, cross_class_keep, entry_edge, exit_edge,
                                             histogram_distance, reach_cost)
-from edge_detect.types import Detections, Frame
+from edge_detect.types import Detections, Event, Frame, ObjectEnd, ObjectNew
 
 __all__ = ["ByteTrack", "TrackInfo", "iou_distance", "giou_distance", "DISTANCES"]
 
@@ -173,19 +176,39 @@ class _Track:
         last one (or the oldest kept) to the last one; zeros with a single observation. Observations of a box
         narrower than 0.8 of the widest kept are left out (partly hidden or cut by the frame edge: their centre
         moves with what hides them), unless that leaves fewer than two."""
-        widest = max(o[3] for o in self.obs)
-        obs = [o for o in self.obs if o[3] >= 0.8 * widest]
+        return np.array(self.velocity_xy(window))
+
+    def velocity_xy(self, window: int) -> Tuple[float, float]:
+        """:meth:`velocity` as two floats (one backward scan of the observations, no array: it runs for every
+        output track on every frame)."""
+        obs = self.obs
         if len(obs) < 2:
-            obs = list(self.obs)
-        f1, x1, y1 = obs[-1][:3]
-        ref = obs[0]
-        for o in reversed(obs):
-            if f1 - o[0] >= window:
-                ref = o
-                break
-        if ref[0] == f1:
-            return np.zeros(2)
-        return np.array([x1 - ref[1], y1 - ref[2]]) / (f1 - ref[0])
+            return 0.0, 0.0
+        v = _scan_velocity(obs, window, 0.8 * max(obs, key=_WIDTH)[3])
+        return v if v is not None else _scan_velocity(obs, window, float("-inf"))  # type: ignore[return-value]
+
+
+_WIDTH = itemgetter(3)
+
+
+def _scan_velocity(obs: Deque[Tuple[int, float, float, float]], window: int,
+                   min_width: float) -> Optional[Tuple[float, float]]:
+    """The velocity of :meth:`_Track.velocity` over the observations at least ``min_width`` wide (``None`` when
+    fewer than two are)."""
+    last = ref = None
+    for o in reversed(obs):
+        if o[3] < min_width:
+            continue
+        if last is None:
+            last = o
+            continue
+        ref = o
+        if last[0] - o[0] >= window:
+            break
+    if ref is None or last is None:
+        return None
+    df = last[0] - ref[0]
+    return (0.0, 0.0) if df == 0 else ((last[1] - ref[1]) / df, (last[2] - ref[2]) / df)
 
 
 @dataclass
@@ -201,7 +224,7 @@ class _Step:
     z: np.ndarray  # float64 (D, 4) cx, cy, w, h
     score: np.ndarray  # float64 (D,)
     cls: np.ndarray  # int (D,)
-    events: List[Dict[str, Any]]
+    events: List[Event]
     hists: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:  # python lists for the per-track loops (faster than numpy scalars)
@@ -389,7 +412,7 @@ class ByteTrack:
         by stitching."""
         return {"tracker": {"name": self.name, "tracks": self._confirmed_total, "stitched": self._stitched}}
 
-    def finish(self, frame: Frame) -> List[Dict[str, Any]]:
+    def finish(self, frame: Frame) -> List[Event]:
         """End of the source: ``object_end`` for every confirmed track still remembered; the state is cleared."""
         events = [self._end_event(t, frame) for t in self._tracks if t.track_id > 0]
         self._tracks = []
@@ -701,22 +724,22 @@ class ByteTrack:
         t.entered = entry_edge(t.first_box, t.velocity(self._window()), st.frame.shape)
         self._next_id += 1
         self._confirmed_total += 1
-        st.events.append({"type": "object_new", "track_id": t.track_id,
-                          "class_name": class_name(t.class_id, self.names), "score": round(float(st.score[d]), 5),
-                          "xyxy": [round(float(v), 2) for v in st.boxes[d]], "frame": int(st.frame.index),
-                          "wall_time": float(st.frame.wall_time)})
+        st.events.append(ObjectNew(t.track_id, class_name(t.class_id, self.names), round(float(st.score[d]), 5),
+                                   [round(float(v), 2) for v in st.boxes[d]], entered=t.entered,
+                                   frame=int(st.frame.index), wall_time=float(st.frame.wall_time)))
 
-    def _end_event(self, t: _Track, frame: Frame) -> Dict[str, Any]:
-        return {"type": "object_end", "track_id": t.track_id, "class_name": class_name(t.class_id, self.names),
-                "first_seen": t.first_wall, "last_seen": t.last_wall, "first_frame": t.first_frame,
-                "last_frame": t.last_frame, "best_score": round(t.best_score, 5), "frame": int(frame.index),
-                "wall_time": float(frame.wall_time)}
+    def _end_event(self, t: _Track, frame: Frame) -> ObjectEnd:
+        return ObjectEnd(t.track_id, class_name(t.class_id, self.names), t.first_wall, t.last_wall, t.first_frame,
+                         t.last_frame, round(t.best_score, 5), dwell_s=round(t.last_seen - t.first_seen, 3),
+                         entered=t.entered, exited=t.exited, frame=int(frame.index), wall_time=float(frame.wall_time))
 
     def _velocity_px_s(self, t: _Track) -> np.ndarray:
-        """The track's Kalman centre velocity in px per second of stream time (NaN before the interval is known)."""
+        """The track's observed centre velocity (:meth:`_Track.velocity` over ``velocity_window_s``: it follows a
+        start, stop or turn within that window, where the Kalman velocity lags by seconds) in px per second of
+        stream time (NaN before the frame interval is known)."""
         if not self._dt:
             return np.full(2, np.nan)
-        return t.mean[4:6] / self._dt
+        return np.array(t.velocity_xy(self._window())) / self._dt
 
     def _output(self, dets: Detections, out_idx: List[int], out_tracks: List[_Track]) -> Detections:
         extra = [i for i in range(len(dets)) if i not in set(out_idx)] if self.keep_unconfirmed else []
@@ -740,7 +763,8 @@ class ByteTrack:
         if tracks:
             dwell[rows] = [t.last_seen - t.first_seen for t in tracks]
             if self._dt:
-                vel[rows] = np.array([t.mean[4:6] for t in tracks]) / self._dt
+                window = self._window()
+                vel[rows] = np.array([t.velocity_xy(window) for t in tracks]) / self._dt
             entered[rows] = [t.entered for t in tracks]
         speed = np.hypot(vel[:, 0], vel[:, 1]).astype(np.float32)
         data = {"dwell_s": dwell, "velocity_px_s": vel, "speed_px_s": speed, "entered": entered}

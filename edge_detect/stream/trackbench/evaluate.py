@@ -9,9 +9,10 @@ frame's timestamps; its output boxes with a track id ``>= 1`` are the hypotheses
   1.4 calls ``np.asfarray``, gone in NumPy 2); the raw counts (objects, misses, false positives, switches,
   fragmentations, IDTP/IDFP/IDFN) are kept so that families and the whole run aggregate as one long sequence
   (MOTA = 1 - (FN + FP + IDSW) / GT, IDF1 = 2 IDTP / (2 IDTP + IDFP + IDFN));
-* count error of each counting rule = sum over lines of ``|in - truth| + |out - truth|``: ``track`` = today's
-  :class:`~edge_detect.stream.processors.lines.LineCounter` (once per track and line), ``crossing`` = every
-  crossing event (:class:`~edge_detect.stream.trackbench.crossing.CrossingCounter`).
+* count error of each counting rule of :class:`~edge_detect.stream.processors.lines.LineCounter` (:data:`RULES`:
+  ``crossing``, the default, every crossing of a track's path; ``once``, a track at most once per line) = sum
+  over lines of ``|in - truth| + |out - truth|``; the counters get the tracker's output frame by frame and
+  ``finish`` at the scene's end, as in a run.
 """
 from __future__ import annotations
 
@@ -27,15 +28,16 @@ from edge_detect.boxes import box_iou
 from edge_detect.stream.processors.bytetrack import ByteTrack
 from edge_detect.stream.processors.iou import IoUTracker
 from edge_detect.stream.processors.lines import LineCounter
-from edge_detect.stream.trackbench.crossing import CrossingCounter
 from edge_detect.stream.trackbench.scenes import HYSTERESIS_PX, Scene, make_scene
 from edge_detect.stream.trackbench.world import background, load_crops, render_frame
 from edge_detect.types import Detections, Frame
 
-__all__ = ["TRACKERS", "RAW_KEYS", "available_trackers", "run_scene", "run_task", "aggregate", "default_data"]
+__all__ = ["TRACKERS", "RAW_KEYS", "RULES", "available_trackers", "run_scene", "run_task", "aggregate", "default_data"]
 
 RAW_KEYS = ("num_frames", "num_objects", "num_misses", "num_false_positives", "num_switches",
             "num_fragmentations", "idtp", "idfp", "idfn")
+#: the counting rules scored (``LineCounter(count=...)``), the default first
+RULES = ("crossing", "once")
 
 
 class _Processor:
@@ -126,7 +128,7 @@ def _mot_distances(gt: np.ndarray, hyp: np.ndarray) -> np.ndarray:
 def run_scene(scene: Scene, trackers: Sequence[str], data: Optional[Path] = None,
               options: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Dict[str, Any]]:
     """Run each tracker (with ``options[name]`` as keyword arguments) over ``scene``: ``{tracker: {raw MOT counts
-    (:data:`RAW_KEYS`), "count_error": {"track", "crossing"}, "counts": {...}}}``."""
+    (:data:`RAW_KEYS`), "count_error": {rule: error for each of RULES}, "counts": {rule: counts, "truth": ...}}}``."""
     import motmetrics as mm
 
     images = _Images(scene, data)
@@ -135,9 +137,9 @@ def run_scene(scene: Scene, trackers: Sequence[str], data: Optional[Path] = None
     result = {}
     for name in trackers:
         tracker = TRACKERS[name][0](scene, **(options or {}).get(name, {}))
-        once = LineCounter(scene.lines, hysteresis_px=HYSTERESIS_PX)
-        every = CrossingCounter(scene.lines, hysteresis_px=HYSTERESIS_PX)
+        counters = {rule: LineCounter(scene.lines, hysteresis_px=HYSTERESIS_PX, count=rule) for rule in RULES}
         acc = mm.MOTAccumulator(auto_id=True)
+        frame = None
         for sf in scene.frames():
             frame = scene.world.frame(sf.index, images(sf.index) if tracker.needs_image else None)
             out = tracker.update(sf.detections, frame)
@@ -145,13 +147,15 @@ def run_scene(scene: Scene, trackers: Sequence[str], data: Optional[Path] = None
             keep = np.flatnonzero(ids >= 1)
             acc.update(sf.gt_ids.tolist(), ids[keep].tolist(),
                        _mot_distances(sf.gt_xyxy, out.xyxy[keep].astype(np.float64)))
-            once.update(out, frame)
-            every.update(out, frame)
+            for counter in counters.values():
+                counter.update(out, frame)
+        for counter in counters.values():
+            if frame is not None:
+                counter.finish(frame)
         summary = mh.compute(acc, metrics=list(RAW_KEYS), name=name)
         row: Dict[str, Any] = {k: int(summary[k].iloc[0]) for k in RAW_KEYS}
-        row["counts"] = {"track": once.counts, "crossing": every.counts, "truth": truth}
-        row["count_error"] = {rule: _count_error(counts, truth) for rule, counts in
-                              (("track", once.counts), ("crossing", every.counts))}
+        row["counts"] = {**{rule: c.counts for rule, c in counters.items()}, "truth": truth}
+        row["count_error"] = {rule: _count_error(c.counts, truth) for rule, c in counters.items()}
         result[name] = row
     return result
 
@@ -176,7 +180,7 @@ def aggregate(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     denom = 2 * raw["idtp"] + raw["idfp"] + raw["idfn"]
     out: Dict[str, Any] = {"scenes": len(rows), "MOTA": mota, "IDF1": 2 * raw["idtp"] / denom if denom else 0.0,
                            "IDsw": raw["num_switches"], "Frag": raw["num_fragmentations"], **raw}
-    for rule in ("track", "crossing"):
+    for rule in RULES:
         errs = [r["count_error"][rule] for r in rows]
         out[f"count_error_{rule}"] = int(sum(errs))
         out[f"exact_{rule}"] = sum(1 for e in errs if e == 0) / max(len(errs), 1)
