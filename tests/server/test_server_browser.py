@@ -44,7 +44,10 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1280,720")
 PASS = 50  # frames of one pass of the walker scene (walk 0..39, empty 40..49)
-CROSSING = 21  # the frame of a pass where the walker's anchor crosses x = 160 (x = 30 + 260 * f / 39)
+# the frame of a pass whose line_cross event counts it: the walker's anchor crosses x = 160 at frame 21
+# (x = 30 + 260 * f / 39), and a side change counts once a second observation beyond the band confirms it
+# (lines' confirm_frames: 2), so the event comes with frame 22
+CROSSING = 22
 MIDDLE = [384, 0, 384, 576]  # street: a line down the middle of vtest, crossed every few seconds
 
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
