@@ -142,6 +142,10 @@ def api_counts(p: SimpleNamespace, source_id: str) -> Dict[str, Dict[str, int]]:
     return out
 
 
+def dropped(p: SimpleNamespace, source_id: str) -> int:
+    return next(s["dropped"] for s in p.client.get("/api/v1/status").json()["sources"] if s["id"] == source_id)
+
+
 def frames_read(p: SimpleNamespace) -> Dict[str, int]:
     return {s["id"]: s["read"] for s in p.client.get("/api/v1/status").json()["sources"]}
 
@@ -204,7 +208,11 @@ def test_line_drawn_with_the_mouse_counts_the_walker(page: SimpleNamespace) -> N
     final = api_counts(page, "walker")["entry"]
     if final["out"] != len(counted):  # a crossing between the two reads
         counted, events = crossings(page)
-    assert counted == [("entry", "out", CROSSING)] * final["out"] and final["in"] == 0
+    assert final["in"] == 0 and [c[:2] for c in counted] == [("entry", "out")] * final["out"]
+    if dropped(page, "walker") == 0:  # every frame processed: the confirming frame exactly
+        assert [c[2] for c in counted] == [CROSSING] * final["out"]
+    else:  # a busy machine dropped live frames: the first processed one from there on
+        assert all(CROSSING <= c[2] < 40 for c in counted), counted
     assert len({e["track_id"] for e in events}) == len(events)  # one walker per pass, a new track each time
     wait_for(lambda: page.driver.execute_script(
         "return document.querySelector(`#events li[data-id='${arguments[0]}'] img`)?.naturalWidth || 0;",

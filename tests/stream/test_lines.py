@@ -153,6 +153,38 @@ def test_a_fast_object_confirmed_after_it_crossed_still_counts():
     assert count(world, line, anchor="center")[0].counts["l"] == {"in": 0, "out": 0}  # trails are feet points
 
 
+def _line_from(world, start, lines, **kwargs):
+    """Track every frame; a fresh LineCounter (a line drawn, or the chain rebuilt, while running) from ``start``."""
+    det, tracker, lc = FakeDetector(world, noise_px=1.0, seed=11), ByteTrack(names=NAMES), None
+    out = []
+    for f in range(world.frames):
+        frame, dets = world.frame(f), tracker.update(det(f), world.frame(f))
+        if f == start:
+            lc = LineCounter(lines, names=NAMES, **kwargs)
+        out.append(lc.update(dets, frame) if lc is not None else dets)
+    return lc, out
+
+
+def test_a_line_drawn_after_a_crossing_does_not_count_it_but_counts_the_next():
+    # walks right past x 200 (frame ~10), then back left (frame ~30); the line appears at frame 15, between them
+    world = World([walker([(0, 100, 200), (20, 300, 200), (40, 100, 200)])], 41)
+    line = {"l": (200, 0, 200, 360)}
+    assert count(world, line)[0].counts["l"] == {"in": 1, "out": 1}  # from the start: both
+    lc, out = _line_from(world, 15, line)
+    assert lc.counts["l"] == {"in": 1, "out": 0}  # the trail before the line is not replayed against it
+    (ev,) = events_of(out, "line_cross")
+    assert ev["direction"] == "in" and ev["frame"] > 30
+
+
+def test_a_line_drawn_before_the_crossing_counts_it_at_the_same_frame():
+    world = World([walker([(0, 100, 200), (20, 300, 200)])], 25)
+    line = {"l": (200, 0, 200, 360)}
+    whole = events_of(count(world, line)[1], "line_cross")
+    lc, out = _line_from(world, 4, line)
+    assert [(e["direction"], e["frame"]) for e in events_of(out, "line_cross")] == \
+        [(e["direction"], e["frame"]) for e in whole] == [("out", whole[0]["frame"])]
+
+
 def test_a_crossing_still_pending_when_the_track_ends_counts():
     # seen on the far side of the line on one frame only before it vanishes: counted when its track ends
     world = World([walker([(0, 40, 200), (20, 250, 200)])], 60)  # vanishes after frame 20 (x 250, 10 px past it)

@@ -30,7 +30,8 @@ every track the processor follows one point of the box, the *anchor* (default ``
   except that with ``use_trail`` the path the tracker followed before confirming the track is replayed first
   (the non-NaN points of ``data["trail"]``, bottom-centre points, oldest first, as
   :class:`~edge_detect.stream.processors.bytetrack.ByteTrack` outputs them; lines with another anchor do not use
-  them): a fast object confirmed after it crossed still counts.
+  them): a fast object confirmed after it crossed still counts. Not on a line's first frame, though: a line
+  drawn (or a chain rebuilt) while running does not count what its tracks did before it existed.
 * **Class filter.** ``classes`` (names or ids) restrict what a line counts; the class is the track's
   (the tracker's majority class, so flicker does not move counts between classes).
 
@@ -217,8 +218,8 @@ class LineCounter(RegionCounter):
 
     def _step(self, region: Region, tid: int, cid: int, point: Sequence[float], dist: float, frame: Frame,
               events: List[Event]) -> None:
-        """Set the track's band from its box width; on its first sighting replay its trail (:meth:`_trail`);
-        then follow the anchor (:meth:`_advance`)."""
+        """Set the track's band from its box width; on its first sighting replay its trail (:meth:`_trail`) unless
+        the region is on its first frame (added or rebuilt while running: no crossing from before it); then follow the anchor (:meth:`_advance`)."""
         row = self._row(tid)
         band = self.hysteresis_frac * self._widths[row]
         band = band if band > self.hysteresis_px else self.hysteresis_px
@@ -228,7 +229,7 @@ class LineCounter(RegionCounter):
             st = region.state[tid] = _TrackState(Hysteresis(band, self.confirm_frames))
         st.hyst.band = band
         st.class_id, st.speed = cid, (self._speeds, row)  # the speed is read only for an event (_speed_fields)
-        if first:
+        if first and region.primed:  # a track seen on the region's first frame was there before the region
             trail = self._trail(region, row)
             if len(trail):
                 for p, d in zip(trail.tolist(), signed_distance(trail, region.geometry).tolist()):

@@ -41,7 +41,9 @@ SpeedRef = Tuple[Tuple[Optional[list], Optional[list]], int]
 @dataclass
 class Region:
     """One configured region of a counter: its spec, geometry (a segment or a polygon, source-frame pixels),
-    anchor, class filter, when each track was last seen, and the kind's per-track state."""
+    anchor, class filter, when each track was last seen, and the kind's per-track state. ``primed`` turns true
+    after the region's first frame: the tracks of that frame were there before the region (a region added or
+    rebuilt while running), so their past is not replayed against it."""
 
     spec: Any
     geometry: np.ndarray
@@ -49,6 +51,7 @@ class Region:
     classes: Optional[Set[Union[int, str]]]
     last_seen: Dict[int, float] = field(default_factory=dict)
     state: Dict[int, Any] = field(default_factory=dict)
+    primed: bool = False
 
 
 class RegionCounter:
@@ -184,6 +187,7 @@ class RegionCounter:
             for tid in [k for k, t in region.last_seen.items() if k in ended or now - t > self.forget_after_s]:
                 self._forget(region, tid, frame, events)
                 region.last_seen.pop(tid, None)
+            region.primed = True
         self.tally.add(self._sid, events[first_new:])
         detections.metadata[f"{self.KIND}s"] = self._live()
         return detections
