@@ -448,6 +448,7 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
     """
     from edge_detect.sinks import open_sink
     from edge_detect.sinks.display import display_available
+    from edge_detect.sinks.events import arrange_sinks
     from edge_detect.stream.pipeline import Pipeline
     from edge_detect.stream.sources import open_source
     from edge_detect.stream.processors import make_processor
@@ -482,6 +483,7 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[th
         for sc in specs:
             sinks.append(open_sink(sc.spec, **sc.options))
             opened.append(sinks[-1])
+        sinks = arrange_sinks(sinks)
         names = tuple(getattr(det, "names", ()) or ())
         track = cfg.tracker.name != "none" and (cfg.tracker.enabled or cfg.has_analytics)
         if track and not cfg.tracker.enabled:

@@ -163,7 +163,7 @@ def list_images(sources: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
             found += [Path(f) for f in glob.glob(str(p), recursive=True)
                       if Path(f).suffix.lower() in IMAGE_SUFFIXES]
         elif re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", str(item)):  # Path() would turn "//" into "/"
-            from edge_detect.stream.sources import mask_credentials
+            from edge_detect.urls import mask_credentials
 
             raise DataError(f"image source {mask_credentials(str(item))}: expected a local image file, folder or "
                             "glob, got a URL (streams and cameras are read by `edge-detect run --source URL`)")

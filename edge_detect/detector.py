@@ -13,16 +13,21 @@ The three stages are public so a pipeline can time and overlap them::
     batch, infos = det.preprocess(images)
     outputs = det.infer(batch)
     dets = det.postprocess(outputs, infos)
+
+:class:`DetectorLike` is the whole interface the pipeline uses (the stages, the batch rule, preallocated input
+buffers, asynchronous requests); :class:`Detector` implements it, and :func:`as_detector_like` wraps any object that
+has only ``names`` and the three stages (test doubles, wrappers) with documented defaults, so nothing in
+``stream/`` probes a detector for optional methods.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, List, Optional, Sequence, Tuple, Union, overload
+from typing import Any, List, Optional, Protocol, Sequence, Tuple, Union, overload, runtime_checkable
 
 import numpy as np
 
-from edge_detect.backends.base import Backend
+from edge_detect.backends.base import Backend, DeviceBackend, DeviceBatch, FinalBoxes
 from edge_detect.config import ImageSize, check_thresholds, parse_imgsz
 from edge_detect.models import open_model
 from edge_detect.errors import ConfigError, DataError
@@ -32,12 +37,80 @@ from edge_detect.preprocess import check_imgsz, letterbox_shape
 from edge_detect.preprocess import preprocess as _preprocess
 from edge_detect.types import Detections, LetterboxInfo
 
-__all__ = ["Detector"]
+__all__ = ["Detector", "DetectorLike", "InferHandle", "as_detector_like"]
 
 LOGGER = logging.getLogger(__name__)
 
 DYNAMIC_BATCH = 8  # chunk size for dynamic-batch models whose metadata does not give a larger batch
 
+
+
+@runtime_checkable
+class InferHandle(Protocol):
+    """An inference in progress: ``wait()`` returns its outputs (valid until ``release()``); ``release()`` frees
+    the request (always called once, also when the outputs are not used)."""
+
+    def wait(self) -> Any:
+        ...
+
+    def release(self) -> None:
+        ...
+
+
+@runtime_checkable
+class DetectorLike(Protocol):
+    """What :class:`~edge_detect.stream.pipeline.Pipeline` needs of a detector (:class:`Detector` implements it).
+
+    Attributes:
+        names: class names, index = class id.
+        static_batch: ``> 0``: every backend call takes exactly this many rows (the pipeline gathers that many;
+            partial batches are padded by ``preprocess``); ``0``: any number.
+        same_shape_batches: a batch may only hold images of one size (minimum-rectangle letterboxing), so each
+            frame is letterboxed exactly as it would be alone.
+        max_in_flight: batches that may infer at once (asynchronous requests; 1 = synchronous).
+        input_device: where ``preprocess`` puts the batch: ``"cpu"`` (host NumPy) or a device such as
+            ``"cuda:0"`` (see :class:`~edge_detect.backends.base.DeviceBatch`); the pipeline then hands frames'
+            ``device_image`` (when set) instead of their host image.
+    """
+
+    names: Sequence[str]
+    static_batch: int
+    same_shape_batches: bool
+    max_in_flight: int
+    input_device: str
+
+    def buffer_hw(self, image_hw: Tuple[int, int]) -> Optional[Tuple[int, int]]:
+        """The network input ``(h, w)`` of a preallocated buffer for images of ``image_hw``, or ``None`` when
+        ``preprocess`` allocates its own (no ring of buffers)."""
+        ...
+
+    def input_buffer(self, hw: Tuple[int, int], batch: int) -> Any:
+        """A preallocated input batch of ``batch`` rows at network size ``hw`` for ``preprocess(out=...)``."""
+        ...
+
+    def preprocess(self, images: Sequence[Any], out: Any = None) -> Tuple[Any, List[Any]]:
+        """``(batch, infos)``: the images letterboxed into one input batch (into ``out`` when given) and one info
+        per image (for ``postprocess``)."""
+        ...
+
+    def infer(self, batch: Any) -> Any:
+        """The backend outputs of one batch (raises :class:`~edge_detect.errors.TransientBackendError` for a
+        failure that should pass)."""
+        ...
+
+    def infer_async(self, batch: Any) -> InferHandle:
+        """Start inference of one batch; the batch must stay unchanged until the handle's ``wait()`` returned."""
+        ...
+
+    def postprocess(self, outputs: Any, infos: Sequence[Any]) -> List[Detections]:
+        """One :class:`~edge_detect.types.Detections` per info (original-frame pixels)."""
+        ...
+
+
+def _to_original(rows: np.ndarray, info: LetterboxInfo) -> Detections:
+    """``float32 (n, 6)`` ``[x1, y1, x2, y2, score, class]`` in letterbox pixels -> Detections in original pixels."""
+    rows = np.asarray(rows, np.float32).reshape(-1, 6)
+    return Detections(info.to_original(rows[:, :4]), rows[:, 4], rows[:, 5].round().astype(np.int32))
 
 
 class _Finished:
@@ -128,6 +201,37 @@ class Detector:
         return self.metadata.names
 
     @property
+    def static_batch(self) -> int:
+        """The model's static batch size, or 0 for a dynamic batch (:class:`DetectorLike`)."""
+        return max(int(self.backend.input_spec.batch), 0)
+
+    @property
+    def same_shape_batches(self) -> bool:
+        """Minimum-rectangle letterboxing: a batch holds images of one size (:class:`DetectorLike`)."""
+        return self.dynamic_hw and self.auto
+
+    @property
+    def input_device(self) -> str:
+        """Where the input batch lives: the backend's ``input_spec.device`` (``"cpu"`` for the host path)."""
+        return self.backend.input_spec.device
+
+    @property
+    def device_path(self) -> bool:
+        """Whether the backend takes the device path (:class:`~edge_detect.backends.base.DeviceBackend` with a
+        non-``cpu`` ``input_spec.device``): preprocess, inference and NMS on the device, only boxes come back."""
+        return self.input_device != "cpu" and isinstance(self.backend, DeviceBackend)
+
+    def buffer_hw(self, image_hw: Tuple[int, int]) -> Optional[Tuple[int, int]]:
+        """:meth:`target_hw` on the host path; ``None`` (no preallocated host buffers) on the device path."""
+        return None if self.device_path else self.target_hw(image_hw)
+
+    def _nms_settings(self, **overrides: Any) -> dict:
+        nms = dict(conf_thres=self.conf, iou_thres=self.iou, classes=self.classes, agnostic=self.agnostic,
+                   multi_label=self.multi_label, max_det=self.max_det)
+        nms.update(overrides)
+        return nms
+
+    @property
     def batch_size(self) -> int:
         """Images per inference call: the static batch, or for dynamic batch the metadata's (at least 1)."""
         b = int(self.backend.input_spec.batch)
@@ -176,11 +280,17 @@ class Detector:
 
         Returns:
             ``(batch, infos)``: the input batch in the model's format and one :class:`LetterboxInfo` per
-            real image.
+            real image. On the device path (:attr:`device_path`) ``batch`` is the backend's
+            :class:`~edge_detect.backends.base.DeviceBatch` (``images`` may then also hold device handles) and
+            ``out`` is ignored.
         """
         spec = self.backend.input_spec
         images = [images] if isinstance(images, np.ndarray) else list(images)
         use_auto = self.dynamic_hw and (self.auto if auto is None else bool(auto))
+        if self.device_path:  # letterboxed on the device (DeviceBackend contract); nothing on the host
+            batch = self.backend.preprocess_device(images, self.input_hw, self.metadata.stride, use_auto)
+            batch.nms = self._nms_settings()
+            return batch, batch.infos
         dtype = spec.dtype if spec.dtype != np.uint8 else np.float32
         if out is not None:
             if spec.batch > 0 and out.shape[0] != spec.batch:
@@ -198,8 +308,11 @@ class Detector:
                               f"{len(images)}; call the detector on the list to chunk it")
         return batch, infos
 
-    def infer(self, batch: np.ndarray) -> List[np.ndarray]:
-        """Run the backend on a preprocessed batch; returns its outputs in layout order."""
+    def infer(self, batch: Union[np.ndarray, DeviceBatch]) -> List[Any]:
+        """Run the backend on a preprocessed batch; returns its outputs in layout order (host path), or the final
+        boxes per image (:class:`~edge_detect.backends.base.FinalBoxes`, device path)."""
+        if isinstance(batch, DeviceBatch):
+            return FinalBoxes(self.backend.infer_device(batch))  # type: ignore[attr-defined]
         return self.backend.infer(batch)
 
     @property
@@ -214,9 +327,9 @@ class Detector:
         ``handle.release()``). Backends without async requests run synchronously and return a finished handle.
         ``batch`` must stay unchanged until ``wait()`` returned."""
         start = getattr(self.backend, "infer_async", None)
-        if callable(start):
+        if callable(start) and not isinstance(batch, DeviceBatch):
             return start(batch)
-        return _Finished(self.backend.infer(batch))
+        return _Finished(self.infer(batch))
 
     def postprocess(self, outputs: Sequence[np.ndarray], infos: Sequence[LetterboxInfo],
                     **overrides: Any) -> List[Detections]:
@@ -228,10 +341,10 @@ class Detector:
             **overrides: ``conf_thres``, ``iou_thres``, ``classes``, ``agnostic``, ``multi_label``,
                 ``max_det`` to use instead of the detector's settings for this call.
         """
-        nms = dict(conf_thres=self.conf, iou_thres=self.iou, classes=self.classes, agnostic=self.agnostic,
-                   multi_label=self.multi_label, max_det=self.max_det)
-        nms.update(overrides)
-        return _postprocess(outputs, infos, self.metadata.output_layout, head=self.metadata.head, **nms)
+        if isinstance(outputs, FinalBoxes):  # device path: final boxes in letterbox pixels, or Detections
+            return [o if isinstance(o, Detections) else _to_original(o, info) for o, info in zip(outputs, infos)]
+        return _postprocess(outputs, infos, self.metadata.output_layout, head=self.metadata.head,
+                            **self._nms_settings(**overrides))
 
     # --- calling ---------------------------------------------------------------------------------------------
 
@@ -282,3 +395,91 @@ class Detector:
     def __repr__(self) -> str:
         return (f"Detector({self.backend!r}, input_hw={self.input_hw}, conf={self.conf}, iou={self.iou}, "
                 f"max_det={self.max_det})")
+
+
+@runtime_checkable
+class _Stages(Protocol):
+    names: Sequence[str]
+
+    def preprocess(self, images: Sequence[Any]) -> Tuple[Any, List[Any]]: ...
+
+    def infer(self, batch: Any) -> Any: ...
+
+    def postprocess(self, outputs: Any, infos: Sequence[Any]) -> List[Detections]: ...
+
+
+@runtime_checkable
+class _Buffers(Protocol):
+    def target_hw(self, image_hw: Tuple[int, int]) -> Tuple[int, int]: ...
+
+    def input_buffer(self, hw: Tuple[int, int], batch: int) -> Any: ...
+
+
+@runtime_checkable
+class _Async(Protocol):
+    max_in_flight: int
+
+    def infer_async(self, batch: Any) -> InferHandle: ...
+
+
+@runtime_checkable
+class _ShapeRule(Protocol):
+    dynamic_hw: bool
+    auto: bool
+
+
+class _StagesAdapter:
+    """:class:`DetectorLike` over an object with only ``names`` and the three stages (see :func:`as_detector_like`):
+    no static batch; ``target_hw`` + ``input_buffer`` when it has both (a ring of buffers, ``preprocess(out=...)``),
+    else none; ``max_in_flight`` + ``infer_async`` when it has both, else synchronous; one image size per batch
+    when its ``dynamic_hw`` and ``auto`` are both true; host input."""
+
+    static_batch = 0
+    input_device = "cpu"
+
+    def __init__(self, inner: _Stages) -> None:
+        self.inner = inner
+        self.names = tuple(inner.names or ())
+        self._buffers = isinstance(inner, _Buffers)
+        self._async = isinstance(inner, _Async) and isinstance(inner.max_in_flight, int)
+        self.max_in_flight = max(1, int(inner.max_in_flight)) if self._async else 1  # type: ignore[union-attr]
+        self.same_shape_batches = isinstance(inner, _ShapeRule) and bool(inner.dynamic_hw and inner.auto)
+
+    def buffer_hw(self, image_hw: Tuple[int, int]) -> Optional[Tuple[int, int]]:
+        return tuple(self.inner.target_hw(image_hw)) if self._buffers else None  # type: ignore[union-attr,return-value]
+
+    def input_buffer(self, hw: Tuple[int, int], batch: int) -> Any:
+        return self.inner.input_buffer(hw, batch)  # type: ignore[union-attr]
+
+    def preprocess(self, images: Sequence[Any], out: Any = None) -> Tuple[Any, List[Any]]:
+        if out is None:
+            return self.inner.preprocess(images)
+        return self.inner.preprocess(images, out=out)  # type: ignore[call-arg]
+
+    def infer(self, batch: Any) -> Any:
+        return self.inner.infer(batch)
+
+    def infer_async(self, batch: Any) -> InferHandle:
+        if self._async:
+            return self.inner.infer_async(batch)  # type: ignore[union-attr]
+        return _Finished(self.inner.infer(batch))
+
+    def postprocess(self, outputs: Any, infos: Sequence[Any]) -> List[Detections]:
+        return self.inner.postprocess(outputs, infos)
+
+
+def as_detector_like(detector: Any) -> DetectorLike:
+    """``detector`` itself when it implements :class:`DetectorLike` (a :class:`Detector`), else an adapter over an
+    object with ``names``, ``preprocess(images)``, ``infer(batch)`` and ``postprocess(outputs, infos)`` that fills
+    the rest with the defaults documented on it (its optional ``target_hw``/``input_buffer``, ``max_in_flight``/
+    ``infer_async`` and ``dynamic_hw``/``auto`` are used when present).
+
+    Raises:
+        ConfigError: not a detector (no ``names`` or a missing stage).
+    """
+    if isinstance(detector, DetectorLike):
+        return detector
+    if isinstance(detector, _Stages):
+        return _StagesAdapter(detector)  # type: ignore[return-value]
+    raise ConfigError(f"detector: expected an object with names, preprocess(images), infer(batch) and "
+                      f"postprocess(outputs, infos) (e.g. edge_detect.Detector), got {detector!r}")

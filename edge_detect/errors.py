@@ -19,6 +19,8 @@ __all__ = [
     "MissingDependencyError",
     "BackendUnavailableError",
     "TransientBackendError",
+    "UnknownSourceError",
+    "DuplicateSourceError",
 ]
 
 
@@ -72,3 +74,11 @@ class TransientBackendError(EdgeDetectError):
     The pipeline drops the frames of that batch, counts them per source (``dropped_backend``) and goes on; the
     backend reconnects by itself (with backoff) and the next batch is tried normally.
     """
+
+
+class UnknownSourceError(SourceError, LookupError):
+    """A runtime operation named a source id the running app does not have (the REST API answers 404)."""
+
+
+class DuplicateSourceError(ConfigError):
+    """A source was added with an id the running app already has (the REST API answers 409)."""

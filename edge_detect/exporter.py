@@ -277,7 +277,9 @@ def _run_stages(weights: Path, output: Path, opts: ExportOptions, workdir: Path,
     if opts.nms:
         from edge_detect.deploy.graph import add_nms
 
-        plugin = opts.nms_plugin or ("efficient" if opts.format == "engine" else "onnx")
+        from edge_detect.deploy.tensorrt_build import engine_nms_plugin  # inms from TensorRT 10.12 (issue 20)
+
+        plugin = opts.nms_plugin or (engine_nms_plugin() if opts.format == "engine" else "onnx")
         current = add_nms(current, workdir / "nms.onnx", conf=opts.nms_conf, iou=opts.nms_iou,
                           max_det=opts.max_det, plugin=plugin)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from edge_detect.errors import ConfigError, DataError
 from edge_detect.metadata import INPUT_FORMATS
 from edge_detect.types import LetterboxInfo
 
-__all__ = ["letterbox", "preprocess", "to_bgr", "letterbox_shape", "check_imgsz", "MAX_IMGSZ"]
+__all__ = ["letterbox", "preprocess", "to_bgr", "letterbox_shape", "letterbox_borders", "check_imgsz", "MAX_IMGSZ"]
 
 Shape = Union[int, Tuple[int, int]]
 
@@ -139,8 +139,7 @@ def letterbox(img: np.ndarray, new_shape: Shape = (640, 640), color: Tuple[int, 
     img = to_bgr(img)
     orig_hw = (int(img.shape[0]), int(img.shape[1]))
     r, unpad, (dw, dh) = letterbox_shape(orig_hw, new_shape, auto, scaleup, stride)
-    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
-    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    top, bottom, left, right = letterbox_borders((dw, dh))
     if out is not None:
         _letterbox_into(img, out, unpad, (top, bottom, left, right), color)
     else:
@@ -150,6 +149,14 @@ def letterbox(img: np.ndarray, new_shape: Shape = (640, 640), color: Tuple[int, 
     info = LetterboxInfo(orig_shape=orig_hw, input_shape=(int(out.shape[0]), int(out.shape[1])),
                          ratio=float(r), pad=(float(dw), float(dh)))
     return out, info
+
+
+def letterbox_borders(pad: Tuple[float, float]) -> Tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` border widths in pixels for the padding ``(dw, dh)`` of
+    :func:`letterbox_shape` (a possibly fractional half): YOLOv5's ``round(d - 0.1)`` / ``round(d + 0.1)``, so an
+    odd total puts the extra pixel at the bottom / right."""
+    dw, dh = pad
+    return int(round(dh - 0.1)), int(round(dh + 0.1)), int(round(dw - 0.1)), int(round(dw + 0.1))
 
 
 def _letterbox_into(img: np.ndarray, out: np.ndarray, unpad: Tuple[int, int], pads: Tuple[int, int, int, int],

@@ -1,5 +1,7 @@
 """The data types that flow through every stage: :class:`Detections`, :class:`Frame`, :class:`LetterboxInfo`,
-:class:`Result`.
+:class:`Result`, the typed :class:`Event` family (``line_cross``, ``zone_enter``...), and where the stream side
+meets the outputs: the :class:`Sink` protocol, :class:`StreamInfo` and the :class:`RunContext` a sink is started
+with. Nothing here imports ``edge_detect.stream`` or ``edge_detect.sinks``.
 
 Conventions, everywhere in edge-detect:
 
@@ -10,12 +12,20 @@ Conventions, everywhere in edge-detect:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import (TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple, Type,
+                    Union, overload)
 
 import numpy as np
 
-__all__ = ["Detections", "Frame", "LetterboxInfo", "Result"]
+__all__ = ["Detections", "Frame", "LetterboxInfo", "Result", "Event", "LineCross", "ZoneEnter", "ZoneExit", "Dwell",
+           "ObjectNew", "ObjectStart", "ObjectUpdate", "ObjectEnd", "ClipSaved", "GenericEvent", "as_event",
+           "event_types", "StreamInfo", "RunContext", "Sink"]
+
+if TYPE_CHECKING:
+    from edge_detect.events import Counts, EventBus
 
 
 def _check(cond: bool, what: str, expected: str, actual: Any) -> None:
@@ -34,8 +44,8 @@ class Detections:
         track_id: optional int64 ``(N,)`` track identity assigned by a tracker (-1 = unassigned).
         data: extra per-box fields, each an array whose first axis has length ``N`` (processors attach their
             results here, e.g. ``data["anchor_xy"]``); indexing a :class:`Detections` indexes these too.
-        metadata: per-frame fields that are not per box (e.g. ``metadata["events"]``, a list of event dicts
-            produced by line/zone processors); shared, not indexed.
+        metadata: per-frame fields that are not per box (e.g. ``metadata["events"]``, the list of
+            :class:`Event` objects the processors returned); shared, not indexed.
 
     Arrays are converted to the dtypes above on creation; shapes are validated and a mismatch raises
     ``ValueError`` saying expected vs actual.
@@ -165,6 +175,12 @@ class Frame:
         wall_time: Unix time in seconds at capture.
         timings: per-stage durations in milliseconds, filled by the pipeline as the frame travels.
         path: the image file the frame was read from (image sources), else ``None``.
+        device_image: optional handle to the same picture already on an accelerator (e.g. a CUDA tensor or buffer
+            decoded by the GPU), set by a source that decodes there; owned by the source and valid for the
+            frame's life. A detector whose ``input_device`` is not ``"cpu"`` is given it instead of ``image``;
+            ``image`` stays the host copy for drawing and recording.
+        skip_inference: set by the batcher's gate hook (:mod:`edge_detect.stream.batcher`): the frame skipped the
+            backend and reaches the processors with empty detections (``metadata["inferred"] = False``).
     """
 
     image: np.ndarray
@@ -175,6 +191,8 @@ class Frame:
     wall_time: float = 0.0
     timings: dict = field(default_factory=dict)
     path: Optional[str] = None
+    device_image: Any = None
+    skip_inference: bool = False
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -214,20 +232,24 @@ class Result:
     fps: float = 0.0
     final: bool = False
     _annotated: Optional[np.ndarray] = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
-    def events(self) -> List[Dict[str, Any]]:
-        """The frame's events (``detections.metadata["events"]``; empty list when none)."""
-        return list(self.detections.metadata.get("events", ()))
+    def events(self) -> List["Event"]:
+        """The frame's events, typed (``detections.metadata["events"]``, each through :func:`as_event`; empty list
+        when none)."""
+        return [as_event(e) for e in self.detections.metadata.get("events", ())]
 
     @property
     def annotated(self) -> np.ndarray:
-        """The frame with boxes, labels, scores and the FPS overlay drawn (a copy; computed once, shared)."""
-        if self._annotated is None:
-            from edge_detect.stream.annotate import render
+        """The frame with boxes, labels, scores and the FPS overlay drawn (a copy; computed once, shared by the
+        sinks' threads)."""
+        with self._lock:
+            if self._annotated is None:
+                from edge_detect.annotate import render
 
-            self._annotated = render(self.frame.image, self.detections, self.names, self.fps)
-        return self._annotated
+                self._annotated = render(self.frame.image, self.detections, self.names, self.fps)
+            return self._annotated
 
     def record(self) -> Dict[str, Any]:
         """The JSON-ready line of this frame (see class doc)."""
@@ -237,6 +259,340 @@ class Result:
             "pts_ms": None if self.frame.pts_ms is None else round(float(self.frame.pts_ms), 3),
             "wall_time": round(float(self.frame.wall_time), 6),
             "detections": self.detections.to_records(self.names),
-            "events": self.events,
+            "events": [e.to_dict() for e in self.events],
             **({"final": True} if self.final else {}),
         }
+
+
+# ------------------------------------------------------------------------------------------------- events
+
+_EVENT_CLASSES: Dict[str, Type["Event"]] = {}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Event(Mapping):
+    """One event of one frame of one source: the base of the typed event family.
+
+    Processors return events of these types (appended to ``detections.metadata["events"]``); the pipeline turns
+    any plain dict a third-party processor appended into one (:func:`as_event`) and publishes them with their
+    :class:`Result` on the bus (:mod:`edge_detect.events`). Fields are those of the JSON Schema of events
+    (``edge_detect/schemas/events.schema.json``) minus the envelope (``schema``, ``id``, ``seq``, ``source``), which
+    the event sinks add.
+
+    An event reads like the dict it serializes to (``event["type"]``, ``event.get("track_id")``: a read-only
+    :class:`~collections.abc.Mapping` over :meth:`to_dict`), so code written against event dicts keeps working,
+    and compares equal to that dict.
+
+    Attributes:
+        frame: index of the frame in its source (``None``: the frame the event is published with).
+        wall_time: Unix seconds when that frame was captured (``None``: the frame's).
+        extra: further fields, serialized after the typed ones.
+    """
+
+    TYPE: ClassVar[str] = ""
+    frame: Optional[int] = None
+    wall_time: Optional[float] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("TYPE"):
+            _EVENT_CLASSES[cls.TYPE] = cls
+
+    @property
+    def type(self) -> str:
+        """The event type (``"line_cross"``...)."""
+        return self.TYPE
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON-ready dict: ``type``, the typed fields in declaration order, ``frame`` and ``wall_time`` when
+        set, then :attr:`extra`."""
+        out: Dict[str, Any] = {"type": self.type}
+        for f in fields(self):
+            if f.name not in ("frame", "wall_time", "extra"):
+                out[f.name] = getattr(self, f.name)
+        if self.frame is not None:
+            out["frame"] = self.frame
+        if self.wall_time is not None:
+            out["wall_time"] = self.wall_time
+        out.update(self.extra)
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+    @staticmethod
+    def from_dict(data: Mapping) -> "Event":
+        """The typed event of a dict (its ``type`` picks the class; fields beyond the class's go to ``extra``); a
+        :class:`GenericEvent` keeping the dict as it is when the type is unknown or a typed field is missing."""
+        cls = _EVENT_CLASSES.get(str(data.get("type")))
+        if cls is None:
+            return GenericEvent(data=dict(data))
+        names = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names and k != "type"}
+        try:
+            return cls(**kwargs, extra=extra)
+        except TypeError:  # a typed field is missing: keep what was given
+            return GenericEvent(data=dict(data))
+
+
+def as_event(event: Any) -> Event:
+    """``event`` itself when it is an :class:`Event`, else the typed event of a mapping (:meth:`Event.from_dict`).
+
+    Raises:
+        TypeError: neither an Event nor a mapping.
+    """
+    if isinstance(event, Event):
+        return event
+    if isinstance(event, Mapping):
+        return Event.from_dict(event)
+    raise TypeError(f"event: expected an edge_detect.types.Event or a dict with a 'type', got {type(event).__name__}")
+
+
+def event_types() -> List[str]:
+    """The types of the typed event classes (``line_cross``, ``zone_enter``...)."""
+    return list(_EVENT_CLASSES)
+
+
+@dataclass(frozen=True, eq=False)
+class LineCross(Event):
+    """A track crossed a counting line (:mod:`edge_detect.stream.processors.lines`): ``direction`` ``"in"`` (from
+    the left of the directed line to its right, as seen in the image) or ``"out"``."""
+
+    TYPE: ClassVar[str] = "line_cross"
+    line: str
+    direction: str
+    track_id: int
+    class_name: str
+
+
+@dataclass(frozen=True, eq=False)
+class ZoneEnter(Event):
+    """A track entered a zone (:mod:`edge_detect.stream.processors.zones`)."""
+
+    TYPE: ClassVar[str] = "zone_enter"
+    zone: str
+    track_id: int
+    class_name: str
+
+
+@dataclass(frozen=True, eq=False)
+class _ZoneTime(Event):
+    """A track and a time spent in a zone (the fields of :class:`ZoneExit` and :class:`Dwell`)."""
+
+    zone: str
+    track_id: int
+    class_name: str
+    dwell_s: float
+
+
+class ZoneExit(_ZoneTime):
+    """A track left a zone after ``dwell_s`` seconds of stream time inside."""
+
+    TYPE: ClassVar[str] = "zone_exit"
+
+
+class Dwell(_ZoneTime):
+    """A track has stayed ``dwell_s`` seconds in a zone and is still inside (for dwell alarms; no built-in
+    processor emits it yet)."""
+
+    TYPE: ClassVar[str] = "dwell"
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectNew(Event):
+    """A tracker confirmed a new track: its class, score and box ``xyxy`` (original-frame pixels)."""
+
+    TYPE: ClassVar[str] = "object_new"
+    track_id: int
+    class_name: str
+    score: float
+    xyxy: List[float]
+
+
+ObjectStart = ObjectNew  # the lifecycle name; the JSON type stays "object_new" (schema 1)
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectUpdate(Event):
+    """A track still present (throttled by the event sinks): latest score and box, when it was first seen."""
+
+    TYPE: ClassVar[str] = "object_update"
+    track_id: int
+    class_name: str
+    score: float
+    xyxy: List[float]
+    first_seen: float
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectEnd(Event):
+    """A tracker dropped a track (or its source ended): first/last sighting (Unix seconds and frames), best
+    score."""
+
+    TYPE: ClassVar[str] = "object_end"
+    track_id: int
+    class_name: str
+    first_seen: float
+    last_seen: float
+    first_frame: int
+    last_frame: int
+    best_score: float
+
+
+@dataclass(frozen=True, eq=False)
+class ClipSaved(Event):
+    """A recorder finished a clip: its ``path``, the Unix seconds it covers and the event that triggered it (its
+    ``id``, or ``None``)."""
+
+    TYPE: ClassVar[str] = "clip_saved"
+    path: str
+    start_time: float
+    end_time: float
+    trigger: Optional[str] = None
+
+
+@dataclass(frozen=True, eq=False)
+class GenericEvent(Event):
+    """An event of a type without a class (a third-party processor's dict), kept exactly as given."""
+
+    data: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        return str(self.data.get("type", "unknown"))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.data)
+
+
+# ------------------------------------------------------------------------------------------------- sinks
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a sink knows about a source before frames arrive.
+
+    Attributes:
+        source_id: the id stamped on the source's frames.
+        fps: nominal frame rate, or ``None``.
+        live: a camera / stream: frames are timed by their capture time, not by the nominal rate.
+        uri: the source string with credentials masked (``""`` when not known).
+        kind: ``file``, ``images``, ``camera``, ``stream``, ``gstreamer``... (``""`` when not known).
+        expected_frames: frames announced by the container, else ``None``.
+    """
+
+    source_id: str
+    fps: Optional[float] = None
+    live: bool = False
+    uri: str = ""
+    kind: str = ""
+    expected_frames: Optional[int] = None
+
+
+class RunContext(Sequence[StreamInfo]):
+    """What a sink may read of its run, handed to :meth:`Sink.start` (read-only; the sink never sees the pipeline).
+
+    A sequence of the run's :class:`StreamInfo` (``for s in context``, ``len(context)``: the sources at start;
+    sources added later arrive with frames of an unknown id), plus:
+
+    Attributes:
+        names: the model's class names (index = class id).
+        model: the model's name or path (``""`` when not known).
+        bus: the run's :class:`~edge_detect.events.EventBus` (subscribe for more than ``write``; its ``counts``).
+        stats: a function returning a snapshot of the run's figures: ``{"sources": {id: {"read", "processed",
+            "dropped", "corrupt", "reconnects", ...}}, "sinks": {name: {"queued", "sent", "dropped", "failed"}}}``.
+        standalone: a context made for a sink used outside a pipeline (:meth:`of` a plain list): nobody publishes
+            on its bus, so a sink that reads counts feeds them itself.
+    """
+
+    def __init__(self, streams: Sequence[StreamInfo] = (), names: Sequence[str] = (), bus: Optional["EventBus"] = None,
+                 stats: Optional[Callable[[], Dict[str, Any]]] = None, model: str = "",
+                 standalone: bool = False) -> None:
+        if bus is None:
+            from edge_detect.events import EventBus
+
+            bus = EventBus()
+        self._streams = tuple(streams)
+        self.names = tuple(names)
+        self.bus = bus
+        self.model = str(model)
+        self.standalone = bool(standalone)
+        self._stats = stats
+
+    @classmethod
+    def of(cls, value: Union["RunContext", Sequence[StreamInfo], None]) -> "RunContext":
+        """``value`` itself, or a standalone context around a plain list of streams."""
+        if isinstance(value, RunContext):
+            return value
+        return cls(list(value or ()), standalone=True)
+
+    @property
+    def counts(self) -> "Counts":
+        """The run's :class:`~edge_detect.events.Counts` (``bus.counts``)."""
+        return self.bus.counts
+
+    @property
+    def streams(self) -> Tuple[StreamInfo, ...]:
+        return self._streams
+
+    def stats(self) -> Dict[str, Any]:
+        """The run's figures now (see class doc; empty sections when the context has no stats function)."""
+        if self._stats is None:
+            return {"sources": {}, "sinks": {}}
+        return self._stats()
+
+    @overload
+    def __getitem__(self, index: int) -> StreamInfo: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[StreamInfo]: ...
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._streams[index]
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+
+class Sink:
+    """Base class of sinks: where processed frames go (registry and specs: :mod:`edge_detect.sinks.base`).
+
+    Life cycle: ``start(context)`` once before the first frame (a :class:`RunContext`: the sources, the model's
+    names, the event bus and counts, a stats function), ``write(result)`` per processed frame in order (and the
+    end-of-source results, ``result.final``), ``close()`` exactly once (also on Ctrl-C / SIGTERM). ``write`` must
+    return at once: no file or network I/O on the caller's thread (derive from
+    :class:`~edge_detect.sinks.threaded.ThreadedSink` for that). A sink sets ``stop_requested`` to end the run
+    (the display's q / Esc). An exception raised by ``write`` ends the run with an error; the other sinks are
+    still closed.
+    """
+
+    name = "sink"
+    stop_requested = False
+
+    def start(self, context: Union[RunContext, Sequence[StreamInfo]]) -> None:
+        """Called once before the first ``write`` (a plain list of streams is accepted: :meth:`RunContext.of`)."""
+
+    def write(self, result: Result) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release; called exactly once."""
+
+    def counters(self) -> Dict[str, Dict[str, int]]:
+        """Delivery counters per output name, ``{name: {"queued", "sent", "dropped", "failed"}}``; ``{}`` for a
+        sink that neither queues nor drops. Merged into the run summary's ``sinks`` section."""
+        return {}
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

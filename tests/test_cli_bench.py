@@ -12,8 +12,8 @@ from edge_detect.cli import main
 from test_bench import check_schema
 
 FLAGS = ("--model", "--backend", "--imgsz", "--batch", "--warmup", "--iters", "--source", "--max-frames",
-         "--sink", "--data", "--threads", "--json", "--markdown", "--plot", "--no-progress", "--device",
-         "--precision", "--hint")
+         "--sink", "--data", "--threads", "--json", "--markdown", "--plot", "--no-progress", "--device", "--half",
+         "--tf32", "--precision", "--hint")
 
 
 def test_help_lists_every_flag_with_text(capsys: pytest.CaptureFixture) -> None:

@@ -9,7 +9,7 @@ from conftest import requires_ort
 
 pytestmark = requires_ort
 
-from edge_detect.stream.annotate import class_color, draw_detections, draw_fps, label_text  # noqa: E402
+from edge_detect.annotate import class_color, draw_detections, draw_fps, label_text  # noqa: E402
 from edge_detect.detector import Detector  # noqa: E402
 from edge_detect.errors import ConfigError, DataError  # noqa: E402
 from edge_detect.metadata import ModelMetadata  # noqa: E402

@@ -61,14 +61,15 @@ def _hits(imports: Set[str], world: str) -> Set[str]:
     return {i for i in imports if i == world or i.startswith(world + ".")}
 
 
-def test_the_parser_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
-    probe = PKG / "backends" / "_import_probe_for_test.py"
+def test_the_parser_sees_function_level_and_relative_imports(tmp_path: Path, monkeypatch) -> None:
+    """A probe module in a copy of the package layout under tmp_path (nothing is written into the repository)."""
+    probe = tmp_path / "edge_detect" / "backends" / "_import_probe_for_test.py"
+    probe.parent.mkdir(parents=True)
     probe.write_text("def f():\n    from edge_detect.deploy.tensorrt_build import build_engine\n"
                      "from ..training import model\nfrom edge_detect import deploy\n")
-    try:
-        found = imports_of(probe)
-    finally:
-        probe.unlink()
+    monkeypatch.setitem(globals(), "REPO", tmp_path)  # module_name() resolves paths against REPO
+    assert module_name(probe) == "edge_detect.backends._import_probe_for_test"
+    found = imports_of(probe)
     assert {"edge_detect.deploy.tensorrt_build", "edge_detect.training", "edge_detect.deploy"} <= found
 
 
@@ -109,3 +110,37 @@ def test_tensorrt_build_imports_with_torch_blocked() -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "torch loaded: False"
+
+
+def test_sinks_and_stream_meet_only_through_the_shared_types(graph: Dict[str, Set[str]]) -> None:
+    """``sinks/`` imports nothing from ``stream/`` and vice versa; ``types.py`` and ``events.py`` (where they meet)
+    import neither; drawing lives outside ``stream/``."""
+    def bad(prefix: str, other: str) -> Dict[str, list]:
+        return {m: sorted(_hits(i, other)) for m, i in graph.items() if m.startswith(prefix) and _hits(i, other)}
+
+    assert sum(m.startswith("edge_detect.sinks.") for m in graph) >= 8
+    assert bad("edge_detect.sinks", "edge_detect.stream") == {}
+    assert bad("edge_detect.stream", "edge_detect.sinks") == {}
+    for shared in ("edge_detect.types", "edge_detect.events", "edge_detect.annotate", "edge_detect.urls"):
+        assert _hits(graph[shared], "edge_detect.stream") == set(), shared
+        assert _hits(graph[shared], "edge_detect.sinks") == set(), shared
+
+
+def _probes(text: str, where: str) -> list:
+    """``getattr``/``hasattr`` calls in ``text`` whose object is named like a detector, a backend or a pipeline."""
+    out = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") \
+                and node.args:
+            target = ast.unparse(node.args[0]).lower()
+            if any(word in target for word in ("detector", "pipeline", "backend", "_det")):
+                out.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+    return out
+
+
+def test_no_getattr_probing_of_detector_or_pipeline_in_stream_and_sinks() -> None:
+    files = [p for pkg in ("stream", "sinks") for p in (PKG / pkg).rglob("*.py")]
+    assert len(files) >= 15
+    assert [hit for p in files for hit in _probes(p.read_text(encoding="utf-8"), str(p.relative_to(REPO)))] == []
+    probe = "getattr(self.detector, 'names', ())\nhasattr(self._pipeline, 'sources')\ngetattr(proc, 'finish', None)\n"
+    assert len(_probes(probe, "probe")) == 2  # the check finds what it looks for, and only that

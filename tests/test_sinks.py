@@ -49,6 +49,7 @@ def test_jsonl_lines_are_flushed_as_written(tmp_path):
     sink = JsonlSink(path)
     for i in range(5):
         sink.write(result(i))
+    assert sink.flush(30)  # written by the sink's own thread, each line flushed
     lines = path.read_text().splitlines()  # before close: already on disk
     assert len(lines) == 5 and sink.lines == 5
     assert [json.loads(line)["frame"] for line in lines] == [0, 1, 2, 3, 4]
@@ -241,6 +242,7 @@ def test_final_result_skipped_by_image_sinks(tmp_path):
     video.start([StreamInfo("cam", 10.0)])
     video.write(result(0))
     video.write(Result(result(1).frame, Detections.empty(), NAMES, final=True))
+    assert video.flush(30)  # written by the sink's own thread
     assert video.frames == {"cam": 1}
     video.close()
     assert count_frames(tmp_path / "v.mp4") == 1
@@ -270,4 +272,5 @@ def test_file_sinks_name_outputs_after_the_image(tmp_path):
     r2 = result(1)  # a frame without a file (video): named after its source and index
     labels2 = open_sink(f"yolo-labels://{tmp_path / 'l2'}")
     labels2.write(r2)
+    assert labels2.flush(30)  # written by the sink's own thread
     assert [p.name for p in (tmp_path / "l2").iterdir()] == ["cam_000001.txt"]

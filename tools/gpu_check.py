@@ -12,7 +12,31 @@ Checks, in order (each one runs, or is skipped with the reason):
    the detections' count after NMS).
 7. ``trt_bench``: ``edge-detect bench`` on the FP16 engine.
 
-Results go to ``<out>/gpu_check.json`` and ``<out>/gpu_check.md``. ``--dry-run`` (or a machine without an
+TensorRT round 2 (issue 20), each the GPU half of a finding tested with doubles on CPU:
+
+8. ``trt_fp16_nms_precision``: an FP16 engine with in-graph ONNX NMS (``inms``) on bus.jpg gives the reference
+   detections: the NMS layer itself must run in FP32 (its class-offset boxes exceed FP16's range).
+9. ``trt_timing_cache_refusal``: a timing cache TensorRT cannot read is replaced by a new one (the build succeeds
+   and the rewritten cache is accepted by the next build).
+10. ``trt_inms_candidates``: 8000 candidates above conf 0.001: the graph's pre-NMS top-K (3840) gives the engine
+   the same detections as ONNX Runtime; without it TensorRT's NMS layer silently keeps only 5000.
+11. ``trt_hardware_compat``: ``hardware_compatible=True`` is refused on TensorRT < 8.6, Jetson and pre-Ampere GPUs,
+   else builds an AMPERE_PLUS engine that loads and runs.
+
+The pipeline rows (issue 19):
+
+12. ``torch_detection_parity``: CUDA FP32 (TF32 off) vs CPU detections on the coco128 val images (>= 99% matched at
+    IoU >= 0.95 and scores within 0.01, no extra box; also with TF32 for comparison); FP16 mAP50-95 vs FP32.
+13. ``device_path_parity``: the device path (:mod:`edge_detect.training.device_pipeline`) vs the host path; batch 16
+    vs batch 1.
+14. ``cuda_graph_ceiling``: yolov5n forward alone with the input on the GPU, CUDA graphs per batch size.
+15. ``e2e_single_stream`` / 16. ``e2e_16_streams``: a 720p video (made by ``tools/make_720p_video.py``) end to end:
+     today's Pipeline (with its per-stage table), the device loop (:func:`device_loop_e2e`) and the Pipeline's device
+     path (:func:`pipeline_device_e2e`, "not wired" until the v3 seam exists).
+17. ``official_detect``: the official YOLOv5 ``detect.py`` on the same video (with ``--yolov5 DIR``).
+
+Results go to ``<out>/gpu_check.json`` and ``<out>/gpu_check.md`` (checks table, then the end-to-end, per-stage and
+graph-ceiling tables that BENCHMARKS.md's GPU section is built from). ``--dry-run`` (or a machine without an
 NVIDIA GPU) lists every check as skipped with the reason; ``tests/test_gpu_check.py`` runs that dry run.
 """
 from __future__ import annotations
@@ -74,6 +98,14 @@ def has_tensorrt() -> Optional[str]:
     from edge_detect.backends.trt_common import tensorrt_available
 
     return None if tensorrt_available() else "TensorRT not installed (pip install 'edge-detect[tensorrt]')"
+
+
+def has_onnxruntime() -> Optional[str]:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime not installed (pip install 'edge-detect[onnx]')"
+    return None
 
 
 class Context:
@@ -221,6 +253,138 @@ def check_trt_bench(ctx: Context) -> Dict[str, Any]:
     return {"ok": True, "bench": json.loads(out.read_text())["results"]}
 
 
+# ------------------------------------------------------------------------------------------------ TensorRT round 2
+def _identity_raw_onnx(path: Path, n: int, nc: int) -> Path:
+    """A "model" taking ``images`` float ``(1, 3, n, 5 + nc)`` (image-shaped, as the TensorRT backend wants) whose
+    ``output0`` ``(1, n, 5 + nc)`` is its first channel: feed it a raw prediction broadcast over 3 channels."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge_detect.metadata import METADATA_KEY, ModelMetadata
+
+    c = 5 + nc
+    inits = [helper.make_tensor(name, TensorProto.INT64, [len(v)], v)
+             for name, v in (("starts", [0]), ("ends", [1]), ("axes", [1]), ("shape", [1, n, c]))]
+    nodes = [helper.make_node("Slice", ["images", "starts", "ends", "axes"], ["first"], name="model/slice"),
+             helper.make_node("Reshape", ["first", "shape"], ["output0"], name="model/reshape")]
+    graph = helper.make_graph(nodes, "raw", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, n, c])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, n, c])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    meta = ModelMetadata(names=tuple(f"c{i}" for i in range(nc)))
+    model.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
+    onnx.save(model, str(path))
+    return path
+
+
+def _many_candidates(n: int) -> Any:
+    """``(1, 3, n, 7)`` input of :func:`_identity_raw_onnx`: n disjoint 10x10 boxes of class 0 with scores
+    0.9 - i * 1e-4 (all > 0.001), the same raw prediction on each channel."""
+    import numpy as np
+
+    i = np.arange(n)
+    raw = np.zeros((n, 7), np.float32)
+    raw[:, 0], raw[:, 1] = (i % 100) * 20 + 10, (i // 100) * 20 + 10
+    raw[:, 2:4], raw[:, 4], raw[:, 5] = 10, 1.0, 0.9 - i * 1e-4
+    return np.ascontiguousarray(np.broadcast_to(raw, (1, 3, n, 7)))
+
+
+def check_trt_fp16_nms_precision(ctx: Context) -> Dict[str, Any]:
+    """Finding 1: FP16 engine with the standard ONNX NMS on bus.jpg == the reference detections."""
+    from edge_detect.deploy.graph import add_nms, add_uint8_input
+    from edge_detect.deploy.tensorrt_build import build_engine
+    from edge_detect.models import open_model
+
+    ref = ctx.ref()
+    u8 = add_uint8_input(ctx.yolov5n_onnx(), ctx.work / "u8_f1.onnx")
+    nms = add_nms(u8, ctx.work / "inms_f1.onnx", plugin="inms", conf=0.25, iou=0.45, max_det=100)
+    engine = build_engine(nms, ctx.work / "inms_fp16.engine", fp16=True, progress=False)
+    with open_model(engine) as be:
+        num, boxes, scores, classes = be.infer(ref["letterboxed_bgr"][None])
+    want = ref["nms_display_letterbox"]
+    n = int(num[0, 0])
+    same_classes = n == len(want) and classes[0, :n].tolist() == want[:, 5].astype(int).tolist()
+    max_box_err = float(abs(boxes[0, :n] - want[:, :4]).max()) if n == len(want) and n else None
+    return {"ok": same_classes and max_box_err is not None and max_box_err < 2.0, "num_dets": n,
+            "reference_num_dets": len(want), "max_abs_box_err_px": max_box_err}
+
+
+def check_trt_timing_cache_refusal(ctx: Context) -> Dict[str, Any]:
+    """Finding 3: an unreadable timing cache is replaced, and the rewritten one is accepted next time."""
+    import logging
+
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    model = _identity_raw_onnx(ctx.work / "tc.onnx", 64, 2)
+    cache = ctx.work / "bad.timing"
+    cache.write_bytes(b"\x00\x01 not a timing cache")
+    records: List[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("edge_detect.deploy.tensorrt_build").addHandler(handler)
+    try:
+        build_engine(model, ctx.work / "tc1.engine", timing_cache=cache, progress=False)
+        replaced = any("is not a timing cache TensorRT can read" in r for r in records)
+        records.clear()
+        build_engine(model, ctx.work / "tc2.engine", timing_cache=cache, progress=False)
+        reused = not any("starting a new one" in r for r in records)
+    finally:
+        logging.getLogger("edge_detect.deploy.tensorrt_build").removeHandler(handler)
+    return {"ok": replaced and reused, "replaced": replaced, "rewritten_cache_reused": reused,
+            "cache_bytes": cache.stat().st_size}
+
+
+def check_trt_inms_candidates(ctx: Context) -> Dict[str, Any]:
+    """Finding 4: engine == ONNX Runtime with the pre-NMS top-K; TensorRT's own 5000 limit without it."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from edge_detect.deploy.graph import add_nms
+    from edge_detect.deploy.tensorrt_build import build_engine
+    from edge_detect.models import open_model
+
+    raw = _many_candidates(8000)
+    model = _identity_raw_onnx(ctx.work / "cand.onnx", 8000, 2)
+    out: Dict[str, Any] = {}
+    for name, top_k, max_det in (("top_k", 3840, 5000), ("no_top_k", None, 8000)):
+        graph = add_nms(model, ctx.work / f"cand_{name}.onnx", plugin="inms", conf=0.001, iou=0.6, max_det=max_det,
+                        top_k=top_k)
+        sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        ort_out = sess.run(None, {"images": raw})
+        with open_model(build_engine(graph, ctx.work / f"cand_{name}.engine", progress=False)) as be:
+            trt_out = be.infer(raw)
+        n_ort, n_trt = int(ort_out[0][0, 0]), int(trt_out[0][0, 0])
+        out[name] = {"onnxruntime_num_dets": n_ort, "tensorrt_num_dets": n_trt}
+        if name == "top_k":
+            out[name]["max_score_diff"] = float(np.abs(ort_out[2][0, :n_ort] - trt_out[2][0, :n_ort]).max())
+    out["ok"] = (out["top_k"]["onnxruntime_num_dets"] == out["top_k"]["tensorrt_num_dets"] == 3840
+                 and out["top_k"]["max_score_diff"] < 1e-5)
+    return out
+
+
+def check_trt_hardware_compat(ctx: Context) -> Dict[str, Any]:
+    """Finding 5: refused where TensorRT cannot (< 8.6, Jetson, pre-Ampere), else an engine that loads."""
+    import numpy as np
+
+    from edge_detect.backends import _cuda
+    from edge_detect.backends.trt_common import import_tensorrt, version_tuple
+    from edge_detect.deploy.tensorrt_build import build_engine
+    from edge_detect.errors import BackendUnavailableError
+    from edge_detect.models import open_model
+
+    props, version = _cuda.device_props(0), import_tensorrt().__version__
+    expect_refusal = version_tuple(version, 2) < (8, 6) or props.integrated or \
+        version_tuple(props.compute_capability, 1)[0] < 8
+    model = _identity_raw_onnx(ctx.work / "hw.onnx", 64, 2)
+    try:
+        engine = build_engine(model, ctx.work / "hw.engine", hardware_compatible=True, progress=False)
+    except BackendUnavailableError as exc:
+        return {"ok": expect_refusal, "refused": str(exc), "tensorrt": version, "gpu": props.name}
+    with open_model(engine) as be:
+        (got,) = be.infer(_many_candidates(64))
+    return {"ok": not expect_refusal and bool(np.allclose(got, _many_candidates(64)[:, 0])), "built": engine.name,
+            "tensorrt": version, "gpu": props.name, "compute_capability": props.compute_capability}
+
+
 CHECKS: List[tuple] = [
     ("gpu_tests", "pytest -m gpu", [nvidia_gpu], check_gpu_tests),
     ("torch_cuda_parity", "torch backend on CUDA vs reference raw output", [nvidia_gpu, has_torch_cuda],
@@ -234,7 +398,428 @@ CHECKS: List[tuple] = [
     ("trt_fp16_int8_parity", "FP16 / implicit INT8 engines vs reference", [nvidia_gpu, has_cudart, has_tensorrt,
                                                                           has_torch], check_trt_fp16_int8_parity),
     ("trt_bench", "edge-detect bench on the FP16 engine", [nvidia_gpu, has_cudart, has_tensorrt], check_trt_bench),
+    # TensorRT round 2 (issue 20)
+    ("trt_fp16_nms_precision", "FP16 engine with ONNX NMS (inms) on bus.jpg == reference detections",
+     [nvidia_gpu, has_cudart, has_tensorrt, has_torch], check_trt_fp16_nms_precision),
+    ("trt_timing_cache_refusal", "unreadable timing cache replaced, rewritten cache reused",
+     [nvidia_gpu, has_cudart, has_tensorrt], check_trt_timing_cache_refusal),
+    ("trt_inms_candidates", "8000 candidates at conf 0.001: engine == ONNX Runtime with the pre-NMS top-K",
+     [nvidia_gpu, has_cudart, has_tensorrt, has_onnxruntime], check_trt_inms_candidates),
+    ("trt_hardware_compat", "hardware_compatible refused on < 8.6 / Jetson / pre-Ampere, else builds and runs",
+     [nvidia_gpu, has_cudart, has_tensorrt], check_trt_hardware_compat),
 ]
+
+
+# ------------------------------------------------------------------------------------------------ GPU pipeline rows
+# Issue 19: parity judged by detections, the device path, the CUDA-graph ceiling, end-to-end FPS (1 and 16 streams
+# of a 720p video, side by side with the official YOLOv5 detect.py when --yolov5 DIR is given) and the per-stage
+# table. Separate functions and their own list (PIPELINE_CHECKS), appended to CHECKS.
+
+#: settings of these rows (main() sets them; tests/test_gpu_check.py runs the rows on the CPU with small caps)
+PIPELINE: Dict[str, Any] = {
+    "device": "cuda:0",          # where the torch backend runs
+    "yolov5": None,              # an official YOLOv5 checkout (--yolov5 DIR) for the detect.py rows
+    "max_frames": None,          # cap on the 1-stream e2e frames (None: the whole 795-frame video)
+    "streams_max_frames": 4800,  # cap on the 16-stream e2e frames (300 per stream)
+    "streams": 16,
+    "video_frames": None,        # frames of the generated 720p video (None: all 795 of vtest.avi)
+    "parity_images": 128,        # coco128 val images in the CUDA-vs-CPU parity
+    "parity_frames": 6,          # vtest frames (besides bus and zidane) in the device-vs-host parity
+    "batch_frames": 16,          # frames of the batch-vs-single parity
+    "graph_iters": 200,          # timed forwards per batch size in the graph ceiling
+    "graph_batches": (1, 8, 32),
+    "fp16": True,                # also run FP16 (CUDA only)
+}
+E2E_TARGETS = {"single_stream_fps": 500.0, "streams16_fps": 3000.0, "vs_official": 4.0}  # issue 19 "Done when"
+
+
+def yolov5_given() -> Optional[str]:
+    """Why the official detect.py rows cannot run (no ``--yolov5 DIR``), or ``None``."""
+    d = PIPELINE["yolov5"]
+    if not d:
+        return "no YOLOv5 checkout given (--yolov5 DIR)"
+    return None if (Path(d) / "detect.py").is_file() else f"{d}/detect.py not found"
+
+
+def _weights(ctx: Context) -> Path:
+    return ctx.data / "weights" / "yolov5n.pt"
+
+
+def _on_cuda() -> bool:
+    return str(PIPELINE["device"]).startswith("cuda")
+
+
+def _detector(ctx: Context, half: bool = False, tf32: bool = False, auto: bool = True) -> Any:
+    """yolov5n.pt on the torch backend at :data:`PIPELINE` ``["device"]``; ``auto`` = minimum rectangle (a 720p
+    frame runs at 384x640, as the official detect.py does)."""
+    from edge_detect.detector import Detector
+
+    opts: Dict[str, Any] = {"device": PIPELINE["device"]}
+    opts.update({k: True for k, on in (("half", half), ("tf32", tf32)) if on})
+    return Detector(_weights(ctx), auto=auto, **opts)
+
+
+def video_720p(ctx: Context) -> Path:
+    """The 1280x720 test video (vtest.avi upscaled by tools/make_720p_video.py), made once per run in the work dir."""
+    path = ctx.work / "720p.mp4"
+    if not path.exists():
+        cmd = [sys.executable, str(REPO / "tools" / "make_720p_video.py"), str(path), "--source",
+               str(ctx.data / "videos" / "vtest.avi")]
+        if PIPELINE["video_frames"]:
+            cmd += ["--frames", str(int(PIPELINE["video_frames"]))]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    return path
+
+
+def _frames(ctx: Context, vtest_every: int = 60, vtest_count: int = 6) -> List[Any]:
+    """bus, zidane and ``vtest_count`` frames of vtest.avi (every ``vtest_every``-th)."""
+    import cv2
+
+    out = [cv2.imread(str(ctx.data / "images" / n)) for n in ("bus.jpg", "zidane.jpg")]
+    cap = cv2.VideoCapture(str(ctx.data / "videos" / "vtest.avi"))
+    k = 0
+    while len(out) < 2 + vtest_count:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if k % vtest_every == 0:
+            out.append(frame)
+        k += 1
+    cap.release()
+    return out
+
+
+def _diff(a: List[Any], b: List[Any]) -> Dict[str, Any]:
+    """Two runs of the same frames: equal counts and classes, the largest box / score differences."""
+    import numpy as np
+
+    same = [len(x) == len(y) and bool((x.class_id == y.class_id).all()) for x, y in zip(a, b)]
+    boxes = [float(np.abs(x.xyxy - y.xyxy).max()) for x, y, s in zip(a, b, same) if s and len(x)]
+    scores = [float(np.abs(x.score - y.score).max()) for x, y, s in zip(a, b, same) if s and len(x)]
+    return {"frames": len(a), "detections": int(sum(len(x) for x in a)), "counts_equal": all(same),
+            "max_box_px": max(boxes, default=0.0), "max_score": max(scores, default=0.0)}
+
+
+def _equal(d: Dict[str, Any]) -> bool:
+    return bool(d["counts_equal"] and d["max_box_px"] <= 0.5 and d["max_score"] <= 1e-4)
+
+
+def check_torch_detection_parity(ctx: Context) -> Dict[str, Any]:
+    """CUDA FP32 (TF32 off) vs CPU on the coco128 val images: >= 99% of the boxes matched (IoU >= 0.95, scores
+    within 0.01), no extra box; with --tf32 for comparison; FP16 mAP50-95 within 0.3 pt of FP32."""
+    import cv2
+    import yaml
+
+    from edge_detect.bench.parity import match_detections
+    from edge_detect.detector import Detector
+    from edge_detect.evaluate import evaluate
+
+    files = sorted((ctx.data / "datasets" / "coco128" / "images" / "val2017").glob("*.jpg"))
+    images = [cv2.imread(str(f)) for f in files[: int(PIPELINE["parity_images"])]]
+    with Detector(_weights(ctx), auto=False) as cpu:
+        want = [cpu(im) for im in images]
+    out: Dict[str, Any] = {"images": len(images)}
+    for name, kw in (("fp32", {}), ("fp32_tf32", {"tf32": True})) if _on_cuda() else (("fp32", {}),):
+        with _detector(ctx, auto=False, **kw) as det:
+            out[f"{name}_vs_cpu"] = match_detections(want, [det(im) for im in images]).to_dict()
+    fp32 = out["fp32_vs_cpu"]
+    ok = fp32["fraction"] >= 0.99 and fp32["extra"] == 0
+    if _on_cuda() and PIPELINE["fp16"]:
+        spec = yaml.safe_load((ctx.data / "datasets" / "coco128" / "coco128.yaml").read_text())
+        spec["path"] = str(ctx.data / "datasets" / "coco128")
+        data = ctx.work / "coco128.yaml"
+        data.write_text(yaml.safe_dump(spec))
+        maps = {}
+        for name, half in (("fp32", False), ("fp16", True)):
+            with _detector(ctx, half=half, auto=False) as det:
+                maps[name] = round(evaluate(det.backend, data, imgsz=640, progress=False)["map50_95"], 4)
+        out["map50_95"] = maps
+        ok = ok and abs(maps["fp16"] - maps["fp32"]) <= 0.003
+    return {"ok": ok, **out}
+
+
+def check_device_path_parity(ctx: Context) -> Dict[str, Any]:
+    """The device path (upload once, letterbox + NMS on the device, graphs) vs the host path of the same backend, on
+    bus, zidane and vtest frames; a batch of 16 frames vs the same frames one by one."""
+    from edge_detect.bench.parity import match_detections
+    from edge_detect.training.device_pipeline import DevicePipeline
+
+    frames = _frames(ctx, vtest_count=int(PIPELINE["parity_frames"]))
+    sixteen = _frames(ctx, vtest_every=7, vtest_count=int(PIPELINE["batch_frames"]))[2:]
+    out: Dict[str, Any] = {}
+    with _detector(ctx, auto=False) as det:
+        dp = DevicePipeline.from_detector(det)
+        out["fp32_device_vs_host"] = _diff([det(f) for f in frames], [dp([f])[0] for f in frames])
+        out["fp32_batch16_vs_batch1"] = _diff([dp([f])[0] for f in sixteen], dp(sixteen))
+        out["graphs"] = [str(list(k[0])) for k in dp.captured]
+        out["graph_refused"] = dict((str(list(k[0])), v) for k, v in dp.runner.refused.items())
+    ok = _equal(out["fp32_device_vs_host"]) and _equal(out["fp32_batch16_vs_batch1"])
+    if _on_cuda() and PIPELINE["fp16"]:
+        with _detector(ctx, half=True, auto=False) as det:
+            dp = DevicePipeline.from_detector(det)
+            out["fp16_device_vs_host"] = match_detections([det(f) for f in frames], dp(frames)).to_dict()
+        ok = ok and out["fp16_device_vs_host"]["fraction"] >= 0.99 and out["fp16_device_vs_host"]["extra"] == 0
+    return {"ok": ok, **out}
+
+
+def check_cuda_graph_ceiling(ctx: Context) -> Dict[str, Any]:
+    """yolov5n forward alone, input already on the device, 384x640: images/s through the device path's graph
+    runner per batch size (FP16 on CUDA), and eager batch 1 for comparison."""
+    import torch
+
+    from edge_detect.training.device_pipeline import DevicePipeline
+
+    out: Dict[str, Any] = {"imgsz": [384, 640]}
+    with _detector(ctx, half=_on_cuda() and PIPELINE["fp16"]) as det:
+        dp = DevicePipeline.from_detector(det)
+        out["precision"] = det.backend.numerics
+        for b in PIPELINE["graph_batches"]:
+            x = torch.rand(b, 3, 384, 640, device=dp.device).to(dp.dtype)
+            out[f"graph_b{b}_img_s"] = _images_per_s(dp.runner, x)
+        out["eager_b1_img_s"] = _images_per_s(dp._forward, torch.rand(1, 3, 384, 640, device=dp.device).to(dp.dtype))
+        out["graphs"] = len(dp.captured)
+    return {"ok": True, **out}
+
+
+def _images_per_s(fn: Any, x: Any) -> float:
+    import torch
+
+    n = int(PIPELINE["graph_iters"])
+    with torch.inference_mode():
+        for _ in range(min(5, n)):  # capture + warm-up
+            fn(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+    return round(n * x.shape[0] / (time.perf_counter() - t0), 1)
+
+
+def _pipeline_e2e(det: Any, videos: List[Path], batch: int, max_frames: Optional[int]) -> Dict[str, Any]:
+    """``videos`` (one source each) through today's stream Pipeline with ``det`` (the host path)."""
+    from edge_detect.bench.measure import e2e_result
+    from edge_detect.stream.pipeline import Pipeline
+    from edge_detect.stream.sources import open_source
+
+    sources = [open_source(str(v), source_id=f"cam{i}") for i, v in enumerate(videos)]
+    summary = Pipeline(sources, det, max_frames=max_frames, progress=False, batch=batch).run().to_dict()
+    res = e2e_result(summary, None)
+    return {"fps": round(res["fps"], 1), "frames": res["frames"], "mean_batch": round(res["mean_batch"], 2),
+            "stages_mean_ms": {k: round(v["mean_ms"], 2) for k, v in res["stages"].items()
+                               if v.get("mean_ms") is not None},
+            "latency_ms_p50": res["latency_ms"]["p50"]}
+
+
+def device_loop_e2e(det: Any, videos: List[Path], batch: int, max_frames: Optional[int]) -> Dict[str, Any]:
+    """``videos`` through the device path outside the stream Pipeline: one decode thread per source (OpenCV releases
+    the GIL), a preprocess thread (upload + letterbox on the device stream, one frame per source per batch) and the
+    inference thread (graph replay + NMS on the device, boxes back). Measures what the Pipeline's device path will
+    do once it is wired (see :func:`pipeline_device_e2e`)."""
+    import queue
+    import threading
+
+    import cv2
+
+    from edge_detect.training.device_pipeline import DevicePipeline
+
+    dp = DevicePipeline.from_detector(det)
+    cap = cv2.VideoCapture(str(videos[0]))
+    ok, first = cap.read()
+    cap.release()
+    for _ in range(3 if dp.ops.graphs else 1):  # graph capture for the batch shape, outside the timing
+        dp([first] * min(batch, len(videos)))
+    feeds = [queue.Queue(maxsize=8) for _ in videos]
+    cap_each = None if max_frames is None else -(-int(max_frames) // len(videos))
+
+    def decode(path: Path, q: "queue.Queue[Any]") -> None:
+        c, n = cv2.VideoCapture(str(path)), 0
+        while cap_each is None or n < cap_each:
+            ok, frame = c.read()
+            if not ok:
+                break
+            q.put(frame)
+            n += 1
+        c.release()
+        q.put(None)
+
+    handoff: "queue.Queue[Any]" = queue.Queue(maxsize=2)
+    pre_ms: List[float] = []
+
+    def preprocess() -> None:
+        live = list(feeds)
+        while live:
+            frames: List[Any] = []
+            for q in list(live):
+                frame = q.get()
+                if frame is None:
+                    live.remove(q)
+                    continue
+                frames.append(frame)
+                if len(frames) == batch:
+                    break
+            if frames:
+                t = time.perf_counter()
+                handoff.put(dp.preprocess(frames))
+                pre_ms.append((time.perf_counter() - t) * 1e3)
+        handoff.put(None)
+
+    threads = [threading.Thread(target=decode, args=(v, q), daemon=True) for v, q in zip(videos, feeds)]
+    threads.append(threading.Thread(target=preprocess, daemon=True))
+    t0, done, inf_ms = time.perf_counter(), 0, []
+    for t in threads:
+        t.start()
+    while True:
+        item = handoff.get()
+        if item is None:
+            break
+        t = time.perf_counter()
+        done += len(dp.infer(item))
+        inf_ms.append((time.perf_counter() - t) * 1e3)
+    seconds = time.perf_counter() - t0
+    return {"fps": round(done / seconds, 1), "frames": done, "batch": batch, "graphs": len(dp.captured),
+            "host_ms_per_batch": {"preprocess": round(sum(pre_ms) / max(len(pre_ms), 1), 2),
+                                  "infer_nms_download": round(sum(inf_ms) / max(len(inf_ms), 1), 2)}}
+
+
+def pipeline_device_e2e(det: Any, videos: List[Path], batch: int, max_frames: Optional[int]) -> Dict[str, Any]:
+    """End to end through the stream Pipeline on the device path (frames uploaded once, letterbox, inference and NMS
+    on the device, only boxes back).
+
+    Needs the Pipeline's device seam (layout v3: a ``device`` on InputSpec / Frame and the backend's optional
+    ``infer_device``). The torch backend reaches it through
+    :class:`edge_detect.training.device_pipeline.DevicePipeline` (``preprocess(frames) -> DeviceBatch`` in the
+    preprocess thread, ``infer(batch) -> list[Detections]`` in the inference thread). Until the backend exposes
+    ``infer_device`` this row reports ``not wired`` and the ``device_loop`` rows measure the same device code outside
+    the Pipeline.
+    """
+    if not callable(getattr(det.backend, "infer_device", None)):
+        return {"status": "not wired", "reason": "the stream Pipeline has no device path yet (v3 seam: "
+                                                 "backend.infer_device); see the device_loop rows"}
+    return {"status": "measured", **_pipeline_e2e(det, videos, batch, max_frames)}
+
+
+def _precisions() -> List[str]:
+    return ["fp32", "fp16"] if _on_cuda() and PIPELINE["fp16"] else ["fp32"]
+
+
+def check_e2e_single_stream(ctx: Context) -> Dict[str, Any]:
+    """One 720p stream end to end, FP32 and FP16: today's Pipeline (host path, with its per-stage table), the
+    device loop, and the Pipeline's device path (when wired)."""
+    video = video_720p(ctx)
+    out: Dict[str, Any] = {"video": "720p (vtest.avi upscaled)", "max_frames": PIPELINE["max_frames"]}
+    for prec in _precisions():
+        with _detector(ctx, half=prec == "fp16") as det:
+            out["imgsz"] = list(det.target_hw((720, 1280)))
+            out[f"pipeline_host_{prec}"] = _pipeline_e2e(det, [video], 1, PIPELINE["max_frames"])
+            out[f"device_loop_{prec}"] = device_loop_e2e(det, [video], 1, PIPELINE["max_frames"])
+            out[f"pipeline_device_{prec}"] = pipeline_device_e2e(det, [video], 1, PIPELINE["max_frames"])
+    best = max(v["fps"] for k, v in out.items() if isinstance(v, dict) and "fps" in v)
+    out["target_fps"], out["meets_target"] = E2E_TARGETS["single_stream_fps"], best >= E2E_TARGETS["single_stream_fps"]
+    return {"ok": True, **out}
+
+
+def check_e2e_16_streams(ctx: Context) -> Dict[str, Any]:
+    """16 sources of the 720p video, batch 16 (FP16 on CUDA): today's Pipeline and the device loop, total FPS."""
+    video = video_720p(ctx)
+    n, cap = int(PIPELINE["streams"]), PIPELINE["streams_max_frames"]
+    out: Dict[str, Any] = {"streams": n, "batch": n, "max_frames": cap}
+    prec = _precisions()[-1]
+    with _detector(ctx, half=prec == "fp16") as det:
+        out["precision"] = prec
+        out["pipeline_host"] = _pipeline_e2e(det, [video] * n, n, cap)
+        out["device_loop"] = device_loop_e2e(det, [video] * n, n, cap)
+        out["pipeline_device"] = pipeline_device_e2e(det, [video] * n, n, cap)
+    best = max(v["fps"] for v in out.values() if isinstance(v, dict) and "fps" in v)
+    out["target_fps"], out["meets_target"] = E2E_TARGETS["streams16_fps"], best >= E2E_TARGETS["streams16_fps"]
+    return {"ok": True, **out}
+
+
+OFFICIAL = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+sys.argv = sys.argv[:1] + sys.argv[2:]
+import detect
+stamps = []
+cls = detect.LoadImages
+nxt = cls.__next__
+def timed(self):
+    item = nxt(self)
+    stamps.append(time.perf_counter())
+    return item
+cls.__next__ = timed
+weights, source, half = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+detect.run(weights=weights, source=source, imgsz=(640, 640), device="0", half=half, nosave=True)
+n = len(stamps)
+print(json.dumps({"frames": n, "fps": (n - 1) / (time.perf_counter() - stamps[0]) if n > 1 else None}))
+"""
+
+
+def check_official_detect(ctx: Context) -> Dict[str, Any]:
+    """The official YOLOv5 ``detect.py`` (from ``--yolov5 DIR``) on the same 720p video and GPU, FP32 and FP16: FPS
+    from its first frame to its last (model loading excluded), for the side-by-side ratio."""
+    video = video_720p(ctx)
+    out: Dict[str, Any] = {"yolov5": str(PIPELINE["yolov5"])}
+    for prec in ("fp32", "fp16"):
+        proc = subprocess.run([sys.executable, "-c", OFFICIAL, str(PIPELINE["yolov5"]), str(_weights(ctx)), str(video),
+                               "1" if prec == "fp16" else "0"], capture_output=True, text=True, timeout=600,
+                              cwd=ctx.work)
+        if proc.returncode != 0:
+            return {"ok": False, "precision": prec, "stderr": proc.stderr[-2000:]}
+        out[prec] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"ok": True, **out}
+
+
+PIPELINE_CHECKS: List[tuple] = [
+    ("torch_detection_parity", "CUDA FP32 vs CPU detections on coco128 val; FP16 mAP vs FP32",
+     [nvidia_gpu, has_torch_cuda], check_torch_detection_parity),
+    ("device_path_parity", "device path (upload, letterbox, graphs, NMS on the GPU) vs host path; batch 16 vs 1",
+     [nvidia_gpu, has_torch_cuda], check_device_path_parity),
+    ("cuda_graph_ceiling", "yolov5n forward alone, input on the GPU, CUDA graphs, 384x640",
+     [nvidia_gpu, has_torch_cuda], check_cuda_graph_ceiling),
+    ("e2e_single_stream", "one 720p stream end to end: Pipeline, device loop, per-stage table",
+     [nvidia_gpu, has_torch_cuda], check_e2e_single_stream),
+    ("e2e_16_streams", "16 x 720p sources, batch 16, total FPS", [nvidia_gpu, has_torch_cuda], check_e2e_16_streams),
+    ("official_detect", "official YOLOv5 detect.py on the same video (--yolov5 DIR)",
+     [nvidia_gpu, has_torch_cuda, yolov5_given], check_official_detect),
+]
+CHECKS += PIPELINE_CHECKS
+
+
+def pipeline_markdown(results: List[Dict[str, Any]]) -> List[str]:
+    """The e2e, per-stage, graph-ceiling and parity tables of the pipeline rows (for gpu_check.md and BENCHMARKS.md)."""
+    by = {r["check"]: r for r in results if r.get("status") in ("passed", "failed")}
+    lines: List[str] = []
+    e2e_rows = []
+    for check, streams in (("e2e_single_stream", 1), ("e2e_16_streams", int(PIPELINE["streams"]))):
+        for key, row in sorted(by.get(check, {}).items()):
+            if isinstance(row, dict) and ("fps" in row or row.get("status") == "not wired"):
+                fps = row.get("fps", row.get("status"))
+                e2e_rows.append(f"| {key} | {streams} | {row.get('batch', by[check].get('batch', 1))} | {fps} | "
+                                f"{row.get('frames', '-')} |")
+    official = by.get("official_detect", {})
+    for prec in ("fp32", "fp16"):
+        if isinstance(official.get(prec), dict):
+            e2e_rows.append(f"| official_detect_{prec} | 1 | 1 | {round(official[prec]['fps'] or 0, 1)} | "
+                            f"{official[prec]['frames']} |")
+    if e2e_rows:
+        lines += ["", "## End to end (720p video, yolov5n)", "", "| row | streams | batch | FPS | frames |",
+                  "|---|---|---|---|---|", *e2e_rows]
+    stages = [(k, v["stages_mean_ms"]) for k, v in sorted(by.get("e2e_single_stream", {}).items())
+              if isinstance(v, dict) and "stages_mean_ms" in v]
+    if stages:
+        names = sorted({s for _, st in stages for s in st})
+        lines += ["", "## Per stage, mean ms (Pipeline, 1 stream)", "", "| row | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names)]
+        lines += [f"| {k} | " + " | ".join(str(st.get(n, "-")) for n in names) + " |" for k, st in stages]
+    ceiling = by.get("cuda_graph_ceiling", {})
+    if ceiling:
+        lines += ["", f"## Forward alone, input on the device ({ceiling.get('precision')}, 384x640)", "",
+                  "| mode | images/s |", "|---|---|"]
+        lines += [f"| {k[:-6]} | {v} |" for k, v in ceiling.items() if k.endswith("_img_s")]
+    return lines
 
 
 def run(data: Path, out: Path, dry_run: bool = False) -> Dict[str, Any]:
@@ -267,6 +852,7 @@ def run(data: Path, out: Path, dry_run: bool = False) -> Dict[str, Any]:
         details = r.get("reason") or r.get("error") or ", ".join(
             f"{k}={v}" for k, v in r.items() if k not in ("check", "what", "status"))
         lines.append(f"| {r['check']} | {r['status']} | {details} |")
+    lines += pipeline_markdown(results)
     (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     return report
 
@@ -276,7 +862,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--data", type=Path, default=Path(os.environ.get("EDGE_DETECT_DATA", REPO.parent / "shared")))
     p.add_argument("--out", type=Path, default=Path("gpu_check_results"))
     p.add_argument("--dry-run", action="store_true", help="list every check, run none")
+    p.add_argument("--yolov5", type=Path, default=None, metavar="DIR",
+                   help="an official YOLOv5 checkout: also run its detect.py on the same 720p video, side by side")
     args = p.parse_args(argv)
+    PIPELINE["yolov5"] = args.yolov5
     report = run(args.data, args.out, args.dry_run)
     for r in report["checks"]:
         print(f"{r['check']:<24} {r['status']:<8} {r.get('reason') or r.get('error') or ''}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make a 1280x720 test video from the shared 480x360 vtest.avi (every frame upscaled, 16:9 stretch).
 
-    python tools/make_720p_video.py OUT.mp4 [--source ../shared/videos/vtest.avi] [--fps 10]
+    python tools/make_720p_video.py OUT.mp4 [--source ../shared/videos/vtest.avi] [--fps 10] [--frames N]
 
 Writes H.264 (yuv420p) with PyAV when it is installed (like most real 720p files), else MPEG-4 part 2 with
 OpenCV. The output goes wherever you say (a temp or runs/ folder): never into the repository or shared/.
@@ -25,6 +25,7 @@ def main() -> int:
     p.add_argument("--source", type=Path, default=default_src)
     p.add_argument("--size", default="1280x720", help="WxH (default 1280x720)")
     p.add_argument("--fps", type=float, default=None, help="frame rate (default: the source's)")
+    p.add_argument("--frames", type=int, default=None, help="stop after N frames (default: all of the source)")
     args = p.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     cap = cv2.VideoCapture(str(args.source))
@@ -45,7 +46,7 @@ def main() -> int:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": "23", "preset": "veryfast"}
-        while True:
+        while args.frames is None or frames < args.frames:
             ok, img = cap.read()
             if not ok:
                 break
@@ -58,7 +59,7 @@ def main() -> int:
         container.close()
     else:
         writer = cv2.VideoWriter(str(args.output), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        while True:
+        while args.frames is None or frames < args.frames:
             ok, img = cap.read()
             if not ok:
                 break

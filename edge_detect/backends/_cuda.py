@@ -10,20 +10,25 @@ instantiated with ``cudaGraphInstantiateWithFlags(graph, 0)``).
   one line: call, error name, CUDA's own message, and a hint for a missing or too old driver). A missing
   driver library (cuda-bindings' ``RuntimeError: Failed to dlopen libcuda.so.1``) becomes
   :class:`~edge_detect.errors.BackendUnavailableError` too.
-* :class:`DeviceBuffer` / :class:`HostBuffer` (page-locked, so async copies really are async): own one
-  allocation, free it in :meth:`close` (idempotent), usable as context managers.
+* :class:`DeviceBuffer` / :class:`HostBuffer` (page-locked, so async copies really are async) /
+  :class:`ManagedBuffer` (unified memory, one address for host and device: Jetson's integrated GPU shares the
+  host's memory, so no copies are needed): own one allocation, free it in :meth:`close` (idempotent), usable
+  as context managers.
 * :class:`Stream`: one non-blocking CUDA stream (no implicit sync with the legacy default stream);
-  :meth:`Stream.copy_htod` / :meth:`Stream.copy_dtoh` queue async copies.
+  :meth:`Stream.copy_htod` / :meth:`Stream.copy_dtoh` queue async copies (sizes checked against both buffers
+  first). :class:`Event`: a timing-free event to wait for a point in a stream.
 * :class:`CudaGraph`: capture of work queued on a stream, replayed with one launch. A capture that fails
   (the enqueue reports failure, or CUDA invalidates the capture) ends the capture, destroys any graph,
   clears the sticky CUDA error and raises :class:`GraphCaptureError`, so the caller can fall back to plain
   enqueue (what ``trtexec`` does).
-* :func:`device_info`: GPU name and compute capability (recorded in engine metadata); :func:`set_device`.
+* :func:`device_props` / :func:`device_info`: GPU name, compute capability (recorded in engine metadata),
+  integrated or not; :func:`set_device`.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Optional, Tuple
 
@@ -33,7 +38,7 @@ from edge_detect._optional import require
 from edge_detect.errors import BackendUnavailableError, MissingDependencyError
 
 __all__ = ["CudaError", "GraphCaptureError", "runtime", "call", "cuda_call", "DeviceBuffer", "HostBuffer",
-           "Stream", "CudaGraph", "device_info", "set_device"]
+           "ManagedBuffer", "Stream", "Event", "CudaGraph", "DeviceProps", "device_props", "device_info", "set_device"]
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +209,53 @@ class HostBuffer(_Owner):
         return self.ptr
 
 
+class ManagedBuffer(_Owner):
+    """``nbytes`` of managed (unified) memory (``cudaMallocManaged``): :attr:`ptr` is valid on host and device,
+    :attr:`array` is its 1-D uint8 host view.
+
+    On devices without concurrent managed access (Jetson: ``concurrentManagedAccess == 0``) the host may only
+    touch managed memory while no kernel uses it; :meth:`attach` ties the buffer to one stream
+    (``cudaMemAttachSingle``), after which the host may touch it whenever that stream is idle.
+    """
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = int(nbytes)
+        rt = runtime()
+        self.ptr = int(call("cudaMallocManaged", self.nbytes, rt.cudaMemAttachGlobal,
+                            what=f"cudaMallocManaged({self.nbytes})"))
+        self._closed = False
+        raw = (ctypes.c_uint8 * max(self.nbytes, 1)).from_address(self.ptr)
+        self._array: Optional[np.ndarray] = np.ctypeslib.as_array(raw)[:self.nbytes]
+
+    @property
+    def array(self) -> np.ndarray:
+        """uint8 ``(nbytes,)`` host view (invalid after :meth:`close`; touch it only when its stream is idle)."""
+        if self._array is None:
+            raise CudaError("managed buffer used after close()")
+        return self._array
+
+    def attach(self, stream: "Stream") -> None:
+        """Tie the buffer to ``stream`` (``cudaStreamAttachMemAsync``, whole allocation, single stream); takes
+        effect in stream order: synchronize ``stream`` before the host touches the buffer."""
+        call("cudaStreamAttachMemAsync", stream.raw, self.ptr, 0, runtime().cudaMemAttachSingle,
+             what="cudaStreamAttachMemAsync")
+
+    def _free(self) -> None:
+        self._array = None
+        call("cudaFree", self.ptr)
+
+    def __int__(self) -> int:
+        return self.ptr
+
+
+def _check_copy(what: str, nbytes: int, *owners: Any) -> int:
+    n = int(nbytes)
+    small = [o for o in owners if n > o.nbytes]
+    if n < 0 or small:
+        raise CudaError(f"{what}: expected 0..{min(o.nbytes for o in owners)} bytes (the buffers' sizes), got {n}")
+    return n
+
+
 class Stream(_Owner):
     """One non-blocking CUDA stream (``cudaStreamNonBlocking``); :attr:`handle` is the integer TensorRT's
     ``execute_async_v3`` takes."""
@@ -223,13 +275,23 @@ class Stream(_Owner):
         return self._stream
 
     def copy_htod(self, dst: DeviceBuffer, src: HostBuffer, nbytes: int) -> None:
-        """Queue ``nbytes`` host -> device."""
-        call("cudaMemcpyAsync", dst.ptr, src.ptr, int(nbytes), runtime().cudaMemcpyKind.cudaMemcpyHostToDevice,
+        """Queue ``nbytes`` host -> device (``src`` must stay unchanged until the stream ran the copy).
+
+        Raises:
+            CudaError: ``nbytes`` exceeds either buffer, or CUDA refused the copy.
+        """
+        n = _check_copy("copy_htod", nbytes, dst, src)
+        call("cudaMemcpyAsync", dst.ptr, src.ptr, n, runtime().cudaMemcpyKind.cudaMemcpyHostToDevice,
              self._stream, what="cudaMemcpyAsync H2D")
 
     def copy_dtoh(self, dst: HostBuffer, src: DeviceBuffer, nbytes: int) -> None:
-        """Queue ``nbytes`` device -> host."""
-        call("cudaMemcpyAsync", dst.ptr, src.ptr, int(nbytes), runtime().cudaMemcpyKind.cudaMemcpyDeviceToHost,
+        """Queue ``nbytes`` device -> host (``dst`` holds them once the stream is synchronized).
+
+        Raises:
+            CudaError: ``nbytes`` exceeds either buffer, or CUDA refused the copy.
+        """
+        n = _check_copy("copy_dtoh", nbytes, dst, src)
+        call("cudaMemcpyAsync", dst.ptr, src.ptr, n, runtime().cudaMemcpyKind.cudaMemcpyDeviceToHost,
              self._stream, what="cudaMemcpyAsync D2H")
 
     def synchronize(self) -> None:
@@ -238,6 +300,34 @@ class Stream(_Owner):
 
     def _free(self) -> None:
         call("cudaStreamDestroy", self._stream)
+
+
+class Event(_Owner):
+    """A CUDA event without timing (``cudaEventDisableTiming``): :meth:`record` a point of a stream,
+    :meth:`synchronize` waits for it, :meth:`done` polls it."""
+
+    def __init__(self) -> None:
+        self._event = call("cudaEventCreateWithFlags", runtime().cudaEventDisableTiming,
+                           what="cudaEventCreateWithFlags(cudaEventDisableTiming)")
+        self._closed = False
+
+    def record(self, stream: "Stream") -> None:
+        call("cudaEventRecord", self._event, stream.raw)
+
+    def synchronize(self) -> None:
+        call("cudaEventSynchronize", self._event)
+
+    def done(self) -> bool:
+        """Whether the work before the last :meth:`record` has finished (``cudaEventQuery``)."""
+        err = _invoke("cudaEventQuery", self._event)
+        err = err[0] if isinstance(err, tuple) else err
+        if int(err) == int(runtime().cudaError_t.cudaErrorNotReady):
+            return False
+        cuda_call(err, "cudaEventQuery")
+        return True
+
+    def _free(self) -> None:
+        call("cudaEventDestroy", self._event)
 
 
 class CudaGraph(_Owner):
@@ -299,13 +389,38 @@ class CudaGraph(_Owner):
         call("cudaGraphDestroy", self._graph)
 
 
-def device_info(device: int = 0) -> Tuple[str, str]:
-    """``(gpu name, "major.minor" compute capability)`` of CUDA device ``device``."""
+@dataclass(frozen=True)
+class DeviceProps:
+    """What edge-detect needs to know about a CUDA device.
+
+    Attributes:
+        name: GPU name (``"NVIDIA GeForce RTX 3090"``, ``"Orin"``).
+        compute_capability: ``"major.minor"``.
+        integrated: an integrated GPU sharing the host's memory (Jetson).
+        concurrent_managed_access: the CPU may touch managed memory while the GPU runs (0 on Jetson: managed
+            buffers must then be attached to one stream and touched only when it is idle).
+    """
+
+    name: str
+    compute_capability: str
+    integrated: bool = False
+    concurrent_managed_access: bool = True
+
+
+def device_props(device: int = 0) -> DeviceProps:
+    """The :class:`DeviceProps` of CUDA device ``device`` (``cudaGetDeviceProperties``)."""
     props = call("cudaGetDeviceProperties", int(device), what=f"cudaGetDeviceProperties({device})")
     name = props.name
     if isinstance(name, (bytes, bytearray)):
         name = bytes(name).split(b"\0", 1)[0].decode(errors="replace")
-    return str(name).strip(), f"{int(props.major)}.{int(props.minor)}"
+    return DeviceProps(str(name).strip(), f"{int(props.major)}.{int(props.minor)}", bool(props.integrated),
+                       bool(props.concurrentManagedAccess))
+
+
+def device_info(device: int = 0) -> Tuple[str, str]:
+    """``(gpu name, "major.minor" compute capability)`` of CUDA device ``device``."""
+    props = device_props(device)
+    return props.name, props.compute_capability
 
 
 def set_device(device: int = 0) -> None:

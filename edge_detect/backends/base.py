@@ -9,6 +9,11 @@ A backend owns one loaded model. It exposes:
   Backends release the GIL while running, so the pipeline can overlap stages.
 * ``close()``: free everything (also a context manager).
 
+The **host path** above is the default and what every built-in backend does. A backend may also offer a **device
+path** (:class:`DeviceBackend`: ``input_spec.device`` not ``"cpu"``, plus ``preprocess_device`` and
+``infer_device``): the batch is letterboxed on the device, inferred there and reduced to final boxes there, so only
+the boxes cross back to the host; see :class:`DeviceBackend` for the exact contract.
+
 Backends register themselves with :func:`register_backend`; :func:`load_backend` chooses one from an explicit
 name or from the model file's suffix. Registration happens at import of the backend module, and the registry
 knows where each built-in backend lives, so importing this module imports no heavy dependency.
@@ -18,7 +23,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
@@ -27,8 +32,9 @@ import numpy as np
 from edge_detect.config import check_options
 from edge_detect.errors import BackendUnavailableError, ConfigError, ModelError
 from edge_detect.metadata import ModelMetadata
+from edge_detect.types import Detections, LetterboxInfo
 
-__all__ = ["InputSpec", "Backend", "register_backend", "load_backend", "available_backends", "backend_names",
+__all__ = ["InputSpec", "Backend", "DeviceBatch", "DeviceBackend", "FinalBoxes", "register_backend", "load_backend", "available_backends", "backend_names",
            "BACKEND_MODULES"]
 
 
@@ -41,12 +47,16 @@ class InputSpec:
         shape: ``(B, C, H, W)`` for NCHW inputs or ``(B, H, W, C)`` for NHWC; ``-1`` marks a dynamic axis.
         dtype: NumPy dtype of the input (float32, float16 or uint8).
         format: one of :data:`edge_detect.metadata.INPUT_FORMATS`.
+        device: where the backend wants its input: ``"cpu"`` (host NumPy batches, :meth:`Backend.infer`; every
+            built-in backend) or a device such as ``"cuda:0"`` for a backend that also implements
+            :class:`DeviceBackend` (see there).
     """
 
     name: str
     shape: Tuple[int, ...]
     dtype: np.dtype
     format: str = "float32_nchw_rgb"
+    device: str = "cpu"
 
     @property
     def nhwc(self) -> bool:
@@ -99,6 +109,74 @@ class Backend(Protocol):
         ...
 
     def __exit__(self, *exc: Any) -> None:
+        ...
+
+
+@dataclass
+class DeviceBatch:
+    """A preprocessed input batch that lives on a device (the device path; see :class:`DeviceBackend`).
+
+    Made by :meth:`DeviceBackend.preprocess_device`, filled in by the :class:`~edge_detect.detector.Detector`
+    (``nms``), passed unchanged through the pipeline's hand-over to :meth:`DeviceBackend.infer_device`. The pipeline
+    never looks inside.
+
+    Attributes:
+        data: the backend's device tensor or buffer holding the batch, laid out as ``input_spec`` says
+            (``(B, 3, H, W)`` or ``(B, H, W, 3)``, its dtype, at most ``input_spec.batch`` rows for a static batch);
+            owned by the backend.
+        device: the device it lives on (``"cuda:0"``).
+        infos: one :class:`~edge_detect.types.LetterboxInfo` per real image, in order (rows beyond them are
+            padding).
+        nms: the detector's NMS settings for :meth:`DeviceBackend.infer_device`: ``conf_thres``, ``iou_thres``,
+            ``classes``, ``agnostic``, ``multi_label``, ``max_det`` (the keywords of
+            :func:`edge_detect.postprocess.non_max_suppression`).
+    """
+
+    data: Any
+    device: str
+    infos: List[LetterboxInfo]
+    nms: Dict[str, Any] = field(default_factory=dict)
+
+
+class FinalBoxes(list):
+    """What :meth:`~edge_detect.detector.Detector.infer` returns on the device path: the list
+    :meth:`DeviceBackend.infer_device` gave, one entry per real image (so postprocess only undoes the letterbox)."""
+
+
+@runtime_checkable
+class DeviceBackend(Protocol):
+    """Optional device path of a backend, beside its host :meth:`Backend.infer` (which stays available).
+
+    A backend implementing it sets ``input_spec.device`` to its device (``"cuda:0"``); the
+    :class:`~edge_detect.detector.Detector` then takes this path, and the pipeline hands it each frame's
+    ``device_image`` when the source set one (a handle to the picture already on the device), else the host image.
+
+    Contract:
+
+    * ``preprocess_device(images, input_hw, stride, auto)``: ``images`` is a list of host BGR ``uint8 (H, W, 3)``
+      arrays and/or device handles (``Frame.device_image``, valid while the call runs); letterbox each to
+      ``input_hw`` (``(h, w)``; with ``auto`` the minimum rectangle of the image's aspect ratio, padded to a
+      multiple of ``stride``, as :func:`edge_detect.preprocess.letterbox` does, grey 114 padding) into one batch in
+      the input format, on the device, and return a :class:`DeviceBatch` with one ``LetterboxInfo`` per image. The
+      backend owns the memory and must not reuse a batch's buffer before ``infer_device`` of that batch returned:
+      the pipeline may hold up to 2 prepared batches (one waiting in the hand-over, one inferring) plus
+      ``num_requests`` in flight, so a pool of at least 3 (+ requests) buffers per input shape is needed. Runs on
+      the pipeline's preprocess thread.
+    * ``infer_device(batch)``: run the model on ``batch.data`` and apply NMS with ``batch.nms`` on the device;
+      return, per real image (``len(batch.infos)`` entries, in order), either a host ``float32 (n, 6)`` array
+      ``[x1, y1, x2, y2, score, class]`` in **letterbox pixels** of that image (sorted by descending score, at most
+      ``nms["max_det"]`` rows), or :class:`~edge_detect.types.Detections` already in original-frame pixels. After it
+      returns (or raises) the batch's buffer is the backend's again. Runs on the pipeline's infer thread (the only
+      thread that touches the backend); may raise :class:`~edge_detect.errors.TransientBackendError`.
+    """
+
+    input_spec: InputSpec
+
+    def preprocess_device(self, images: Sequence[Any], input_hw: Tuple[int, int], stride: int,
+                          auto: bool) -> DeviceBatch:
+        ...
+
+    def infer_device(self, batch: DeviceBatch) -> Sequence[Union[np.ndarray, Detections]]:
         ...
 
 

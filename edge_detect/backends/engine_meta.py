@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 SIDECAR_SUFFIX = ".json"
 # Build options recorded so that an engine can be rebuilt the same way (keyword arguments of build_engine).
-BUILD_OPTION_KEYS = ("fp16", "int8", "workspace_gb", "dynamic", "dla", "calibration_cache")
+BUILD_OPTION_KEYS = ("fp16", "int8", "workspace_gb", "dynamic", "dla", "calibration_cache", "calibration_method")
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ class EngineInfo:
         build: the build options (keys of :data:`BUILD_OPTION_KEYS`), replayed by a rebuild.
         version_compatible: built with TensorRT's version-compatible flag (TensorRT >= 8.6): runs on the same
             or any later TensorRT version.
-        hardware_compatible: built for all Ampere-and-later GPUs (compute capability >= 8.0).
+        hardware_compatible: built for all Ampere-and-later discrete GPUs (compute capability >= 8.0; not
+            supported on JetPack's integrated GPUs).
     """
 
     tensorrt: str
@@ -94,11 +95,13 @@ class EngineInfo:
 
 @dataclass(frozen=True)
 class RuntimeInfo:
-    """The machine loading an engine: TensorRT version, GPU name, compute capability ``"major.minor"``."""
+    """The machine loading an engine: TensorRT version, GPU name, compute capability ``"major.minor"``, and
+    whether the GPU is integrated (Jetson)."""
 
     tensorrt: str
     gpu: str
     compute_capability: str
+    integrated: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,8 +165,9 @@ def find_mismatches(info: EngineInfo, runtime: RuntimeInfo) -> List[str]:
     Rules (TensorRT's own): the TensorRT version must match to ``major.minor.patch`` (the build number is
     ignored). A version-compatible engine (built by TensorRT >= 8.6 with ``BuilderFlag.VERSION_COMPATIBLE``)
     runs on the TensorRT version that built it or any later one, not on an earlier one. The GPU's compute
-    capability must match, or be >= 8.0 for hardware-compatible engines. A different GPU name with the same
-    compute capability is allowed (TensorRT warns; logged here).
+    capability must match, or be >= 8.0 for hardware-compatible engines, which do not run on integrated GPUs
+    (hardware compatibility is not supported on JetPack). A different GPU name with the same compute capability
+    is allowed (TensorRT warns; logged here).
     """
     problems = []
     built, here = version_tuple(info.tensorrt, 3), version_tuple(runtime.tensorrt, 3)
@@ -178,7 +182,10 @@ def find_mismatches(info: EngineInfo, runtime: RuntimeInfo) -> List[str]:
     elif built != here:
         problems.append(f"TensorRT {info.tensorrt} vs {runtime.tensorrt} here")
     if info.hardware_compatible:
-        if _cc_major(runtime.compute_capability) < 8:
+        if runtime.integrated:
+            problems.append(f"hardware-compatible engine, not supported on JetPack's integrated GPU ({runtime.gpu} "
+                            f"here, compute {runtime.compute_capability})")
+        elif _cc_major(runtime.compute_capability) < 8:
             problems.append(f"hardware-compatible engine needs compute capability >= 8.0, "
                             f"{runtime.gpu} here is {runtime.compute_capability}")
     elif version_tuple(info.compute_capability, 2) != version_tuple(runtime.compute_capability, 2):

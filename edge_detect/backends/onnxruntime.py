@@ -6,6 +6,14 @@ Options (``load_backend(path, **options)`` / ``Detector(path, **options)``):
   (``"CUDAExecutionProvider"``), or a list of them in priority order. Default ``"cpu"``.
 * ``threads``: intra-op threads (``0`` = ORT's default, one per core).
 * ``graph_optimization``: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"`` (default).
+* ``device``: ``"cpu"`` or ``"cuda[:N]"``, shorthand for the providers: ``"cuda:1"`` runs on the CUDA provider
+  with ``device_id=1`` (and CPU for unsupported nodes). It needs the GPU build of ONNX Runtime
+  (``pip install onnxruntime-gpu``); without it the error says so in one line. Not together with ``providers``.
+* ``tf32``: let the CUDA provider use TensorFloat-32 for FP32 convolutions and matmuls (its ``use_tf32``). Off by
+  default, as in the torch backend: strict FP32 keeps the detections of the CPU.
+
+:meth:`OnnxRuntimeBackend.infer_bound` runs on an input that is already in memory (a device buffer on CUDA) through
+ONNX Runtime's IO binding, with no copy of the input.
 
 The model's :class:`~edge_detect.metadata.ModelMetadata` is read from the ONNX ``metadata_props``; a model
 without it gets a minimal one inferred from its input and output shapes (with a warning).
@@ -21,7 +29,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edge_detect._optional import require
-from edge_detect.errors import BackendUnavailableError, ModelLoadError
+from edge_detect.devices import parse_device
+from edge_detect.errors import BackendUnavailableError, ConfigError, ModelLoadError
 from edge_detect.metadata import ModelMetadata, read_onnx_metadata
 from edge_detect.backends.base import InputSpec, register_backend
 
@@ -70,6 +79,32 @@ def resolve_providers(providers: Union[str, Sequence[str], None]) -> List[str]:
     if "CPUExecutionProvider" not in out:
         out.append("CPUExecutionProvider")
     return out
+
+
+def _parse_device(device: Optional[str]) -> Optional[Tuple[str, int]]:
+    """:func:`edge_detect.devices.parse_device`, or ConfigError for a device ONNX Runtime cannot take."""
+    parsed = parse_device(device)
+    if device is not None and parsed is None:
+        raise ConfigError(f"onnxruntime device: expected 'cpu' or 'cuda[:N]', got {device!r} (OpenVINO device "
+                          f"names such as GPU or NPU need --backend openvino)")
+    return parsed
+
+
+def _cuda_providers(ort: Any, device_id: int, tf32: bool) -> List[Any]:
+    """``[(CUDAExecutionProvider, options), CPUExecutionProvider]``, or a one-line error naming the package when
+    this ONNX Runtime has no CUDA provider."""
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise BackendUnavailableError(
+            f"onnxruntime device 'cuda:{device_id}': this ONNX Runtime has no CUDA provider (it has {available}); "
+            f"install the GPU build: pip uninstall -y onnxruntime && pip install onnxruntime-gpu")
+    return [("CUDAExecutionProvider", {"device_id": int(device_id), "use_tf32": "1" if tf32 else "0"}),
+            "CPUExecutionProvider"]
+
+
+def _with_options(resolved: List[str], tf32: bool) -> List[Any]:
+    """Provider names -> session providers; the CUDA provider gets its TF32 switch (off unless ``tf32``)."""
+    return [(n, {"use_tf32": "1" if tf32 else "0"}) if n == "CUDAExecutionProvider" else n for n in resolved]
 
 
 def _dims(shape: Sequence[Any]) -> Tuple[int, ...]:
@@ -144,22 +179,34 @@ class OnnxRuntimeBackend:
         metadata: the model's :class:`ModelMetadata`.
         input_spec: :class:`InputSpec` of the single input (``-1`` for dynamic axes).
         providers: the ORT execution providers in use.
+        device: ``"cuda:N"`` when the CUDA provider runs the model, else ``"cpu"``.
+        tf32: whether the CUDA provider may use TF32 (``None`` without the CUDA provider).
     """
 
     name = "onnxruntime"
 
     def __init__(self, path: Union[str, os.PathLike], providers: Union[str, Sequence[str], None] = None,
-                 threads: int = 0, graph_optimization: str = "all") -> None:
+                 threads: int = 0, graph_optimization: str = "all", device: Optional[str] = None,
+                 tf32: bool = False) -> None:
         ort = _ort()
         self.path = Path(path)
         so = _session_options(ort, threads, graph_optimization)
-        resolved = resolve_providers(providers)
+        session_providers = self._session_providers(ort, providers, device, tf32)
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=so, providers=resolved)
+            self._session = ort.InferenceSession(str(self.path), sess_options=so, providers=session_providers)
         except _load_errors() as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"{self.path}: not a loadable ONNX model ({first})") from exc
         self.providers: List[str] = list(self._session.get_providers())
+        cuda = "CUDAExecutionProvider" in self.providers
+        if (_parse_device(device) or ("cpu", 0))[0] == "cuda" and not cuda:
+            raise BackendUnavailableError(
+                f"onnxruntime device '{device}': the CUDA provider did not start (ONNX Runtime fell back to "
+                f"{self.providers}); check that the CUDA and cuDNN versions match onnxruntime-gpu's")
+        self._device_id = int(dict(p for p in session_providers if isinstance(p, tuple)).get(
+            "CUDAExecutionProvider", {}).get("device_id", 0))
+        self.device = f"cuda:{self._device_id}" if cuda else "cpu"
+        self.tf32: Optional[bool] = bool(tf32) if cuda else None
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise ModelLoadError(f"{self.path}: expected 1 input tensor, got {len(inputs)}: "
@@ -174,6 +221,21 @@ class OnnxRuntimeBackend:
         self.input_spec = self._input_spec(inputs[0], meta)
         LOGGER.debug("loaded %s on %s: input %s, outputs %s", self.path, self.providers, self.input_spec,
                      out_shapes)
+
+    @staticmethod
+    def _session_providers(ort: Any, providers: Union[str, Sequence[str], None], device: Optional[str],
+                           tf32: bool) -> List[Any]:
+        """The ``providers`` argument of the session, from either ``providers`` or ``device``."""
+        dev = _parse_device(device)
+        if dev is not None and providers is not None:
+            raise ConfigError(f"onnxruntime: expected either device or providers, got device={device!r} and "
+                              f"providers={providers!r}")
+        if tf32 and not (dev is not None and dev[0] == "cuda" or "cuda" in str(providers).lower()):
+            raise ConfigError(f"onnxruntime tf32: expected the CUDA provider (device='cuda[:N]'), got "
+                              f"device={device!r}, providers={providers!r}")
+        if dev is not None and dev[0] == "cuda":
+            return _cuda_providers(ort, dev[1], tf32)
+        return _with_options(resolve_providers("cpu" if dev is not None else providers), tf32)
 
     def _input_spec(self, node: Any, meta: Optional[ModelMetadata]) -> InputSpec:
         if node.type not in _ORT_TYPES:
@@ -202,6 +264,36 @@ class OnnxRuntimeBackend:
         batch = self.input_spec.conform(batch, self.path.name)
         return self._session.run(self._output_names, {self.input_spec.name: batch})
 
+    def infer_bound(self, ptr: int, shape: Sequence[int], dtype: Any = np.float32,
+                    device: str = "cuda") -> List[np.ndarray]:
+        """Run the model on an input already in memory, through IO binding (no copy of the input).
+
+        Args:
+            ptr: address of a C-contiguous input laid out like :attr:`input_spec`: device memory (a CUDA buffer, a
+                torch tensor's ``data_ptr()``) for ``device="cuda"``, host memory for ``device="cpu"``.
+            shape: its shape; dtype: its NumPy dtype (must be :attr:`input_spec` ``.dtype``).
+            device: ``"cuda"`` (on this backend's CUDA device) or ``"cpu"``.
+
+        Returns:
+            The outputs in layout order, as NumPy arrays.
+
+        Raises:
+            ValueError: shape or dtype do not match the input.
+        """
+        dtype, shape = np.dtype(dtype), tuple(int(v) for v in shape)
+        want = self.input_spec
+        if dtype != want.dtype or len(shape) != len(want.shape) or any(
+                w > 0 and w != v for w, v in zip(want.shape, shape)):
+            raise ValueError(f"{self.path.name} input '{want.name}': expected {want.dtype} {want.shape} (-1 = any), "
+                             f"got {dtype} {shape}")
+        kind = "cuda" if device == "cuda" else "cpu"
+        binding = self._session.io_binding()
+        binding.bind_input(want.name, kind, self._device_id if kind == "cuda" else 0, dtype, list(shape), int(ptr))
+        for name in self._output_names:
+            binding.bind_output(name, "cpu")
+        self._session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
     def close(self) -> None:
         """Release the session."""
         self._session = None
@@ -213,4 +305,4 @@ class OnnxRuntimeBackend:
         self.close()
 
     def __repr__(self) -> str:
-        return f"OnnxRuntimeBackend({str(self.path)!r}, providers={self.providers})"
+        return f"OnnxRuntimeBackend({str(self.path)!r}, providers={self.providers}, device={self.device!r})"

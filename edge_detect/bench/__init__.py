@@ -30,6 +30,9 @@ JSON report (stable keys; more may be added, none removed or renamed within ``sc
         "backend": str,                     # onnxruntime | tensorrt | torch
         "precision": str,                   # fp32 | bf16 | fp16 | int8 (the backend's compute precision when it
                                             # has one, e.g. OpenVINO's hint, else the model metadata's)
+        "tf32": bool | null,                # CUDA FP32 with TensorFloat-32 (--tf32); false = strict FP32 (the
+                                            # default); null = the backend has no such switch
+        "device": str | null,               # the backend's device (cuda:0, cpu, an OpenVINO device), if it has one
         "imgsz": [h, w],                    # network input in pixels
         "batch": int,
         "inference": {"fps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",   # fps = images/s
@@ -59,6 +62,7 @@ from edge_detect.bench.measure import (BenchConfig, bench_config, benchmark_accu
                                        benchmark_inference, e2e_result, expand_configs, inference_result,
                                        latency_stats, run_benchmark, stream_shape, synthetic_frame,
                                        time_inference)
+from edge_detect.bench.parity import ImageMatch, MatchReport, match_detections, match_image
 from edge_detect.bench.report import (PLOT_BASE_IN, PLOT_ROW_IN, REPORT_SCHEMA, SCHEMA_VERSION, STAGES, BenchReport,
                                       format_table, plot_report, to_markdown, validate_report, write_report)
 from edge_detect.config import parse_imgsz
@@ -68,4 +72,5 @@ __all__ = [
     "time_inference", "benchmark_inference", "benchmark_e2e", "benchmark_accuracy", "run_benchmark",
     "validate_report", "format_table", "to_markdown", "plot_report", "write_report", "bench_config", "e2e_result",
     "inference_result", "synthetic_frame", "stream_shape", "SCHEMA_VERSION", "PLOT_BASE_IN", "PLOT_ROW_IN",
+    "match_detections", "match_image", "ImageMatch", "MatchReport",
 ]

@@ -346,7 +346,20 @@ def _entry(detector: Any, config: BenchConfig) -> Dict[str, Any]:
             "backend": backend or _suffix_backend(config.model),
             "precision": getattr(getattr(detector, "backend", None), "precision", None) or meta.precision,
             "imgsz": [int(v) for v in detector.input_hw], "batch": config.batch,
+            "tf32": _tf32(detector), "device": _device(detector),
             "output_layout": meta.output_layout, "input_format": meta.input_format, "notes": []}
+
+
+def _tf32(detector: Any) -> Optional[bool]:
+    """Whether the run let CUDA FP32 use TF32 (the backend's ``tf32``); ``None`` for backends without the switch."""
+    value = getattr(getattr(detector, "backend", None), "tf32", None)
+    return None if value is None else bool(value)
+
+
+def _device(detector: Any) -> Optional[str]:
+    """The backend's device as text (``"cuda:0"``, ``"cpu"``, an OpenVINO device), or ``None`` when it has none."""
+    value = getattr(getattr(detector, "backend", None), "device", None)
+    return None if value is None else str(value)
 
 
 def _suffix_backend(model: PathLike) -> str:

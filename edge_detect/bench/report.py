@@ -44,6 +44,8 @@ REPORT_SCHEMA: Dict[str, Any] = {
             "model": {"type": "string"},
             "backend": {"type": "string"},
             "precision": {"type": "string", "enum": ["fp32", "bf16", "fp16", "int8"]},
+            "tf32": {"type": ["boolean", "null"]},
+            "device": {"type": ["string", "null"]},
             "imgsz": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
             "batch": {"type": "integer", "minimum": 1},
             "inference": _obj({k: _NUM for k in ("fps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms")}),
@@ -99,8 +101,13 @@ def _f(value: Any, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def _precision(r: Mapping[str, Any]) -> str:
+    """``fp32``, or ``fp32+tf32`` when the run let CUDA use TF32 (key ``tf32``)."""
+    return f"{r['precision']}+tf32" if r.get("tf32") else str(r["precision"])
+
+
 def _label(r: Mapping[str, Any]) -> str:
-    return f"{r['model']} {r['backend']} {r['precision']} {r['imgsz'][0]}x{r['imgsz'][1]} b{r['batch']}"
+    return f"{r['model']} {r['backend']} {_precision(r)} {r['imgsz'][0]}x{r['imgsz'][1]} b{r['batch']}"
 
 
 _COLUMNS = ("model", "backend", "precision", "imgsz", "batch", "inf FPS", "mean ms", "p50 ms", "p95 ms",
@@ -113,7 +120,7 @@ def _rows(report: Mapping[str, Any]) -> List[List[str]]:
         inf, e2e, acc = r["inference"], r.get("e2e") or {}, r.get("accuracy") or {}
         lat = e2e.get("latency_ms") or {}
         rows.append([
-            r["model"], r["backend"], r["precision"], f"{r['imgsz'][0]}x{r['imgsz'][1]}", str(r["batch"]),
+            r["model"], r["backend"], _precision(r), f"{r['imgsz'][0]}x{r['imgsz'][1]}", str(r["batch"]),
             _f(inf["fps"]), _f(inf["mean_ms"], 2), _f(inf["p50_ms"], 2), _f(inf["p95_ms"], 2),
             _f(inf["p99_ms"], 2), _f(e2e.get("fps")), _f(e2e.get("ratio_to_inference"), 2),
             "/".join(_f(lat.get(k)) for k in ("p50", "p95", "p99")) if lat else "-",

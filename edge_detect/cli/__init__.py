@@ -22,12 +22,13 @@ from edge_detect.errors import EdgeDetectError
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 # order = order in --help
-SUBCOMMANDS = ("run", "detect", "val", "export", "bench", "train", "weights")
+SUBCOMMANDS = ("run", "serve", "detect", "val", "export", "bench", "train", "weights")
 
 _DESCRIPTION = """\
 Real-time YOLOv5 object detection for the edge.
 
   edge-detect run     --model yolov5n.onnx --source video.mp4 --save-video out.mp4
+  edge-detect serve   --config cams.yaml      # dashboard + REST API on http://127.0.0.1:8080/
   edge-detect detect  --model yolov5n.onnx --source images/
   edge-detect val     --model yolov5n.onnx --data coco128.yaml
   edge-detect export  --weights yolov5n.pt --format onnx --output yolov5n.onnx

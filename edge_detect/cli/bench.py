@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from edge_detect.backends.base import backend_names
-from edge_detect.cli.detect import add_openvino_args, openvino_options
+from edge_detect.cli.detect import add_device_args, add_openvino_args, openvino_options
 from edge_detect.config import parse_imgsz
 from edge_detect.errors import ConfigError
 from edge_detect.cli._types import non_negative_int, positive_int
@@ -63,14 +63,41 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="dataset yaml: also report mAP50-95 and mAP50 on its val split")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="backend intra-op threads (default: the backend's own choice)")
+    dev = p.add_argument_group("device (cpu / cuda[:N] apply to the torch, onnxruntime and tensorrt configurations, "
+                               "an OpenVINO device name to the openvino ones)")
+    add_device_args(dev)
     ov = p.add_argument_group("OpenVINO (applies to the openvino configurations only)")
-    add_openvino_args(ov)
+    add_openvino_args(ov, device=False)
     p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (stable keys)")
     p.add_argument("--markdown", default=None, metavar="PATH", help="write the results as a Markdown table")
     p.add_argument("--plot", default=None, metavar="PATH",
                    help="write a PNG chart of FPS and latency per configuration")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
+
+
+def bench_backend_options(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    """The options of each backend from ``--device`` / ``--half`` / ``--tf32`` and the OpenVINO flags.
+
+    ``--device cpu|cuda[:N]`` goes to the torch, onnxruntime and (CUDA only) tensorrt configurations, ``--half`` to
+    torch, ``--tf32`` to torch and onnxruntime; any other device name is an OpenVINO device.
+
+    Raises:
+        ConfigError: ``--half`` / ``--tf32`` without a CUDA device (one line).
+    """
+    from edge_detect.devices import device_options, parse_device
+
+    out: Dict[str, Dict[str, Any]] = {"openvino": openvino_options(args, "openvino")}
+    device, half, tf32 = args.device, bool(args.half), bool(args.tf32)
+    parsed = parse_device(device)
+    if device is not None and parsed is None:  # an OpenVINO device name
+        out["openvino"].update(device_options("openvino", device))
+        device = None
+    out["torch"] = device_options("torch", device, half, tf32)
+    out["onnxruntime"] = device_options("onnxruntime", device, tf32=tf32)
+    if parsed is not None and parsed[0] == "cuda":
+        out["tensorrt"] = device_options("tensorrt", device)
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
@@ -82,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     configs = expand_configs(args.model, backends, args.imgsz or [None], args.batch)
     report = run_benchmark(configs, source=args.source, data=args.data, warmup=args.warmup, iters=args.iters,
                            max_frames=args.max_frames, sinks=args.sink, threads=args.threads,
-                           backend_options={"openvino": openvino_options(args, "openvino")},
+                           backend_options=bench_backend_options(args),
                            progress=not args.no_progress)
     print(summary_line(report.system))
     print(format_table(report))

@@ -84,13 +84,31 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild-on-mismatch", action="store_true",
                    help="TensorRT engines: rebuild from the recorded ONNX when the engine was built by another "
                         "TensorRT version or GPU (default: fail with a one-line explanation)")
-    add_openvino_args(p)
+    add_device_args(p)
+    add_openvino_args(p, device=False)
 
 
-def add_openvino_args(p: Any) -> None:
-    """``--device``, ``--precision``, ``--hint``: options of the OpenVINO backend (detect, val, run, bench)."""
+def add_device_args(p: Any) -> None:
+    """``--device``, ``--half``, ``--tf32``: where the model runs and in which precision (detect, val, bench; one
+    line for ``run``). Routed per backend by :func:`edge_detect.devices.device_options`."""
     p.add_argument("--device", default=None, metavar="DEV",
-                   help="OpenVINO device: CPU, GPU (Intel iGPU), NPU, AUTO... (default: CPU)")
+                   help="where to run: cpu or cuda[:N] (GPU N) for .pt, .onnx (CUDA needs onnxruntime-gpu) and "
+                        ".engine models; an OpenVINO device (CPU, GPU = Intel GPU, NPU, AUTO...) for .xml models "
+                        "(default: cpu / CPU)")
+    p.add_argument("--half", action="store_true",
+                   help="FP16 inference of a .pt model on CUDA (needs --device cuda[:N]); .onnx / .engine models "
+                        "get FP16 when exported (edge-detect export --half)")
+    p.add_argument("--tf32", action="store_true",
+                   help="let FP32 on CUDA use TensorFloat-32 tensor cores (faster on Ampere and later; boxes may "
+                        "move by about a pixel; default: strict FP32, the CPU's detections)")
+
+
+def add_openvino_args(p: Any, device: bool = True) -> None:
+    """``--precision``, ``--hint`` (and ``--device`` unless ``device=False``, for a parser that has
+    :func:`add_device_args`): options of the OpenVINO backend (detect, val, run, bench)."""
+    if device:
+        p.add_argument("--device", default=None, metavar="DEV",
+                       help="OpenVINO device: CPU, GPU (Intel iGPU), NPU, AUTO... (default: CPU)")
     p.add_argument("--precision", choices=OPENVINO_PRECISIONS, default=None,
                    help="OpenVINO inference precision, always passed as INFERENCE_PRECISION_HINT (default: int8 for "
                         "a quantized model, else fp32; never OpenVINO's own bf16 default)")
@@ -99,11 +117,12 @@ def add_openvino_args(p: Any) -> None:
 
 
 OPENVINO_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-_OPENVINO_FLAGS = ("device", "precision", "hint")
+_OPENVINO_FLAGS = ("precision", "hint")
 
 
 def openvino_options(args: argparse.Namespace, backend: Optional[str]) -> Dict[str, Any]:
-    """The OpenVINO flags that were given, as backend options; ConfigError if given for another backend."""
+    """``--precision`` / ``--hint`` when given, as backend options; ConfigError if given for another backend.
+    (``--device`` is routed by :func:`device_flag_options`.)"""
     opts = {k: getattr(args, k) for k in _OPENVINO_FLAGS if getattr(args, k, None) is not None}
     if opts and backend not in (None, "openvino"):
         flags = ", ".join(f"--{k}" for k in opts)
@@ -112,29 +131,37 @@ def openvino_options(args: argparse.Namespace, backend: Optional[str]) -> Dict[s
     return opts
 
 
+def device_flag_options(args: argparse.Namespace, backend: str) -> Dict[str, Any]:
+    """``--device`` / ``--half`` / ``--tf32`` as the options of ``backend`` (:func:`edge_detect.devices.
+    device_options`); ConfigError for a combination that backend cannot take."""
+    from edge_detect.devices import device_options
+
+    return device_options(backend, getattr(args, "device", None), bool(getattr(args, "half", False)),
+                          bool(getattr(args, "tf32", False)))
+
+
 def backend_options(args: argparse.Namespace) -> Dict[str, Any]:
     """Backend keyword options from the parsed flags (only those given)."""
     from edge_detect.backends.base import backend_for_path
 
     name = args.backend or backend_for_path(args.model)
-    ov_opts = openvino_options(args, name)
+    dev_opts = {**openvino_options(args, name), **device_flag_options(args, name)}
     if name == "openvino":
         if args.providers:
             raise ConfigError("--providers: expected the onnxruntime backend, got openvino (use --device)")
-        return {**ov_opts, **({"threads": args.threads} if args.threads is not None else {})}
+        return {**dev_opts, **({"threads": args.threads} if args.threads is not None else {})}
     opts: Dict[str, Any] = {}
     if args.providers:
         opts["providers"] = args.providers
     if args.threads is not None:
         opts["threads"] = args.threads
     if getattr(args, "rebuild_on_mismatch", False):
-        if (args.backend or backend_for_path(args.model)) != "tensorrt":
+        if name != "tensorrt":
             raise ConfigError(f"--rebuild-on-mismatch: expected a TensorRT engine, got {args.model}")
-        return {"rebuild_on_mismatch": True}
-    if opts and (args.backend or backend_for_path(args.model)) != "onnxruntime":
-        raise ConfigError(f"--providers/--threads: expected the onnxruntime backend, got "
-                          f"{args.backend or backend_for_path(args.model)} for {args.model}")
-    return opts
+        return {"rebuild_on_mismatch": True, **dev_opts}
+    if opts and name != "onnxruntime":
+        raise ConfigError(f"--providers/--threads: expected the onnxruntime backend, got {name} for {args.model}")
+    return {**opts, **dev_opts}
 
 
 def imgsz_arg(values: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:

@@ -94,8 +94,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="append NMS to the graph (outputs num_dets, boxes, scores, classes)")
     n.add_argument("--nms-plugin", choices=NMS_PLUGINS, default=None,
                    help="NMS implementation: TensorRT's EfficientNMS_TRT plugin, or the standard ONNX "
-                        "NonMaxSuppression op (runs on ONNX Runtime too; TensorRT >= 8.6 maps it to INMSLayer). "
-                        "Default: efficient for --format engine, onnx for --format onnx")
+                        "NonMaxSuppression op (runs on ONNX Runtime too; TensorRT >= 8.5 maps it to INMSLayer). "
+                        "Default: onnx for --format onnx; for --format engine efficient up to TensorRT 10.11, "
+                        "inms from 10.12 (EfficientNMS_TRT deprecated)")
     n.add_argument("--nms-conf", type=unit_float, default=0.25, metavar="T",
                    help="score threshold of the in-graph NMS (default: 0.25)")
     n.add_argument("--nms-iou", type=unit_float, default=0.45, metavar="T",

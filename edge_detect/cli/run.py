@@ -200,7 +200,7 @@ def _sink_flags(args: argparse.Namespace, cfg: Any) -> List[SinkConfig]:
 
 def _event_flags(args: argparse.Namespace, cfg: Any) -> List[SinkConfig]:
     """Sink specs from --mqtt(-ca/-cert/-key) / --webhook / --snapshots(-crop) / --metrics-port/-host."""
-    from edge_detect.stream.sources import mask_credentials
+    from edge_detect.urls import mask_credentials
 
     specs: List[SinkConfig] = []
     tls = {k: v for k, v in (("ca", args.mqtt_ca), ("cert", args.mqtt_cert), ("key", args.mqtt_key)) if v}

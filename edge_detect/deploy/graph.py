@@ -20,21 +20,24 @@ implementations produce these outputs:
   zeroed non-best class score as a detection: ``conf`` must be > 0 with it. ``agnostic=True`` needs
   TensorRT >= 8.6 (8.5's plugin has no ``class_agnostic`` field; the engine builder refuses it there).
 * ``plugin="onnx"``: the standard ONNX ``NonMaxSuppression`` op plus Gather/ScatterND packing. It runs on
-  ONNX Runtime (so it is checked on CPU) and on TensorRT >= 8.6, whose ONNX parser maps it to ``INMSLayer``.
-  Kept: ``score > conf``. TensorRT's ``INMSLayer`` caps its top-K at 5000 boxes (2000 on compute
-  capability 5.3 / 6.2, Jetson Nano / TX2), so ``max_det`` must stay below that for engines (the builder
-  checks). The packing uses only ops and types onnx-tensorrt 8.6 supports: the per-image counting
+  ONNX Runtime (so it is checked on CPU) and on TensorRT >= 8.5, whose ONNX parser maps it to ``INMSLayer``.
+  Kept: ``score > conf``. TensorRT's ``INMSLayer`` considers only the 5000 highest-scoring candidate boxes per
+  image (2000 on compute capability 5.3 / 6.2) and silently drops the rest, which a low ``conf`` (0.001 for mAP)
+  can exceed; so the graph first keeps the ``top_k`` best-scoring boxes of each image (``TopK``, default
+  :data:`NMS_TOP_K` = 3840, the largest K TensorRT's TopK layer takes), and ONNX Runtime and TensorRT see the
+  same candidates. The packing uses only ops and types onnx-tensorrt 8.5 / 8.6 support: the per-image counting
   (``ReduceSum``, ``CumSum``) runs on float32 (exact for counts < 2**24), and the zero outputs come from
   float32 ``ConstantOfShape`` (cast to int32 for ``classes``).
-* ``plugin="inms"``: the same graph as ``"onnx"``, named for what TensorRT builds from it (``INMSLayer``).
+* ``plugin="inms"`` (the default): the same graph as ``"onnx"``, named for what TensorRT builds from it
+  (``INMSLayer``). ``EfficientNMS_TRT`` is deprecated since TensorRT 10.12 with no replacement planned.
 
 Every node and tensor added here is named ``nms/...``. FP16 TensorRT builds keep that section in FP32
 (:func:`edge_detect.deploy.tensorrt_build.keep_fp32`): the class offsets below reach ``79 x 7680`` ~ 607k px,
 far past FP16's 65,504.
 
 Differences from YOLOv5's NumPy/torch NMS, all documented: YOLOv5 first keeps the 30000 highest-scoring
-candidates (``max_nms``), which is a no-op for inputs up to 640x640 (25200 candidates) and not applied
-here; class-aware NMS uses YOLOv5's own trick of offsetting boxes by ``class * 7680`` px, so results match
+candidates (``max_nms``); the ``"onnx"`` / ``"inms"`` graphs keep ``top_k`` (3840) of them, which changes nothing
+while at most that many boxes pass ``conf`` (1906 of 25200 on bus.jpg at conf 0.001); class-aware NMS uses YOLOv5's own trick of offsetting boxes by ``class * 7680`` px, so results match
 it to float32 rounding of the offset coordinates; ONNX ``NonMaxSuppression`` returns the best ``max_det``
 boxes per image; ``EfficientNMS_TRT`` additionally caps its internal candidate list (4096 boxes).
 
@@ -56,7 +59,7 @@ from edge_detect.config import check_thresholds
 from edge_detect.errors import ConfigError, ModelLoadError
 from edge_detect.metadata import ModelMetadata, read_onnx_metadata, write_onnx_metadata
 
-__all__ = ["add_nms", "add_uint8_input", "NMS_PLUGINS", "NMS_OUTPUTS", "MAX_WH", "TRT_DOMAIN"]
+__all__ = ["add_nms", "add_uint8_input", "NMS_PLUGINS", "NMS_OUTPUTS", "MAX_WH", "TRT_DOMAIN", "NMS_TOP_K"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ NMS_PLUGINS = ("efficient", "onnx", "inms")
 NMS_OUTPUTS = ("num_dets", "boxes", "scores", "classes")
 MAX_WH = 7680.0  # YOLOv5's class offset (px) for class-aware NMS through one class-agnostic NMS call
 TRT_DOMAIN = "TRT"
+NMS_TOP_K = 3840  # candidates kept before NMS: the largest K of TensorRT's TopK layer, below INMSLayer's 5000
 _INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -198,12 +202,30 @@ def _efficient_nms(b: _Builder, boxes: Any, scores: Any, outs: List[Any], conf: 
     b.op("EfficientNMS_TRT", [boxes, scores], attrs, outputs=outs, domain=TRT_DOMAIN)
 
 
+def _top_k(b: _Builder, best: Any, cls_id: Any, boxes: Any, n: Any, top_k: int) -> tuple:
+    """Keep the ``top_k`` highest-scoring boxes of each image: ``(B, N)``, ``(B, N)``, ``(B, N, 4)`` ->
+    ``(B, K)`` scores (sorted), class ids, ``(B, K, 4)`` boxes, ``K = min(top_k, N)`` (in-graph when N is dynamic)."""
+    i64 = np.int64
+    if isinstance(n, int):
+        k = b.const([min(top_k, n)], i64)
+    else:
+        count = b.op("Gather", [b.op("Shape", [best]), b.const([1], i64)], {"axis": 0})  # (1,) N
+        k = b.op("Min", [count, b.const([top_k], i64)])
+    best_k, idx = b.op("TopK", [best, k], {"axis": 1, "largest": 1, "sorted": 1}, n_out=2)  # (B, K), (B, K)
+    cls_k = b.op("GatherElements", [cls_id, idx], {"axis": 1})
+    idx4 = b.op("Tile", [b.unsqueeze(idx, 2), b.const([1, 1, 4], i64)])                    # (B, K, 4)
+    return best_k, cls_k, b.op("GatherElements", [boxes, idx4], {"axis": 1})
+
+
 def _onnx_nms(b: _Builder, pred: Any, boxes: Any, scores: Any, outs: List[Any], conf: float, iou: float,
-              max_det: int, agnostic: bool) -> None:
-    """Standard ONNX NonMaxSuppression on the best class of each box, packed into ``(B, K)`` outputs."""
+              max_det: int, agnostic: bool, n: Any = None, top_k: Optional[int] = NMS_TOP_K) -> None:
+    """Standard ONNX NonMaxSuppression on the best class of each box (of the ``top_k`` best boxes when
+    ``top_k``; ``n`` = the number of boxes N, ``None`` / a name when dynamic), packed into ``(B, K)`` outputs."""
     i64 = np.int64
     best = b.reduce("ReduceMax", scores, axis=2, keepdims=False)               # (B, N)
     cls_id = b.op("ArgMax", [scores], {"axis": 2, "keepdims": 0})              # (B, N) int64
+    if top_k is not None and not (isinstance(n, int) and n <= top_k):  # nothing to drop when N <= top_k
+        best, cls_id, boxes = _top_k(b, best, cls_id, boxes, n, top_k)
     nms_boxes = boxes
     if not agnostic:  # offset each class into its own region: one NMS call, no cross-class suppression
         offset = b.op("Mul", [b.cast(cls_id, np.float32), b.const(MAX_WH, np.float32)])
@@ -246,7 +268,8 @@ def _onnx_nms(b: _Builder, pred: Any, boxes: Any, scores: Any, outs: List[Any], 
 
 
 def add_nms(onnx_in: PathLike, onnx_out: PathLike, conf: float = 0.25, iou: float = 0.45, max_det: int = 100,
-            agnostic: bool = False, plugin: str = "efficient", multi_label: bool = False) -> Path:
+            agnostic: bool = False, plugin: str = "inms", multi_label: bool = False,
+            top_k: Optional[int] = NMS_TOP_K) -> Path:
     """Append YOLOv5 score decoding and NMS to a ``"raw"`` ONNX model (see module doc for the outputs).
 
     Args:
@@ -258,9 +281,12 @@ def add_nms(onnx_in: PathLike, onnx_out: PathLike, conf: float = 0.25, iou: floa
         iou: suppress a box overlapping a higher-scoring box of the same class with IoU > ``iou``.
         max_det: ``K``, the maximum detections per image.
         agnostic: NMS across classes.
-        plugin: ``"efficient"`` (TensorRT EfficientNMS_TRT), ``"onnx"`` or ``"inms"`` (standard ONNX op).
+        plugin: ``"inms"`` / ``"onnx"`` (standard ONNX op: ONNX Runtime, TensorRT's INMSLayer) or
+            ``"efficient"`` (TensorRT's EfficientNMS_TRT plugin, deprecated since TensorRT 10.12).
         multi_label: ``"efficient"`` only: let every class above ``conf`` of a box compete (YOLOv5's
             validation setting) instead of the best class only.
+        top_k: ``"onnx"`` / ``"inms"``: boxes per image kept before NMS, by score (``None``: all of them; engines
+            then lose the candidates past TensorRT's 5000). At most 3840 for TensorRT (its TopK layer).
 
     Returns:
         ``onnx_out``; its metadata has ``output_layout="nms"`` and ``nms`` = the settings.
@@ -276,6 +302,8 @@ def add_nms(onnx_in: PathLike, onnx_out: PathLike, conf: float = 0.25, iou: floa
                           f"score >= conf, so 0 keeps every zeroed class score), got conf={conf}")
     if multi_label and plugin != "efficient":
         raise ConfigError(f"nms multi_label: only the 'efficient' plugin supports it, got plugin={plugin!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"nms top_k: expected an int >= 1 or None, got {top_k!r}")
     gs = require("onnx_graphsurgeon", "onnx", package="onnx-graphsurgeon")
     model = _load(onnx_in)
     graph = gs.import_onnx(model)
@@ -307,13 +335,14 @@ def add_nms(onnx_in: PathLike, onnx_out: PathLike, conf: float = 0.25, iou: floa
             gs.Variable("scores", dtype=np.float32, shape=(bdim, k)),
             gs.Variable("classes", dtype=np.int32, shape=(bdim, k))]
     boxes, scores = _decode(b, pred, head)
+    settings = {"conf": float(conf), "iou": float(iou), "max_det": k, "agnostic": bool(agnostic),
+                "multi_label": bool(multi_label), "plugin": plugin}
     if plugin == "efficient":
         _efficient_nms(b, boxes, scores, outs, conf, iou, k, agnostic, multi_label)
     else:
-        _onnx_nms(b, pred, boxes, scores, outs, conf, iou, k, agnostic)
+        _onnx_nms(b, pred, boxes, scores, outs, conf, iou, k, agnostic, n=pred.shape[3 - axis], top_k=top_k)
+        settings["top_k"] = top_k
     graph.outputs = outs
-    settings = {"conf": float(conf), "iou": float(iou), "max_det": k, "agnostic": bool(agnostic),
-                "multi_label": bool(multi_label), "plugin": plugin}
     new_meta = meta.replace(output_layout="nms", nms=settings)
     return _save(graph, model, new_meta, onnx_out, domains=(TRT_DOMAIN,) if plugin == "efficient" else ())
 

@@ -2,25 +2,35 @@
 
 Importing this module needs neither TensorRT nor CUDA: everything that can be decided without them is
 plain Python and unit-tested here — the build plan (:func:`plan_build`: which builder flags, strongly or
-weakly typed, explicit or implicit INT8, for the TensorRT version at hand), the optimization profile
-(:func:`plan_profile`), the ONNX inspection (:func:`inspect_onnx`), the calibrator's batching and cache
-(:class:`CalibrationBatcher`), the in-graph NMS checks (:func:`check_nms_support`) and the progress bars
-(:class:`PhaseBars`). :func:`build_engine` imports TensorRT and wraps those pieces thinly. It uses the
-process-lifetime TensorRT logger and registers TensorRT's plugins first
-(:mod:`edge_detect.backends.trt_common`); FP16 builds keep the NMS section FP32 (:func:`keep_fp32`); an
-exception raised while calibrating (which TensorRT's Python wrapper would swallow) is re-raised after the
-build and the partial calibration cache deleted; a timing cache TensorRT refuses is replaced by a fresh one.
+weakly typed, explicit or implicit INT8, hardware compatibility, for the TensorRT version and GPU at hand), the
+optimization profile (:func:`plan_profile`), the ONNX inspection (:func:`inspect_onnx`), the calibrator's
+batching and cache (:class:`CalibrationBatcher`), the in-graph NMS checks (:func:`check_nms_support`,
+:func:`default_nms_plugin`) and the progress bars (:class:`PhaseBars`). :func:`build_engine` imports TensorRT
+and runs those pieces in named steps. It uses the process-lifetime TensorRT logger and registers TensorRT's
+plugins first (:mod:`edge_detect.backends.trt_common`); weakly typed FP16 builds keep every layer of the NMS
+section in FP32, the NMS layer itself included (:func:`keep_fp32`); an exception raised while calibrating
+(which TensorRT's Python wrapper would swallow) is re-raised after the build and the partial calibration cache
+deleted; a timing cache TensorRT refuses (another version or GPU, or not a timing cache at all) is replaced by
+a fresh one.
 
 Precision, by TensorRT version:
 
-* TensorRT 8.6 – 10.x: ``fp16`` sets ``BuilderFlag.FP16``. ``int8`` with a Q/DQ ONNX (from
+* TensorRT 8.5 – 10.11: ``fp16`` sets ``BuilderFlag.FP16``. ``int8`` with a Q/DQ ONNX (from
   ``edge-detect export --int8``) is explicit quantization: ``INT8`` + ``FP16`` flags, the scales come from
   the graph. ``int8`` with a plain FP32 ONNX is implicit quantization through an
   ``IInt8EntropyCalibrator2`` (default) or ``IInt8MinMaxCalibrator`` fed with the same preprocessed batches
   as the Q/DQ quantizer (:class:`edge_detect.deploy.calibration.CalibrationData`), with a calibration cache
   that later builds reuse without touching the images.
-* TensorRT 11+: networks are strongly typed (weak-typing flags and calibrators were removed): FP16 needs an
-  FP16 ONNX (``export --half``) and INT8 a Q/DQ ONNX; anything else fails with a one-line explanation.
+* TensorRT 10.12 – 10.x: the weak-typing APIs (FP16/INT8 flags, precision constraints, per-layer precision)
+  are deprecated: an FP16 ONNX (``export --half``) or a Q/DQ ONNX is built strongly typed (types from the
+  graph; with Q/DQ the layers outside the Q/DQ pairs then run in the ONNX's FP32); ``fp16`` on an FP32 ONNX and
+  implicit INT8 still build weakly typed, with a deprecation warning.
+* TensorRT 11+: networks are always strongly typed (weak-typing flags and calibrators were removed, the
+  ``STRONGLY_TYPED`` flag is deprecated and not set): FP16 needs an FP16 ONNX and INT8 a Q/DQ ONNX; anything
+  else fails with a one-line explanation. TensorRT 11.0 – 11.4.0 has no DLA on Jetson: ``dla`` is refused.
+
+Hardware-compatible engines (``AMPERE_PLUS``) need TensorRT >= 8.6, an Ampere or later GPU to build on, and
+are not supported on JetPack (integrated GPUs): refused there.
 """
 from __future__ import annotations
 
@@ -55,11 +65,14 @@ __all__ = [
     "make_calibrator",
     "PhaseBars",
     "check_nms_support",
+    "default_nms_plugin",
+    "engine_nms_plugin",
     "nms_layers",
     "keep_fp32",
     "CALIBRATION_METHODS",
     "MIN_TENSORRT",
-    "INMS_MAX_DET",
+    "INMS_TOP_K",
+    "TOPK_MAX_K",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,9 +82,13 @@ PathLike = Union[str, os.PathLike]
 CALIBRATION_METHODS = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 NMS_PREFIX = "nms/"  # every node/tensor edge_detect.deploy.graph.add_nms appends is named nms/...
-# TensorRT's INMSLayer (what the ONNX parser makes of NonMaxSuppression) caps its top-K: 2000 boxes on
-# compute capability 5.3 / 6.2 (Jetson Nano / TX2), 5000 elsewhere.
-INMS_MAX_DET = {"5.3": 2000, "6.2": 2000, "default": 5000}
+# TensorRT's INMSLayer (what the ONNX parser makes of NonMaxSuppression) considers only the K highest-scoring
+# candidate boxes per image and drops the rest (NvInfer.h): 2000 on compute capability 5.3 / 6.2, 5000 elsewhere.
+INMS_TOP_K = {"5.3": 2000, "6.2": 2000, "default": 5000}
+TOPK_MAX_K = 3840  # the largest K TensorRT's TopK layer takes (NvInfer.h ITopKLayer, 8.5 - 11.x)
+STRONG_TYPING_FROM = (10, 12)  # weak-typing APIs deprecated from TensorRT 10.12 (NvInfer.h BuilderFlag::kFP16)
+EFFICIENT_NMS_DEPRECATED = (10, 12)  # EfficientNMS_TRT deprecated, no replacement planned (plugin README)
+NO_DLA = ((11, 0, 0), (11, 4, 1))  # TensorRT 11.0 - 11.4.0: no DLA on JetPack (TensorRT 11 DLA docs)
 
 
 def _version(version: str) -> Tuple[int, int]:
@@ -86,21 +103,54 @@ class BuildPlan:
 
     Attributes:
         flags: ``trt.BuilderFlag`` names to set (``"FP16"``, ``"INT8"``, ``"GPU_FALLBACK"``).
-        strongly_typed: create the network with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``.
+        strongly_typed: the network is strongly typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` below
+            TensorRT 11, always from 11).
         calibration: ``"explicit"`` (Q/DQ graph), ``"implicit"`` (calibrator), or ``None``.
         precision: the engine's precision for its metadata: ``"fp32"``, ``"fp16"`` or ``"int8"``.
+        hardware_level: ``trt.HardwareCompatibilityLevel`` name to set (``"AMPERE_PLUS"``), or ``None``.
+        notes: deprecation notes to log (weak typing from 10.12, implicit INT8 from 10.1).
     """
 
     flags: Tuple[str, ...]
     strongly_typed: bool
     calibration: Optional[str]
     precision: str
+    hardware_level: Optional[str] = None
+    notes: Tuple[str, ...] = ()
+
+
+def _check_release(version: str, version_compatible: bool, hardware_compatible: bool, integrated: bool,
+                   compute_capability: Optional[str], dla: Optional[int]) -> None:
+    """Refuse what this TensorRT release or GPU cannot build (see :func:`plan_build`)."""
+    v = version_tuple(version, 3)
+    if v[:2] < MIN_TENSORRT:
+        raise BackendUnavailableError(
+            f"TensorRT {version} is too old: expected >= {MIN_TENSORRT[0]}.{MIN_TENSORRT[1]} "
+            "(named-tensor API; JetPack 5.1+ ships 8.5)")
+    if version_compatible and v[:2] < MIN_VERSION_COMPATIBLE:
+        raise BackendUnavailableError(
+            f"version-compatible engines: expected TensorRT >= {MIN_VERSION_COMPATIBLE[0]}."
+            f"{MIN_VERSION_COMPATIBLE[1]}, got {version}")
+    if hardware_compatible:
+        if v[:2] < (8, 6):
+            raise BackendUnavailableError(f"hardware-compatible engines: expected TensorRT >= 8.6, got {version} "
+                                          "(it has no hardware compatibility level)")
+        if integrated:
+            raise BackendUnavailableError("hardware-compatible engines: not supported on JetPack (integrated GPU); "
+                                          "build a plain engine on the device")
+        if compute_capability and version_tuple(compute_capability, 1)[0] < 8:
+            raise BackendUnavailableError(f"hardware-compatible engines: expected an Ampere or later GPU to build "
+                                          f"on (compute capability >= 8.0), got {compute_capability}")
+    if dla is not None and NO_DLA[0] <= v < NO_DLA[1]:
+        raise BackendUnavailableError(f"dla={dla}: TensorRT {version} has no DLA support on JetPack (DLA is back "
+                                      "in 11.4.1 with JetPack 7.2.2); build with JetPack's TensorRT 10.x")
 
 
 def plan_build(tensorrt_version: str, fp16: bool = False, int8: bool = False, has_qdq: bool = False,
                onnx_fp16: bool = False, can_calibrate: bool = False, dla: Optional[int] = None,
-               version_compatible: bool = False) -> BuildPlan:
-    """Decide builder flags and typing for a TensorRT version (see module doc).
+               version_compatible: bool = False, hardware_compatible: bool = False, integrated: bool = False,
+               compute_capability: Optional[str] = None) -> BuildPlan:
+    """Decide builder flags and typing for a TensorRT version and GPU (see module doc).
 
     Args:
         tensorrt_version: ``trt.__version__``.
@@ -110,26 +160,23 @@ def plan_build(tensorrt_version: str, fp16: bool = False, int8: bool = False, ha
         can_calibrate: calibration data or a calibration cache is available (implicit INT8).
         dla: DLA core, or ``None`` for the GPU.
         version_compatible: a version-compatible engine is asked for (TensorRT >= 8.6).
+        hardware_compatible: an Ampere+ hardware-compatible engine is asked for (TensorRT >= 8.6, not Jetson).
+        integrated / compute_capability: the GPU that builds (integrated = Jetson's iGPU).
 
     Raises:
-        BackendUnavailableError: this TensorRT cannot do what is asked (too old, or 11+ without weak typing).
+        BackendUnavailableError: this TensorRT or GPU cannot do what is asked (too old, 11+ without weak typing,
+            hardware compatibility on 8.5 / Jetson / pre-Ampere, DLA on 11.0 - 11.4.0).
         ConfigError: the request is contradictory (INT8 without Q/DQ or data; DLA in FP32).
     """
-    major, minor = _version(tensorrt_version)
-    if (major, minor) < MIN_TENSORRT:
-        raise BackendUnavailableError(
-            f"TensorRT {tensorrt_version} is too old: expected >= {MIN_TENSORRT[0]}.{MIN_TENSORRT[1]} "
-            "(named-tensor API; JetPack 5.1+ ships 8.5)")
-    if version_compatible and (major, minor) < MIN_VERSION_COMPATIBLE:
-        raise BackendUnavailableError(
-            f"version-compatible engines: expected TensorRT >= {MIN_VERSION_COMPATIBLE[0]}."
-            f"{MIN_VERSION_COMPATIBLE[1]}, got {tensorrt_version}")
+    _check_release(tensorrt_version, version_compatible, hardware_compatible, integrated, compute_capability, dla)
+    v = version_tuple(tensorrt_version, 3)
     int8 = int8 or has_qdq
     if dla is not None and not (fp16 or int8 or onnx_fp16):
         raise ConfigError(f"dla={dla}: DLA runs FP16 or INT8 only; add --half or --int8")
     fallback = ("GPU_FALLBACK",) if dla is not None else ()
     precision = "int8" if int8 else ("fp16" if fp16 or onnx_fp16 else "fp32")
-    if major >= 11:
+    hw = "AMPERE_PLUS" if hardware_compatible else None
+    if v[0] >= 11:
         if int8 and not has_qdq:
             raise BackendUnavailableError(
                 f"TensorRT {tensorrt_version} has no implicit INT8 calibration: quantize to a Q/DQ ONNX first "
@@ -138,21 +185,54 @@ def plan_build(tensorrt_version: str, fp16: bool = False, int8: bool = False, ha
             raise BackendUnavailableError(
                 f"TensorRT {tensorrt_version} builds strongly typed networks only: FP16 needs an FP16 ONNX "
                 "(edge-detect export --format onnx --half), got an FP32 ONNX")
-        return BuildPlan(fallback, True, "explicit" if int8 else None, precision)
+        return BuildPlan(fallback, True, "explicit" if int8 else None, precision, hw)
+    if v[:2] >= STRONG_TYPING_FROM and (has_qdq or (onnx_fp16 and not int8)):
+        return BuildPlan(fallback, True, "explicit" if int8 else None, precision, hw)
+    return _weak_plan(tensorrt_version, fp16 or onnx_fp16, int8, has_qdq, can_calibrate, fallback, precision, hw)
+
+
+def _weak_plan(version: str, fp16: bool, int8: bool, has_qdq: bool, can_calibrate: bool, fallback: Tuple[str, ...],
+               precision: str, hw: Optional[str]) -> BuildPlan:
+    """The weakly typed plan (builder precision flags) of TensorRT 8.5 - 10.x."""
+    v = version_tuple(version, 2)
     if int8 and has_qdq:
-        return BuildPlan(("INT8", "FP16") + fallback, False, "explicit", "int8")
+        return BuildPlan(("INT8", "FP16") + fallback, False, "explicit", "int8", hw)
     if int8:
         if not can_calibrate:
             raise ConfigError("INT8 needs a Q/DQ ONNX (edge-detect export --int8 --calib DATA) or calibration "
                               "data for TensorRT's calibrator (--calib DATA, or an existing calibration cache)")
-        return BuildPlan(("INT8", "FP16") + fallback, False, "implicit", "int8")
-    flags = ("FP16",) if fp16 or onnx_fp16 else ()
-    return BuildPlan(flags + fallback, False, None, precision)
+        notes = (f"implicit INT8 calibration is deprecated since TensorRT 10.1 (got {version}): quantize to a Q/DQ "
+                 "ONNX (edge-detect export --int8) instead",) if v >= (10, 1) else ()
+        return BuildPlan(("INT8", "FP16") + fallback, False, "implicit", "int8", hw, notes)
+    notes = (f"FP16 through BuilderFlag.FP16 (weak typing) is deprecated since TensorRT 10.12 (got {version}): "
+             "export an FP16 ONNX (edge-detect export --half) for a strongly typed build",) \
+        if fp16 and v >= STRONG_TYPING_FROM else ()
+    return BuildPlan(("FP16",) + fallback if fp16 else fallback, False, None, precision, hw, notes)
+
+
+def engine_nms_plugin() -> str:
+    """:func:`default_nms_plugin` for the TensorRT importable here (``"efficient"`` when there is none)."""
+    from edge_detect.backends.trt_common import tensorrt_available
+
+    return default_nms_plugin(import_tensorrt().__version__ if tensorrt_available() else None)
+
+
+def default_nms_plugin(tensorrt_version: Optional[str]) -> str:
+    """The in-graph NMS to export for engines of ``tensorrt_version``: ``"inms"`` (ONNX NonMaxSuppression ->
+    INMSLayer) from TensorRT 10.12, where EfficientNMS_TRT is deprecated; ``"efficient"`` before (and when the
+    version is unknown, ``None``)."""
+    if tensorrt_version is None:
+        return "efficient"
+    return "inms" if _version(tensorrt_version) >= EFFICIENT_NMS_DEPRECATED else "efficient"
 
 
 @dataclass(frozen=True)
 class OnnxInfo:
-    """The facts about an ONNX file that the build needs."""
+    """The facts about an ONNX file that the build needs.
+
+    ``nms_top_k``: the boxes per image the ``"onnx"`` / ``"inms"`` graph keeps before NMS (its metadata's
+    ``nms.top_k``; ``None`` when it keeps them all, e.g. graphs exported before that step existed).
+    """
 
     path: Path
     input: TensorSpec
@@ -163,14 +243,32 @@ class OnnxInfo:
     nms_op: Optional[str] = None
     nms_agnostic: bool = False
     nms_max_det: Optional[int] = None
+    nms_top_k: Optional[int] = None
 
     @property
     def dynamic(self) -> bool:
         return self.input.dynamic
 
 
+def _nms_facts(onnx: Any, model: Any, meta: ModelMetadata) -> Tuple[Optional[str], bool, Optional[int], Optional[int]]:
+    """``(op, agnostic, max_det, top_k)`` of the in-graph NMS of ``model`` (all empty without one)."""
+    nms_op, agnostic, max_det = None, False, None
+    for node in model.graph.node:
+        if node.op_type == "EfficientNMS_TRT":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            nms_op, agnostic, max_det = node.op_type, bool(attrs.get("class_agnostic", 0)), \
+                int(attrs.get("max_output_boxes", 100))
+        elif node.op_type == "NonMaxSuppression":
+            nms_op = node.op_type
+            init = {i.name: i for i in model.graph.initializer}
+            if len(node.input) > 2 and node.input[2] in init:
+                max_det = int(onnx.numpy_helper.to_array(init[node.input[2]]).reshape(-1)[0])
+    top_k = meta.nms.get("top_k") if nms_op == "NonMaxSuppression" else None
+    return nms_op, agnostic, max_det, int(top_k) if top_k is not None else None
+
+
 def inspect_onnx(path: PathLike) -> OnnxInfo:
-    """Read the input tensor, Q/DQ presence, float16-ness and edge-detect metadata of an ONNX model.
+    """Read the input tensor, Q/DQ presence, float16-ness, in-graph NMS and edge-detect metadata of an ONNX model.
 
     Raises:
         ModelLoadError: missing file, not one input, or no edge-detect metadata.
@@ -192,49 +290,47 @@ def inspect_onnx(path: PathLike) -> OnnxInfo:
         raise ModelLoadError(f"{p}: no edge_detect metadata; export it with edge-detect export --format onnx")
     ops = {n.op_type for n in model.graph.node}
     fp16 = dtype == np.float16 or any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
-    nms_op, agnostic, max_det = None, False, None
-    for node in model.graph.node:
-        if node.op_type == "EfficientNMS_TRT":
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            nms_op, agnostic, max_det = node.op_type, bool(attrs.get("class_agnostic", 0)), \
-                int(attrs.get("max_output_boxes", 100))
-        elif node.op_type == "NonMaxSuppression":
-            nms_op = node.op_type
-            init = {i.name: i for i in model.graph.initializer}
-            if len(node.input) > 2 and node.input[2] in init:
-                max_det = int(onnx.numpy_helper.to_array(init[node.input[2]]).reshape(-1)[0])
     return OnnxInfo(p, TensorSpec(inputs[0].name, shape, dtype, True), bool(ops & _QDQ_OPS), bool(fp16), meta,
-                    tuple(o.name for o in model.graph.output), nms_op, agnostic, max_det)
+                    tuple(o.name for o in model.graph.output), *_nms_facts(onnx, model, meta))
 
 
 def check_nms_support(tensorrt_version: str, info: OnnxInfo, compute_capability: str) -> None:
-    """Refuse in-graph NMS that this TensorRT would build wrongly or not at all.
+    """Refuse in-graph NMS that this TensorRT would build wrongly or not at all; warn about what it would drop.
 
     * ``EfficientNMS_TRT`` with ``class_agnostic`` needs TensorRT >= 8.6: the 8.5 plugin has no such field and
-      the parser drops unknown attributes, so the NMS would silently be class-aware.
-    * ONNX ``NonMaxSuppression`` becomes TensorRT's ``INMSLayer`` (TensorRT >= 8.6), whose top-K is capped at
-      5000 boxes, 2000 on compute capability 5.3 / 6.2 (:data:`INMS_MAX_DET`).
+      the parser drops unknown attributes, so the NMS would silently be class-aware. From TensorRT 10.12 the
+      plugin is deprecated (warning: re-export with the ``"inms"`` plugin).
+    * ONNX ``NonMaxSuppression`` becomes TensorRT's ``INMSLayer`` (TensorRT >= 8.5), which considers only the
+      5000 (2000 on compute capability 5.3 / 6.2, :data:`INMS_TOP_K`) highest-scoring candidate boxes per image
+      and silently drops the others. ``max_det`` is not limited by it. The graph's pre-NMS ``top_k`` must fit
+      that limit and TensorRT's TopK layer (K <= :data:`TOPK_MAX_K`); a graph without one gets a warning.
 
     Raises:
-        ConfigError: agnostic EfficientNMS below 8.6, or ``max_det`` above the INMS cap on this GPU.
-        BackendUnavailableError: ONNX NonMaxSuppression below TensorRT 8.6.
+        ConfigError: agnostic EfficientNMS below 8.6, or a pre-NMS ``top_k`` above what this TensorRT / GPU takes.
     """
     version = _version(tensorrt_version)
-    if info.nms_op == "EfficientNMS_TRT" and info.nms_agnostic and version < (8, 6):
-        raise ConfigError(
-            f"{info.path.name}: class-agnostic EfficientNMS_TRT needs TensorRT >= 8.6, got {tensorrt_version} "
-            "(its plugin has no class_agnostic field and would run class-aware NMS); export without --agnostic, "
-            "or with --nms-plugin onnx on TensorRT >= 8.6")
-    if info.nms_op == "NonMaxSuppression":
-        if version < (8, 6):
-            raise BackendUnavailableError(
-                f"{info.path.name}: ONNX NonMaxSuppression needs TensorRT >= 8.6 (INMSLayer), got "
-                f"{tensorrt_version}; export with --nms-plugin efficient")
-        cap = INMS_MAX_DET.get(compute_capability, INMS_MAX_DET["default"])
-        if info.nms_max_det is not None and info.nms_max_det > cap:
+    name = info.path.name
+    if info.nms_op == "EfficientNMS_TRT":
+        if info.nms_agnostic and version < (8, 6):
             raise ConfigError(
-                f"{info.path.name}: max_det: expected <= {cap} for TensorRT's NMS layer on compute capability "
-                f"{compute_capability}, got {info.nms_max_det}")
+                f"{name}: class-agnostic EfficientNMS_TRT needs TensorRT >= 8.6, got {tensorrt_version} "
+                "(its plugin has no class_agnostic field and would run class-aware NMS); export without --agnostic, "
+                "or with --nms-plugin inms")
+        if version >= EFFICIENT_NMS_DEPRECATED:
+            log.warning("%s: EfficientNMS_TRT is deprecated since TensorRT 10.12 (no replacement planned; got %s): "
+                        "re-export with --nms-plugin inms", name, tensorrt_version)
+    if info.nms_op != "NonMaxSuppression":
+        return
+    cap = INMS_TOP_K.get(compute_capability, INMS_TOP_K["default"])
+    if info.nms_top_k is None:
+        log.warning("%s: no pre-NMS top-K in the graph: TensorRT's NMS layer considers only the %d best candidate "
+                    "boxes per image on compute capability %s and drops the rest (a low conf such as 0.001 can pass "
+                    "more); re-export it (add_nms keeps the top %d)", name, cap, compute_capability, TOPK_MAX_K)
+    elif info.nms_top_k > min(cap, TOPK_MAX_K):
+        raise ConfigError(
+            f"{name}: nms top_k: expected <= {min(cap, TOPK_MAX_K)} (TensorRT's TopK layer takes K <= {TOPK_MAX_K}, "
+            f"its NMS layer keeps {cap} candidates on compute capability {compute_capability}), got "
+            f"{info.nms_top_k}; re-export with add_nms(top_k=...)")
 
 
 def nms_layers(network: Any, prefix: str = NMS_PREFIX) -> List[Any]:
@@ -257,18 +353,23 @@ def nms_layers(network: Any, prefix: str = NMS_PREFIX) -> List[Any]:
 
 
 def keep_fp32(trt: Any, layers: Sequence[Any]) -> int:
-    """Pin the float outputs of ``layers`` to FP32 (``layer.precision`` and ``set_output_type``).
+    """Run ``layers`` in FP32: every layer with a float input or output gets ``layer.precision = float32``, and
+    its float outputs ``set_output_type(j, float32)``.
 
-    Used for the NMS section of FP16 builds: its class offsets (``class x 7680`` px, up to ~600k for 80
-    classes) overflow FP16's 65,504. The builder config needs ``PREFER_PRECISION_CONSTRAINTS``.
+    Used for the NMS section of weakly typed FP16 builds: its class offsets (``class x 7680`` px, up to ~600k for
+    80 classes) overflow FP16's 65,504. The NMS layer itself outputs int32 indices but consumes those boxes
+    (NvInfer.h: boxes "of type kFLOAT or kHALF"), so a float *input* is enough to pin a layer. The builder
+    config needs ``PREFER_PRECISION_CONSTRAINTS``.
 
     Returns:
         the number of layers pinned.
     """
+    floats = {trt.float32, trt.float16}
     pinned = 0
     for layer in layers:
-        outs = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype == trt.float32]
-        if not outs:
+        ins = [layer.get_input(j) for j in range(layer.num_inputs)]
+        outs = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype in floats]
+        if not outs and not any(t is not None and t.dtype in floats for t in ins):
             continue
         layer.precision = trt.float32
         for j in outs:
@@ -566,11 +667,14 @@ def make_progress_monitor(trt: Any, bars: PhaseBars) -> Optional[Any]:
 
 # ------------------------------------------------------------------------------------------------ build
 def _network_flags(trt: Any, strongly_typed: bool) -> int:
+    """``create_network`` flags: ``EXPLICIT_BATCH`` below TensorRT 10 (the ONNX parser needs it; deprecated in 10),
+    ``STRONGLY_TYPED`` for strongly typed plans below 11 (from 11 always on and the flag deprecated)."""
     flags = 0
     kinds = trt.NetworkDefinitionCreationFlag
-    if _version(trt.__version__)[0] < 10 and hasattr(kinds, "EXPLICIT_BATCH"):
+    major = _version(trt.__version__)[0]
+    if major < 10 and hasattr(kinds, "EXPLICIT_BATCH"):
         flags |= 1 << int(kinds.EXPLICIT_BATCH)
-    if strongly_typed and hasattr(kinds, "STRONGLY_TYPED"):
+    if strongly_typed and major < 11 and hasattr(kinds, "STRONGLY_TYPED"):
         flags |= 1 << int(kinds.STRONGLY_TYPED)
     return flags
 
@@ -642,32 +746,187 @@ def _engine_metadata(info: OnnxInfo, plan: BuildPlan, profile: Optional[ShapePro
 def _use_timing_cache(config: Any, path: Path) -> None:
     """Load the timing cache at ``path`` into ``config`` (a fresh one when absent or not usable here).
 
-    ``set_timing_cache`` returns ``False`` for a cache from another TensorRT version or GPU
-    (``ignore_mismatch=False``): it is then replaced by an empty cache, overwritten after the build.
+    A cache TensorRT cannot read at all makes ``create_timing_cache`` return ``None`` (the C++ API's nullptr,
+    which ``set_timing_cache`` would not accept); one from another TensorRT version or GPU makes
+    ``set_timing_cache`` return ``False`` (``ignore_mismatch=False``). Both are replaced by an empty cache,
+    overwritten after the build, as Polygraphy and trtexec do.
 
     Raises:
         ModelError: TensorRT refused even an empty timing cache.
     """
     data = path.read_bytes() if path.is_file() else b""
-    if config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False):
+    cache = config.create_timing_cache(data)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
         return
-    log.warning("timing cache %s was made by another TensorRT version or GPU: starting a new one", path)
-    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+    why = "is not a timing cache TensorRT can read" if cache is None else \
+        "was made by another TensorRT version or GPU"
+    log.warning("timing cache %s %s: starting a new one", path, why)
+    fresh = config.create_timing_cache(b"")
+    if fresh is None or not config.set_timing_cache(fresh, ignore_mismatch=False):
         raise ModelError(f"TensorRT refused an empty timing cache for {path.name} (see the TensorRT log)")
+
+
+@dataclass
+class _Job:
+    """One engine build: the ONNX, the output, the plan, the GPU and the options to record for rebuilds."""
+
+    trt: Any
+    info: OnnxInfo
+    out: Path
+    plan: BuildPlan
+    profile: Optional[ShapeProfile]
+    gpu: Any  # edge_detect.backends._cuda.DeviceProps
+    cache_path: Path
+    options: Dict[str, Any]
+
+
+def _plan_job(trt: Any, onnx: PathLike, output: PathLike, options: Dict[str, Any], can_calibrate: bool,
+              device: int) -> _Job:
+    """Step 1: inspect the ONNX and the GPU, plan flags / typing / profile, check the in-graph NMS."""
+    from edge_detect.backends._cuda import device_props, set_device
+
+    info = inspect_onnx(onnx)
+    out = Path(output)
+    cache = options["calibration_cache"]
+    cache_path = Path(cache) if cache else out.with_name(out.name + ".calib")
+    set_device(device)
+    gpu = device_props(device)
+    plan = plan_build(trt.__version__, options["fp16"], options["int8"], info.has_qdq, info.fp16,
+                      can_calibrate or cache_path.is_file(), options["dla"], options["version_compatible"],
+                      options["hardware_compatible"], gpu.integrated, gpu.compute_capability)
+    for note in plan.notes:
+        log.warning("%s", note)
+    profile = plan_profile(info, options["dynamic"])
+    check_nms_support(trt.__version__, info, gpu.compute_capability)
+    log.info("building %s from %s: TensorRT %s on %s (sm %s), precision %s, flags %s%s", out.name,
+             info.path.name, trt.__version__, gpu.name, gpu.compute_capability, plan.precision,
+             ",".join(plan.flags) or "none", ", strongly typed" if plan.strongly_typed else "")
+    return _Job(trt, info, out, plan, profile, gpu, cache_path, options)
+
+
+def _make_network(job: _Job, logger: Any) -> Tuple[Any, Any, Any]:
+    """Step 2: builder, network (flags of the plan) and the parsed ONNX; the parser must outlive the build."""
+    trt, dla = job.trt, job.options["dla"]
+    builder = trt.Builder(logger)
+    if dla is not None and not 0 <= int(dla) < builder.num_DLA_cores:
+        raise ConfigError(f"dla={dla}: expected a DLA core of this device (it has {builder.num_DLA_cores}; "
+                          "Orin AGX / Xavier have 2, Orin Nano none)")
+    network = builder.create_network(_network_flags(trt, job.plan.strongly_typed))
+    parser = _parse(trt, network, logger, job.info.path)
+    return builder, network, parser
+
+
+def _add_profile(job: _Job, builder: Any, config: Any) -> Optional[Any]:
+    """The optimization profile of a dynamic input, added to ``config`` (``None`` for a static input).
+
+    Raises:
+        ConfigError: TensorRT refused the profile (``add_optimization_profile`` returned -1).
+    """
+    if job.profile is None:
+        return None
+    p, name = job.profile, job.info.input.name
+    trt_profile = builder.create_optimization_profile()
+    trt_profile.set_shape(name, p.min, p.opt, p.max)
+    if config.add_optimization_profile(trt_profile) < 0:
+        raise ConfigError(f"dynamic shapes: TensorRT refused the optimization profile of '{name}' (min {p.min}, "
+                          f"opt {p.opt}, max {p.max}); see the TensorRT log")
+    return trt_profile
+
+
+def _configure(job: _Job, builder: Any, network: Any) -> Tuple[Any, Optional[Any]]:
+    """Step 3: builder config: workspace, precision flags (and FP32 NMS on weak FP16), compatibility, DLA,
+    optimization profile. Returns ``(config, optimization profile or None)``."""
+    trt, plan, options = job.trt, job.plan, job.options
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(float(options["workspace_gb"]) * (1 << 30)))
+    for flag in plan.flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if "FP16" in plan.flags and not plan.strongly_typed:
+        pinned = keep_fp32(trt, nms_layers(network))
+        if pinned:
+            config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+            log.info("FP16 build: %d NMS layers kept in FP32 (class offsets exceed FP16's range)", pinned)
+    if options["version_compatible"]:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if plan.hardware_level:
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, plan.hardware_level)
+    if options["dla"] is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(options["dla"])
+    return config, _add_profile(job, builder, config)
+
+
+def _attach_calibrator(job: _Job, config: Any, trt_profile: Optional[Any], calibrator: Any, calib: Any,
+                       calib_images: int, progress: bool) -> Optional[Any]:
+    """Step 4 (implicit INT8 only): the calibrator, set on ``config``; ``None`` otherwise."""
+    if job.plan.calibration != "implicit":
+        return None
+    batcher = _calibration_batcher(job.info, job.profile, calibrator, calib, job.cache_path, calib_images, progress)
+    calibrator_obj = make_calibrator(job.trt, batcher, job.options["calibration_method"])
+    config.int8_calibrator = calibrator_obj
+    if trt_profile is not None:
+        config.set_calibration_profile(trt_profile)
+    return calibrator_obj
+
+
+def _run_build(job: _Job, builder: Any, network: Any, config: Any, calibrator_obj: Optional[Any],
+               calibration: Dict[str, Any]) -> Any:
+    """Step 5: ``build_serialized_network``; a stored calibrator exception is re-raised (partial cache deleted).
+
+    Raises:
+        ModelError: TensorRT could not build the engine.
+    """
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator_obj is not None:
+            calibrator_obj.close()
+            calibration["batches"] = calibrator_obj.batcher.batches_served
+            calibration["cache_hit"] = calibrator_obj.batcher.cache_hit
+    if calibrator_obj is not None and calibrator_obj.error is not None:
+        batcher, cache_path = calibrator_obj.batcher, job.cache_path
+        if calibrator_obj.cache_written or (not batcher.cache_hit and cache_path.is_file()
+                                            and batcher.batches_served):
+            cache_path.unlink(missing_ok=True)
+            log.warning("INT8 calibration failed after %d batches: deleted the partial cache %s",
+                        batcher.batches_served, cache_path)
+        raise calibrator_obj.error
+    if serialized is None:
+        raise ModelError(f"TensorRT could not build {job.out.name} from {job.info.path.name} (see the TensorRT log "
+                         "above; -vv shows all of it)")
+    return serialized
+
+
+def _save(job: _Job, serialized: Any, calibration: Dict[str, Any]) -> None:
+    """Step 6: the engine file and its metadata sidecar (TensorRT, GPU, input, build options)."""
+    _write_atomic(job.out, serialized)
+    info, plan, options = job.info, job.plan, job.options
+    source = _persistent_source(info.path, job.out)
+    meta = _engine_metadata(info, plan, job.profile, job.trt.__version__, calibration, source)
+    implicit = plan.calibration == "implicit"
+    build = {"fp16": options["fp16"], "int8": options["int8"], "workspace_gb": options["workspace_gb"],
+             "dynamic": job.profile.to_dict() if job.profile is not None and info.dynamic and options["dynamic"]
+             else None, "dla": options["dla"], "calibration_cache": str(job.cache_path) if implicit else None,
+             "calibration_method": options["calibration_method"] if implicit else None}
+    record = EngineInfo(tensorrt=job.trt.__version__, gpu=job.gpu.name, compute_capability=job.gpu.compute_capability,
+                        input_name=info.input.name, input_shape=info.input.shape, input_dtype=info.input.dtype.name,
+                        build=build, version_compatible=options["version_compatible"],
+                        hardware_compatible=bool(plan.hardware_level))
+    write_engine_metadata(job.out, meta, record)
 
 
 def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: bool = False,
                  workspace_gb: float = 4, dynamic: Any = None, dla: Optional[int] = None,
                  timing_cache: Optional[PathLike] = None, calibrator: Any = None, progress: bool = True,
                  calib: Optional[PathLike] = None, calibration_cache: Optional[PathLike] = None,
-                 calibration_method: str = "entropy", calib_images: int = 500, device: int = 0,
+                 calibration_method: Optional[str] = "entropy", calib_images: int = 500, device: int = 0,
                  version_compatible: bool = False, hardware_compatible: bool = False) -> Path:
     """Build a TensorRT engine from an edge-detect ONNX and write it with its metadata sidecar.
 
     Args:
         onnx: ONNX from ``export_onnx`` (raw or nms layout, float or uint8 input, FP32/FP16/Q-DQ INT8).
         output: engine path (``.engine``); the metadata goes to ``<output>.json``.
-        fp16: allow FP16 kernels (TensorRT <= 10) / require an FP16 ONNX (TensorRT 11).
+        fp16: allow FP16 kernels (weak typing, TensorRT <= 10) / an FP16 ONNX is built strongly typed (10.12+).
         int8: INT8: explicit when the ONNX has Q/DQ nodes, else implicit calibration (TensorRT <= 10).
         workspace_gb: builder workspace memory pool limit, GiB.
         dynamic: optimization profile ``{"min", "opt", "max"}`` shapes for a dynamic ONNX (see
@@ -678,7 +937,8 @@ def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: boo
             callable returning an iterator of them (shape = the profile's opt shape).
         calib: implicit INT8 data source (image folder, dataset yaml, video) when no ``calibrator``.
         calibration_cache: calibration cache path (default ``<output>.calib``); reused when present.
-        calibration_method: ``"entropy"`` (IInt8EntropyCalibrator2) or ``"minmax"`` (IInt8MinMaxCalibrator).
+        calibration_method: ``"entropy"`` (IInt8EntropyCalibrator2, also for ``None``) or ``"minmax"``
+            (IInt8MinMaxCalibrator); recorded, so a rebuild uses the same one.
         calib_images: number of calibration images taken from ``calib``.
         device: CUDA device to build on.
         version_compatible / hardware_compatible: TensorRT's forward-compatible / Ampere+ engines.
@@ -689,96 +949,30 @@ def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: boo
 
     Raises:
         MissingDependencyError: TensorRT or cuda-python missing. ModelLoadError: the ONNX cannot be read or
-        parsed. ConfigError / BackendUnavailableError: see :func:`plan_build`. ModelError: the build failed.
+        parsed. ConfigError / BackendUnavailableError: see :func:`plan_build`; a DLA core the device lacks; a
+        refused optimization profile. ModelError: the build failed.
     """
     trt = import_tensorrt()
-    from edge_detect.backends._cuda import device_info, set_device
-
-    info = inspect_onnx(onnx)
-    out = Path(output)
-    cache_path = Path(calibration_cache) if calibration_cache else out.with_name(out.name + ".calib")
-    can_calibrate = calibrator is not None or calib is not None or cache_path.is_file()
-    plan = plan_build(trt.__version__, fp16, int8, info.has_qdq, info.fp16, can_calibrate, dla, version_compatible)
-    profile = plan_profile(info, dynamic)
-    set_device(device)
-    gpu, cc = device_info(device)
-    check_nms_support(trt.__version__, info, cc)
-    log.info("building %s from %s: TensorRT %s on %s (sm %s), precision %s, flags %s%s", out.name,
-             info.path.name, trt.__version__, gpu, cc, plan.precision, ",".join(plan.flags) or "none",
-             ", strongly typed" if plan.strongly_typed else "")
-
+    options = {"fp16": fp16, "int8": int8, "workspace_gb": workspace_gb, "dynamic": dynamic, "dla": dla,
+               "calibration_cache": calibration_cache, "calibration_method": calibration_method or "entropy",
+               "version_compatible": version_compatible, "hardware_compatible": hardware_compatible}
+    job = _plan_job(trt, onnx, output, options, calibrator is not None or calib is not None, device)
     logger = init_plugins(trt)  # the process-lifetime logger, plugins registered before parsing
-    builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt, plan.strongly_typed))
-    parser = _parse(trt, network, logger, info.path)  # noqa: F841  (must outlive the build)
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(float(workspace_gb) * (1 << 30)))
-    for flag in plan.flags:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
-    if "FP16" in plan.flags and not plan.strongly_typed:
-        pinned = keep_fp32(trt, nms_layers(network))
-        if pinned:
-            config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-            log.info("FP16 build: %d NMS layers kept in FP32 (class offsets exceed FP16's range)", pinned)
-    if version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if hardware_compatible:
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    if dla is not None:
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = int(dla)
-    trt_profile = None
-    if profile is not None:
-        trt_profile = builder.create_optimization_profile()
-        trt_profile.set_shape(info.input.name, profile.min, profile.opt, profile.max)
-        config.add_optimization_profile(trt_profile)
-
+    builder, network, parser = _make_network(job, logger)  # noqa: F841  (the parser must outlive the build)
+    config, trt_profile = _configure(job, builder, network)
+    calibrator_obj = _attach_calibrator(job, config, trt_profile, calibrator, calib, calib_images, progress)
     calibration: Dict[str, Any] = {}
-    calibrator_obj = None
-    if plan.calibration == "implicit":
-        batcher = _calibration_batcher(info, profile, calibrator, calib, cache_path, calib_images, progress)
-        calibrator_obj = make_calibrator(trt, batcher, calibration_method)
-        config.int8_calibrator = calibrator_obj
-        if trt_profile is not None:
-            config.set_calibration_profile(trt_profile)
-        calibration = {"method": calibration_method, "cache": str(cache_path)}
+    if calibrator_obj is not None:
+        calibration = {"method": options["calibration_method"], "cache": str(job.cache_path)}
     if timing_cache is not None:
         _use_timing_cache(config, Path(timing_cache))
-    bars = PhaseBars(enabled=progress)
-    monitor = make_progress_monitor(trt, bars) if progress else None
+    monitor = make_progress_monitor(trt, PhaseBars(enabled=progress)) if progress else None
     if monitor is not None:
         config.progress_monitor = monitor
-
     t0 = time.perf_counter()
-    try:
-        serialized = builder.build_serialized_network(network, config)
-    finally:
-        if calibrator_obj is not None:
-            calibrator_obj.close()
-            calibration["batches"] = calibrator_obj.batcher.batches_served
-            calibration["cache_hit"] = calibrator_obj.batcher.cache_hit
-    if calibrator_obj is not None and calibrator_obj.error is not None:
-        if calibrator_obj.cache_written or (not calibrator_obj.batcher.cache_hit and cache_path.is_file()
-                                            and calibrator_obj.batcher.batches_served):
-            cache_path.unlink(missing_ok=True)
-            log.warning("INT8 calibration failed after %d batches: deleted the partial cache %s",
-                        calibrator_obj.batcher.batches_served, cache_path)
-        raise calibrator_obj.error
-    if serialized is None:
-        raise ModelError(f"TensorRT could not build {out.name} from {info.path.name} (see the TensorRT log "
-                         "above; -vv shows all of it)")
-    _write_atomic(out, serialized)
+    serialized = _run_build(job, builder, network, config, calibrator_obj, calibration)
     if timing_cache is not None:
         _write_atomic(Path(timing_cache), config.get_timing_cache().serialize())
-    source = _persistent_source(info.path, out)
-    meta = _engine_metadata(info, plan, profile, trt.__version__, calibration, source)
-    engine_record = EngineInfo(
-        tensorrt=trt.__version__, gpu=gpu, compute_capability=cc, input_name=info.input.name,
-        input_shape=info.input.shape, input_dtype=info.input.dtype.name,
-        build={"fp16": fp16, "int8": int8, "workspace_gb": workspace_gb,
-               "dynamic": profile.to_dict() if profile is not None and info.dynamic and dynamic else None,
-               "dla": dla, "calibration_cache": str(cache_path) if plan.calibration == "implicit" else None},
-        version_compatible=version_compatible, hardware_compatible=hardware_compatible)
-    write_engine_metadata(out, meta, engine_record)
-    log.info("wrote %s (%.1f MB) in %.0f s", out, out.stat().st_size / 1e6, time.perf_counter() - t0)
-    return out
+    _save(job, serialized, calibration)
+    log.info("wrote %s (%.1f MB) in %.0f s", job.out, job.out.stat().st_size / 1e6, time.perf_counter() - t0)
+    return job.out

@@ -5,8 +5,13 @@
     open_sink("dets.jsonl")              # one JSON line per processed frame, flushed as it goes
     open_sink("mjpeg://127.0.0.1:8080")  # multipart/x-mixed-replace preview; also "preview:8080"
 
-Modules: :mod:`.base` (:class:`Sink`, :class:`StreamInfo`, :func:`register_sink`, :func:`open_sink`),
-:mod:`.display`, :mod:`.video`, :mod:`.jsonl`, :mod:`.mjpeg`. The sink classes are imported lazily from here
+Modules: :mod:`.base` (:func:`register_sink`, :func:`open_sink`; re-exports :class:`~edge_detect.types.Sink`,
+:class:`~edge_detect.types.StreamInfo` and :class:`~edge_detect.types.RunContext`, which live with the shared
+types), :mod:`.threaded` (:class:`ThreadedSink`: bounded queue, named drop policy, counters; every sink that writes
+files or talks to the network derives from it), :mod:`.display`, :mod:`.video`, :mod:`.jsonl`, :mod:`.mjpeg`,
+:mod:`.files`, :mod:`.events` (+ :mod:`.mqtt`, :mod:`.webhook`, :mod:`.snapshots`), :mod:`.metrics`. A sink sees
+its run only through the :class:`~edge_detect.types.RunContext` given to ``start`` (sources, class names, the event
+bus and its counts, a stats function), never the pipeline. The sink classes are imported lazily from here
 (``from edge_detect.sinks import JsonlSink``). The JSON line format is documented on
 :class:`edge_detect.types.Result`.
 """
@@ -19,6 +24,7 @@ from edge_detect.sinks.base import (
     JSONL_SUFFIXES,
     SINK_MODULES,
     VIDEO_SUFFIXES,
+    RunContext,
     Sink,
     StreamInfo,
     open_sink,
@@ -34,9 +40,10 @@ _LAZY = {
     "VideoSink": "edge_detect.sinks.video",
     "JsonlSink": "edge_detect.sinks.jsonl",
     "MjpegPreviewSink": "edge_detect.sinks.mjpeg",
+    "ThreadedSink": "edge_detect.sinks.threaded",
 }
 
-__all__ = ["Sink", "Result", "StreamInfo", "open_sink", "register_sink", "resolve_sink", "sink_kinds",
+__all__ = ["Sink", "Result", "StreamInfo", "RunContext", "open_sink", "register_sink", "resolve_sink", "sink_kinds",
            "SINK_MODULES", "VIDEO_SUFFIXES", "JSONL_SUFFIXES", *_LAZY]
 
 

@@ -1,11 +1,11 @@
 """The sink protocol and the registry that opens a sink from a spec string.
 
-A sink receives every processed frame of a run as a :class:`~edge_detect.types.Result`:
-``start(streams)`` once before the first frame (the sources' ids and frame rates), ``write(result)`` per
-processed frame in order, ``close()`` exactly once (also on Ctrl-C / SIGTERM: the pipeline closes sinks in
-``finally``). A sink sets ``stop_requested`` to end the run (the display's q / Esc). A sink must never block the
-capture loop: slow I/O goes to its own thread with a bounded queue. An exception raised by ``write`` ends the
-run with an error; the other sinks are still closed.
+A sink receives every processed frame of a run as a :class:`~edge_detect.types.Result`: the protocol
+(:class:`~edge_detect.types.Sink`: ``start(context)``, ``write(result)``, ``close()``, ``counters()``) and the
+:class:`~edge_detect.types.RunContext` it is started with live with the shared types, so ``sinks/`` and
+``stream/`` never import each other. A sink's ``write`` never does file or network I/O on the caller's thread:
+sinks that write files or talk to the network derive from :class:`~edge_detect.sinks.threaded.ThreadedSink`
+(bounded queue, named drop policy, counters).
 
 Sinks register a factory ``(target: str, **options) -> Sink`` with :func:`register_sink` under one or more
 keys: a kind (``"display"``), a URI scheme (``"mjpeg"`` for ``mjpeg://...``) or a file suffix (``".jsonl"``).
@@ -19,15 +19,14 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from edge_detect.config import check_options
 from edge_detect.errors import SinkError
-from edge_detect.types import Result
+from edge_detect.types import Result, RunContext, Sink, StreamInfo
 
-__all__ = ["Sink", "StreamInfo", "Result", "register_sink", "open_sink", "resolve_sink", "sink_kinds",
+__all__ = ["Sink", "StreamInfo", "RunContext", "Result", "register_sink", "open_sink", "resolve_sink", "sink_kinds",
            "SINK_MODULES", "VIDEO_SUFFIXES", "JSONL_SUFFIXES", "per_source_path"]
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi")
@@ -56,41 +55,9 @@ SinkFactory = Callable[..., "Sink"]
 _REGISTRY: Dict[str, SinkFactory] = {}
 
 
-@dataclass(frozen=True)
-class StreamInfo:
-    """What a sink knows about a source before frames arrive: its id, nominal frame rate (or ``None``) and
-    whether it is live (camera / stream: frames are timed by their capture time, not by the nominal rate)."""
-
-    source_id: str
-    fps: Optional[float] = None
-    live: bool = False
-
-
 def per_source_path(path: Path, source_id: str) -> Path:
     """The file of one source when a file sink serves several: ``out.mp4`` -> ``out_<source_id>.mp4``."""
     return path.with_name(f"{path.stem}_{source_id}{path.suffix}")
-
-
-class Sink:
-    """Base class of sinks (see module doc for the life cycle)."""
-
-    name = "sink"
-    stop_requested = False
-
-    def start(self, streams: Sequence[StreamInfo]) -> None:
-        """Called once before the first ``write`` with the sources of the run."""
-
-    def write(self, result: Result) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Flush and release; called exactly once."""
-
-    def __enter__(self) -> "Sink":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def register_sink(*keys: str) -> Callable[[SinkFactory], SinkFactory]:
@@ -150,7 +117,7 @@ def open_sink(spec: Union[str, os.PathLike, Sink], **options: Any) -> Sink:
 
 def _masked(spec: str) -> str:
     """``spec`` with URL credentials masked (``mqtt://user:pw@host`` -> ``mqtt://***@host``) for messages."""
-    from edge_detect.stream.sources import mask_credentials
+    from edge_detect.urls import mask_credentials
 
     return mask_credentials(spec)
 

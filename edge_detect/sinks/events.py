@@ -1,7 +1,7 @@
 """Events out of a run: the event envelope, ``object_update`` throttling, and the sink that fans events out.
 
-Processors (line/zone counters, the tracker) append plain event dicts to ``detections.metadata["events"]``
-(see ``INTERFACES``: ``line_cross``, ``zone_enter``, ``zone_exit``, ``object_new``, ``object_end``).
+Processors (line/zone counters, the tracker) return typed events (:class:`~edge_detect.types.Event`:
+``line_cross``, ``zone_enter``, ``zone_exit``, ``object_new``, ``object_end``...) in ``detections.metadata["events"]``.
 :class:`EventBuilder` turns them into **enveloped events**, the JSON documented in README and validated by the
 JSON Schema shipped in the package (:func:`load_schema`, ``edge_detect/schemas/events.schema.json``)::
 
@@ -21,9 +21,12 @@ JSON Schema shipped in the package (:func:`load_schema`, ``edge_detect/schemas/e
 builds the events once (so MQTT and the webhook carry the same ``id``/``seq``), writes the snapshot JPEG
 **before** handing the events to the transports (:class:`EventTransport`: MQTT, webhook; ``object_end`` also
 gets ``last_snapshot``, the latest snapshot that showed the object), and every ``stats_interval_s`` seconds hands
-each transport a per-source stats dict (:meth:`EventsSink.stats`). Transports queue and send in their own
-threads: ``write`` never waits for the network. In a run, :func:`arrange_sinks` (called by the pipeline) merges
-the ``mqtt://``, ``webhook+http(s)://`` and ``events`` sinks into one :class:`EventsSink`.
+each transport a per-source stats dict (:meth:`EventsSink.stats`; counts from the run's
+:class:`~edge_detect.events.Counts`). Transports queue and send in their own threads
+(:class:`~edge_detect.sinks.threaded.QueueWorker`), snapshots are written on the hub's own thread: ``write`` never
+waits for the disk or the network. :func:`arrange_sinks` (called by whoever opens the run's sinks:
+:func:`~edge_detect.app_config.build_pipeline`, the App) merges the ``mqtt://``, ``webhook+http(s)://`` and
+``events`` sinks into one :class:`EventsSink` and puts the metrics sink last.
 """
 from __future__ import annotations
 
@@ -35,11 +38,13 @@ import time
 import uuid
 from collections import deque
 from importlib import resources
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from edge_detect.errors import SinkError
 from edge_detect.sinks.base import Sink, StreamInfo, register_sink
+from edge_detect.sinks.threaded import QueueWorker, ThreadedSink
 from edge_detect.stats import RateMeter, nan_to_none, percentiles
+from edge_detect.types import Result, RunContext
 
 __all__ = ["SCHEMA_VERSION", "EVENT_TYPES", "EventBuilder", "EventTransport", "EventsSink", "load_schema",
            "validate_event", "frame_events", "arrange_sinks"]
@@ -47,7 +52,8 @@ __all__ = ["SCHEMA_VERSION", "EVENT_TYPES", "EventBuilder", "EventTransport", "E
 LOGGER = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-EVENT_TYPES = ("line_cross", "zone_enter", "zone_exit", "object_new", "object_update", "object_end")
+EVENT_TYPES = ("line_cross", "zone_enter", "zone_exit", "dwell", "object_new", "object_update", "object_end",
+               "clip_saved")
 _ENVELOPE = ("schema", "id", "seq", "type", "source", "frame", "wall_time")
 
 
@@ -70,9 +76,10 @@ def validate_event(event: Dict[str, Any]) -> None:
     jsonschema.validate(event, load_schema())
 
 
-def frame_events(result: Any) -> List[Dict[str, Any]]:
-    """The processor events of a :class:`~edge_detect.types.Result` (``detections.metadata["events"]``)."""
-    return list(result.detections.metadata.get("events", ()) or ())
+def frame_events(result: Result) -> List[Dict[str, Any]]:
+    """The processor events of a :class:`~edge_detect.types.Result` as dicts (:meth:`~edge_detect.types.Event.
+    to_dict`)."""
+    return [e.to_dict() for e in result.events]
 
 
 def _jsonable(value: Any) -> Any:
@@ -196,19 +203,24 @@ class EventTransport:
 
 
 class _SourceStats:
-    """Per-source running figures for the stats messages (guarded by the sink's lock)."""
+    """Per-source running measurements for the stats messages (guarded by the sink's lock); counts come from the
+    run's :class:`~edge_detect.events.Counts`."""
 
     def __init__(self) -> None:
         self.processed = 0
         self.rate = RateMeter(5.0)
         self.latency_ms: Deque[float] = deque(maxlen=512)
-        self.events: Dict[str, int] = {}
-        self.lines: Dict[str, Dict[str, int]] = {}
-        self.zones: Dict[str, Dict[str, int]] = {}
+        self.updates = 0  # object_update events built here (the processors' events are counted by Counts)
 
 
-class EventsSink(Sink):
+class EventsSink(ThreadedSink):
     """Build events once per frame, write snapshots, hand events and stats to the transports.
+
+    ``write`` builds the frame's events on the caller's thread (one ``id``/``seq`` for every transport). Without
+    snapshots it hands them to the transports (each only queues); with snapshots the frame and its events go to
+    this sink's own thread (:class:`~edge_detect.sinks.threaded.ThreadedSink`, ``drop_oldest``, counted as
+    ``snapshots`` in the run summary), which writes the JPEG and then hands the events on, so an event never
+    leaves before its snapshot exists.
 
     Args:
         transports: :class:`EventTransport` objects (MQTT, webhook); may be empty (snapshots only).
@@ -216,16 +228,19 @@ class EventsSink(Sink):
         update_interval_s: ``object_update`` throttle (see :class:`EventBuilder`).
         stats_interval_s: period of :meth:`EventTransport.send_stats` (``0`` = never).
 
-    :meth:`attach` (called by the :class:`~edge_detect.stream.pipeline.Pipeline` with itself) adds the sources'
-    read / dropped / corrupt / reconnects counts to the stats.
+    The stats messages read the counts from the run's :class:`~edge_detect.events.Counts` and the sources'
+    read / dropped / corrupt / reconnects from the :class:`~edge_detect.types.RunContext` it is started with.
     """
 
     name = "events"
+    default_policy = "drop_oldest"
+    default_queue_size = 64
 
     def __init__(self, transports: Sequence[EventTransport] = (), snapshots: Any = None,
                  update_interval_s: float = 5.0, stats_interval_s: float = 5.0, primary: bool = False) -> None:
         if stats_interval_s < 0:
             raise ValueError(f"stats_interval_s: expected >= 0, got {stats_interval_s}")
+        super().__init__(close_timeout_s=30.0)
         self.transports = list(transports)
         self.snapshots = snapshots
         self.builder = EventBuilder(update_interval_s)
@@ -235,10 +250,8 @@ class EventsSink(Sink):
         self._track_snaps: Dict[Tuple[str, int], str] = {}
         self._lock = threading.Lock()
         self._sources: Dict[str, _SourceStats] = {}
-        self._pipeline: Any = None
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._closed = False
+        self._stats_thread: Optional[threading.Thread] = None
         self.primary = primary
 
     def absorb(self, other: "EventsSink") -> None:
@@ -251,56 +264,60 @@ class EventsSink(Sink):
         elif other.snapshots is not None:
             raise ValueError("events: expected one snapshots folder per run, got two")
 
-    def attach(self, pipeline: Any) -> None:
-        """Read the sources' capture counters from ``pipeline.sources[*].stats`` in the stats messages."""
-        self._pipeline = pipeline
-
-    def start(self, streams: Sequence[StreamInfo]) -> None:
+    def open(self, context: RunContext) -> None:
         with self._lock:
-            for s in streams:
+            for s in context:
                 self._sources.setdefault(s.source_id, _SourceStats())
         for t in self.transports:
-            t.start(streams)
+            t.start(context)
         if self.stats_interval_s > 0 and any(type(t).send_stats is not EventTransport.send_stats
                                              for t in self.transports):
-            self._thread = threading.Thread(target=self._stats_loop, name="events-stats", daemon=True)
-            self._thread.start()
+            self._stats_thread = threading.Thread(target=self._stats_loop, name="events-stats", daemon=True)
+            self._stats_thread.start()
 
-    def write(self, result: Any) -> None:
+    def write(self, result: Result) -> None:
+        if self.context.standalone:  # no pipeline publishes: count here what the bus would have
+            self.context.counts.on_result(result)
         events = self.builder.build(result)
         now = time.perf_counter()
         sid = str(result.frame.source_id)
         with self._lock:
             st = self._sources.setdefault(sid, _SourceStats())
-            if not getattr(result, "final", False):
+            if not result.final:
                 st.processed += 1
                 st.rate.tick(now)
                 if result.frame.capture_time:
                     st.latency_ms.append((now - result.frame.capture_time) * 1e3)
-            for ev in events:
-                st.events[ev["type"]] = st.events.get(ev["type"], 0) + 1
-                if ev["type"] == "line_cross" and "line" in ev:
-                    d = st.lines.setdefault(str(ev["line"]), {"in": 0, "out": 0})
-                    d[str(ev.get("direction"))] = d.get(str(ev.get("direction")), 0) + 1
-                elif ev["type"] in ("zone_enter", "zone_exit") and "zone" in ev:
-                    d = st.zones.setdefault(str(ev["zone"]), {"enter": 0, "exit": 0})
-                    d[ev["type"][5:]] += 1
+            st.updates += sum(1 for ev in events if ev["type"] == "object_update")
         if not events:
             return
-        if self.snapshots is not None:
-            try:
-                path = self.snapshots.write(result, events)  # sets ev["snapshot"] (and "snapshot_crop")
-            except SinkError as exc:  # a full disk must not stop the events: they go out without a snapshot
-                self.snapshot_errors += 1
-                if self.snapshot_errors == 1 or self.snapshot_errors % 100 == 0:
-                    LOGGER.error("events: snapshot failed (%d so far), events sent without it: %s",
-                                 self.snapshot_errors, exc)
-            else:
-                self._remember_snapshot(sid, result.detections, str(path), events)
+        self.events_total += len(events)
+        if self.snapshots is None:
+            self._send(events)
+            return
+        self.raise_if_failed()
+        self.start_worker()
+        self.put((result, events))
+
+    def handle(self, item: Tuple[Result, List[Dict[str, Any]]]) -> bool:
+        """On the sink's thread: the snapshot first (its path goes into the events), then the transports."""
+        result, events = item
+        try:
+            path = self.snapshots.write(result, events)  # sets ev["snapshot"] (and "snapshot_crop")
+        except SinkError as exc:  # a full disk must not stop the events: they go out without a snapshot
+            self.snapshot_errors += 1
+            if self.snapshot_errors == 1 or self.snapshot_errors % 100 == 0:
+                LOGGER.error("events: snapshot failed (%d so far), events sent without it: %s",
+                             self.snapshot_errors, exc)
+        else:
+            self._remember_snapshot(str(result.frame.source_id), result.detections, str(path), events)
+        self._send(events)
+        return True
+
+    def _send(self, events: List[Dict[str, Any]]) -> None:
         for ev in events:
             for t in self.transports:
                 t.send(ev)
-        self.events_total += len(events)
 
     def _remember_snapshot(self, sid: str, dets: Any, path: str, events: List[Dict[str, Any]]) -> None:
         """Keep, per track, the latest snapshot that shows it; ``object_end`` gets it as ``last_snapshot`` (the
@@ -326,7 +343,8 @@ class EventsSink(Sink):
              "zones": {name: {"enter", "exit"}}, "queue": {transport: {"queued", "sent", "dropped", "failed"}}}
 
         ``fps`` over the last 5 s; latency (capture -> this sink) over the last 512 frames; counts since the
-        start of the run; ``read``/``dropped``/``corrupt``/``reconnects`` are ``None`` without :meth:`attach`.
+        start of the run (:class:`~edge_detect.events.Counts`); ``read``/``dropped``/``corrupt``/``reconnects`` from
+        the run context's stats, ``None`` when the sink runs outside a pipeline.
         """
         with self._lock:
             st = self._sources.setdefault(source_id, _SourceStats())
@@ -335,14 +353,19 @@ class EventsSink(Sink):
                 "source": source_id, "wall_time": round(time.time(), 3), "processed": st.processed,
                 "fps": round(st.rate.rate, 2), "latency_ms": {"p50": round(p[50], 1), "p95": round(p[95], 1)},
                 "read": None, "dropped": None, "corrupt": None, "reconnects": None,
-                "events": dict(st.events), "lines": {k: dict(v) for k, v in st.lines.items()},
-                "zones": {k: dict(v) for k, v in st.zones.items()},
             }
-        for src in getattr(self._pipeline, "sources", ()) or ():
-            if str(src.source_id) == source_id:
-                s = src.stats
-                out.update(read=s.read, dropped=s.dropped, corrupt=s.corrupt, reconnects=s.reconnects)
-        out["queue"] = {t.name: t.queue_stats() for t in self.transports}
+            updates = st.updates
+        counted = self.context.counts.source(source_id)
+        events = dict(counted["events"])
+        if updates:
+            events["object_update"] = updates
+        out.update(events=events,
+                   lines={k: {"in": v["in"], "out": v["out"]} for k, v in counted["lines"].items()},
+                   zones={k: {"enter": v["entered"], "exit": v["exited"]} for k, v in counted["zones"].items()})
+        src = self.context.stats().get("sources", {}).get(source_id)
+        if src is not None:
+            out.update({k: src.get(k) for k in ("read", "dropped", "corrupt", "reconnects")})
+        out["queue"] = self.transport_stats()
         return _jsonable(out)
 
     def _publish_stats(self) -> None:
@@ -360,18 +383,25 @@ class EventsSink(Sink):
             except Exception as exc:  # noqa: BLE001 - a stats hiccup must not kill the thread
                 LOGGER.warning("events: stats message failed: %s", exc)
 
-    def queue_stats(self) -> Dict[str, Dict[str, int]]:
-        """Per transport name: ``{"queued", "sent", "dropped", "failed"}`` (for metrics)."""
+    def transport_stats(self) -> Dict[str, Dict[str, int]]:
+        """Per transport name: ``{"queued", "sent", "dropped", "failed"}``."""
         return {t.name: t.queue_stats() for t in self.transports}
 
-    def close(self) -> None:
-        """Stop the stats thread, send a last stats message, close every transport (each flushes its queue)."""
-        if self._closed:
-            return
-        self._closed = True
+    def counters(self) -> Dict[str, Dict[str, int]]:
+        """The transports' queue counters, and the snapshot queue's (``snapshots``) when there are snapshots (for
+        the run summary and the metrics)."""
+        out = {name: {k: st.get(k, 0) for k in ("queued", "sent", "dropped", "failed")}
+               for name, st in self.transport_stats().items()}
+        if self.snapshots is not None:
+            out["snapshots"] = QueueWorker.queue_stats(self)
+        return out
+
+    def finalize(self) -> None:
+        """(After the snapshot queue drained) stop the stats thread, send a last stats message, close every
+        transport (each flushes its queue)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
+        if self._stats_thread is not None:
+            self._stats_thread.join(2.0)
             try:
                 self._publish_stats()
             except Exception as exc:  # noqa: BLE001 - still close the transports

@@ -3,7 +3,8 @@
 They write one output per frame named after the image file the frame came from (:attr:`Frame.path
 <edge_detect.types.Frame.path>`, set by image sources), so they suit image sources; a frame without a path
 (video, camera) is named ``<source_id>_<frame index>``. Folders are created on the first write, so a run that
-processes nothing writes nothing.
+processes nothing writes nothing. Images and label files are written by the sink's own thread
+(:class:`~edge_detect.sinks.threaded.ThreadedSink`, ``never_drop``).
 
 Specs::
 
@@ -18,7 +19,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from edge_detect.boxes import normalize_boxes, xyxy_to_cxcywh
 from edge_detect.errors import SinkError
 from edge_detect.sinks.base import Sink, register_sink
+from edge_detect.sinks.threaded import ThreadedSink
 from edge_detect.types import Detections, Frame, Result
 
 __all__ = ["AnnotatedImagesSink", "YoloLabelsSink", "CocoResultsSink", "yolo_label_rows"]
@@ -60,7 +62,7 @@ def yolo_label_rows(dets: Detections, shape: Any) -> str:
                    for c, x, y, ww, hh, s in zip(dets.class_id.tolist(), cx, cy, bw, bh, dets.score.tolist()))
 
 
-class AnnotatedImagesSink(Sink):
+class AnnotatedImagesSink(ThreadedSink):
     """Writes each frame with its boxes and labels drawn (no FPS overlay) to ``folder/<image name>``.
 
     Args:
@@ -71,14 +73,16 @@ class AnnotatedImagesSink(Sink):
     name = "images"
 
     def __init__(self, folder: Union[str, Path], line_width: Optional[int] = None) -> None:
+        super().__init__()
         self.folder, self.line_width = Path(folder), line_width
         self.written = 0
 
-    def write(self, result: Result) -> None:
-        from edge_detect.stream.annotate import draw_detections
+    def prepare(self, result: Result) -> Optional[Result]:
+        return None if result.final else result
 
-        if result.final:
-            return
+    def handle(self, result: Result) -> bool:
+        from edge_detect.annotate import draw_detections
+
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / _name(result.frame)
         image = draw_detections(result.frame.image, result.detections, result.names, line_width=self.line_width,
@@ -86,27 +90,35 @@ class AnnotatedImagesSink(Sink):
         if not cv2.imwrite(str(path), image):
             raise SinkError(f"could not write image {path} (unsupported extension or unwritable folder)")
         self.written += 1
+        return True
 
 
-class YoloLabelsSink(Sink):
+class YoloLabelsSink(ThreadedSink):
     """Writes ``folder/<image stem>.txt`` per frame with :func:`yolo_label_rows` (empty file: no detection)."""
 
     name = "yolo-labels"
 
     def __init__(self, folder: Union[str, Path]) -> None:
+        super().__init__()
         self.folder = Path(folder)
         self.written = 0
 
-    def write(self, result: Result) -> None:
+    def prepare(self, result: Result) -> Optional[Tuple[Path, str]]:
+        """``(file, text)``: the rows are formatted here, written by the sink's thread."""
         if result.final:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{_name(result.frame).stem}.txt"
+            return None
+        return (self.folder / f"{_name(result.frame).stem}.txt",
+                yolo_label_rows(result.detections, result.frame.image.shape))
+
+    def handle(self, item: Tuple[Path, str]) -> bool:
+        path, text = item
         try:
-            path.write_text(yolo_label_rows(result.detections, result.frame.image.shape))
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
         except OSError as exc:
             raise SinkError(f"could not write labels {path} ({exc})") from exc
         self.written += 1
+        return True
 
 
 class CocoResultsSink(Sink):

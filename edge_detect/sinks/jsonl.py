@@ -2,7 +2,8 @@
 
 With one source the lines go to the given path. With several sources each source gets its own file, named like
 the video sink's: ``out.jsonl`` -> ``out_<source_id>.jsonl`` (every line still carries its ``source``), so
-per-source files stay separate and keep their frame order.
+per-source files stay separate and keep their frame order. Lines are serialized on the caller's thread and
+written by the sink's own thread (:class:`~edge_detect.sinks.threaded.ThreadedSink`, ``never_drop``).
 """
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Tuple, Union
 
 from edge_detect.errors import SinkError
-from edge_detect.sinks.base import JSONL_SUFFIXES, Result, Sink, StreamInfo, per_source_path, register_sink
+from edge_detect.sinks.base import JSONL_SUFFIXES, Result, per_source_path, register_sink
+from edge_detect.sinks.threaded import ThreadedSink
+from edge_detect.types import RunContext
 
 __all__ = ["JsonlSink"]
 
@@ -26,7 +29,7 @@ def _open(path: Path) -> io.TextIOBase:
         raise SinkError(f"JSONL sink {path}: cannot open for writing ({exc})") from exc
 
 
-class JsonlSink(Sink):
+class JsonlSink(ThreadedSink):
     """One JSON object per line and per processed frame (see module doc), flushed after every line.
 
     Attributes:
@@ -36,20 +39,22 @@ class JsonlSink(Sink):
     """
 
     name = "jsonl"
+    default_policy = "never_drop"
+    default_queue_size = 256
 
     def __init__(self, path: Union[str, os.PathLike]) -> None:
+        super().__init__()
         self.path = Path(path)
         self._default: Optional[io.TextIOBase] = _open(self.path)  # opened now: a bad path fails before the run
         self._files: Dict[str, io.TextIOBase] = {}
         self.paths: Dict[str, Path] = {}
         self.lines = 0
-        self._closed = False
 
-    def start(self, streams: Sequence[StreamInfo]) -> None:
-        if len(streams) <= 1:
-            self.paths = {s.source_id: self.path for s in streams}
+    def open(self, context: RunContext) -> None:
+        if len(context) <= 1:
+            self.paths = {s.source_id: self.path for s in context}
             return
-        for s in streams:
+        for s in context:
             path = per_source_path(self.path, s.source_id)
             self._files[s.source_id] = _open(path)
             self.paths[s.source_id] = path
@@ -72,15 +77,24 @@ class JsonlSink(Sink):
     def write(self, result: Result) -> None:
         if self._closed:
             raise SinkError(f"JSONL sink {self.path}: write after close")
-        f = self._file_for(result.frame.source_id)
-        f.write(json.dumps(result.record(), separators=(",", ":")) + "\n")
-        f.flush()
-        self.lines += 1
+        super().write(result)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def prepare(self, result: Result) -> Tuple[str, str]:
+        """``(source_id, JSON line)``: serialized here, written by the sink's thread."""
+        return result.frame.source_id, json.dumps(result.record(), separators=(",", ":")) + "\n"
+
+    def handle(self, item: Tuple[str, str]) -> bool:
+        source_id, line = item
+        f = self._file_for(source_id)
+        try:
+            f.write(line)
+            f.flush()
+        except OSError as exc:
+            raise SinkError(f"JSONL sink {self.path}: cannot write ({exc})") from exc
+        self.lines += 1
+        return True
+
+    def finalize(self) -> None:
         for f in [self._default, *self._files.values()]:
             if f is not None:
                 f.close()

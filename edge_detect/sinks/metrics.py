@@ -28,10 +28,12 @@ name                                                       type         what
 ``edge_detect_events_failed_total{transport}``             counter      events given up (retries exhausted, close)
 =========================================================  ===========  ===========================================
 
-(1) read from the pipeline's sources at scrape time (:meth:`MetricsSink.attach`). (2) the metrics sink is the
-last sink of the run, so the time it receives a frame is when every other output has it. (3) transports of the
-run's :class:`~edge_detect.sinks.events.EventsSink` (``mqtt``, ``webhook``); the queue is shared by the
-sources, so these carry ``source="all"``.
+(1) read at scrape time from the run context's stats (:meth:`~edge_detect.types.RunContext.stats`); events,
+line crossings, zone transitions and occupancy likewise from the run's :class:`~edge_detect.events.Counts` (the
+one place counts are kept). (2) the metrics sink is put last among the run's sinks
+(:func:`~edge_detect.sinks.events.arrange_sinks`), so the time it receives a frame is when every other output has
+it. (3) every output that queues (the event transports ``mqtt``, ``webhook``; the threaded sinks); the queue is
+shared by the sources, so these carry ``source="all"``.
 
 Per-stage latencies of a frame are complete only after every sink returned, so a frame's stage histograms are
 observed when the next frame of its source arrives (and at close).
@@ -41,13 +43,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, Iterator, Sequence
+from typing import Any, Dict, Iterator, Sequence, Union
 
 from edge_detect._optional import require
 from edge_detect.errors import SinkError
 from edge_detect.sinks.base import Sink, StreamInfo, register_sink
-from edge_detect.sinks.events import frame_events
 from edge_detect.stats import RateMeter
+from edge_detect.types import Result, RunContext
 
 __all__ = ["MetricsSink", "LATENCY_BUCKETS_S"]
 
@@ -83,15 +85,8 @@ class MetricsSink(Sink):
                                    buckets=LATENCY_BUCKETS_S, registry=r)
         self._fps = prom.Gauge("edge_detect_fps", "Processed frames per second over the last 5 s", ["source"],
                                registry=r)
-        self._events = prom.Counter("edge_detect_events", "Events by type", ["source", "type"], registry=r)
-        self._lines = prom.Counter("edge_detect_line_crossings", "Line crossings",
-                                   ["source", "line", "direction"], registry=r)
-        self._zones = prom.Counter("edge_detect_zone_transitions", "Zone enters and exits",
-                                   ["source", "zone", "transition"], registry=r)
-        self._occupancy = prom.Gauge("edge_detect_zone_occupancy", "Objects in a zone (enters - exits)",
-                                     ["source", "zone"], registry=r)
         self._core = require("prometheus_client.core", "events", package="prometheus-client")
-        self._pipeline: Any = None
+        self.context = RunContext.of(None)
         self._rates: Dict[str, RateMeter] = {}
         self._pending: Dict[str, Any] = {}  # source -> frame whose stage timings are not observed yet
         self._lock = threading.Lock()
@@ -107,12 +102,9 @@ class MetricsSink(Sink):
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/metrics"
 
-    def attach(self, pipeline: Any) -> None:
-        """Export the sources' capture counters and the event transports' queues of ``pipeline``."""
-        self._pipeline = pipeline
-
-    def start(self, streams: Sequence[StreamInfo]) -> None:
-        for s in streams:
+    def start(self, context: Union[RunContext, Sequence[StreamInfo]]) -> None:
+        self.context = RunContext.of(context)
+        for s in self.context:
             self._processed.labels(s.source_id)
             self._fps.labels(s.source_id).set(0.0)
 
@@ -120,20 +112,13 @@ class MetricsSink(Sink):
         for stage, ms in list(frame.timings.items()):
             self._stage.labels(frame.source_id, stage).observe(float(ms) / 1e3)
 
-    def write(self, result: Any) -> None:
+    def write(self, result: Result) -> None:
+        if self.context.standalone:  # no pipeline publishes: count here what the bus would have
+            self.context.counts.on_result(result)
         now = time.perf_counter()
         frame = result.frame
         sid = str(frame.source_id)
-        for ev in frame_events(result):
-            etype = str(ev.get("type"))
-            self._events.labels(sid, etype).inc()
-            if etype == "line_cross":
-                self._lines.labels(sid, str(ev.get("line")), str(ev.get("direction"))).inc()
-            elif etype in ("zone_enter", "zone_exit"):
-                zone = str(ev.get("zone"))
-                self._zones.labels(sid, zone, etype[5:]).inc()
-                self._occupancy.labels(sid, zone).inc(1 if etype == "zone_enter" else -1)
-        if getattr(result, "final", False):
+        if result.final:
             return
         self._processed.labels(sid).inc()
         if frame.capture_time:
@@ -148,31 +133,57 @@ class MetricsSink(Sink):
             self._observe_stages(previous)
 
     def collect_run(self) -> Iterator[Any]:
-        """Metric families read at scrape time from the pipeline's sources and the event transports."""
+        """Metric families read at scrape time from the run context: source counters, counts, output queues."""
+        stats = self.context.stats()
+        yield from self._source_families(stats.get("sources", {}))
+        yield from self._count_families(self.context.counts.snapshot()["sources"])
+        yield from self._queue_families(stats.get("sinks", {}))
+
+    def _source_families(self, sources: Dict[str, Dict[str, Any]]) -> Iterator[Any]:
         core = self._core
         fams = {key: core.CounterMetricFamily(f"edge_detect_{name}", doc, labels=["source"])
                 for key, name, doc in (("read", "frames_read", "Frames decoded by the source"),
                                        ("dropped", "frames_dropped", "Stale live frames discarded"),
                                        ("corrupt", "frames_corrupt", "Frames that failed to decode"),
                                        ("reconnects", "source_reconnects", "Reconnections of the source"))}
-        for src in getattr(self._pipeline, "sources", ()) or ():
+        for sid, src in sources.items():
             for key, fam in fams.items():
-                fam.add_metric([str(src.source_id)], float(getattr(src.stats, key)))
+                fam.add_metric([str(sid)], float(src.get(key, 0) or 0))
         yield from fams.values()
-        depth = core.GaugeMetricFamily("edge_detect_event_queue_depth", "Events waiting in a transport queue",
+
+    def _count_families(self, counted: Dict[str, Dict[str, Any]]) -> Iterator[Any]:
+        core = self._core
+        events = core.CounterMetricFamily("edge_detect_events", "Events by type", labels=["source", "type"])
+        lines = core.CounterMetricFamily("edge_detect_line_crossings", "Line crossings",
+                                         labels=["source", "line", "direction"])
+        zones = core.CounterMetricFamily("edge_detect_zone_transitions", "Zone enters and exits",
+                                         labels=["source", "zone", "transition"])
+        occupancy = core.GaugeMetricFamily("edge_detect_zone_occupancy", "Objects in a zone (enters - exits)",
+                                           labels=["source", "zone"])
+        for sid, c in counted.items():
+            for etype, n in c["events"].items():
+                events.add_metric([sid, etype], float(n))
+            for name, line in c["lines"].items():
+                for direction in ("in", "out"):
+                    lines.add_metric([sid, name, direction], float(line[direction]))
+            for name, zone in c["zones"].items():
+                zones.add_metric([sid, name, "enter"], float(zone["entered"]))
+                zones.add_metric([sid, name, "exit"], float(zone["exited"]))
+                occupancy.add_metric([sid, name], float(zone["occupancy"]))
+        yield from (events, lines, zones, occupancy)
+
+    def _queue_families(self, outputs: Dict[str, Dict[str, int]]) -> Iterator[Any]:
+        core = self._core
+        depth = core.GaugeMetricFamily("edge_detect_event_queue_depth", "Items waiting in an output's queue",
                                        labels=["source", "transport"])
         counters = {key: core.CounterMetricFamily(f"edge_detect_{name}", doc, labels=["source", "transport"])
-                    for key, name, doc in (("dropped", "event_queue_dropped", "Events dropped, queue full"),
-                                           ("sent", "events_sent", "Events delivered"),
-                                           ("failed", "events_failed", "Events given up"))}
-        for sink in getattr(self._pipeline, "sinks", ()) or ():
-            stats_of = getattr(sink, "queue_stats", None)
-            if stats_of is None:
-                continue
-            for transport, st in stats_of().items():
-                depth.add_metric(["all", transport], float(st.get("queued", 0)))
-                for key, fam in counters.items():
-                    fam.add_metric(["all", transport], float(st.get(key, 0)))
+                    for key, name, doc in (("dropped", "event_queue_dropped", "Items dropped, queue full"),
+                                           ("sent", "events_sent", "Items delivered"),
+                                           ("failed", "events_failed", "Items given up"))}
+        for output, st in outputs.items():
+            depth.add_metric(["all", output], float(st.get("queued", 0)))
+            for key, fam in counters.items():
+                fam.add_metric(["all", output], float(st.get(key, 0)))
         yield depth
         yield from counters.values()
 

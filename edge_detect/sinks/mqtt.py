@@ -14,9 +14,10 @@ Topics (``prefix`` defaults to ``edge_detect``)::
 
 Delivery and ordering -- who owns what:
 
-* **This module owns the bound and the order.** :meth:`MqttTransport.send` appends to a ``deque`` of at most
-  ``queue_size`` events (full: the oldest is dropped and counted in ``dropped``); it never blocks.
-* A sender thread hands events to paho only while connected, and at most ``max_inflight`` unacknowledged at a
+* **This module owns the bound and the order.** :meth:`MqttTransport.send` puts the event in the bounded queue of
+  its :class:`~edge_detect.sinks.threaded.QueueWorker` (``queue_size`` events, policy ``drop_oldest``: full, the
+  oldest is dropped and counted in ``dropped``); it never blocks.
+* The worker thread hands events to paho only while connected, and at most ``max_inflight`` unacknowledged at a
   time (``Client.max_inflight_messages_set``); paho's own queue (``max_queued_messages_set``: that number plus
   room for the availability messages) therefore never holds more than those few. An event leaves our queue
   when handed to paho.
@@ -35,19 +36,18 @@ import logging
 import os
 import re
 import socket
-import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 from edge_detect._optional import require
 from edge_detect.errors import ConfigError, SinkError
 from edge_detect.sinks.base import StreamInfo, register_sink
 from edge_detect.sinks.events import EventsSink, EventTransport
-from edge_detect.stream.sources import mask_credentials
+from edge_detect.sinks.threaded import QueueWorker
+from edge_detect.urls import mask_credentials
 
 __all__ = ["MqttTarget", "parse_mqtt_url", "MqttTransport", "topic_segment", "DEFAULT_PREFIX"]
 
@@ -113,7 +113,7 @@ def parse_mqtt_url(url: str) -> MqttTarget:
                       password=unquote(parts.password) if parts.password is not None else None)
 
 
-class MqttTransport(EventTransport):
+class MqttTransport(QueueWorker, EventTransport):
     """Publish events and stats to an MQTT broker (see module doc for topics, delivery and ordering).
 
     Args:
@@ -153,22 +153,18 @@ class MqttTransport(EventTransport):
             if path is not None and not os.path.isfile(path):
                 raise ConfigError(f"MQTT TLS {what}: expected a file, got {path!r} (not found)")
         mqtt = require("paho.mqtt.client", "events", package="paho-mqtt")
+        QueueWorker.__init__(self, queue_size, "drop_oldest", close_timeout_s=close_timeout_s)
         self._mqtt = mqtt
-        self.qos, self.queue_size, self.max_inflight = int(qos), int(queue_size), int(max_inflight)
-        self.close_timeout_s = float(close_timeout_s)
+        self.qos, self.max_inflight = int(qos), int(max_inflight)
         self.prefix = self.target.prefix
         self.availability_topic = f"{self.prefix}/availability"
-        self._cond = threading.Condition()
-        self._queue: Deque[Tuple[str, bytes]] = deque()
         self._outstanding: Dict[int, Tuple[str, bytes]] = {}
         self._early: Dict[int, float] = {}
         self._control: Dict[int, float] = {}
         self._resend_first = False
         self._connected = False
         self._connections = 0
-        self._closing = False
         self._started = False
-        self.sent = self.dropped = self.failed = 0
         self.reconnects = 0
         self._last_drop_log = 0.0
 
@@ -192,7 +188,10 @@ class MqttTransport(EventTransport):
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.keepalive = int(keepalive)
-        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+
+    @property
+    def worker_name(self) -> str:  # type: ignore[override]
+        return f"MQTT {self.target.masked}"
 
     def __repr__(self) -> str:
         return f"MqttTransport({self.target.masked!r})"
@@ -273,7 +272,7 @@ class MqttTransport(EventTransport):
         except (OSError, ValueError) as exc:
             raise SinkError(f"MQTT {self.target.masked}: cannot connect ({mask_credentials(str(exc))})") from exc
         self.client.loop_start()
-        self._sender.start()
+        self.start_worker()
         LOGGER.info("MQTT events to %s (QoS %d, queue %d)", self.target.masked, self.qos, self.queue_size)
 
     def events_topic(self, source_id: str) -> str:
@@ -284,19 +283,15 @@ class MqttTransport(EventTransport):
 
     def send(self, event: Dict[str, Any]) -> None:
         """Queue ``event`` for ``{prefix}/{event["source"]}/events``; never blocks (drops the oldest when full)."""
-        item = (self.events_topic(str(event.get("source", "0"))),
-                json.dumps(event, separators=(",", ":")).encode("utf-8"))
-        with self._cond:
-            if len(self._queue) >= self.queue_size:
-                self._queue.popleft()
-                self.dropped += 1
-                now = time.monotonic()
-                if now - self._last_drop_log > 10.0:
-                    self._last_drop_log = now
-                    LOGGER.warning("MQTT %s: event queue full (%d): dropping the oldest (%d dropped so far)",
-                                   self.target.masked, self.queue_size, self.dropped)
-            self._queue.append(item)
-            self._cond.notify_all()
+        self.put((self.events_topic(str(event.get("source", "0"))),
+                  json.dumps(event, separators=(",", ":")).encode("utf-8")))
+
+    def on_drop(self) -> None:
+        now = time.monotonic()
+        if now - self._last_drop_log > 10.0:
+            self._last_drop_log = now
+            LOGGER.warning("MQTT %s: event queue full (%d): dropping the oldest (%d dropped so far)",
+                           self.target.masked, self.queue_size, self.dropped)
 
     def send_stats(self, source_id: str, stats: Dict[str, Any]) -> None:
         """Publish a stats message now if connected (QoS 0, not queued)."""
@@ -304,53 +299,40 @@ class MqttTransport(EventTransport):
             self._publish(self.stats_topic(source_id), json.dumps(stats, separators=(",", ":")).encode(), qos=0)
 
     def queue_stats(self) -> Dict[str, int]:
-        with self._cond:
-            return {"queued": len(self._queue) + len(self._outstanding), "sent": self.sent,
-                    "dropped": self.dropped, "failed": self.failed, "reconnects": self.reconnects}
+        stats = super().queue_stats()
+        stats["reconnects"] = self.reconnects
+        return stats
 
-    def _can_hand_over(self) -> bool:
-        return (self._connected and bool(self._queue) and not self._resend_first
-                and len(self._outstanding) < self.max_inflight)
+    def ready(self) -> bool:
+        """Hand over only while connected, after paho re-sent what it held, below ``max_inflight``."""
+        return self._connected and not self._resend_first and len(self._outstanding) < self.max_inflight
 
-    def _send_loop(self) -> None:
+    def in_flight(self) -> int:
+        return len(self._outstanding)
+
+    def handle(self, item: Tuple[str, bytes]) -> Optional[bool]:
+        """Publish one event (QoS > 0: counted ``sent`` on its acknowledgement, in ``on_publish``)."""
         mqtt = self._mqtt
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._can_hand_over() or (self._closing and not self._queue), 0.5)
-                if self._closing and not self._queue:
-                    return
-                if not self._can_hand_over():
-                    continue
-                topic, payload = self._queue.popleft()
-            info = self._publish(topic, payload, self.qos, item=(topic, payload) if self.qos else None)
-            with self._cond:
-                if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho's queue is full (should not happen): retry later
-                    self._queue.appendleft((topic, payload))
-                    self._cond.wait(0.05)
-                elif info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                    self.failed += 1
-                    LOGGER.error("MQTT %s: publish failed: %s", self.target.masked, mqtt.error_string(info.rc))
-                elif self.qos == 0:
-                    self.sent += 1
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until every queued event is acknowledged (``True``) or ``timeout`` seconds passed."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._outstanding, timeout)
+        topic, payload = item
+        info = self._publish(topic, payload, self.qos, item=item if self.qos else None)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho's queue is full (should not happen): retry later
+            self.requeue_front(item)
+            self._abort.wait(0.05)
+            return None
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            LOGGER.error("MQTT %s: publish failed: %s", self.target.masked, mqtt.error_string(info.rc))
+            return False
+        return True if self.qos == 0 else None
 
     def close(self) -> None:
         """Flush for up to ``close_timeout_s``, publish ``offline`` (retained), disconnect."""
         if not self._started:
             return
-        delivered = self.flush(self.close_timeout_s)
+        left = self.close_worker(join_s=2.0)
         with self._cond:
-            self._closing = True
-            left = len(self._queue) + len(self._outstanding)
-            if not delivered:
-                self.failed += left
-            self._queue.clear()
-            self._cond.notify_all()
-        self._sender.join(2.0)
+            unacked = len(self._outstanding)
+            self.failed += unacked
+            left += unacked
         if left:
             LOGGER.warning("MQTT %s: %d events not delivered within %.1f s at close", self.target.masked, left,
                            self.close_timeout_s)

@@ -1,18 +1,24 @@
-"""Video sink: annotated H.264 yuv420p mp4 with +faststart (plays in browsers), one file per source."""
+"""Video sink: annotated H.264 yuv420p mp4 with +faststart (plays in browsers), one file per source.
+
+Drawing and encoding run on the sink's own thread (:class:`~edge_detect.sinks.threaded.ThreadedSink`, policy
+``never_drop``: every processed frame is written; a full queue holds the pipeline back like a file source does).
+"""
 from __future__ import annotations
 
 import logging
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 
 from edge_detect._optional import require
 from edge_detect.errors import MissingDependencyError, SinkError
-from edge_detect.sinks.base import VIDEO_SUFFIXES, Result, Sink, StreamInfo, per_source_path, register_sink
+from edge_detect.sinks.base import VIDEO_SUFFIXES, Result, StreamInfo, per_source_path, register_sink
+from edge_detect.sinks.threaded import ThreadedSink
+from edge_detect.types import RunContext
 
 __all__ = ["VideoSink"]
 
@@ -97,7 +103,7 @@ def _libx264_available() -> bool:
         return False
 
 
-class VideoSink(Sink):
+class VideoSink(ThreadedSink):
     """Annotated video file, one frame per processed frame (so its frame count equals ``processed``).
 
     With several sources, one file per source: ``out.mp4`` -> ``out_<source_id>.mp4``.
@@ -111,12 +117,17 @@ class VideoSink(Sink):
         crf, preset: libx264 quality / speed.
         threads: encoder threads (1 keeps cores free for inference).
         annotate: draw detections (``False`` writes the raw frames).
+        queue_size: frames waiting for the encoder at most (then ``write`` waits: files never drop).
     """
 
     name = "video"
+    default_policy = "never_drop"
+    default_queue_size = 8
 
     def __init__(self, path: Union[str, os.PathLike], fps: Optional[float] = None, crf: int = 23,
-                 preset: str = "veryfast", threads: int = 1, annotate: bool = True) -> None:
+                 preset: str = "veryfast", threads: int = 1, annotate: bool = True,
+                 queue_size: Optional[int] = None) -> None:
+        super().__init__(queue_size=queue_size)
         self.path = Path(path)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
             raise SinkError(f"video sink {self.path}: expected a suffix in {VIDEO_SUFFIXES}, got "
@@ -134,10 +145,10 @@ class VideoSink(Sink):
         self._origin: Dict[str, float] = {}  # per source: the first frame's time (pts or capture time), ms
         self.paths: Dict[str, Path] = {}
 
-    def start(self, streams: Sequence[StreamInfo]) -> None:
-        self._streams = {s.source_id: s for s in streams}
-        for s in streams:
-            self.paths[s.source_id] = self.path if len(streams) <= 1 else \
+    def open(self, context: RunContext) -> None:
+        self._streams = {s.source_id: s for s in context}
+        for s in context:
+            self.paths[s.source_id] = self.path if len(context) <= 1 else \
                 per_source_path(self.path, s.source_id)
 
     def _open(self, source_id: str, image: np.ndarray) -> Any:
@@ -156,9 +167,11 @@ class VideoSink(Sink):
                     "libx264 yuv420p" if self._use_av else "cv2.VideoWriter")
         return writer
 
-    def write(self, result: Result) -> None:
-        if result.final:  # end-of-source events only: no new image
-            return
+    def prepare(self, result: Result) -> Optional[Result]:
+        return None if result.final else result  # end-of-source events only: no new image
+
+    def handle(self, result: Result) -> bool:
+        """Draw (unless ``annotate=False``) and encode one frame, on the sink's thread."""
         image = result.annotated if self.annotate else result.frame.image
         sid = result.frame.source_id
         writer = self._writers.get(sid)
@@ -167,6 +180,7 @@ class VideoSink(Sink):
         if image.shape[1] < writer.w or image.shape[0] < writer.h:
             image = cv2.resize(image, (writer.w, writer.h))
         writer.write(image, self._time_ms(result, writer))
+        return True
 
     def _time_ms(self, result: Result, writer: Any) -> float:
         """When this frame is shown, in ms after the source's first written frame (see ``fps`` in the class doc)."""
@@ -187,7 +201,7 @@ class VideoSink(Sink):
         """Frames written per source id."""
         return {sid: w.frames for sid, w in self._writers.items()}
 
-    def close(self) -> None:
+    def finalize(self) -> None:
         """Finalize every file; raises :class:`SinkError` naming the ones that failed (after trying all)."""
         failed = []
         for sid, writer in self._writers.items():

@@ -4,9 +4,10 @@
 masked in logs). One request per event, ``Content-Type: application/json``, body = the event (the same JSON
 as on MQTT, see :mod:`edge_detect.sinks.events`), in ``seq`` order.
 
-* :meth:`WebhookTransport.send` appends to a bounded queue of ``queue_size`` waiting events (full: the oldest
-  waiting one is dropped and counted) and returns at once; a sender thread takes one event at a time out of
-  the queue and POSTs it.
+* :meth:`WebhookTransport.send` puts the event in the bounded queue of its
+  :class:`~edge_detect.sinks.threaded.QueueWorker` (``queue_size`` waiting events, policy ``drop_oldest``: full,
+  the oldest waiting one is dropped and counted) and returns at once; the worker thread takes one event at a
+  time out of the queue and POSTs it.
 * A 2xx answer delivers the event. A connection error, a timeout, 408, 429 or 5xx is retried with
   exponential backoff (``backoff_initial_s`` doubling up to ``backoff_max_s``) up to ``retries`` times; the
   event is then given up (``failed``). Other 4xx answers are not retried (``failed``). The event at the head
@@ -17,17 +18,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import urllib.error
 import urllib.request
-from collections import deque
-from typing import Any, Deque, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from edge_detect.errors import ConfigError
 from edge_detect.sinks.base import StreamInfo, register_sink
 from edge_detect.sinks.events import EventsSink, EventTransport
-from edge_detect.stream.sources import mask_credentials
+from edge_detect.sinks.threaded import QueueWorker
+from edge_detect.urls import mask_credentials
 
 __all__ = ["WebhookTransport"]
 
@@ -35,7 +35,7 @@ LOGGER = logging.getLogger(__name__)
 _RETRY_STATUS = (408, 429)
 
 
-class WebhookTransport(EventTransport):
+class WebhookTransport(QueueWorker, EventTransport):
     """POST events to ``url`` from a background thread (see module doc).
 
     Args:
@@ -72,17 +72,15 @@ class WebhookTransport(EventTransport):
             self.headers["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
             parts = parts._replace(netloc=netloc)
         self._url = urlunsplit(parts)
+        QueueWorker.__init__(self, queue_size, "drop_oldest", close_timeout_s=close_timeout_s)
         self.timeout_s, self.retries = float(timeout_s), int(retries)
         self.backoff_initial_s, self.backoff_max_s = float(backoff_initial_s), float(backoff_max_s)
-        self.queue_size, self.close_timeout_s = int(queue_size), float(close_timeout_s)
-        self._cond = threading.Condition()
-        self._queue: Deque[bytes] = deque()
-        self._busy = False
-        self._closing = False
-        self._abort = threading.Event()
-        self.sent = self.dropped = self.failed = self.attempts = 0
-        self._thread = threading.Thread(target=self._loop, name="webhook-sender", daemon=True)
+        self.attempts = 0
         self._started = False
+
+    @property
+    def worker_name(self) -> str:  # type: ignore[override]
+        return f"webhook {self.masked}"
 
     def __repr__(self) -> str:
         return f"WebhookTransport({self.masked!r})"
@@ -90,25 +88,12 @@ class WebhookTransport(EventTransport):
     def start(self, streams: Sequence[StreamInfo] = ()) -> None:
         if not self._started:
             self._started = True
-            self._thread.start()
+            self.start_worker()
             LOGGER.info("webhook events to %s", self.masked)
 
     def send(self, event: Dict[str, Any]) -> None:
         """Queue one event; never blocks (drops the oldest when full)."""
-        body = json.dumps(event, separators=(",", ":")).encode("utf-8")
-        with self._cond:
-            if len(self._queue) >= self.queue_size:
-                self._queue.popleft()
-                self.dropped += 1
-                if self.dropped == 1 or self.dropped % 100 == 0:
-                    LOGGER.warning("webhook %s: queue full (%d): dropping the oldest event (%d dropped)",
-                                   self.masked, self.queue_size, self.dropped)
-            self._queue.append(body)
-            self._cond.notify_all()
-
-    def queue_stats(self) -> Dict[str, int]:
-        with self._cond:
-            return {"queued": len(self._queue) + int(self._busy), "sent": self.sent, "dropped": self.dropped, "failed": self.failed}
+        self.put(json.dumps(event, separators=(",", ":")).encode("utf-8"))
 
     def _post(self, body: bytes) -> Optional[str]:
         """One POST; ``None`` when delivered, else the reason; raises ``_Permanent`` for non-retryable answers."""
@@ -125,59 +110,33 @@ class WebhookTransport(EventTransport):
         except (urllib.error.URLError, OSError) as exc:  # refused, reset, timeout (socket.timeout is OSError)
             return mask_credentials(str(getattr(exc, "reason", exc)))
 
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._queue or self._closing)
-                if not self._queue:
-                    return
-                body = self._queue.popleft()  # in flight: no longer subject to drop-oldest
-                self._busy = True
-            delivered, delay = False, self.backoff_initial_s
-            for attempt in range(self.retries + 1):
-                try:
-                    reason = self._post(body)
-                except _Permanent as exc:
-                    LOGGER.error("webhook %s: event rejected (%s), not retried", self.masked, exc)
-                    break
-                if reason is None:
-                    delivered = True
-                    break
-                if attempt == self.retries or self._abort.is_set():
-                    LOGGER.error("webhook %s: giving up an event after %d attempts (%s)", self.masked,
-                                 attempt + 1, reason)
-                    break
-                LOGGER.warning("webhook %s: %s; retry %d/%d in %.1f s", self.masked, reason, attempt + 1,
-                               self.retries, delay)
-                if self._abort.wait(delay):
-                    break
-                delay = min(max(delay * 2, 0.05), self.backoff_max_s)
-            with self._cond:
-                if delivered:
-                    self.sent += 1
-                else:
-                    self.failed += 1
-                self._busy = False
-                self._cond.notify_all()
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until the queue is empty and no request is running (``True``) or ``timeout`` passed."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+    def handle(self, body: bytes) -> bool:
+        """POST one event, retrying with backoff (see module doc); ``True`` when delivered."""
+        delay = self.backoff_initial_s
+        for attempt in range(self.retries + 1):
+            try:
+                reason = self._post(body)
+            except _Permanent as exc:
+                LOGGER.error("webhook %s: event rejected (%s), not retried", self.masked, exc)
+                return False
+            if reason is None:
+                return True
+            if attempt == self.retries or self._abort.is_set():
+                LOGGER.error("webhook %s: giving up an event after %d attempts (%s)", self.masked, attempt + 1,
+                             reason)
+                return False
+            LOGGER.warning("webhook %s: %s; retry %d/%d in %.1f s", self.masked, reason, attempt + 1, self.retries,
+                           delay)
+            if self._abort.wait(delay):
+                return False
+            delay = min(max(delay * 2, 0.05), self.backoff_max_s)
+        return False
 
     def close(self) -> None:
         """Deliver for up to ``close_timeout_s``, then stop (undelivered events counted as ``failed``)."""
         if not self._started:
             return
-        self.flush(self.close_timeout_s)
-        with self._cond:
-            self._closing = True
-            left = len(self._queue)
-            self.failed += left  # the request running now (if any) finishes or gives up and is counted there
-            self._queue.clear()
-            self._cond.notify_all()
-        self._abort.set()
-        self._thread.join(self.timeout_s + 1.0)
+        left = self.close_worker(join_s=self.timeout_s + 1.0)
         if left:
             LOGGER.warning("webhook %s: %d events not delivered within %.1f s at close", self.masked, left,
                            self.close_timeout_s)

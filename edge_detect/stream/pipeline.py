@@ -1,599 +1,382 @@
-"""The capture -> detect -> sinks loop, with its stages overlapped in threads.
+"""The capture -> detect -> processors -> bus -> sinks loop, its stages overlapped in threads; a thin composition of
+:class:`~edge_detect.stream.batcher.Batcher`, :class:`~edge_detect.stream.inflight.InFlight` and
+:class:`~edge_detect.stream.runstats.RunStats`.
 
 Threads and queues::
 
     capture thread per source ──(Source queue: live keeps newest / files block)──┐
                                                                                   v
-    "preprocess" thread: gather up to `batch` frames (round robin over the sources, bounded wait)
-                         -> Detector.preprocess (letterbox, normalize, pad a static batch)
-                                                                                  │ queue of 1 (a list of frames)
+    "preprocess" thread: Batcher.gather (round robin, bounded wait) -> gate hook -> DetectorLike.preprocess
+                                                                                  │ Handover of 1 batch
                                                                                   v
-    "infer" thread:   Detector.infer on the whole batch (the only thread that touches the backend)
-                                                                                  │ bounded queue (queue_size)
+    "infer" thread:   InFlight.submit: DetectorLike.infer (or infer_async, up to max_in_flight at once)
+                                                                                  │ Handover (queue_size)
                                                                                   v
-    calling thread:   Detector.postprocess -> per frame: processors (per-source chain) -> sinks (annotate once,
-                      write each), frames in the order they were gathered
+    calling thread:   InFlight.collect -> postprocess -> per frame: processors (per-source chain) -> publish the
+                      Result on the bus (Counts first) -> sinks; runtime changes applied between two batches
 
-Decoding, inference and postprocessing+sinks run at the same time (OpenCV, ONNX Runtime and TensorRT release
-the GIL), so the end-to-end rate approaches the slowest stage, normally inference. Sinks run in the calling
-thread because GUI toolkits want the main thread.
+Decoding, inference and postprocessing+sinks run at the same time (OpenCV, ONNX Runtime and TensorRT release the
+GIL), so the end-to-end rate approaches the slowest stage, normally inference. Sinks are called on the calling
+thread (GUI toolkits want the main thread); those that do I/O queue it to their own thread
+(:class:`~edge_detect.sinks.threaded.ThreadedSink`).
 
-Each :class:`~edge_detect.types.Frame` carries its capture time and the durations of the stages
-``decode``, ``preprocess``, ``inference``, ``postprocess``, ``processors`` and ``sinks`` (milliseconds; with
-batching, the preprocess / inference / postprocess time of the frame's whole batch). Glass-to-glass latency is
-``time when the last sink returned - capture_time``.
+Each :class:`~edge_detect.types.Frame` carries its capture time and the durations of the stages ``decode``,
+``preprocess``, ``inference``, ``postprocess``, ``processors`` and ``sinks`` (ms; with batching, the preprocess /
+inference / postprocess time of the frame's whole batch). Glass-to-glass latency is ``time when the last sink
+returned - capture_time``. Gathering, the gate hook and input buffers: :mod:`~edge_detect.stream.batcher`;
+hand-overs, live newest-only drops and asynchronous inference: :mod:`~edge_detect.stream.inflight`; the figures
+and the one definition of ``dropped``: :mod:`~edge_detect.stream.runstats`. A batch whose inference raises
+:class:`~edge_detect.errors.TransientBackendError` is dropped (``dropped_backend``) and the run goes on.
 
-Batching (``batch=N``): the preprocess thread takes frames from the sources in round robin (several from one source
-when it has them queued, in order) until it holds ``N`` frames or ``batch_wait_s`` has passed since it took the
-first one (default: one frame interval of the fastest source, 5..100 ms), then runs one backend call on them: a
-stalled or slow source never holds the others for longer than that. A model with a static batch size ``B`` always
-gets batches of ``B`` (``N`` is taken from the model; partial batches are padded by the detector); a dynamic-batch
-model gets any ``1..N``. With a dynamic-shape model letterboxing to the minimum rectangle, a batch only holds frames
-of one image size (a frame of another size waits for the next batch), so each frame is letterboxed exactly as it
-would be alone. Results are per frame as with ``batch=1``; frame order within a source is preserved, and
-each source keeps its own processor chain, so per-source outputs stay separate.
+Processors run per source: one chain of :meth:`~edge_detect.stream.processors.Processor.clone` copies per source,
+so state never mixes between cameras. Each chain's optional ``finish(last_frame)`` is called once its source has
+ended and all its frames went through (the others go on), else at the end of the run; its events reach the bus
+and the sinks in one end-of-source :class:`~edge_detect.types.Result` (``final=True``). Counts come from the bus
+(:class:`~edge_detect.events.Counts`); other processor ``summary()`` figures are merged into the run summary, per
+source under ``sources[id]`` and summed at the top level.
 
-With a dynamic-shape model the :class:`~edge_detect.detector.Detector` letterboxes to the minimum rectangle of
-the stream's aspect ratio (e.g. 640x384 for 16:9) instead of a padded square.
-
-Processors (trackers, line / zone counters; :mod:`edge_detect.stream.processors`) run per source: the pipeline
-keeps one chain of :meth:`~edge_detect.stream.processors.Processor.clone` copies per source, so state never mixes
-between cameras. Each chain's optional ``finish(last_frame)`` is called once its source has ended and all its frames
-went through the sinks (the other sources go on), else at the end of the run; events it returns reach the sinks
-in one end-of-source :class:`~edge_detect.types.Result` (``final=True``). Each processor's
-``summary()`` is merged into the run summary, per source under ``sources[id]`` and summed over sources at the top
-level (e.g. ``"lines": {...}``).
-
-Live sources wait in no queue: when every source is live (cameras, streams, or ``live=True``), each hand-over
-between the threads (preprocess -> infer, infer -> sinks) keeps only the newest batch: a batch still waiting when a
-newer one is ready is dropped and counted (``dropped_in_pipeline`` per source, included in ``dropped``), so a frame's
-glass-to-glass time stays close to the sum of the stage times. Files (or a mix) keep the no-drop back-pressure.
-
-Input buffers: with a :class:`~edge_detect.detector.Detector` the preprocess thread letterboxes straight into a
-small ring of preallocated input batches (one ring per input shape), sized so that a buffer is never refilled
-while a queued or running inference still reads it.
-
-Frames in flight: when the detector's backend has several asynchronous infer requests
-(:attr:`~edge_detect.detector.Detector.max_in_flight`, e.g. OpenVINO with ``hint="throughput"``), the infer thread
-starts each batch with ``infer_async`` and hands its handle on at once; the sinks stage waits for the outputs,
-postprocesses and releases the request, so up to that many batches infer at the same time (the ``inference``
-time is then submit -> outputs ready).
-
-CPU cost: each stage thread measures its own CPU time (``time.thread_time``) and the capture threads theirs for
-decoding; :attr:`RunSummary.cpu_ms_per_frame` gives them per processed frame, with ``inference`` = the process
-CPU time (``time.process_time``) left after the other stages (the inference runtime's worker threads).
+Runtime changes (:meth:`Pipeline.apply`, used by :class:`~edge_detect.app.App`): adding / removing / pausing a
+source, replacing a source's chain, installing a gate, adding / removing a sink run on the calling thread between
+two batches, so a batch never sees half a change.
 
 Stopping: sources exhausted, ``max_frames`` processed, ``duration`` seconds elapsed, a sink asking to stop
-(display q / Esc), or ``stop_event`` set (the CLI sets it from SIGINT / SIGTERM handlers). Frames already in
-flight are finished, then every sink is closed (video files finalized) and every source released, also when
-an exception escapes.
+(display q / Esc), :meth:`Pipeline.stop`, or ``stop_event`` set. Frames already in flight are finished, then every
+sink is closed (video files finalized) and every source released, also when an exception escapes.
 """
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Union
+from concurrent.futures import Future
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+from edge_detect.detector import as_detector_like
 from edge_detect.errors import ConfigError, ModelError
-from edge_detect.sinks.base import Sink, StreamInfo
-from edge_detect.sinks.events import arrange_sinks
-from edge_detect.stats import RateMeter, StageTimer, nan_to_none, percentiles
-from edge_detect.stream.sources import Source
-from edge_detect.types import Detections, Frame, Result
+from edge_detect.events import EventBus, merge_counts
+from edge_detect.stream.batcher import Batch, Batcher, Gate
+from edge_detect.stream.chains import Chains
+from edge_detect.stream.inflight import END, Handover, InFlight
+from edge_detect.stream.outputs import Outputs
+from edge_detect.stream.runstats import STAGES, RunStats, RunSummary
+from edge_detect.stream.sources import Source, rename_duplicate_ids
+from edge_detect.types import Detections, Frame, Result, RunContext, Sink, StreamInfo
 
 __all__ = ["Pipeline", "RunSummary", "STAGES", "merge_summaries"]
 
 LOGGER = logging.getLogger(__name__)
 
-STAGES = ("decode", "preprocess", "inference", "postprocess", "processors", "sinks")
-_END = object()
+merge_summaries = merge_counts  # processor summaries merge like counts: numbers added, dicts merged
 
 
-@dataclass
-class RunSummary:
-    """What a run did. Times in milliseconds unless the name says ``_s``.
-
-    Attributes:
-        frames_read: frames decoded by all sources (including those later dropped).
-        processed: frames that went through every stage and every sink.
-        dropped: stale frames discarded by live sources (consumer slower than the source).
-        corrupt: frames that failed to decode and were skipped.
-        reconnects: successful reconnections of network streams / cameras.
-        fps: ``processed / (last sink done - first frame taken)``.
-        duration_s: wall time of :meth:`Pipeline.run`.
-        stages: ``{stage: {"mean_ms", "p95_ms"}}`` for :data:`STAGES`.
-        latency_ms: glass-to-glass ``{"p50", "p95", "p99"}`` (capture -> last sink done).
-        sources: per source id: ``uri`` (credentials masked), ``kind``, ``live``, ``read``, ``processed``,
-            ``dropped``, ``corrupt``, ``empty`` (repeat-frame packets skipped), ``reconnects``,
-            ``expected_frames`` (container count or ``None``). Processor summaries of the source are merged in
-            (e.g. ``"lines"``).
-        stopped_by: ``"end"``, ``"max_frames"``, ``"duration"``, ``"sink"`` (a sink asked to stop: the display's
-            q / Esc), ``"sink_error"`` (a sink failed), ``"interrupt"``, ``"error"``, or when ``stop_event`` was set:
-            its ``reason`` attribute if it has one (the CLI sets ``"SIGINT"`` / ``"SIGTERM"``), else
-            ``"stop_event"``.
-        sink_errors: one line per sink that failed to write or to finalize (``"<sink>: <message>"``); the run
-            stops at the first write failure, every other sink is still finalized.
-        batch: ``{"size": N, "calls": backend calls, "mean_frames": real frames per call}``.
-        cpu_ms_per_frame: CPU milliseconds per processed frame for ``decode``, ``preprocess``, ``inference``,
-            ``postprocess``, ``processors``, ``sinks`` and ``total`` (process CPU time / processed; module doc).
-        extra: processor summaries summed over sources (numbers added, dicts merged), merged into
-            :meth:`to_dict` at the top level (e.g. ``{"lines": {...}, "zones": {...}}``).
-    """
-
-    frames_read: int = 0
-    processed: int = 0
-    dropped: int = 0
-    corrupt: int = 0
-    reconnects: int = 0
-    fps: float = 0.0
-    duration_s: float = 0.0
-    stages: Dict[str, Dict[str, float]] = field(default_factory=dict)
-    latency_ms: Dict[str, float] = field(default_factory=dict)
-    sources: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    stopped_by: str = "end"
-    batch: Dict[str, Any] = field(default_factory=dict)
-    sink_errors: List[str] = field(default_factory=list)
-    cpu_ms_per_frame: Dict[str, float] = field(default_factory=dict)
-    extra: Dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready dict (``nan`` -> ``None``); :attr:`extra` keys at the top level."""
-        out = asdict(self)
-        extra = out.pop("extra")
-        for key, value in extra.items():
-            out.setdefault(key, value)
-        return nan_to_none(out)
-
-    def format(self) -> str:
-        """Multi-line human-readable summary (``-`` where nothing was measured, never ``nan``)."""
-        lines = [
-            f"run summary ({self.stopped_by}): read {self.frames_read}, processed {self.processed}, "
-            f"dropped {self.dropped}, corrupt {self.corrupt}, reconnects {self.reconnects}, "
-            f"{self.fps:.1f} FPS over {self.duration_s:.1f} s",
-            "  stages (mean / p95 ms): " + ", ".join(
-                f"{k} {_num(v['mean_ms'])}/{_num(v['p95_ms'])}" for k, v in self.stages.items()),
-            "  latency ms: " + ", ".join(f"{k} {_num(v)}" for k, v in self.latency_ms.items()),
-        ]
-        if self.cpu_ms_per_frame:
-            lines.append("  CPU ms per frame: " + ", ".join(f"{k} {_num(v)}" for k, v in self.cpu_ms_per_frame.items()))
-        lines += [f"  sink failed: {e}" for e in self.sink_errors]
-        for sid, s in self.sources.items():
-            exp = f" of {s['expected_frames']}" if s.get("expected_frames") else ""
-            lines.append(f"  {sid} [{s['uri']}]: read {s['read']}{exp}, processed {s['processed']}, dropped "
-                         f"{s['dropped']}, corrupt {s['corrupt']}, reconnects {s['reconnects']}")
-        for name, c in (self.extra.get("lines") or {}).items():
-            lines.append(f"  line {name}: in {c.get('in', 0)}, out {c.get('out', 0)}")
-        for name, c in (self.extra.get("zones") or {}).items():
-            lines.append(f"  zone {name}: entered {c.get('entered', 0)}, exited {c.get('exited', 0)}, occupancy "
-                         f"{c.get('occupancy', 0)} (max {c.get('max_occupancy', 0)})")
-        return "\n".join(lines)
-
-
-def _num(value: Optional[float]) -> str:
-    """``12.3``, or ``-`` for a figure that was not measured (``None`` / ``nan``)."""
-    return "-" if value is None or math.isnan(value) else f"{value:.1f}"
-
-
-def _unique_ids(sources: Sequence[Source]) -> None:
-    seen: Dict[str, int] = {}
-    for src in sources:
-        base = src.source_id
-        if base in seen:
-            seen[base] += 1
-            src.rename(f"{base}-{seen[base]}")
-        else:
-            seen[base] = 0
-
-
-def _effective_batch(detector: Any, requested: int) -> int:
-    """The batch the pipeline gathers: a static-batch model's own size, else ``requested``."""
-    spec = getattr(getattr(detector, "backend", None), "input_spec", None)
-    static = int(getattr(spec, "batch", -1) or -1) if spec is not None else -1
-    if static > 0:
-        if requested not in (1, static):
-            LOGGER.warning("batch: the model has a static batch of %d, got %d; using %d (export with --dynamic "
-                           "for other sizes)", static, requested, static)
-        return static
-    return requested
-
-
-def merge_summaries(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Sum processor summaries: numbers are added, dicts merged recursively, other values: the last one wins."""
-    out: Dict[str, Any] = {}
-    for part in parts:
-        for key, value in part.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge_summaries([out[key], value])
-            elif isinstance(value, (int, float)) and not isinstance(value, bool) \
-                    and isinstance(out.get(key), (int, float)) and not isinstance(out.get(key), bool):
-                out[key] = out[key] + value
-            else:
-                out[key] = dict(value) if isinstance(value, dict) else value
-    return out
-
-
-@dataclass
-class _Pending:
-    """An asynchronous inference handed to the sinks stage: ``handle.wait()`` / ``release()``, started at ``t0``."""
-
-    handle: Any
-    t0: float
+def _check(sources: Sequence[Any], sinks: Sequence[Any], procs: Sequence[Any], max_frames: Optional[int],
+           duration: Optional[float], queue_size: int) -> None:
+    checks = [(max_frames is None or max_frames >= 1, "max_frames", ">= 1", max_frames),
+              (duration is None or duration > 0, "duration", "> 0 seconds", duration),
+              (queue_size >= 1, "queue_size", ">= 1", queue_size)]
+    for ok, name, expected, actual in checks:
+        if not ok:
+            raise ConfigError(f"{name}: expected {expected}, got {actual}")
+    if not sources:
+        raise ConfigError("sources: expected at least one source, got none")
+    for s in sources:
+        if not isinstance(s, Source):
+            raise ConfigError(f"sources: expected opened Source objects (open_source(uri)), got {s!r}")
+    for s in sinks:
+        if not isinstance(s, Sink):
+            raise ConfigError(f"sinks: expected opened Sink objects (open_sink(spec)), got {s!r}")
+    for p in procs:
+        if not (callable(getattr(p, "update", None)) and callable(getattr(p, "clone", None))):
+            raise ConfigError(f"processors: expected objects with update(detections, frame) and clone(), got {p!r}")
 
 
 class Pipeline:
-    """Run a detector over sources into sinks with overlapped stages (see module doc).
+    """Run a detector over sources into the bus and the sinks with overlapped stages (see module doc).
 
     Args:
         sources: opened :class:`Source` objects (:func:`~edge_detect.stream.sources.open_source`), or one.
-        detector: a :class:`~edge_detect.detector.Detector` or any object with ``preprocess(images) ->
-            (batch, infos)``, ``infer(batch) -> outputs``, ``postprocess(outputs, infos) -> [Detections]``
-            and ``names``.
-        sinks: opened :class:`Sink` objects (:func:`~edge_detect.sinks.open_sink`).
-        processors: :class:`~edge_detect.stream.processors.Processor` objects, run in this order; each source
-            gets its own chain of clones (the objects passed are not used themselves).
+        detector: a :class:`~edge_detect.detector.DetectorLike` (a :class:`~edge_detect.detector.Detector`), or
+            any object with ``names``, ``preprocess(images)``, ``infer(batch)`` and ``postprocess(outputs, infos)``
+            (:func:`~edge_detect.detector.as_detector_like`).
+        sinks: opened :class:`Sink` objects (:func:`~edge_detect.sinks.open_sink`), called in this order.
+        processors: :class:`~edge_detect.stream.processors.Processor` prototypes, run in this order; each source
+            gets its own chain of clones.
         tracker: shorthand for a tracker processor put first in ``processors``.
-        max_frames: stop after this many processed frames (all sources together).
-        duration: stop after this many seconds.
+        max_frames, duration: stop after this many processed frames (all sources) / seconds.
         progress: tqdm bar when every source is a file with a known length, else a periodic stats log line.
-        stop_event: set it (from another thread or a signal handler) to stop cleanly.
+        stop_event: set it (from another thread or a signal handler) to stop cleanly (its ``reason`` attribute,
+            if any, becomes ``stopped_by``); or call :meth:`stop`.
         queue_size: batches in flight between the inference and the sinks stage.
-        stats_interval_s: period of the stats log line for live sources.
-        batch: frames per backend call, gathered across sources (see module doc); a static-batch model uses its
-            own batch size instead.
-        batch_wait_s: longest wait for more frames once a batch has its first one (``None``: one frame interval
-            of the fastest source with a known rate, clamped to 5..100 ms; 40 ms when no rate is known).
+        stats_interval_s: period of the stats log line.
+        batch, batch_wait_s: frames per backend call and the gathering wait (:mod:`~edge_detect.stream.batcher`).
+        bus: the :class:`~edge_detect.events.EventBus` to publish on (default: a new one; an App passes its own so
+            counts carry on across pipelines).
+        gates: ``{source_id: gate}`` pre-inference gates (:meth:`~edge_detect.stream.batcher.Batcher.set_gate`).
 
     ``run()`` consumes the sources and sinks: it closes all of them before returning.
     """
 
     def __init__(self, sources: Union[Source, Sequence[Source]], detector: Any, sinks: Sequence[Sink] = (),
                  processors: Sequence[Any] = (), tracker: Any = None, max_frames: Optional[int] = None,
-                 duration: Optional[float] = None,
-                 progress: bool = True, stop_event: Optional[threading.Event] = None, queue_size: int = 2,
-                 stats_interval_s: float = 10.0, batch: int = 1, batch_wait_s: Optional[float] = None) -> None:
-        if max_frames is not None and max_frames < 1:
-            raise ConfigError(f"max_frames: expected >= 1, got {max_frames}")
-        if duration is not None and duration <= 0:
-            raise ConfigError(f"duration: expected > 0 seconds, got {duration}")
-        if queue_size < 1:
-            raise ConfigError(f"queue_size: expected >= 1, got {queue_size}")
-        if int(batch) < 1:
-            raise ConfigError(f"batch: expected >= 1, got {batch}")
-        if batch_wait_s is not None and batch_wait_s < 0:
-            raise ConfigError(f"batch_wait_s: expected >= 0 seconds, got {batch_wait_s}")
+                 duration: Optional[float] = None, progress: bool = True, stop_event: Optional[threading.Event] = None,
+                 queue_size: int = 2, stats_interval_s: float = 10.0, batch: int = 1,
+                 batch_wait_s: Optional[float] = None, bus: Optional[EventBus] = None,
+                 gates: Optional[Dict[str, Gate]] = None) -> None:
         srcs = [sources] if isinstance(sources, Source) else list(sources)
-        if not srcs:
-            raise ConfigError("sources: expected at least one source, got none")
-        for s in srcs:
-            if not isinstance(s, Source):
-                raise ConfigError(f"sources: expected opened Source objects (open_source(uri)), got {s!r}")
-        for s in sinks:
-            if not isinstance(s, Sink):
-                raise ConfigError(f"sinks: expected opened Sink objects (open_sink(spec)), got {s!r}")
         procs = ([tracker] if tracker is not None else []) + list(processors)
-        for p in procs:
-            if not (callable(getattr(p, "update", None)) and callable(getattr(p, "clone", None))):
-                raise ConfigError(f"processors: expected objects with update(detections, frame) and clone(), "
-                                  f"got {p!r}")
-        self.sources: List[Source] = list(srcs)
-        _unique_ids(self.sources)
-        # event sinks (mqtt, webhook, snapshots) merged into one, the metrics sink last; attach(pipeline) lets a
-        # sink read the sources' counters (edge_detect.sinks.events / .metrics)
-        self.sinks: List[Sink] = arrange_sinks(list(sinks))
-        for sink in self.sinks:
-            attach = getattr(sink, "attach", None)
-            if attach is not None:
-                attach(self)
+        _check(srcs, sinks, procs, max_frames, duration, queue_size)
+        rename_duplicate_ids(srcs)
         self.detector = detector
-        self.names = tuple(getattr(detector, "names", ()) or ())
+        self._det = as_detector_like(detector)
+        self.names = tuple(self._det.names)
+        self.outputs = Outputs(sinks, self.stop)
+        self.bus = bus if bus is not None else EventBus()
         self.processors = procs
-        self._chains: Dict[str, List[Any]] = {s.source_id: [p.clone() for p in procs] for s in self.sources}
-        self.batch = _effective_batch(detector, int(batch))
-        rates = [s.fps for s in self.sources if s.fps]
-        self.batch_wait_s = float(batch_wait_s) if batch_wait_s is not None else \
-            (min(max(1.0 / max(rates), 0.005), 0.1) if rates else 0.04)
-        self.batch_sizes: List[int] = []
-        # minimum-rectangle letterboxing (dynamic-shape models) sizes a batch after its largest image: batch only
-        # frames of one shape so that every frame is letterboxed exactly as it would be alone
-        self._same_shape = bool(getattr(detector, "dynamic_hw", False) and getattr(detector, "auto", False))
-        self._pending: Dict[int, Frame] = {}  # source index -> a frame held for the next batch (other shape)
-        self._take_lock = threading.Lock()
-        self._taken = [0] * len(self.sources)  # frames taken from each source by the preprocess thread
-        self._finished: set = set()  # source ids whose processor chains have been finished
+        self._abort = threading.Event()  # consumers gone: producers stop waiting for room in the queues
+        self._halt = threading.Event()
+        self._notify = threading.Event()
+        self.stats = RunStats(with_processors=bool(procs))
+        self.batcher = Batcher(srcs, self._det, batch, batch_wait_s, self._det.max_in_flight, self._notify)
+        self.batch = self.batcher.size
+        self.inflight = InFlight(self._det, self._abort)
+        live = all(s.is_live for s in srcs)  # newest-only hand-overs (edge_detect.stream.inflight)
+        self._pre_q = Handover(1, live, self._abort, self._dropped)
+        self._post_q = Handover(queue_size, live, self._abort, self._dropped)
+        self.chains = Chains(procs, self.bus.counts)
+        for src in srcs:
+            self.chains.build(src.source_id)
+        self._retired: Dict[str, Source] = {}  # removed sources whose last frames may still be in flight
+        self._finished: set = set()
         self._last_frame: Dict[str, Frame] = {}
+        for sid, gate in (gates or {}).items():
+            self.batcher.set_gate(sid, gate)
         self.max_frames, self.duration, self.progress = max_frames, duration, progress
         self.stop_event = stop_event or threading.Event()
         self.stats_interval_s = stats_interval_s
-        self.timer = StageTimer(STAGES)
-        self.latencies: List[float] = []
-        # all sources live: newest-only hand-overs (module doc), so one waiting batch at most between stages
-        self._live = all(s.is_live for s in self.sources)
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=1 if self._live else queue_size)
-        self._pre_queue: "queue.Queue[Any]" = queue.Queue(maxsize=1)
-        self._handover_drops: Dict[str, int] = {s.source_id: 0 for s in self.sources}
-        self._cpu_ms: Dict[str, float] = {k: 0.0 for k in STAGES}
-        self._cpu_lock = threading.Lock()
-        self._rings: Dict[Any, Any] = {}
-        in_flight = getattr(detector, "max_in_flight", 1)
-        self._in_flight = int(in_flight) if isinstance(in_flight, int) else 1
-        self._slots = threading.Semaphore(self._in_flight)
-        self._cpu0: Optional[float] = None
-        self._halt = threading.Event()
-        self._abort = threading.Event()  # consumers gone: producers stop waiting for room in the queues
-        self._notify = threading.Event()
+        self._ops: "queue.Queue[Any]" = queue.Queue()
+        self._running = False
         self._error: Optional[BaseException] = None
         self._stopped_by = "end"
-        self._sink_errors: List[str] = []
-        self._processed: Dict[str, int] = {s.source_id: 0 for s in self.sources}
-        self._t_first: Optional[float] = None
-        self._t_last: Optional[float] = None
         self._ran = False
 
-    # ------------------------------------------------------------------------------------------- infer stage
+    # ------------------------------------------------------------------------------------------- public state
 
-    def _gather(self, start: int, limit: int) -> List[Frame]:
-        """Up to ``limit`` frames, round robin over the sources from ``start`` (see module doc for the wait).
+    @property
+    def sources(self) -> List[Source]:
+        """The sources being read now."""
+        return self.batcher.sources
 
-        Returns an empty list after a short wait when no source has a frame (the caller re-checks the stop
-        conditions).
-        """
-        frames: List[Frame] = []
-        held: set = set()
-        n = len(self.sources)
-        deadline: Optional[float] = None
-        rr = start
-        while len(frames) < limit:
-            self._notify.clear()
-            got = False
-            for k in range(n):
-                if len(frames) >= limit:
-                    break
-                i = (rr + k) % n
-                if i in held:
-                    continue
-                frame = self._pending.pop(i, None)
-                if frame is None:
-                    with self._take_lock:  # read and count together (see _finish_ended_sources)
-                        frame = self.sources[i].read(timeout=0)
-                        if frame is not None:
-                            self._taken[i] += 1
-                if frame is None:
-                    continue
-                if self._same_shape and frames and frame.image.shape != frames[0].image.shape:
-                    self._pending[i] = frame  # next batch; no later frame of this source joins this one
-                    held.add(i)
-                    continue
-                frames.append(frame)
-                got = True
-            rr += 1
-            if len(frames) >= limit or self._halt.is_set():
-                break
-            if got:
-                if deadline is None:
-                    deadline = time.perf_counter() + self.batch_wait_s
-                continue
-            if not frames:
-                self._notify.wait(0.05)
-                break
-            remaining = deadline - time.perf_counter() if deadline is not None else 0.0
-            if remaining <= 0 or all(s.exhausted for s in self.sources):
-                break
-            self._notify.wait(min(remaining, 0.05))
-        return frames
+    @property
+    def sinks(self) -> List[Sink]:
+        """The sinks written now, in order."""
+        return self.outputs.sinks
 
-    def _stop_reason(self) -> str:
-        return str(getattr(self.stop_event, "reason", None) or "stop_event")
+    def context(self) -> RunContext:
+        """The read-only :class:`~edge_detect.types.RunContext` the sinks are started with."""
+        streams = [StreamInfo(s.source_id, s.fps, s.is_live, s.uri, s.kind, s.expected_frames) for s in self.sources]
+        return RunContext(streams, self.names, self.bus, self.stats_snapshot)
 
-    def _stop(self, reason: str) -> None:
+    def stats_snapshot(self) -> Dict[str, Any]:
+        """The run's figures now: per source (:meth:`RunStats.source_figures`), per sink output its counters."""
+        return {"sources": {s.source_id: self.stats.source_figures(s) for s in self.sources},
+                "sinks": self.outputs.counters()}
+
+    def stop(self, reason: str = "stop") -> None:
+        """Stop the run cleanly (frames in flight are finished, outputs finalized); ``reason`` -> ``stopped_by``."""
         if not self._halt.is_set():
             self._stopped_by = reason
             self._halt.set()
 
-    def _preprocess_loop(self, t_start: float) -> None:
-        """Pick frames (round robin), check the stop conditions, letterbox; hand over to the infer thread."""
+    # ------------------------------------------------------------------------------------------- runtime changes
+
+    def apply(self, change: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Run ``change()`` on the pipeline's calling thread between two batches (directly when not running) and
+        return its result (or raise its exception).
+
+        Raises:
+            TimeoutError: the run did not reach a batch boundary within ``timeout`` seconds.
+        """
+        if not self._running or threading.current_thread() is self._runner:
+            return change()
+        done: Future = Future()
+        self._ops.put((change, done))
+        return done.result(timeout)
+
+    def _run_ops(self) -> None:
+        while True:
+            try:
+                change, done = self._ops.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.set_result(change())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller of apply()
+                done.set_exception(exc)
+
+    def add_source(self, source: Source) -> str:
+        """(Between batches) read ``source`` too, with a fresh chain; returns its id (made unique)."""
+        rename_duplicate_ids([source], [s.source_id for s in self.sources] + list(self._retired))
+        self.chains.build(source.source_id)
+        self._finished.discard(source.source_id)
+        self.batcher.add_source(source)
+        return source.source_id
+
+    def remove_source(self, source_id: str) -> None:
+        """(Between batches) stop reading ``source_id`` and close it; frames already taken still go through and
+        its chain is finished once they have."""
+        src = next((s for s in self.sources if s.source_id == source_id), None)
+        if src is None:
+            raise KeyError(source_id)
+        self.stats.dropped("dropped_in_pipeline", self.batcher.remove_source(source_id))
+        src.close()
+        self._retired[source_id] = src
+
+    def update_chain(self, source_id: str, build: Callable[[List[Any]], List[Any]]) -> None:
+        """(Between batches) replace the chain of ``source_id`` by ``build(current_chain)`` (new regions are
+        declared to the counts; counts carry on)."""
+        self.chains.update(source_id, build)
+
+    def add_sink(self, sink: Sink) -> None:
+        """(Between batches) start ``sink`` with the run's context and write to it from the next frame on."""
+        self.outputs.add(sink, self.context())
+
+    def remove_sink(self, sink: Sink) -> None:
+        """(Between batches) stop writing to ``sink`` and close it."""
+        self.outputs.remove(sink)
+
+    # ------------------------------------------------------------------------------------------- chains
+
+    def _finish_ended_sources(self) -> None:
+        """Finish the chain of every source that has ended (or was removed) and whose frames have all gone
+        through."""
+        for src in self.sources + list(self._retired.values()):
+            sid = src.source_id
+            if sid not in self._finished and self.batcher.ended(src, self.stats.settled(sid)):
+                self._finish_chain(sid)
+
+    def _finish_chain(self, sid: str) -> None:
+        """Call the optional ``finish(last_frame)`` of the source's processors; publish and write their events."""
+        self._finished.add(sid)
+        frame = self._last_frame.get(sid)
+        events = self.chains.finish(sid, frame) if frame is not None else []
+        if events:
+            result = Result(frame, Detections.empty(), self.names, 0.0, final=True)
+            result.detections.metadata["events"] = events
+            self.bus.publish(result)
+            self.outputs.write(result)
+
+    # ------------------------------------------------------------------------------------------- stage threads
+
+    def _stop_reason(self) -> str:
+        return str(getattr(self.stop_event, "reason", None) or "stop_event")
+
+    def _check_stop(self, dispatched: int) -> bool:
+        if self.stop_event.is_set():
+            self.stop(self._stop_reason())
+        elif self.max_frames is not None and dispatched >= self.max_frames:
+            self.stop("max_frames")
+        elif self.duration is not None and time.perf_counter() - self.stats.t_start >= self.duration:
+            self.stop("duration")
+        return self._halt.is_set()
+
+    def _preprocess_loop(self) -> None:
+        """Gather (round robin), check the stop conditions, gate and letterbox; hand over to the infer thread."""
         dispatched, rr = 0, 0
-        cap = self.batch
         try:
-            while not self._halt.is_set():
-                if self.stop_event.is_set():
-                    self._stop(self._stop_reason())
-                    break
-                if self.max_frames is not None and dispatched >= self.max_frames:
-                    self._stop("max_frames")
-                    break
-                if self.duration is not None and time.perf_counter() - t_start >= self.duration:
-                    self._stop("duration")
-                    break
+            while not self._check_stop(dispatched):
+                cap = self.batcher.size
                 limit = cap if self.max_frames is None else min(cap, self.max_frames - dispatched)
-                frames = self._gather(rr, limit)
+                frames = self.batcher.gather(rr, limit, self._halt)
                 if not frames:
-                    if not self._pending and all(s.exhausted for s in self.sources):
-                        self._stop("end")
-                        break
+                    if self.batcher.idle_and_exhausted():
+                        self.stop("end")
                     continue
                 rr += 1
-                if self._t_first is None:
-                    self._t_first = time.perf_counter()
-                t0, c0 = time.perf_counter(), time.thread_time()
-                images = [f.image for f in frames]
-                out = self._input_buffer(images)
-                if out is not None:
-                    batch, infos = self.detector.preprocess(images, out=out)
-                else:
-                    batch, infos = self.detector.preprocess(images)
-                ms = (time.perf_counter() - t0) * 1e3
-                self._add_cpu("preprocess", c0)
-                for f in frames:
-                    f.timings["preprocess"] = ms
-                self.batch_sizes.append(len(frames))
-                self._put(self._pre_queue, (frames, batch, infos))
+                self.stats.batch_started(len(frames))
+                c0 = time.thread_time()
+                batch = self.batcher.prepare(frames)
+                self.stats.add_cpu("preprocess", c0)
+                self._pre_q.put(batch)
                 dispatched += len(frames)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             self._error = exc
-            self._stop("error")
+            self.stop("error")
         finally:
-            self._put(self._pre_queue, _END, force=True)
+            self._pre_q.put(END, force=True)
 
     def _infer_loop(self) -> None:
-        """Run the backend on preprocessed frames; the only thread that touches the backend."""
+        """Run the backend on preprocessed batches; the only thread that starts inferences."""
         try:
             while True:
                 try:
-                    item = self._pre_queue.get(timeout=0.1)
+                    batch = self._pre_q.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                if item is _END:
+                if batch is END or not self.inflight.submit(batch):
                     break
-                frames, batch, infos = item
-                t0 = time.perf_counter()
-                if self._in_flight > 1:
-                    # async: several batches infer at once; the sinks stage waits for each (module doc)
-                    while not self._slots.acquire(timeout=0.1):  # at most max_in_flight handles alive
-                        if self._abort.is_set():
-                            return
-                    handle = self.detector.infer_async(batch)
-                    self._put(self._queue, (frames, _Pending(handle, t0), infos))
-                    continue
-                outputs = self.detector.infer(batch)
-                ms = (time.perf_counter() - t0) * 1e3  # CPU: the rest of process time (module doc)
-                for f in frames:
-                    f.timings["inference"] = ms
-                self._put(self._queue, (frames, outputs, infos))
+                self._post_q.put(batch)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             self._error = exc
-            self._stop("error")
+            self.stop("error")
         finally:
-            self._put(self._queue, _END, force=True)
+            self._post_q.put(END, force=True)
 
-    def _add_cpu(self, stage: str, c0: float) -> None:
-        """Add this thread's CPU time since ``c0`` (``time.thread_time()``) to ``stage``."""
-        ms = (time.thread_time() - c0) * 1e3
-        with self._cpu_lock:
-            self._cpu_ms[stage] += ms
+    def _dropped(self, batch: Batch, stale: bool) -> None:
+        """A hand-over dropped ``batch``: release its request; a stale one counts as ``dropped_in_pipeline``."""
+        self.inflight.release(batch)
+        if stale:
+            self.stats.dropped("dropped_in_pipeline", batch.frames)
 
-    def _input_buffer(self, images: Sequence[Any]) -> Any:
-        """The next preallocated input batch for ``images`` (ring per shape), or ``None`` (no buffer support).
+    # ------------------------------------------------------------------------------------------- sinks stage
 
-        A ring holds 4 batches: one being filled, one waiting in the hand-over queue, one being inferred, one
-        spare; with asynchronous inference, one more per request that may be in flight (a batch is read until
-        its handle's ``wait()``, and the infer thread cannot start more than that many).
-        """
-        make = getattr(self.detector, "input_buffer", None)
-        target = getattr(self.detector, "target_hw", None)
-        if make is None or target is None:
-            return None
-        hw = tuple(target(tuple(images[0].shape[:2])))
-        spec = getattr(getattr(self.detector, "backend", None), "input_spec", None)
-        rows = spec.batch if spec is not None and spec.batch > 0 else len(images)
-        key = (hw, rows)
-        ring = self._rings.get(key)
-        if ring is None:  # + the batches that may be inferring asynchronously at once
-            size = 4 + (self._in_flight if self._in_flight > 1 else 0)
-            ring = self._rings[key] = {"buffers": [make(hw, rows) for _ in range(size)], "next": 0}
-        buf = ring["buffers"][ring["next"]]
-        ring["next"] = (ring["next"] + 1) % len(ring["buffers"])
-        return buf
-
-    def _put(self, q: "queue.Queue[Any]", item: Any, force: bool = False) -> None:
-        """Hand ``item`` to the next stage.
-
-        Files: wait while the next stage is busy (frames in flight are never dropped). All sources live: keep only
-        the newest, a batch still waiting in ``q`` is replaced by ``item`` and its frames counted as dropped.
-
-        Only once the consumers are gone (:attr:`_abort`: an error, an interrupt or the end of :meth:`run`) is an
-        item dropped, or, for the end marker (``force``), an item evicted to make room for it.
-        """
-        if self._live and not force:
-            try:
-                q.put_nowait(item)
-                return
-            except queue.Full:
-                try:  # one producer per queue: after this get there is room for the put below
-                    stale = q.get_nowait()
-                except queue.Empty:
-                    stale = None
-                if stale is not None and stale is not _END:
-                    if isinstance(stale[1], _Pending):
-                        stale[1].handle.release()
-                        self._slots.release()
-                    for frame in stale[0]:
-                        self._handover_drops[frame.source_id] = self._handover_drops.get(frame.source_id, 0) + 1
-                q.put_nowait(item)
-                return
-        while True:
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                if not self._abort.is_set():
-                    continue
-                if not force:
-                    return
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    pass
-
-    # ------------------------------------------------------------------------------------------- sink stage
-
-    def _finish(self, item: Any, rate: RateMeter) -> int:
-        """Postprocess one batch, then run each frame through its source's processors and the sinks."""
-        frames, outputs, infos = item
-        pending = outputs if isinstance(outputs, _Pending) else None
-        if pending is not None:
-            outputs = pending.handle.wait()
-            ms = (time.perf_counter() - pending.t0) * 1e3
-            for f in frames:
-                f.timings["inference"] = ms
+    def _finish(self, batch: Batch) -> int:
+        """Postprocess one batch, then run each frame through its chain, the bus and the sinks."""
+        self.inflight.collect(batch)
+        if batch.failed is not None:
+            self.stats.dropped("dropped_backend", batch.frames)
+            return len(batch.frames)
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            dets_list = self.detector.postprocess(outputs, infos)
+            found = self._det.postprocess(batch.outputs, batch.infos) if batch.inferred else []
         finally:
-            if pending is not None:
-                pending.handle.release()
-                self._slots.release()
+            self.inflight.release(batch)
         post_ms = (time.perf_counter() - t0) * 1e3
-        self._add_cpu("postprocess", c0)
-        if len(dets_list) != len(frames):
-            raise ModelError(f"postprocess: expected {len(frames)} detection sets (one per frame of the batch), "
-                             f"got {len(dets_list)}")
-        for frame, dets in zip(frames, dets_list):
-            self._finish_frame(frame, dets, post_ms, rate)
-        return len(frames)
+        self.stats.add_cpu("postprocess", c0)
+        if len(found) != len(batch.inferred):
+            raise ModelError(f"postprocess: expected {len(batch.inferred)} detection sets (one per inferred frame "
+                             f"of the batch), got {len(found)}")
+        per_frame = dict(zip(batch.inferred, found))
+        for i, frame in enumerate(batch.frames):
+            dets = per_frame.get(i)
+            if dets is None:  # gated out: no inference (module doc of edge_detect.stream.batcher)
+                dets = Detections.empty()
+                dets.metadata["inferred"] = False
+                frame.timings.setdefault("inference", 0.0)
+            self._finish_frame(frame, dets, post_ms)
+        return len(batch.frames)
 
-    def _finish_frame(self, frame: Frame, dets: Detections, post_ms: float, rate: RateMeter) -> None:
+    def _finish_frame(self, frame: Frame, dets: Detections, post_ms: float) -> None:
         t1, c1 = time.perf_counter(), time.thread_time()
-        for proc in self._chains.get(frame.source_id, ()):
-            dets = proc.update(dets, frame)
+        dets = self.chains.run(dets, frame)
         t_proc = time.perf_counter()
-        self._add_cpu("processors", c1)
+        self.stats.add_cpu("processors", c1)
         c_proc = time.thread_time()
-        result = Result(frame, dets, self.names, rate.rate)
-        for sink in list(self.sinks):
-            try:
-                sink.write(result)
-            except Exception as exc:  # noqa: BLE001 - one failing output must not lose the others
-                self._sink_failed(sink, exc, "writing")
+        result = Result(frame, dets, self.names, self.stats.rate.rate)
+        self.bus.publish(result)
+        self.outputs.write(result)
         t2 = time.perf_counter()
-        self._add_cpu("sinks", c_proc)
+        self.stats.add_cpu("sinks", c_proc)
         self._last_frame[frame.source_id] = frame
         frame.timings["postprocess"] = post_ms
         if self.processors:
             frame.timings["processors"] = (t_proc - t1) * 1e3
         frame.timings["sinks"] = (t2 - t_proc) * 1e3
-        for stage in STAGES:
-            if stage in frame.timings:
-                self.timer.add(stage, frame.timings[stage])
-        self.latencies.append((t2 - frame.capture_time) * 1e3)
-        self._processed[frame.source_id] = self._processed.get(frame.source_id, 0) + 1
-        self._t_last = t2
-        rate.tick(t2)
-        if any(s.stop_requested for s in self.sinks):
-            self._stop("sink")
+        self.stats.frame_done(frame, t2)
+        if self.outputs.stop_requested:
+            self.stop("sink")
+
+    # ------------------------------------------------------------------------------------------- run
 
     def _bar(self) -> Any:
         if not self.progress or any(s.is_live or not s.expected_frames for s in self.sources):
@@ -601,18 +384,33 @@ class Pipeline:
         from tqdm import tqdm
 
         total = sum(s.expected_frames or 0 for s in self.sources)
-        if self.max_frames is not None:
-            total = min(total, self.max_frames)
-        return tqdm(total=total, unit="frame", desc="run", dynamic_ncols=True)
+        return tqdm(total=min(total, self.max_frames) if self.max_frames else total, unit="frame", desc="run",
+                    dynamic_ncols=True)
 
-    def _log_stats(self, rate: RateMeter, since: int) -> None:
-        recent = self.latencies[since:]
-        p = percentiles(recent, (50, 95))
-        LOGGER.info("stats: processed %d, %.1f FPS, read %d, dropped %d, corrupt %d, reconnects %d, "
-                    "latency p50 %.0f / p95 %.0f ms", sum(self._processed.values()), rate.rate,
-                    sum(s.stats.read for s in self.sources), sum(s.stats.dropped for s in self.sources),
-                    sum(s.stats.corrupt for s in self.sources), sum(s.stats.reconnects for s in self.sources),
-                    p[50], p[95])
+    def _consume(self) -> None:
+        """The sinks stage: finish batches until the end marker; runtime changes between batches."""
+        bar, last_log, logged = self._bar(), time.perf_counter(), 0
+        try:
+            while True:
+                self._run_ops()
+                try:
+                    batch = self._post_q.get(timeout=0.1)
+                except queue.Empty:
+                    self._check_stop(0)
+                    continue
+                if batch is END:
+                    break
+                done = self._finish(batch)
+                self._finish_ended_sources()
+                self._check_stop(0)
+                if bar is not None:
+                    bar.update(done)
+                elif self.progress and time.perf_counter() - last_log >= self.stats_interval_s:
+                    LOGGER.info("%s", self.stats.stats_line(self.sources, logged))
+                    last_log, logged = time.perf_counter(), len(self.stats.latencies)
+        finally:
+            if bar is not None:
+                bar.close()
 
     def run(self) -> RunSummary:
         """Process until a stop condition (see module doc); returns the :class:`RunSummary`.
@@ -623,181 +421,62 @@ class Pipeline:
         """
         if self._ran:
             raise RuntimeError("Pipeline.run() can be called once: sources and sinks are closed afterwards")
-        self._ran = True
-        t_start = time.perf_counter()
-        self._cpu0 = time.process_time()
-        streams = [StreamInfo(s.source_id, s.fps, s.is_live) for s in self.sources]
+        self._ran, self._runner = True, threading.current_thread()
+        self.stats.start()
         for src in self.sources:
             src.add_listener(self._notify)
             src.start()
-        bar = None
         interrupted: Optional[BaseException] = None
-        workers = [threading.Thread(target=self._preprocess_loop, args=(t_start,), name="preprocess", daemon=True),
+        workers = [threading.Thread(target=self._preprocess_loop, name="preprocess", daemon=True),
                    threading.Thread(target=self._infer_loop, name="infer", daemon=True)]
         try:
-            for sink in self.sinks:
-                sink.start(streams)
-            bar = self._bar()
-            rate = RateMeter(2.0)
-            last_log, logged = time.perf_counter(), 0
+            self.outputs.start(self.context())
+            self._running = True
             for worker in workers:
                 worker.start()
-            while True:
-                try:
-                    item = self._queue.get(timeout=0.1)
-                except queue.Empty:
-                    if self.stop_event.is_set():
-                        self._stop(self._stop_reason())
-                    continue
-                if item is _END:
-                    break
-                done = self._finish(item, rate)
-                self._finish_ended_sources()
-                if self.stop_event.is_set():
-                    self._stop(self._stop_reason())
-                if bar is not None:
-                    bar.update(done)
-                elif self.progress and time.perf_counter() - last_log >= self.stats_interval_s:
-                    self._log_stats(rate, logged)
-                    last_log, logged = time.perf_counter(), len(self.latencies)
+            self._consume()
             if self._error is None:
-                self._finish_chains()
+                for sid in self.chains.source_ids:
+                    if sid not in self._finished:
+                        self._finish_chain(sid)
         except KeyboardInterrupt as exc:
             interrupted = exc
-            self._stop("interrupt")
+            self.stop("interrupt")
         except BaseException:
-            self._stop("error")
+            self.stop("error")
             raise
         finally:
-            self._halt.set()
-            self._abort.set()
-            for worker in workers:
-                if worker.is_alive():
-                    worker.join(5.0)
-            if bar is not None:
-                bar.close()
-            self._close_all()
+            self._shutdown(workers)
         if self._error is not None:
             raise self._error
-        summary = self.summary(time.perf_counter() - t_start)
+        summary = self.summary()
         LOGGER.info("%s", summary.format())
         if interrupted is not None:
             raise interrupted
         return summary
 
-    def _finish_ended_sources(self) -> None:
-        """Finish the chain of every source that has ended and whose frames have all been through the sinks."""
-        if not self.processors:
-            return
-        for i, src in enumerate(self.sources):
-            sid = src.source_id
-            if sid in self._finished:
-                continue
-            with self._take_lock:
-                ended = src.exhausted and self._taken[i] == self._processed.get(sid, 0)
-            if ended:
-                self._finish_chain(sid)
-
-    def _finish_chains(self) -> None:
-        """At the end of the run: finish the chains of the sources not finished yet (module doc)."""
-        for sid in self._chains:
-            if sid not in self._finished:
-                self._finish_chain(sid)
-
-    def _finish_chain(self, sid: str) -> None:
-        """Call the optional ``finish(last_frame)`` of the source's processors; write returned events."""
-        self._finished.add(sid)
-        frame = self._last_frame.get(sid)
-        if frame is None:
-            return
-        events: List[Dict[str, Any]] = []
-        for proc in self._chains.get(sid, ()):
-            finish = getattr(proc, "finish", None)
-            if callable(finish):
-                events += list(finish(frame) or ())
-        if not events:
-            return
-        result = Result(frame, Detections.empty(), self.names, 0.0, final=True)
-        result.detections.metadata["events"] = events
-        for sink in list(self.sinks):
-            try:
-                sink.write(result)
-            except Exception as exc:  # noqa: BLE001 - one failing output must not lose the others
-                self._sink_failed(sink, exc, "writing")
-
-    def _sink_failed(self, sink: Sink, exc: BaseException, doing: str) -> None:
-        """Record a sink failure, drop the sink (closing it) and stop the run; the other sinks carry on to
-        their normal finalization."""
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        self._sink_errors.append(f"{sink.name}: {doing} failed: {msg}")
-        LOGGER.error("%s sink: %s failed: %s; finishing the run and finalizing the other outputs", sink.name,
-                     doing, msg)
-        if sink in self.sinks:
-            self.sinks.remove(sink)
-            try:
-                sink.close()
-            except Exception as close_exc:  # noqa: BLE001 - already failed; the first error is the one reported
-                LOGGER.debug("closing the failed %s sink: %s", sink.name, close_exc)
-        self._stop("sink_error")
-
-    def _close_all(self) -> None:
+    def _shutdown(self, workers: Sequence[threading.Thread]) -> None:
+        self._halt.set()
+        self._abort.set()
+        self._running = False
+        self._run_ops()  # changes asked for while stopping: applied (there is no batch left)
+        for worker in workers:
+            if worker.is_alive():
+                worker.join(5.0)
         for src in self.sources:
             src.close()
-        for sink in list(self.sinks):
-            try:
-                sink.close()
-            except Exception as exc:  # noqa: BLE001 - close every sink, then report
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                self._sink_errors.append(f"{sink.name}: finalizing failed: {msg}")
-                LOGGER.error("closing %s sink failed: %s", sink.name, msg)
+        self.outputs.close_all()
 
-    def _cpu_per_frame(self, processed: int) -> Dict[str, float]:
-        """CPU ms per processed frame per stage (module doc); empty before any frame or without process CPU."""
-        if not processed or self._cpu0 is None:
-            return {}
-        total = (time.process_time() - self._cpu0) * 1e3
-        with self._cpu_lock:
-            per = dict(self._cpu_ms)
-        per["decode"] = sum(getattr(s.stats, "decode_cpu_ms", 0.0) for s in self.sources)
-        per["inference"] = max(total - sum(v for k, v in per.items() if k != "inference"), 0.0)
-        out = {k: per[k] / processed for k in STAGES if k != "processors" or self.processors}
-        out["total"] = total / processed
-        return out
-
-    def summary(self, duration_s: float) -> RunSummary:
-        """The :class:`RunSummary` of what has run so far."""
-        processed = sum(self._processed.values())
-        span = (self._t_last - self._t_first) if self._t_first is not None and self._t_last is not None else 0.0
-        stages = {k: {"mean_ms": v["mean_ms"], "p95_ms": v["p95_ms"]} for k, v in self.timer.summary().items()}
-        p = percentiles(self.latencies, (50, 95, 99))
-        per_source = {
-            s.source_id: {"uri": s.uri, "kind": s.kind, "live": s.is_live, **s.stats.to_dict(),
-                          "processed": self._processed.get(s.source_id, 0), "expected_frames": s.expected_frames}
-            for s in self.sources
-        }
-        for sid, n in self._handover_drops.items():  # newest-only hand-overs of live runs (module doc)
-            per_source[sid]["dropped_in_pipeline"] = n
-            per_source[sid]["dropped"] = per_source[sid]["dropped"] + n
-        chain_summaries = {sid: merge_summaries([p.summary() for p in chain if hasattr(p, "summary")])
-                           for sid, chain in self._chains.items()}
-        for sid, extra in chain_summaries.items():
+    def summary(self) -> RunSummary:
+        """The :class:`RunSummary` of what has run so far (sources removed during the run included)."""
+        current = {s.source_id for s in self.sources}
+        sources = self.sources + [s for sid, s in self._retired.items() if sid not in current]
+        per_source = {s.source_id: self.stats.source_figures(s) for s in sources}
+        parts = self.chains.summaries()
+        for sid, extra in parts.items():
             for key, value in extra.items():
-                per_source[sid].setdefault(key, value)
-        return RunSummary(
-            frames_read=sum(s.stats.read for s in self.sources),
-            processed=processed,
-            dropped=sum(s["dropped"] for s in per_source.values()),
-            corrupt=sum(s.stats.corrupt for s in self.sources),
-            reconnects=sum(s.stats.reconnects for s in self.sources),
-            fps=processed / span if span > 0 else 0.0,
-            duration_s=duration_s,
-            stages=stages,
-            latency_ms={"p50": p[50], "p95": p[95], "p99": p[99]},
-            sources=per_source,
-            stopped_by=self._stopped_by,
-            batch={"size": self.batch, "calls": len(self.batch_sizes),
-                   "mean_frames": (sum(self.batch_sizes) / len(self.batch_sizes)) if self.batch_sizes else 0.0},
-            sink_errors=list(self._sink_errors),
-            cpu_ms_per_frame=self._cpu_per_frame(processed),
-            extra=merge_summaries(list(chain_summaries.values())),
-        )
+                if sid in per_source:
+                    per_source[sid].setdefault(key, value)
+        decode = sum(s.stats.decode_cpu_ms for s in sources)
+        return self.stats.summary(per_source, self._stopped_by, self.batch, self.outputs.errors,
+                                  self.outputs.counters(), merge_summaries(list(parts.values())), decode)

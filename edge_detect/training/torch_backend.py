@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_detect._optional import require
 from edge_detect.config import parse_imgsz
-from edge_detect.errors import BackendUnavailableError, DataError
+from edge_detect.errors import BackendUnavailableError, ConfigError, DataError
 from edge_detect.metadata import ModelMetadata
 from edge_detect.backends.base import InputSpec, register_backend
 
@@ -42,10 +42,20 @@ class TorchBackend:
         threads: CPU threads for torch (``torch.set_num_threads``); ``None`` keeps torch's default.
         fuse: fold batch norms into convolutions (default True).
         half: run in float16 (CUDA only); inputs are still float32 and outputs float32.
+        tf32: let FP32 convolutions and matmuls on CUDA use TensorFloat-32 tensor cores (Ampere and later).
+            Default ``False``: the backend sets ``torch.backends.cudnn.allow_tf32`` and
+            ``torch.backends.cuda.matmul.allow_tf32`` to ``False`` explicitly (torch's own default lets cuDNN
+            use TF32, which moved raw boxes by up to 1.9 px against the CPU on an H200). These are process-wide
+            torch settings: the backend sets them again before each inference, so the last backend to run wins.
+
+    Attributes:
+        tf32: whether TF32 is in use (``False`` on CPU and in FP16).
+        numerics: ``"fp32"``, ``"fp32+tf32"`` or ``"fp16"``, for summaries and bench reports.
 
     Raises:
         MissingDependencyError: torch is not installed.
         BackendUnavailableError: the requested CUDA device is not available.
+        ConfigError: ``tf32`` together with ``half`` (TF32 is an FP32 mode).
         ModelError / ModelLoadError / UnsafeCheckpointError: the checkpoint cannot be loaded.
     """
 
@@ -57,7 +67,7 @@ class TorchBackend:
 
     def __init__(self, path: Union[str, os.PathLike], device: str = "cpu",
                  imgsz: Optional[Union[int, Sequence[int]]] = None, threads: Optional[int] = None,
-                 fuse: bool = True, half: bool = False) -> None:
+                 fuse: bool = True, half: bool = False, tf32: bool = False) -> None:
         torch = require("torch", "build")
         from edge_detect.training.checkpoint import checkpoint_family, load_model
         from edge_detect.weights import sha256_file
@@ -68,6 +78,13 @@ class TorchBackend:
         self.device = self._device(torch, device)
         if half and self.device.type != "cuda":
             raise BackendUnavailableError(f"torch backend: half precision needs a CUDA device, got '{device}'")
+        if tf32 and half:
+            raise ConfigError("torch backend: tf32 applies to FP32 inference; expected tf32=False with half=True")
+        if tf32 and self.device.type != "cuda":
+            raise BackendUnavailableError(f"torch backend: tf32 needs a CUDA device, got '{device}'")
+        self.tf32 = bool(tf32)
+        self.numerics = "fp16" if half else "fp32+tf32" if tf32 else "fp32"
+        self.apply_numerics()
         self.path = Path(path)
         head = "yolov5"
         if self.path.is_file() and checkpoint_family(self.path) == "ultralytics":
@@ -109,6 +126,17 @@ class TorchBackend:
             raise BackendUnavailableError(f"torch backend: expected device 'cpu' or 'cuda[:N]', got '{device}'")
         return dev
 
+    @property
+    def dtype(self) -> Any:
+        """The torch dtype the model computes in (``torch.float16`` with ``half``, else ``torch.float32``)."""
+        return self._dtype
+
+    def apply_numerics(self) -> None:
+        """Set torch's process-wide TF32 switches to :attr:`tf32` (CUDA only; nothing to set on the CPU)."""
+        if self.device.type == "cuda":
+            self._torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            self._torch.backends.cudnn.allow_tf32 = self.tf32
+
     def _check(self, batch: np.ndarray) -> None:
         stride = self.metadata.stride
         if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1] != 3:
@@ -123,11 +151,22 @@ class TorchBackend:
         self._check(batch)
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self._dtype)
+        self.apply_numerics()
         with torch.inference_mode():
             pred = self.model(x)
         if isinstance(pred, (list, tuple)):  # ultralytics' Detect in eval mode: (decoded, raw maps)
             pred = pred[0]
         return [pred.float().cpu().numpy()]
+
+    def device_pipeline(self, input_hw: Optional[Sequence[int]] = None, **options: Any) -> Any:
+        """The device-resident path over this backend: frames in, final detections out, the work on
+        :attr:`device` (:class:`edge_detect.training.device_pipeline.DevicePipeline`; ``options``: ``auto``, the
+        NMS settings ``conf``, ``iou``, ``classes``, ``agnostic``, ``multi_label``, ``max_det``, and ``graphs``,
+        ``ring``). ``input_hw`` defaults to :attr:`metadata` ``.imgsz``."""
+        from edge_detect.training.device_pipeline import DevicePipeline
+
+        hw = tuple(input_hw) if input_hw is not None else tuple(self.metadata.imgsz)
+        return DevicePipeline(self, (int(hw[0]), int(hw[1])), **options)
 
     def close(self) -> None:
         """Drop the model (and free GPU memory)."""

@@ -7,6 +7,11 @@ what created them (``trt.Runtime(...)``, ``builder.create_network(...)`` -> the 
 for parameters and loop variables, from :data:`SEEDS`. Methods of the classes the code derives from TensorRT's
 (logger, calibrators, progress monitor) must be members of the base class.
 
+Other releases: the same uses are checked against the surfaces of TensorRT 8.5, 8.6, 10.0, 10.3, 10.12, 11.0 and
+11.1 (``tests/trt_surfaces.json``, read from NVIDIA's bindings sources). A name a release lacks must be one of
+:data:`GUARDED`, each with the reason the code never reaches it on that release; the doubles of those releases
+(``make_tensorrt(version)``) then prove the guards by running the code.
+
 cudart: every ``call("cudaX", ...)`` / ``_invoke("cudaX", ...)`` in ``backends/_cuda.py`` names a function of the
 installed cuda-python whose signature accepts that many arguments; every ``runtime().A.B`` exists.
 """
@@ -19,12 +24,13 @@ from typing import Dict, List, Optional, Set, Tuple
 import pytest
 
 from conftest import REPO
-from trt_doubles import real_cudart, stub_surface
+from trt_doubles import real_cudart, stub_surface, surfaces, version_surface
 
 TRT_FILES = ["edge_detect/backends/tensorrt.py", "edge_detect/backends/trt_common.py",
              "edge_detect/deploy/tensorrt_build.py"]
 # names whose TensorRT class cannot be inferred from an assignment (parameters, loop variables)
-SEEDS = {"network": "INetworkDefinition", "layer": "ILayer", "config": "IBuilderConfig", "parser": "OnnxParser"}
+SEEDS = {"network": "INetworkDefinition", "layer": "ILayer", "config": "IBuilderConfig", "parser": "OnnxParser",
+         "request.context": "IExecutionContext", "context": "IExecutionContext", "builder": "Builder"}
 # module attributes the real tensorrt package defines outside the bindings (tensorrt/__init__.py)
 MODULE_EXTRA = {"__version__"}
 # pairs that must be among the checked ones, so the inference cannot silently check nothing
@@ -34,6 +40,21 @@ MUST_CHECK = {("Runtime", "engine_host_code_allowed"), ("Runtime", "DLA_core"), 
               ("IBuilderConfig", "int8_calibrator"), ("ILayer", "set_output_type"), ("ILayer", "precision"),
               ("ITensor", "dtype"), ("INetworkDefinition", "get_layer"), ("ITimingCache", "serialize"),
               ("Builder", "build_serialized_network"), ("OnnxParser", "parse_from_file")}
+# names some releases lack -> (those releases, why the code never uses them there)
+GUARDED = {
+    ("BuilderFlag", "VERSION_COMPATIBLE"): ("8.5", "version_compatible=True is refused below 8.6 by plan_build"),
+    ("Runtime", "engine_host_code_allowed"): ("8.5", "set only for version-compatible engines (built by >= 8.6)"),
+    ("IBuilderConfig", "hardware_compatibility_level"): ("8.5", "hardware_compatible=True is refused below 8.6 "
+                                                                "by plan_build"),
+    ("trt", "HardwareCompatibilityLevel"): ("8.5", "likewise"),
+    ("IBuilderConfig", "progress_monitor"): ("8.5 8.6", "set only when trt.IProgressMonitor exists (>= 10.0)"),
+    ("BuilderFlag", "PREFER_PRECISION_CONSTRAINTS"): ("11.0 11.1", "FP16 pinning on weakly typed networks; 11 "
+                                                                   "plans are strongly typed"),
+    ("ILayer", "precision"): ("11.0 11.1", "likewise"),
+    ("ILayer", "set_output_type"): ("11.0 11.1", "likewise"),
+    ("IBuilderConfig", "int8_calibrator"): ("11.0 11.1", "implicit INT8 only, refused on 11 by plan_build"),
+    ("IBuilderConfig", "set_calibration_profile"): ("11.0 11.1", "likewise"),
+}
 
 
 def _chain(node: ast.AST) -> Optional[List[str]]:
@@ -137,6 +158,28 @@ def test_trt_object_members_exist_in_the_stubs(surface, uses) -> None:
     assert missing == []
     checked = {(cls, attr) for v in uses.values() for cls, attr, _ in v.members}
     assert MUST_CHECK <= checked, sorted(MUST_CHECK - checked)
+
+
+def _missing_in(release: str, uses: Dict[str, "TrtUses"]) -> Set[Tuple[str, str]]:
+    vs = version_surface(release)
+    missing = set()
+    for v in uses.values():
+        for cls, attr, _ in v.members:
+            if not vs.has_class(cls) or attr not in vs.members(cls):
+                missing.add((cls, attr))
+        for chain in v.module:
+            if chain[0] not in vs.module_names and chain[0] not in MODULE_EXTRA:
+                missing.add(("trt", chain[0]))
+            elif len(chain) > 1 and vs.has_class(chain[0]) and chain[1] not in vs.members(chain[0]):
+                missing.add(tuple(chain[:2]))
+    return missing
+
+
+@pytest.mark.parametrize("release", sorted(surfaces()["python_api"]["versions"], key=lambda r: tuple(
+    int(p) for p in r.split("."))))
+def test_names_a_release_lacks_are_the_guarded_ones(uses, release: str) -> None:
+    expected = {name for name, (releases, _) in GUARDED.items() if release in releases.split()}
+    assert _missing_in(release, uses) == expected
 
 
 def test_flags_and_calibrators_named_by_strings_exist(surface) -> None:

@@ -139,3 +139,22 @@ def test_sha256_file(tmp_path: Path) -> None:
     p = tmp_path / "f"
     p.write_bytes(b"abc" * 1000)
     assert sha256_file(p) == hashlib.sha256(b"abc" * 1000).hexdigest()
+
+
+def test_finding5_hardware_compatible_engine_does_not_run_on_an_integrated_gpu() -> None:
+    """Hardware compatibility is not supported on JetPack: a mismatch on Orin, so a rebuild fires."""
+    ampere_plus = EngineInfo(tensorrt="10.3.0", gpu="RTX 3090", compute_capability="8.6", hardware_compatible=True)
+    assert find_mismatches(ampere_plus, RuntimeInfo("10.3.0", "NVIDIA H100", "9.0")) == []
+    assert find_mismatches(ampere_plus, RuntimeInfo("10.3.0", "Orin", "8.7", integrated=True)) == [
+        "hardware-compatible engine, not supported on JetPack's integrated GPU (Orin here, compute 8.7)"]
+
+
+def test_finding7_rebuild_replays_the_calibration_method(tmp_path: Path) -> None:
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"onnx")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    build = {"int8": True, "calibration_cache": str(tmp_path / "m.engine.calib"), "calibration_method": "minmax"}
+    write_engine_metadata(engine, ModelMetadata(names=("a",), source_path=str(onnx)),
+                          EngineInfo("10.3.0", "A", "8.6", build=build))
+    assert plan_rebuild(engine, read_engine_metadata(engine)).options["calibration_method"] == "minmax"

@@ -125,6 +125,43 @@ def test_unavailable_gpu_provider_lists_available(replay):
         load_backend(replay, providers="cuda")
 
 
+def test_cuda_device_without_the_gpu_build_names_the_package(replay):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(BackendUnavailableError) as info:
+            load_backend(replay, device=device)
+        msg = str(info.value)
+        assert "\n" not in msg and "no CUDA provider" in msg and "pip install onnxruntime-gpu" in msg
+        assert f"device '{device if ':' in device else 'cuda:0'}'" in msg
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"device": "GPU"}, r"expected 'cpu' or 'cuda\[:N\]', got 'GPU' \(OpenVINO device names .* --backend openvino"),
+    ({"device": "cpu:1"}, r"expected 'cpu' or 'cuda\[:N\]', got 'cpu:1'"),
+    ({"device": "cpu", "providers": "cpu"}, r"expected either device or providers"),
+    ({"device": "cpu", "tf32": True}, r"tf32: expected the CUDA provider"),
+])
+def test_device_option_errors(replay, options, match):
+    from edge_detect.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        load_backend(replay, **options)
+
+
+def test_device_cpu_and_io_binding(replay, raw_bus):
+    with load_backend(replay, device="cpu", threads=1) as b:
+        assert (b.providers, b.device, b.tf32) == (["CPUExecutionProvider"], "cpu", None)
+        x = np.zeros((1, 3, 640, 640), np.float32)
+        out = b.infer_bound(x.ctypes.data, x.shape, x.dtype, device="cpu")  # the binding path, on host memory
+        assert len(out) == 1
+        np.testing.assert_array_equal(out[0], raw_bus)
+        with pytest.raises(ValueError, match=r"expected float32 \(1, 3, 640, 640\).*got float16"):
+            b.infer_bound(x.ctypes.data, x.shape, np.float16, device="cpu")
+
+
 @pytest.mark.parametrize("level", ["disable", "basic", "extended", "all"])
 def test_graph_optimization_levels(replay, level, raw_bus):
     b = load_backend(replay, graph_optimization=level, threads=1)
@@ -140,8 +177,8 @@ def test_bad_option_values(replay):
 
 
 @pytest.mark.parametrize("options, match", [
-    ({"device": 0}, r"backend 'onnxruntime': unknown option 'device'; expected one of "
-                    r"\['providers', 'threads', 'graph_optimization'\]"),
+    ({"half": True}, r"backend 'onnxruntime': unknown option 'half'; expected one of "
+                     r"\['providers', 'threads', 'graph_optimization', 'device', 'tf32'\]"),
     ({"rebuild_on_mismatch": True, "fuse": False}, r"unknown options 'fuse', 'rebuild_on_mismatch'"),
 ])
 def test_unknown_backend_option_is_an_error(replay, options, match):
@@ -176,3 +213,24 @@ def test_exported_yolov5n_matches_reference(yolov5n_onnx, reference, name):
     assert out.shape == (1, 25200, 85)
     np.testing.assert_allclose(out[..., :4], d["raw"][..., :4], atol=0.01, rtol=0)   # px
     np.testing.assert_allclose(out[..., 4:], d["raw"][..., 4:], atol=5e-5, rtol=0)   # probabilities
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+def test_cuda_device_with_strict_fp32_and_device_binding(yolov5n_onnx, reference):
+    """device='cuda:0': the CUDA provider with TF32 off (raw boxes within 0.05 px of the CPU reference), and an input
+    that is already on the GPU (a torch CUDA tensor) run through IO binding gives the same outputs."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+    torch = pytest.importorskip("torch")
+    ref = np.load(reference / "infer_bus.npz")
+    x = np.ascontiguousarray(ref["letterboxed_bgr"][..., ::-1].transpose(2, 0, 1))[None].astype(np.float32) / 255
+    with load_backend(yolov5n_onnx, device="cuda:0") as b:
+        assert (b.device, b.tf32, b.providers[0]) == ("cuda:0", False, "CUDAExecutionProvider")
+        (raw,) = b.infer(x)
+        assert np.abs(raw[..., :4] - ref["raw"][..., :4]).max() <= 5e-2
+        on_gpu = torch.from_numpy(x).cuda()
+        (bound,) = b.infer_bound(on_gpu.data_ptr(), x.shape, x.dtype, device="cuda")
+        np.testing.assert_allclose(bound, raw, atol=1e-4)

@@ -179,8 +179,10 @@ def test_cuda_owners(fakes) -> None:
     with _cuda.HostBuffer(16) as h, _cuda.DeviceBuffer(16) as d, _cuda.Stream() as s:
         h.array[:] = np.arange(16, dtype=np.uint8)
         s.copy_htod(d, h, 16)
+        s.synchronize()  # the copy reads h when the stream runs it: rewriting h before this would race
         h.array[:] = 0
         s.copy_dtoh(h, d, 16)
+        assert h.array.tolist() == [0] * 16  # queued, not done: the host still sees stale data
         s.synchronize()
         assert h.array.tolist() == list(range(16))
         d.upload(np.full(4, 7, np.int32))
@@ -213,7 +215,7 @@ def test_stubs_only_tensorrt_is_reported_missing(monkeypatch, tmp_path: Path) ->
 
 
 # ------------------------------------------------------------------------------------------------ issue 10 defects
-def test_defect1_plugins_registered_before_deserializing(fakes, tmp_path: Path, caplog) -> None:
+def test_plugins_registered_before_deserializing(fakes, tmp_path: Path, caplog) -> None:
     """An engine with EfficientNMS_TRT loads in a fresh process: init_libnvinfer_plugins runs first, with the
     process-lifetime logger (before the fix: "IPluginCreator not found", deserialize returned None)."""
     engine = make_engine(tmp_path / "m.engine", layout="nms", plugins=["EfficientNMS_TRT"])
@@ -225,13 +227,13 @@ def test_defect1_plugins_registered_before_deserializing(fakes, tmp_path: Path, 
     assert "IPluginCreator not found" not in caplog.text
 
 
-def test_defect1_double_refuses_plugin_engines_without_registration(fakes) -> None:
+def test_double_refuses_plugin_engines_without_registration(fakes) -> None:
     """The double behaves like TensorRT: no registration, no plugin engine (what the old backend hit)."""
     runtime = fakes.trt.Runtime(trt_common.get_logger(fakes.trt))
     assert runtime.deserialize_cuda_engine(engine_bytes("nms", plugins=["EfficientNMS_TRT"])) is None
 
 
-def test_defect2_version_compatible_engine_allows_host_code(fakes, tmp_path: Path) -> None:
+def test_version_compatible_engine_allows_host_code(fakes, tmp_path: Path) -> None:
     engine = make_engine(tmp_path / "m.engine", tensorrt="10.3.0", version_compatible=True)  # older build: ok
     with load_backend(engine) as be:
         assert be._runtime.engine_host_code_allowed is True
@@ -241,7 +243,7 @@ def test_defect2_version_compatible_engine_allows_host_code(fakes, tmp_path: Pat
         assert be._runtime.engine_host_code_allowed is False
 
 
-def test_defect3_cuda_graph_on_cuda_python_11(monkeypatch, tmp_path: Path) -> None:
+def test_cuda_graph_instantiated_with_flags_on_cuda_python_11(monkeypatch, tmp_path: Path) -> None:
     """cuda-python 11.8's cudaGraphInstantiate takes (graph, logBuffer, bufferSize): graphs are instantiated with
     cudaGraphInstantiateWithFlags(graph, 0), the same in 11.8, 12.x and 13.x (before: TypeError, graph leaked)."""
     fakes = install(monkeypatch, cuda_python="11.8")
@@ -257,7 +259,7 @@ def test_defect3_cuda_graph_on_cuda_python_11(monkeypatch, tmp_path: Path) -> No
     assert fakes.rt.graphs == {} and fakes.rt.execs == {}
 
 
-def test_defect4_capture_failure_falls_back_to_plain_enqueue(fakes, tmp_path: Path, caplog) -> None:
+def test_cuda_graph_capture_failure_falls_back_to_plain_enqueue(fakes, tmp_path: Path, caplog) -> None:
     """execute_async_v3 returns False under capture: capture ended, graph destroyed, CUDA error cleared, one
     warning, plain enqueue from then on (before: an exception on every infer())."""
     engine = make_engine(tmp_path / "m.engine", capturable=False)
@@ -292,7 +294,8 @@ def test_capture_that_cannot_begin_or_raises_leaves_the_stream_usable(fakes) -> 
 
 
 # ------------------------------------------------------------------------------------------------ issue 10 minor
-def test_dla_engine_sets_the_runtime_dla_core(fakes, tmp_path: Path) -> None:
+def test_dla_engine_sets_the_runtime_dla_core(monkeypatch, tmp_path: Path) -> None:
+    install(monkeypatch, dla_cores=2)  # Orin AGX: 2 DLA cores
     with load_backend(make_engine(tmp_path / "m.engine", dla=1)) as be:
         assert be._runtime.DLA_core == 1
         be.infer(np.zeros((1, 3, 64, 64), np.float32))
@@ -402,3 +405,96 @@ def test_nms_engine_loads_in_a_fresh_process(yolov5n_onnx: Path, reference: Path
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int(proc.stdout.strip().splitlines()[-1]) == len(np.load(reference / "infer_bus.npz")["nms_display_letterbox"])
+
+
+# ------------------------------------------------------------------------------------------------ issue 20 findings
+def test_finding7_device_is_set_on_every_call(monkeypatch, tmp_path: Path) -> None:
+    """Two engines on two GPUs driven by one thread: each call makes its engine's device current (before: cached
+    per backend and thread, so the third call ran engine A while device 1 was current and failed)."""
+    fakes = install(monkeypatch, devices=[{}, {"name": "Fake GPU 2"}])
+    with load_backend(make_engine(tmp_path / "a.engine"), device=0) as a, \
+            load_backend(make_engine(tmp_path / "b.engine"), device=1) as b:
+        x = np.random.default_rng(6).random((1, 3, 64, 64), dtype=np.float32)
+        for be in (a, b, a, b):
+            (out,) = be.infer(x)
+            np.testing.assert_allclose(out, expected_raw(x, False), rtol=1e-6)
+    assert [e._d_device for e in fakes.state.deserialized] == [0, 1]
+
+
+def test_finding7_several_requests_overlap(fakes, tmp_path: Path) -> None:
+    """streams=2: two execution contexts on two streams, two batches in flight (trtexec --infStreams); results
+    are read after each handle's wait() (before: one context, every call synchronous)."""
+    with load_backend(make_engine(tmp_path / "m.engine"), streams=2) as be:
+        assert be.num_requests == 2 and len(fakes.state.deserialized[0]._d_contexts) == 2
+        xs = [np.random.default_rng(i).random((1, 3, 64, 64), dtype=np.float32) for i in range(2)]
+        first, second = be.infer_async(xs[0]), be.infer_async(xs[1])
+        streams = [h._request.stream.handle for h in (first, second)]
+        assert streams[0] != streams[1] and all(fakes.rt.pending(s) == 3 for s in streams)  # H2D, enqueue, D2H
+        for x, handle in ((xs[1], second), (xs[0], first)):  # in any order
+            with handle as (out,):
+                np.testing.assert_allclose(out, expected_raw(x, False), rtol=1e-6)
+        (out,) = be.infer(xs[1])  # the released requests are reused
+        np.testing.assert_allclose(out, expected_raw(xs[1], False), rtol=1e-6)
+
+
+def test_finding7_jetson_uses_unified_memory_without_copies(monkeypatch, tmp_path: Path) -> None:
+    """On an integrated GPU the I/O tensors live in managed memory attached to the request's stream: no pinned
+    host buffers, no cudaMemcpyAsync (before: a pinned + a device copy of every tensor, copied both ways)."""
+    orin = {"name": "Orin", "major": 8, "minor": 7, "integrated": True, "concurrent_managed_access": False}
+    fakes = install(monkeypatch, devices=[orin])
+    engine = make_engine(tmp_path / "m.engine", gpu="Orin", cc="8.7", nhwc=True)
+    with load_backend(engine) as be:
+        frame = np.random.default_rng(7).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+        (out,) = be.infer(frame)
+        np.testing.assert_allclose(out, expected_raw(frame, True), rtol=1e-5)
+        assert fakes.rt.copies == [] and fakes.rt.host == {} and fakes.rt.device == {}
+        assert be.unified_memory and len(fakes.rt.managed) == 2
+        stream = be._requests[0].stream.handle
+        assert {a.stream for a in fakes.rt.allocs.values()} == {stream}  # attached to the request's stream
+    assert "cudaMemcpyAsync" not in fakes.rt.calls and fakes.rt.managed == {}
+
+
+def test_finding5_hardware_compatible_engine_is_a_mismatch_on_jetson(monkeypatch, tmp_path: Path) -> None:
+    """An AMPERE_PLUS engine is refused by the version/GPU check on Orin, so --rebuild-on-mismatch fires
+    (before: accepted, then TensorRT failed to deserialize it)."""
+    install(monkeypatch, devices=[{"name": "Orin", "major": 8, "minor": 7, "integrated": True}])
+    engine = make_engine(tmp_path / "m.engine", tensorrt="10.13.0", cc="8.6", hardware_compatible=True)
+    with pytest.raises(VersionMismatchError, match="hardware-compatible engine, not supported on JetPack"):
+        load_backend(engine)
+
+
+@pytest.mark.parametrize("outputs, message", [
+    ({"scores": {"dtype": "BF16"}}, "tensor 'scores' is BF16, which has no NumPy type"),
+    ({"boxes": {"data_dependent": True}}, "have data-dependent shapes"),
+])
+def test_outputs_edge_detect_cannot_hold_are_refused_at_load(fakes, tmp_path: Path, outputs, message) -> None:
+    engine = make_engine(tmp_path / "m.engine", layout="nms", outputs=outputs)
+    with pytest.raises(ModelLoadError, match=message):
+        load_backend(engine)
+    assert fakes.rt.allocs == {}
+
+
+def test_half_and_int64_outputs_come_back_as_such(fakes, tmp_path: Path) -> None:
+    engine = make_engine(tmp_path / "m.engine", layout="nms", outputs={"boxes": {"dtype": "HALF"},
+                                                                       "classes": {"dtype": "INT64"}})
+    with load_backend(engine) as be:
+        x = np.random.default_rng(8).random((1, 3, 64, 64), dtype=np.float32)
+        num, boxes, scores, classes = be.infer(x)
+    assert boxes.dtype == np.float16 and classes.dtype == np.int64 and classes[0].tolist() == [0, 2, 4, 6, 8]
+    np.testing.assert_allclose(boxes, expected_raw(x, False)[:, :5, :4].astype(np.float16))
+
+
+def test_failed_context_creation_frees_the_first_request(fakes, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="could not create execution context 2 of 2"):
+        load_backend(make_engine(tmp_path / "m.engine", max_contexts=1), streams=2)
+    assert fakes.rt.allocs == {} and fakes.rt.streams == {}
+
+
+def test_tensorrt_8_dynamic_engine_needs_a_profile_per_stream(monkeypatch, tmp_path: Path) -> None:
+    install(monkeypatch, version="8.6.1")
+    engine = make_engine(tmp_path / "m.engine", tensorrt="8.6.1", dynamic=True)
+    with pytest.raises(ConfigError, match="streams=2: TensorRT 8.6.1 gives each concurrent execution context"):
+        load_backend(engine, streams=2)
+    with load_backend(engine, streams=1) as be:
+        (out,) = be.infer(np.zeros((2, 3, 32, 32), np.float32))
+    assert out.shape == (2, 16, 6)

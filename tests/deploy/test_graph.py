@@ -19,7 +19,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnx_graphsurgeon")
 from onnx import TensorProto, helper  # noqa: E402
 
-from edge_detect.deploy.graph import MAX_WH, add_nms, add_uint8_input  # noqa: E402
+from edge_detect.deploy.graph import MAX_WH, NMS_TOP_K, add_nms, add_uint8_input  # noqa: E402
 from edge_detect.errors import ConfigError, ModelLoadError  # noqa: E402
 from edge_detect.metadata import METADATA_KEY, ModelMetadata  # noqa: E402
 
@@ -101,8 +101,9 @@ def test_nms_graph_passes_checker_and_shape_inference(raw_model: Path, tmp_path:
                                                  TensorProto.INT32]
     meta = ModelMetadata.from_onnx_props({p.key: p.value for p in model.metadata_props})
     assert meta.output_layout == "nms" and meta.names == NAMES
+    top_k = {} if plugin == "efficient" else {"top_k": NMS_TOP_K}
     assert dict(meta.nms) == {"conf": 0.3, "iou": 0.5, "max_det": 50, "agnostic": False, "multi_label": False,
-                              "plugin": plugin}
+                              "plugin": plugin, **top_k}
     ops = [n.op_type for n in model.graph.node]
     if plugin == "efficient":
         node = next(n for n in model.graph.node if n.op_type == "EfficientNMS_TRT")
@@ -190,6 +191,49 @@ def test_efficient_nms_inputs_have_yolov5_semantics(raw_model: Path, refs: dict,
         full = np.where(full == full.max(1, keepdims=True), full, 0)
         assert ((got_scores[0] > 0).sum(1) <= 1).mean() > 0.99  # one class per box (ties aside)
     np.testing.assert_allclose(got_scores[0], full, rtol=1e-6, atol=1e-7)
+
+
+def _many_candidates(n: int = 8000) -> np.ndarray:
+    """(1, n, 7) raw output, 2 classes: n disjoint 10x10 boxes on a grid, all class 0, scores 0.9 - i * 1e-4."""
+    i = np.arange(n)
+    raw = np.zeros((1, n, 7), np.float32)
+    raw[0, :, 0], raw[0, :, 1] = (i % 100) * 20 + 10, (i // 100) * 20 + 10
+    raw[0, :, 2:4], raw[0, :, 4] = 10, 1.0
+    raw[0, :, 5] = 0.9 - i * 1e-4
+    return raw
+
+
+def _candidates_reaching_nms(model: Path, feed: np.ndarray, conf: float) -> int:
+    """How many boxes the NonMaxSuppression node receives with a score above ``conf`` (graph cut there)."""
+    import onnx_graphsurgeon as gs
+
+    graph = gs.import_onnx(onnx.load(str(model)))
+    node = next(n for n in graph.nodes if n.op == "NonMaxSuppression")
+    scores = node.inputs[1]
+    scores.dtype = np.float32
+    graph.outputs = [scores]
+    graph.cleanup()
+    cut = model.with_name("cut.onnx")
+    onnx.save(gs.export_onnx(graph), str(cut))
+    (got,) = ort_run(cut, feed)
+    return int((got > conf).sum())
+
+
+@requires_ort
+def test_candidates_past_tensorrts_nms_limit_are_cut_in_graph(tmp_path: Path) -> None:
+    """Finding 4: TensorRT's NMS layer considers only the 5000 best candidates per image and silently drops the
+    rest; at conf 0.001 more can pass. The graph keeps the NMS_TOP_K (3840) best first, so ONNX Runtime and the
+    engine see the same candidates (before: all 8000 reached NMS and ONNX Runtime returned max_det=5000)."""
+    model = identity_raw_model(tmp_path / "raw.onnx", n=8000, nc=2)
+    out = add_nms(model, tmp_path / "nms.onnx", plugin="inms", conf=0.001, iou=0.6, max_det=5000)
+    raw = _many_candidates()
+    assert _candidates_reaching_nms(out, raw, 0.001) == NMS_TOP_K <= 5000
+    num, boxes, scores, classes = ort_run(out, raw)
+    assert int(num[0, 0]) == NMS_TOP_K  # disjoint boxes: NMS keeps every candidate it is given
+    np.testing.assert_allclose(scores[0, :NMS_TOP_K], raw[0, :NMS_TOP_K, 5], rtol=1e-6)  # the best ones, in order
+    assert not scores[0, NMS_TOP_K:].any() and not classes[0].any()
+    full = add_nms(model, tmp_path / "all.onnx", plugin="onnx", conf=0.001, iou=0.6, max_det=8000, top_k=None)
+    assert int(ort_run(full, raw)[0][0, 0]) == 8000  # top_k=None: every candidate (ONNX Runtime only)
 
 
 def test_class_offset_is_yolov5s() -> None:
@@ -331,3 +375,13 @@ def test_onnx_nms_uses_types_onnx_tensorrt_86_supports(raw_model: Path, tmp_path
             seen.setdefault(node.op_type, set()).add(dtype)
     assert set(seen) == set(ONNX_TRT86_TYPES)
     assert all(seen[op] <= ONNX_TRT86_TYPES[op] for op in seen), seen
+
+
+def test_default_nms_plugin_is_the_standard_op(raw_model: Path, tmp_path: Path) -> None:
+    """Finding 6: EfficientNMS_TRT is deprecated from TensorRT 10.12 (no replacement planned): add_nms defaults to
+    the standard NonMaxSuppression (INMSLayer in TensorRT >= 8.5, ONNX Runtime on CPU), with the pre-NMS top-K."""
+    model = onnx.load(str(add_nms(raw_model, tmp_path / "n.onnx")))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("NonMaxSuppression") == 1 and "EfficientNMS_TRT" not in ops and "TopK" in ops
+    meta = ModelMetadata.from_onnx_props({p.key: p.value for p in model.metadata_props})
+    assert meta.nms["plugin"] == "inms" and meta.nms["top_k"] == NMS_TOP_K

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,7 +36,7 @@ gpu = pytest.mark.skipif(not HAS_TRT, reason="needs an NVIDIA GPU with TensorRT 
     ("11.2.0", dict(), BuildPlan((), True, None, "fp32")),
 ])
 def test_plan_build(version, kwargs, expected) -> None:
-    assert plan_build(version, **kwargs) == expected
+    assert dataclasses.replace(plan_build(version, **kwargs), notes=()) == expected
 
 
 @pytest.mark.parametrize("version, kwargs, error, message", [
@@ -348,7 +349,7 @@ def fake_trt(monkeypatch):
     return install(monkeypatch)
 
 
-def test_defect5_calibrator_errors_are_reraised_and_the_partial_cache_deleted(fake_trt, tmp_path: Path) -> None:
+def test_calibrator_errors_are_reraised_and_the_partial_cache_deleted(fake_trt, tmp_path: Path) -> None:
     """A data error in the 2nd batch: TensorRT's wrapper would swallow it (partial calibration + cache); the build
     re-raises it instead and leaves no cache (before: the build 'succeeded' after 1 batch and wrote the cache)."""
     from edge_detect.deploy.tensorrt_build import build_engine
@@ -367,7 +368,7 @@ def test_defect5_calibrator_errors_are_reraised_and_the_partial_cache_deleted(fa
     assert fake_trt.state.builds[0].calibration_batches == 1
 
 
-def test_defect5_double_swallows_like_tensorrt(fake_trt, tmp_path: Path, monkeypatch) -> None:
+def test_plain_calibrator_errors_swallowed_by_the_double(fake_trt, tmp_path: Path, monkeypatch) -> None:
     """Without the stored-exception wrapper (a plain calibrator), the double swallows the error and writes a
     cache: the failure mode the fix prevents."""
     trt = fake_trt.trt
@@ -382,10 +383,13 @@ def test_defect5_double_swallows_like_tensorrt(fake_trt, tmp_path: Path, monkeyp
         def write_calibration_cache(self, cache):
             self.cache = bytes(cache)
 
-    config = trt.Builder(None).create_builder_config()
+    builder = trt.Builder(None)
+    network = builder.create_network(0)
+    assert trt.OnnxParser(network, None).parse_from_file(str(_model(tmp_path / "m.onnx", (1, 3, 8, 8))))
+    config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.INT8)
     config.int8_calibrator = cal = Plain()
-    trt.Builder(None).build_serialized_network(trt.INetworkDefinition(0), config)
+    assert builder.build_serialized_network(network, config) is not None
     assert fake_trt.state.printed == ["DataError: boom"] and cal.cache.startswith(b"TRT-10.13")
 
 
@@ -400,7 +404,7 @@ def test_calibrator_wrapper_stores_the_first_error(tmp_path: Path, fake_trt) -> 
 
 @pytest.mark.parametrize("version, agnostic, ok", [("8.5.2", True, False), ("8.5.2", False, True),
                                                    ("8.6.1", True, True)])
-def test_defect6_agnostic_efficient_nms_refused_below_86(monkeypatch, tmp_path: Path, version, agnostic, ok) -> None:
+def test_agnostic_efficient_nms_refused_below_tensorrt_86(monkeypatch, tmp_path: Path, version, agnostic, ok) -> None:
     """TensorRT 8.5's EfficientNMS has no class_agnostic field and the parser drops it: refuse, don't ignore."""
     from trt_doubles import install
     from edge_detect.deploy.tensorrt_build import build_engine
@@ -431,7 +435,7 @@ def _fp16_overflowing_tensors(model: Path, raw: np.ndarray) -> set:
 
 
 @pytest.mark.parametrize("plugin", ["onnx", "inms"])
-def test_defect7_fp16_build_keeps_the_nms_section_fp32(fake_trt, tmp_path: Path, reference: Path, plugin) -> None:
+def test_fp16_build_keeps_the_nms_section_fp32(fake_trt, tmp_path: Path, reference: Path, plugin) -> None:
     """On bus.jpg the class offsets reach > 65,504 (FP16 max): every layer producing such a tensor is pinned to
     FP32, with PREFER_PRECISION_CONSTRAINTS (before: nothing pinned, the offsets overflow to inf)."""
     from edge_detect.deploy.tensorrt_build import build_engine
@@ -447,8 +451,9 @@ def test_defect7_fp16_build_keeps_the_nms_section_fp32(fake_trt, tmp_path: Path,
     producers = {layer.name for layer in build.network._d_layers
                  if any(layer.get_output(j).name in overflow for j in range(layer.num_outputs))}
     assert producers and producers <= set(build.pinned)
-    assert all(prec == trt.float32 and set(types.values()) == {trt.float32} for prec, types in build.pinned.values())
+    assert all(prec == trt.float32 and set(types.values()) <= {trt.float32} for prec, types in build.pinned.values())
     assert "model/identity" not in build.pinned  # the model itself keeps FP16
+    assert build.precisions["model/identity"] == "HALF"
 
 
 def test_fp32_build_pins_nothing(fake_trt, tmp_path: Path) -> None:
@@ -480,22 +485,23 @@ def test_one_logger_shared_by_builder_and_runtime(fake_trt, tmp_path: Path) -> N
     assert trt_common.init_plugins(fake_trt.trt) is logger  # registration happens once, same logger
 
 
-@pytest.mark.parametrize("version, cc, max_det, error", [
-    ("10.3.0", "8.6", 5000, None),
-    ("10.3.0", "8.6", 5001, "max_det: expected <= 5000 for TensorRT's NMS layer on compute capability 8.6, got 5001"),
-    ("8.6.2", "5.3", 2001, "max_det: expected <= 2000 for TensorRT's NMS layer on compute capability 5.3, got 2001"),
+@pytest.mark.parametrize("version, cc, top_k, error", [
+    ("10.3.0", "8.6", 3840, None),
+    ("8.5.2", "8.7", 3840, None),  # INMSLayer is in TensorRT 8.5 (NvInfer.h, onnx-tensorrt 8.5-GA)
+    ("10.3.0", "8.6", 3841, "nms top_k: expected <= 3840 (TensorRT's TopK layer takes K <= 3840"),
+    ("8.6.2", "5.3", 3840, "expected <= 2000 (TensorRT's TopK layer takes K <= 3840, its NMS layer keeps 2000 "
+                           "candidates on compute capability 5.3), got 3840"),
     ("8.6.2", "6.2", 2000, None),
-    ("8.5.2", "8.7", 100, "ONNX NonMaxSuppression needs TensorRT >= 8.6 (INMSLayer), got 8.5.2"),
 ])
-def test_inms_top_k_limits(tmp_path: Path, version, cc, max_det, error) -> None:
+def test_inms_candidate_limits(tmp_path: Path, version, cc, top_k, error) -> None:
     from edge_detect.deploy.tensorrt_build import check_nms_support
 
-    info = inspect_onnx(_nms_model(tmp_path, "onnx", max_det=max_det))
-    assert (info.nms_op, info.nms_max_det) == ("NonMaxSuppression", max_det)
+    info = inspect_onnx(_nms_model(tmp_path, "onnx", max_det=100, top_k=top_k))
+    assert (info.nms_op, info.nms_max_det, info.nms_top_k) == ("NonMaxSuppression", 100, top_k)
     if error is None:
         check_nms_support(version, info, cc)
         return
-    with pytest.raises((ConfigError, BackendUnavailableError)) as exc:
+    with pytest.raises(ConfigError) as exc:
         check_nms_support(version, info, cc)
     assert error in str(exc.value)
 
@@ -525,3 +531,179 @@ def test_setup_cfg_pins_a_tested_combination() -> None:
     assert not any(req.startswith("tensorrt") for req in extras["dev"])
     assert 'pip install --no-deps "tensorrt-stubs>=10.13"' in (REPO / ".ci" / "run").read_text()
     assert 'pip install --no-deps "tensorrt-stubs>=10.13"' in (REPO / "README.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ issue 20 findings
+def _nms_layer(build):
+    return next(layer for layer in build.network._d_layers if layer.type.name == "NMS")
+
+
+@pytest.mark.parametrize("plugin", ["onnx", "inms"])
+def test_finding1_fp16_build_runs_the_nms_layer_itself_in_fp32(fake_trt, tmp_path: Path, plugin: str) -> None:
+    """The NMS layer outputs int32 indices but consumes the class-offset boxes (up to ~607k, past FP16's 65,504):
+    it is pinned to FP32 too (before: only layers with a float output were, so the NMS layer ran in FP16)."""
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    build_engine(_nms_model(tmp_path, plugin, conf=0.25, iou=0.45, max_det=100), tmp_path / "m.engine", fp16=True,
+                 progress=False)
+    build = fake_trt.state.builds[-1]
+    nms = _nms_layer(build)
+    assert nms.name.startswith("nms/NonMaxSuppression") and nms.get_output(0).dtype == fake_trt.trt.int32
+    assert build.precisions[nms.name] == "FLOAT" and nms.precision_is_set
+    assert not nms.output_type_is_set(0)  # int32 indices: no float output type forced
+
+
+def test_finding3_unreadable_timing_cache_falls_back_to_a_new_one(fake_trt, tmp_path: Path, caplog) -> None:
+    """create_timing_cache returns None for bytes TensorRT cannot read; set_timing_cache(None) would raise
+    (pybind11). The cache is replaced by a new one, as Polygraphy / trtexec do (before: the build crashed)."""
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    tc = tmp_path / "t.cache"
+    tc.write_bytes(b"\x00\x01 truncated by a full disk")
+    build_engine(_model(tmp_path / "m.onnx", (1, 3, 8, 8)), tmp_path / "m.engine", timing_cache=tc, progress=False)
+    assert tc.read_bytes().startswith(b"TRT-10.13.0.35") and "is not a timing cache TensorRT can read" in caplog.text
+
+
+def test_finding4_max_det_is_not_limited_by_the_nms_layer(tmp_path: Path, caplog) -> None:
+    """The 5000 limit of TensorRT's NMS layer is on candidates, not on max_det: a max_det above it is fine
+    (before: refused); a graph without the pre-NMS top-K gets a warning instead of silent drops."""
+    from edge_detect.deploy.tensorrt_build import check_nms_support
+
+    info = inspect_onnx(_nms_model(tmp_path, "inms", conf=0.001, max_det=6000))
+    check_nms_support("10.3.0", info, "8.6")
+    assert (info.nms_max_det, info.nms_top_k) == (6000, 3840)
+    (tmp_path / "old").mkdir()
+    old = inspect_onnx(_nms_model(tmp_path / "old", "inms", conf=0.001, max_det=300, top_k=None))
+    with caplog.at_level(logging.WARNING):
+        check_nms_support("10.3.0", old, "8.6")
+    assert "considers only the 5000 best candidate boxes per image" in caplog.text
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "8.6.1", "10.3.0", "10.13.0"])
+def test_finding4_nms_graph_parses_with_each_release_support_matrix(monkeypatch, tmp_path: Path, version) -> None:
+    """TopK / GatherElements / Tile / CumSum / ScatterND / Range on data-dependent shapes: within the onnx-tensorrt
+    support matrix of every supported release (INMSLayer exists from 8.5)."""
+    from trt_doubles import install
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    fakes = install(monkeypatch, version=version)
+    build_engine(_nms_model(tmp_path, "inms", conf=0.001, max_det=300), tmp_path / "m.engine", progress=False)
+    build = fakes.state.builds[-1]
+    assert build.problems == [] and {"TopK", "NonMaxSuppression"} <= {layer._d_op for layer in build.network._d_layers}
+
+
+@pytest.mark.parametrize("version, gpu, message", [
+    ("8.5.2", {}, "hardware-compatible engines: expected TensorRT >= 8.6, got 8.5.2"),
+    ("10.3.0", {"name": "Orin", "major": 8, "minor": 7, "integrated": True},
+     "hardware-compatible engines: not supported on JetPack (integrated GPU)"),
+    ("10.3.0", {"name": "T4", "major": 7, "minor": 5}, "expected an Ampere or later GPU to build on"),
+])
+def test_finding5_hardware_compatible_builds_refused_where_tensorrt_cannot(monkeypatch, tmp_path: Path, version,
+                                                                            gpu, message) -> None:
+    """TensorRT 8.5 has no hardware_compatibility_level (before: AttributeError), JetPack does not support
+    hardware compatibility and AMPERE_PLUS needs an Ampere+ GPU to build (before: a failed build)."""
+    from trt_doubles import install
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    fakes = install(monkeypatch, version=version, devices=[gpu])
+    with pytest.raises(BackendUnavailableError) as info:
+        build_engine(_model(tmp_path / "m.onnx", (1, 3, 8, 8)), tmp_path / "m.engine", fp16=True,
+                     hardware_compatible=True, progress=False)
+    assert message in str(info.value) and fakes.state.builds == []
+
+
+def test_finding5_hardware_compatible_build_on_ampere_records_it(monkeypatch, tmp_path: Path) -> None:
+    from trt_doubles import install
+    from edge_detect.backends.engine_meta import engine_info, read_engine_metadata
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    fakes = install(monkeypatch, version="10.3.0")
+    out = build_engine(_model(tmp_path / "m.onnx", (1, 3, 8, 8)), tmp_path / "m.engine", hardware_compatible=True,
+                       progress=False)
+    assert fakes.state.builds[-1].config.hardware_compatibility_level.name == "AMPERE_PLUS"
+    assert engine_info(read_engine_metadata(out)).hardware_compatible is True
+
+
+@pytest.mark.parametrize("version, kwargs, expected", [
+    ("10.12.0", dict(onnx_fp16=True), BuildPlan((), True, None, "fp16")),      # FP16 ONNX: strongly typed
+    ("10.12.0", dict(has_qdq=True), BuildPlan((), True, "explicit", "int8")),  # Q/DQ ONNX: strongly typed
+    ("10.11.0", dict(onnx_fp16=True), BuildPlan(("FP16",), False, None, "fp16")),
+    ("10.12.0", dict(fp16=True), BuildPlan(("FP16",), False, None, "fp16")),  # FP32 ONNX: weak, deprecated
+])
+def test_finding6_strong_typing_from_10_12(version, kwargs, expected) -> None:
+    plan = plan_build(version, **kwargs)
+    fields = ("flags", "strongly_typed", "calibration", "precision")
+    assert [getattr(plan, f) for f in fields] == [getattr(expected, f) for f in fields]
+    assert bool(plan.notes) is (kwargs == {"fp16": True})
+    if plan.notes:
+        assert "deprecated since TensorRT 10.12" in plan.notes[0] and "--half" in plan.notes[0]
+
+
+@pytest.mark.parametrize("version, ok", [("10.3.0", True), ("11.0.0", False), ("11.4.0", False), ("11.4.1", True)])
+def test_finding6_dla_refused_on_tensorrt_11_0_to_11_4_0(version: str, ok: bool) -> None:
+    kwargs = dict(fp16=True, onnx_fp16=True, dla=0)
+    if ok:
+        assert plan_build(version, **kwargs).flags[-1] == "GPU_FALLBACK"
+        return
+    with pytest.raises(BackendUnavailableError, match=f"dla=0: TensorRT {version} has no DLA support on JetPack"):
+        plan_build(version, **kwargs)
+
+
+def test_finding6_strongly_typed_flag_not_set_on_11(monkeypatch, tmp_path: Path) -> None:
+    """TensorRT 11 networks are always strongly typed and the flag is deprecated (before: set, and warned)."""
+    from trt_doubles import install
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    fakes = install(monkeypatch, version="11.1.0")
+    build_engine(_model(tmp_path / "m.onnx", (1, 3, 8, 8), fp16=True), tmp_path / "m.engine", fp16=True,
+                 progress=False)
+    build = fakes.state.builds[-1]
+    assert build.network.flags == 0 and build.network._d_strongly_typed and build.flags == set()
+    assert not [w for w in fakes.state.warnings if "deprecated" in w]
+
+
+def test_finding6_default_nms_plugin_per_release(monkeypatch, tmp_path: Path, caplog) -> None:
+    """EfficientNMS_TRT is deprecated from 10.12 with no replacement planned: inms is the default there (and of
+    add_nms); an EfficientNMS graph built on 10.12+ warns."""
+    from trt_doubles import install
+    from edge_detect.deploy.tensorrt_build import build_engine, default_nms_plugin, engine_nms_plugin
+
+    assert [default_nms_plugin(v) for v in ("8.5.2", "10.11.0", "10.12.0", "11.1.0", None)] == \
+        ["efficient", "efficient", "inms", "inms", "efficient"]
+    install(monkeypatch, version="10.12.0")
+    assert engine_nms_plugin() == "inms"
+    with caplog.at_level(logging.WARNING):
+        build_engine(_nms_model(tmp_path, "efficient"), tmp_path / "m.engine", progress=False)
+    assert "EfficientNMS_TRT is deprecated since TensorRT 10.12" in caplog.text
+
+
+def test_finding7_calibration_method_is_recorded_for_rebuilds(fake_trt, tmp_path: Path) -> None:
+    """A rebuilt engine must use the calibrator it was built with (before: not recorded, rebuilds used entropy)."""
+    from edge_detect.backends.engine_meta import plan_rebuild, read_engine_metadata
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    out = build_engine(_model(tmp_path / "m.onnx", (1, 3, 8, 8)), tmp_path / "m.engine", int8=True,
+                       calibrator=CountingSource(2, shape=(1, 3, 8, 8)), calibration_method="minmax", progress=False)
+    meta = read_engine_metadata(out)
+    assert meta.quantization["method"] == "minmax"
+    assert plan_rebuild(out, meta).options["calibration_method"] == "minmax"
+
+
+def test_finding7_refused_optimization_profile_is_an_error(fake_trt, tmp_path: Path, monkeypatch) -> None:
+    """add_optimization_profile returns -1 for a profile TensorRT refuses (before: ignored, the build failed
+    later with a generic message)."""
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    monkeypatch.setattr(fake_trt.trt.IBuilderConfig, "add_optimization_profile", lambda self, profile: -1)
+    with pytest.raises(ConfigError, match="dynamic shapes: TensorRT refused the optimization profile of 'images'"):
+        build_engine(_model(tmp_path / "m.onnx", (-1, 3, -1, -1)), tmp_path / "m.engine", dynamic=True,
+                     progress=False)
+    assert fake_trt.state.builds == []
+
+
+def test_dla_core_the_device_lacks_is_a_config_error(fake_trt, tmp_path: Path) -> None:
+    from edge_detect.deploy.tensorrt_build import build_engine
+
+    with pytest.raises(ConfigError, match=r"dla=0: expected a DLA core of this device \(it has 0"):
+        build_engine(_model(tmp_path / "m.onnx", (1, 3, 8, 8)), tmp_path / "m.engine", fp16=True, dla=0,
+                     progress=False)

@@ -14,6 +14,7 @@ from edge_detect.sinks.base import Sink
 from edge_detect.sinks.events import (SCHEMA_VERSION, EventBuilder, EventsSink, EventTransport, arrange_sinks,
                                       load_schema, validate_event)
 from edge_detect.sinks.snapshots import SnapshotWriter
+from edge_detect.types import event_types
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema not installed (pip install -e '.[dev]')")
 
@@ -71,8 +72,9 @@ def test_schema_rejects_bad_events(event, path):
 def test_schema_is_package_data_and_valid():
     schema = load_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert set(schema["properties"]["type"]["enum"]) == {"line_cross", "zone_enter", "zone_exit", "object_new",
-                                                         "object_update", "object_end"}
+    assert set(schema["properties"]["type"]["enum"]) == {"line_cross", "zone_enter", "zone_exit", "dwell", "object_new",
+                                                         "object_update", "object_end", "clip_saved"}
+    assert set(schema["properties"]["type"]["enum"]) == set(event_types())  # one typed class per schema type
 
 
 def test_object_update_throttled_per_track_and_forgotten_after_end():

@@ -1,9 +1,9 @@
-"""edge_detect.stream.annotate.draw_analytics: lines, zones, counts and trails land where the processors say."""
+"""edge_detect.annotate.draw_analytics: lines, zones, counts and trails land where the processors say."""
 from __future__ import annotations
 
 import numpy as np
 
-from edge_detect.stream.annotate import _LINE_COLOR, class_color, draw_analytics, render
+from edge_detect.annotate import _LINE_COLOR, class_color, draw_analytics, render
 from edge_detect.types import Detections
 
 

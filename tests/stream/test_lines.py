@@ -37,7 +37,7 @@ def test_gate_scene_exact_counts_and_events():
     assert set(crossings[0]) == {"type", "line", "direction", "track_id", "class_name", "frame", "wall_time"}
     assert crossings[0]["class_name"] == "person" and crossings[0]["line"] == "gate"
     assert crossings[0]["wall_time"] == pytest.approx(world.frame(crossings[0]["frame"]).wall_time)
-    assert lc.summary() == {"lines": {"gate": {"in": 2, "out": 2, "by_class": {"person": {"in": 2, "out": 2}}}}}
+    assert lc.tally.summary() == {"lines": {"gate": {"in": 2, "out": 2, "by_class": {"person": {"in": 2, "out": 2}}}}}
     assert out[-1].metadata["lines"] == {"gate": {"xyxy": list(GATE), "in": 2, "out": 2}}
 
 
@@ -142,7 +142,7 @@ def test_class_filters_and_by_class():
     world = World(actors, 61)
     specs = {"all": GATE, "cars": {"xyxy": GATE, "classes": ["car"]}, "ids": {"points": GATE, "classes": [0, 1]}}
     lc, _ = count(world, specs)
-    assert lc.summary()["lines"] == {
+    assert lc.tally.summary()["lines"] == {
         "all": {"in": 1, "out": 2, "by_class": {"bicycle": {"in": 1, "out": 0}, "car": {"in": 0, "out": 1},
                                                 "person": {"in": 0, "out": 1}}},
         "cars": {"in": 0, "out": 1, "by_class": {"car": {"in": 0, "out": 1}}},

@@ -451,7 +451,7 @@ def test_live_handovers_keep_only_the_newest(video):
     sink = SlowSink(ms=60)
     pipe, s = _live_slow_run(video, sink)
     src = next(iter(s.sources.values()))
-    assert pipe._queue.maxsize == 1  # live: one batch at most waits between two stages
+    assert pipe._post_q.maxsize == 1  # live: one batch at most waits between two stages
     # the sink is slower than inference: results wait at the infer -> sinks hand-over and are replaced
     assert src["dropped_in_pipeline"] > 0 and src["dropped"] > src["dropped_in_pipeline"], src
     assert s.dropped == src["dropped"] and len(sink.results) == s.processed > 10

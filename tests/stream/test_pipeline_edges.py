@@ -198,6 +198,7 @@ def test_video_sink_finalize_failure_raises(tmp_path, monkeypatch):
     sink = VideoSink(tmp_path / "v.mp4")
     sink.start([StreamInfo("a", 10.0)])
     sink.write(Result(Frame(np.zeros((48, 64, 3), np.uint8), "a", 0, 0.0), Detections.empty(), ("x",)))
+    assert sink.flush(30)  # encoded by the sink's own thread
     writer = sink._writers["a"]
     monkeypatch.setattr(writer, "close", lambda: (_ for _ in ()).throw(OSError(13, "Permission denied")))
     with pytest.raises(SinkError, match=r"expected finalized files, got 1 failure\(s\): .*v.mp4 \(\[Errno 13\]"):

@@ -1,10 +1,10 @@
-"""edge_detect.stream.tracking: greedy IoU tracker."""
+"""edge_detect.stream.processors.iou: greedy IoU tracker."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge_detect.stream.tracking import IoUTracker, box_iou
+from edge_detect.stream.processors.iou import IoUTracker
 from edge_detect.types import Detections
 
 
@@ -12,15 +12,6 @@ def dets(boxes, classes=None):
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     cls = np.zeros(len(boxes), np.int32) if classes is None else np.asarray(classes)
     return Detections(boxes, np.full(len(boxes), 0.9, np.float32), cls)
-
-
-def test_box_iou_figures():
-    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float32)
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
-    iou = box_iou(a, b)
-    assert iou.shape == (2, 3) and iou.dtype == np.float32
-    np.testing.assert_allclose(iou[0], [1.0, 50 / 150, 0.0], rtol=1e-6)
-    np.testing.assert_array_equal(iou[1], [0, 0, 0])  # empty box: no NaN
 
 
 def test_ids_follow_moving_objects_and_new_objects_get_new_ids():

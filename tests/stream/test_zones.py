@@ -34,7 +34,7 @@ def test_enter_dwell_exit():
     assert set(leave) == set(enter) | {"dwell_s"}
     assert (enter["zone"], enter["track_id"], enter["class_name"], enter["frame"]) == ("bay", 1, "person", 11)
     assert leave["frame"] == 41 and leave["dwell_s"] == pytest.approx(3.0)  # 30 frames at 10 fps
-    assert zc.summary() == {"zones": {"bay": {"entered": 1, "exited": 1, "occupancy": 0, "max_occupancy": 1}}}
+    assert zc.tally.summary() == {"zones": {"bay": {"entered": 1, "exited": 1, "occupancy": 0, "max_occupancy": 1}}}
 
 
 def test_occupancy_and_max_occupancy():
@@ -47,7 +47,7 @@ def test_occupancy_and_max_occupancy():
     assert max(occupancy) == 4 and occupancy[40] == 4
     assert out[40].metadata["zones"]["bay"]["inside"] == [1, 2, 3, 4]
     assert zc.inside("bay") == [1, 2, 3]  # three never left (absent after frame 40: still "inside", hidden?)
-    summary = zc.summary()["zones"]["bay"]
+    summary = zc.tally.summary()["zones"]["bay"]
     assert summary == {"entered": 4, "exited": 1, "occupancy": 3, "max_occupancy": 4}
     dwell = zc.dwell("bay")
     assert sorted(dwell) == [1, 2, 3] and all(v > 2.0 for v in dwell.values())
@@ -79,7 +79,7 @@ def test_lost_timeout_without_end_events():
                     tracker=IoUTracker(), lost_s=1.5)  # no end events
     (leave,) = events_of(out, "zone_exit")
     assert leave["frame"] == 46  # unseen for more than 1.5 s after frame 30
-    assert zc.summary()["zones"]["bay"]["occupancy"] == 0
+    assert zc.tally.summary()["zones"]["bay"]["occupancy"] == 0
 
 
 def test_boundary_jitter_enters_once():
@@ -88,9 +88,9 @@ def test_boundary_jitter_enters_once():
     w = Actor("w", [(0, 100, 250), (10, 200, 250), (40, 200, 250), (50, 300, 250)], height=100, crop=1, jitter=jit)
     world = World([w], 51)
     zc, out = zones(world, {"bay": BAY})
-    assert zc.summary()["zones"]["bay"] == {"entered": 1, "exited": 0, "occupancy": 1, "max_occupancy": 1}
+    assert zc.tally.summary()["zones"]["bay"] == {"entered": 1, "exited": 0, "occupancy": 1, "max_occupancy": 1}
     zc, _ = zones(world, {"bay": BAY}, hysteresis_px=0)
-    assert zc.summary()["zones"]["bay"]["entered"] > 1
+    assert zc.tally.summary()["zones"]["bay"]["entered"] > 1
 
 
 def test_first_seen_inside_enters_and_class_filter():
@@ -98,8 +98,8 @@ def test_first_seen_inside_enters_and_class_filter():
               Actor("car", [(0, 380, 300), (20, 380, 300)], 80, 1, class_id=2)]
     world = World(actors, 21)
     zc, out = zones(world, {"bay": BAY, "cars": {"polygon": BAY, "classes": ["car"]}})
-    assert zc.summary()["zones"]["bay"]["entered"] == 2
-    assert zc.summary()["zones"]["cars"]["entered"] == 1
+    assert zc.tally.summary()["zones"]["bay"]["entered"] == 2
+    assert zc.tally.summary()["zones"]["cars"]["entered"] == 1
     cars = [e for e in events_of(out, "zone_enter") if e["zone"] == "cars"]
     assert [e["class_name"] for e in cars] == ["car"] and cars[0]["frame"] == 2  # on confirmation (3 hits)
 
@@ -112,7 +112,7 @@ def test_concave_zone_and_anchor():
     assert [e["type"] for e in events_of(out, "zone_enter") + events_of(out, "zone_exit")] == ["zone_enter",
                                                                                              "zone_exit"]
     zc, _ = zones(world, {"l": {"polygon": notch, "anchor": "top_center"}})  # the head stays in the L's arm
-    assert zc.summary()["zones"]["l"] == {"entered": 1, "exited": 0, "occupancy": 1, "max_occupancy": 1}
+    assert zc.tally.summary()["zones"]["l"] == {"entered": 1, "exited": 0, "occupancy": 1, "max_occupancy": 1}
 
 
 @pytest.mark.parametrize("spec, message", [

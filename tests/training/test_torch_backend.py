@@ -98,18 +98,79 @@ def test_unsafe_checkpoint_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("half, box_tol, prob_tol", [(False, 5e-2, 2e-3), (True, 4.0, 2e-2)])
-def test_cuda_parity(weights_pt: Path, reference: Path, half: bool, box_tol: float, prob_tol: float) -> None:
+def test_tf32_is_a_cuda_fp32_option(weights_pt: Path, backend) -> None:
+    assert backend.tf32 is False and backend.numerics == "fp32"
+    with pytest.raises(BackendUnavailableError, match="tf32 needs a CUDA device, got 'cpu'"):
+        load_backend(weights_pt, tf32=True)
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+# Judged by detections, not raw float32 (issue 19): CUDA FP32 must find the CPU's boxes (>= 99% matched at
+# IoU >= 0.95 with scores within 0.01, no extra box) on the coco128 val images; FP16 by mAP within 0.3 pt.
+def _cuda() -> None:
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
+
+
+def _val_images(coco128: Path) -> list:
+    files = sorted((coco128 / "images" / "val2017").glob("*.jpg"))
+    assert len(files) == 128
+    return files
+
+
+def _detections(backend, files) -> list:
+    import cv2
+
+    from edge_detect.detector import Detector
+
+    det = Detector(backend, conf=0.25, iou=0.45, max_det=1000, auto=False)
+    return [det(cv2.imread(str(f))) for f in files]
+
+
+@pytest.mark.gpu
+def test_cuda_fp32_raw_output_has_tf32_off(weights_pt: Path, reference: Path) -> None:
+    """TF32 off by default: raw boxes within 0.05 px of the CPU reference (with cuDNN's TF32: 1.88 px)."""
+    import torch
+
+    _cuda()
     ref = np.load(reference / "infer_bus.npz")
     x = (np.ascontiguousarray(ref["letterboxed_bgr"][..., ::-1].transpose(2, 0, 1))[None] / 255.0)
-    with load_backend(weights_pt, device="cuda:0", half=half) as b:
-        assert b.metadata.precision == ("fp16" if half else "fp32")
+    with load_backend(weights_pt, device="cuda:0") as b:
+        assert (b.tf32, b.numerics, b.metadata.precision) == (False, "fp32", "fp32")
         pred = b.infer(x.astype(np.float32))[0]
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
     assert pred.dtype == np.float32 and pred.shape == (1, 25200, 85)
-    assert np.abs(pred[..., :4] - ref["raw"][..., :4]).max() <= box_tol
-    assert np.abs(pred[..., 4:] - ref["raw"][..., 4:]).max() <= prob_tol
+    assert np.abs(pred[..., :4] - ref["raw"][..., :4]).max() <= 5e-2
+    assert np.abs(pred[..., 4:] - ref["raw"][..., 4:]).max() <= 2e-3
+    with load_backend(weights_pt, device="cuda:0", tf32=True) as b:
+        assert (b.tf32, b.numerics) == (True, "fp32+tf32") and torch.backends.cudnn.allow_tf32 is True
+
+
+@pytest.mark.gpu
+def test_cuda_fp32_detections_match_the_cpu(weights_pt: Path, coco128: Path) -> None:
+    from edge_detect.bench.parity import match_detections
+
+    _cuda()
+    files = _val_images(coco128)
+    with load_backend(weights_pt, threads=4) as cpu:
+        want = _detections(cpu, files)
+    with load_backend(weights_pt, device="cuda:0") as gpu:
+        got = _detections(gpu, files)
+    report = match_detections(want, got, iou=0.95, score_tol=0.01)
+    assert report.reference > 500, report.to_dict()
+    assert report.fraction >= 0.99 and report.extra == 0, report.to_dict()
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_map_within_0_3_points_of_fp32(weights_pt: Path, coco128_yaml: Path) -> None:
+    from edge_detect.evaluate import evaluate
+
+    _cuda()
+    maps = {}
+    for half in (False, True):
+        with load_backend(weights_pt, device="cuda:0", half=half) as b:
+            maps[half] = evaluate(b, coco128_yaml, imgsz=640, progress=False)["map50_95"]
+    assert maps[False] == pytest.approx(0.334, abs=0.005), maps  # the official figure (shared/README.md)
+    assert abs(maps[True] - maps[False]) <= 0.003, maps

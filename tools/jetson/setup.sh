@@ -2,6 +2,8 @@
 # Set up edge-detect on an NVIDIA Jetson (JetPack 5.1+ / 6.x) using JetPack's own TensorRT, CUDA and
 # GStreamer-enabled OpenCV. Never installs TensorRT or OpenCV from pip: those wheels would shadow JetPack's
 # (pip TensorRT does not support Jetson; pip OpenCV has no GStreamer, so CSI cameras and nvv4l2 decode break).
+# Never lets pip install NumPy 2: JetPack's OpenCV is built against NumPy 1.x and fails with NumPy 2
+# ("_ARRAY_API not found"); JetPack's NumPy is kept when edge-detect can use it (jetson_env.py).
 #
 # Usage: tools/jetson/setup.sh [--venv DIR] [--check-only] [--no-apt]
 #   --venv DIR     virtual environment to create/use (default: .venv-jetson), with system site packages
@@ -85,14 +87,24 @@ echo "== Virtual environment $VENV (sees JetPack's tensorrt and cv2)"
 python3 -m venv --system-site-packages "$VENV"
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
+# Every pip install below is constrained to NumPy 1.x, so no dependency pulls NumPy 2 in over JetPack's OpenCV.
+echo "numpy<2" > "$VENV/numpy-constraint.txt"
+export PIP_CONSTRAINT="$VENV/numpy-constraint.txt"
 python -m pip install --upgrade pip >/dev/null
 # edge-detect without its pip OpenCV dependency; the rest of the runtime deps explicitly.
 python -m pip install --no-deps -e "$REPO"
-python -m pip install "numpy>=1.23" "PyYAML>=6.0" "tqdm>=4.64" "psutil>=5.9" "$CUDA_PY"
+NUMPY_REQ="$(python "$REPO/tools/jetson/jetson_env.py" numpy-requirement)"
+if [[ -z "$NUMPY_REQ" ]]; then
+  ok "NumPy $(python -c 'import numpy; print(numpy.__version__)') kept (JetPack's OpenCV needs NumPy 1.x)"
+else
+  warn "NumPy $(python -c 'import numpy; print(numpy.__version__)' 2>/dev/null || echo none) does not fit edge-detect + JetPack's OpenCV: installing $NUMPY_REQ"
+  python -m pip install "$NUMPY_REQ"
+fi
+python -m pip install "PyYAML>=6.0" "tqdm>=4.64" "psutil>=5.9" "$CUDA_PY"
+echo "== import cv2, tensorrt with the venv's NumPy"
+python "$REPO/tools/jetson/jetson_env.py" check || { fail "see above"; exit 1; }
 python - <<'PY'
-import cv2, tensorrt
 from edge_detect import jetson
-print("  [ok]   edge-detect importable; TensorRT", tensorrt.__version__, "; OpenCV", cv2.__version__)
-print("  [ok]  ", jetson.status())
+print("  [ok]   edge-detect importable;", jetson.status())
 PY
 echo "Done. Activate with: source $VENV/bin/activate"

@@ -2,9 +2,12 @@
 
 A processor turns one frame's :class:`~edge_detect.types.Detections` into enriched ones, between postprocess
 and the sinks, in the pipeline's postprocess thread (stage ``"processors"``): a tracker sets ``track_id``, a line
-or zone counter attaches per-box ``data[...]`` and appends event dicts to ``metadata["events"]``. Processors keep
-state across frames, so the pipeline runs one chain of :meth:`Processor.clone` copies per source, in order
-(tracker first, then lines / zones).
+or zone counter attaches per-box ``data[...]`` and returns its typed events (:class:`~edge_detect.types.Event`:
+``LineCross``, ``ZoneEnter``...) by appending them to ``metadata["events"]`` (a plain dict with a ``"type"`` is
+turned into one by the pipeline, :func:`~edge_detect.types.as_event`). The pipeline publishes them on the run's
+event bus, where :class:`~edge_detect.events.Counts` counts them. Processors keep state across frames, so the
+pipeline runs one chain of :meth:`Processor.clone` copies per source, in order (tracker first, then lines /
+zones; both derive from :class:`~edge_detect.stream.processors.region.RegionCounter`).
 
 Processors register a factory ``(**options) -> Processor`` with :func:`register_processor`;
 :func:`make_processor` builds one by name. :data:`PROCESSOR_MODULES` says which module registers each built-in
@@ -38,16 +41,21 @@ _REGISTRY: Dict[str, ProcessorFactory] = {}
 class Processor(Protocol):
     """What the pipeline calls on each processor of a source's chain.
 
-    Optional: ``finish(frame) -> list[dict]``, called once at the end of each source with its last frame; the
-    events it returns are written to the sinks in an end-of-source :class:`~edge_detect.types.Result`
-    (``final=True``).
+    Optional:
+
+    * ``finish(frame) -> list[Event]``, called once at the end of each source with its last frame; the events it
+      returns are published and written to the sinks in an end-of-source :class:`~edge_detect.types.Result`
+      (``final=True``);
+    * ``regions(source_id) -> {"lines": [names]}`` / ``{"zones": [...]}``: the regions it counts on that source,
+      declared to the run's :class:`~edge_detect.events.Counts` when the chain is built (listed with zero counts
+      until they count).
     """
 
     name: str
 
     def update(self, detections: Detections, frame: Frame) -> Detections:
         """Process one frame's detections (xyxy, original-frame pixels) and return them, possibly with
-        ``track_id`` set, ``data[...]`` attached and events appended to ``metadata["events"]``."""
+        ``track_id`` set, ``data[...]`` attached and typed events appended to ``metadata["events"]``."""
         ...
 
     def clone(self) -> "Processor":
@@ -55,7 +63,8 @@ class Processor(Protocol):
         ...
 
     def summary(self) -> Dict[str, Any]:
-        """What the run counted, merged into the run summary (e.g. ``{"lines": {...}}``; ``{}`` when nothing)."""
+        """Figures of the processor merged into the run summary (e.g. ``{"tracker": {...}}``; ``{}`` when nothing;
+        counts of events are not repeated here: :class:`~edge_detect.events.Counts` keeps them)."""
         ...
 
 

@@ -6,7 +6,7 @@ pixels). Output: the detections that belong to **confirmed** tracks, each with a
 
 * ``data["det_class_id"]`` int32 ``(N,)``: the class the detector gave this frame;
 * ``data["trail"]`` float32 ``(N, trail, 2)``: the track's last ``trail`` bottom-centre points, oldest first,
-  ``NaN``-padded (drawn by :mod:`edge_detect.stream.annotate`);
+  ``NaN``-padded (drawn by :mod:`edge_detect.annotate`);
 * ``metadata["events"]``: ``object_new`` when a track is confirmed, ``object_end`` when it is dropped.
 
 Per frame (``steps`` = frame-index difference, so frames dropped by a live source advance the motion model):

@@ -24,24 +24,28 @@ every track the processor follows one point of the box, the *anchor* (default ``
 * **Class filter.** ``classes`` (names or ids) restrict what a line counts; the class is the track's
   (the tracker's majority class, so flicker does not move counts between classes).
 
-Outputs: ``line_cross`` events in ``metadata["events"]``; ``metadata["lines"]`` = ``{NAME: {"xyxy", "in",
-"out"}}`` (live counts, for drawing); :meth:`LineCounter.summary` = ``{"lines": {NAME: {"in", "out",
-"by_class": {CLASS: {"in", "out"}}}}}``.
+Outputs: :class:`~edge_detect.types.LineCross` events (``line_cross``) in ``metadata["events"]``;
+``metadata["lines"]`` = ``{NAME: {"xyxy", "in", "out"}}`` (live counts, for drawing). The run's counts
+(``{"lines": {NAME: {"in", "out", "by_class": {CLASS: {"in", "out"}}}}}`` in the summary) are kept by
+:class:`~edge_detect.events.Counts` from the events; :attr:`LineCounter.tally` holds this counter's own.
+
+The skeleton (options, per-source lines, clone, anchors, class filter, forgetting tracks) is
+:class:`~edge_detect.stream.processors.region.RegionCounter`'s; what counts as a crossing is decided in one place,
+:meth:`LineCounter._crossing`.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from edge_detect.errors import ConfigError
-from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_segment, crossing_t, signed_distance
+from edge_detect.stream.geometry import Hysteresis, as_segment, crossing_t, signed_distance
+from edge_detect.stream.processors._common import class_name, parse_named_numbers, region_specs
 from edge_detect.stream.processors.base import register_processor
-from edge_detect.stream.processors._common import (class_allowed, class_name, media_time, parse_named_numbers,
-                                                   region_specs, resolve_class_filter)
-from edge_detect.types import Detections, Frame
+from edge_detect.stream.processors.region import Region, RegionCounter
+from edge_detect.types import Detections, Event, Frame, LineCross
 
 __all__ = ["LineSpec", "LineCounter", "line_specs"]
 
@@ -83,22 +87,10 @@ class _TrackState:
     prev_d: float = 0.0
     cross_t: Optional[float] = None
     counted: int = 0
-    last_seen: float = 0.0
-
-
-@dataclass
-class _Line:
-    spec: LineSpec
-    seg: np.ndarray
-    anchor: str
-    classes: Optional[Set[Union[int, str]]]
-    counts: Dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
-    by_class: Dict[str, Dict[str, int]] = field(default_factory=dict)
-    tracks: Dict[int, _TrackState] = field(default_factory=dict)
 
 
 @register_processor("lines")
-class LineCounter:
+class LineCounter(RegionCounter):
     """Counts crossings of one or more lines (see module doc); one instance per source (:meth:`clone`).
 
     Args:
@@ -120,138 +112,86 @@ class LineCounter:
     """
 
     name = "lines"
+    KIND = "line"
+    SPECS = staticmethod(line_specs)
 
     def __init__(self, lines: Union[Mapping[str, Any], Sequence[Any]] = (),
                  source_lines: Optional[Mapping[str, Any]] = None, anchor: str = "bottom_center",
                  hysteresis_px: float = 4.0, extent_margin_px: float = 0.0, recount: bool = False,
                  classes: Optional[Sequence[Union[int, str]]] = None, names: Sequence[str] = (),
                  forget_s: float = 10.0, fps: Optional[float] = None) -> None:
-        if anchor not in ANCHORS:
-            raise ConfigError(f"lines anchor: expected one of {', '.join(ANCHORS)}, got {anchor!r}")
-        for what, value in (("hysteresis_px", hysteresis_px), ("extent_margin_px", extent_margin_px),
-                            ("forget_s", forget_s)):
-            if not value >= 0:
-                raise ConfigError(f"lines {what}: expected >= 0, got {value}")
-        self._options = dict(lines=lines, source_lines=source_lines, anchor=anchor, hysteresis_px=hysteresis_px,
-                             extent_margin_px=extent_margin_px, recount=recount, classes=classes, names=names,
-                             forget_s=forget_s, fps=fps)
-        self.names = tuple(names)
+        options = dict(lines=lines, source_lines=source_lines, anchor=anchor, hysteresis_px=hysteresis_px,
+                       extent_margin_px=extent_margin_px, recount=recount, classes=classes, names=names,
+                       forget_s=forget_s, fps=fps)
+        super().__init__(lines, source_lines, anchor, classes, names, forget_s, fps, options,
+                         {"hysteresis_px": hysteresis_px, "extent_margin_px": extent_margin_px, "forget_s": forget_s})
         self.hysteresis_px, self.extent_margin_px = float(hysteresis_px), float(extent_margin_px)
-        self.recount, self.forget_s, self.fps = bool(recount), float(forget_s), fps
-        self._anchor = anchor
-        self._default_cls = resolve_class_filter(classes, self.names, "lines")
-        self._lines: List[_Line] = [self._make(spec) for spec in line_specs(lines)]
-        self._source_lines = {str(sid): [self._make(spec) for spec in line_specs(v)]
-                              for sid, v in (source_lines or {}).items()}
-        if not self._lines and not any(self._source_lines.values()):
-            raise ConfigError("lines: expected at least one line, got none")
-        self._bound = not self._source_lines
+        self.recount, self.forget_s = bool(recount), float(forget_s)
         self._warned = False
 
-    def _make(self, spec: LineSpec) -> _Line:
-        cls = resolve_class_filter(spec.classes, self.names, f"line {spec.name}") \
-            if spec.classes is not None else self._default_cls
-        return _Line(spec, as_segment(spec.xyxy, f"line {spec.name}"), spec.anchor or self._anchor, cls)
-
-    def _bind(self, source_id: str) -> None:
-        """Add the lines of ``source_id`` (once, on the first frame)."""
-        extra = self._source_lines.get(str(source_id), [])
-        names = {ln.spec.name for ln in extra}
-        self._lines = [ln for ln in self._lines if ln.spec.name not in names] + extra
-        self._bound = True
-
-    def clone(self) -> "LineCounter":
-        """Same lines and settings, zero counts."""
-        return LineCounter(**self._options)
+    def _geometry(self, spec: LineSpec) -> np.ndarray:
+        return as_segment(spec.xyxy, f"line {spec.name}")
 
     @property
     def counts(self) -> Dict[str, Dict[str, int]]:
-        """``{NAME: {"in": n, "out": m}}`` so far."""
-        return {ln.spec.name: dict(ln.counts) for ln in self._lines}
+        """``{NAME: {"in": n, "out": m}}`` of this counter's own events so far (:attr:`tally`)."""
+        known = self.tally.summary(self._sid).get("lines", {})
+        return {r.spec.name: {k: known.get(r.spec.name, {}).get(k, 0) for k in ("in", "out")}
+                for r in self._regions}
 
-    def summary(self) -> Dict[str, Any]:
-        """``{"lines": {NAME: {"in", "out", "by_class": {CLASS: {"in", "out"}}}}}``."""
-        return {"lines": {ln.spec.name: {"in": ln.counts["in"], "out": ln.counts["out"],
-                                         "by_class": {k: dict(v) for k, v in sorted(ln.by_class.items())}}
-                          for ln in self._lines}}
+    def _track_ids(self, detections: Detections) -> np.ndarray:
+        if detections.track_id is None and len(detections) and not self._warned:
+            LOGGER.warning("lines: detections carry no track_id; run a tracker before the lines processor")
+            self._warned = True
+        return super()._track_ids(detections)
 
-    def finish(self, frame: Frame) -> List[Dict[str, Any]]:
-        """End of the source: nothing to flush (crossings are reported when they happen)."""
-        return []
+    def _distance(self, region: Region, pts: np.ndarray) -> np.ndarray:
+        return signed_distance(pts, region.geometry)
 
-    def update(self, detections: Detections, frame: Frame) -> Detections:
-        """Update the counts with one frame's tracked detections (``xyxy`` original-frame pixels).
+    def _step(self, region: Region, tid: int, cid: int, point: Sequence[float], dist: float, frame: Frame,
+              events: List[Event]) -> None:
+        """Where the anchor's path met the line since the last sighting; a side change counts (:meth:`_crossing`)."""
+        st = region.state.get(tid)
+        if st is None:
+            st = region.state[tid] = _TrackState(Hysteresis(self.hysteresis_px))
+        if st.prev is not None and not (st.prev_d > 0 and dist > 0) and not (st.prev_d < 0 and dist < 0):
+            t = crossing_t(st.prev, st.prev_d, point, dist, region.geometry.tolist())
+            if t is not None:
+                st.cross_t = t
+        side, changed = st.hyst.update(dist)
+        if changed:
+            direction = self._crossing(region, st, side, frame.shape)
+            if direction is not None:
+                cname = class_name(cid, self.names)
+                events.append(LineCross(region.spec.name, direction, tid, cname, frame=int(frame.index),
+                                        wall_time=float(frame.wall_time)))
+                LOGGER.debug("line %s: track %d (%s) %s at frame %d", region.spec.name, tid, cname, direction,
+                             frame.index)
+                st.counted += 1
+            st.cross_t = None
+        st.prev, st.prev_d = tuple(point), dist
 
-        Returns:
-            ``detections`` itself, with ``line_cross`` events appended to ``metadata["events"]`` and live counts
-            in ``metadata["lines"]``.
-        """
-        if not self._bound:
-            self._bind(frame.source_id)
-        events: List[Dict[str, Any]] = detections.metadata.setdefault("events", [])
-        now = media_time(frame, self.fps)
-        ended = {int(e["track_id"]) for e in events if e.get("type") == "object_end"}
-        if detections.track_id is None:
-            if len(detections) and not self._warned:
-                LOGGER.warning("lines: detections carry no track_id; run a tracker before the lines processor")
-                self._warned = True
-            ids = np.full(len(detections), -1, np.int64)
-        else:
-            ids = detections.track_id
-        anchors: Dict[str, np.ndarray] = {}
-        tracked = np.flatnonzero(ids >= 1).tolist()
-        ids_list, cls_list = ids.tolist(), detections.class_id.tolist()
-        for ln in self._lines:
-            if ln.anchor not in anchors:
-                anchors[ln.anchor] = anchor_points(detections.xyxy, ln.anchor)
-            pts = anchors[ln.anchor]
-            dist = signed_distance(pts, ln.seg).tolist() if len(pts) else []
-            seg = ln.seg.tolist()
-            pts_list = pts.tolist()
-            for i in tracked:
-                cid = cls_list[i]
-                if not class_allowed(cid, ln.classes, self.names):
-                    continue
-                tid = ids_list[i]
-                st = ln.tracks.get(tid)
-                if st is None:
-                    st = ln.tracks[tid] = _TrackState(Hysteresis(self.hysteresis_px))
-                p, d = pts_list[i], dist[i]
-                if st.prev is not None and not (st.prev_d > 0 and d > 0) and not (st.prev_d < 0 and d < 0):
-                    t = crossing_t(st.prev, st.prev_d, p, d, seg)
-                    if t is not None:
-                        st.cross_t = t
-                state, changed = st.hyst.update(d)
-                if changed:
-                    if self._within(ln, st.cross_t, frame.shape) and (self.recount or not st.counted):
-                        self._count(ln, "in" if state > 0 else "out", tid, cid, frame, events)
-                        st.counted += 1
-                    st.cross_t = None
-                st.prev, st.prev_d, st.last_seen = p, d, now
-            for tid in [k for k, s in ln.tracks.items() if k in ended or now - s.last_seen > self.forget_s]:
-                del ln.tracks[tid]
-        detections.metadata["lines"] = {ln.spec.name: {"xyxy": [float(v) for v in ln.seg], **ln.counts}
-                                        for ln in self._lines}
-        return detections
+    def _crossing(self, region: Region, st: _TrackState, side: int, shape_hw: tuple) -> Optional[str]:
+        """The crossing decision, on a debounced side change to ``side`` (``+1`` right of the line, ``-1`` left):
+        ``"in"`` / ``"out"`` when it counts (the path met the segment, and the track has not been counted on this
+        line unless ``recount``), else ``None``."""
+        if not self._within(region, st.cross_t, shape_hw) or (st.counted and not self.recount):
+            return None
+        return "in" if side > 0 else "out"
 
-    def _within(self, ln: _Line, t: Optional[float], shape_hw: tuple) -> bool:
+    def _within(self, region: Region, t: Optional[float], shape_hw: tuple) -> bool:
         """Whether position ``t`` along the segment counts: within ``[0, 1]`` plus the margin; past an endpoint that
         lies on (or beyond) the frame's border the extent is open, since anchors clipped to the border sit exactly
         at that end."""
         if t is None:
             return False
-        length = float(np.hypot(ln.seg[2] - ln.seg[0], ln.seg[3] - ln.seg[1]))
+        seg = region.geometry
+        length = float(np.hypot(seg[2] - seg[0], seg[3] - seg[1]))
         margin = self.extent_margin_px / length
         h, w = shape_hw
-        on_border = [x <= 1 or y <= 1 or x >= w - 1 or y >= h - 1 for x, y in (ln.seg[:2], ln.seg[2:])]
+        on_border = [x <= 1 or y <= 1 or x >= w - 1 or y >= h - 1 for x, y in (seg[:2], seg[2:])]
         return (on_border[0] or t >= -margin) and (on_border[1] or t <= 1.0 + margin)
 
-    def _count(self, ln: _Line, direction: str, tid: int, cid: int, frame: Frame,
-               events: List[Dict[str, Any]]) -> None:
-        cname = class_name(cid, self.names)
-        ln.counts[direction] += 1
-        per = ln.by_class.setdefault(cname, {"in": 0, "out": 0})
-        per[direction] += 1
-        events.append({"type": "line_cross", "line": ln.spec.name, "direction": direction, "track_id": tid,
-                       "class_name": cname, "frame": int(frame.index), "wall_time": float(frame.wall_time)})
-        LOGGER.debug("line %s: track %d (%s) %s at frame %d", ln.spec.name, tid, cname, direction, frame.index)
+    def _live(self) -> Dict[str, Any]:
+        counts = self.counts
+        return {r.spec.name: {"xyxy": [float(v) for v in r.geometry], **counts[r.spec.name]} for r in self._regions}

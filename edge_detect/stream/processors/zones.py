@@ -10,25 +10,26 @@ A track that disappears while inside stays inside (it may be hidden) until the t
 trackers that emit no end events, until unseen for ``lost_s`` seconds of stream time; it then exits with the
 dwell time up to its last sighting.
 
-Outputs: ``zone_enter`` / ``zone_exit`` (with ``dwell_s``, seconds of stream time inside) events in
-``metadata["events"]``; ``metadata["zones"]`` = ``{NAME: {"polygon", "inside": [ids], "occupancy",
-"entered", "exited"}}`` (live, for drawing); :meth:`ZoneCounter.summary` = ``{"zones": {NAME: {"entered",
-"exited", "occupancy", "max_occupancy"}}}``; :meth:`ZoneCounter.dwell` for the tracks inside now.
+Outputs: :class:`~edge_detect.types.ZoneEnter` / :class:`~edge_detect.types.ZoneExit` (with ``dwell_s``, seconds
+of stream time inside) events in ``metadata["events"]``; ``metadata["zones"]`` = ``{NAME: {"polygon", "inside":
+[ids], "occupancy", "entered", "exited"}}`` (live, for drawing); :meth:`ZoneCounter.dwell` for the tracks inside
+now. The run's counts (``{"zones": {NAME: {"entered", "exited", "occupancy", "max_occupancy"}}}`` in the summary)
+are kept by :class:`~edge_detect.events.Counts` from the events; :attr:`ZoneCounter.tally` holds this counter's
+own. The skeleton is :class:`~edge_detect.stream.processors.region.RegionCounter`'s.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from edge_detect.errors import ConfigError
-from edge_detect.stream.geometry import ANCHORS, Hysteresis, anchor_points, as_polygon, polygon_signed_distance
+from edge_detect.stream.geometry import Hysteresis, as_polygon, polygon_signed_distance
+from edge_detect.stream.processors._common import class_name, parse_named_numbers, region_specs
 from edge_detect.stream.processors.base import register_processor
-from edge_detect.stream.processors._common import (class_allowed, class_name, media_time, parse_named_numbers,
-                                                   region_specs, resolve_class_filter)
-from edge_detect.types import Detections, Frame
+from edge_detect.stream.processors.region import Region, RegionCounter
+from edge_detect.types import Event, Frame, ZoneEnter, ZoneExit
 
 __all__ = ["ZoneSpec", "ZoneCounter", "zone_specs"]
 
@@ -72,21 +73,13 @@ class _Occupant:
 
 
 @dataclass
-class _Zone:
-    spec: ZoneSpec
-    polygon: np.ndarray
-    anchor: str
-    classes: Optional[Set[Union[int, str]]]
-    entered: int = 0
-    exited: int = 0
-    max_occupancy: int = 0
-    inside: Dict[int, _Occupant] = field(default_factory=dict)
-    hyst: Dict[int, Hysteresis] = field(default_factory=dict)
-    seen: Dict[int, float] = field(default_factory=dict)
+class _ZoneTrack:
+    hyst: Hysteresis
+    inside: Optional[_Occupant] = None
 
 
 @register_processor("zones")
-class ZoneCounter:
+class ZoneCounter(RegionCounter):
     """Zone occupancy and entry/exit counting (see module doc); one instance per source (:meth:`clone`).
 
     Args:
@@ -105,126 +98,76 @@ class ZoneCounter:
     """
 
     name = "zones"
+    KIND = "zone"
+    SPECS = staticmethod(zone_specs)
 
     def __init__(self, zones: Union[Mapping[str, Any], Sequence[Any]] = (),
                  source_zones: Optional[Mapping[str, Any]] = None, anchor: str = "bottom_center",
                  hysteresis_px: float = 4.0, classes: Optional[Sequence[Union[int, str]]] = None,
                  names: Sequence[str] = (), lost_s: float = 3.0, fps: Optional[float] = None) -> None:
-        if anchor not in ANCHORS:
-            raise ConfigError(f"zones anchor: expected one of {', '.join(ANCHORS)}, got {anchor!r}")
-        for what, value in (("hysteresis_px", hysteresis_px), ("lost_s", lost_s)):
-            if not value >= 0:
-                raise ConfigError(f"zones {what}: expected >= 0, got {value}")
-        self._options = dict(zones=zones, source_zones=source_zones, anchor=anchor, hysteresis_px=hysteresis_px,
-                             classes=classes, names=names, lost_s=lost_s, fps=fps)
-        self.names, self.hysteresis_px, self.lost_s, self.fps = tuple(names), float(hysteresis_px), float(lost_s), fps
-        self._anchor = anchor
-        self._default_cls = resolve_class_filter(classes, self.names, "zones")
-        self._zones: List[_Zone] = [self._make(spec) for spec in zone_specs(zones)]
-        self._source_zones = {str(sid): [self._make(spec) for spec in zone_specs(v)]
-                              for sid, v in (source_zones or {}).items()}
-        if not self._zones and not any(self._source_zones.values()):
-            raise ConfigError("zones: expected at least one zone, got none")
-        self._bound = not self._source_zones
-        self._now = 0.0
+        options = dict(zones=zones, source_zones=source_zones, anchor=anchor, hysteresis_px=hysteresis_px,
+                       classes=classes, names=names, lost_s=lost_s, fps=fps)
+        super().__init__(zones, source_zones, anchor, classes, names, lost_s, fps, options,
+                         {"hysteresis_px": hysteresis_px, "lost_s": lost_s})
+        self.hysteresis_px, self.lost_s = float(hysteresis_px), float(lost_s)
 
-    def _make(self, spec: ZoneSpec) -> _Zone:
-        cls = resolve_class_filter(spec.classes, self.names, f"zone {spec.name}") \
-            if spec.classes is not None else self._default_cls
-        return _Zone(spec, as_polygon(spec.polygon, f"zone {spec.name}"), spec.anchor or self._anchor, cls)
+    def _geometry(self, spec: ZoneSpec) -> np.ndarray:
+        return as_polygon(spec.polygon, f"zone {spec.name}")
 
-    def _bind(self, source_id: str) -> None:
-        """Add the zones of ``source_id`` (once, on the first frame)."""
-        extra = self._source_zones.get(str(source_id), [])
-        names = {z.spec.name for z in extra}
-        self._zones = [z for z in self._zones if z.spec.name not in names] + extra
-        self._bound = True
-
-    def clone(self) -> "ZoneCounter":
-        """Same zones and settings, empty state."""
-        return ZoneCounter(**self._options)
+    @staticmethod
+    def _inside(region: Region) -> Dict[int, _Occupant]:
+        return {tid: st.inside for tid, st in region.state.items() if st.inside is not None}
 
     def inside(self, zone: str) -> List[int]:
         """Track ids inside ``zone`` now, sorted."""
-        return sorted(self._zone(zone).inside)
+        return sorted(self._inside(self._region(zone)))
 
     def dwell(self, zone: str) -> Dict[int, float]:
         """``{track_id: seconds inside so far}`` for the tracks inside ``zone`` (stream time, up to the last frame)."""
-        return {tid: self._now - occ.enter_time for tid, occ in sorted(self._zone(zone).inside.items())}
+        return {tid: self._now - occ.enter_time for tid, occ in sorted(self._inside(self._region(zone)).items())}
 
-    def _zone(self, name: str) -> _Zone:
-        for z in self._zones:
-            if z.spec.name == name:
-                return z
-        raise KeyError(f"zone {name!r}: expected one of {[z.spec.name for z in self._zones]}")
+    def zone_counts(self) -> Dict[str, Dict[str, int]]:
+        """``{NAME: {"entered", "exited", "occupancy", "max_occupancy"}}`` of this counter's own events so far."""
+        known = self.tally.summary(self._sid).get("zones", {})
+        zero = {"entered": 0, "exited": 0, "occupancy": 0, "max_occupancy": 0}
+        return {r.spec.name: dict(known.get(r.spec.name, zero)) for r in self._regions}
 
-    def summary(self) -> Dict[str, Any]:
-        """``{"zones": {NAME: {"entered", "exited", "occupancy", "max_occupancy"}}}``."""
-        return {"zones": {z.spec.name: {"entered": z.entered, "exited": z.exited, "occupancy": len(z.inside),
-                                        "max_occupancy": z.max_occupancy} for z in self._zones}}
+    def _distance(self, region: Region, pts: np.ndarray) -> np.ndarray:
+        return polygon_signed_distance(pts, region.geometry)  # > 0 inside
 
-    def finish(self, frame: Frame) -> List[Dict[str, Any]]:
-        """End of the source: nothing is flushed (the summary keeps who is still inside)."""
-        return []
+    def _step(self, region: Region, tid: int, cid: int, point: Sequence[float], dist: float, frame: Frame,
+              events: List[Event]) -> None:
+        """Enter once the anchor is ``hysteresis_px`` inside, exit once it is that far outside."""
+        st = region.state.get(tid)
+        if st is None:
+            st = region.state[tid] = _ZoneTrack(Hysteresis(self.hysteresis_px))
+        side, _ = st.hyst.update(dist)
+        if st.inside is not None:
+            st.inside.last_seen = self._now
+        if side == 1 and st.inside is None:
+            st.inside = _Occupant(self._now, self._now, class_name(cid, self.names))
+            events.append(ZoneEnter(region.spec.name, tid, st.inside.class_name, frame=int(frame.index),
+                                    wall_time=float(frame.wall_time)))
+        elif side == -1 and st.inside is not None:
+            self._exit(region, tid, st, self._now, frame, events)
 
-    def update(self, detections: Detections, frame: Frame) -> Detections:
-        """Update zone membership with one frame's tracked detections (``xyxy`` original-frame pixels).
-
-        Returns:
-            ``detections`` itself with ``zone_enter`` / ``zone_exit`` events appended to ``metadata["events"]``
-            and the live state in ``metadata["zones"]``.
-        """
-        if not self._bound:
-            self._bind(frame.source_id)
-        events: List[Dict[str, Any]] = detections.metadata.setdefault("events", [])
-        now = self._now = media_time(frame, self.fps)
-        ended = {int(e["track_id"]) for e in events if e.get("type") == "object_end"}
-        ids = detections.track_id if detections.track_id is not None else np.full(len(detections), -1, np.int64)
-        anchors: Dict[str, np.ndarray] = {}
-        tracked = np.flatnonzero(ids >= 1).tolist()
-        ids_list, cls_list = ids.tolist(), detections.class_id.tolist()
-        for z in self._zones:
-            if z.anchor not in anchors:
-                anchors[z.anchor] = anchor_points(detections.xyxy, z.anchor)
-            pts = anchors[z.anchor]
-            dist = polygon_signed_distance(pts, z.polygon).tolist() if len(pts) else []
-            for i in tracked:
-                cid = cls_list[i]
-                if not class_allowed(cid, z.classes, self.names):
-                    continue
-                tid = ids_list[i]
-                hyst = z.hyst.get(tid)
-                if hyst is None:
-                    hyst = z.hyst[tid] = Hysteresis(self.hysteresis_px)
-                state, _ = hyst.update(dist[i])
-                z.seen[tid] = now
-                if tid in z.inside:
-                    z.inside[tid].last_seen = now
-                if state == 1 and tid not in z.inside:
-                    z.inside[tid] = _Occupant(now, now, class_name(cid, self.names))
-                    z.entered += 1
-                    events.append(self._event("zone_enter", z, tid, z.inside[tid].class_name, frame))
-                elif state == -1 and tid in z.inside:
-                    self._exit(z, tid, now, frame, events)
-            for tid in [k for k, t in z.seen.items() if k in ended or now - t > self.lost_s]:
-                if tid in z.inside:
-                    self._exit(z, tid, z.inside[tid].last_seen, frame, events)
-                z.seen.pop(tid, None)
-                z.hyst.pop(tid, None)
-            z.max_occupancy = max(z.max_occupancy, len(z.inside))
-        detections.metadata["zones"] = {
-            z.spec.name: {"polygon": z.polygon.tolist(), "inside": sorted(z.inside), "occupancy": len(z.inside),
-                          "entered": z.entered, "exited": z.exited} for z in self._zones}
-        return detections
-
-    def _exit(self, z: _Zone, tid: int, until: float, frame: Frame, events: List[Dict[str, Any]]) -> None:
-        occ = z.inside.pop(tid)
-        z.exited += 1
-        ev = self._event("zone_exit", z, tid, occ.class_name, frame)
-        ev["dwell_s"] = round(max(until - occ.enter_time, 0.0), 3)
-        events.append(ev)
+    def _forget(self, region: Region, tid: int, frame: Frame, events: List[Event]) -> None:
+        """Ended or lost: a track inside exits with the dwell time up to its last sighting."""
+        st = region.state.pop(tid, None)
+        if st is not None and st.inside is not None:
+            self._exit(region, tid, st, st.inside.last_seen, frame, events)
 
     @staticmethod
-    def _event(kind: str, z: _Zone, tid: int, cname: str, frame: Frame) -> Dict[str, Any]:
-        return {"type": kind, "zone": z.spec.name, "track_id": tid, "class_name": cname, "frame": int(frame.index),
-                "wall_time": float(frame.wall_time)}
+    def _exit(region: Region, tid: int, st: _ZoneTrack, until: float, frame: Frame, events: List[Event]) -> None:
+        occ, st.inside = st.inside, None
+        events.append(ZoneExit(region.spec.name, tid, occ.class_name, round(max(until - occ.enter_time, 0.0), 3),
+                               frame=int(frame.index), wall_time=float(frame.wall_time)))
+
+    def _live(self) -> Dict[str, Any]:
+        counts = self.zone_counts()
+        out = {}
+        for r in self._regions:
+            inside = sorted(self._inside(r))
+            out[r.spec.name] = {"polygon": r.geometry.tolist(), "inside": inside, "occupancy": len(inside),
+                                "entered": counts[r.spec.name]["entered"], "exited": counts[r.spec.name]["exited"]}
+        return out

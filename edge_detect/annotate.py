@@ -1,5 +1,6 @@
 """Drawing detections, an FPS overlay and the analytics (lines, zones, live counts, track trails) on BGR frames
-with OpenCV primitives.
+with OpenCV primitives; used by the sinks (video, display, preview, snapshots), ``Result.annotated`` and, later, the
+server. Lives outside ``stream/`` so outputs draw without importing the stream side.
 
 Colours are fixed per class id (a 20-colour palette, cycled), so the same class keeps its colour across
 frames and runs; trails are coloured per track id. Line width and font scale follow the frame size unless given.
