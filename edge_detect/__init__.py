@@ -4,6 +4,7 @@ The public API is imported lazily so ``import edge_detect`` stays light (no Open
 torch)::
 
     from edge_detect import Detector, Detections, open_source, open_sink, Pipeline, export
+    from edge_detect import App, load_app_config                      # the edge app as a service
 """
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ _LAZY = {
     "open_source": "edge_detect.stream.sources",
     "open_sink": "edge_detect.sinks",
     "Pipeline": "edge_detect.stream.pipeline",
+    "App": "edge_detect.app",
+    "AppConfig": "edge_detect.app_config",
+    "load_app_config": "edge_detect.app_config",
+    "EventBus": "edge_detect.events",
+    "Counts": "edge_detect.events",
+    "Event": "edge_detect.types",
+    "RunContext": "edge_detect.types",
     "evaluate": "edge_detect.evaluate",
     "export": "edge_detect.exporter",
     "ExportOptions": "edge_detect.exporter",

@@ -1,37 +1,54 @@
-"""Configuration of ``edge-detect run``: frozen dataclasses loaded from YAML, overridden by CLI flags.
+"""Configuration of the edge app (``edge-detect run``, :class:`~edge_detect.app.App`): one nested, validated,
+frozen :class:`AppConfig`, loaded from YAML and overridden by CLI flags.
 
 A config file (see ``configs/app/default.yaml``)::
 
-    model: yolov5n.onnx
-    conf: 0.25
-    classes: [person, car]          # names or ids
-    sources:
-      - video.mp4                   # a plain string...
-      - uri: rtsp://user:pw@cam/1   # ...or a mapping with an id and per-source capture options
+    model:                          # what detects: a file or a checkpoint name, thresholds, batching, runtime
+      path: yolov5n.onnx
+      conf: 0.25
+      classes: [person, car]        # names or ids
+    sources:                        # a plain string, or a mapping with an id, capture options, own lines/zones
+      - video.mp4
+      - uri: rtsp://user:pw@cam/1
         id: gate
         options: {read_timeout_s: 5}
-        lines: {entry: [0, 100, 640, 100]}  # lines / zones of this source only (added to the common ones)
+        lines: {entry: [0, 100, 640, 100]}   # lines / zones of this source only (added to the common ones)
+        conf: 0.4                   # per-source thresholds on top of the model's (filter only)
+        classes: [person]
+        enabled: true               # false: opened but not read (a live one keeps dropping stale frames)
     capture: {backoff_max_s: 10}    # defaults for every source (edge_detect.stream.sources.CaptureOptions)
-    sinks:                          # one list of sink specs (edge_detect.sinks.open_sink)
-      - out.mp4                     # a plain spec: path by suffix, URI by scheme, or "display"...
-      - spec: out.jsonl             # ...or a mapping with options for the sink
-      - {spec: "mjpeg://127.0.0.1:8080", options: {quality: 70}}
-    show: null                      # display window: null = only where a display exists
-    tracker: {enabled: true, name: bytetrack, options: {buffer_s: 2.0}}   # or name: iou / none
-    processors: []                  # more per-source processors, e.g. [{name: lines, options: {...}}]
-    lines:                          # counting lines of every source, source-frame pixels (x1, y1, x2, y2)
-      gate: [320, 0, 320, 360]      # "in" = from the left of (x1,y1)->(x2,y2) to its right, as seen in the image
-      door: {xyxy: [0, 300, 200, 300], classes: [person], anchor: bottom_center}
-    zones:                          # polygons (x1, y1, x2, y2, x3, y3, ...)
-      bay: {polygon: [0, 200, 300, 200, 300, 360, 0, 360], classes: [car, truck]}
-    line_options: {hysteresis_px: 4, recount: false}     # edge_detect.stream.processors.lines.LineCounter
-    zone_options: {lost_s: 3}                            # edge_detect.stream.processors.zones.ZoneCounter
+    analytics:                      # tracking and counting
+      tracker: {enabled: true, name: bytetrack, options: {buffer_s: 2.0}}   # or name: iou / none
+      processors: []                # more per-source processors, e.g. [{name: iou, options: {...}}]
+      lines: {gate: [320, 0, 320, 360], door: {xyxy: [0, 300, 200, 300], classes: [person]}}
+      zones: {bay: {polygon: [0, 200, 300, 200, 300, 360, 0, 360], classes: [car, truck]}}
+      line_options: {hysteresis_px: 4, recount: false}
+      zone_options: {lost_s: 3}
+    outputs:                        # where frames go
+      sinks: [out.mp4, {spec: out.jsonl}, {spec: "mjpeg://127.0.0.1:8080", options: {quality: 70}}]
+      show: null                    # display window: null = only where a display exists
+      summary_json: null
+    events:                         # events out (README "Events"): MQTT, webhook, snapshots, Prometheus
+      mqtt: mqtts://user:pw@broker/site
+      mqtt_options: {ca: ca.pem, qos: 1}
+      webhook: https://hooks.local/x
+      snapshots: snaps/
+      metrics_port: 9100
+    server:                         # how the service runs: stop conditions, logging, the HTTP endpoint
+      max_frames: null
+      duration: null
+      progress: true
+      stats_interval_s: 10
+      host: 127.0.0.1
+      port: null                    # the dashboard / REST API port (served by edge_detect.server when present)
 
-The pre-v2 mapping form ``sinks: {save_video: ..., save_jsonl: ..., preview_port: ..., preview_host: ...,
-show: ..., video_fps: ...}`` is still read (converted to the list, with a warning).
+**Flat files** (every key at the top level: ``model: x.onnx``, ``conf``, ``sinks``, ``tracker``, ``lines``,
+``max_frames``..., the layout before v3) are still read: converted with one deprecation warning
+(:func:`nest_flat`). The pre-v2 ``sinks: {save_video: ...}`` mapping is converted too.
 
-Unknown keys are rejected with the closest known key (:mod:`edge_detect.config`). :func:`build_pipeline`
-turns an :class:`AppConfig` into a ready :class:`~edge_detect.stream.pipeline.Pipeline`.
+Unknown keys are rejected with the closest known key (:mod:`edge_detect.config`). :func:`build_pipeline` turns an
+:class:`AppConfig` into a ready :class:`~edge_detect.stream.pipeline.Pipeline`; :class:`~edge_detect.app.App`
+runs it as a service.
 """
 from __future__ import annotations
 
@@ -39,31 +56,85 @@ import dataclasses
 import difflib
 import logging
 import os
-import threading
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from edge_detect.config import check_thresholds, from_mapping, load_yaml, override, parse_imgsz
-from edge_detect.errors import ConfigError, SourceError
+from edge_detect.config import check_thresholds, from_mapping, load_yaml, override, parse_imgsz, suggest_key
+from edge_detect.errors import ConfigError, SinkError, SourceError
 from edge_detect.stream.sources import CaptureOptions
+from edge_detect.urls import mask_credentials
 
-__all__ = ["AppConfig", "SourceConfig", "SinkConfig", "TrackerConfig", "ProcessorConfig", "load_app_config", "resolve_classes",
-           "build_pipeline", "build_detector", "add_sinks"]
+__all__ = ["AppConfig", "ModelConfig", "SourceConfig", "SinkConfig", "TrackerConfig", "ProcessorConfig",
+           "AnalyticsConfig", "OutputsConfig", "EventsConfig", "ServerConfig", "load_app_config", "nest_flat",
+           "resolve_classes", "build_pipeline", "build_detector", "build_processors", "add_sinks", "run_sinks",
+           "check_run_outputs", "FLAT_KEYS"]
 
 LOGGER = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------- sections
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What detects.
+
+    Attributes:
+        path: ``.onnx`` / ``.xml`` / ``.engine`` / ``.pt`` file or a checkpoint name (``None``: the default model).
+        backend: backend name, ``None`` = by file suffix.
+        imgsz: ``[size]`` or ``[h, w]`` (stored as ``(h, w)``) for dynamic-shape models (``None``: the model's).
+        force_imgsz: allow sides above :data:`~edge_detect.preprocess.MAX_IMGSZ` (4096).
+        threads: inference threads for ONNX Runtime / OpenVINO (0 = its default).
+        batch: frames per inference call, gathered across the sources (a static-batch model uses its own).
+        device, precision, hint: OpenVINO options (``None`` = the backend's default).
+        rebuild_on_mismatch: TensorRT engines built by another TensorRT/GPU are rebuilt from their ONNX.
+        conf, iou, max_det, agnostic: detection thresholds and NMS settings.
+        classes: keep only these classes, by name or id (``None`` = all).
+    """
+
+    path: Optional[str] = None
+    backend: Optional[str] = None
+    imgsz: Optional[Tuple[int, ...]] = None
+    force_imgsz: bool = False
+    threads: int = 0
+    batch: int = 1
+    rebuild_on_mismatch: bool = False
+    device: Optional[str] = None
+    precision: Optional[str] = None
+    hint: Optional[str] = None
+    conf: float = 0.25
+    iou: float = 0.45
+    max_det: int = 1000
+    classes: Optional[Tuple[Union[int, str], ...]] = None
+    agnostic: bool = False
+
+    def __post_init__(self) -> None:
+        check_thresholds(self.conf, self.iou, self.max_det)
+        if self.imgsz is not None:
+            object.__setattr__(self, "imgsz", parse_imgsz(self.imgsz))
+        for ok, name, expected, actual in ((self.threads >= 0, "threads", ">= 0", self.threads),
+                                           (self.batch >= 1, "batch", ">= 1", self.batch)):
+            if not ok:
+                raise ConfigError(f"{name}: expected {expected}, got {actual!r}")
 
 
 @dataclass(frozen=True)
 class SourceConfig:
     """One input: ``uri`` (anything :func:`~edge_detect.stream.sources.open_source` takes), an optional ``id``,
-    ``options`` overriding the global ``capture`` options for this source, and ``lines`` / ``zones`` counted on
-    this source only (same forms as :attr:`AppConfig.lines` / :attr:`AppConfig.zones`)."""
+    ``options`` overriding the global ``capture`` options for this source, ``lines`` / ``zones`` counted on this
+    source only (same forms as :attr:`AnalyticsConfig.lines` / ``zones``), per-source ``conf`` / ``classes``
+    (filters applied to its detections after the model's own thresholds) and ``enabled`` (``False``: opened, not
+    read)."""
 
     uri: str
     id: Optional[str] = None
     options: Dict[str, Any] = field(default_factory=dict)
     lines: Dict[str, Any] = field(default_factory=dict)
     zones: Dict[str, Any] = field(default_factory=dict)
+    conf: Optional[float] = None
+    classes: Optional[Tuple[Union[int, str], ...]] = None
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         from edge_detect.stream.processors.lines import line_specs
@@ -71,53 +142,24 @@ class SourceConfig:
 
         line_specs(self.lines)
         zone_specs(self.zones)
+        check_thresholds(conf=self.conf, names=(f"source {self.id or self.uri} conf", "iou", "max_det"))
 
 
 @dataclass(frozen=True)
 class SinkConfig:
     """One output: ``spec`` (anything :func:`~edge_detect.sinks.open_sink` takes: ``out.mp4``, ``out.jsonl``,
-    ``mjpeg://HOST:PORT``, ``display``...) and ``options`` for that sink (e.g. ``{fps: 30}`` for a video)."""
+    ``mjpeg://HOST:PORT``, ``display``, ``mqtt://``...) and ``options`` for that sink (e.g. ``{fps: 30}``)."""
 
     spec: str
     options: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from edge_detect.errors import SinkError
         from edge_detect.sinks.base import resolve_sink
 
         try:
             resolve_sink(self.spec)
         except SinkError as exc:
             raise ConfigError(f"sinks: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class _LegacySinks:
-    """The pre-v2 ``sinks:`` mapping, converted by :func:`_legacy_sinks`."""
-
-    show: Optional[bool] = None
-    save_video: Optional[str] = None
-    save_jsonl: Optional[str] = None
-    preview_port: Optional[int] = None
-    preview_host: str = "127.0.0.1"
-    video_fps: Optional[float] = None
-
-
-def _legacy_sinks(data: Mapping[str, Any], where: str) -> Tuple[List[Dict[str, Any]], Optional[bool]]:
-    """``(sink list, show)`` from the old ``sinks: {save_video: ...}`` mapping."""
-    old = from_mapping(data, _LegacySinks, where=f"{where}.sinks")
-    if old.preview_port is not None and not 0 <= old.preview_port <= 65535:
-        raise ConfigError(f"sinks.preview_port: expected a port in 0..65535, got {old.preview_port}")
-    out: List[Dict[str, Any]] = []
-    if old.save_video:
-        out.append({"spec": old.save_video, "options": {"fps": old.video_fps} if old.video_fps else {}})
-    if old.save_jsonl:
-        out.append({"spec": old.save_jsonl})
-    if old.preview_port is not None:
-        out.append({"spec": f"mjpeg://{old.preview_host}:{old.preview_port}"})
-    LOGGER.warning("%s: 'sinks:' as a mapping is deprecated; write a list of specs instead, e.g. sinks: %s",
-                   where, [d["spec"] for d in out] or ["out.mp4", "out.jsonl", "mjpeg://127.0.0.1:8080"])
-    return out, old.show
 
 
 @dataclass(frozen=True)
@@ -139,10 +181,8 @@ class TrackerConfig:
     """The tracker, the first processor of each source's chain when ``enabled`` (``--track`` / ``--tracker``).
 
     ``name``: a registered processor (``"bytetrack"``, the default, or ``"iou"``...), or ``"none"`` for no tracker
-    even when lines or zones are configured (an error then); ``options``: its settings (``bytetrack``:
-    :class:`~edge_detect.stream.processors.bytetrack.ByteTrack`; ``iou``: ``iou_threshold``, ``max_age``,
-    ``class_aware``). The pre-v2 keys ``iou`` / ``max_age`` are read as ``options`` of the ``iou`` tracker.
-    Lines and zones turn tracking on by themselves.
+    even when lines or zones are configured (an error then); ``options``: its settings. The pre-v2 keys ``iou`` /
+    ``max_age`` are read as ``options`` of the ``iou`` tracker. Lines and zones turn tracking on by themselves.
     """
 
     enabled: bool = False
@@ -163,174 +203,341 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True)
-class AppConfig:
-    """Everything ``edge-detect run`` needs (see module doc).
+class AnalyticsConfig:
+    """Tracking and counting: the tracker, more processors, the lines / zones of every source (source-frame
+    pixels; :mod:`edge_detect.stream.processors.lines` / ``.zones``) and the settings of their counters."""
 
-    Attributes:
-        model: ``.onnx`` / ``.engine`` / ``.pt`` path.
-        backend: backend name, ``None`` = by file suffix.
-        imgsz: ``[size]`` or ``[h, w]`` (stored as ``(h, w)``) for dynamic-shape models (``None`` = the model's
-            nominal size).
-        force_imgsz: allow ``imgsz`` sides above :data:`~edge_detect.preprocess.MAX_IMGSZ` (4096).
-        threads: inference threads for ONNX Runtime / OpenVINO (0 = its default).
-        batch: frames per inference call, gathered across the sources (a static-batch model uses its own).
-        device, precision, hint: OpenVINO backend options (``None`` = the backend's default: CPU, fp32 or int8
-            for a quantized model, latency).
-        rebuild_on_mismatch: TensorRT engines built by another TensorRT/GPU are rebuilt from their ONNX.
-        conf, iou, max_det, agnostic: detection thresholds and NMS settings.
-        classes: keep only these classes, by name or id (``None`` = all).
-        sources, capture, tracker: see the classes above.
-        processors: more per-source processors after the tracker (line / zone counters...), in order.
-        lines: counting lines of every source, ``{NAME: [x1, y1, x2, y2]}`` or ``{NAME: {"xyxy": [...],
-            "classes": [...], "anchor": ...}}``, source-frame pixels (:mod:`edge_detect.stream.processors.lines`).
-        zones: polygons of every source, ``{NAME: [x1, y1, x2, y2, x3, y3, ...]}`` or ``{NAME: {"polygon": [...],
-            "classes": [...], "anchor": ...}}`` (:mod:`edge_detect.stream.processors.zones`).
-        line_options, zone_options: settings of the line / zone processors (``anchor``, ``hysteresis_px``,
-            ``recount``, ``classes``...).
-        sinks: the outputs, :class:`SinkConfig` each.
-        show: the display window: ``None`` = only where a display exists (unless a ``display`` sink is listed).
-        max_frames, duration: stop conditions (``None`` = until the sources end).
-        summary_json: write the run summary there.
-        progress: progress bar (files) / periodic stats line (live).
-        stats_interval_s: period of the stats line for live sources.
-    """
-
-    model: Optional[str] = None
-    backend: Optional[str] = None
-    imgsz: Optional[Tuple[int, ...]] = None
-    force_imgsz: bool = False
-    threads: int = 0
-    batch: int = 1
-    rebuild_on_mismatch: bool = False
-    device: Optional[str] = None
-    precision: Optional[str] = None
-    hint: Optional[str] = None
-    conf: float = 0.25
-    iou: float = 0.45
-    max_det: int = 1000
-    classes: Optional[Tuple[Union[int, str], ...]] = None
-    agnostic: bool = False
-    sources: Tuple[SourceConfig, ...] = ()
-    capture: CaptureOptions = field(default_factory=CaptureOptions)
-    sinks: Tuple[SinkConfig, ...] = ()
-    show: Optional[bool] = None
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     processors: Tuple[ProcessorConfig, ...] = ()
     lines: Dict[str, Any] = field(default_factory=dict)
     zones: Dict[str, Any] = field(default_factory=dict)
     line_options: Dict[str, Any] = field(default_factory=dict)
     zone_options: Dict[str, Any] = field(default_factory=dict)
-    max_frames: Optional[int] = None
-    duration: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    """Where frames go: ``sinks`` (:class:`SinkConfig` each), ``show`` (the display window: ``None`` = only where a
+    display exists, unless a ``display`` sink is listed) and ``summary_json`` (the run summary's file)."""
+
+    sinks: Tuple[SinkConfig, ...] = ()
+    show: Optional[bool] = None
     summary_json: Optional[str] = None
-    progress: bool = True
-    stats_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """Events out (README "Events"), each turned into a sink of the run (:meth:`sinks`).
+
+    Attributes:
+        mqtt: ``mqtt(s)://[user:pass@]host[:port][/prefix]``; ``mqtt_options``: ``ca``, ``cert``, ``key``, ``qos``,
+            ``queue_size``... (:class:`~edge_detect.sinks.mqtt.MqttTransport`).
+        webhook: ``http(s)://host/path``; ``webhook_options``: ``retries``, ``timeout_s``...
+        snapshots: folder for JPEG snapshots of event frames; ``snapshot_crop``, ``snapshot_keep``,
+            ``snapshot_max_age_s``, ``snapshot_quality``: retention and form.
+        update_interval_s, stats_interval_s: ``object_update`` throttle and stats period.
+        metrics_port, metrics_host: serve Prometheus metrics at ``http://HOST:PORT/metrics``.
+    """
+
+    mqtt: Optional[str] = None
+    mqtt_options: Dict[str, Any] = field(default_factory=dict)
+    webhook: Optional[str] = None
+    webhook_options: Dict[str, Any] = field(default_factory=dict)
+    snapshots: Optional[str] = None
+    snapshot_crop: bool = False
+    snapshot_keep: Optional[int] = 1000
+    snapshot_max_age_s: Optional[float] = None
+    snapshot_quality: int = 90
+    update_interval_s: float = 5.0
+    stats_interval_s: float = 5.0
+    metrics_port: Optional[int] = None
+    metrics_host: Optional[str] = None
 
     def __post_init__(self) -> None:
-        check_thresholds(self.conf, self.iou, self.max_det)
-        if self.imgsz is not None:
-            object.__setattr__(self, "imgsz", parse_imgsz(self.imgsz))
-        checks = [
-            (self.max_frames is None or self.max_frames >= 1, "max_frames", ">= 1", self.max_frames),
-            (self.duration is None or self.duration > 0, "duration", "> 0 seconds", self.duration),
-            (self.threads >= 0, "threads", ">= 0", self.threads),
-            (self.batch >= 1, "batch", ">= 1", self.batch),
-        ]
+        check_events(self, EVENT_NAMES)
+
+    def sinks(self) -> List[SinkConfig]:
+        """The sinks these settings ask for (``events`` only when a setting differs from the defaults)."""
+        out: List[SinkConfig] = []
+        if self.mqtt:
+            out.append(SinkConfig(self.mqtt, dict(self.mqtt_options)))
+        if self.webhook:
+            out.append(SinkConfig(f"webhook+{self.webhook}", dict(self.webhook_options)))
+        hub = {k: getattr(self, k) for k in _HUB_OPTIONS if getattr(self, k) != _EVENT_DEFAULTS[k]}
+        if hub:
+            out.append(SinkConfig("events", hub))
+        if self.metrics_port is not None:
+            out.append(SinkConfig(f"metrics://{self.metrics_host or '127.0.0.1'}:{self.metrics_port}"))
+        return out
+
+
+_HUB_OPTIONS = ("snapshots", "snapshot_crop", "snapshot_keep", "snapshot_max_age_s", "snapshot_quality",
+                "update_interval_s", "stats_interval_s")
+_EVENT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EventsConfig)}
+#: the names :func:`check_events` uses in messages: config keys (the CLI passes its flags)
+EVENT_NAMES = {"mqtt": "events.mqtt", "tls": "events.mqtt_options (ca/cert/key)", "webhook": "events.webhook",
+               "snapshots": "events.snapshots", "snapshot_crop": "events.snapshot_crop",
+               "metrics_port": "events.metrics_port", "metrics_host": "events.metrics_host"}
+
+
+def check_events(ev: EventsConfig, names: Mapping[str, str]) -> None:
+    """Check event settings; messages name them with ``names`` (config keys, or the CLI's flags).
+
+    Raises:
+        ConfigError: a URL of the wrong scheme, TLS files without MQTT, crop without snapshots, a bad port, a
+            metrics host without a port (credentials masked).
+    """
+    tls = any(k in ev.mqtt_options for k in ("ca", "cert", "key"))
+    if ev.mqtt and not re.match(r"mqtts?://", ev.mqtt, flags=re.IGNORECASE):
+        raise ConfigError(f"{names['mqtt']}: expected mqtt://[user:pass@]host[:port][/prefix] or mqtts://..., got "
+                          f"{mask_credentials(ev.mqtt)!r}")
+    if tls and not ev.mqtt:
+        raise ConfigError(f"{names['tls']}: expected {names['mqtt']} mqtts://... too, got no {names['mqtt']}")
+    if ev.webhook and not re.match(r"https?://", ev.webhook, flags=re.IGNORECASE):
+        raise ConfigError(f"{names['webhook']}: expected an http:// or https:// URL, got "
+                          f"{mask_credentials(ev.webhook)!r}")
+    if ev.snapshot_crop and not ev.snapshots:
+        raise ConfigError(f"{names['snapshot_crop']}: expected {names['snapshots']} DIR too, got none")
+    if ev.metrics_port is not None and not 0 <= ev.metrics_port <= 65535:
+        raise ConfigError(f"{names['metrics_port']}: expected a port in 0..65535, got {ev.metrics_port}")
+    if ev.metrics_host and ev.metrics_port is None:
+        raise ConfigError(f"{names['metrics_host']}: expected {names['metrics_port']} too, got none")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the service runs.
+
+    Attributes:
+        max_frames, duration: stop conditions (``None`` = until the sources end or :meth:`App.stop`).
+        progress: progress bar (files) / periodic stats line (live).
+        stats_interval_s: period of the stats line.
+        host, port: the HTTP endpoint of the dashboard / REST API (``port=None``: not served).
+    """
+
+    max_frames: Optional[int] = None
+    duration: Optional[float] = None
+    progress: bool = True
+    stats_interval_s: float = 10.0
+    host: str = "127.0.0.1"
+    port: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        checks = [(self.max_frames is None or self.max_frames >= 1, "max_frames", ">= 1", self.max_frames),
+                  (self.duration is None or self.duration > 0, "duration", "> 0 seconds", self.duration),
+                  (self.port is None or 0 <= self.port <= 65535, "server.port", "a port in 0..65535", self.port)]
         for ok, name, expected, actual in checks:
             if not ok:
                 raise ConfigError(f"{name}: expected {expected}, got {actual!r}")
-        for kind, common, options in (("lines", self.lines, self.line_options),
-                                      ("zones", self.zones, self.zone_options)):
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the edge app needs (see module doc): sections ``model``, ``sources``, ``capture``,
+    ``analytics``, ``outputs``, ``events``, ``server``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sources: Tuple[SourceConfig, ...] = ()
+    capture: CaptureOptions = field(default_factory=CaptureOptions)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+    def __post_init__(self) -> None:
+        a = self.analytics
+        for kind, common, options in (("lines", a.lines, a.line_options), ("zones", a.zones, a.zone_options)):
             if options and "names" in options:
                 raise ConfigError(f"{kind[:-1]}_options: unknown option 'names' (the model's class names are used)")
             if common or options or any(getattr(s, kind) for s in self.sources):
-                _analytics_processor(kind, self, names=())  # validates geometry and options
-        if self.tracker.name == "none" and self.has_analytics:
+                region_processor(kind, self, names=())  # validates geometry and options
+        if a.tracker.name == "none" and self.has_analytics:
             raise ConfigError("tracker: expected a tracker for lines/zones (they count track ids), got 'none'")
+        ids = [s.id for s in self.sources if s.id]
+        if len(ids) != len(set(ids)):
+            raise ConfigError(f"sources: expected unique ids, got {sorted(i for i in ids if ids.count(i) > 1)[0]!r} "
+                              "twice")
 
     @property
     def has_analytics(self) -> bool:
         """Whether any line or zone is configured (common or per source)."""
-        return bool(self.lines or self.zones or any(s.lines or s.zones for s in self.sources))
+        a = self.analytics
+        return bool(a.lines or a.zones or any(s.lines or s.zones for s in self.sources))
+
+    @classmethod
+    def from_flat(cls, **flat: Any) -> "AppConfig":
+        """An :class:`AppConfig` from flat keys (``model="m.onnx", conf=0.3, sinks=[...]``; :data:`FLAT_KEYS`)."""
+        return from_mapping(_normalize(nest_flat(flat, warn=False)), cls)
 
 
-def _analytics_processor(kind: str, cfg: "AppConfig", names: Sequence[str],
-                         source_ids: Optional[Sequence[str]] = None) -> Any:
-    """The ``lines`` / ``zones`` processor of ``cfg`` (``None`` when it has none of that kind); per-source
-    geometry is keyed by ``source_ids`` (the opened sources' ids, in config order; default: the configured ids or
-    the uris)."""
-    from edge_detect.stream.processors import make_processor
+# ------------------------------------------------------------------------------------------------- flat layout
 
-    ids = list(source_ids) if source_ids is not None else [s.id or s.uri for s in cfg.sources]
-    common = cfg.lines if kind == "lines" else cfg.zones
-    per_source = {sid: getattr(s, kind) for sid, s in zip(ids, cfg.sources) if getattr(s, kind)}
-    if not common and not per_source:
-        return None
-    options = dict(cfg.line_options if kind == "lines" else cfg.zone_options)
-    return make_processor(kind, **{kind: common, f"source_{kind}": per_source or None, "names": tuple(names),
-                                   **options})
+#: flat (pre-v3) key -> its place in the nested config
+FLAT_KEYS: Dict[str, str] = {
+    **{k: f"model.{k}" for k in ("backend", "imgsz", "force_imgsz", "threads", "batch", "rebuild_on_mismatch",
+                                 "device", "precision", "hint", "conf", "iou", "max_det", "classes", "agnostic")},
+    "model": "model.path", "sources": "sources", "capture": "capture",
+    **{k: f"analytics.{k}" for k in ("tracker", "processors", "lines", "zones", "line_options", "zone_options")},
+    **{k: f"outputs.{k}" for k in ("sinks", "show", "summary_json")},
+    **{k: f"server.{k}" for k in ("max_frames", "duration", "progress", "stats_interval_s")},
+}
+_SECTIONS = {f.name for f in dataclasses.fields(AppConfig)}
 
 
-def _with_names(name: str, options: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Any]:
-    """``options`` plus ``names`` (the model's class names) when processor ``name`` takes them and none is given."""
-    from edge_detect.stream.processors import processor_takes
+def _is_flat(data: Mapping[str, Any]) -> bool:
+    return isinstance(data.get("model"), str) or any(k not in _SECTIONS for k in data)
 
-    out = dict(options)
-    if "names" not in out and processor_takes(name, "names"):
-        out["names"] = tuple(names)
+
+def nest_flat(data: Mapping[str, Any], where: str = "config", warn: bool = True) -> Dict[str, Any]:
+    """The nested form of a flat mapping (:data:`FLAT_KEYS`); logs one deprecation warning when ``warn``.
+
+    Raises:
+        ConfigError: a key that is neither flat nor a section (with the closest known key).
+    """
+    out: Dict[str, Any] = {}
+    for key, value in data.items():
+        key = str(key).replace("-", "_")
+        if key == "source" and "sources" not in data:
+            raise ConfigError("unknown key 'source' (did you mean 'sources'?)")
+        place = FLAT_KEYS.get(key)
+        if place is None:
+            known = set(FLAT_KEYS) | _SECTIONS
+            raise ConfigError(f"{where}: unknown key '{key}'{suggest_key(key, known)}; known keys: "
+                              f"{', '.join(sorted(known))}")
+        if key in _SECTIONS - {"sources", "capture"} and isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected either sections ({', '.join(sorted(_SECTIONS))}) or the older "
+                              f"top-level keys, got both (section '{key}' beside top-level keys)")
+        head, _, rest = place.partition(".")
+        if rest:
+            out.setdefault(head, {})[rest] = value
+        else:
+            out[head] = value
+    if warn and data:
+        LOGGER.warning("%s: top-level keys (model: FILE, conf, sinks, tracker...) are deprecated; group them in the "
+                       "sections model, sources, capture, analytics, outputs, events, server (configs/app/"
+                       "default.yaml shows the layout)", where)
     return out
 
 
-def _sink_items(sinks: Any) -> List[Any]:
-    if isinstance(sinks, (str, Mapping)):
-        sinks = [sinks]
-    return [{"spec": str(s)} if isinstance(s, (str, os.PathLike)) else s for s in sinks]
+@dataclass(frozen=True)
+class _LegacySinks:
+    """The pre-v2 ``sinks:`` mapping, converted by :func:`_legacy_sinks`."""
+
+    show: Optional[bool] = None
+    save_video: Optional[str] = None
+    save_jsonl: Optional[str] = None
+    preview_port: Optional[int] = None
+    preview_host: str = "127.0.0.1"
+    video_fps: Optional[float] = None
+
+
+def _legacy_sinks(data: Mapping[str, Any], where: str) -> Tuple[List[Dict[str, Any]], Optional[bool]]:
+    """``(sink list, show)`` from the pre-v2 ``sinks: {save_video: ...}`` mapping."""
+    old = from_mapping(data, _LegacySinks, where=f"{where}.sinks")
+    if old.preview_port is not None and not 0 <= old.preview_port <= 65535:
+        raise ConfigError(f"sinks.preview_port: expected a port in 0..65535, got {old.preview_port}")
+    out: List[Dict[str, Any]] = []
+    if old.save_video:
+        out.append({"spec": old.save_video, "options": {"fps": old.video_fps} if old.video_fps else {}})
+    if old.save_jsonl:
+        out.append({"spec": old.save_jsonl})
+    if old.preview_port is not None:
+        out.append({"spec": f"mjpeg://{old.preview_host}:{old.preview_port}"})
+    LOGGER.warning("%s: 'sinks:' as a mapping is deprecated; write a list of specs instead, e.g. sinks: %s",
+                   where, [d["spec"] for d in out] or ["out.mp4", "out.jsonl", "mjpeg://127.0.0.1:8080"])
+    return out, old.show
 
 
 def _normalize(data: Mapping[str, Any], where: str = "config") -> Dict[str, Any]:
-    """Accept plain strings for sources and sinks, the old sinks mapping, and a bare int for imgsz."""
-    out = dict(data)
-    sinks = out.get("sinks")
+    """Nested mapping with the short forms expanded: plain strings for sources and sinks, the old sinks
+    mapping, a bare int imgsz, the pre-v2 tracker keys, processor names."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    outputs, analytics, model = out.get("outputs") or {}, out.get("analytics") or {}, out.get("model") or {}
+    sinks = outputs.get("sinks")
     if isinstance(sinks, Mapping) and "spec" not in sinks:
-        out["sinks"], show = _legacy_sinks(sinks, where)
-        if show is not None and out.get("show") is None:
-            out["show"] = show
+        outputs["sinks"], show = _legacy_sinks(sinks, where)
+        if show is not None and outputs.get("show") is None:
+            outputs["show"] = show
     elif sinks is not None:
-        out["sinks"] = _sink_items(sinks)
-    if "source" in out and "sources" not in out:
-        raise ConfigError("unknown key 'source' (did you mean 'sources'?)")
+        outputs["sinks"] = [{"spec": str(s)} if isinstance(s, (str, os.PathLike)) else s
+                            for s in ([sinks] if isinstance(sinks, (str, Mapping)) else sinks)]
+    _fold_events_spec(out, outputs)
     srcs = out.get("sources")
     if srcs is not None:
-        if isinstance(srcs, (str, int)) or isinstance(srcs, Mapping):
-            srcs = [srcs]
+        srcs = [srcs] if isinstance(srcs, (str, int, Mapping)) else srcs
         out["sources"] = [{"uri": str(s)} if isinstance(s, (str, int)) else s for s in srcs]
-    if isinstance(out.get("imgsz"), int):
-        out["imgsz"] = [out["imgsz"]]
-    tracker = out.get("tracker")
+    if isinstance(model, Mapping) and isinstance(model.get("imgsz"), int):
+        model["imgsz"] = [model["imgsz"]]
+    tracker = analytics.get("tracker")
     if isinstance(tracker, Mapping) and ("iou" in tracker or "max_age" in tracker):  # pre-v2 IoU settings
         tracker = dict(tracker)
         options = dict(tracker.get("options") or {})
-        if "iou" in tracker:
-            options["iou_threshold"] = tracker.pop("iou")
-        if "max_age" in tracker:
-            options["max_age"] = tracker.pop("max_age")
-        tracker["options"] = options
-        tracker.setdefault("name", "iou")
-        out["tracker"] = tracker
-    if isinstance(out.get("processors"), (list, tuple)):
-        out["processors"] = [{"name": p} if isinstance(p, str) else p for p in out["processors"]]
+        for old, new in (("iou", "iou_threshold"), ("max_age", "max_age")):
+            if old in tracker:
+                options[new] = tracker.pop(old)
+        analytics["tracker"] = {**tracker, "options": options, "name": tracker.get("name", "iou")}
+    if isinstance(analytics.get("processors"), (list, tuple)):
+        analytics["processors"] = [{"name": p} if isinstance(p, str) else p for p in analytics["processors"]]
+    for key, value in (("outputs", outputs), ("analytics", analytics), ("model", model)):
+        if value:
+            out[key] = value
+    return out
+
+
+def _fold_events_spec(out: Dict[str, Any], outputs: Dict[str, Any]) -> None:
+    """Move ``{spec: events, options: {...}}`` entries of ``outputs.sinks`` into the ``events`` section (one home
+    for the event hub's settings; the options win over the section's keys)."""
+    sinks = outputs.get("sinks") or []
+    hub = [s for s in sinks if isinstance(s, Mapping) and str(s.get("spec", "")).lower() == "events"]
+    if not hub:
+        return
+    outputs["sinks"] = [s for s in sinks if s not in hub]
+    events = dict(out.get("events") or {})
+    for entry in hub:
+        events.update(entry.get("options") or {})
+    out["events"] = events
+
+
+# ------------------------------------------------------------------------------------------------- loading
+
+def _nested_overrides(cfg: AppConfig, overrides: Mapping[str, Any]) -> Dict[str, Any]:
+    """Flat or dotted override keys -> nested dotted keys; ``sources`` / ``sinks`` strings -> configs; ``lines`` /
+    ``zones`` added to the config's (a same name replaces)."""
+    known = set(FLAT_KEYS) | _SECTIONS
+    out: Dict[str, Any] = {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head in _SECTIONS:
+            place = "model.path" if head == "model" and not rest else key  # "model": the flat key (a path)
+        elif head in FLAT_KEYS:
+            place = FLAT_KEYS[head] + (f".{rest}" if rest else "")
+        else:
+            raise ConfigError(f"unknown option '{key}'{suggest_key(key, known)}")
+        out[place] = value
+    if out.get("sources") is not None:
+        out["sources"] = tuple(s if isinstance(s, SourceConfig) else SourceConfig(str(s)) for s in out["sources"])
+    if out.get("outputs.sinks") is not None:
+        out["outputs.sinks"] = tuple(s if isinstance(s, SinkConfig) else SinkConfig(str(s))
+                                     for s in out["outputs.sinks"])
+    if isinstance(out.get("model.imgsz"), int):
+        out["model.imgsz"] = (out["model.imgsz"],)
+    for kind in ("lines", "zones"):  # --line / --zone add to the file's (a same name replaces)
+        if out.get(f"analytics.{kind}"):
+            out[f"analytics.{kind}"] = {**getattr(cfg.analytics, kind), **dict(out[f"analytics.{kind}"])}
     return out
 
 
 def load_app_config(path: Optional[Union[str, os.PathLike]] = None,
                     overrides: Optional[Mapping[str, Any]] = None) -> AppConfig:
-    """Load an app config file (or the defaults) and apply ``overrides`` (``None`` values ignored).
+    """Load an app config file (nested, or flat: converted with a warning) or the defaults, then apply
+    ``overrides`` (``None`` values ignored).
 
     Args:
         path: YAML file, or ``None`` for the built-in defaults.
-        overrides: flat or dotted keys (``"capture.read_timeout_s"``), e.g. from CLI flags; ``sources`` and
-            ``sinks`` may be lists of strings (``sinks`` replaces the file's list: see :func:`add_sinks` to add);
-            ``lines`` / ``zones`` mappings are added to the file's (a line or zone of the same name is replaced).
+        overrides: dotted nested keys (``"model.conf"``, ``"capture.read_timeout_s"``) or flat ones (``"conf"``,
+            ``"tracker.enabled"``: :data:`FLAT_KEYS`), e.g. from CLI flags; ``sources`` and ``sinks`` may be lists
+            of strings (``sinks`` replaces the file's list: see :func:`add_sinks` to add); ``lines`` / ``zones``
+            mappings are added to the file's (a line or zone of the same name is replaced).
 
     Raises:
         ConfigError: unknown key (with a suggestion), wrong type or out-of-range value.
@@ -340,49 +547,78 @@ def load_app_config(path: Optional[Union[str, os.PathLike]] = None,
         data = load_yaml(path) or {}
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        if _is_flat(data):
+            data = nest_flat(data, str(path))
         cfg = from_mapping(_normalize(data, str(path)), AppConfig, where=str(path))
     if overrides:
-        ov = dict(overrides)
-        if ov.get("sources") is not None:
-            ov["sources"] = tuple(s if isinstance(s, SourceConfig) else SourceConfig(str(s))
-                                  for s in ov["sources"])
-        if ov.get("sinks") is not None:
-            ov["sinks"] = tuple(s if isinstance(s, SinkConfig) else SinkConfig(str(s)) for s in ov["sinks"])
-        if isinstance(ov.get("imgsz"), int):
-            ov["imgsz"] = (ov["imgsz"],)
-        for kind in ("lines", "zones"):  # --line / --zone add to the file's (a same name replaces)
-            if ov.get(kind):
-                ov[kind] = {**getattr(cfg, kind), **dict(ov[kind])}
-        cfg = override(cfg, ov)
+        cfg = override(cfg, _nested_overrides(cfg, {k: v for k, v in overrides.items() if v is not None}))
     return cfg
 
 
-def add_sinks(cfg: AppConfig, specs: Sequence[Union[str, SinkConfig]]) -> AppConfig:
-    """``cfg`` with ``specs`` added to its sinks; a config sink of the same kind (registry key: video suffix,
-    ``.jsonl``, ``mjpeg``, ``display``...) is replaced, so ``--save-jsonl b.jsonl`` overrides ``sinks: [a.jsonl]``.
-    """
-    from edge_detect.sinks.base import resolve_sink
+def _kind(spec: str) -> str:
+    """A sink spec's kind: its registry key's module (all video suffixes are one kind)."""
+    from edge_detect.sinks.base import SINK_MODULES, resolve_sink
 
+    key = resolve_sink(spec)[1]
+    return SINK_MODULES.get(key, key)
+
+
+def add_sinks(cfg: AppConfig, specs: Sequence[Union[str, SinkConfig]]) -> AppConfig:
+    """``cfg`` with ``specs`` added to its sinks; a config sink of the same kind (video suffix, ``.jsonl``,
+    ``mjpeg``, ``display``...) is replaced, so ``--save-jsonl b.jsonl`` overrides ``sinks: [a.jsonl]``."""
     new = [s if isinstance(s, SinkConfig) else SinkConfig(str(s)) for s in specs]
     if not new:
         return cfg
-    kinds = {_kind(resolve_sink(s.spec)[1]) for s in new}
-    kept = [s for s in cfg.sinks if _kind(resolve_sink(s.spec)[1]) not in kinds]
-    return dataclasses.replace(cfg, sinks=tuple(kept + new))
+    kinds = {_kind(s.spec) for s in new}
+    kept = [s for s in cfg.outputs.sinks if _kind(s.spec) not in kinds]
+    return dataclasses.replace(cfg, outputs=dataclasses.replace(cfg.outputs, sinks=tuple(kept + new)))
 
 
-def _resolve_key(spec: str) -> str:
-    from edge_detect.sinks.base import resolve_sink
+def run_sinks(cfg: AppConfig, display: Optional[bool] = None) -> List[SinkConfig]:
+    """Every sink of a run: ``outputs.sinks``, the event sinks (:meth:`EventsConfig.sinks`), and the display
+    window per ``outputs.show`` (``None``: only where a display exists; ``display`` overrides the check)."""
+    from edge_detect.sinks.display import display_available
 
-    return resolve_sink(spec)[1]
+    specs = list(cfg.outputs.sinks) + cfg.events.sinks()
+    has_display = any(_kind(s.spec) == "display" for s in specs)
+    show = cfg.outputs.show
+    if show is False:
+        specs = [s for s in specs if _kind(s.spec) != "display"]
+    elif not has_display and (show or (show is None and (display if display is not None
+                                                         else display_available()[0]))):
+        specs.append(SinkConfig("display"))
+    return specs
 
 
-def _kind(key: str) -> str:
-    """Registry key -> sink kind (all video suffixes are one kind)."""
-    from edge_detect.sinks.base import SINK_MODULES
+def check_run_outputs(cfg: AppConfig, flags: Optional[Mapping[str, str]] = None) -> None:
+    """Every output path (file sinks, the snapshot folder, the summary JSON) writable, distinct and not an input
+    (a source or the model), before anything is opened.
 
-    return SINK_MODULES.get(key, key)
+    Args:
+        flags: ``{spec: flag}`` naming the outputs that came from CLI flags in the messages (others: ``sink``).
 
+    Raises:
+        SinkError: the first problem, naming the output and the path.
+    """
+    from edge_detect.paths import check_outputs, input_paths
+    from edge_detect.sinks.base import JSONL_SUFFIXES, VIDEO_SUFFIXES, resolve_sink
+
+    outputs: Dict[str, Any] = {}
+    dirs: List[str] = []
+    for sc in list(cfg.outputs.sinks) + cfg.events.sinks():
+        target, key = resolve_sink(sc.spec)
+        if key in VIDEO_SUFFIXES + JSONL_SUFFIXES:  # a file sink, chosen by its suffix
+            label = (flags or {}).get(sc.spec, "sink")
+            outputs[label if label not in outputs else f"{label} #{len(outputs) + 1}"] = target
+        if sc.options.get("snapshots"):
+            outputs["--snapshots"] = sc.options["snapshots"]
+            dirs.append("--snapshots")
+    outputs["--summary-json"] = cfg.outputs.summary_json
+    model = [Path(cfg.model.path)] if cfg.model.path and Path(cfg.model.path).is_file() else []
+    check_outputs(outputs, inputs=[*input_paths([s.uri for s in cfg.sources]), *model], dirs=dirs)
+
+
+# ------------------------------------------------------------------------------------------------- building
 
 def resolve_classes(classes: Optional[Sequence[Union[int, str]]], names: Sequence[str]) -> Optional[List[int]]:
     """Class filter as ids: ints and digit strings are ids, other strings are looked up in ``names``.
@@ -409,93 +645,161 @@ def resolve_classes(classes: Optional[Sequence[Union[int, str]]], names: Sequenc
 
 
 def build_detector(cfg: AppConfig) -> Any:
-    """A :class:`~edge_detect.detector.Detector` from the config (class names resolved with the model's)."""
+    """A :class:`~edge_detect.detector.Detector` from ``cfg.model`` (class names resolved with the model's)."""
     from edge_detect.detector import Detector
 
-    if not cfg.model:
-        raise ConfigError("model: expected a model path (--model or 'model:' in the config), got none")
-    opts: Dict[str, Any] = {"threads": cfg.threads} if cfg.threads else {}
-    if cfg.rebuild_on_mismatch:
+    m = cfg.model
+    if not m.path:
+        raise ConfigError("model: expected a model path (--model or 'model: {path: ...}' in the config), got none")
+    opts: Dict[str, Any] = {"threads": m.threads} if m.threads else {}
+    if m.rebuild_on_mismatch:
         opts["rebuild_on_mismatch"] = True
-    opts.update({k: v for k, v in (("device", cfg.device), ("precision", cfg.precision), ("hint", cfg.hint))
+    opts.update({k: v for k, v in (("device", m.device), ("precision", m.precision), ("hint", m.hint))
                  if v is not None})
-    det = Detector(cfg.model, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, agnostic=cfg.agnostic,
-                   backend=cfg.backend, imgsz=cfg.imgsz, force_imgsz=cfg.force_imgsz, **opts)
+    det = Detector(m.path, conf=m.conf, iou=m.iou, max_det=m.max_det, agnostic=m.agnostic, backend=m.backend,
+                   imgsz=m.imgsz, force_imgsz=m.force_imgsz, **opts)
     try:
-        ids = resolve_classes(cfg.classes, det.names)
+        det.classes = resolve_classes(m.classes, det.names)
     except ConfigError:
         det.close()
         raise
-    det.classes = ids
     return det
 
 
-def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Optional[threading.Event] = None) -> Any:
+def region_processor(kind: str, cfg: AppConfig, names: Sequence[str],
+                     source_ids: Optional[Sequence[str]] = None) -> Any:
+    """The ``lines`` / ``zones`` processor of ``cfg`` (``None`` when it has none of that kind); per-source
+    geometry is keyed by ``source_ids`` (the opened sources' ids, in config order; default: the configured ids or
+    the uris)."""
+    from edge_detect.stream.processors import make_processor
+
+    ids = list(source_ids) if source_ids is not None else [s.id or s.uri for s in cfg.sources]
+    common = getattr(cfg.analytics, kind)
+    per_source = {sid: getattr(s, kind) for sid, s in zip(ids, cfg.sources) if getattr(s, kind)}
+    if not common and not per_source:
+        return None
+    options = dict(cfg.analytics.line_options if kind == "lines" else cfg.analytics.zone_options)
+    return make_processor(kind, **{kind: common, f"source_{kind}": per_source or None, "names": tuple(names),
+                                   **options})
+
+
+def _with_names(name: str, options: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Any]:
+    """``options`` plus ``names`` (the model's class names) when processor ``name`` takes them and none is given."""
+    from edge_detect.stream.processors import processor_takes
+
+    out = dict(options)
+    if "names" not in out and processor_takes(name, "names"):
+        out["names"] = tuple(names)
+    return out
+
+
+def source_filter(cfg: AppConfig, names: Sequence[str], source_ids: Sequence[str]) -> Any:
+    """The :class:`~edge_detect.stream.processors.filter.SourceFilter` of the sources with their own ``conf`` /
+    ``classes`` (``source_ids``: the opened ids, in config order), or ``None``."""
+    from edge_detect.stream.processors import make_processor
+
+    rules = {sid: {"conf": s.conf, "classes": s.classes} for sid, s in zip(source_ids, cfg.sources)
+             if s.conf is not None or s.classes is not None}
+    return make_processor("filter", sources=rules, names=tuple(names)) if rules else None
+
+
+def build_processors(cfg: AppConfig, names: Sequence[str], source_ids: Sequence[str]) -> List[Any]:
+    """The processor prototypes of a run: the per-source filter (when a source sets ``conf`` / ``classes``), the
+    tracker (when enabled, or turned on by lines/zones), the configured processors, then the line and zone
+    counters."""
+    from edge_detect.stream.processors import make_processor
+
+    a = cfg.analytics
+    track = a.tracker.name != "none" and (a.tracker.enabled or cfg.has_analytics)
+    if track and not a.tracker.enabled:
+        LOGGER.info("lines/zones configured: tracking with '%s'", a.tracker.name)
+    procs = [p for p in (source_filter(cfg, names, source_ids),) if p is not None]
+    if track:
+        procs.append(make_processor(a.tracker.name, **_with_names(a.tracker.name, a.tracker.options, names)))
+    procs += [make_processor(p.name, **_with_names(p.name, p.options, names)) for p in a.processors]
+    return procs + [p for p in (region_processor(k, cfg, names, source_ids) for k in ("lines", "zones"))
+                    if p is not None]
+
+
+def check_sources(cfg: AppConfig) -> None:
+    """The cheap checks (at least one source, no missing file), before a model loads or anything opens.
+
+    Raises:
+        ConfigError: no source. SourceError: a missing file or an unknown scheme.
+    """
+    from edge_detect.stream.sources import parse_source
+
+    if not cfg.sources:
+        raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
+    for s in cfg.sources:
+        parse_source(s.uri)
+
+
+def open_sources(cfg: AppConfig) -> List[Any]:
+    """Open every configured source. With several, a live one that cannot be opened yet starts offline and keeps
+    retrying; only when none opens does this fail (the opened ones closed).
+
+    Raises:
+        SourceError: a missing file or no source opened.
+    """
+    from edge_detect.stream.sources import open_source
+
+    check_sources(cfg)
+    opened: List[Any] = []
+    try:
+        for s in cfg.sources:
+            opened.append(open_source(s.uri, source_id=s.id, capture=cfg.capture, offline_ok=len(cfg.sources) > 1,
+                                      **s.options))
+        if all(src.offline for src in opened):
+            raise SourceError(f"sources: expected at least one that opens, got {len(opened)} offline: "
+                              + ", ".join(src.uri for src in opened))
+    except BaseException:
+        for src in opened:
+            src.close()
+        raise
+    return opened
+
+
+def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None, bus: Any = None) -> Any:
     """Open sources and sinks and return a :class:`~edge_detect.stream.pipeline.Pipeline` (not yet run).
 
     Args:
         cfg: the app config (needs at least one source; a model unless ``detector`` is given).
         detector: use this detector instead of building one from ``cfg.model``.
-        stop_event: event that stops the run when set (signal handlers).
+        stop_event: event that stops the run when set.
+        bus: the :class:`~edge_detect.events.EventBus` to publish on (an App's, so counts outlive the pipeline).
 
-    The model is loaded first, so a bad model leaves no output file behind. With several sources, a live one
-    (camera, stream) that cannot be opened yet does not stop the others: it starts offline and keeps retrying
-    with the capture backoff; only when none can be opened does the run fail.
+    The model is loaded first, so a bad model leaves no output file behind.
 
     Raises:
         ConfigError / SourceError / SinkError / ModelError: with the detector, sources or sinks already opened
         closed again.
     """
     from edge_detect.sinks import open_sink
-    from edge_detect.sinks.display import display_available
     from edge_detect.sinks.events import arrange_sinks
     from edge_detect.stream.pipeline import Pipeline
-    from edge_detect.stream.sources import open_source
-    from edge_detect.stream.processors import make_processor
 
-    if not cfg.sources:
-        raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
-    from edge_detect.stream.sources import parse_source
-
-    for s in cfg.sources:  # cheap checks first (a missing file), before the model loads
-        parse_source(s.uri)
+    check_sources(cfg)
     opened: List[Any] = []
     try:
         det = detector if detector is not None else build_detector(cfg)
         if detector is None:
             opened.append(det)
-        sources = []
-        several = len(cfg.sources) > 1
-        for s in cfg.sources:
-            src = open_source(s.uri, source_id=s.id, capture=cfg.capture, offline_ok=several, **s.options)
-            opened.append(src)
-            sources.append(src)
-        if sources and all(src.offline for src in sources):
-            raise SourceError(f"sources: expected at least one that opens, got {len(sources)} offline: "
-                              + ", ".join(src.uri for src in sources))
-        specs = list(cfg.sinks)
-        has_display = any(_kind(_resolve_key(s.spec)) == "display" for s in specs)
-        if cfg.show is False:
-            specs = [s for s in specs if _kind(_resolve_key(s.spec)) != "display"]
-        elif not has_display and (cfg.show or (cfg.show is None and display_available()[0])):
-            specs.append(SinkConfig("display"))
+        sources = open_sources(cfg)
+        opened += sources
         sinks = []
-        for sc in specs:
+        for sc in run_sinks(cfg):
             sinks.append(open_sink(sc.spec, **sc.options))
             opened.append(sinks[-1])
-        sinks = arrange_sinks(sinks)
-        names = tuple(getattr(det, "names", ()) or ())
-        track = cfg.tracker.name != "none" and (cfg.tracker.enabled or cfg.has_analytics)
-        if track and not cfg.tracker.enabled:
-            LOGGER.info("lines/zones configured: tracking with '%s'", cfg.tracker.name)
-        procs = [make_processor(cfg.tracker.name, **_with_names(cfg.tracker.name, cfg.tracker.options, names))] \
-            if track else []
-        procs += [make_processor(p.name, **_with_names(p.name, p.options, names)) for p in cfg.processors]
-        ids = [src.source_id for src in sources]
-        procs += [p for p in (_analytics_processor(k, cfg, names, ids) for k in ("lines", "zones")) if p is not None]
-        return Pipeline(sources, det, sinks, processors=procs, batch=cfg.batch, max_frames=cfg.max_frames,
-                        duration=cfg.duration, progress=cfg.progress, stop_event=stop_event,
-                        stats_interval_s=cfg.stats_interval_s)
+        procs = build_processors(cfg, tuple(det.names), [src.source_id for src in sources])
+        s = cfg.server
+        pipeline = Pipeline(sources, det, arrange_sinks(sinks), processors=procs, batch=cfg.model.batch,
+                            max_frames=s.max_frames, duration=s.duration, progress=s.progress, stop_event=stop_event,
+                            stats_interval_s=s.stats_interval_s, bus=bus)
+        for src, sc in zip(sources, cfg.sources):
+            if not sc.enabled:
+                pipeline.batcher.set_enabled(src.source_id, False)
+        return pipeline
     except BaseException:
         for obj in opened:
             obj.close()

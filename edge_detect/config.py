@@ -45,7 +45,16 @@ def load_yaml(path: Union[str, os.PathLike]) -> Any:
         with p.open("r", encoding="utf-8") as f:
             return yaml.safe_load(f)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(f"{p}: {_yaml_error(exc)}") from exc
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """``invalid YAML at line L, column C: <problem> (<context>)`` (1-based, where PyYAML knows the place)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    place = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    context = getattr(exc, "context", None)
+    return f"invalid YAML{place}: {problem}" + (f" ({context})" if context else "")
 
 
 def load_config(path: Union[str, os.PathLike], cls: Type[T]) -> T:
@@ -252,5 +261,8 @@ def check_options(what: str, factory: Callable[..., Any], options: Mapping[str, 
         valid = valid[1:]  # the target (path / spec), passed positionally
     unknown = sorted(set(options) - set(valid))
     if unknown:
+        close = {u: difflib.get_close_matches(u, valid, n=1, cutoff=0.5) for u in unknown}
+        hints = [f"'{m[0]}'" + (f" for '{u}'" if len(unknown) > 1 else "") for u, m in close.items() if m]
         raise ConfigError(f"{what}: unknown option{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(repr(u) for u in unknown)}; expected one of {valid}")
+                          f"{', '.join(repr(u) for u in unknown)}; expected one of {valid}"
+                          + (f" (did you mean {', '.join(hints)}?)" if hints else ""))

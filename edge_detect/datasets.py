@@ -27,7 +27,7 @@ import numpy as np
 
 from edge_detect.config import load_yaml
 from edge_detect.errors import ConfigError, DataError
-from edge_detect.paths import IMAGE_SUFFIXES
+from edge_detect.paths import IMAGE_SUFFIXES, PathLike
 
 __all__ = ["IMAGE_SUFFIXES", "SPLITS", "DatasetSpec", "load_dataset", "list_images", "label_path",
            "parse_labels", "load_labels"]
@@ -37,7 +37,6 @@ LOGGER = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 _TOL = 1e-6  # slack on the [0, 1] range of normalized coordinates (float text rounding)
 
-PathLike = Union[str, os.PathLike]
 
 
 @dataclass(frozen=True)

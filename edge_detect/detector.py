@@ -378,8 +378,11 @@ class Detector:
 
     def detect_batch(self, images: Sequence[np.ndarray], auto: Optional[bool] = None,
                      **overrides: Any) -> List[Detections]:
-        """One preprocess -> infer -> postprocess round on at most :attr:`batch_size` images."""
+        """One preprocess -> infer -> postprocess round on at most :attr:`batch_size` images (``overrides``: NMS
+        settings for this call, as for :meth:`postprocess`; on the device path they go to the backend's NMS)."""
         batch, infos = self.preprocess(images, auto=auto)
+        if isinstance(batch, DeviceBatch):  # NMS runs in infer_device: the overrides must reach it
+            batch.nms = self._nms_settings(**overrides)
         return self.postprocess(self.infer(batch), infos, **overrides)
 
     def close(self) -> None:

@@ -10,8 +10,14 @@
 exported / built, OpenVINO models through ``precision``. ``tf32`` lets FP32 use TensorFloat-32 on CUDA (torch, ONNX
 Runtime's CUDA provider); it is off unless asked for, so CUDA FP32 finds the CPU's detections.
 
-Used by the CLI (``--device``, ``--half``, ``--tf32``) and meant for the app config (``device:`` ...); pure: it
-imports no backend and checks no hardware (a backend says "CUDA is not available" itself, in one line).
+``device_path`` chooses the device-resident path (frames uploaded once; letterbox, inference and NMS on the GPU,
+only boxes back; :class:`edge_detect.backends.base.DeviceBackend`): ``None`` keeps each backend's default (on for a
+``.pt`` on CUDA, off for ``.onnx`` / ``.engine``), ``True`` / ``False`` force it (torch, ONNX Runtime on CUDA,
+TensorRT).
+
+Used by the CLI (``--device``, ``--half``, ``--tf32``, ``--device-path``) and meant for the app config
+(``device:`` ...); pure: it imports no backend and checks no hardware (a backend says "CUDA is not available"
+itself, in one line).
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ def _flags(half: bool, tf32: bool) -> str:
 
 
 def device_options(backend: str, device: Optional[str] = None, half: bool = False,
-                   tf32: bool = False) -> Dict[str, Any]:
+                   tf32: bool = False, device_path: Optional[bool] = None) -> Dict[str, Any]:
     """The backend keyword options for ``device`` / ``half`` / ``tf32`` (only those given).
 
     Args:
@@ -53,6 +59,7 @@ def device_options(backend: str, device: Optional[str] = None, half: bool = Fals
             OpenVINO; ``None`` = the backend's default.
         half: FP16 compute (torch on CUDA only).
         tf32: TF32 for FP32 on CUDA (torch, ONNX Runtime).
+        device_path: the device-resident path on (``True``) or off (``False``); ``None``: the backend's default.
 
     Returns:
         e.g. ``{"device": "cuda:0", "half": True}`` (torch), ``{"device": 1}`` (TensorRT: the GPU index),
@@ -60,8 +67,23 @@ def device_options(backend: str, device: Optional[str] = None, half: bool = Fals
 
     Raises:
         ConfigError: one line, expected vs got: a device the backend cannot take, ``half`` / ``tf32`` without a
-            CUDA device or for a backend that has no such switch, ``half`` with ``tf32``.
+            CUDA device or for a backend that has no such switch, ``half`` with ``tf32``, ``device_path`` for a
+            backend without one or (ONNX Runtime) without a CUDA device.
     """
+    opts = _device_options(backend, device, half, tf32)
+    if device_path is None:
+        return opts
+    parsed = parse_device(device)
+    if backend not in CUDA_BACKENDS:
+        raise ConfigError(f"--{'' if device_path else 'no-'}device-path: expected a torch, onnxruntime or tensorrt "
+                          f"model, got the {backend} backend")
+    if device_path and backend == "onnxruntime" and (parsed is None or parsed[0] != "cuda"):
+        raise ConfigError(f"--device-path: expected --device cuda[:N] for an ONNX model (ONNX Runtime's CUDA "
+                          f"provider), got {device or 'the default device (cpu)'}")
+    return {**opts, "device_path": bool(device_path)}
+
+
+def _device_options(backend: str, device: Optional[str], half: bool, tf32: bool) -> Dict[str, Any]:
     opts: Dict[str, Any] = {}
     parsed = parse_device(device)
     if backend == "openvino":

@@ -19,8 +19,8 @@ __all__ = [
     "MissingDependencyError",
     "BackendUnavailableError",
     "TransientBackendError",
-    "UnknownSourceError",
     "DuplicateSourceError",
+    "UnknownSourceError",
 ]
 
 
@@ -76,9 +76,13 @@ class TransientBackendError(EdgeDetectError):
     """
 
 
-class UnknownSourceError(SourceError, LookupError):
-    """A runtime operation named a source id the running app does not have (the REST API answers 404)."""
-
-
 class DuplicateSourceError(ConfigError):
-    """A source was added with an id the running app already has (the REST API answers 409)."""
+    """A source was added with an id the running app already has (``App.add_source``; the REST API answers 409)."""
+
+
+class UnknownSourceError(SourceError, KeyError):
+    """A runtime operation named a source id the running app does not have (``App.remove_source`` /
+    ``update_source``; the REST API answers 404)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

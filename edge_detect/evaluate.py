@@ -22,7 +22,6 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from edge_detect._optional import require
 from edge_detect.backends.base import Backend, load_backend
@@ -30,13 +29,14 @@ from edge_detect.boxes import xyxy_to_xywh
 from edge_detect.datasets import DatasetSpec, load_dataset, load_labels
 from edge_detect.detector import Detector
 from edge_detect.errors import DataError
+from edge_detect.progress import progress as progress_bar
 from edge_detect.types import Detections
+from edge_detect.paths import PathLike
 
 __all__ = ["evaluate", "image_ids", "coco_ground_truth", "coco_results", "coco_map"]
 
 LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 ImageId = Union[int, str]
 
 
@@ -149,7 +149,7 @@ def evaluate(model_or_detector: Union[PathLike, Detector, Backend], data_yaml: U
             different ``imgsz`` only logs a warning); ``None`` = the model's nominal size.
         conf, iou, max_det: NMS settings.
         save_json: write the COCO results list (JSON) here.
-        progress: tqdm progress bar.
+        progress: a progress bar (plain log lines when stderr is not a terminal, :mod:`edge_detect.progress`).
 
     Returns:
         ``{"map50_95", "map50", "images", "boxes", "detections", "skipped", "seconds"}``: the two mAPs, images
@@ -174,8 +174,8 @@ def evaluate(model_or_detector: Union[PathLike, Detector, Backend], data_yaml: U
         ids, kept, shapes, results, skipped = image_ids(files), [], [], [], 0
         nms = dict(conf_thres=conf, iou_thres=iou, max_det=max_det, classes=None)
         batch: List[Tuple[int, np.ndarray]] = []
-        for k, img in tqdm(_read_images(files), total=len(files), desc=f"evaluate {split}", unit="img",
-                           disable=not progress):
+        for k, img in progress_bar(_read_images(files), total=len(files), desc=f"evaluate {split}", unit="img",
+                                   disable=not progress):
             if img is None:
                 skipped += 1
                 continue

@@ -5,9 +5,15 @@ Stages, in order (each one reads the previous stage's file)::
 
     ONNX export (training) -> INT8 Q/DQ (deploy.quantize) -> uint8 NHWC BGR input (deploy.graph)
         -> in-graph NMS (deploy.graph) -> TensorRT engine (deploy.tensorrt_build) | OpenVINO IR (deploy.openvino)
+        [-> Triton model repository (deploy.triton_repo)]
 
 ``format="openvino"`` with ``int8`` quantizes with NNCF on the FP32 graph instead of the Q/DQ stage
 (:func:`edge_detect.deploy.openvino.quantize_openvino`) and takes no uint8 input / NMS stage.
+
+``format="triton"`` writes a Triton Inference Server model repository (``output`` is its folder, default
+``model_repository/``): the model of kind ``triton_model`` (``onnx``, ``engine`` or ``openvino``, built by the stages
+above with a dynamic batch axis) as ``<name>/1/model.onnx|model.plan|model.xml+bin`` and its ``config.pbtxt``
+(:mod:`edge_detect.deploy.triton_repo`).
 
 Intermediate files live in a temporary folder that is removed afterwards; only the final file is written to
 ``output``. With ``int8=True`` the quantization report is saved beside the output as ``<stem>.quant.json``; it
@@ -26,25 +32,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 from edge_detect.config import check_thresholds, parse_imgsz, suggest_key
-from edge_detect.paths import YAML_SUFFIXES
+from edge_detect.paths import YAML_SUFFIXES, PathLike
 from edge_detect.errors import ConfigError
 
 __all__ = ["ExportOptions", "export", "default_output", "quant_report_path", "read_quant_report", "FORMATS",
-           "NMS_PLUGINS", "CALIB_METHODS", "NNCF_PRESETS", "NNCF_RANGES"]
+           "NMS_PLUGINS", "CALIB_METHODS", "NNCF_PRESETS", "NNCF_RANGES", "TRITON_MODELS", "TRITON_DEVICES"]
 
 LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
-FORMATS = ("onnx", "engine", "openvino")
+FORMATS = ("onnx", "engine", "openvino", "triton")
 SUFFIXES = {"onnx": ".onnx", "engine": ".engine", "openvino": ".xml"}
+TRITON_MODELS = ("onnx", "engine", "openvino")  # what a Triton repository can hold (deploy.triton_repo.KINDS)
+TRITON_DEVICES = ("auto", "gpu", "cpu")
+DEFAULT_REPOSITORY = "model_repository"
 NNCF_PRESETS = ("mixed", "performance")
 NNCF_RANGES = ("minmax", "default")  # activation range estimators, see edge_detect.deploy.openvino
 NMS_PLUGINS = ("efficient", "inms", "onnx")
@@ -58,8 +65,9 @@ class ExportOptions:
     """Everything :func:`export` can be asked to do; validated on creation (the API boundary).
 
     Attributes:
-        format: ``"onnx"``, ``"engine"`` (TensorRT; needs the ``tensorrt`` extra and a GPU) or ``"openvino"``
-            (IR ``.xml`` + ``.bin``; needs the ``openvino`` extra).
+        format: ``"onnx"``, ``"engine"`` (TensorRT; needs the ``tensorrt`` extra and a GPU), ``"openvino"``
+            (IR ``.xml`` + ``.bin``; needs the ``openvino`` extra) or ``"triton"`` (a Triton model repository
+            holding a ``triton_model``; needs the ``triton`` extra; implies ``dynamic``).
         imgsz: input ``(h, w)``, one side (square) or ``"HxW"``; multiples of 32, sides at most
             :data:`~edge_detect.preprocess.MAX_IMGSZ` (4096). Stored as ``(h, w)``.
         force_imgsz: allow sides above 4096.
@@ -92,6 +100,16 @@ class ExportOptions:
         timing_cache: TensorRT timing cache file (read and updated).
         trust_checkpoint: ultralytics checkpoints only: when the restricted unpickler refuses the file, load it with
             ultralytics' own loader, which executes code pickled in it (see README, "Trust decision").
+        triton_model: ``format="triton"``: the repository's model, ``"onnx"`` (Triton's ONNX Runtime backend),
+            ``"engine"`` (TensorRT plan; built here, so on the server's GPU model and TensorRT version) or
+            ``"openvino"``.
+        triton_name: the model's name on the server (default: the checkpoint's stem).
+        triton_max_batch: ``max_batch_size`` of the served model (the largest batch Triton forms from the
+            clients' requests; also the max batch of an engine's profile).
+        triton_queue_delay_us: ``dynamic_batching.max_queue_delay_microseconds``: how long a request may wait
+            for others to batch with.
+        triton_instances: model instances on the server (``instance_group.count``).
+        triton_device: ``"auto"``, ``"gpu"`` or ``"cpu"`` (``instance_group.kind``).
     """
 
     format: str = "onnx"
@@ -122,6 +140,12 @@ class ExportOptions:
     dla: Optional[int] = None
     timing_cache: Optional[PathLike] = None
     trust_checkpoint: bool = False
+    triton_model: str = "onnx"
+    triton_name: Optional[str] = None
+    triton_max_batch: int = 8
+    triton_queue_delay_us: int = 2000
+    triton_instances: int = 1
+    triton_device: str = "auto"
 
     def __post_init__(self) -> None:
         from edge_detect.preprocess import check_imgsz
@@ -141,6 +165,13 @@ class ExportOptions:
              self.nms_plugin),
             (self.workspace_gb > 0, "workspace_gb", "> 0", self.workspace_gb),
             (self.dla is None or self.dla >= 0, "dla", "a core index >= 0", self.dla),
+            (self.triton_model in TRITON_MODELS, "triton_model", f"one of {TRITON_MODELS}", self.triton_model),
+            (self.triton_device in TRITON_DEVICES, "triton_device", f"one of {TRITON_DEVICES}", self.triton_device),
+            (self.triton_max_batch >= 1, "triton_max_batch", ">= 1", self.triton_max_batch),
+            (self.triton_queue_delay_us >= 0, "triton_queue_delay_us", ">= 0", self.triton_queue_delay_us),
+            (self.triton_instances >= 1, "triton_instances", ">= 1", self.triton_instances),
+            (self.triton_name is None or (bool(self.triton_name) and "/" not in self.triton_name),
+             "triton_name", "a model name without '/'", self.triton_name),
         ]
         for ok, name, expected, actual in checks:
             if not ok:
@@ -149,12 +180,14 @@ class ExportOptions:
         if self.int8 and not self.calib:
             raise ConfigError("int8 needs calibration images: expected calib (--calib) DATA.yaml|DIR|VIDEO, "
                               "got none")
-        if self.int8 and self.half and self.format == "onnx":
+        if self.int8 and self.half and self.model_format == "onnx":
             raise ConfigError("int8 and half cannot be combined for ONNX output (use format engine for mixed "
                               "INT8/FP16)")
-        if self.format != "engine" and (self.dla is not None or self.timing_cache):
+        if self.model_format != "engine" and (self.dla is not None or self.timing_cache):
             raise ConfigError("dla and timing_cache (--dla, --timing-cache) apply to format engine only")
-        if self.format == "openvino" and self.int8 and (self.half or self.nms or self.uint8_input):
+        if self.format == "triton":  # Triton's dynamic batcher stacks requests along the batch axis
+            object.__setattr__(self, "dynamic", True)
+        if self.model_format == "openvino" and self.int8 and (self.half or self.nms or self.uint8_input):
             raise ConfigError("format openvino with int8: expected no half/nms/uint8_input (NNCF quantizes the "
                               "FP32 raw-output graph; the OpenVINO backend adds the uint8 input at load time)")
 
@@ -166,6 +199,11 @@ class ExportOptions:
                 raise ConfigError(f"export option '{key}'{suggest_key(key, names)}: expected one of "
                                   f"{sorted(names)}")
         return dataclasses.replace(self, **changes)
+
+    @property
+    def model_format(self) -> str:
+        """The model file the stages build: :attr:`format`, or :attr:`triton_model` for a Triton repository."""
+        return self.triton_model if self.format == "triton" else self.format
 
     @property
     def int8_val_data(self) -> Optional[str]:
@@ -181,7 +219,9 @@ class ExportOptions:
 def default_output(weights: PathLike, fmt: str = "onnx", half: bool = False, int8: bool = False,
                    dynamic: bool = False) -> Path:
     """``<weights stem>[-dynamic][-int8|-fp16].<onnx|engine|xml>`` in the current folder (a dynamic export never
-    takes the static one's name)."""
+    takes the static one's name); ``model_repository/`` for ``fmt="triton"``."""
+    if fmt == "triton":
+        return Path.cwd() / DEFAULT_REPOSITORY
     tag = ("-dynamic" if dynamic else "") + ("-int8" if int8 else ("-fp16" if half else ""))
     return Path.cwd() / f"{Path(weights).stem}{tag}{SUFFIXES.get(fmt, '.onnx')}"
 
@@ -218,7 +258,7 @@ def export(weights: PathLike, output: Optional[PathLike] = None, options: Option
 
     Returns:
         the path of the written file (for an engine, its metadata sidecar ``<output>.json`` is beside it; for
-        OpenVINO the ``.xml``, with its ``.bin`` beside it).
+        OpenVINO the ``.xml``, with its ``.bin`` beside it; for Triton the model's folder ``<output>/<name>``).
 
     Raises:
         ConfigError: invalid or contradictory options (unknown option names included).
@@ -232,6 +272,8 @@ def export(weights: PathLike, output: Optional[PathLike] = None, options: Option
     src = resolve_weights(weights)
     if output is not None and opts.format == "openvino" and Path(output).suffix.lower() != ".xml":
         raise ConfigError(f"output: expected a .xml path for format openvino, got {output}")
+    if output is not None and opts.format == "triton" and Path(output).is_file():
+        raise ConfigError(f"output: expected a model repository folder for format triton, got the file {output}")
     out = Path(output) if output is not None else default_output(src, opts.format, opts.half, opts.int8,
                                                                  opts.dynamic)
     with tempfile.TemporaryDirectory(prefix="edge-detect-export-") as tmp:
@@ -246,15 +288,48 @@ def export(weights: PathLike, output: Optional[PathLike] = None, options: Option
     return final
 
 
-def _run_stages(weights: Path, output: Path, opts: ExportOptions, workdir: Path, progress: bool) -> Path:
-    from edge_detect.training.export import export_onnx
+def _onnx_exporter() -> Any:
+    """PyTorch's ONNX export when torch is installed (it also exports ultralytics checkpoints), else the torch-free
+    one (:func:`edge_detect.deploy.onnx_yolov5.export_onnx_torch_free`, official and edge-detect YOLOv5 .pt)."""
+    try:
+        from edge_detect.training.export import export_onnx
 
-    extra_stages = opts.int8 or opts.uint8_input or opts.nms or opts.format != "onnx"
+        return export_onnx
+    except ImportError as exc:  # torch (or torchvision) not installed
+        LOGGER.info("PyTorch not available (%s): exporting with the torch-free exporter", exc)
+    from edge_detect.deploy.onnx_yolov5 import export_onnx_torch_free
+
+    return export_onnx_torch_free
+
+
+def _run_stages(weights: Path, output: Path, opts: ExportOptions, workdir: Path, progress: bool) -> Path:
+    if opts.format != "triton":
+        return _model_stages(weights, output, opts, workdir, progress)[0]
+    from edge_detect.deploy.triton_repo import write_repository
+
+    fmt = opts.model_format
+    model, described_by = _model_stages(weights, workdir / "triton" / f"model{SUFFIXES[fmt]}", opts, workdir,
+                                        progress)
+    files = [model, model.with_suffix(".bin")] if fmt == "openvino" else [model]
+    return write_repository(files, output, io_onnx=described_by, name=opts.triton_name or weights.stem, kind=fmt,
+                            max_batch_size=opts.triton_max_batch, queue_delay_us=opts.triton_queue_delay_us,
+                            instances=opts.triton_instances, device=opts.triton_device)
+
+
+def _model_stages(weights: Path, output: Path, opts: ExportOptions, workdir: Path,
+                  progress: bool) -> Tuple[Path, Path]:
+    """Run the model stages into ``output``; returns it and the last ONNX of the chain (which describes its
+    inputs, outputs and metadata)."""
+    export_onnx = _onnx_exporter()
+
+    fmt = opts.model_format
+    batch = opts.triton_max_batch if opts.format == "triton" else opts.batch
+    extra_stages = opts.int8 or opts.uint8_input or opts.nms or fmt != "onnx"
     current = export_onnx(weights, workdir / "fp32.onnx" if extra_stages else output, imgsz=opts.imgsz,
-                          batch=opts.batch, dynamic=opts.dynamic, opset=opts.opset,
-                          half=opts.half and opts.format == "onnx", simplify=opts.simplify, progress=progress,
+                          batch=batch, dynamic=opts.dynamic, opset=opts.opset,
+                          half=opts.half and fmt == "onnx", simplify=opts.simplify, progress=progress,
                           force_imgsz=opts.force_imgsz, trust_checkpoint=opts.trust_checkpoint)
-    if opts.format == "openvino" and opts.int8:
+    if fmt == "openvino" and opts.int8:
         from edge_detect.deploy.openvino import quantize_openvino
 
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -262,7 +337,7 @@ def _run_stages(weights: Path, output: Path, opts: ExportOptions, workdir: Path,
                                       exclude=opts.int8_exclude, preset=opts.nncf_preset,
                                       range_estimator=opts.nncf_ranges,
                                       sensitivity=opts.sensitivity, val_data=opts.int8_val_data,
-                                      report_path=workdir / _REPORT, progress=progress))
+                                      report_path=workdir / _REPORT, progress=progress)), Path(current)
     if opts.int8:
         from edge_detect.deploy.quantize import quantize_int8
 
@@ -279,20 +354,20 @@ def _run_stages(weights: Path, output: Path, opts: ExportOptions, workdir: Path,
 
         from edge_detect.deploy.tensorrt_build import engine_nms_plugin  # inms from TensorRT 10.12 (issue 20)
 
-        plugin = opts.nms_plugin or (engine_nms_plugin() if opts.format == "engine" else "onnx")
+        plugin = opts.nms_plugin or (engine_nms_plugin() if fmt == "engine" else "onnx")
         current = add_nms(current, workdir / "nms.onnx", conf=opts.nms_conf, iou=opts.nms_iou,
                           max_det=opts.max_det, plugin=plugin)
     output.parent.mkdir(parents=True, exist_ok=True)
-    if opts.format == "engine":
+    if fmt == "engine":
         from edge_detect.deploy.tensorrt_build import build_engine
 
         return Path(build_engine(current, output, fp16=opts.half, int8=opts.int8, workspace_gb=opts.workspace_gb,
                                  dla=opts.dla, timing_cache=opts.timing_cache,
-                                 dynamic=True if opts.dynamic else None, progress=progress))
-    if opts.format == "openvino":
+                                 dynamic=True if opts.dynamic else None, progress=progress)), Path(current)
+    if fmt == "openvino":
         from edge_detect.deploy.openvino import convert_to_ir
 
-        return Path(convert_to_ir(current, output, half=opts.half))
+        return Path(convert_to_ir(current, output, half=opts.half)), Path(current)
     if Path(current) != output:
         shutil.move(str(current), str(output))
-    return output
+    return output, output

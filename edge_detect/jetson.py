@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 __all__ = ["is_jetson", "board_model", "l4t_release", "parse_nvpmodel", "nvpmodel_mode", "clocks_pinned",
            "dla_cores", "status"]
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
 # Devfreq nodes of Jetson GPUs: gp10b (TX2), gv11b (Xavier), ga10b (Orin), and generic gpu names.
 _GPU_DEVFREQ = ("*gp10b*", "*gv11b*", "*ga10b*", "*gpu*")
@@ -78,7 +78,7 @@ def nvpmodel_mode(root: str = "/", timeout: float = 5.0) -> Optional[str]:
             if mode:
                 return mode
         except (OSError, subprocess.SubprocessError) as exc:
-            log.debug("nvpmodel -q failed: %s", exc)
+            LOGGER.debug("nvpmodel -q failed: %s", exc)
     return parse_nvpmodel(_read(_p(root, "/var/lib/nvpmodel/status")) or "")
 
 

@@ -10,7 +10,10 @@ The key is the checkpoint's content, so a changed ``.pt`` gets a new export and 
 exported twice. The file is written under a temporary name in the same folder and renamed into place
 (atomic), so an interrupted or concurrent export never leaves a half-written model behind.
 
-This module is torch-free: the exporter is passed in (the CLI passes the build extra's ``export_onnx``).
+This module is torch-free and does not import the build side: the exporter is passed in. The CLI passes
+:func:`edge_detect.deploy.onnx_yolov5.export_onnx_torch_free`, which reads the ``.pt`` with a restricted unpickler
+into NumPy and writes the ONNX graph with ``onnx`` (bit-identical outputs to the PyTorch export), so the default
+model needs only ``pip install 'edge-detect[onnx]'``.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ LOGGER = logging.getLogger(__name__)
 DEFAULT_MODEL = "yolov5n"
 DEFAULT_IMGSZ = (640, 640)
 
-#: ``exporter(weights, output, imgsz=(h, w), progress=bool) -> Path`` (``edge_detect.training.export.export_onnx``)
+#: ``exporter(weights, output, imgsz=(h, w), progress=bool) -> Path`` (``export_onnx_torch_free`` or the torch one)
 Exporter = Callable[..., Any]
 
 
@@ -64,7 +67,7 @@ def ensure_onnx(name_or_path: Union[str, os.PathLike], exporter: Callable[[], Ex
 
     Raises:
         ModelError: the checkpoint cannot be found (the message says where it looked and how to fetch it).
-        MissingDependencyError: an export is needed and the build extra (torch) is not installed.
+        MissingDependencyError: an export is needed and the exporter's extra (``onnx``) is not installed.
     """
     weights = resolve_weights(name_or_path)
     out = cached_onnx_path(weights, imgsz)

@@ -10,18 +10,17 @@ runtime packages (``backends``, ``stream``, ``sinks``) never import the build si
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from edge_detect.backends.base import Backend, backend_for_path, load_backend
 from edge_detect.errors import ConfigError, VersionMismatchError
+from edge_detect.paths import PathLike
 
 __all__ = ["open_model", "rebuild_if_mismatched"]
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 
 def rebuild_if_mismatched(engine: PathLike, device: int = 0) -> bool:
@@ -50,7 +49,7 @@ def rebuild_if_mismatched(engine: PathLike, device: int = 0) -> bool:
         return False
     except VersionMismatchError as exc:
         plan = plan_rebuild(path, meta, reason=str(exc))
-        log.warning("%s; rebuilding it from %s", exc, plan.onnx)
+        LOGGER.warning("%s; rebuilding it from %s", exc, plan.onnx)
     from edge_detect.deploy.tensorrt_build import build_engine  # torch-free build side, only when needed
 
     build_engine(plan.onnx, path, device=device, **dict(plan.options))
@@ -73,10 +72,14 @@ def open_model(path: PathLike, backend: Optional[str] = None, rebuild_on_mismatc
         the opened backend (close it, or use it as a context manager).
 
     Raises:
-        ConfigError: ``rebuild_on_mismatch`` for a model that is not a TensorRT engine. Anything
+        ConfigError: ``rebuild_on_mismatch`` for a model that is not a TensorRT engine.
+        ModelLoadError: a file the backend cannot read (a PyTorch checkpoint for ONNX Runtime...). Anything
         :func:`~edge_detect.backends.base.load_backend` and :func:`rebuild_if_mismatched` raise.
     """
     name = backend or backend_for_path(path)
+    from edge_detect.model_files import check_model_file
+
+    check_model_file(path, name)
     if rebuild_on_mismatch:
         if name != "tensorrt":
             raise ConfigError(f"rebuild_on_mismatch: expected a TensorRT engine, got {Path(path).name} "

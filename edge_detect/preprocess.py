@@ -12,6 +12,7 @@ of ``stride``: a 1280x720 frame at 640 becomes 640x384 instead of 640x640.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -21,7 +22,8 @@ from edge_detect.errors import ConfigError, DataError
 from edge_detect.metadata import INPUT_FORMATS
 from edge_detect.types import LetterboxInfo
 
-__all__ = ["letterbox", "preprocess", "to_bgr", "letterbox_shape", "letterbox_borders", "check_imgsz", "MAX_IMGSZ"]
+__all__ = ["letterbox", "preprocess", "to_bgr", "letterbox_shape", "letterbox_borders", "check_imgsz", "MAX_IMGSZ",
+           "LetterboxPlan", "plan_letterbox"]
 
 Shape = Union[int, Tuple[int, int]]
 
@@ -185,14 +187,78 @@ def _letterbox_into(img: np.ndarray, out: np.ndarray, unpad: Tuple[int, int], pa
             region[...] = dst
 
 
-def _batch_target(images: Sequence[np.ndarray], input_hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
-    """Smallest stride-multiple ``(h, w)`` holding every image letterboxed in minimum-rectangle mode."""
+def _batch_target(images: Sequence[Any], input_hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
+    """Smallest stride-multiple ``(h, w)`` holding every image (anything with a ``shape`` ``(H, W, ...)``)
+    letterboxed in minimum-rectangle mode."""
+    return _common_target([tuple(im.shape[:2]) for im in images], input_hw, stride)
+
+
+def _common_target(shapes: Sequence[Tuple[int, int]], input_hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
     hs, ws = [], []
-    for im in images:
-        _, (uw, uh), (dw, dh) = letterbox_shape(im.shape[:2], input_hw, True, True, stride)
+    for hw in shapes:
+        _, (uw, uh), (dw, dh) = letterbox_shape((int(hw[0]), int(hw[1])), input_hw, True, True, stride)
         hs.append(uh + int(round(2 * dh)))
         ws.append(uw + int(round(2 * dw)))
     return max(hs), max(ws)
+
+
+@dataclass(frozen=True)
+class LetterboxPlan:
+    """The letterbox of one image, worked out without its pixels (what a device kernel needs).
+
+    Attributes:
+        out_hw: ``(h, w)`` of the letterboxed image (the batch's input size).
+        unpad: ``(w, h)`` of the resized image before padding (OpenCV order).
+        borders: ``(top, bottom, left, right)`` padding in pixels (:func:`letterbox_borders`).
+        info: the :class:`~edge_detect.types.LetterboxInfo` :func:`letterbox` returns for it.
+    """
+
+    out_hw: Tuple[int, int]
+    unpad: Tuple[int, int]
+    borders: Tuple[int, int, int, int]
+    info: LetterboxInfo
+
+    @property
+    def geometry(self) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int, int, int]]:
+        """``(out_hw, unpad, borders)``, the ``geometry`` argument of
+        :class:`edge_detect.backends.gpu_letterbox.GpuLetterbox`."""
+        return self.out_hw, self.unpad, self.borders
+
+
+def plan_letterbox(shapes: Sequence[Tuple[int, int]], input_hw: Shape, stride: int = 32,
+                   auto: bool = False) -> List[LetterboxPlan]:
+    """The letterbox :func:`preprocess` gives each image of one batch, from the images' ``(h, w)`` alone.
+
+    Args:
+        shapes: ``(h, w)`` of each image, in batch order.
+        input_hw: network input ``(h, w)`` (or an int for a square).
+        stride: model stride (for ``auto``).
+        auto: minimum rectangle; with several images, the smallest stride-multiple rectangle holding each of them
+            (as :func:`preprocess`).
+
+    Returns:
+        One :class:`LetterboxPlan` per image; all have the same ``out_hw``.
+
+    Raises:
+        DataError: no images, or images that letterbox to different sizes (cannot share a batch).
+    """
+    hws = [(int(h), int(w)) for h, w in shapes]
+    if not hws:
+        raise DataError("letterbox plan: expected at least one image, got none")
+    target = _hw(input_hw)
+    if auto and len(hws) > 1:
+        target, auto = _common_target(hws, target, stride), False
+    plans = []
+    for hw in hws:
+        r, unpad, (dw, dh) = letterbox_shape(hw, target, auto, True, stride)
+        borders = letterbox_borders((dw, dh))
+        out_hw = (unpad[1] + borders[0] + borders[1], unpad[0] + borders[2] + borders[3])
+        plans.append(LetterboxPlan(out_hw, (int(unpad[0]), int(unpad[1])), borders,
+                                   LetterboxInfo(orig_shape=hw, input_shape=out_hw, ratio=float(r),
+                                                 pad=(float(dw), float(dh)))))
+    if len({p.out_hw for p in plans}) > 1:
+        raise DataError(f"letterbox plan: images letterbox to different sizes {[p.out_hw for p in plans]}")
+    return plans
 
 
 def preprocess(images: Union[np.ndarray, Sequence[np.ndarray]], input_hw: Shape, stride: int = 32,

@@ -16,11 +16,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional
 
 from edge_detect.config import load_yaml
 from edge_detect.errors import ConfigError, ModelError
-from edge_detect.paths import ENV_CACHE, REPO_ROOT, resource_path, user_cache_dir
+from edge_detect.paths import ENV_CACHE, REPO_ROOT, PathLike, resource_path, user_cache_dir
 
 __all__ = ["MANIFEST_PATH", "WEIGHTS_DIR", "ENV_WEIGHTS", "ENV_CACHE", "WeightsEntry", "load_manifest",
            "resolve_weights", "fetch", "sha256_file", "default_weights_dir", "user_cache_dir", "search_dirs"]
@@ -33,7 +33,6 @@ WEIGHTS_DIR = REPO_ROOT / "weights"
 MANIFEST_PATH = resource_path("weights", "manifest.yaml", must_exist=False)
 ENV_WEIGHTS = "EDGE_DETECT_WEIGHTS"
 _CHUNK = 1 << 20
-PathLike = Union[str, os.PathLike]
 
 
 @dataclass(frozen=True)
@@ -153,14 +152,14 @@ def resolve_weights(name_or_path: PathLike, manifest: Optional[Mapping[str, Weig
 
 def _download(url: str, part: Path, total: Optional[int], progress: bool, desc: str) -> str:
     """Stream ``url`` into ``part``; returns the sha256 of what was written."""
-    from tqdm import tqdm
+    from edge_detect.progress import progress as progress_bar
 
     h = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
             length = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
             total = int(length) if length else total
-            with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
                 for chunk in iter(lambda: resp.read(_CHUNK), b""):
                     out.write(chunk)
                     h.update(chunk)
@@ -180,7 +179,7 @@ def fetch(name: str, dest_dir: Optional[PathLike] = None, verify: bool = True, p
         dest_dir: target folder (default :func:`default_weights_dir`); created if needed.
         verify: compare the sha256 with the manifest. When the manifest has no hash, the computed one is
             logged with a warning (the file is kept, but it is not verified).
-        progress: tqdm progress bar.
+        progress: a progress bar (log lines when stderr is not a terminal).
         manifest: a loaded manifest (default: :func:`load_manifest`).
         force: download again even if a matching file is already there.
 

@@ -450,10 +450,14 @@ class FakeCudart:
             self.problems.append("cudaEventRecord: event and stream of different devices")
             raise _CudaFailure("cudaErrorInvalidResourceHandle")
 
-        def marker() -> None:
-            ev["done"] = True
+        record = {"done": False}  # this record's own completion (the event may be recorded again meanwhile)
 
-        ev.update(stream=handle, marker=marker, done=False)
+        def marker() -> None:
+            record["done"] = True
+            if ev["marker"] is marker:
+                ev["done"] = True
+
+        ev.update(stream=handle, marker=marker, done=False, record=record)
         self.enqueue(handle, marker, "event")
         return self._ok()
 
@@ -469,8 +473,9 @@ class FakeCudart:
 
     def cudaStreamWaitEvent(self, stream, event, flags):  # noqa: N802
         handle, ev = self.stream_handle(stream), self._event(event)
-        other, marker = ev["stream"], ev["marker"]
-        self.enqueue(handle, lambda: self.run_stream(other, until=marker) if other and not ev["done"] else None,
+        # waits for the record current at this call, as CUDA does (a later record of the event does not count)
+        other, marker, record = ev["stream"], ev["marker"], ev.get("record", {"done": True})
+        self.enqueue(handle, lambda: self.run_stream(other, until=marker) if other and not record["done"] else None,
                      "wait")
         return self._ok()
 

@@ -1,4 +1,5 @@
-"""edge_detect.app_config: YAML -> frozen dataclasses, overrides, class resolution."""
+"""edge_detect.app_config: YAML (nested sections; flat files converted) -> frozen dataclasses, overrides, class
+resolution."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_detect.app_config import AppConfig, SinkConfig, SourceConfig, add_sinks, load_app_config, resolve_classes
+from edge_detect.app_config import (AnalyticsConfig, AppConfig, ModelConfig, OutputsConfig, ServerConfig, SinkConfig,
+                                    SourceConfig, add_sinks, load_app_config, resolve_classes)
 from edge_detect.errors import ConfigError, SourceError
 from edge_detect.stream.sources import CaptureOptions
 
@@ -18,11 +20,12 @@ def test_defaults_file_equals_builtin_defaults():
     """The shipped config is the built-in defaults plus what the README's `run --config` line needs: the
     default model by name and the sample video beside the repository."""
     cfg = load_app_config(REPO / "configs" / "app" / "default.yaml")
-    assert cfg == dataclasses.replace(AppConfig(), model="yolov5n",
+    assert cfg == dataclasses.replace(AppConfig(), model=ModelConfig(path="yolov5n"),
                                       sources=(SourceConfig("../shared/videos/vtest.avi"),))
-    assert (cfg.conf, cfg.iou, cfg.max_det, cfg.sinks, cfg.show) == (0.25, 0.45, 1000, (), None)
+    assert (cfg.model.conf, cfg.model.iou, cfg.model.max_det, cfg.outputs.sinks, cfg.outputs.show) == \
+        (0.25, 0.45, 1000, (), None)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.conf = 0.5  # type: ignore[misc]
+        cfg.model.conf = 0.5  # type: ignore[misc]
 
 
 def test_example_rtsp_jetson_config_loads():
@@ -30,9 +33,10 @@ def test_example_rtsp_jetson_config_loads():
     assert [s.id for s in cfg.sources] == ["gate", "csi0"]
     assert cfg.sources[0].uri.startswith("rtsp://") and cfg.sources[0].options["rtsp_transport"] == "tcp"
     assert cfg.sources[1].uri.startswith("nvarguscamerasrc") and cfg.sources[1].uri.endswith("sync=false")
-    assert cfg.classes == ("person", "car", "bicycle")
-    assert cfg.tracker.enabled and cfg.capture.backoff_max_s == 30.0
-    assert [s.spec for s in cfg.sinks] == ["detections.jsonl", "mjpeg://127.0.0.1:8080"] and cfg.show is False
+    assert cfg.model.classes == ("person", "car", "bicycle")
+    assert cfg.analytics.tracker.enabled and cfg.capture.backoff_max_s == 30.0
+    assert [s.spec for s in cfg.outputs.sinks] == ["detections.jsonl", "mjpeg://127.0.0.1:8080"]
+    assert cfg.outputs.show is False and cfg.server.stats_interval_s == 30
 
 
 def test_plain_string_sources_and_int_imgsz(tmp_path):
@@ -41,8 +45,8 @@ def test_plain_string_sources_and_int_imgsz(tmp_path):
                  "capture: {read_timeout_s: 3}\n")
     cfg = load_app_config(p)
     assert cfg.sources == (SourceConfig("a.mp4"), SourceConfig("0"))
-    assert cfg.imgsz == (320, 320)
-    assert cfg.classes == ("person", 2)
+    assert cfg.model.imgsz == (320, 320)
+    assert cfg.model.classes == ("person", 2)
     assert cfg.capture == CaptureOptions(read_timeout_s=3.0)
 
 
@@ -51,20 +55,23 @@ def test_overrides_replace_only_given_values(tmp_path):
     p.write_text("model: m.onnx\nconf: 0.4\nsources: [a.mp4]\nsinks: [x.jsonl, a.mp4]\n")
     cfg = load_app_config(p, {"conf": None, "iou": 0.6, "sources": ["b.mp4", "c.mp4"],
                               "tracker.enabled": True, "imgsz": [384, 640]})
-    assert cfg.conf == 0.4 and cfg.iou == 0.6
+    assert cfg.model.conf == 0.4 and cfg.model.iou == 0.6
     assert [s.uri for s in cfg.sources] == ["b.mp4", "c.mp4"]
-    assert cfg.sinks == (SinkConfig("x.jsonl"), SinkConfig("a.mp4"))
-    assert cfg.tracker.enabled and cfg.imgsz == (384, 640)
+    assert cfg.outputs.sinks == (SinkConfig("x.jsonl"), SinkConfig("a.mp4"))
+    assert cfg.analytics.tracker.enabled and cfg.model.imgsz == (384, 640)
     # CLI sink flags add to the list and replace a config sink of the same kind (any video suffix is one kind)
     cfg = add_sinks(cfg, ["o.mkv", "mjpeg://0.0.0.0:9000"])
-    assert [s.spec for s in cfg.sinks] == ["x.jsonl", "o.mkv", "mjpeg://0.0.0.0:9000"]
+    assert [s.spec for s in cfg.outputs.sinks] == ["x.jsonl", "o.mkv", "mjpeg://0.0.0.0:9000"]
+    nested = load_app_config(p, {"model.conf": 0.5, "analytics.tracker.name": "iou", "server.max_frames": 3})
+    assert (nested.model.conf, nested.analytics.tracker.name, nested.server.max_frames) == (0.5, "iou", 3)
 
 
 def test_sink_list_with_options(tmp_path):
     p = tmp_path / "a.yaml"
     p.write_text("sinks:\n  - out.jsonl\n  - {spec: out.mp4, options: {fps: 12.5}}\nshow: true\n")
     cfg = load_app_config(p)
-    assert cfg.sinks == (SinkConfig("out.jsonl"), SinkConfig("out.mp4", {"fps": 12.5})) and cfg.show is True
+    assert cfg.outputs.sinks == (SinkConfig("out.jsonl"), SinkConfig("out.mp4", {"fps": 12.5}))
+    assert cfg.outputs.show is True
 
 
 def test_tracker_and_processors(tmp_path):
@@ -72,11 +79,11 @@ def test_tracker_and_processors(tmp_path):
     p.write_text("tracker: {enabled: true, iou: 0.5, max_age: 3}\n"
                  "processors: [iou, {name: iou, options: {max_age: 1}}]\n")
     cfg = load_app_config(p)
-    assert (cfg.tracker.enabled, cfg.tracker.name, cfg.tracker.options) == (True, "iou",
-                                                                           {"iou_threshold": 0.5, "max_age": 3})
-    assert [(x.name, x.options) for x in cfg.processors] == [("iou", {}), ("iou", {"max_age": 1})]
+    t = cfg.analytics.tracker
+    assert (t.enabled, t.name, t.options) == (True, "iou", {"iou_threshold": 0.5, "max_age": 3})
+    assert [(x.name, x.options) for x in cfg.analytics.processors] == [("iou", {}), ("iou", {"max_age": 1})]
     cfg = load_app_config(p, {"tracker.name": "iou", "tracker.enabled": False})
-    assert not cfg.tracker.enabled
+    assert not cfg.analytics.tracker.enabled
 
 
 def test_legacy_sinks_mapping_converted(tmp_path, caplog):
@@ -85,9 +92,9 @@ def test_legacy_sinks_mapping_converted(tmp_path, caplog):
                  " preview_host: 0.0.0.0}\n")
     with caplog.at_level("WARNING"):
         cfg = load_app_config(p)
-    assert cfg.sinks == (SinkConfig("v.mp4", {"fps": 10.0}), SinkConfig("d.jsonl"),
-                         SinkConfig("mjpeg://0.0.0.0:8081"))
-    assert cfg.show is False
+    assert cfg.outputs.sinks == (SinkConfig("v.mp4", {"fps": 10.0}), SinkConfig("d.jsonl"),
+                                 SinkConfig("mjpeg://0.0.0.0:8081"))
+    assert cfg.outputs.show is False
     assert "write a list of specs instead" in caplog.text
 
 
@@ -116,6 +123,58 @@ def test_invalid_configs_rejected(tmp_path, text, match):
     p.write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_app_config(p)
+
+
+def test_flat_file_converted_with_one_deprecation_warning_equals_the_nested_one(tmp_path, caplog):
+    flat, nested = tmp_path / "flat.yaml", tmp_path / "nested.yaml"
+    flat.write_text("model: m.onnx\nconf: 0.3\nbatch: 2\nsources: [a.mp4]\ntracker: {enabled: true}\n"
+                    "lines: {g: [0, 0, 10, 10]}\nsinks: [o.jsonl]\nshow: false\nmax_frames: 9\n")
+    nested.write_text("model: {path: m.onnx, conf: 0.3, batch: 2}\nsources: [a.mp4]\n"
+                      "analytics: {tracker: {enabled: true}, lines: {g: [0, 0, 10, 10]}}\n"
+                      "outputs: {sinks: [o.jsonl], show: false}\nserver: {max_frames: 9}\n")
+    with caplog.at_level("WARNING"):
+        a = load_app_config(flat)
+    assert caplog.text.count("deprecated") == 1 and "sections model, sources" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        b = load_app_config(nested)
+    assert a == b and caplog.text == ""
+    assert (b.model, b.analytics.lines, b.outputs, b.server.max_frames) == (
+        ModelConfig(path="m.onnx", conf=0.3, batch=2), {"g": [0, 0, 10, 10]},
+        OutputsConfig(sinks=(SinkConfig("o.jsonl"),), show=False), 9)
+    assert AppConfig.from_flat(model="m.onnx", conf=0.3, batch=2, sources=["a.mp4"], tracker={"enabled": True},
+                               lines={"g": [0, 0, 10, 10]}, sinks=["o.jsonl"], show=False, max_frames=9) == b
+    assert isinstance(b.analytics, AnalyticsConfig) and isinstance(b.server, ServerConfig)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("model: {path: m.onnx, confidence: 0.3}\n", r"unknown key 'confidence' \(did you mean 'conf'\?\)"),
+    ("outputs: {sink: [a.mp4]}\n", r"unknown key 'sink' \(did you mean 'sinks'\?\)"),
+    ("sources: [{uri: a.mp4, id: a}, {uri: b.mp4, id: a}]\n", r"sources: expected unique ids, got 'a' twice"),
+    ("sources: [{uri: a.mp4, conf: 2}]\n", r"source a.mp4 conf: expected a value in \[0, 1\], got 2"),
+    ("events: {mqtt: 'http://h'}\n", r"events.mqtt: expected mqtt://"),
+    ("events: {snapshot_crop: true}\n", r"events.snapshot_crop: expected events.snapshots DIR too"),
+    ("server: {port: 70000}\n", r"server.port: expected a port in 0..65535, got 70000"),
+    ("analytic: {lines: {}}\n", r"unknown key 'analytic' \(did you mean 'analytics'\?\)"),
+    ("model: {path: m.onnx}\nconf: 0.3\n", r"expected either sections .* or the older top-level keys, got both"),
+])
+def test_invalid_nested_configs_rejected(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_app_config(p)
+
+
+def test_events_section_becomes_the_event_sinks(tmp_path):
+    p = tmp_path / "e.yaml"
+    p.write_text("events: {mqtt: 'mqtts://b/site', mqtt_options: {ca: ca.pem}, webhook: 'https://h/x', "
+                 "snapshots: snaps, snapshot_keep: 5, metrics_port: 9100}\n")
+    from edge_detect.app_config import run_sinks
+
+    specs = run_sinks(load_app_config(p), display=False)
+    assert [(s.spec, s.options) for s in specs] == [
+        ("mqtts://b/site", {"ca": "ca.pem"}), ("webhook+https://h/x", {}),
+        ("events", {"snapshots": "snaps", "snapshot_keep": 5}), ("metrics://127.0.0.1:9100", {})]
 
 
 def test_invalid_capture_option_value_rejected(tmp_path):

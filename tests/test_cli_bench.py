@@ -13,7 +13,7 @@ from test_bench import check_schema
 
 FLAGS = ("--model", "--backend", "--imgsz", "--batch", "--warmup", "--iters", "--source", "--max-frames",
          "--sink", "--data", "--threads", "--json", "--markdown", "--plot", "--no-progress", "--device", "--half",
-         "--tf32", "--precision", "--hint")
+         "--tf32", "--device-path", "--precision", "--hint")
 
 
 def test_help_lists_every_flag_with_text(capsys: pytest.CaptureFixture) -> None:

@@ -31,5 +31,5 @@ def test_run_config_passes_flag_to_backend(monkeypatch, flag, expected):
     import edge_detect.detector as detector_mod
 
     monkeypatch.setattr(detector_mod, "Detector", FakeDetector)
-    build_detector(AppConfig(model="m.engine", rebuild_on_mismatch=flag))
+    build_detector(AppConfig.from_flat(model="m.engine", rebuild_on_mismatch=flag))
     assert {k: v for k, v in seen.items() if k == "rebuild_on_mismatch"} == expected

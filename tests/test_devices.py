@@ -68,6 +68,33 @@ def test_cli_routes_the_flags_to_the_models_backend(argv, want) -> None:
     assert backend_options(build_parser().parse_args(argv)) == want
 
 
+@pytest.mark.parametrize("argv, want", [
+    (["detect", "--model", "m.pt", "--source", "x", "--device", "cuda", "--half", "--no-device-path"],
+     {"device": "cuda:0", "half": True, "device_path": False}),
+    (["detect", "--model", "m.pt", "--source", "x", "--device-path"], {"device_path": True}),  # the CPU, for tests
+    (["val", "--model", "m.onnx", "--data", "d.yaml", "--device", "cuda:1", "--device-path"],
+     {"device": "cuda:1", "device_path": True}),
+    (["detect", "--model", "m.engine", "--source", "x", "--device", "cuda:0", "--device-path"],
+     {"device": 0, "device_path": True}),
+    (["detect", "--model", "m.engine", "--source", "x", "--device-path"], {"device_path": True}),
+])
+def test_device_path_flag_reaches_the_backend(argv, want) -> None:
+    assert backend_options(build_parser().parse_args(argv)) == want
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["detect", "--model", "m.onnx", "--source", "x", "--device-path"],
+     "--device-path: expected --device cuda[:N] for an ONNX model (ONNX Runtime's CUDA provider), got the default "
+     "device (cpu)"),
+    (["detect", "--model", "m.xml", "--source", "x", "--no-device-path"],
+     "--no-device-path: expected a torch, onnxruntime or tensorrt model, got the openvino backend"),
+])
+def test_device_path_flag_refused_where_it_cannot_apply(argv, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        backend_options(build_parser().parse_args(argv))
+    assert str(info.value) == message
+
+
 def test_bench_routes_the_flags_per_backend() -> None:
     args = build_parser().parse_args(["bench", "--model", "a.pt", "--device", "cuda:0", "--half", "--hint", "throughput"])
     assert bench_backend_options(args) == {"openvino": {"hint": "throughput"}, "torch": {"device": "cuda:0", "half": True},

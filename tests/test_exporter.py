@@ -12,7 +12,7 @@ from edge_detect.errors import ConfigError
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(format="tflite"), "format: expected one of ('onnx', 'engine', 'openvino'), got 'tflite'"),
+    (dict(format="tflite"), "format: expected one of ('onnx', 'engine', 'openvino', 'triton'), got 'tflite'"),
     (dict(format="openvino", int8=True, calib="d.yaml", nms=True), "format openvino with int8: expected no half/nms"),
     (dict(nncf_preset="fast"), "nncf_preset: expected one of ('mixed', 'performance'), got 'fast'"),
     (dict(nncf_ranges="p99"), "nncf_ranges: expected one of ('minmax', 'default'), got 'p99'"),

@@ -15,8 +15,9 @@ instantiated with ``cudaGraphInstantiateWithFlags(graph, 0)``).
   host's memory, so no copies are needed): own one allocation, free it in :meth:`close` (idempotent), usable
   as context managers.
 * :class:`Stream`: one non-blocking CUDA stream (no implicit sync with the legacy default stream);
-  :meth:`Stream.copy_htod` / :meth:`Stream.copy_dtoh` queue async copies (sizes checked against both buffers
-  first). :class:`Event`: a timing-free event to wait for a point in a stream.
+  :meth:`Stream.copy_htod` / :meth:`Stream.copy_dtoh` / :meth:`Stream.copy_dtod` queue async copies (sizes checked
+  against both buffers first); :meth:`Stream.wait` makes it wait for an event of another stream.
+  :class:`Event`: a timing-free event to wait for a point in a stream.
 * :class:`CudaGraph`: capture of work queued on a stream, replayed with one launch. A capture that fails
   (the enqueue reports failure, or CUDA invalidates the capture) ends the capture, destroys any graph,
   clears the sticky CUDA error and raises :class:`GraphCaptureError`, so the caller can fall back to plain
@@ -40,7 +41,7 @@ from edge_detect.errors import BackendUnavailableError, MissingDependencyError
 __all__ = ["CudaError", "GraphCaptureError", "runtime", "call", "cuda_call", "DeviceBuffer", "HostBuffer",
            "ManagedBuffer", "Stream", "Event", "CudaGraph", "DeviceProps", "device_props", "device_info", "set_device"]
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
 _RT: Optional[ModuleType] = None
 _DRIVER_HINTS = {
@@ -294,6 +295,21 @@ class Stream(_Owner):
         call("cudaMemcpyAsync", dst.ptr, src.ptr, n, runtime().cudaMemcpyKind.cudaMemcpyDeviceToHost,
              self._stream, what="cudaMemcpyAsync D2H")
 
+    def copy_dtod(self, dst: Any, src: Any, nbytes: int) -> None:
+        """Queue ``nbytes`` device -> device (device or managed buffers, from the start of each).
+
+        Raises:
+            CudaError: ``nbytes`` exceeds either buffer, or CUDA refused the copy.
+        """
+        n = _check_copy("copy_dtod", nbytes, dst, src)
+        call("cudaMemcpyAsync", dst.ptr, src.ptr, n, runtime().cudaMemcpyKind.cudaMemcpyDeviceToDevice,
+             self._stream, what="cudaMemcpyAsync D2D")
+
+    def wait(self, event: "Event") -> None:
+        """Make the work queued on this stream from now on wait for ``event`` (recorded on any stream), without
+        blocking the host (``cudaStreamWaitEvent``)."""
+        call("cudaStreamWaitEvent", self._stream, event.raw, 0, what="cudaStreamWaitEvent")
+
     def synchronize(self) -> None:
         """Wait for everything queued on the stream."""
         call("cudaStreamSynchronize", self._stream)
@@ -310,6 +326,11 @@ class Event(_Owner):
         self._event = call("cudaEventCreateWithFlags", runtime().cudaEventDisableTiming,
                            what="cudaEventCreateWithFlags(cudaEventDisableTiming)")
         self._closed = False
+
+    @property
+    def raw(self) -> Any:
+        """The cuda-python event object."""
+        return self._event
 
     def record(self, stream: "Stream") -> None:
         call("cudaEventRecord", self._event, stream.raw)

@@ -186,6 +186,7 @@ BACKEND_MODULES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "openvino": ("edge_detect.backends.openvino", (".xml",)),
     "tensorrt": ("edge_detect.backends.tensorrt", (".engine", ".plan", ".trt")),
     "torch": ("edge_detect.training.torch_backend", (".pt", ".pth")),
+    "triton": ("edge_detect.backends.triton", ("grpc://", "triton://", "http://")),
 }
 _REGISTRY: Dict[str, Callable[..., Backend]] = {}
 

@@ -19,12 +19,13 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Tuple
 
 from edge_detect.backends.trt_common import MIN_VERSION_COMPATIBLE, version_tuple
 from edge_detect.errors import ModelError, ModelLoadError, VersionMismatchError
 from edge_detect.weights import sha256_file
 from edge_detect.metadata import ModelMetadata
+from edge_detect.paths import PathLike
 
 __all__ = [
     "EngineInfo",
@@ -40,9 +41,8 @@ __all__ = [
     "plan_rebuild",
 ]
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 SIDECAR_SUFFIX = ".json"
 # Build options recorded so that an engine can be rebuilt the same way (keyword arguments of build_engine).
 BUILD_OPTION_KEYS = ("fp16", "int8", "workspace_gb", "dynamic", "dla", "calibration_cache", "calibration_method")
@@ -127,7 +127,7 @@ def write_engine_metadata(engine: PathLike, meta: ModelMetadata, info: EngineInf
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(full.to_dict(), sort_keys=True, indent=1), encoding="utf-8")
     os.replace(tmp, out)
-    log.debug("wrote engine metadata %s", out)
+    LOGGER.debug("wrote engine metadata %s", out)
     return out
 
 
@@ -192,7 +192,7 @@ def find_mismatches(info: EngineInfo, runtime: RuntimeInfo) -> List[str]:
         problems.append(f"GPU {info.gpu} (compute {info.compute_capability}) vs {runtime.gpu} "
                         f"(compute {runtime.compute_capability}) here")
     elif info.gpu != runtime.gpu:
-        log.warning("engine built on %s, running on %s (same compute capability %s): it loads, but "
+        LOGGER.warning("engine built on %s, running on %s (same compute capability %s): it loads, but "
                     "rebuilding on this GPU may be faster", info.gpu, runtime.gpu, runtime.compute_capability)
     return problems
 

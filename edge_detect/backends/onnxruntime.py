@@ -15,6 +15,14 @@ Options (``load_backend(path, **options)`` / ``Detector(path, **options)``):
 :meth:`OnnxRuntimeBackend.infer_bound` runs on an input that is already in memory (a device buffer on CUDA) through
 ONNX Runtime's IO binding, with no copy of the input.
 
+* ``device_path``: with the CUDA provider, take the device path (:class:`~edge_detect.backends.base.DeviceBackend`):
+  frames are uploaded once and letterboxed on the GPU by the NVRTC kernel
+  (:class:`~edge_detect.backends.device_input.DeviceInput`; needs cuda-python, no torch), the session reads the
+  device batch through IO binding (:meth:`infer_bound`; the host waits for the letterbox first, ONNX Runtime runs on
+  its own stream), and the outputs come back to the host: the final boxes for a model with in-graph NMS (the
+  ``"nms"`` layout, ``edge-detect export --nms``), the raw prediction for a ``"raw"`` one, whose NMS then runs on
+  the host (:func:`edge_detect.postprocess.postprocess`, as on the host path). Default off.
+
 The model's :class:`~edge_detect.metadata.ModelMetadata` is read from the ONNX ``metadata_props``; a model
 without it gets a minimal one inferred from its input and output shapes (with a warning).
 ``InferenceSession.run`` releases the GIL while it runs.
@@ -32,7 +40,9 @@ from edge_detect._optional import require
 from edge_detect.devices import parse_device
 from edge_detect.errors import BackendUnavailableError, ConfigError, ModelLoadError
 from edge_detect.metadata import ModelMetadata, read_onnx_metadata
-from edge_detect.backends.base import InputSpec, register_backend
+from edge_detect.backends.base import DeviceBatch, InputSpec, register_backend
+from edge_detect.postprocess import postprocess
+from edge_detect.types import Detections
 
 __all__ = ["OnnxRuntimeBackend", "resolve_providers"]
 
@@ -187,8 +197,9 @@ class OnnxRuntimeBackend:
 
     def __init__(self, path: Union[str, os.PathLike], providers: Union[str, Sequence[str], None] = None,
                  threads: int = 0, graph_optimization: str = "all", device: Optional[str] = None,
-                 tf32: bool = False) -> None:
+                 tf32: bool = False, device_path: bool = False) -> None:
         ort = _ort()
+        self._inputs: Any = None
         self.path = Path(path)
         so = _session_options(ort, threads, graph_optimization)
         session_providers = self._session_providers(ort, providers, device, tf32)
@@ -219,6 +230,13 @@ class OnnxRuntimeBackend:
         _check_layout(self.path, meta, out_shapes)
         self.metadata = meta
         self.input_spec = self._input_spec(inputs[0], meta)
+        if device_path:
+            if not cuda:
+                raise ConfigError(f"onnxruntime device_path: expected the CUDA provider (device='cuda[:N]'), got "
+                                  f"{self.providers}")
+            from edge_detect.backends.device_input import DeviceInput
+
+            self._use_device_input(DeviceInput(self._device_id, self.input_spec.format, self.input_spec.dtype))
         LOGGER.debug("loaded %s on %s: input %s, outputs %s", self.path, self.providers, self.input_spec,
                      out_shapes)
 
@@ -294,8 +312,45 @@ class OnnxRuntimeBackend:
         self._session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
+    # --- device path (DeviceBackend) --------------------------------------------------------------------------
+    def _use_device_input(self, inputs: Any) -> None:
+        """Take the device path with ``inputs`` (a :class:`~edge_detect.backends.device_input.DeviceInput`): its
+        batches are bound where this session's provider reads them (CUDA memory for the CUDA provider)."""
+        self._inputs = inputs
+        spec = self.input_spec
+        self.input_spec = InputSpec(spec.name, spec.shape, spec.dtype, spec.format, device=f"cuda:{inputs.device}")
+
+    def preprocess_device(self, images: Any, input_hw: Tuple[int, int], stride: int, auto: bool) -> DeviceBatch:
+        """Upload and letterbox frames (host BGR ``uint8`` arrays and/or device frames with the
+        ``__cuda_array_interface__``) into a device batch of this model's input (a static batch is padded).
+
+        Raises:
+            ConfigError: the device path is off. DataError: an invalid image.
+        """
+        if self._inputs is None:
+            raise ConfigError(f"{self.path.name}: the device path is off; expected device_path=True (with "
+                              "device='cuda[:N]') to call preprocess_device / infer_device")
+        static = self.input_spec.batch if self.input_spec.batch > 0 else None
+        return self._inputs.prepare(images, input_hw, stride, auto, rows=static)
+
+    def infer_device(self, batch: DeviceBatch) -> List[Detections]:
+        """The session on the device batch through IO binding (the host waits for its letterbox first), then
+        :func:`~edge_detect.postprocess.postprocess` with ``batch.nms`` on the outputs copied back.
+
+        Returns:
+            One :class:`~edge_detect.types.Detections` per real image, in original-frame pixels.
+        """
+        data = batch.data
+        self._inputs.consume(data)  # ONNX Runtime runs on its own stream: the host waits for the letterbox
+        kind = "cuda" if self.device.startswith("cuda") else "cpu"
+        outputs = self.infer_bound(data.ptr, data.shape, data.dtype, device=kind)
+        return postprocess(outputs, batch.infos, self.metadata.output_layout, head=self.metadata.head, **batch.nms)
+
     def close(self) -> None:
-        """Release the session."""
+        """Release the session (and the device path's buffers)."""
+        if self._inputs is not None:
+            self._inputs.close()
+            self._inputs = None
         self._session = None
 
     def __enter__(self) -> "OnnxRuntimeBackend":

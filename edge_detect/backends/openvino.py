@@ -34,7 +34,7 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -90,6 +90,26 @@ def read_ov_metadata(model: Any) -> Optional[ModelMetadata]:
         if model.has_rt_info(path):
             return ModelMetadata.from_json(model.get_rt_info(path).astype(str))
     return None
+
+
+def ov_reason(exc: BaseException) -> str:
+    """The informative line of an OpenVINO exception (its first lines name OpenVINO's own source files)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from ", "Check '"))]
+    return (useful or lines or [type(exc).__name__])[-1]
+
+
+def _check_onnx_parses(path: Path) -> None:
+    """An ``.onnx`` that protobuf cannot parse is refused here (with ``onnx``, when installed), not by OpenVINO."""
+    try:
+        import onnx
+        from google.protobuf.message import DecodeError
+    except ImportError:
+        return
+    try:
+        onnx.load_model(str(path), load_external_data=False)
+    except DecodeError as exc:
+        raise ModelLoadError(f"{path}: expected an ONNX model, got a file protobuf cannot parse as one") from exc
 
 
 def _is_quantized(model: Any) -> bool:
@@ -181,14 +201,12 @@ class OpenVinoBackend:
         self._core = shared_core()
         self.device, self.hint = str(device), hint
         self._check_device()
-        try:
-            model = self._core.read_model(str(self.path))
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"{self.path}: not a loadable ONNX / OpenVINO IR model ({first})") from exc
+        model = self._read_model()
         if len(model.inputs) != 1:
             raise ModelLoadError(f"{self.path}: expected 1 input tensor, got {len(model.inputs)}")
         quantized = _is_quantized(model)
+        if quantized and self.path.suffix.lower() == ".onnx":
+            model = self._read_qdq_onnx()
         self.precision = self._resolve_precision(precision, quantized)
         meta = read_ov_metadata(model)
         if meta is None:
@@ -229,6 +247,35 @@ class OpenVinoBackend:
                     self.input_spec.format, self.input_spec.shape)
 
     # --- set-up ----------------------------------------------------------------------------------------------
+
+    def _read_model(self) -> Any:
+        """``read_model`` after checks that keep OpenVINO from probing every frontend on a wrong file (its
+        TensorFlow one prints parse errors to stderr): see :func:`~edge_detect.model_files.check_model_file`."""
+        from edge_detect.model_files import check_model_file
+
+        check_model_file(self.path, "openvino")
+        if self.path.suffix.lower() == ".onnx" and self.path.is_file():
+            _check_onnx_parses(self.path)
+        try:
+            return self._core.read_model(str(self.path))
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{self.path}: not a loadable ONNX / OpenVINO IR model ({ov_reason(exc)})") from exc
+
+    def _read_qdq_onnx(self) -> Any:
+        """A Q/DQ ONNX read through :func:`~edge_detect.backends.openvino_qdq.prepare_qdq_onnx` (see that module:
+        without it OpenVINO mis-scales signed activation quantizers behind a Concat, and overflows full-range
+        weights on CPUs without VNNI)."""
+        from edge_detect.backends.openvino_qdq import prepare_qdq_onnx
+
+        data, counts = prepare_qdq_onnx(self.path, self._core, self.device)
+        LOGGER.info("openvino: %s: %d activation Q/DQ pairs rewritten to uint8 zero points (same values)",
+                    self.path.name, counts["activations_uint8"])
+        if counts["float_weights"]:
+            LOGGER.warning("%s: OpenVINO on %s sums INT8 products in 16 bits (no VNNI), which the full-range weights "
+                           "of %d layers would overflow: they run in float on the quantized activations (ONNX "
+                           "Runtime's results, not INT8 speed). For INT8 speed here: edge-detect export --format "
+                           "openvino --int8", self.path.name, self.device, counts["float_weights"])
+        return self._core.read_model(data)
 
     def _check_device(self) -> None:
         available = list(self._core.available_devices)
@@ -299,9 +346,8 @@ class OpenVinoBackend:
                 try:
                     compiled = self._core.compile_model(model, self.device, config)
                 except RuntimeError as exc:
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     raise BackendUnavailableError(f"{self.path}: OpenVINO could not compile it for {self.device} "
-                                                  f"with {config} ({first})") from exc
+                                                  f"with {config} ({ov_reason(exc)})") from exc
                 entry = _Compiled(compiled, self._requests)
                 self._by_shape[key] = entry
                 LOGGER.debug("openvino: compiled %s for %s (%d async requests)", self.path.name, key,

@@ -31,16 +31,24 @@ shape of a request changes. The CUDA device is made current on every call (it is
 may drive engines on several GPUs). Both output layouts (``raw`` and ``nms``) and both input formats (float
 NCHW RGB, uint8 NHWC BGR) are handled, as the metadata says.
 
+Device path (``device_path=True``; :class:`~edge_detect.backends.base.DeviceBackend`): frames are uploaded once and
+letterboxed on the GPU by the NVRTC kernel (:class:`~edge_detect.backends.device_input.DeviceInput`, no torch) into
+a ring of device batches; :meth:`TensorRTBackend.infer_device` makes a request's stream wait for the batch, copies
+it into the request's bound input (device to device, so CUDA graphs keep their addresses), runs the engine and
+copies back only the outputs: for an engine with in-graph NMS (EfficientNMS / INMS, the ``"nms"`` layout) the
+final boxes (``num_dets``, ``boxes``, ``scores``, ``classes``), for a ``"raw"`` engine the whole raw prediction,
+whose NMS then runs on the host (:func:`edge_detect.postprocess.postprocess`, as on the host path): build engines
+with ``--nms`` for a path that sends only boxes back. Float16-input engines keep the host path.
+
 TensorRT >= 8.5 (named-tensor API), JetPack 5.1+ / 6 included. ``pip install 'edge-detect[tensorrt]'`` on a
 desktop; JetPack's own TensorRT on Jetson (see ``tools/jetson/README.md``).
 """
 from __future__ import annotations
 
 import logging
-import os
 import queue
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -48,14 +56,15 @@ from edge_detect.backends.engine_meta import RuntimeInfo, check_compatible, engi
 from edge_detect.backends.trt_common import import_tensorrt, init_plugins
 from edge_detect.errors import ConfigError, DataError, ModelLoadError
 from edge_detect.backends import _cuda
-from edge_detect.backends.base import InputSpec, register_backend
+from edge_detect.backends.base import DeviceBatch, InputSpec, register_backend
 from edge_detect.backends.buffers import Allocation, ShapeProfile, TensorSpec, order_outputs, plan_allocations, view
+from edge_detect.paths import PathLike
+from edge_detect.postprocess import postprocess
+from edge_detect.types import Detections
 
 __all__ = ["TensorRTBackend", "InferHandle", "runtime_info"]
 
-log = logging.getLogger(__name__)
-
-PathLike = Union[str, os.PathLike]
+LOGGER = logging.getLogger(__name__)
 
 
 def _trt() -> Any:
@@ -83,6 +92,7 @@ class _Request:
         self.arrays: Dict[str, np.ndarray] = {}
         self.host: Dict[str, _cuda.HostBuffer] = {}
         self.device: Dict[str, Any] = {}
+        self.bound: Dict[str, Any] = {}  # the device-side owner bound to each tensor (device or managed buffer)
         self.graph: Optional[_cuda.CudaGraph] = None
         self.shape: Tuple[int, ...] = ()
 
@@ -148,6 +158,10 @@ class TensorRTBackend:
             the engine cannot be captured.
         streams: execution contexts / CUDA streams, i.e. batches that can be in flight at once (``infer_async``).
         unified_memory: one managed buffer per tensor and no copies (``None``: on integrated GPUs, i.e. Jetson).
+        device_path: take the device path (module doc): ``input_spec.device`` becomes ``"cuda:<device>"`` and the
+            :class:`~edge_detect.detector.Detector` hands frames to :meth:`preprocess_device` /
+            :meth:`infer_device`. Needs cuda-python's NVRTC (the letterbox kernel is compiled at load) and a
+            float32 or uint8 input. Default off: host batches, as before.
 
     Attributes:
         metadata: the engine's :class:`ModelMetadata`.
@@ -169,8 +183,9 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, path: PathLike, device: int = 0, cuda_graph: bool = False, streams: int = 1,
-                 unified_memory: Optional[bool] = None) -> None:
+                 unified_memory: Optional[bool] = None, device_path: bool = False) -> None:
         self._closed = True
+        self._inputs: Any = None
         self._requests: List[_Request] = []
         self._pool: "queue.SimpleQueue[_Request]" = queue.SimpleQueue()
         self._engine: Any = None
@@ -184,6 +199,8 @@ class TensorRTBackend:
         self.num_requests = int(streams)
         try:
             self._load(bool(cuda_graph), unified_memory)
+            if device_path:
+                self._start_device_path()
         except BaseException:
             self.close()
             raise
@@ -216,9 +233,9 @@ class TensorRTBackend:
         fixed = self.profile.min == self.profile.max
         self.uses_cuda_graph = bool(cuda_graph) and fixed
         if cuda_graph and not fixed:
-            log.warning("cuda_graph: %s accepts several input shapes (profile min %s, max %s); running without "
+            LOGGER.warning("cuda_graph: %s accepts several input shapes (profile min %s, max %s); running without "
                         "CUDA graph", self.path.name, self.profile.min, self.profile.max)
-        log.info("loaded %s: input %s %s %s, layout %s, precision %s, %d request(s)%s", self.path.name,
+        LOGGER.info("loaded %s: input %s %s %s, layout %s, precision %s, %d request(s)%s", self.path.name,
                  self._input.name, self._input.shape, self._input.dtype, self.metadata.output_layout,
                  self.metadata.precision, self.num_requests, ", unified memory" if self.unified_memory else "")
 
@@ -318,11 +335,13 @@ class TensorRTBackend:
                 request.owners.append(managed)
                 managed.attach(request.stream)  # host access while this stream is idle (Jetson)
                 request.arrays[name], ptr = managed.array, managed.ptr
+                request.bound[name] = managed
             else:
                 host, dev = _cuda.HostBuffer(alloc.nbytes), _cuda.DeviceBuffer(alloc.nbytes)
                 request.owners += [host, dev]
                 request.host[name], request.device[name] = host, dev
                 request.arrays[name], ptr = host.array, dev.ptr
+                request.bound[name] = dev
             if not request.context.set_tensor_address(name, ptr):
                 raise ModelLoadError(f"{self.path.name}: set_tensor_address failed for '{name}'")
         request.stream.synchronize()  # the attachments are stream-ordered
@@ -354,7 +373,7 @@ class TensorRTBackend:
                 request.graph = _cuda.CudaGraph(
                     request.stream, lambda s: bool(request.context.execute_async_v3(s.handle)))
             except _cuda.GraphCaptureError as exc:
-                log.warning("cuda_graph: %s cannot be captured (%s); running with plain enqueue", self.path.name,
+                LOGGER.warning("cuda_graph: %s cannot be captured (%s); running with plain enqueue", self.path.name,
                             exc)
                 self.uses_cuda_graph = False
         if request.graph is not None and self.uses_cuda_graph:
@@ -371,6 +390,10 @@ class TensorRTBackend:
         np.copyto(host_in, arr, casting="same_kind")
         if not self.unified_memory:
             request.stream.copy_htod(request.device[name], request.host[name], host_in.nbytes)
+        return self._run_and_fetch(request)
+
+    def _run_and_fetch(self, request: _Request) -> Dict[str, Tuple[int, ...]]:
+        """Queue the inference and the output copies on the request's stream; returns the output shapes."""
         self._run(request)
         shapes = {o: tuple(request.context.get_tensor_shape(o)) for o in self._outputs}
         if not self.unified_memory:
@@ -417,9 +440,61 @@ class TensorRTBackend:
         finally:
             handle.release()
 
+    # ------------------------------------------------------------------------------------------ device path
+    def _start_device_path(self) -> None:
+        from edge_detect.backends.device_input import DeviceInput
+
+        self._inputs = DeviceInput(self.device, self.input_spec.format, self.input_spec.dtype)
+        spec = self.input_spec
+        self.input_spec = InputSpec(spec.name, spec.shape, spec.dtype, spec.format, device=f"cuda:{self.device}")
+
+    def preprocess_device(self, images: Any, input_hw: Tuple[int, int], stride: int, auto: bool) -> DeviceBatch:
+        """Upload and letterbox frames (host BGR ``uint8`` arrays and/or device frames with the
+        ``__cuda_array_interface__``) into a device batch of this engine's input (a static batch is padded)
+        (:meth:`DeviceInput.prepare <edge_detect.backends.device_input.DeviceInput.prepare>`).
+
+        Raises:
+            ConfigError: the device path is off. DataError: an invalid image, or a batch shape outside the
+                engine's profile.
+        """
+        if self._inputs is None:
+            raise ConfigError(f"{self.path.name}: the device path is off; expected device_path=True to call "
+                              "preprocess_device / infer_device")
+        static = self.input_spec.batch if self.input_spec.batch > 0 else None
+        batch = self._inputs.prepare(images, input_hw, stride, auto, rows=static)
+        self.profile.check(self._input.name, self._input.check(batch.data.shape))
+        return batch
+
+    def infer_device(self, batch: DeviceBatch) -> List[Detections]:
+        """Run the engine on a device batch (module doc: the request's stream waits for it, a device-to-device copy
+        into the bound input, only the outputs come back) and postprocess with ``batch.nms``.
+
+        Returns:
+            One :class:`~edge_detect.types.Detections` per real image, in original-frame pixels.
+        """
+        if self._closed:
+            raise ModelLoadError(f"{self.path.name}: backend used after close()")
+        data = batch.data
+        _cuda.set_device(self.device)
+        request = self._pool.get()
+        try:
+            if data.shape != request.shape:
+                self._set_shape(request, data.shape)
+            self._inputs.consume(data, request.stream, request.bound[self._input.name])
+            handle = InferHandle(self, request, self._run_and_fetch(request))
+        except BaseException:
+            self._pool.put(request)
+            raise
+        with handle as outputs:
+            return postprocess(outputs, batch.infos, self.metadata.output_layout, head=self.metadata.head,
+                               **batch.nms)
+
     # ------------------------------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Free the CUDA graphs, buffers, streams, contexts, engine and runtime (idempotent)."""
+        if self._inputs is not None:
+            self._inputs.close()
+            self._inputs = None
         for request in self._requests:
             request.close()
         self._requests.clear()

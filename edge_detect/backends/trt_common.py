@@ -26,8 +26,8 @@ from edge_detect.errors import BackendUnavailableError, MissingDependencyError
 __all__ = ["import_tensorrt", "tensorrt_available", "get_logger", "init_plugins", "log_level", "version_tuple",
            "MIN_TENSORRT", "MIN_VERSION_COMPATIBLE"]
 
-log = logging.getLogger(__name__)
-trt_log = logging.getLogger("edge_detect.tensorrt")
+LOGGER = logging.getLogger(__name__)
+TRT_LOGGER = logging.getLogger("edge_detect.tensorrt")
 
 MIN_TENSORRT = (8, 5)  # named-tensor API: set_tensor_address / execute_async_v3 / set_input_shape
 MIN_VERSION_COMPATIBLE = (8, 6)  # BuilderFlag.VERSION_COMPATIBLE and Runtime.engine_host_code_allowed
@@ -92,7 +92,7 @@ def get_logger(trt: Any) -> Any:
                     trt.ILogger.__init__(self)
 
                 def log(self, severity: Any, msg: str) -> None:
-                    trt_log.log(log_level(severity), "%s", msg)
+                    TRT_LOGGER.log(log_level(severity), "%s", msg)
 
             _state["logger"], _state["logger_module"], _state["plugins"] = _Logger(), trt, None
         return _state["logger"]
@@ -112,6 +112,6 @@ def init_plugins(trt: Any, logger: Optional[Any] = None) -> Any:
                     "TensorRT could not register its plugins (init_libnvinfer_plugins returned False): expected "
                     "libnvinfer_plugin to be installed with TensorRT")
             _state["plugins"] = trt
-            log.debug("TensorRT plugins registered")
+            LOGGER.debug("TensorRT plugins registered")
     return logger
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -16,6 +15,7 @@ import numpy as np
 from edge_detect._optional import require
 from edge_detect.errors import DataError
 from edge_detect.stats import nan_to_none
+from edge_detect.paths import PathLike
 
 __all__ = ["SCHEMA_VERSION", "STAGES", "REPORT_SCHEMA", "BenchReport", "validate_report", "format_table",
            "to_markdown", "plot_report", "write_report"]
@@ -23,7 +23,6 @@ __all__ = ["SCHEMA_VERSION", "STAGES", "REPORT_SCHEMA", "BenchReport", "validate
 SCHEMA_VERSION = 1
 PLOT_BASE_IN, PLOT_ROW_IN = 1.8, 0.6  # PNG chart height in inches: base + per configuration (100 dpi)
 STAGES = ("decode", "preprocess", "inference", "postprocess", "sinks")
-PathLike = Union[str, "os.PathLike[str]"]
 
 # ---------------------------------------------------------------------------------------------- schema
 _NUM = {"type": ["number", "null"]}

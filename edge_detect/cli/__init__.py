@@ -15,7 +15,7 @@ import gc
 import importlib
 import logging
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 from edge_detect.errors import EdgeDetectError
 
@@ -38,11 +38,45 @@ Real-time YOLOv5 object detection for the edge.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """``argparse`` with one-line errors: ``edge-detect run: error: unrecognized argument --sorce (did you mean
+    --source?); see edge-detect run --help`` (exit code 2). Subcommand parsers are of this class too, so an
+    unknown flag is reported by the subcommand it was given to, with the closest of that subcommand's flags."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        self._given = list(sys.argv[1:] if args is None else args)
+        namespace, extra = super().parse_known_args(args, namespace)
+        flags = [x for x in extra if x.startswith("-")]
+        if flags and self._subcommand() is None:  # a leaf parser: its unknown flags are errors here
+            self.error(f"unrecognized argument {flags[0]}")
+        return namespace, extra
+
+    def _subcommand(self) -> "Optional[argparse._SubParsersAction]":
+        return next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+    def _hint(self, message: str) -> str:
+        """`` (did you mean --source?)`` for the unknown flag in ``message`` or among the arguments given."""
+        import difflib
+
+        flags = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        named = message.rsplit(" ", 1)[-1] if message.startswith("unrecognized argument ") else ""
+        for word in [named] + [w for w in getattr(self, "_given", []) if w.startswith("--")]:
+            word = word.split("=", 1)[0]
+            close = difflib.get_close_matches(word, flags, n=1, cutoff=0.6) if word.startswith("--") \
+                and word not in flags else []
+            if close:
+                return f" (did you mean {close[0]}?)" if word == named else f" ({word}: did you mean {close[0]}?)"
+        return ""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}{self._hint(message)}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand whose module is importable."""
     from edge_detect import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edge-detect", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edge-detect {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -69,7 +103,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``edge-detect`` console script; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # usage errors: one line and SystemExit(2) (see _Parser)
     if not getattr(args, "_main", None):
         parser.print_help()
         return 1

@@ -93,10 +93,12 @@ def bench_backend_options(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]
     if device is not None and parsed is None:  # an OpenVINO device name
         out["openvino"].update(device_options("openvino", device))
         device = None
-    out["torch"] = device_options("torch", device, half, tf32)
-    out["onnxruntime"] = device_options("onnxruntime", device, tf32=tf32)
-    if parsed is not None and parsed[0] == "cuda":
-        out["tensorrt"] = device_options("tensorrt", device)
+    path = getattr(args, "device_path", None)
+    on_cuda = parsed is not None and parsed[0] == "cuda"
+    out["torch"] = device_options("torch", device, half, tf32, path)
+    out["onnxruntime"] = device_options("onnxruntime", device, tf32=tf32, device_path=path if on_cuda else None)
+    if on_cuda:
+        out["tensorrt"] = device_options("tensorrt", device, device_path=path)
     return out
 
 

@@ -101,6 +101,10 @@ def add_device_args(p: Any) -> None:
     p.add_argument("--tf32", action="store_true",
                    help="let FP32 on CUDA use TensorFloat-32 tensor cores (faster on Ampere and later; boxes may "
                         "move by about a pixel; default: strict FP32, the CPU's detections)")
+    p.add_argument("--device-path", action=argparse.BooleanOptionalAction, default=None,
+                   help="the GPU-resident path: frames uploaded once, letterbox, inference and NMS on the GPU, only "
+                        "boxes back (default: on for a .pt on CUDA, off for .onnx (needs --device cuda) and .engine; "
+                        "--no-device-path keeps the CPU letterbox and NMS)")
 
 
 def add_openvino_args(p: Any, device: bool = True) -> None:
@@ -137,7 +141,7 @@ def device_flag_options(args: argparse.Namespace, backend: str) -> Dict[str, Any
     from edge_detect.devices import device_options
 
     return device_options(backend, getattr(args, "device", None), bool(getattr(args, "half", False)),
-                          bool(getattr(args, "tf32", False)))
+                          bool(getattr(args, "tf32", False)), getattr(args, "device_path", None))
 
 
 def backend_options(args: argparse.Namespace) -> Dict[str, Any]:

@@ -1,5 +1,5 @@
 """``edge-detect export``: checkpoint (.pt) -> ONNX (fp32 / fp16 / INT8 Q/DQ, optional in-graph NMS and uint8
-input) -> optionally a TensorRT engine or an OpenVINO IR.
+input) -> optionally a TensorRT engine, an OpenVINO IR or a Triton Inference Server model repository.
 
 Argument parsing over :func:`edge_detect.exporter.export`, which owns the stage order (ONNX export -> INT8
 quantization -> uint8 input -> NMS -> engine | OpenVINO IR; NNCF INT8 for OpenVINO) and the temporary folder
@@ -14,7 +14,8 @@ from typing import Any, Dict, List
 
 from edge_detect.cli._types import imgsz_option, positive_float, positive_int, unit_float
 from edge_detect.exporter import (AUTO, CALIB_METHODS, FORMATS, NMS_PLUGINS, NNCF_PRESETS, NNCF_RANGES,
-                                  ExportOptions, default_output, export, read_quant_report)
+                                  TRITON_DEVICES, TRITON_MODELS, ExportOptions, default_output, export,
+                                  read_quant_report)
 
 __all__ = ["add_parser", "main", "options_from_args", "default_output"]
 
@@ -29,6 +30,12 @@ examples:
   edge-detect export --weights yolov5n.pt --format engine --half --nms      # -> yolov5n-fp16.engine
   edge-detect export --weights yolov5n.pt --format openvino                 # -> yolov5n.xml + .bin
   edge-detect export --weights yolov5n.pt --format openvino --int8 --calib coco128.yaml  # -> yolov5n-int8.xml
+  edge-detect export --weights yolov5n --format triton --output model_repository/  # -> model_repository/yolov5n/
+  edge-detect export --weights yolov5n --format triton --uint8-input --triton-model engine --half  # TensorRT plan
+
+--format triton writes a Triton Inference Server model repository (<name>/config.pbtxt + <name>/1/model.onnx,
+model.plan or model.xml+bin) with a dynamic batch axis and dynamic batching; serve it with NVIDIA's Triton
+container (or tools/triton_test_server.py) and run clients with --model grpc://SERVER:8001/<name>.
 
 --weights accepts a file or a manifest name (yolov5n, yolov5s...; see `edge-detect weights list`). ultralytics
 checkpoints (YOLOv5u / YOLOv8 / YOLO11 detection) are recognised from their content and exported through the
@@ -48,10 +55,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="checkpoint file or manifest name (e.g. yolov5n)")
     g.add_argument("--format", choices=FORMATS, default="onnx",
                    help="output format (default: onnx; engine needs TensorRT and a GPU; openvino writes an IR "
-                        ".xml + .bin and needs the openvino extra)")
+                        ".xml + .bin and needs the openvino extra; triton writes a Triton model repository and needs "
+                        "the triton extra)")
     g.add_argument("--output", "-o", default=None, metavar="PATH",
                    help="output file (default: <weights stem>[-dynamic][-int8|-fp16].<onnx|engine|xml> in the "
-                        "current folder)")
+                        "current folder); for --format triton the repository folder (default: model_repository)")
     g.add_argument("--imgsz", nargs="+", default=["640"], metavar="S",
                    help="input size: one side (square), H W or HxW; multiples of 32, at most 4096 (default: 640)")
     g.add_argument("--force-imgsz", action="store_true", help="allow --imgsz sides above 4096")
@@ -113,6 +121,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="build for DLA core N (Jetson), with GPU fallback")
     e.add_argument("--timing-cache", default=None, metavar="PATH",
                    help="TensorRT timing cache file, read and updated (speeds up rebuilds)")
+
+    t = p.add_argument_group("Triton model repository (--format triton)")
+    t.add_argument("--triton-model", choices=TRITON_MODELS, default="onnx",
+                   help="the served model: onnx (ONNX Runtime backend), engine (TensorRT plan, built on this machine: "
+                        "use the server's GPU and TensorRT) or openvino (default: onnx)")
+    t.add_argument("--triton-name", default=None, metavar="NAME",
+                   help="model name on the server, used in the client URL (default: the weights' stem)")
+    t.add_argument("--triton-max-batch", type=positive_int, default=8, metavar="N",
+                   help="max_batch_size: the largest batch the server forms from clients' requests (default: 8)")
+    t.add_argument("--triton-queue-delay-us", type=int, default=2000, metavar="US",
+                   help="dynamic batching: longest wait of a request for others to batch with (default: 2000)")
+    t.add_argument("--triton-instances", type=positive_int, default=1, metavar="N",
+                   help="model instances on the server (instance_group count; default: 1)")
+    t.add_argument("--triton-device", choices=TRITON_DEVICES, default="auto",
+                   help="instance_group kind: auto (GPU when the server has one), gpu or cpu (default: auto)")
     return p
 
 
@@ -130,7 +153,11 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         uint8_input=args.uint8_input,
         nms=args.nms, nms_plugin=args.nms_plugin, nms_conf=args.nms_conf, nms_iou=args.nms_iou,
         max_det=args.max_det, workspace_gb=args.workspace, dla=args.dla, timing_cache=args.timing_cache,
-        trust_checkpoint=getattr(args, "trust_checkpoint", False))
+        trust_checkpoint=getattr(args, "trust_checkpoint", False),
+        triton_model=getattr(args, "triton_model", "onnx"), triton_name=getattr(args, "triton_name", None),
+        triton_max_batch=getattr(args, "triton_max_batch", 8),
+        triton_queue_delay_us=getattr(args, "triton_queue_delay_us", 2000),
+        triton_instances=getattr(args, "triton_instances", 1), triton_device=getattr(args, "triton_device", "auto"))
 
 
 def _map_lines(report: Dict[str, Any]) -> List[str]:

@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import re
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, Any, Dict, List, Optional
 
-from edge_detect.app_config import AppConfig, SinkConfig, add_sinks, load_app_config
+from edge_detect.app import App
+from edge_detect.app_config import (AppConfig, EventsConfig, SinkConfig, add_sinks, check_events, check_run_outputs,
+                                    load_app_config)
 from edge_detect.backends.base import backend_names
 from edge_detect.cli._types import positive_int
 from edge_detect.cli.detect import add_openvino_args
-from edge_detect.errors import ConfigError, MissingDependencyError, SinkError, SourceError
+from edge_detect.errors import ConfigError, SinkError, SourceError
 from edge_detect.preprocess import check_imgsz
 
 LOGGER = logging.getLogger(__name__)
@@ -61,10 +62,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=None, metavar="APP.yaml",
                    help="app config file (see configs/app/default.yaml); flags below override it")
-    m = p.add_argument_group("model")
+    _model_args(p.add_argument_group("model"))
+    _source_args(p)
+    _output_args(p.add_argument_group("outputs"))
+    _event_args(p.add_argument_group("events and metrics (event JSON schema: README 'Events')"))
+    r = p.add_argument_group("stopping")
+    r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
+    r.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
+    r.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar / periodic stats line")
+    return p
+
+
+def _model_args(m: Any) -> None:
     m.add_argument("--model", default=None, metavar="PATH|NAME",
-                   help="model file (.onnx, .xml, .engine, .pt) or a checkpoint name such as yolov5n, exported to ONNX "
-                        "once into the user cache (default: yolov5n)")
+                   help="model file (.onnx, .xml, .engine, .pt), a checkpoint name such as yolov5n, exported to ONNX "
+                        "once into the user cache (default: yolov5n), or a Triton server's model: "
+                        "grpc://HOST:8001/NAME (http://HOST:8000/NAME)")
     m.add_argument("--backend", choices=backend_names(), default=None,
                    help="inference backend (default: from the model file suffix)")
     m.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
@@ -91,6 +105,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--tracker", default=None, metavar="NAME",
                    help="track with this processor (implies --track): bytetrack (default: Kalman motion, two-stage "
                         "association, stable ids through ~1 s occlusions), iou (greedy IoU, no motion), or none")
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
     a = p.add_argument_group("counting (source-frame pixels; turns tracking on)")
     a.add_argument("--line", action="append", default=None, metavar="NAME=x1,y1,x2,y2",
                    help="count tracks crossing the segment (repeatable): 'in' = from the left of (x1,y1)->(x2,y2) "
@@ -101,7 +118,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--source", action="append", default=None, metavar="URI",
                    help="input (repeatable): video file, image folder/glob, camera index, /dev/videoN, "
                         "rtsp/rtmp/http(s) URL or GStreamer pipeline")
-    o = p.add_argument_group("outputs")
+
+
+def _output_args(o: Any) -> None:
     o.add_argument("--save-video", default=None, metavar="PATH.mp4",
                    help="annotated video (H.264 yuv420p + faststart; one file per source when several)")
     o.add_argument("--save-jsonl", default=None, metavar="PATH.jsonl",
@@ -116,7 +135,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     o.add_argument("--sink", action="append", default=None, metavar="SPEC",
                    help="any sink by spec (repeatable): a path by suffix (.mp4 .mkv .jsonl ...), a URI by scheme "
                         "(mjpeg://HOST:PORT ...) or 'display'; added to the config's sinks")
-    e = p.add_argument_group("events and metrics (event JSON schema: README 'Events')")
+    o.add_argument("--summary-json", default=None, metavar="PATH",
+                   help="write the final summary (counts, fps, stage timings, latency) as JSON")
+
+
+def _event_args(e: Any) -> None:
     e.add_argument("--mqtt", default=None, metavar="URI",
                    help="publish events and stats to an MQTT broker: mqtt://[user:pass@]host[:port][/prefix] or "
                         "mqtts://... (prefix default edge_detect; topics {prefix}/{source}/events, "
@@ -135,29 +158,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics")
     e.add_argument("--metrics-host", default=None, metavar="ADDR",
                    help="metrics bind address (default: 127.0.0.1; 0.0.0.0 exposes it to the network)")
-    o.add_argument("--summary-json", default=None, metavar="PATH",
-                   help="write the final summary (counts, fps, stage timings, latency) as JSON")
-    r = p.add_argument_group("stopping")
-    r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
-    r.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
-    r.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                   help="no progress bar / periodic stats line")
-    return p
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    """The flags as config overrides (nested keys; ``None`` = not given)."""
     return {
-        "model": args.model, "backend": args.backend, "imgsz": args.imgsz, "threads": args.threads,
-        "batch": args.batch,
-        "force_imgsz": args.force_imgsz or None,
-        "rebuild_on_mismatch": args.rebuild_on_mismatch,
-        "device": args.device, "precision": args.precision, "hint": args.hint,
-        "conf": args.conf, "iou": args.iou, "max_det": args.max_det, "classes": args.classes,
-        "agnostic": args.agnostic, "tracker.enabled": True if args.tracker and args.tracker != "none" else args.track,
-        "tracker.name": args.tracker, "sources": args.source, "show": args.show,
-        "lines": _named(args.line, "--line"), "zones": _named(args.zone, "--zone"),
-        "summary_json": args.summary_json, "max_frames": args.max_frames, "duration": args.duration,
-        "progress": args.progress,
+        "model.path": args.model, "model.backend": args.backend, "model.imgsz": args.imgsz,
+        "model.threads": args.threads, "model.batch": args.batch, "model.force_imgsz": args.force_imgsz or None,
+        "model.rebuild_on_mismatch": args.rebuild_on_mismatch, "model.device": args.device,
+        "model.precision": args.precision, "model.hint": args.hint, "model.conf": args.conf, "model.iou": args.iou,
+        "model.max_det": args.max_det, "model.classes": args.classes, "model.agnostic": args.agnostic,
+        "analytics.tracker.enabled": True if args.tracker and args.tracker != "none" else args.track,
+        "analytics.tracker.name": args.tracker, "sources": args.source, "outputs.show": args.show,
+        "analytics.lines": _named(args.line, "--line"), "analytics.zones": _named(args.zone, "--zone"),
+        "outputs.summary_json": args.summary_json, "server.max_frames": args.max_frames,
+        "server.duration": args.duration, "server.progress": args.progress,
     }
 
 
@@ -177,7 +192,7 @@ def _named(values: Optional[List[str]], flag: str) -> Optional[Dict[str, List[fl
     return out
 
 
-def _sink_flags(args: argparse.Namespace, cfg: Any) -> List[SinkConfig]:
+def _sink_flags(args: argparse.Namespace, cfg: AppConfig) -> List[SinkConfig]:
     """Sink specs from --save-video / --save-jsonl / --preview-port / --preview-host / --sink."""
     specs: List[SinkConfig] = []
     if args.save_video:
@@ -189,65 +204,58 @@ def _sink_flags(args: argparse.Namespace, cfg: Any) -> List[SinkConfig]:
             raise ConfigError(f"--preview-port: expected a port in 0..65535, got {args.preview_port}")
         specs.append(SinkConfig(f"mjpeg://{args.preview_host or '127.0.0.1'}:{args.preview_port}"))
     elif args.preview_host:  # a new address for the config's preview
-        ports = [re.search(r":(\d+)/?$", s.spec) for s in cfg.sinks if s.spec.lower().startswith("mjpeg://")]
+        ports = [re.search(r":(\d+)/?$", s.spec) for s in cfg.outputs.sinks if s.spec.lower().startswith("mjpeg://")]
         if not ports or ports[0] is None:
             raise ConfigError("--preview-host: expected --preview-port or a mjpeg:// sink in the config, got none")
         specs.append(SinkConfig(f"mjpeg://{args.preview_host}:{ports[0].group(1)}"))
-    specs += _event_flags(args, cfg)
-    specs += [SinkConfig(s) for s in args.sink or ()]
-    return specs
+    return specs + [SinkConfig(s) for s in args.sink or ()]
 
 
-def _event_flags(args: argparse.Namespace, cfg: Any) -> List[SinkConfig]:
-    """Sink specs from --mqtt(-ca/-cert/-key) / --webhook / --snapshots(-crop) / --metrics-port/-host."""
-    from edge_detect.urls import mask_credentials
+_EVENT_FLAGS = {"mqtt": "--mqtt", "tls": "--mqtt-ca/--mqtt-cert/--mqtt-key", "webhook": "--webhook",
+                "snapshots": "--snapshots", "snapshot_crop": "--snapshot-crop", "metrics_port": "--metrics-port",
+                "metrics_host": "--metrics-host"}
 
-    specs: List[SinkConfig] = []
+
+def _event_flags(args: argparse.Namespace, cfg: AppConfig) -> AppConfig:
+    """``cfg`` with the events section changed by --mqtt(-ca/-cert/-key) / --webhook / --snapshots(-crop) /
+    --metrics-port/-host (checked with the flags' names in the messages)."""
+    ev = cfg.events
     tls = {k: v for k, v in (("ca", args.mqtt_ca), ("cert", args.mqtt_cert), ("key", args.mqtt_key)) if v}
-    if args.mqtt:
-        if not re.match(r"mqtts?://", args.mqtt, flags=re.IGNORECASE):
-            raise ConfigError(f"--mqtt: expected mqtt://[user:pass@]host[:port][/prefix] or mqtts://..., got "
-                              f"{mask_credentials(args.mqtt)!r}")
-        specs.append(SinkConfig(args.mqtt, tls))
-    elif tls:
-        raise ConfigError("--mqtt-ca/--mqtt-cert/--mqtt-key: expected --mqtt mqtts://... too, got no --mqtt")
-    if args.webhook:
-        if not re.match(r"https?://", args.webhook, flags=re.IGNORECASE):
-            raise ConfigError(f"--webhook: expected an http:// or https:// URL, got "
-                              f"{mask_credentials(args.webhook)!r}")
-        specs.append(SinkConfig(f"webhook+{args.webhook}"))
-    if args.snapshots:
-        opts: Dict[str, Any] = {}
-        for sc in cfg.sinks:  # keep the config's event settings (retention...), change the folder
-            if sc.spec == "events":
-                opts.update(sc.options)
-        opts["snapshots"] = args.snapshots
-        if args.snapshot_crop:
-            opts["snapshot_crop"] = True
-        specs.append(SinkConfig("events", opts))
-    elif args.snapshot_crop:
-        raise ConfigError("--snapshot-crop: expected --snapshots DIR too, got none")
-    if args.metrics_port is not None:
-        if not 0 <= args.metrics_port <= 65535:
-            raise ConfigError(f"--metrics-port: expected a port in 0..65535, got {args.metrics_port}")
-        specs.append(SinkConfig(f"metrics://{args.metrics_host or '127.0.0.1'}:{args.metrics_port}"))
-    elif args.metrics_host:
-        raise ConfigError("--metrics-host: expected --metrics-port too, got none")
-    return specs
-class _SignalStop:
-    """Installs SIGINT/SIGTERM handlers (main thread only) that set ``event``; a second signal aborts."""
+    given = {k: v for k, v in (("mqtt", args.mqtt), ("webhook", args.webhook), ("snapshots", args.snapshots),
+                                ("snapshot_crop", args.snapshot_crop), ("metrics_port", args.metrics_port),
+                                ("metrics_host", args.metrics_host)) if v is not None}
+    if tls:
+        given["mqtt_options"] = {**ev.mqtt_options, **tls}
+    if not given:
+        return cfg
+    from types import SimpleNamespace
 
-    def __init__(self) -> None:
-        self.event = threading.Event()
+    flags_only = SimpleNamespace(**{**{f.name: f.default for f in dataclasses.fields(EventsConfig)},
+                                    "mqtt_options": {}, **given})
+    check_events(flags_only, _EVENT_FLAGS)
+    return dataclasses.replace(cfg, events=dataclasses.replace(ev, **given))
+def default_exporter() -> Callable[..., Any]:
+    """The ONNX exporter of the default model: the torch-free one (:mod:`edge_detect.deploy.onnx_yolov5`; bit-identical
+    to the torch export), so ``run`` with a checkpoint name needs no PyTorch."""
+    from edge_detect.deploy.onnx_yolov5 import export_onnx_torch_free
+
+    return export_onnx_torch_free
+
+
+class _SignalStop:
+    """Installs SIGINT/SIGTERM handlers (main thread only) that stop ``app`` with the signal's name as the reason;
+    a second signal aborts."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
         self.signum: Optional[int] = None
         self._previous: Dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        if self.event.is_set():
+        if self.signum is not None:
             raise KeyboardInterrupt  # second signal: abort now (outputs are still closed on the way out)
         self.signum = signum
-        self.event.reason = signal.Signals(signum).name  # type: ignore[attr-defined]  # -> summary stopped_by
-        self.event.set()
+        self.app.stop(signal.Signals(signum).name)  # -> summary stopped_by
         LOGGER.warning("%s received: finishing frames in flight and finalizing outputs (again to abort)",
                        signal.Signals(signum).name)
 
@@ -262,87 +270,20 @@ class _SignalStop:
             signal.signal(sig, handler)
 
 
-def _write_summary(path: str, summary: Dict[str, Any]) -> None:
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise SinkError(f"summary JSON {path}: cannot write ({exc})") from exc
-    LOGGER.info("summary written to %s", path)
-
-
-def _torch_exporter() -> Callable[..., Any]:
-    """The build extra's ONNX exporter, or MissingDependencyError telling which extra to install."""
-    from edge_detect._optional import require
-
-    try:
-        require("torch", "build")
-    except MissingDependencyError:
-        raise MissingDependencyError(
-            "exporting the checkpoint to ONNX (done once, then cached) needs PyTorch, which is not installed; "
-            "install it with: pip install 'edge-detect[build]' -- or pass --model FILE.onnx") from None
-    from edge_detect.training.export import export_onnx
-
-    return export_onnx
-
-
-def resolve_model(cfg: AppConfig) -> AppConfig:
-    """``cfg`` with ``model`` a file: no model -> :data:`~edge_detect.model_cache.DEFAULT_MODEL`; a checkpoint
-    name (no suffix, not a file) -> its cached ONNX export at ``cfg.imgsz`` (exported on first use)."""
-    from edge_detect.model_cache import DEFAULT_MODEL, ensure_onnx
-
-    model = cfg.model or DEFAULT_MODEL
-    if Path(model).suffix or Path(model).exists():
-        return cfg
-    onnx = ensure_onnx(model, _torch_exporter, imgsz=cfg.imgsz, progress=cfg.progress)
-    return dataclasses.replace(cfg, model=str(onnx))
-
-
-def check_run_outputs(cfg: AppConfig, flags: Optional[Dict[str, str]] = None) -> None:
-    """Every output path (file sinks, snapshot folders, --summary-json) writable, distinct and not an input
-    (a source or the model), before anything is opened. ``flags``: ``{spec: flag}`` naming the outputs that
-    came from flags in the messages (others are named ``sink``)."""
-    from edge_detect.paths import check_outputs, input_paths
-    from edge_detect.sinks.base import resolve_sink
-
-    outputs: Dict[str, Any] = {}
-    dirs: List[str] = []
-    for sc in cfg.sinks:
-        target, key = resolve_sink(sc.spec)
-        if key.startswith("."):  # a file sink, chosen by its suffix
-            label = (flags or {}).get(sc.spec, "sink")
-            outputs[label if label not in outputs else f"{label} #{len(outputs) + 1}"] = target
-        if sc.options.get("snapshots"):
-            outputs["--snapshots"] = sc.options["snapshots"]
-            dirs.append("--snapshots")
-    outputs["--summary-json"] = cfg.summary_json
-    model = [Path(cfg.model)] if cfg.model and Path(cfg.model).is_file() else []
-    check_outputs(outputs, inputs=[*input_paths([s.uri for s in cfg.sources]), *model], dirs=dirs)
-
-
 def main(args: argparse.Namespace) -> int:
-    """Run the app; returns 0, or 128 + signal number when stopped by SIGINT / SIGTERM."""
-    from edge_detect.app_config import build_pipeline
-
+    """Run the app (flags -> config -> :class:`~edge_detect.app.App`); returns 0, or 128 + signal number when
+    stopped by SIGINT / SIGTERM."""
     cfg = load_app_config(args.config, _overrides(args))
-    cfg = add_sinks(cfg, _sink_flags(args, cfg))
+    cfg = _event_flags(args, add_sinks(cfg, _sink_flags(args, cfg)))
     if not cfg.sources:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
-    if cfg.imgsz is not None:
-        check_imgsz((cfg.imgsz[0], cfg.imgsz[-1]), stride=1, force=cfg.force_imgsz)
+    if cfg.model.imgsz is not None:
+        check_imgsz((cfg.model.imgsz[0], cfg.model.imgsz[-1]), stride=1, force=cfg.model.force_imgsz)
     check_run_outputs(cfg, {v: k for k, v in (("--save-video", args.save_video), ("--save-jsonl", args.save_jsonl))
                             if v})
-    cfg = resolve_model(cfg)
-    with _SignalStop() as stop:
-        pipeline = build_pipeline(cfg, stop_event=stop.event)
-        try:
-            summary = pipeline.run()
-        finally:
-            close = getattr(pipeline.detector, "close", None)
-            if close is not None:
-                close()
-        if cfg.summary_json:
-            _write_summary(cfg.summary_json, summary.to_dict())
+    app = App(cfg, exporter=default_exporter)
+    with _SignalStop(app) as stop:
+        summary = app.run()
     if summary.sink_errors:  # the other outputs were finalized; the summary (if asked) is written
         more = f" (+{len(summary.sink_errors) - 1} more)" if len(summary.sink_errors) > 1 else ""
         raise SinkError(f"output failed: {summary.sink_errors[0]}{more}")

@@ -109,7 +109,9 @@ def load_app(config_path: Path) -> Any:
                                      f"this build ({exc})") from exc
     from edge_detect.app_config import load_app_config
 
-    return App(load_app_config(config_path))
+    from edge_detect.cli.run import default_exporter
+
+    return App(load_app_config(config_path), exporter=default_exporter)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -18,14 +18,13 @@ calibrators (which pull :meth:`CalibrationData.batches`).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge_detect.paths import IMAGE_SUFFIXES, VIDEO_SUFFIXES, YAML_SUFFIXES
+from edge_detect.paths import IMAGE_SUFFIXES, VIDEO_SUFFIXES, YAML_SUFFIXES, PathLike
 from edge_detect.errors import DataError, SourceError
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 
-PathLike = Union[str, os.PathLike]
 
 
 def spread_indices(total: int, count: int) -> List[int]:
@@ -197,7 +195,7 @@ class CalibrationData:
         stride: model stride, passed to the letterbox.
         fmt: input format, ``"float32_nchw_rgb"`` (default) or ``"uint8_nhwc_bgr"``.
         dtype: array dtype for float formats.
-        progress: show a tqdm bar while iterating.
+        progress: show progress while iterating (a bar, or log lines when stderr is not a terminal).
 
     Each batch is the ``batch`` array returned by :func:`edge_detect.preprocess.preprocess` for those images:
     float32 ``(B, 3, h, w)`` RGB in ``[0, 1]`` (or uint8 ``(B, h, w, 3)`` BGR), letterboxed to a square with pad
@@ -293,10 +291,10 @@ class CalibrationData:
         return batch
 
     def _batches(self, sel: _Selection, desc: str) -> Iterator[np.ndarray]:
-        from tqdm import tqdm
+        from edge_detect.progress import progress
 
         pending: List[np.ndarray] = []
-        bar = tqdm(total=len(sel.items), desc=desc, unit="img", disable=not self.progress)
+        bar = progress(total=len(sel.items), desc=desc, unit="img", disable=not self.progress)
         try:
             for img in self._images(sel):
                 pending.append(img)

@@ -48,9 +48,8 @@ Both functions update the :class:`~edge_detect.metadata.ModelMetadata` stored in
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -58,12 +57,12 @@ from edge_detect._optional import require
 from edge_detect.config import check_thresholds
 from edge_detect.errors import ConfigError, ModelLoadError
 from edge_detect.metadata import ModelMetadata, read_onnx_metadata, write_onnx_metadata
+from edge_detect.paths import PathLike
 
 __all__ = ["add_nms", "add_uint8_input", "NMS_PLUGINS", "NMS_OUTPUTS", "MAX_WH", "TRT_DOMAIN", "NMS_TOP_K"]
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 NMS_PLUGINS = ("efficient", "onnx", "inms")
 NMS_OUTPUTS = ("num_dets", "boxes", "scores", "classes")
 MAX_WH = 7680.0  # YOLOv5's class offset (px) for class-aware NMS through one class-agnostic NMS call
@@ -128,7 +127,7 @@ def _metadata(model: Any, nc: Optional[int] = None) -> ModelMetadata:
     if meta is None:
         if nc is None:
             raise ModelLoadError("ONNX model has no edge_detect metadata (metadata_props key 'edge_detect')")
-        log.warning("ONNX model has no edge_detect metadata; naming its %d classes class0..class%d", nc, nc - 1)
+        LOGGER.warning("ONNX model has no edge_detect metadata; naming its %d classes class0..class%d", nc, nc - 1)
         meta = ModelMetadata(names=tuple(f"class{i}" for i in range(nc)))
     return meta
 
@@ -154,7 +153,7 @@ def _save(graph: Any, original: Any, meta: ModelMetadata, onnx_out: PathLike, do
     out = Path(onnx_out)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out))
-    log.info("wrote %s", out)
+    LOGGER.info("wrote %s", out)
     return out
 
 

@@ -1,22 +1,16 @@
 """OpenVINO IR building, torch-free: ONNX -> IR (FP32 / FP16 weights) and INT8 with NNCF.
 
-Why not our Q/DQ ONNX on OpenVINO? Two findings on this project's x86 CPUs without VNNI (AVX2 only):
+Our Q/DQ ONNX (:mod:`edge_detect.deploy.quantize`, made for TensorRT: signed INT8 activations and full-range
+INT8 weights) runs on OpenVINO through :mod:`edge_detect.backends.openvino_qdq`, which rewrites it on load: its
+signed activation quantizers become the same quantizers with ``uint8`` zero points (OpenVINO 2026.4 mis-scales a
+signed one that it moves across a ``Concat``: mAP50-95 0.022 instead of 0.341 on coco128 val2017), and on CPUs
+without VNNI its full-range weights, whose ``u8 x s8`` pair sums overflow 16 bits there, run in float. That gives
+ONNX Runtime's accuracy (0.336 / 0.337) but, without VNNI, not INT8 speed.
 
-1. ONNX Runtime's quantizer writes *full-range* signed 8-bit weights (``[-127, 127]``). OpenVINO runs INT8
-   convolutions there with ``u8 x s8`` pairwise products summed in int16 (``vpmaddubsw``), which saturates when
-   both operands are large: a single ``QuantizeLinear -> DequantizeLinear -> Conv`` with full-range weights
-   differs from ONNX Runtime by ~30 % of its output range, and by 0 with 7-bit weights ``[-64, 63]``
-   (``tests/deploy/test_openvino_build.py`` keeps that one-convolution case). NNCF knows this ("overflow fix":
-   7-bit weights where the CPU lacks VNNI).
-2. Even with 7-bit weights (and biases re-scaled to match), our Q/DQ graph, which quantizes Conv inputs only and
-   leaves the C3 residual ``Add`` / ``Concat`` inputs partly float, still drifts layer after layer on OpenVINO
-   (the error appears at the first C3 ``Concat`` -> ``cv3`` and grows to boxes off by hundreds of pixels),
-   while OpenVINO's own quantizer placement (NNCF: quantizers on every branch entering an ``Add``/``Concat``,
-   scales unified where OpenVINO's low-precision transformations need them) matches FP32 as closely as ONNX
-   Runtime does on our Q/DQ model.
-
-So the OpenVINO INT8 path quantizes with NNCF (:func:`quantize_openvino`), calibrated on the same images and
-preprocessing as :mod:`edge_detect.deploy.quantize`, with the Detect head (found from the graph,
+The OpenVINO INT8 path proper quantizes with NNCF (:func:`quantize_openvino`): asymmetric activations, OpenVINO's
+own quantizer placement (every branch entering an ``Add``/``Concat``, scales unified where its low-precision
+transformations need them) and 7-bit first-layer weights where the CPU lacks VNNI. It is calibrated on the same
+images and preprocessing as :mod:`edge_detect.deploy.quantize`, with the Detect head (found from the graph,
 :func:`~edge_detect.deploy.quantize.find_detect_head`) and any block the sensitivity analysis picks kept in float
 through NNCF's ``ignored_scope``. The sensitivity analysis reuses :func:`~edge_detect.deploy.quantize.output_error`
 and :func:`~edge_detect.deploy.quantize.select_float_blocks`: the NNCF model is the baseline, and each block's
@@ -45,13 +39,13 @@ from edge_detect._optional import require
 from edge_detect.backends.openvino import shared_core
 from edge_detect.errors import ConfigError, ModelError, ModelLoadError
 from edge_detect.metadata import METADATA_KEY, ModelMetadata
+from edge_detect.paths import PathLike
 
 __all__ = ["ir_path", "convert_to_ir", "quantize_openvino", "write_ir_metadata", "PRESETS", "FLOAT_OP_TYPES",
            "RANGE_ESTIMATORS"]
 
 LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 PRESETS = ("mixed", "performance")
 # OpenVINO op types whose inputs NNCF must not quantize: SiLU's Sigmoid and Multiply (and the Subtract of the
 # box decoding). Quantizing them adds a second rounding per activation for no INT8 convolution gained:
@@ -128,6 +122,21 @@ def _save(model: Any, output: Path, meta: Optional[ModelMetadata], half: bool) -
     return output
 
 
+def _read_qdq_onnx(path: Path) -> Any:
+    """A Q/DQ ONNX with its activation quantizers in the form OpenVINO handles (see
+    :func:`~edge_detect.backends.openvino_qdq.activations_to_uint8`); weights are left as they are, so the IR's
+    INT8 convolutions overflow on CPUs without VNNI (:func:`quantize_openvino` is the INT8 IR for those)."""
+    onnx = require("onnx", "onnx")
+    from edge_detect.backends.openvino_qdq import activations_to_uint8
+
+    model = onnx.load(str(path))
+    n = activations_to_uint8(model)
+    LOGGER.warning("%s is a Q/DQ INT8 ONNX: %d activation quantizers rewritten for OpenVINO; its full-range INT8 "
+                   "weights overflow on CPUs without VNNI (edge-detect export --format openvino --int8 makes an "
+                   "INT8 IR that does not)", path.name, n)
+    return shared_core().read_model(model.SerializeToString())
+
+
 def convert_to_ir(onnx_path: PathLike, output: PathLike, half: bool = False) -> Path:
     """ONNX -> OpenVINO IR (``.xml`` + ``.bin``) with our metadata in ``rt_info``.
 
@@ -142,6 +151,9 @@ def convert_to_ir(onnx_path: PathLike, output: PathLike, half: bool = False) -> 
     """
     out = ir_path(output)
     model = _read(onnx_path)
+    if Path(onnx_path).suffix.lower() == ".onnx" and any(op.get_type_name() == "FakeQuantize"
+                                                          for op in model.get_ops()):
+        model = _read_qdq_onnx(Path(onnx_path))
     meta = _metadata_of(model)
     if meta is not None and half and meta.precision == "fp32":
         meta = meta.replace(precision="fp16")
@@ -215,16 +227,15 @@ def _measure_map(model: Path, val_data: PathLike, progress: bool, precision: Opt
 
 def _sensitivity(fp32: Any, quantized: Any, holdout: List[np.ndarray], threads: Optional[int],
                  max_blocks: int, min_share: float, progress: bool, head: str = "yolov5") -> Dict[str, Any]:
-    from tqdm import tqdm
-
     from edge_detect.deploy.quantize import output_error, select_float_blocks
+    from edge_detect.progress import progress as progress_bar
 
     reference = _run(_compile(fp32, threads), holdout)
     baseline = output_error(reference, _run(_compile(quantized, threads), holdout), head=head)
     LOGGER.info("sensitivity: baseline (NNCF INT8, Detect head in float) output error %.4f", baseline)
     rows = []
     groups = _fq_blocks(quantized)
-    for block in tqdm(sorted(groups, key=lambda b: int(b.split(".")[1])), desc="sensitivity", unit="block",
+    for block in progress_bar(sorted(groups, key=lambda b: int(b.split(".")[1])), desc="sensitivity", unit="block",
                       disable=not progress):
         err = output_error(reference, _run(_compile(_bypass(quantized, [block]), threads), holdout), head=head)
         rows.append({"block": block, "quantizers": len(groups[block]), "error_with_block_float": err,
@@ -262,6 +273,102 @@ def _ignored_scope(onnx_model: Any, exclude: Sequence[str], blocks: Sequence[str
     return (nncf.IgnoredScope(patterns=patterns, types=list(FLOAT_OP_TYPES), validate=False),
             {"detect_head": head, "decode_nodes": len(decode), "forced": forced, "float_blocks": list(blocks),
              "types": list(FLOAT_OP_TYPES)})
+
+
+def _check_nncf_options(preset: str, range_estimator: str) -> None:
+    if preset not in PRESETS:
+        raise ConfigError(f"NNCF preset: expected one of {PRESETS}, got {preset!r}")
+    if range_estimator not in RANGE_ESTIMATORS:
+        raise ConfigError(f"NNCF range estimator: expected one of {RANGE_ESTIMATORS}, got {range_estimator!r}")
+
+
+def _read_fp32(fp32_onnx: Path) -> Tuple[Any, Optional[ModelMetadata]]:
+    """The FP32 model and its metadata, checked: fp32, raw output, float input."""
+    fp32 = _read(fp32_onnx)
+    meta = _metadata_of(fp32)
+    if meta is not None and (meta.output_layout != "raw" or meta.input_format != "float32_nchw_rgb"
+                             or meta.precision != "fp32"):
+        raise ModelError(f"{fp32_onnx}: expected an fp32 model with raw output and float32_nchw_rgb input, got "
+                         f"{meta.precision} / {meta.output_layout} / {meta.input_format}")
+    return fp32, meta
+
+
+class _Nncf:
+    """NNCF post-training quantization of one FP32 model with fixed settings; :meth:`run` takes the float blocks."""
+
+    def __init__(self, fp32: Any, fp32_onnx: Path, data: Any, exclude: Sequence[str], preset: str,
+                 range_estimator: str, fast_bias_correction: bool) -> None:
+        onnx = require("onnx", "onnx")
+        self.fp32, self.data, self.exclude = fp32, data, exclude
+        self.preset, self.range_estimator, self.fast_bias_correction = preset, range_estimator, fast_bias_correction
+        self.onnx_model = onnx.load(str(fp32_onnx), load_external_data=False)
+
+    def run(self, blocks: Sequence[str]) -> Tuple[Any, Dict[str, Any]]:
+        """The quantized ``ov.Model`` with ``blocks`` (and the Detect head, excludes) in float, and the scope used."""
+        nncf = require("nncf", "openvino")
+        presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
+        scope, info = _ignored_scope(self.onnx_model, self.exclude, blocks)
+        t0 = time.perf_counter()
+        q = nncf.quantize(self.fp32, nncf.Dataset(self.data), preset=presets[self.preset],
+                          subset_size=self.data.num_images, fast_bias_correction=self.fast_bias_correction,
+                          ignored_scope=scope, advanced_parameters=_advanced(self.range_estimator))
+        info["time_s"] = round(time.perf_counter() - t0, 1)
+        return q, info
+
+
+def _keep_sensitive(nncf_run: _Nncf, quantized: Any, report: Dict[str, Any], held: List[np.ndarray],
+                    threads: Optional[int], max_float_blocks: int, min_share: float, progress: bool,
+                    head: str) -> Tuple[Any, List[str]]:
+    """Sensitivity on the hold-out images; with dominant blocks, quantize again with them in float."""
+    t1 = time.perf_counter()
+    report["sensitivity"] = _sensitivity(nncf_run.fp32, quantized, held, threads, max_float_blocks, min_share,
+                                         progress, head=head)
+    kept = [k["block"] for k in report["sensitivity"]["kept_float"]]
+    if kept:
+        LOGGER.info("sensitivity: keeping %s in float; quantizing again", ", ".join(kept))
+        quantized, report["ignored_scope"] = nncf_run.run(kept)
+    report["sensitivity"]["time_s"] = round(time.perf_counter() - t1, 1)
+    return quantized, kept
+
+
+def _final_figures(fp32: Any, quantized: Any, held: List[np.ndarray], threads: Optional[int], head: str,
+                   report: Dict[str, Any]) -> None:
+    """Output error of the final model and FP32 vs INT8 speed on the hold-out images, into ``report``."""
+    from edge_detect.deploy.quantize import output_error
+
+    reference = _run(_compile(fp32, threads), held)
+    compiled_q = _compile(quantized, threads)
+    report.setdefault("sensitivity", {})["final_error"] = output_error(reference, _run(compiled_q, held), head=head)
+    report["speed_ms_per_image"] = {
+        "fp32": round(_speed_ms(_compile(fp32, threads), held[0]), 2),
+        "int8": round(_speed_ms(compiled_q, held[0]), 2),
+        "note": "OpenVINO CPU, f32 inference precision hint, median of 10 warm calls"}
+
+
+def _record_map(out: Path, fp32_onnx: Path, val_data: PathLike, progress: bool, report: Dict[str, Any],
+                quantization: Dict[str, Any], int8_meta: Optional[ModelMetadata]) -> None:
+    """FP32 and INT8 mAP into the report; the INT8 one into the saved IR's metadata too."""
+    fp32_map = _measure_map(fp32_onnx, val_data, progress, precision="fp32")
+    int8_map = _measure_map(out, val_data, progress, precision="int8")
+    report["map"] = {"fp32": fp32_map, "int8": int8_map,
+                     "drop_map50_95": round(fp32_map["map50_95"] - int8_map["map50_95"], 4)}
+    quantization.update(int8_map)
+    if int8_meta is None:
+        return
+    model = _read(out)
+    write_ir_metadata(model, int8_meta.replace(quantization=quantization))
+    tmp = out.with_name(out.stem + ".tmp.xml")
+    _ov().save_model(model, str(tmp), compress_to_fp16=False)
+    os.replace(tmp, out)
+    os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
+
+
+def _quantization_record(nncf_run: _Nncf, kept: Sequence[str]) -> Dict[str, Any]:
+    """What the INT8 IR's metadata says about how it was quantized."""
+    return {"format": "openvino_fakequantize", "quantizer": "nncf", "preset": nncf_run.preset,
+            "range_estimator": nncf_run.range_estimator, "calibration_images": nncf_run.data.num_images,
+            "calibration_source": str(nncf_run.data.source), "float_blocks": list(kept),
+            "forced_exclude": list(nncf_run.exclude), "detect_head_float": True, "versions": _versions()}
 
 
 def quantize_openvino(fp32_onnx: PathLike, output: PathLike, calib: Union[PathLike, Any], num_images: int = 300,
@@ -304,92 +411,36 @@ def quantize_openvino(fp32_onnx: PathLike, output: PathLike, calib: Union[PathLi
         ConfigError: bad preset or output suffix.
         MissingDependencyError: ``nncf`` / ``openvino`` / ``onnx`` not installed (extra ``openvino``).
     """
-    nncf = require("nncf", "openvino")
-    onnx = require("onnx", "onnx")
+    require("nncf", "openvino")
     from edge_detect.deploy.calibration import CalibrationData
 
-    if preset not in PRESETS:
-        raise ConfigError(f"NNCF preset: expected one of {PRESETS}, got {preset!r}")
-    if range_estimator not in RANGE_ESTIMATORS:
-        raise ConfigError(f"NNCF range estimator: expected one of {RANGE_ESTIMATORS}, got {range_estimator!r}")
-    out = ir_path(output)
-    t_start = time.perf_counter()
-    fp32_onnx = Path(fp32_onnx)
-    fp32 = _read(fp32_onnx)
-    meta = _metadata_of(fp32)
-    if meta is not None and (meta.output_layout != "raw" or meta.input_format != "float32_nchw_rgb"
-                             or meta.precision != "fp32"):
-        raise ModelError(f"{fp32_onnx}: expected an fp32 model with raw output and float32_nchw_rgb input, got "
-                         f"{meta.precision} / {meta.output_layout} / {meta.input_format}")
-    hw = meta.imgsz if meta is not None else (640, 640)
-    holdout = sensitivity_images if sensitivity else 0
+    _check_nncf_options(preset, range_estimator)
+    out, t_start, fp32_onnx = ir_path(output), time.perf_counter(), Path(fp32_onnx)
+    fp32, meta = _read_fp32(fp32_onnx)
+    head = meta.head if meta is not None else "yolov5"
     data = calib if isinstance(calib, CalibrationData) else CalibrationData(
-        calib, hw, num_images=num_images, split=split, holdout=holdout, stride=meta.stride if meta else 32,
-        progress=progress)
-    onnx_model = onnx.load(str(fp32_onnx), load_external_data=False)
-    preset_enum = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
-
-    def run_nncf(blocks: Sequence[str]) -> Tuple[Any, Dict[str, Any]]:
-        scope, info = _ignored_scope(onnx_model, exclude, blocks)
-        t0 = time.perf_counter()
-        q = nncf.quantize(fp32, nncf.Dataset(data), preset=preset_enum[preset], subset_size=data.num_images,
-                          fast_bias_correction=fast_bias_correction, ignored_scope=scope,
-                          advanced_parameters=_advanced(range_estimator))
-        info["time_s"] = round(time.perf_counter() - t0, 1)
-        return q, info
-
-    quantized, scope_info = run_nncf(())
+        calib, meta.imgsz if meta is not None else (640, 640), num_images=num_images, split=split,
+        holdout=sensitivity_images if sensitivity else 0, stride=meta.stride if meta else 32, progress=progress)
+    nncf_run = _Nncf(fp32, fp32_onnx, data, exclude, preset, range_estimator, fast_bias_correction)
+    quantized, scope_info = nncf_run.run(())
     report: Dict[str, Any] = {"fp32_model": str(fp32_onnx), "output": str(out), "format": "openvino_ir",
                               "quantizer": "nncf", "preset": preset, "range_estimator": range_estimator,
                               "fast_bias_correction": fast_bias_correction,
                               "calibration": data.describe(), "ignored_scope": scope_info,
                               "forced_exclude": list(exclude)}
     kept: List[str] = []
-    held: List[np.ndarray] = []
-    if sensitivity and data.num_holdout:
-        t1 = time.perf_counter()
-        held = list(data.holdout_batches())
-        report["sensitivity"] = _sensitivity(fp32, quantized, held, threads, max_float_blocks, min_share,
-                                             progress, head=meta.head if meta is not None else "yolov5")
-        kept = [k["block"] for k in report["sensitivity"]["kept_float"]]
-        if kept:
-            LOGGER.info("sensitivity: keeping %s in float; quantizing again", ", ".join(kept))
-            quantized, report["ignored_scope"] = run_nncf(kept)
-        report["sensitivity"]["time_s"] = round(time.perf_counter() - t1, 1)
+    held = list(data.holdout_batches()) if sensitivity and data.num_holdout else []
+    if held:
+        quantized, kept = _keep_sensitive(nncf_run, quantized, report, held, threads, max_float_blocks, min_share,
+                                          progress, head)
+        _final_figures(fp32, quantized, held, threads, head, report)
     elif sensitivity:
         LOGGER.warning("sensitivity analysis skipped: no hold-out images available")
-    if held:
-        from edge_detect.deploy.quantize import output_error
-
-        reference = _run(_compile(fp32, threads), held)
-        compiled_q = _compile(quantized, threads)
-        report.setdefault("sensitivity", {})["final_error"] = output_error(
-            reference, _run(compiled_q, held), head=meta.head if meta is not None else "yolov5")
-        report["speed_ms_per_image"] = {
-            "fp32": round(_speed_ms(_compile(fp32, threads), held[0]), 2),
-            "int8": round(_speed_ms(compiled_q, held[0]), 2),
-            "note": "OpenVINO CPU, f32 inference precision hint, median of 10 warm calls"}
-
-    quantization: Dict[str, Any] = {
-        "format": "openvino_fakequantize", "quantizer": "nncf", "preset": preset, "range_estimator": range_estimator,
-        "calibration_images": data.num_images, "calibration_source": str(data.source), "float_blocks": kept,
-        "forced_exclude": list(exclude), "detect_head_float": True, "versions": _versions(),
-    }
+    quantization = _quantization_record(nncf_run, kept)
     int8_meta = meta.replace(precision="int8", quantization=quantization) if meta is not None else None
     _save(quantized, out, int8_meta, half=False)
     if val_data is not None:
-        fp32_map = _measure_map(fp32_onnx, val_data, progress, precision="fp32")
-        int8_map = _measure_map(out, val_data, progress, precision="int8")
-        report["map"] = {"fp32": fp32_map, "int8": int8_map,
-                         "drop_map50_95": round(fp32_map["map50_95"] - int8_map["map50_95"], 4)}
-        quantization.update(int8_map)
-        if int8_meta is not None:  # record the measured mAP in the IR too
-            model = _read(out)
-            write_ir_metadata(model, int8_meta.replace(quantization=quantization))
-            tmp = out.with_name(out.stem + ".tmp.xml")
-            _ov().save_model(model, str(tmp), compress_to_fp16=False)
-            os.replace(tmp, out)
-            os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
+        _record_map(out, fp32_onnx, val_data, progress, report, quantization, int8_meta)
     report["time_s"] = round(time.perf_counter() - t_start, 1)
     rpath = Path(report_path) if report_path else out.with_name(out.stem + ".quant.json")
     rpath.write_text(json.dumps(report, indent=2, default=float))

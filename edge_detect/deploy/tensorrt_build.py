@@ -53,6 +53,7 @@ from edge_detect.backends.trt_common import (MIN_TENSORRT, MIN_VERSION_COMPATIBL
                                              init_plugins, version_tuple)
 from edge_detect.errors import BackendUnavailableError, ConfigError, DataError, ModelError, ModelLoadError
 from edge_detect.metadata import ModelMetadata, read_onnx_metadata
+from edge_detect.paths import PathLike
 
 __all__ = [
     "build_engine",
@@ -75,10 +76,9 @@ __all__ = [
     "TOPK_MAX_K",
 ]
 
-log = logging.getLogger(__name__)
-trt_log = logging.getLogger("edge_detect.tensorrt")  # TensorRT's own messages (trt_common logger)
+LOGGER = logging.getLogger(__name__)
+TRT_LOGGER = logging.getLogger("edge_detect.tensorrt")  # TensorRT's own messages (trt_common logger)
 
-PathLike = Union[str, os.PathLike]
 CALIBRATION_METHODS = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 NMS_PREFIX = "nms/"  # every node/tensor edge_detect.deploy.graph.add_nms appends is named nms/...
@@ -317,13 +317,13 @@ def check_nms_support(tensorrt_version: str, info: OnnxInfo, compute_capability:
                 "(its plugin has no class_agnostic field and would run class-aware NMS); export without --agnostic, "
                 "or with --nms-plugin inms")
         if version >= EFFICIENT_NMS_DEPRECATED:
-            log.warning("%s: EfficientNMS_TRT is deprecated since TensorRT 10.12 (no replacement planned; got %s): "
+            LOGGER.warning("%s: EfficientNMS_TRT is deprecated since TensorRT 10.12 (no replacement planned; got %s): "
                         "re-export with --nms-plugin inms", name, tensorrt_version)
     if info.nms_op != "NonMaxSuppression":
         return
     cap = INMS_TOP_K.get(compute_capability, INMS_TOP_K["default"])
     if info.nms_top_k is None:
-        log.warning("%s: no pre-NMS top-K in the graph: TensorRT's NMS layer considers only the %d best candidate "
+        LOGGER.warning("%s: no pre-NMS top-K in the graph: TensorRT's NMS layer considers only the %d best candidate "
                     "boxes per image on compute capability %s and drops the rest (a low conf such as 0.001 can pass "
                     "more); re-export it (add_nms keeps the top %d)", name, cap, compute_capability, TOPK_MAX_K)
     elif info.nms_top_k > min(cap, TOPK_MAX_K):
@@ -407,7 +407,7 @@ def plan_profile(info: OnnxInfo, dynamic: Any = None) -> Optional[ShapeProfile]:
     h, w = meta.imgsz
     if dynamic is None or dynamic is False:
         shape = shape_of(max(meta.batch, 1), h, w)
-        log.info("dynamic ONNX without a profile: building for %s only", shape)
+        LOGGER.info("dynamic ONNX without a profile: building for %s only", shape)
         return ShapeProfile.static(shape)
     if dynamic is True:  # batch 1..metadata batch, sides from half the nominal size up to it
         s = meta.stride
@@ -515,7 +515,7 @@ class CalibrationBatcher:
         if not data:
             return None
         self.cache_hit = True
-        log.info("INT8 calibration: reusing cache %s (%d bytes); no images read", self.cache_file, len(data))
+        LOGGER.info("INT8 calibration: reusing cache %s (%d bytes); no images read", self.cache_file, len(data))
         return data
 
     def write_cache(self, data: bytes) -> None:
@@ -526,7 +526,7 @@ class CalibrationBatcher:
         tmp = self.cache_file.with_name(self.cache_file.name + ".tmp")
         tmp.write_bytes(bytes(data))
         os.replace(tmp, self.cache_file)
-        log.info("INT8 calibration: wrote cache %s (%d bytes, %d batches)", self.cache_file, len(data),
+        LOGGER.info("INT8 calibration: wrote cache %s (%d bytes, %d batches)", self.cache_file, len(data),
                  self.batches_served)
 
     def reset(self) -> None:
@@ -563,7 +563,7 @@ def make_calibrator(trt: Any, batcher: CalibrationBatcher, method: str = "entrop
         def _fail(self, exc: BaseException) -> None:
             if self.error is None:
                 self.error = exc
-                log.debug("INT8 calibration: stored %s: %s (re-raised after the build)", type(exc).__name__, exc)
+                LOGGER.debug("INT8 calibration: stored %s: %s (re-raised after the build)", type(exc).__name__, exc)
 
         def get_batch_size(self) -> int:
             return batcher.batch_size
@@ -627,7 +627,7 @@ class PhaseBars:
         if self.enabled:
             tqdm = require("tqdm", "build").tqdm
             self.bars[phase] = tqdm(total=int(steps), desc=phase, position=depth, leave=depth == 0, unit="step")
-        trt_log.debug("phase start: %s (parent %s, %d steps)", phase, parent, steps)
+        TRT_LOGGER.debug("phase start: %s (parent %s, %d steps)", phase, parent, steps)
 
     def step(self, phase: str, step: int) -> bool:
         bar = self.bars.get(phase)
@@ -725,7 +725,7 @@ def _persistent_source(onnx: Path, engine: Path) -> Path:
     if tmp in src.parents and tmp not in dst.parents:
         keep = dst.with_name(dst.name + ".onnx")
         shutil.copyfile(src, keep)
-        log.info("kept the source ONNX as %s (for rebuilds)", keep)
+        LOGGER.info("kept the source ONNX as %s (for rebuilds)", keep)
         return keep
     return src
 
@@ -760,7 +760,7 @@ def _use_timing_cache(config: Any, path: Path) -> None:
         return
     why = "is not a timing cache TensorRT can read" if cache is None else \
         "was made by another TensorRT version or GPU"
-    log.warning("timing cache %s %s: starting a new one", path, why)
+    LOGGER.warning("timing cache %s %s: starting a new one", path, why)
     fresh = config.create_timing_cache(b"")
     if fresh is None or not config.set_timing_cache(fresh, ignore_mismatch=False):
         raise ModelError(f"TensorRT refused an empty timing cache for {path.name} (see the TensorRT log)")
@@ -795,10 +795,10 @@ def _plan_job(trt: Any, onnx: PathLike, output: PathLike, options: Dict[str, Any
                       can_calibrate or cache_path.is_file(), options["dla"], options["version_compatible"],
                       options["hardware_compatible"], gpu.integrated, gpu.compute_capability)
     for note in plan.notes:
-        log.warning("%s", note)
+        LOGGER.warning("%s", note)
     profile = plan_profile(info, options["dynamic"])
     check_nms_support(trt.__version__, info, gpu.compute_capability)
-    log.info("building %s from %s: TensorRT %s on %s (sm %s), precision %s, flags %s%s", out.name,
+    LOGGER.info("building %s from %s: TensorRT %s on %s (sm %s), precision %s, flags %s%s", out.name,
              info.path.name, trt.__version__, gpu.name, gpu.compute_capability, plan.precision,
              ",".join(plan.flags) or "none", ", strongly typed" if plan.strongly_typed else "")
     return _Job(trt, info, out, plan, profile, gpu, cache_path, options)
@@ -845,7 +845,7 @@ def _configure(job: _Job, builder: Any, network: Any) -> Tuple[Any, Optional[Any
         pinned = keep_fp32(trt, nms_layers(network))
         if pinned:
             config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-            log.info("FP16 build: %d NMS layers kept in FP32 (class offsets exceed FP16's range)", pinned)
+            LOGGER.info("FP16 build: %d NMS layers kept in FP32 (class offsets exceed FP16's range)", pinned)
     if options["version_compatible"]:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if plan.hardware_level:
@@ -888,7 +888,7 @@ def _run_build(job: _Job, builder: Any, network: Any, config: Any, calibrator_ob
         if calibrator_obj.cache_written or (not batcher.cache_hit and cache_path.is_file()
                                             and batcher.batches_served):
             cache_path.unlink(missing_ok=True)
-            log.warning("INT8 calibration failed after %d batches: deleted the partial cache %s",
+            LOGGER.warning("INT8 calibration failed after %d batches: deleted the partial cache %s",
                         batcher.batches_served, cache_path)
         raise calibrator_obj.error
     if serialized is None:
@@ -974,5 +974,5 @@ def build_engine(onnx: PathLike, output: PathLike, fp16: bool = False, int8: boo
     if timing_cache is not None:
         _write_atomic(Path(timing_cache), config.get_timing_cache().serialize())
     _save(job, serialized, calibration)
-    log.info("wrote %s (%.1f MB) in %.0f s", job.out, job.out.stat().st_size / 1e6, time.perf_counter() - t0)
+    LOGGER.info("wrote %s (%.1f MB) in %.0f s", job.out, job.out.stat().st_size / 1e6, time.perf_counter() - t0)
     return job.out

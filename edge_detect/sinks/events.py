@@ -38,7 +38,7 @@ import time
 import uuid
 from collections import deque
 from importlib import resources
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 from edge_detect.errors import SinkError
 from edge_detect.sinks.base import Sink, StreamInfo, register_sink

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from edge_detect.detector import DetectorLike
 from edge_detect.errors import TransientBackendError

@@ -1,47 +1,33 @@
-"""The capture -> detect -> processors -> bus -> sinks loop, its stages overlapped in threads; a thin composition of
-:class:`~edge_detect.stream.batcher.Batcher`, :class:`~edge_detect.stream.inflight.InFlight` and
-:class:`~edge_detect.stream.runstats.RunStats`.
-
-Threads and queues::
+"""The capture -> detect -> processors -> bus -> sinks loop, its stages overlapped in threads: a thin composition of
+:class:`~edge_detect.stream.batcher.Batcher` (gathering, gate hook, input buffers),
+:class:`~edge_detect.stream.inflight.InFlight` (hand-overs, asynchronous inference),
+:class:`~edge_detect.stream.chains.Chains` (per-source processors), :class:`~edge_detect.stream.outputs.Outputs`
+(the sinks' failure policy) and :class:`~edge_detect.stream.runstats.RunStats` (figures, the one ``dropped``)::
 
     capture thread per source ──(Source queue: live keeps newest / files block)──┐
-                                                                                  v
-    "preprocess" thread: Batcher.gather (round robin, bounded wait) -> gate hook -> DetectorLike.preprocess
-                                                                                  │ Handover of 1 batch
-                                                                                  v
-    "infer" thread:   InFlight.submit: DetectorLike.infer (or infer_async, up to max_in_flight at once)
-                                                                                  │ Handover (queue_size)
-                                                                                  v
-    calling thread:   InFlight.collect -> postprocess -> per frame: processors (per-source chain) -> publish the
-                      Result on the bus (Counts first) -> sinks; runtime changes applied between two batches
+    "preprocess" thread: gather (round robin, bounded wait) -> gate -> DetectorLike.preprocess
+                                                    │ Handover of 1 batch
+    "infer" thread:      DetectorLike.infer (or infer_async, up to max_in_flight at once)
+                                                    │ Handover (queue_size)
+    calling thread:      postprocess -> per frame: its source's chain -> publish the Result on the bus (Counts
+                         first) -> sinks; runtime changes applied between two batches
 
-Decoding, inference and postprocessing+sinks run at the same time (OpenCV, ONNX Runtime and TensorRT release the
-GIL), so the end-to-end rate approaches the slowest stage, normally inference. Sinks are called on the calling
-thread (GUI toolkits want the main thread); those that do I/O queue it to their own thread
-(:class:`~edge_detect.sinks.threaded.ThreadedSink`).
-
-Each :class:`~edge_detect.types.Frame` carries its capture time and the durations of the stages ``decode``,
-``preprocess``, ``inference``, ``postprocess``, ``processors`` and ``sinks`` (ms; with batching, the preprocess /
-inference / postprocess time of the frame's whole batch). Glass-to-glass latency is ``time when the last sink
-returned - capture_time``. Gathering, the gate hook and input buffers: :mod:`~edge_detect.stream.batcher`;
-hand-overs, live newest-only drops and asynchronous inference: :mod:`~edge_detect.stream.inflight`; the figures
-and the one definition of ``dropped``: :mod:`~edge_detect.stream.runstats`. A batch whose inference raises
+Decoding, inference and postprocessing+sinks run at the same time (the runtimes release the GIL), so the rate
+approaches the slowest stage. Sinks are called on the calling thread (GUI toolkits want the main thread); those
+that do I/O queue it to their own thread (:class:`~edge_detect.sinks.threaded.ThreadedSink`). Each
+:class:`~edge_detect.types.Frame` carries its capture time and the durations of the stages ``decode``,
+``preprocess``, ``inference``, ``postprocess``, ``processors`` and ``sinks`` (ms; with batching, its batch's);
+glass-to-glass latency is ``time the last sink returned - capture_time``. A batch whose inference raises
 :class:`~edge_detect.errors.TransientBackendError` is dropped (``dropped_backend``) and the run goes on.
 
-Processors run per source: one chain of :meth:`~edge_detect.stream.processors.Processor.clone` copies per source,
-so state never mixes between cameras. Each chain's optional ``finish(last_frame)`` is called once its source has
-ended and all its frames went through (the others go on), else at the end of the run; its events reach the bus
-and the sinks in one end-of-source :class:`~edge_detect.types.Result` (``final=True``). Counts come from the bus
-(:class:`~edge_detect.events.Counts`); other processor ``summary()`` figures are merged into the run summary, per
-source under ``sources[id]`` and summed at the top level.
+Each source's chain ``finish(last_frame)`` runs once its source ended and all its frames went through (else at
+the end of the run); its events reach the bus and the sinks in one end-of-source Result (``final=True``). Counts
+come from the bus; other processor ``summary()`` figures are merged into the summary, per source and summed.
 
-Runtime changes (:meth:`Pipeline.apply`, used by :class:`~edge_detect.app.App`): adding / removing / pausing a
-source, replacing a source's chain, installing a gate, adding / removing a sink run on the calling thread between
-two batches, so a batch never sees half a change.
-
-Stopping: sources exhausted, ``max_frames`` processed, ``duration`` seconds elapsed, a sink asking to stop
-(display q / Esc), :meth:`Pipeline.stop`, or ``stop_event`` set. Frames already in flight are finished, then every
-sink is closed (video files finalized) and every source released, also when an exception escapes.
+Runtime changes (:meth:`Pipeline.apply`, used by :class:`~edge_detect.app.App`): add / remove / pause a source,
+replace a chain, install a gate, add / remove a sink, all between two batches. Stopping: sources exhausted,
+``max_frames``, ``duration``, a sink asking (display q / Esc), :meth:`Pipeline.stop`, or ``stop_event``; frames in
+flight are finished, every sink is closed and every source released, also when an exception escapes.
 """
 from __future__ import annotations
 
@@ -49,8 +35,7 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from edge_detect.detector import as_detector_like
 from edge_detect.errors import ConfigError, ModelError
@@ -60,6 +45,7 @@ from edge_detect.stream.chains import Chains
 from edge_detect.stream.inflight import END, Handover, InFlight
 from edge_detect.stream.outputs import Outputs
 from edge_detect.stream.runstats import STAGES, RunStats, RunSummary
+from edge_detect.stream.runtime import RuntimeChanges
 from edge_detect.stream.sources import Source, rename_duplicate_ids
 from edge_detect.types import Detections, Frame, Result, RunContext, Sink, StreamInfo
 
@@ -68,6 +54,8 @@ __all__ = ["Pipeline", "RunSummary", "STAGES", "merge_summaries"]
 LOGGER = logging.getLogger(__name__)
 
 merge_summaries = merge_counts  # processor summaries merge like counts: numbers added, dicts merged
+
+
 
 
 def _check(sources: Sequence[Any], sinks: Sequence[Any], procs: Sequence[Any], max_frames: Optional[int],
@@ -91,7 +79,7 @@ def _check(sources: Sequence[Any], sinks: Sequence[Any], procs: Sequence[Any], m
             raise ConfigError(f"processors: expected objects with update(detections, frame) and clone(), got {p!r}")
 
 
-class Pipeline:
+class Pipeline(RuntimeChanges):
     """Run a detector over sources into the bus and the sinks with overlapped stages (see module doc).
 
     Args:
@@ -168,6 +156,11 @@ class Pipeline:
         return self.batcher.sources
 
     @property
+    def input_device(self) -> str:
+        """Where the detector's input batches live (``"cpu"``: the host path)."""
+        return self._det.input_device
+
+    @property
     def sinks(self) -> List[Sink]:
         """The sinks written now, in order."""
         return self.outputs.sinks
@@ -187,63 +180,6 @@ class Pipeline:
         if not self._halt.is_set():
             self._stopped_by = reason
             self._halt.set()
-
-    # ------------------------------------------------------------------------------------------- runtime changes
-
-    def apply(self, change: Callable[[], Any], timeout: float = 30.0) -> Any:
-        """Run ``change()`` on the pipeline's calling thread between two batches (directly when not running) and
-        return its result (or raise its exception).
-
-        Raises:
-            TimeoutError: the run did not reach a batch boundary within ``timeout`` seconds.
-        """
-        if not self._running or threading.current_thread() is self._runner:
-            return change()
-        done: Future = Future()
-        self._ops.put((change, done))
-        return done.result(timeout)
-
-    def _run_ops(self) -> None:
-        while True:
-            try:
-                change, done = self._ops.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                done.set_result(change())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller of apply()
-                done.set_exception(exc)
-
-    def add_source(self, source: Source) -> str:
-        """(Between batches) read ``source`` too, with a fresh chain; returns its id (made unique)."""
-        rename_duplicate_ids([source], [s.source_id for s in self.sources] + list(self._retired))
-        self.chains.build(source.source_id)
-        self._finished.discard(source.source_id)
-        self.batcher.add_source(source)
-        return source.source_id
-
-    def remove_source(self, source_id: str) -> None:
-        """(Between batches) stop reading ``source_id`` and close it; frames already taken still go through and
-        its chain is finished once they have."""
-        src = next((s for s in self.sources if s.source_id == source_id), None)
-        if src is None:
-            raise KeyError(source_id)
-        self.stats.dropped("dropped_in_pipeline", self.batcher.remove_source(source_id))
-        src.close()
-        self._retired[source_id] = src
-
-    def update_chain(self, source_id: str, build: Callable[[List[Any]], List[Any]]) -> None:
-        """(Between batches) replace the chain of ``source_id`` by ``build(current_chain)`` (new regions are
-        declared to the counts; counts carry on)."""
-        self.chains.update(source_id, build)
-
-    def add_sink(self, sink: Sink) -> None:
-        """(Between batches) start ``sink`` with the run's context and write to it from the next frame on."""
-        self.outputs.add(sink, self.context())
-
-    def remove_sink(self, sink: Sink) -> None:
-        """(Between batches) stop writing to ``sink`` and close it."""
-        self.outputs.remove(sink)
 
     # ------------------------------------------------------------------------------------------- chains
 

@@ -28,19 +28,19 @@ import builtins
 import codecs
 import collections
 import logging
-import os
 import pickle
 import pickletools
 import types
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from edge_detect.errors import ConfigError, ModelError, ModelLoadError, UnsafeCheckpointError
 from edge_detect.training.model import YOLOv5
+from edge_detect.paths import PathLike
 
 __all__ = ["FORMAT", "ULTRALYTICS_FORMAT", "ULTRALYTICS_CLASSES", "load_checkpoint", "load_model",
            "save_checkpoint", "build_from_checkpoint", "load_weights_strictly", "restricted_pickle", "pickle_globals",
@@ -52,7 +52,6 @@ FORMAT = "edge_detect.yolov5"
 FORMAT_VERSION = 1
 ULTRALYTICS_FORMAT = "ultralytics"
 
-PathLike = Union[str, os.PathLike]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -33,7 +33,16 @@ CPU device runs the same tensor code) and ``pytest -m gpu`` runs it on CUDA.
 Threads: :meth:`~DevicePipeline.preprocess` and :meth:`~DevicePipeline.infer` may run in two threads (the
 pipeline's preprocess and inference threads); each of them is called from one thread at a time. A ring batch is
 refilled only after its previous contents went through :meth:`~DevicePipeline.infer` or were given back with
-:meth:`DeviceBatch.release` (a batch the pipeline drops must be released).
+:meth:`DeviceBatch.release` (a batch the caller drops must be released). With ``hold=False`` (what the torch
+backend's :class:`~edge_detect.backends.base.DeviceBackend` path uses) the ring only rotates: the stream
+pipeline's contract (at most 3 batches prepared or inferring at once, dropped batches never released) keeps a
+ring of :data:`RING` safe, and the device still waits for the last inference that read a buffer before refilling it.
+
+In the stream :class:`~edge_detect.stream.pipeline.Pipeline` this runs behind the backend seam: a
+:class:`~edge_detect.detector.Detector` over a :class:`~edge_detect.training.torch_backend.TorchBackend` whose
+device path is on (``cuda[:N]`` by default, or ``device_path=True``) calls
+:meth:`TorchBackend.preprocess_device` / :meth:`TorchBackend.infer_device`, which are :meth:`DevicePipeline.preprocess`
+/ :meth:`DevicePipeline.infer_rows` of one pipeline per backend.
 """
 from __future__ import annotations
 
@@ -51,7 +60,7 @@ from edge_detect.config import check_thresholds
 from edge_detect.errors import DataError
 from edge_detect.metadata import HEADS
 from edge_detect.postprocess import MAX_NMS, MAX_WH
-from edge_detect.preprocess import _batch_target, letterbox_borders, letterbox_shape, to_bgr
+from edge_detect.preprocess import LetterboxPlan, plan_letterbox, to_bgr
 from edge_detect.types import Detections, LetterboxInfo
 
 __all__ = ["DevicePipeline", "DeviceBatch", "HostOps", "CudaOps", "device_ops", "device_nms", "resize_like_cv2",
@@ -343,6 +352,7 @@ class DevicePipeline:
             :class:`~edge_detect.detector.Detector`.
         graphs: capture CUDA graphs (CUDA only; ``False`` runs eagerly).
         ring: preallocated batches per ``(input shape, rows)``.
+        hold: refill a ring batch only once it was inferred or released (``False``: rotate; see the module doc).
 
     Example (what the stream pipeline calls once the device seam exists)::
 
@@ -354,7 +364,7 @@ class DevicePipeline:
     def __init__(self, backend: Any, input_hw: Tuple[int, int] = (640, 640), *, auto: bool = False,
                  conf: float = 0.25, iou: float = 0.45, classes: Optional[Sequence[int]] = None,
                  agnostic: bool = False, multi_label: bool = False, max_det: int = 1000, graphs: bool = True,
-                 ring: int = RING) -> None:
+                 ring: int = RING, hold: bool = True) -> None:
         check_thresholds(conf, iou, max_det)
         self.backend = backend
         self.device, self.dtype = backend.device, backend.dtype
@@ -365,6 +375,7 @@ class DevicePipeline:
                         multi_label=bool(multi_label), max_det=int(max_det), head=self.head)
         self.ops = device_ops(torch, self.device)
         self.ring_size = max(2, int(ring))
+        self.hold = bool(hold)
         self._pre_stream, self._inf_stream = self.ops.stream(), self.ops.stream()
         self._rings: Dict[Tuple[Any, ...], Dict[str, Any]] = {}
         self._staging: Dict[Tuple[int, ...], Dict[str, Any]] = {}
@@ -382,39 +393,43 @@ class DevicePipeline:
                    multi_label=detector.multi_label, max_det=detector.max_det, **options)
 
     # --- preprocess -----------------------------------------------------------------------------------------
-    def preprocess(self, frames: Union[np.ndarray, Sequence[np.ndarray]]) -> DeviceBatch:
-        """Upload and letterbox BGR ``uint8 (H, W, 3)`` frames (grayscale / BGRA converted on the host first)
-        into the next ring batch; returns without waiting for the device.
+    def preprocess(self, frames: Union[np.ndarray, Any, Sequence[Any]], input_hw: Optional[Tuple[int, int]] = None,
+                   auto: Optional[bool] = None) -> DeviceBatch:
+        """Upload and letterbox frames into the next ring batch; returns without waiting for the device.
+
+        Args:
+            frames: BGR ``uint8 (H, W, 3)`` NumPy frames (grayscale / BGRA converted on the host first) and/or
+                ``uint8 (H, W, 3)`` BGR torch tensors (a frame already on the device: not uploaded again; on another
+                device: copied there), or one of them.
+            input_hw, auto: this call's network input size and letterbox mode (default: the pipeline's).
 
         Raises:
-            DataError: no frames, or an invalid frame (see :func:`edge_detect.preprocess.to_bgr`).
+            DataError: no frames, an invalid frame (see :func:`edge_detect.preprocess.to_bgr`), or frames that
+                letterbox to different sizes.
         """
-        images = [to_bgr(f) for f in ([frames] if isinstance(frames, np.ndarray) else frames)]
+        single = isinstance(frames, np.ndarray) or isinstance(frames, torch.Tensor)
+        images = [self._frame(f) for f in ([frames] if single else frames)]
         if not images:
             raise DataError("device preprocess: expected at least one frame, got an empty list")
-        target, auto = self.input_hw, self.auto
-        if auto and len(images) > 1:
-            target, auto = _batch_target(images, target, self.stride), False
-        geometry = [self._geometry(im.shape[:2], target, auto) for im in images]
-        hw = geometry[0][0]
-        if any(g[0] != hw for g in geometry):
-            raise DataError(f"device preprocess: frames letterbox to different sizes {[g[0] for g in geometry]}")
-        slot = self._acquire((hw, len(images)))
+        plans = plan_letterbox([im.shape[:2] for im in images], self.input_hw if input_hw is None else input_hw,
+                               self.stride, self.auto if auto is None else bool(auto))
+        slot = self._acquire((plans[0].out_hw, len(images)))
         with self.ops.on(self._pre_stream):
             self.ops.wait(self._pre_stream, slot.free)
-            for i, (im, (_, unpad, borders, _, _)) in enumerate(zip(images, geometry)):
-                self._letterbox(self._upload(im), unpad, borders, slot.tensor[i])
+            for i, (im, plan) in enumerate(zip(images, plans)):
+                src = im if isinstance(im, torch.Tensor) else self._upload(im)
+                self._letterbox(src, plan, slot.tensor[i])
             ready = self.ops.record(self._pre_stream)
-        infos = [LetterboxInfo(orig_shape=(int(im.shape[0]), int(im.shape[1])), input_shape=hw, ratio=float(r),
-                               pad=(float(pad[0]), float(pad[1])))
-                 for im, (_, _, _, r, pad) in zip(images, geometry)]
-        return DeviceBatch(slot.tensor, infos, ready, slot, self)
+        return DeviceBatch(slot.tensor, [p.info for p in plans], ready, slot, self)
 
-    def _geometry(self, orig_hw: Tuple[int, int], target: Tuple[int, int], auto: bool) -> Tuple[Any, ...]:
-        """``(input_hw, (uw, uh), (top, bottom, left, right), ratio, (dw, dh))`` of the host's letterbox."""
-        r, unpad, pad = letterbox_shape((int(orig_hw[0]), int(orig_hw[1])), target, auto, True, self.stride)
-        top, bottom, left, right = borders = letterbox_borders(pad)
-        return (unpad[1] + top + bottom, unpad[0] + left + right), unpad, borders, r, pad
+    def _frame(self, frame: Any) -> Any:
+        """A host frame as BGR ``uint8`` (:func:`to_bgr`), or a torch frame checked and on :attr:`device`."""
+        if not isinstance(frame, torch.Tensor):
+            return to_bgr(frame)
+        if frame.dtype != torch.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or frame.numel() == 0:
+            raise DataError(f"device preprocess: expected a uint8 (H, W, 3) BGR tensor, got {frame.dtype} "
+                            f"{tuple(frame.shape)}")
+        return frame if frame.device == self.device else frame.to(self.device, non_blocking=True)
 
     def _acquire(self, key: Tuple[Any, ...]) -> _Slot:
         """The next ring batch for ``key``, once its previous contents were inferred or released."""
@@ -427,7 +442,10 @@ class DevicePipeline:
         slot = ring["slots"][ring["next"]]
         ring["next"] = (ring["next"] + 1) % len(ring["slots"])
         with self._cond:
-            self._cond.wait_for(lambda: slot.done == slot.filled)
+            if self.hold:
+                self._cond.wait_for(lambda: slot.done == slot.filled)
+            else:  # rotate: a batch dropped without release() must not block its buffer for ever
+                slot.done = slot.filled
             slot.filled += 1
         return slot
 
@@ -457,11 +475,11 @@ class DevicePipeline:
         st["events"][k] = self.ops.record(self._pre_stream)
         return on_device
 
-    def _letterbox(self, src: torch.Tensor, unpad: Tuple[int, int], borders: Tuple[int, int, int, int],
-                   out: torch.Tensor) -> None:
-        """Letterbox ``src`` (``uint8 (H, W, 3)`` BGR on the device) into ``out`` (``(3, h, w)``), RGB / 255."""
-        top, _, left, _ = borders
-        uw, uh = unpad
+    def _letterbox(self, src: torch.Tensor, plan: LetterboxPlan, out: torch.Tensor) -> None:
+        """Letterbox ``src`` (``uint8 (H, W, 3)`` BGR on the device) into ``out`` (``(3, h, w)``) as ``plan`` says
+        (:func:`edge_detect.preprocess.plan_letterbox`), RGB / 255."""
+        top, _, left, _ = plan.borders
+        uw, uh = plan.unpad
         out.fill_(self._pad)
         if (src.shape[1], src.shape[0]) != (uw, uh):
             key = (tuple(src.shape[:2]), (uh, uw))
@@ -478,26 +496,40 @@ class DevicePipeline:
         pred = self.backend.model(x)
         return pred[0] if isinstance(pred, (list, tuple)) else pred
 
+    def infer_rows(self, batch: DeviceBatch, nms: Optional[Dict[str, Any]] = None) -> List[np.ndarray]:
+        """Inference (graph replay or eager) and NMS of a :class:`DeviceBatch` on the device; only the kept rows
+        come back, in one copy.
+
+        Args:
+            batch: from :meth:`preprocess` (consumed: its ring buffer is the pipeline's again afterwards).
+            nms: this call's NMS settings (the keywords of :func:`device_nms` but ``head``; default: the
+                pipeline's).
+
+        Returns:
+            One float32 ``(n, 6)`` array per frame, ``[x1, y1, x2, y2, score, class]`` in letterbox pixels, by
+            descending score (what the host's NMS keeps).
+        """
+        if batch._slot is None:
+            raise DataError("device infer: this batch was already inferred or released (its ring buffer is reused)")
+        settings = self.nms if nms is None else {**nms, "head": self.head}
+        with self.ops.on(self._inf_stream), torch.inference_mode():
+            self.ops.wait(self._inf_stream, batch.ready)
+            self.backend.apply_numerics()
+            try:
+                pred = self.runner(batch.tensor[:len(batch.infos)])
+            finally:
+                self._done(batch, self.ops.record(self._inf_stream))
+            return download(device_nms(pred, **settings))
+
     def infer(self, batch: DeviceBatch) -> List[Detections]:
-        """Inference (graph replay or eager) and NMS of a :class:`DeviceBatch` on the device; only the kept boxes
-        come back.
+        """:meth:`infer_rows` with the pipeline's NMS settings, mapped to original-frame pixels.
 
         Returns:
             One :class:`~edge_detect.types.Detections` per frame, float32 ``xyxy`` in original-frame pixels
             (clipped), by descending score: the detections of the host path.
         """
-        if batch._slot is None:
-            raise DataError("device infer: this batch was already inferred or released (its ring buffer is reused)")
-        with self.ops.on(self._inf_stream), torch.inference_mode():
-            self.ops.wait(self._inf_stream, batch.ready)
-            self.backend.apply_numerics()
-            try:
-                pred = self.runner(batch.tensor)
-            finally:
-                self._done(batch, self.ops.record(self._inf_stream))
-            rows = download(device_nms(pred, **self.nms))
         return [Detections(info.to_original(r[:, :4]), r[:, 4], r[:, 5].astype(np.int32))
-                for r, info in zip(rows, batch.infos)]
+                for r, info in zip(self.infer_rows(batch), batch.infos)]
 
     def __call__(self, frames: Union[np.ndarray, Sequence[np.ndarray]]) -> List[Detections]:
         """:meth:`preprocess` then :meth:`infer`."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple, Union
@@ -32,6 +31,7 @@ from edge_detect.metadata import ModelMetadata, write_onnx_metadata
 from edge_detect.preprocess import check_imgsz
 from edge_detect.weights import sha256_file
 from edge_detect.training.checkpoint import checkpoint_family, load_model
+from edge_detect.paths import PathLike
 
 __all__ = ["export_onnx", "normalize_imgsz", "INPUT_NAME", "OUTPUT_NAME"]
 
@@ -39,7 +39,6 @@ LOGGER = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
-PathLike = Union[str, os.PathLike]
 
 
 def normalize_imgsz(imgsz: Union[int, Sequence[int]], stride: int = 32, force: bool = False) -> Tuple[int, int]:
@@ -76,8 +75,9 @@ def _torch_export(model: torch.nn.Module, dummy: torch.Tensor, opset: int, dynam
 
 
 def _to_fp16(model_proto: Any) -> Any:
-    float16 = require("onnxruntime.transformers.float16", "onnx", package="onnxruntime")
-    return float16.convert_float_to_float16(model_proto, keep_io_types=False, disable_shape_infer=False)
+    from edge_detect.deploy.onnx_yolov5 import to_fp16
+
+    return to_fp16(model_proto)
 
 
 def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[int]] = (640, 640),
@@ -114,7 +114,7 @@ def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[
         MissingDependencyError: onnx (or onnxslim for ``simplify``) is not installed.
     """
     onnx = require("onnx", "build")
-    from tqdm import tqdm
+    from edge_detect.progress import progress as progress_bar
 
     weights, output = Path(weights), Path(output)
     normalize_imgsz(imgsz, 32, force_imgsz)  # fail before loading anything (the stride is checked again below)
@@ -127,7 +127,7 @@ def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[
                                        half=half, simplify=simplify, progress=progress, force_imgsz=force_imgsz,
                                        trust_checkpoint=trust_checkpoint)
     steps = ["load", "export", *(["simplify"] if simplify else []), *(["fp16"] if half else []), "save"]
-    bar = tqdm(total=len(steps), desc=f"export {weights.name}", disable=not progress, unit="step")
+    bar = progress_bar(total=len(steps), desc=f"export {weights.name}", disable=not progress, unit="step")
 
     def step(name: str) -> None:
         bar.set_postfix_str(name)

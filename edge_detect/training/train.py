@@ -46,7 +46,7 @@ from edge_detect._optional import require
 from edge_detect.config import load_yaml
 from edge_detect.errors import BackendUnavailableError, ConfigError, MissingDependencyError, ModelError
 from edge_detect.evaluate import coco_ground_truth, coco_map, coco_results
-from edge_detect.paths import next_run_dir, resource_path
+from edge_detect.paths import PathLike, next_run_dir, resource_path
 from edge_detect.postprocess import non_max_suppression
 from edge_detect.types import Detections
 from edge_detect.training.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
@@ -69,7 +69,6 @@ _UNSUPPORTED_HYP = ("mixup", "copy_paste")  # accepted only when 0
 RESULT_COLUMNS = ("epoch", "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/mAP_0.5",
                   "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss", "x/lr0", "x/lr1",
                   "x/lr2", "time_s")
-PathLike = Union[str, os.PathLike]
 
 
 # --------------------------------------------------------------------------------------------------- settings
@@ -271,7 +270,7 @@ def validate(model: YOLOv5, loader: Any, loss_fn: YOLOv5Loss, device: torch.devi
     Returns:
         ``{"map50": ..., "map50_95": ..., "box": ..., "obj": ..., "cls": ..., "images": n}``.
     """
-    from tqdm import tqdm
+    from edge_detect.progress import progress as progress_bar
 
     model.eval()
     detect = model.detect
@@ -280,7 +279,7 @@ def validate(model: YOLOv5, loader: Any, loss_fn: YOLOv5Loss, device: torch.devi
     detections: List[Detections] = []
     shapes: List[Tuple[int, int]] = []
     try:
-        for imgs, targets, _, infos in tqdm(loader, desc="val", disable=not progress, leave=False):
+        for imgs, targets, _, infos in progress_bar(loader, desc="val", disable=not progress, leave=False):
             x = imgs.to(device, non_blocking=True).float() / 255
             with torch.autocast(device.type, enabled=half and device.type == "cuda"):
                 raw = model(x)
@@ -591,14 +590,14 @@ class _Trainer:
 
     def _train_epoch(self, epoch: int, nb: int) -> torch.Tensor:
         """One pass over the training data; returns the mean ``(box, obj, cls)`` losses per image."""
-        from tqdm import tqdm
+        from edge_detect.progress import progress
 
         self.net.train()
         self.train_ds.set_epoch(epoch)
         if self.dist.world > 1:
             self.train_loader.sampler.set_epoch(epoch)
         mloss = torch.zeros(3)
-        bar = tqdm(self.train_loader, total=nb, desc=f"epoch {epoch + 1}/{self.s.epochs}",
+        bar = progress(self.train_loader, total=nb, desc=f"epoch {epoch + 1}/{self.s.epochs}",
                    disable=not (self.progress and self.dist.main))
         for i, (imgs, targets, _, _) in enumerate(bar):
             ni = i + nb * epoch

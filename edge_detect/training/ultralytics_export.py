@@ -38,13 +38,13 @@ from edge_detect.errors import ConfigError, ModelLoadError, UnsafeCheckpointErro
 from edge_detect.metadata import ModelMetadata, write_onnx_metadata
 from edge_detect.training.checkpoint import ULTRALYTICS_FORMAT, load_checkpoint, load_weights_strictly
 from edge_detect.weights import sha256_file
+from edge_detect.paths import PathLike
 
 __all__ = ["OFFLINE_ENV", "import_ultralytics", "is_ultralytics_checkpoint", "build_model",
            "export_ultralytics_onnx"]
 
 LOGGER = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 #: environment set before ``import ultralytics``: no network checks, no pip installs
 OFFLINE_ENV: Dict[str, str] = {

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_detect.backends.gpu_letterbox import _TABLES, KERNELS, resize_coefficients
+from edge_detect.backends.gpu_letterbox import KERNELS, resize_coefficients
 from edge_detect.preprocess import letterbox, letterbox_borders, letterbox_shape, preprocess
+from letterbox_double import flat_tables, kernel_in_numpy
 
 
 @pytest.fixture(scope="module")
@@ -27,31 +28,12 @@ def _geometry(img: np.ndarray, new_shape=(640, 640), auto: bool = False):
     return (uh + top + bottom, uw + left + right), (uw, uh), (top, bottom, left, right)
 
 
-def _kernel_in_numpy(src: np.ndarray, tables: np.ndarray, geometry) -> np.ndarray:
-    """What ``letterbox_pixel`` computes for every output pixel (same flat table layout, same integer ops)."""
-    (out_h, out_w), (uw, uh), (top, _, left, _) = geometry
-    x0, x1, a0, a1 = (tables[k * uw:(k + 1) * uw].astype(np.int64) for k in range(4))
-    y0, y1, b0, b1 = (tables[4 * uw + k * uh: 4 * uw + (k + 1) * uh].astype(np.int64) for k in range(4))
-    s = src.astype(np.int64)
-    h0 = s[y0][:, x0] * a0[None, :, None] + s[y0][:, x1] * a1[None, :, None]
-    h1 = s[y1][:, x0] * a0[None, :, None] + s[y1][:, x1] * a1[None, :, None]
-    v = (((b0[:, None, None] * (h0 >> 4)) >> 16) + ((b1[:, None, None] * (h1 >> 4)) >> 16) + 2) >> 2
-    out = np.full((out_h, out_w, 3), 114, np.uint8)
-    out[top:top + uh, left:left + uw] = np.clip(v, 0, 255)
-    return out
-
-
-def _flat(src_hw, unpad) -> np.ndarray:
-    c = resize_coefficients(src_hw, (unpad[1], unpad[0]))
-    return np.concatenate([c[k].astype(np.int32) for k in _TABLES])
-
-
 @pytest.mark.parametrize("new_shape, auto", [((640, 640), False), ((640, 640), True), ((320, 320), False)])
 def test_kernel_arithmetic_gives_the_host_letterbox(frames, new_shape, auto) -> None:
     for img in frames:
         geometry = _geometry(img, new_shape, auto)
         want, _ = letterbox(img, new_shape, auto=auto)
-        np.testing.assert_array_equal(_kernel_in_numpy(img, _flat(img.shape[:2], geometry[1]), geometry), want)
+        np.testing.assert_array_equal(kernel_in_numpy(img, flat_tables(img.shape[:2], geometry[1]), geometry), want)
 
 
 def test_equal_sizes_are_the_identity() -> None:
@@ -59,7 +41,7 @@ def test_equal_sizes_are_the_identity() -> None:
     c = resize_coefficients((64, 96), (64, 96))
     assert (c["a0"] == 2048).all() and (c["b1"] == 0).all()
     geometry = ((64, 96), (96, 64), (0, 0, 0, 0))
-    np.testing.assert_array_equal(_kernel_in_numpy(img, _flat((64, 96), (96, 64)), geometry), img)
+    np.testing.assert_array_equal(kernel_in_numpy(img, flat_tables((64, 96), (96, 64)), geometry), img)
 
 
 def test_kernel_compiles_to_ptx_without_a_gpu() -> None:

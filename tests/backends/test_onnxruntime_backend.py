@@ -178,7 +178,7 @@ def test_bad_option_values(replay):
 
 @pytest.mark.parametrize("options, match", [
     ({"half": True}, r"backend 'onnxruntime': unknown option 'half'; expected one of "
-                     r"\['providers', 'threads', 'graph_optimization', 'device', 'tf32'\]"),
+                     r"\['providers', 'threads', 'graph_optimization', 'device', 'tf32', 'device_path'\]"),
     ({"rebuild_on_mismatch": True, "fuse": False}, r"unknown options 'fuse', 'rebuild_on_mismatch'"),
 ])
 def test_unknown_backend_option_is_an_error(replay, options, match):

@@ -33,7 +33,7 @@ def test_url_scheme_picks_the_backend_and_skips_file_checks(remote):
 
 @pytest.mark.parametrize("model, kwargs, error, match", [
     ("ftp://host/m.onnx", {}, ModelError, r"no backend for the URL scheme 'ftp://'; expected a model file or one "
-                                          r"of \['remote://'\]"),
+                                          r"of \['grpc://', 'http://', 'remote://', 'triton://'\]"),
     ("remote://h/m", {"threads": 2}, ConfigError, r"backend 'remote': unknown option 'threads'; expected one of "
                                                   r"\['timeout_s'\]"),
     ("missing.onnx", {}, ModelError, r"model file not found: missing.onnx"),
@@ -53,7 +53,7 @@ def test_unknown_option_names_the_backends_that_take_it(remote, tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"not opened: the options are checked first")
     with pytest.raises(ConfigError, match=r"^backend 'onnxruntime': unknown option 'timeout_s'; expected one of "
-                                          r"\[.*\]; 'remote' takes it: choose it with --backend / backend=$"):
+                                          r"\[.*\]; 'remote', 'triton' take it: choose it with --backend / backend=$"):
         base.load_backend(model, timeout_s=1.0)
 
 

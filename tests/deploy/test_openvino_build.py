@@ -44,7 +44,8 @@ def _qdq_conv(path: Path, w_lo: int, w_hi: int) -> Path:
 
 @requires_ort
 def test_full_range_qdq_weights_saturate_on_cpus_without_vnni(tmp_path):
-    """Why our ORT Q/DQ model is wrong on OpenVINO here: full-range int8 weights overflow the AVX2 u8 x s8 path."""
+    """OpenVINO alone on our Q/DQ weights: full-range int8 weights overflow the u8 x s8 path of CPUs without VNNI
+    (edge_detect.backends.openvino_qdq runs them in float there; tests/backends/test_openvino_qdq.py)."""
     import onnxruntime as ort
 
     x = np.random.default_rng(1).random((1, 16, 32, 32), dtype=np.float32)

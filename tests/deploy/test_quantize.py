@@ -1,6 +1,7 @@
 """INT8 Q/DQ quantization: streaming statistics vs NumPy, bounded memory, graph helpers, sensitivity, acceptance."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -285,23 +286,43 @@ def test_quantize_int8_rejects_nms_layout_and_missing_file(tmp_path, coco128):
 
 
 # ------------------------------------------------------------------------------------------ acceptance
+@pytest.fixture(scope="module")
+def yolov5n_int8(yolov5n_onnx, coco128_yaml, tmp_path_factory):
+    """yolov5n quantized once with the defaults (calibration on coco128 train2017, sensitivity analysis)."""
+    return quantize_int8(yolov5n_onnx, tmp_path_factory.mktemp("int8") / "yolov5n-int8.onnx", coco128_yaml,
+                         threads=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def int8_map_ort(yolov5n_int8, coco128_yaml):
+    """mAP of the INT8 model with ONNX Runtime on coco128 val2017."""
+    from edge_detect.backends.base import load_backend
+    from edge_detect.evaluate import evaluate
+
+    with load_backend(yolov5n_int8, threads=2) as backend:
+        assert backend.metadata.precision == "int8"
+        return evaluate(backend, coco128_yaml, progress=False)
+
+
+@pytest.fixture(scope="module")
+def fp32_map_ort(yolov5n_onnx, coco128_yaml):
+    """mAP of the FP32 model with ONNX Runtime on coco128 val2017."""
+    from edge_detect.backends.base import load_backend
+    from edge_detect.evaluate import evaluate
+
+    with load_backend(yolov5n_onnx, threads=2) as backend:
+        return evaluate(backend, coco128_yaml, progress=False)
+
+
 @pytest.mark.timeout(900)
-def test_acceptance_yolov5n_int8_within_half_a_point(yolov5n_onnx, coco128_yaml, tmp_path):
+def test_acceptance_yolov5n_int8_within_half_a_point(yolov5n_int8, fp32_map_ort, int8_map_ort):
     """Issue #5: Q/DQ INT8 yolov5n calibrated on coco128 train2017 keeps mAP50-95 on val2017 within 0.005.
 
     Defaults throughout (500 requested -> the 120 train images left after 8 are held out for the sensitivity
     analysis, percentile 99.999, Conv-input Q/DQ); ~1 min calibration + analysis and ~1 min of evaluation on 2
     threads. Measured here: FP32 0.334, INT8 0.341.
     """
-    from edge_detect.backends.base import load_backend
-    from edge_detect.evaluate import evaluate
-
-    out = quantize_int8(yolov5n_onnx, tmp_path / "yolov5n-int8.onnx", coco128_yaml, threads=2, progress=False)
-    with load_backend(yolov5n_onnx, threads=2) as fp32_backend:
-        fp32 = evaluate(fp32_backend, coco128_yaml, progress=False)
-    with load_backend(out, threads=2) as int8_backend:
-        assert int8_backend.metadata.precision == "int8"
-        int8 = evaluate(int8_backend, coco128_yaml, progress=False)
+    out, fp32, int8 = yolov5n_int8, fp32_map_ort, int8_map_ort
     assert fp32["map50_95"] == pytest.approx(0.334, abs=0.002)
     assert int8["map50_95"] >= fp32["map50_95"] - 0.005, (fp32, int8)
     assert int8["map50"] >= fp32["map50"] - 0.01
@@ -320,3 +341,27 @@ def test_acceptance_yolov5n_int8_within_half_a_point(yolov5n_onnx, coco128_yaml,
     assert [k["block"] for k in sens["kept_float"]] == report["float_blocks"] == qz["float_blocks"]
     assert sens["final_error"] <= sens["baseline_error"] + 1e-6
     assert report["rss_mb"]["after_calibration"] - report["rss_mb"]["before_calibration"] < 1024
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                    reason="openvino not installed (pip install -e '.[openvino]')")
+def test_qdq_int8_val_on_openvino_keeps_the_accuracy(yolov5n_int8, fp32_map_ort, int8_map_ort, coco128_yaml, capsys):
+    """Issue 26 item 0: ``edge-detect val --model q.onnx --backend openvino`` scored mAP50-95 0.022 (ONNX Runtime
+    0.341). Read through edge_detect.backends.openvino_qdq it keeps the FP32 accuracy like ONNX Runtime does
+    (measured here: OpenVINO 0.336 with AVX-512 VNNI, 0.337 with oneDNN limited to AVX2; ONNX Runtime 0.341, FP32
+    0.334). The two round values within ~1e-6 of a step boundary differently (0.0250001 at scale 0.05: ONNX
+    Runtime 1, OpenVINO 0); over 50 quantizers that moves a 128-image mAP as much as changing every activation
+    scale by 1e-6 does with ONNX Runtime alone (0.341 -> 0.336 / 0.339; detections agree 84 % OpenVINO vs ONNX
+    Runtime, 85 % perturbed vs not): hence 1 point against ONNX Runtime, plus the INT8 criterion of issue 5 (within
+    half a point of FP32). Full val2017 (128 images, ~15 s)."""
+    from edge_detect import cli
+
+    rc = cli.main(["val", "--model", str(yolov5n_int8), "--backend", "openvino", "--data", str(coco128_yaml),
+                   "--threads", "2", "--no-progress"])
+    assert rc == 0
+    first = capsys.readouterr().out.splitlines()[0].split()
+    assert first[0] == "mAP50-95"
+    got = float(first[1])
+    assert abs(got - int8_map_ort["map50_95"]) <= 0.01, (first, int8_map_ort)
+    assert got >= fp32_map_ort["map50_95"] - 0.005, (first, fp32_map_ort)

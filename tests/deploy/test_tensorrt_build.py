@@ -514,8 +514,9 @@ def test_version_compatible_needs_86() -> None:
 
 
 def test_setup_cfg_pins_a_tested_combination() -> None:
-    """tensorrt 8.6-10.x with cuda-python 12.x (11 drops implicit INT8/weak typing; cuda-python 13 needs a CUDA 13
-    driver); the API surfaces the doubles are built from are installed for the tests."""
+    """tensorrt 8.6-10.x (11 drops implicit INT8/weak typing) with cuda-python 12.x or 13.x, one rule in tensorrt and
+    dev (13 needs a CUDA 13 driver; torch >= 2.14 requires 13); the API surfaces the doubles are built from are
+    installed for the tests."""
     import configparser
 
     from conftest import REPO
@@ -524,8 +525,8 @@ def test_setup_cfg_pins_a_tested_combination() -> None:
     cfg.read(REPO / "setup.cfg")
     extras = {k: [ln.strip() for ln in v.strip().splitlines() if ln.strip()]
               for k, v in cfg["options.extras_require"].items()}
-    assert extras["tensorrt"] == ["tensorrt>=8.6,<11", "cuda-python>=12,<13"]
-    assert "cuda-python>=12" in extras["dev"]
+    assert extras["tensorrt"] == ["tensorrt>=8.6,<11", "cuda-python>=12,<14"]
+    assert "cuda-python>=12,<14" in extras["dev"]
     # tensorrt-stubs requires tensorrt, whose libraries only download from pypi.nvidia.com: not an extra, but
     # installed with --no-deps by CI (and the README's install lines)
     assert not any(req.startswith("tensorrt") for req in extras["dev"])

@@ -90,9 +90,10 @@ def test_config_keys_for_event_sinks(tmp_path):
                    "  - {spec: events, options: {snapshots: snaps, snapshot_max_age_s: 3600}}\n"
                    "  - 'metrics://0.0.0.0:9100'\n")
     c = load_app_config(cfg)
-    assert [s.spec for s in c.sinks] == ["mqtts://b.local/site", "webhook+https://hooks.local/x", "events",
-                                         "metrics://0.0.0.0:9100"]
-    assert c.sinks[0].options == {"ca": "ca.pem", "qos": 0, "queue_size": 50}
+    assert [s.spec for s in c.outputs.sinks] == ["mqtts://b.local/site", "webhook+https://hooks.local/x",
+                                                 "metrics://0.0.0.0:9100"]
+    assert c.outputs.sinks[0].options == {"ca": "ca.pem", "qos": 0, "queue_size": 50}
+    assert (c.events.snapshots, c.events.snapshot_max_age_s) == ("snaps", 3600)  # the hub's settings: one home
 
 
 def test_sigkill_flips_availability_to_offline_through_last_will(mosquitto, replay, video, tmp_path):

@@ -143,7 +143,7 @@ progress: false
 show: false
 """)
     cfg = load_app_config(cfg_file, {"summary_json": str(tmp_path / "s.json")})
-    assert not cfg.tracker.enabled and cfg.has_analytics
+    assert not cfg.analytics.tracker.enabled and cfg.has_analytics
     pipe = build_pipeline(cfg, detector=ScriptedDetector(world))
     assert [p.name for p in pipe.processors] == ["bytetrack", "lines", "zones"]  # tracking turned on by the lines
     summary = pipe.run().to_dict()
@@ -161,7 +161,7 @@ def test_flags_add_to_config_lines_and_tracker_none_is_refused(tmp_path):
     cfg_file = tmp_path / "app.yaml"
     cfg_file.write_text("lines: {a: [0, 0, 10, 10], b: [0, 0, 5, 5]}\n")
     cfg = load_app_config(cfg_file, {"lines": {"b": [1, 1, 2, 2], "c": [3, 3, 4, 4]}})
-    assert cfg.lines == {"a": [0, 0, 10, 10], "b": [1, 1, 2, 2], "c": [3, 3, 4, 4]}
+    assert cfg.analytics.lines == {"a": [0, 0, 10, 10], "b": [1, 1, 2, 2], "c": [3, 3, 4, 4]}
     from edge_detect.errors import ConfigError
 
     with pytest.raises(ConfigError, match="tracker: expected a tracker for lines/zones"):

@@ -245,7 +245,7 @@ def test_batch_in_app_config(tmp_path):
 
     p = tmp_path / "a.yaml"
     p.write_text("batch: 4\nsources: [a.mp4, b.mp4]\n")
-    assert load_app_config(p).batch == 4
+    assert load_app_config(p).model.batch == 4
     p.write_text("batch: 0\n")
     with pytest.raises(ConfigError, match=r"batch: expected >= 1, got 0"):
         load_app_config(p)

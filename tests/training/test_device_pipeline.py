@@ -211,11 +211,12 @@ def test_backend_factory_and_bad_input(detector, frames) -> None:
 
 # ------------------------------------------------------------------------------------------------ GPU
 def _cuda_detector(weights_pt: Path, **options):
+    """The torch backend on CUDA with host batches (``det(frame)`` is the host path the device path must equal)."""
     from edge_detect.detector import Detector
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    return Detector(weights_pt, device="cuda:0", **options)
+    return Detector(weights_pt, device="cuda:0", device_path=False, **options)
 
 
 @pytest.mark.gpu

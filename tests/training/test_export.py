@@ -182,9 +182,13 @@ def test_cli_export_errors(weights_pt: Path, tmp_path: Path, capsys, argv, messa
 
 
 @pytest.mark.parametrize("content", [b"", b"e", b"hello, this is a text file\n", b"PK\x03\x04 not a zip"])
-def test_cli_export_non_checkpoint_is_one_line_after_the_bar(tmp_path: Path, capsys, content: bytes) -> None:
+def test_cli_export_non_checkpoint_is_one_line_after_the_bar(tmp_path: Path, capsys, content: bytes,
+                                                             monkeypatch) -> None:
     """A text file as --weights: one error line, on its own line after the progress bar, no traceback."""
+    from edge_detect import progress
     from edge_detect.cli import main
+
+    monkeypatch.setattr(progress, "stderr_is_terminal", lambda: True)  # a tqdm bar, as on a terminal
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(content)

@@ -120,12 +120,13 @@ def _val_images(coco128: Path) -> list:
     return files
 
 
-def _detections(backend, files) -> list:
+def _detections(backend, files, device_path: bool = False) -> list:
     import cv2
 
     from edge_detect.detector import Detector
 
     det = Detector(backend, conf=0.25, iou=0.45, max_det=1000, auto=False)
+    assert det.device_path is device_path
     return [det(cv2.imread(str(f))) for f in files]
 
 
@@ -149,15 +150,18 @@ def test_cuda_fp32_raw_output_has_tf32_off(weights_pt: Path, reference: Path) ->
 
 
 @pytest.mark.gpu
-def test_cuda_fp32_detections_match_the_cpu(weights_pt: Path, coco128: Path) -> None:
+@pytest.mark.parametrize("device_path", [True, False], ids=["device_path", "host_path"])
+def test_cuda_fp32_detections_match_the_cpu(weights_pt: Path, coco128: Path, device_path: bool) -> None:
+    """CUDA FP32 on the device path (the default on CUDA: letterbox, graphs and NMS on the GPU) and on the host path
+    finds the CPU's boxes on the coco128 val images."""
     from edge_detect.bench.parity import match_detections
 
     _cuda()
     files = _val_images(coco128)
     with load_backend(weights_pt, threads=4) as cpu:
         want = _detections(cpu, files)
-    with load_backend(weights_pt, device="cuda:0") as gpu:
-        got = _detections(gpu, files)
+    with load_backend(weights_pt, device="cuda:0", device_path=device_path) as gpu:
+        got = _detections(gpu, files, device_path)
     report = match_detections(want, got, iou=0.95, score_tol=0.01)
     assert report.reference > 500, report.to_dict()
     assert report.fraction >= 0.99 and report.extra == 0, report.to_dict()
@@ -169,8 +173,9 @@ def test_cuda_fp16_map_within_0_3_points_of_fp32(weights_pt: Path, coco128_yaml:
 
     _cuda()
     maps = {}
-    for half in (False, True):
+    for half in (False, True):  # the device path (NMS at evaluation's conf 0.001 on the GPU)
         with load_backend(weights_pt, device="cuda:0", half=half) as b:
+            assert b.input_spec.device == "cuda:0"
             maps[half] = evaluate(b, coco128_yaml, imgsz=640, progress=False)["map50_95"]
     assert maps[False] == pytest.approx(0.334, abs=0.005), maps  # the official figure (shared/README.md)
     assert abs(maps[True] - maps[False]) <= 0.003, maps

@@ -45,9 +45,9 @@ Only the build side imports this package (it needs ``onnx`` and ``onnxruntime``;
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -62,6 +62,7 @@ from edge_detect.deploy.quantize.sensitivity import (Probe, candidate_blocks, ou
 from edge_detect.deploy.quantize.statistics import METHODS, StreamingHistogram, collect_statistics, compute_ranges
 from edge_detect.errors import ConfigError, ModelError
 from edge_detect.metadata import ModelMetadata, read_onnx_metadata, write_onnx_metadata
+from edge_detect.paths import PathLike
 
 __all__ = [
     "METHODS",
@@ -82,7 +83,6 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger(__name__)
-PathLike = Union[str, os.PathLike]
 
 
 def _write_metadata(path: Path, meta: Optional[ModelMetadata], quantization: Dict[str, Any]) -> None:
@@ -102,6 +102,122 @@ def _calibrate(model: Any, data: Any, tensors: Sequence[str], method: str, perce
                 method)
     stats = collect_statistics(model, data.batches(), tensors, num_bins=num_bins, threads=threads)
     return compute_ranges(stats, method, percentile)
+
+
+@dataclass
+class _Job:
+    """One :func:`quantize_int8` call: its arguments, the FP32 graph and what each step adds."""
+
+    fp32_onnx: Path
+    output: Path
+    method: str
+    percentile: float
+    per_channel: bool
+    scheme: str
+    threads: Optional[int]
+    progress: bool
+    exclude: Sequence[str]
+    model: Any = None
+    meta: Optional[ModelMetadata] = None
+    data: Any = None
+    head_convs: List[str] = field(default_factory=list)
+    decode: List[str] = field(default_factory=list)
+    blocks: Dict[str, List[str]] = field(default_factory=dict)
+    forced: List[str] = field(default_factory=list)
+    always_float: List[str] = field(default_factory=list)
+    kept_blocks: List[str] = field(default_factory=list)
+    report: Dict[str, Any] = field(default_factory=dict)
+
+
+def _check_options(method: str, scheme: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"calibration method: expected one of {METHODS}, got {method!r}")
+    if scheme not in SCHEMES:
+        raise ConfigError(f"quantization scheme: expected one of {SCHEMES}, got {scheme!r}")
+
+
+def _load_fp32(job: _Job) -> None:
+    """Step 1: the FP32 graph, its metadata (checked: fp32, raw output, float input), Detect head and blocks."""
+    job.model = load_model(job.fp32_onnx)
+    meta = job.meta = read_onnx_metadata(job.model)
+    if meta is not None and (meta.output_layout != "raw" or meta.input_format != "float32_nchw_rgb"
+                             or meta.precision != "fp32"):
+        raise ModelError(f"{job.fp32_onnx}: expected an fp32 model with raw output and float32_nchw_rgb input, got "
+                         f"{meta.precision} / {meta.output_layout} / {meta.input_format} (quantize first, then add "
+                         f"NMS or the uint8 input)")
+    job.head_convs, job.decode = find_detect_head(job.model)
+    job.blocks = group_blocks(job.model, skip=set(job.head_convs) | set(job.decode))
+    job.forced = resolve_exclude(job.model, job.exclude, group_blocks(job.model))
+    job.always_float = list(dict.fromkeys(job.head_convs + job.decode + job.forced))
+
+
+def _open_data(job: _Job, calib: Union[PathLike, Any], num_images: int, split: str, holdout: int) -> None:
+    """Step 2: the calibration images (and the hold-out ones), preprocessed exactly like at run time."""
+    from edge_detect.deploy.calibration import CalibrationData
+
+    if isinstance(calib, CalibrationData):
+        job.data = calib
+        return
+    job.data = CalibrationData(calib, input_hw(job.model, job.meta), num_images=num_images, split=split,
+                               batch_size=static_batch(job.model), holdout=holdout,
+                               stride=job.meta.stride if job.meta else 32, progress=job.progress)
+
+
+def _ranges(job: _Job, num_bins: int) -> Dict[str, Tuple[float, float]]:
+    """Step 3: streaming statistics -> one symmetric range per tensor; timings and memory into the report."""
+    rss0, t0 = rss_mb(), time.perf_counter()
+    tensors = calibration_tensors(job.model, skip_nodes=job.decode,
+                                  inputs_of=("Conv",) if job.scheme == "conv" else None)
+    ranges = _calibrate(job.model, job.data, tensors, job.method, job.percentile, num_bins, job.threads)
+    job.report.update(
+        fp32_model=str(job.fp32_onnx), output=str(job.output), method=job.method,
+        percentile=job.percentile if job.method == "percentile" else None, per_channel=job.per_channel,
+        scheme=job.scheme, symmetric=True, format="qdq", calibration=job.data.describe(), tensors=len(tensors),
+        num_bins=num_bins, detect_head={"convs": job.head_convs, "decode_nodes": len(job.decode)},
+        forced_exclude=list(job.exclude),
+        rss_mb={"before_calibration": rss0, "after_calibration": rss_mb()},
+        time_s={"calibration": round(time.perf_counter() - t0, 1)})
+    return ranges
+
+
+def _sensitivity(job: _Job, cache: Path, tmp: Path, max_float_blocks: int, min_share: float,
+                 sensitivity_blocks: Optional[Sequence[str]]) -> Optional[Probe]:
+    """Step 4: per-block cost on the hold-out images; the dominant blocks join ``job.always_float``."""
+    if not job.data.num_holdout:
+        LOGGER.warning("sensitivity analysis skipped: no hold-out images available")
+        return None
+    t1 = time.perf_counter()
+    held = list(job.data.holdout_batches())
+    probe = Probe(job.fp32_onnx, cache, tmp, job.method, job.per_channel, job.scheme, job.threads, held,
+                  run_all(session(job.model, job.threads), held), job.progress,
+                  head=job.meta.head if job.meta is not None else "yolov5")
+    candidates = candidate_blocks(job.model, job.blocks, job.forced, job.scheme, sensitivity_blocks)
+    sens = job.report["sensitivity"] = run_sensitivity(probe, candidates, job.always_float, max_float_blocks,
+                                                       min_share)
+    job.kept_blocks = [k["block"] for k in sens["kept_float"]]
+    for b in job.kept_blocks:
+        job.always_float += [n for n in job.blocks[b] if n not in job.always_float]
+    sens["time_s"] = round(time.perf_counter() - t1, 1)
+    return probe
+
+
+def _quantization_record(job: _Job) -> Dict[str, Any]:
+    """What the INT8 model's metadata says about how it was quantized."""
+    return {"format": "qdq", "scheme": job.scheme, "method": job.method, "percentile": job.report["percentile"],
+            "symmetric": True, "per_channel": job.per_channel, "calibration_images": job.data.num_images,
+            "calibration_source": str(job.data.source), "float_blocks": job.kept_blocks,
+            "forced_exclude": list(job.exclude), "detect_head_float": True,
+            "excluded_nodes": [n for n in job.always_float if n not in set(job.decode)]}
+
+
+def _measure(job: _Job, quantization: Dict[str, Any], val_data: PathLike, compare_fp32: bool) -> None:
+    """Step 6 (optional): mAP of the INT8 model (and of the FP32 one) on ``val_data``'s val split."""
+    quantization.update(measure_map(job.output, val_data, job.threads, job.progress))
+    job.report["map"] = {k: quantization[k] for k in ("map50_95", "map50")}
+    job.report["map_data"] = str(val_data)
+    if compare_fp32:
+        fp32_map = measure_map(job.fp32_onnx, val_data, job.threads, job.progress)
+        job.report["map_fp32"] = {k: fp32_map[k] for k in ("map50_95", "map50")}
 
 
 def quantize_int8(fp32_onnx: PathLike, output: PathLike, calib: Union[PathLike, Any], num_images: int = 500,
@@ -137,7 +253,7 @@ def quantize_int8(fp32_onnx: PathLike, output: PathLike, calib: Union[PathLike, 
             :func:`edge_detect.evaluate.evaluate` and recorded in the metadata and report.
         compare_fp32: with ``val_data``, also measure the FP32 model on the same split (report ``map_fp32``,
             side by side with the INT8 ``map``; one more evaluation pass).
-        progress: tqdm progress bars.
+        progress: progress bars (plain log lines when stderr is not a terminal).
         report_path: where to save the JSON report (default: ``<output stem>.quant.json`` beside the output).
 
     Returns:
@@ -148,88 +264,29 @@ def quantize_int8(fp32_onnx: PathLike, output: PathLike, calib: Union[PathLike, 
         ConfigError: bad method, percentile or exclude entry.
         DataError / SourceError: bad calibration source.
     """
-    from edge_detect.deploy.calibration import CalibrationData
-
-    if method not in METHODS:
-        raise ConfigError(f"calibration method: expected one of {METHODS}, got {method!r}")
-    if scheme not in SCHEMES:
-        raise ConfigError(f"quantization scheme: expected one of {SCHEMES}, got {scheme!r}")
+    _check_options(method, scheme)
     t_start = time.perf_counter()
-    fp32_onnx, output = Path(fp32_onnx), Path(output)
-    model = load_model(fp32_onnx)
-    meta = read_onnx_metadata(model)
-    if meta is not None and (meta.output_layout != "raw" or meta.input_format != "float32_nchw_rgb"
-                             or meta.precision != "fp32"):
-        raise ModelError(f"{fp32_onnx}: expected an fp32 model with raw output and float32_nchw_rgb input, got "
-                         f"{meta.precision} / {meta.output_layout} / {meta.input_format} (quantize first, then add "
-                         f"NMS or the uint8 input)")
-    holdout = sensitivity_images if sensitivity else 0
-    if isinstance(calib, CalibrationData):
-        data = calib
-    else:
-        data = CalibrationData(calib, input_hw(model, meta), num_images=num_images, split=split,
-                               batch_size=static_batch(model), holdout=holdout,
-                               stride=meta.stride if meta else 32, progress=progress)
-    head_convs, decode = find_detect_head(model)
-    blocks = group_blocks(model, skip=set(head_convs) | set(decode))
-    forced = resolve_exclude(model, exclude, group_blocks(model))
-    rss0 = rss_mb()
-    t0 = time.perf_counter()
-    tensors = calibration_tensors(model, skip_nodes=decode, inputs_of=("Conv",) if scheme == "conv" else None)
-    ranges = _calibrate(model, data, tensors, method, percentile, num_bins, threads)
-    rss1 = rss_mb()
-    t_calib = time.perf_counter() - t0
-
-    report: Dict[str, Any] = {
-        "fp32_model": str(fp32_onnx), "output": str(output), "method": method,
-        "percentile": percentile if method == "percentile" else None, "per_channel": per_channel, "scheme": scheme,
-        "symmetric": True, "format": "qdq", "calibration": data.describe(), "tensors": len(tensors),
-        "num_bins": num_bins, "detect_head": {"convs": head_convs, "decode_nodes": len(decode)},
-        "forced_exclude": list(exclude),
-    }
+    job = _Job(Path(fp32_onnx), Path(output), method, percentile, per_channel, scheme, threads, progress, exclude)
+    _load_fp32(job)
+    _open_data(job, calib, num_images, split, sensitivity_images if sensitivity else 0)
+    ranges = _ranges(job, num_bins)
     with tempfile.TemporaryDirectory(prefix="edge_detect_quant_") as tmp_dir:
         tmp = Path(tmp_dir)
         cache = write_ranges_cache(ranges, tmp / "ranges.json", method)
-        always_float = list(dict.fromkeys(head_convs + decode + forced))
-        kept_blocks: List[str] = []
-        ctx: Optional[Probe] = None
-        if sensitivity and data.num_holdout:
-            t1 = time.perf_counter()
-            held = list(data.holdout_batches())
-            ctx = Probe(fp32_onnx, cache, tmp, method, per_channel, scheme, threads, held,
-                        run_all(session(model, threads), held), progress,
-                        head=meta.head if meta is not None else "yolov5")
-            candidates = candidate_blocks(model, blocks, forced, scheme, sensitivity_blocks)
-            report["sensitivity"] = run_sensitivity(ctx, candidates, always_float, max_float_blocks, min_share)
-            kept_blocks = [k["block"] for k in report["sensitivity"]["kept_float"]]
-            for b in kept_blocks:
-                always_float += [n for n in blocks[b] if n not in always_float]
-            report["sensitivity"]["time_s"] = round(time.perf_counter() - t1, 1)
-        elif sensitivity:
-            LOGGER.warning("sensitivity analysis skipped: no hold-out images available")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        quantize_qdq(fp32_onnx, output, cache, always_float, method, per_channel, scheme)
-        if ctx is not None:
-            report["sensitivity"]["final_error"] = ctx.error_of(output)
-            report["speed_ms_per_image"] = compare_speed(model, output, ctx.holdout[0], threads)
-
-    quantization: Dict[str, Any] = {
-        "format": "qdq", "scheme": scheme, "method": method, "percentile": report["percentile"], "symmetric": True,
-        "per_channel": per_channel, "calibration_images": data.num_images, "calibration_source": str(data.source),
-        "float_blocks": kept_blocks, "forced_exclude": list(exclude), "detect_head_float": True,
-        "excluded_nodes": [n for n in always_float if n not in set(decode)],
-    }
+        probe = _sensitivity(job, cache, tmp, max_float_blocks, min_share, sensitivity_blocks) if sensitivity \
+            else None
+        job.output.parent.mkdir(parents=True, exist_ok=True)  # step 5: the Q/DQ model
+        quantize_qdq(job.fp32_onnx, job.output, cache, job.always_float, method, per_channel, scheme)
+        if probe is not None:
+            job.report["sensitivity"]["final_error"] = probe.error_of(job.output)
+            job.report["speed_ms_per_image"] = compare_speed(job.model, job.output, probe.holdout[0], threads)
+    quantization = _quantization_record(job)
     if val_data is not None:
-        quantization.update(measure_map(output, val_data, threads, progress))
-        report["map"] = {k: quantization[k] for k in ("map50_95", "map50")}
-        report["map_data"] = str(val_data)
-        if compare_fp32:
-            fp32_map = measure_map(fp32_onnx, val_data, threads, progress)
-            report["map_fp32"] = {k: fp32_map[k] for k in ("map50_95", "map50")}
-    _write_metadata(output, meta, quantization)
-    report.update(excluded_nodes=quantization["excluded_nodes"], float_blocks=kept_blocks,
-                  time_s={"calibration": round(t_calib, 1), "total": round(time.perf_counter() - t_start, 1)},
-                  rss_mb={"before_calibration": rss0, "after_calibration": rss1, "peak": peak_rss_mb()})
-    rpath = write_report(report, report_path if report_path else report_path_for(output))
-    log_report(report, rpath)
-    return output
+        _measure(job, quantization, val_data, compare_fp32)
+    _write_metadata(job.output, job.meta, quantization)
+    job.report["time_s"]["total"] = round(time.perf_counter() - t_start, 1)
+    job.report["rss_mb"]["peak"] = peak_rss_mb()
+    job.report.update(excluded_nodes=quantization["excluded_nodes"], float_blocks=job.kept_blocks)
+    rpath = write_report(job.report, report_path if report_path else report_path_for(job.output))
+    log_report(job.report, rpath)
+    return job.output

@@ -5,7 +5,6 @@ ONNX Runtime sessions on a model. Needs ``onnx`` / ``onnxruntime`` (the ``onnx``
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -14,11 +13,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 from edge_detect._optional import require
 from edge_detect.errors import ConfigError, ModelError, ModelLoadError
 from edge_detect.metadata import ModelMetadata
+from edge_detect.paths import PathLike
 
 __all__ = ["load_model", "graph_inputs", "find_detect_head", "group_blocks", "resolve_exclude",
            "calibration_tensors", "session", "input_hw", "static_batch"]
 
-PathLike = Union[str, os.PathLike]
 _BLOCK_RE = re.compile(r"(?:^|/)model\.(\d+)(?=/|$)")
 
 

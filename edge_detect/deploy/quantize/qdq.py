@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Sequence, Tuple
 
 import numpy as np
 
 from edge_detect._optional import require
 from edge_detect.errors import ConfigError
+from edge_detect.paths import PathLike
 
 __all__ = ["SCHEMES", "write_ranges_cache", "quantize_qdq"]
 
 SCHEMES = ("conv", "all")
-PathLike = Union[str, os.PathLike]
 _ORT_METHOD = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 

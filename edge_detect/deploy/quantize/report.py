@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
 from edge_detect.deploy.quantize.analysis import session
 from edge_detect.deploy.quantize.sensitivity import speed_ms
+from edge_detect.paths import PathLike
 
 __all__ = ["report_path_for", "write_report", "read_report", "update_report", "measure_map", "compare_speed",
            "rss_mb", "peak_rss_mb", "log_report"]
 
-LOGGER = logging.getLogger("edge_detect.deploy.quantize")
-PathLike = Union[str, os.PathLike]
+LOGGER = logging.getLogger(__name__)
 
 
 def report_path_for(output: PathLike) -> Path:

@@ -20,7 +20,7 @@ from edge_detect.errors import ConfigError
 __all__ = ["output_error", "select_float_blocks", "run_all", "speed_ms", "Probe", "run_sensitivity",
            "candidate_blocks"]
 
-LOGGER = logging.getLogger("edge_detect.deploy.quantize")
+LOGGER = logging.getLogger(__name__)
 
 
 def output_error(ref: Sequence[np.ndarray], out: Sequence[np.ndarray], min_conf: float = 0.001,
@@ -141,12 +141,12 @@ def run_sensitivity(ctx: Probe, blocks: Mapping[str, Sequence[str]], always_floa
         the report's ``sensitivity`` section: per-block ``cost`` (error removed by keeping it float), sorted
         costliest first, and ``kept_float`` (:func:`select_float_blocks`).
     """
-    from tqdm import tqdm
+    from edge_detect.progress import progress
 
     baseline = ctx.error(always_float)
     LOGGER.info("sensitivity: baseline (all quantized but the Detect head) output error %.4f", baseline)
     rows = []
-    for block, nodes in tqdm(blocks.items(), desc="sensitivity", unit="block", disable=not ctx.progress):
+    for block, nodes in progress(blocks.items(), desc="sensitivity", unit="block", disable=not ctx.progress):
         err = ctx.error(list(always_float) + list(nodes))
         rows.append({"block": block, "nodes": len(nodes), "error_with_block_float": err, "cost": baseline - err})
         LOGGER.debug("sensitivity: %s float -> error %.4f (cost %.4f)", block, err, baseline - err)

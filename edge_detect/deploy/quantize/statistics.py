@@ -5,7 +5,6 @@ model batch by batch and update one histogram per tensor: memory bounded by one 
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -13,11 +12,11 @@ import numpy as np
 from edge_detect._optional import require
 from edge_detect.deploy.quantize.analysis import load_model, session
 from edge_detect.errors import ConfigError
+from edge_detect.paths import PathLike
 
 __all__ = ["METHODS", "StreamingHistogram", "collect_statistics", "compute_ranges"]
 
 METHODS = ("percentile", "minmax", "entropy")
-PathLike = Union[str, os.PathLike]
 _CHUNK = 1 << 22  # elements per histogram update step: bounds temporaries to ~50 MB
 
 

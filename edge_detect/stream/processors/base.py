@@ -31,6 +31,7 @@ PROCESSOR_MODULES: Dict[str, str] = {
     "bytetrack": "edge_detect.stream.processors.bytetrack",
     "lines": "edge_detect.stream.processors.lines",
     "zones": "edge_detect.stream.processors.zones",
+    "filter": "edge_detect.stream.processors.filter",
 }
 
 ProcessorFactory = Callable[..., "Processor"]
