@@ -137,6 +137,7 @@ class App:
         self._t0 = 0.0
         self._stop_reason: Optional[str] = None  # asked before the pipeline existed
         self._lock = threading.Lock()
+        self._uris: Dict[str, str] = {}  # source id -> configured URI (credentials included): what the recorder reads
         self.bus.subscribe(self._remember, name="app", inline=True)
 
     # ------------------------------------------------------------------------------------------- life cycle
@@ -148,7 +149,8 @@ class App:
                 check_sources(self.config)  # a missing file is reported before a model is exported or loaded
                 if self._detector is None:
                     self.config = resolve_model(self.config, self._exporter)
-                self._pipeline = build_pipeline(self.config, detector=self._detector, bus=self.bus)
+                self._pipeline = build_pipeline(self.config, detector=self._detector, bus=self.bus,
+                                                uris=self._uris)
                 self._t0 = time.perf_counter()
                 if self._stop_reason is not None:
                     self._pipeline.stop(self._stop_reason)
@@ -248,7 +250,7 @@ class App:
 
     def _remember(self, result: Result) -> None:
         """Inline bus subscriber: the latest result per source and the rate samples (no I/O, no waiting)."""
-        if result.final:
+        if result.events_only:
             return
         sid = result.frame.source_id
         self._latest[sid] = result
@@ -356,6 +358,7 @@ class App:
 
         def change() -> str:
             sid = p.add_source(src)
+            self._uris[sid] = sc.uri  # recorded too (outputs.record), from its own URI
             self.config = dataclasses.replace(self.config, sources=self.config.sources + (
                 dataclasses.replace(sc, id=sid),))
             p.update_chain(sid, self._chain_builder(sid, self.config.sources[-1]))

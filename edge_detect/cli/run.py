@@ -66,6 +66,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _source_args(p)
     _output_args(p.add_argument_group("outputs"))
     _event_args(p.add_argument_group("events and metrics (event JSON schema: README 'Events')"))
+    _record_args(p.add_argument_group("recording (README 'Recording'; more in the config's outputs.record)"))
     r = p.add_argument_group("stopping")
     r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
     r.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
@@ -158,6 +159,32 @@ def _event_args(e: Any) -> None:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics")
     e.add_argument("--metrics-host", default=None, metavar="ADDR",
                    help="metrics bind address (default: 127.0.0.1; 0.0.0.0 exposes it to the network)")
+
+
+def _record_args(r: Any) -> None:
+    r.add_argument("--record", default=None, metavar="DIR",
+                   help="record a clip around each event (default: line_cross, zone_enter) into "
+                        "DIR/{source}/{YYYY-MM-DD}/{HHMMSS}-{event_id}.mp4 with a .jpg thumbnail; H.264/H.265 sources "
+                        "are copied without re-encoding; a clip_saved event carries the path")
+    r.add_argument("--record-pre", type=float, default=None, metavar="SECONDS",
+                   help="seconds recorded before the first event of a clip (default: 5, at most 60)")
+    r.add_argument("--record-post", type=float, default=None, metavar="SECONDS",
+                   help="seconds recorded after the last event of a clip (default: 5)")
+
+
+def _record_flags(args: argparse.Namespace, cfg: AppConfig) -> AppConfig:
+    """``cfg`` with ``outputs.record`` changed by --record / --record-pre / --record-post."""
+    given = {k: v for k, v in (("dir", args.record), ("pre_s", args.record_pre), ("post_s", args.record_post))
+             if v is not None}
+    if not given:
+        return cfg
+    if cfg.outputs.record is None and "dir" not in given:
+        raise ConfigError("--record-pre/--record-post: expected --record DIR too (or outputs.record in the config), "
+                          "got none")
+    from edge_detect.recording import RecordConfig
+
+    record = dataclasses.replace(cfg.outputs.record or RecordConfig(), **given)
+    return dataclasses.replace(cfg, outputs=dataclasses.replace(cfg.outputs, record=record))
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -274,7 +301,7 @@ def main(args: argparse.Namespace) -> int:
     """Run the app (flags -> config -> :class:`~edge_detect.app.App`); returns 0, or 128 + signal number when
     stopped by SIGINT / SIGTERM."""
     cfg = load_app_config(args.config, _overrides(args))
-    cfg = _event_flags(args, add_sinks(cfg, _sink_flags(args, cfg)))
+    cfg = _record_flags(args, _event_flags(args, add_sinks(cfg, _sink_flags(args, cfg))))
     if not cfg.sources:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
     if cfg.model.imgsz is not None:
@@ -284,9 +311,10 @@ def main(args: argparse.Namespace) -> int:
     app = App(cfg, exporter=default_exporter)
     with _SignalStop(app) as stop:
         summary = app.run()
-    if summary.sink_errors:  # the other outputs were finalized; the summary (if asked) is written
-        more = f" (+{len(summary.sink_errors) - 1} more)" if len(summary.sink_errors) > 1 else ""
-        raise SinkError(f"output failed: {summary.sink_errors[0]}{more}")
+    failed = [e for e in summary.sink_errors if e not in summary.degraded]  # degraded sinks let the run go on
+    if failed:  # the other outputs were finalized; the summary (if asked) is written
+        more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise SinkError(f"output failed: {failed[0]}{more}")
     if stop.signum is not None:
         return 128 + stop.signum
     if summary.processed == 0 and summary.stopped_by == "end":

@@ -153,6 +153,7 @@ class _DemuxBase:
 
     ring: PacketRing
     template: Any = None  # the PyAV video stream the clips copy their codec parameters from
+    cpu_s = 0.0  # CPU seconds of a reading thread of its own (LivePackets), 0 when read on the recorder's thread
 
     def advance(self, now: float) -> None:
         """Make sure the ring holds the packets up to stream time ``now`` (files); live sources fill by themselves."""
@@ -265,6 +266,7 @@ class LivePackets(_DemuxBase):
                     t0 = now - float(packet.pts * packet.time_base)
                 t = t0 + float(packet.pts * packet.time_base)
                 _copy(self.ring, packet, min(t, now + 1.0))
+                self.cpu_s = time.thread_time()  # this thread's CPU so far (the recorder's share, run summary)
         raise OSError("end of stream")
 
     def close(self) -> None:
@@ -280,6 +282,8 @@ class EncodedFrames:
         gop_s: seconds between keyframes (a clip starts at most this much before its planned start).
         crf, preset: libx264 quality / speed.
     """
+
+    cpu_s = 0.0  # encoded on the recorder's thread: nothing of its own
 
     def __init__(self, keep_s: float, gop_s: float = 1.0, crf: int = 26, preset: str = "veryfast") -> None:
         self._av = require("av", "video")
@@ -355,6 +359,7 @@ class ClipWriter:
         self._last_dts: Optional[int] = None
         self.first_t: Optional[float] = None
         self.last_t: Optional[float] = None
+        self.end_t: Optional[float] = None  # when the last frame stops showing (its time plus its duration, if known)
         self.packets = 0
         self.last_seq = -1
 
@@ -374,6 +379,8 @@ class ClipWriter:
         self._container.mux(q)
         self._last_dts = dts
         self.last_t = packet.t if self.last_t is None else max(self.last_t, packet.t)
+        shown = packet.t + float(packet.duration * packet.time_base) if packet.duration > 0 else packet.t
+        self.end_t = shown if self.end_t is None else max(self.end_t, shown)
         self.packets += 1
         self.last_seq = packet.seq
 

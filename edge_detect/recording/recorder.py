@@ -5,14 +5,16 @@ ONE thread that is not the pipeline's (the recorder sink's worker). Per source i
 (:mod:`edge_detect.recording.packets`: remuxed from the source where its codec allows, else encoded frames), plans
 clips with :class:`~edge_detect.recording.clips.ClipPlanner` and writes each clip progressively as a fragmented mp4
 (what was written survives a crash) named ``DIR/{source}/{YYYY-MM-DD}/{HHMMSS}-{event_id}.mp4``, with a thumbnail
-``.jpg`` of the clip's best frame. When a clip closes, a ``clip_saved`` event (path, start, end, duration, the
-events it covers) is handed to ``publish``. Retention runs on the same thread every ``retention_interval_s``.
+``.jpg`` of the clip's best frame. When a clip closes, a :class:`~edge_detect.types.ClipSaved` event (path, start,
+end, duration, thumbnail, the ids of the events it covers) is handed to ``publish``. Retention runs on the same
+thread every ``retention_interval_s``.
 
 A failure to write (disk full, folder not writable) stops the recorder with one log line; the error is kept in
 :attr:`Recorder.error` for the run summary, and the run goes on.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import time
@@ -24,10 +26,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from edge_detect.errors import ConfigError
 from edge_detect.recording.clips import Clip, ClipPlanner
 from edge_detect.recording.packets import (REMUX_CODECS, ClipWriter, EncodedFrames, FilePackets, LivePackets,
                                            probe_codec)
 from edge_detect.recording.retention import THUMB_SUFFIX, clip_path, delete_clips, plan_retention, scan_clips
+from edge_detect.types import ClipSaved, event_types
 
 __all__ = ["RecordConfig", "RetainConfig", "Recorder", "RecordedStream"]
 
@@ -46,9 +50,9 @@ class RetainConfig:
 
     def __post_init__(self) -> None:
         if self.days is not None and self.days <= 0:
-            raise ValueError(f"record.retain.days: expected > 0 or null, got {self.days}")
+            raise ConfigError(f"record.retain.days: expected > 0 or null, got {self.days}")
         if self.max_gb is not None and self.max_gb <= 0:
-            raise ValueError(f"record.retain.max_gb: expected > 0 or null, got {self.max_gb}")
+            raise ConfigError(f"record.retain.max_gb: expected > 0 or null, got {self.max_gb}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,8 @@ class RecordConfig:
     """What and how to record.
 
     Attributes:
-        dir: the folder clips go to.
+        dir: the folder clips go to (``None`` only in a config section whose folder comes from elsewhere, e.g.
+            ``--record DIR``: a recorder needs one).
         pre_s, post_s: seconds before the first / after the last event of a clip.
         max_clip_s: the longest clip.
         on: event selectors that start or extend a clip: an event type (``line_cross``, ``zone_enter``,
@@ -68,7 +73,7 @@ class RecordConfig:
         retention_interval_s: seconds between two retention passes.
     """
 
-    dir: str
+    dir: Optional[str] = None
     pre_s: float = 5.0
     post_s: float = 5.0
     max_clip_s: float = 120.0
@@ -79,13 +84,19 @@ class RecordConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.pre_s <= 60:
-            raise ValueError(f"record.pre_s: expected 0..60 seconds, got {self.pre_s}")
+            raise ConfigError(f"record.pre_s: expected 0..60 seconds, got {self.pre_s}")
         if not 0 <= self.post_s <= 600:
-            raise ValueError(f"record.post_s: expected 0..600 seconds, got {self.post_s}")
+            raise ConfigError(f"record.post_s: expected 0..600 seconds, got {self.post_s}")
         if not self.max_clip_s > 0:
-            raise ValueError(f"record.max_clip_s: expected > 0, got {self.max_clip_s}")
+            raise ConfigError(f"record.max_clip_s: expected > 0, got {self.max_clip_s}")
         if not self.on:
-            raise ValueError("record.on: expected at least one event type (e.g. [line_cross]), got none")
+            raise ConfigError("record.on: expected at least one event type (e.g. [line_cross]), got none")
+        known = set(event_types()) | set(_OBJECT_START)
+        for sel in self.on:
+            want = sel.partition(":")[0]
+            close = difflib.get_close_matches(want, sorted(known), n=1, cutoff=0.75)
+            if want not in known and close:  # a typo of a known type (other types: third-party processors')
+                raise ConfigError(f"record.on: unknown event type {want!r} (did you mean {close[0]!r}?)")
 
     def matches(self, event: Dict[str, Any]) -> bool:
         """Whether ``event`` (a JSON-ready event dict) starts or extends a clip."""
@@ -123,6 +134,7 @@ class _SourceState:
         self.events: List[Dict[str, Any]] = []
         self.best: Tuple[float, Optional[np.ndarray]] = (-1.0, None)
         self.last_t: Optional[float] = None
+        self.wall_offset = 0.0  # Unix seconds - stream seconds, at the open clip's first event
 
 
 class Recorder:
@@ -130,15 +142,18 @@ class Recorder:
 
     Args:
         config: :class:`RecordConfig`.
-        streams: the sources of the run.
-        publish: called with each ``clip_saved`` event dict (on the recorder's thread).
+        streams: the sources of the run (more: :meth:`add_stream`).
+        publish: ``publish(event, source_id)`` with each :class:`~edge_detect.types.ClipSaved` (on the recorder's
+            thread; it must not block).
         annotate: ``f(result) -> BGR image`` with boxes drawn (used when ``config.annotate``; default: the
             result's own ``annotated`` image).
     """
 
     def __init__(self, config: RecordConfig, streams: Sequence[RecordedStream],
-                 publish: Callable[[Dict[str, Any]], None] = lambda event: None,
+                 publish: Callable[[ClipSaved, str], None] = lambda event, source_id: None,
                  annotate: Optional[Callable[[Any], np.ndarray]] = None) -> None:
+        if not config.dir:
+            raise ConfigError("record.dir: expected the folder clips go to, got none")
         self.config = config
         self.root = Path(config.dir)
         self.streams = {s.source_id: s for s in streams}
@@ -155,13 +170,20 @@ class Recorder:
     def start(self) -> None:
         """Create the folder and open the live sources' recording connections (their pre-roll starts now)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        for sid, stream in self.streams.items():
-            if stream.live and not self.config.annotate:
-                self._state(sid, None)
+        for stream in list(self.streams.values()):
+            self.add_stream(stream)
+
+    def add_stream(self, stream: RecordedStream) -> None:
+        """Record ``stream`` too (a source added while the run goes on); a live one's recording connection opens
+        now. Call before its first frame (on the recorder's thread)."""
+        self.streams[stream.source_id] = stream
+        if stream.live and not self.config.annotate and self.error is None:
+            self._state(stream.source_id, None)
 
     def handle(self, result: Any) -> None:
-        """One processed frame of any source (in order per source), with its events."""
-        if self.error is not None or getattr(result, "final", False):
+        """One processed frame of any source (in order per source), with its events; results that bring no new
+        frame (``result.events_only``) are skipped."""
+        if self.error is not None or result.events_only:
             return
         try:
             self._handle(result)
@@ -215,6 +237,7 @@ class Recorder:
             st.clip = clip
             st.events = [event]
             st.best = (-1.0, None)
+            st.wall_offset = float(frame.wall_time) - t
             template = st.packets.template
             if template is None:
                 raise OSError(f"recorder: {frame.source_id}: no video stream to record yet")
@@ -247,15 +270,15 @@ class Recorder:
         if st.best[1] is not None:
             _write_jpeg(thumb, st.best[1])
         start = writer.first_t if writer.first_t is not None else clip.start
-        end = writer.last_t if writer.last_t is not None else clip.end
+        end = writer.end_t if writer.end_t is not None else clip.end
         self.clips_saved += 1
-        self.publish({
-            "type": "clip_saved", "source": sid, "clip": str(writer.path),
-            "thumbnail": str(thumb) if st.best[1] is not None else None,
-            "start": round(start, 3), "end": round(end, 3), "duration_s": round(max(end - start, 0.0), 3),
-            "events": [str(e.get("id")) for e in st.events if e.get("id")],
-            "event_id": clip.event_id, "packets": writer.packets,
-        })
+        off = st.wall_offset
+        self.publish(ClipSaved(
+            path=str(writer.path), start_time=round(start + off, 3), end_time=round(end + off, 3),
+            start=round(start, 3), end=round(end, 3), duration_s=round(max(end - start, 0.0), 3),
+            thumbnail=str(thumb) if st.best[1] is not None else None,
+            events=[str(e.get("id")) for e in st.events if e.get("id")], trigger=clip.event_id,
+            extra={"frames": writer.packets}), sid)
 
     # ------------------------------------------------------------------ setup, retention, failure
 
@@ -279,6 +302,10 @@ class Recorder:
         st = self._states[sid] = _SourceState(
             ClipPlanner(self.config.pre_s, self.config.post_s, self.config.max_clip_s), packets, remux)
         return st
+
+    def reader_cpu_s(self) -> float:
+        """CPU seconds of the packet readers' own threads (live sources' demux-only connections)."""
+        return sum(float(st.packets.cpu_s) for st in list(self._states.values()))
 
     def open_paths(self) -> set:
         """The clips being written now."""

@@ -2,27 +2,36 @@
 pipeline's thread.
 
 ``write`` only queues the processed frame (a reference, no copy); the recorder's own thread keeps the packet rings,
-plans and writes the clips, makes the thumbnails, publishes ``clip_saved`` and runs retention. A recorder that
-falls behind drops the oldest queued frames (counted in ``dropped``): detection never waits for it. A recorder that
-cannot write (disk full, folder not writable) stops with one log line; its error goes to the run summary's
-``sink_errors`` and the run and the other outputs go on.
+plans and writes the clips, makes the thumbnails, emits ``clip_saved`` into the run and runs retention. A recorder
+that falls behind drops the oldest queued frames (counted in ``dropped``): detection never waits for it. A
+recorder that cannot write (disk full, folder not writable) stops with one log line; its error
+(:attr:`~edge_detect.types.Sink.error`) goes to the run summary's ``sink_errors`` / ``degraded`` and the run and
+the other outputs go on (exit code 0).
+
+``clip_saved`` (:class:`~edge_detect.types.ClipSaved`) goes out through :meth:`~edge_detect.types.RunContext.emit`:
+the pipeline delivers it between two frames to the bus and every sink (a JSONL line, MQTT / webhook, the
+dashboard's event list). Its CPU (the worker thread and the live sources' demux threads) is the ``record`` entry of
+the summary's ``cpu_ms_per_frame``.
 
 Spec: ``record://DIR`` (or the kind ``record`` with ``dir=``); options are the fields of
 :class:`~edge_detect.recording.RecordConfig` (``pre_s``, ``post_s``, ``max_clip_s``, ``on``, ``annotate``,
 ``retain: {days, max_gb}``) plus ``uris`` (source id -> the URI to record from; the run's sources by default:
-files are remuxed from themselves; network streams need their unmasked URI here, which the App passes).
+files are remuxed from themselves; network streams need their unmasked URI here, which the App passes). ``uris``
+is read when a source's first frame arrives, so a source added while the run goes on is recorded too: the App
+adds its URI to the same mapping.
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from edge_detect.errors import SinkError
 from edge_detect.recording import RecordConfig, RecordedStream, Recorder, RetainConfig
 from edge_detect.sinks.base import register_sink
 from edge_detect.sinks.threaded import ThreadedSink
-from edge_detect.types import Result, RunContext
+from edge_detect.types import ClipSaved, Result, RunContext, StreamInfo
 
 __all__ = ["RecorderSink"]
 
@@ -37,7 +46,8 @@ class RecorderSink(ThreadedSink):
 
     Args:
         config: what and how to record.
-        uris: source id -> URI to record from (default: each source's own URI as the run knows it).
+        uris: source id -> URI to record from (default: each source's own URI as the run knows it); kept by
+            reference and read at each source's first frame.
 
     Attributes:
         recorder: the :class:`~edge_detect.recording.Recorder` (after :meth:`start`).
@@ -45,38 +55,71 @@ class RecorderSink(ThreadedSink):
     """
 
     name = "recorder"
+    emits = True
     default_policy = "drop_oldest"
     default_queue_size = 512
 
     def __init__(self, config: RecordConfig, uris: Optional[Mapping[str, str]] = None) -> None:
         super().__init__()
         self.config = config
-        self.uris = dict(uris or {})
+        self.uris: Mapping[str, str] = uris if uris is not None else {}
         self.recorder: Optional[Recorder] = None
-        self._reported = False
+        self._new: Dict[str, RecordedStream] = {}  # sources first seen by prepare(), handed to the worker
+        self._cpu_s = 0.0
+
+    def _describe(self, info: StreamInfo) -> RecordedStream:
+        return RecordedStream(info.source_id, self.uris.get(info.source_id, info.uri), info.kind in _FILE_KINDS,
+                              bool(info.live) or info.kind in _LIVE_KINDS)
 
     def open(self, context: RunContext) -> None:
-        streams = [RecordedStream(s.source_id, self.uris.get(s.source_id, s.uri), s.kind in _FILE_KINDS,
-                                  bool(s.live) or s.kind in _LIVE_KINDS) for s in context]
-        emit = getattr(context, "emit", None)
-        self.recorder = Recorder(self.config, streams, publish=emit if callable(emit) else (lambda event: None))
+        self.recorder = Recorder(self.config, [self._describe(s) for s in context], publish=self._publish)
         try:
             self.recorder.start()
         except OSError as exc:
             raise SinkError(f"recorder: cannot create {self.config.dir} ({exc.strerror or exc})") from exc
 
+    def _publish(self, event: ClipSaved, source_id: str) -> None:
+        self.context.emit(event, source_id)
+
+    def prepare(self, result: Result) -> Optional[Result]:
+        """The result itself (a reference); a source not seen before is described now (on the caller's thread,
+        where the run's sources can be looked up)."""
+        if result.events_only:
+            return None
+        sid = result.frame.source_id
+        assert self.recorder is not None
+        if sid not in self.recorder.streams and sid not in self._new:
+            info = self.context.stream(sid) or StreamInfo(sid)
+            self._new[sid] = self._describe(info)
+        return result
+
     def handle(self, item: Result) -> Optional[bool]:
         assert self.recorder is not None
-        self.recorder.handle(item)
+        c0 = time.thread_time()
+        try:
+            new = self._new.get(item.frame.source_id)
+            if new is not None and new.source_id not in self.recorder.streams:
+                self.recorder.add_stream(new)
+            self.recorder.handle(item)
+        finally:
+            self._cpu_s += time.thread_time() - c0
         return self.recorder.error is None
 
     def finalize(self) -> None:
         if self.recorder is not None:
+            c0 = time.thread_time()
             self.recorder.close()
+            self._cpu_s += time.thread_time() - c0
 
-    @property
+    @property  # type: ignore[override]
     def error(self) -> Optional[str]:
+        """Why recording stopped (the run goes on), or ``None``."""
         return None if self.recorder is None else self.recorder.error
+
+    def cpu_ms(self) -> Dict[str, float]:
+        """``{"record": ms}``: the recorder's thread plus the live sources' demux threads."""
+        reader = self.recorder.reader_cpu_s() if self.recorder is not None else 0.0
+        return {"record": (self._cpu_s + reader) * 1e3}
 
     def counters(self) -> Dict[str, Dict[str, int]]:
         stats = dict(self.queue_stats())

@@ -168,7 +168,7 @@ class VideoSink(ThreadedSink):
         return writer
 
     def prepare(self, result: Result) -> Optional[Result]:
-        return None if result.final else result  # end-of-source events only: no new image
+        return None if result.events_only else result  # events only (end of source, emitted): no new image
 
     def handle(self, result: Result) -> bool:
         """Draw (unless ``annotate=False``) and encode one frame, on the sink's thread."""

@@ -54,7 +54,8 @@ def _result(image, i, t, events=()):
 def _run(tmp_path, video, event_times, config=None, live=False):
     saved = []
     cfg = config or RecordConfig(dir=str(tmp_path / "clips"), pre_s=2.0, post_s=2.0, max_clip_s=60)
-    rec = Recorder(cfg, [RecordedStream("cam", str(video), True, live)], publish=saved.append)
+    rec = Recorder(cfg, [RecordedStream("cam", str(video), True, live)],
+                   publish=lambda event, sid: saved.append(event.to_dict()))
     rec.start()
     pending = sorted(event_times)
     for i, (img, t) in enumerate(_frames(video)):
@@ -79,19 +80,19 @@ def test_clip_has_pre_and_post_roll_starts_on_a_keyframe_and_decodes(tmp_path, v
     rec, saved = _run(tmp_path, video, [8.0])
     assert rec.error is None and len(saved) == 1
     clip = saved[0]
-    assert clip["type"] == "clip_saved" and Path(clip["clip"]).is_file() and Path(clip["thumbnail"]).is_file()
+    assert clip["type"] == "clip_saved" and Path(clip["path"]).is_file() and Path(clip["thumbnail"]).is_file()
     # starts <= pre_s (+ one GOP) before the event, ends >= post_s after; keyframes every 1 s
     assert 8.0 - 2.0 - 1.0 <= clip["start"] <= 8.0 - 2.0 + 1e-6
     assert clip["end"] >= 8.0 + 2.0 - 1.0 / FPS - 1e-6
-    decoded = sum(1 for _ in _frames(Path(clip["clip"])))
-    assert decoded == clip["packets"] and decoded == pytest.approx((clip["end"] - clip["start"]) * FPS + 1, abs=1)
+    decoded = sum(1 for _ in _frames(Path(clip["path"])))
+    assert decoded == clip["frames"] and decoded == pytest.approx((clip["end"] - clip["start"]) * FPS + 1, abs=1)
     assert abs(clip["duration_s"] - 4.0) <= 0.5 + 1.0  # expected 4 s plus the keyframe alignment (< 1 GOP)
 
 
 def test_remuxed_clip_packets_are_byte_identical_to_the_source(tmp_path, video):
     _, saved = _run(tmp_path, video, [8.0])
     src = [data for _, data, _ in _packets(video)]
-    clip = _packets(Path(saved[0]["clip"]))
+    clip = _packets(Path(saved[0]["path"]))
     first = src.index(clip[0][1])
     assert [data for _, data, _ in clip] == src[first:first + len(clip)]  # the same bytes, in the same order
     assert clip[0][2], "a clip starts on a keyframe"
@@ -114,8 +115,8 @@ def test_annotated_clips_are_encoded_and_decode_completely(tmp_path, video):
     cfg = RecordConfig(dir=str(tmp_path / "clips"), pre_s=1.0, post_s=1.0, annotate=True)
     _, saved = _run(tmp_path, video, [5.0], cfg)
     assert len(saved) == 1
-    n = sum(1 for _ in _frames(Path(saved[0]["clip"])))
-    assert n == saved[0]["packets"] and 15 <= n <= 31  # 2 s at 10 fps, plus up to one GOP before
+    n = sum(1 for _ in _frames(Path(saved[0]["path"])))
+    assert n == saved[0]["frames"] and 15 <= n <= 31  # 2 s at 10 fps, plus up to one GOP before
 
 
 def test_full_disk_stops_the_recorder_with_one_error_and_never_raises(tmp_path, video):
@@ -154,4 +155,4 @@ def test_retention_deletes_oldest_and_never_the_open_clip(tmp_path, video):
     assert not old.exists(), "old clips deleted first"
     assert rec.deleted >= 3
     # the new clip was open while retention ran after every frame, so it survived until it closed
-    assert saved and saved[0]["packets"] > 0
+    assert saved and saved[0]["frames"] > 0
