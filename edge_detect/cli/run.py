@@ -41,11 +41,12 @@ examples:
 
 stopping and exit codes:
   the run ends when all sources end, after --max-frames / --duration, on q or Esc in the window, or on
-  Ctrl-C / SIGTERM. Frames in flight are finished and every output is finalized (the mp4 stays playable,
-  the JSONL holds every processed frame, --summary-json is written). Exit code: 0 when the run ended by
-  itself, 130 after SIGINT (Ctrl-C), 143 after SIGTERM, 2 on errors (also: no frame could be processed, an
-  output that is not writable or is one of the inputs -- checked before the run starts). A second signal
-  aborts at once.
+  Ctrl-C / SIGTERM. Frames in flight are finished and every output is finalized (the mp4 holds every frame,
+  the JSONL holds every processed frame, --summary-json is written); after a kill or a power cut the mp4 still
+  plays up to its last second. Exit code: 0 when the run ended by itself (also when the recorder stopped on a
+  full disk: the run went on, sink_errors says so), 130 after SIGINT (Ctrl-C), 143 after SIGTERM, 2 on errors
+  (also: an output failed, no frame could be processed, an output that is not writable or is one of the
+  inputs -- checked before the run starts). A second signal aborts at once.
 
 default model: without --model (or with a name such as yolov5n) the checkpoint is looked up offline in
 $EDGE_DETECT_WEIGHTS, the repository's weights/, ../shared/weights and the user cache, and exported to ONNX once
@@ -123,7 +124,12 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 
 def _output_args(o: Any) -> None:
     o.add_argument("--save-video", default=None, metavar="PATH.mp4",
-                   help="annotated video (H.264 yuv420p + faststart; one file per source when several)")
+                   help="annotated video (H.264 yuv420p; one file per source when several), crash-safe: a fragment "
+                        "every second, so a kill or power cut loses at most the last second (.mp4 fragmented, .mkv "
+                        "in clusters)")
+    o.add_argument("--video-segments", type=float, default=None, metavar="SECONDS",
+                   help="with --save-video: a new file every SECONDS, PATH_00000.mp4, PATH_00001.mp4... (each "
+                        "crash-safe, closed ones complete)")
     o.add_argument("--save-jsonl", default=None, metavar="PATH.jsonl",
                    help="one JSON line per processed frame: source, frame, pts_ms, wall_time, detections "
                         "(one file per source when several: PATH_<source>.jsonl)")
@@ -223,7 +229,9 @@ def _sink_flags(args: argparse.Namespace, cfg: AppConfig) -> List[SinkConfig]:
     """Sink specs from --save-video / --save-jsonl / --preview-port / --preview-host / --sink."""
     specs: List[SinkConfig] = []
     if args.save_video:
-        specs.append(SinkConfig(args.save_video))
+        specs.append(SinkConfig(args.save_video, {"segment_s": args.video_segments} if args.video_segments else {}))
+    elif args.video_segments:
+        raise ConfigError("--video-segments: expected --save-video PATH too, got none")
     if args.save_jsonl:
         specs.append(SinkConfig(args.save_jsonl))
     if args.preview_port is not None:
