@@ -7,7 +7,9 @@ Three packet sources, one ring type:
   so the ring stays small. Packets are copied byte for byte into the clip: no re-encode, almost no CPU.
 * :class:`LivePackets`: a network stream (RTSP...) with such a codec: a second, demux-only connection read by its
   own thread (the way a camera's recording stream is kept apart from its detection stream), reconnecting with
-  backoff after an outage. Its packets are stamped with the wall-clock time they arrived.
+  backoff after an outage. Its packets are stamped with the wall-clock time they arrived; the timestamps of a new
+  connection (which start again from zero) are moved onto the first connection's timeline, so a clip that spans
+  an outage keeps its timing.
 * :class:`EncodedFrames`: anything else (cameras, image folders, other codecs), or annotated clips: the frames the
   pipeline processed are encoded to H.264 with a short GOP as they arrive.
 
@@ -143,8 +145,8 @@ class PacketRing:
             return len(self._items)
 
 
-def _copy(ring: PacketRing, packet: Any, t: float) -> Packet:
-    return ring.append(t, bytes(packet), int(packet.pts), int(packet.dts), int(packet.duration or 0),
+def _copy(ring: PacketRing, packet: Any, t: float, shift: int = 0) -> Packet:
+    return ring.append(t, bytes(packet), int(packet.pts) + shift, int(packet.dts) + shift, int(packet.duration or 0),
                        packet.time_base, bool(packet.is_keyframe))
 
 
@@ -154,6 +156,13 @@ class _DemuxBase:
     ring: PacketRing
     template: Any = None  # the PyAV video stream the clips copy their codec parameters from
     cpu_s = 0.0  # CPU seconds of a reading thread of its own (LivePackets), 0 when read on the recorder's thread
+    _lock = threading.Lock()  # replaced per instance where a thread of its own swaps the template
+
+    def open_writer(self, path: Path) -> Optional["ClipWriter"]:
+        """A :class:`ClipWriter` for ``path`` with this source's codec parameters, ``None`` while they are not
+        known yet (a live stream not connected)."""
+        with self._lock:
+            return None if self.template is None else ClipWriter(path, self.template)
 
     def advance(self, now: float) -> None:
         """Make sure the ring holds the packets up to stream time ``now`` (files); live sources fill by themselves."""
@@ -224,6 +233,9 @@ class LivePackets(_DemuxBase):
         self.timeout_s, self.backoff_max_s = timeout_s, backoff_max_s
         self.ring = PacketRing(keep_s)
         self.reconnects = 0
+        self._origin: Optional[float] = None  # wall time of the first connection's timestamp 0
+        self._lock = threading.Lock()  # guards template / _container (a clip may be opened from them meanwhile)
+        self._container: Any = None  # the connection the template belongs to: open until the next one replaces it
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"record-demux-{label}", daemon=True)
@@ -248,30 +260,43 @@ class LivePackets(_DemuxBase):
 
     def _read_once(self) -> None:
         options = {"rtsp_transport": "tcp"} if self.uri.lower().startswith("rtsp") else {}
-        with self._av.open(self.uri, options=options, timeout=self.timeout_s) as container:
-            stream = container.streams.video[0]
+        container = self._av.open(self.uri, options=options, timeout=self.timeout_s)
+        stream = container.streams.video[0]
+        with self._lock:  # the previous connection (and its template) goes only now: a clip may copy it meanwhile
+            old, self._container = self._container, container
             if self.template is not None:
                 self.reconnects += 1
                 LOGGER.info("recorder: %s: stream back", self.label)
-            self.template, t0 = stream, None
-            self._container_ref = container  # keeps the template's container alive while it is used
-            self._ready.set()
-            for packet in container.demux(stream):
-                if self._stop.is_set():
-                    return
-                if packet.dts is None or packet.pts is None:
-                    continue
-                now = time.time()
-                if t0 is None:  # arrival time of the first packet, then the stream's own clock
-                    t0 = now - float(packet.pts * packet.time_base)
-                t = t0 + float(packet.pts * packet.time_base)
-                _copy(self.ring, packet, min(t, now + 1.0))
-                self.cpu_s = time.thread_time()  # this thread's CPU so far (the recorder's share, run summary)
+            self.template = stream
+        if old is not None:
+            old.close()
+        self._ready.set()
+        t0: Optional[float] = None
+        shift = 0
+        for packet in container.demux(stream):
+            if self._stop.is_set():
+                return
+            if packet.dts is None or packet.pts is None:
+                continue
+            now = time.time()
+            if t0 is None:  # arrival time of the first packet, then the stream's own clock
+                t0 = now - float(packet.pts * packet.time_base)
+                self._origin = t0 if self._origin is None else self._origin
+                shift = int(round((t0 - self._origin) / packet.time_base))  # onto the first timeline
+            t = t0 + float(packet.pts * packet.time_base)
+            _copy(self.ring, packet, min(t, now + 1.0), shift)
+            self.cpu_s = time.thread_time()  # this thread's CPU so far (the recorder's share, run summary)
         raise OSError("end of stream")
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=self.timeout_s + 1.0)
+        if self._thread.is_alive():  # still inside a read: its connection goes with the process, never under it
+            return
+        with self._lock:
+            container, self._container = self._container, None
+        if container is not None:
+            container.close()
 
 
 class EncodedFrames:
@@ -295,6 +320,10 @@ class EncodedFrames:
         self._last_pts = -1
         self._pending: Deque[float] = deque()
         self.template = None
+
+    def open_writer(self, path: Path) -> Optional["ClipWriter"]:
+        """A :class:`ClipWriter` for ``path``, ``None`` before the first frame (the size is not known yet)."""
+        return None if self.template is None else ClipWriter(path, self.template)
 
     def _open(self, w: int, h: int) -> None:
         ctx = self._av.CodecContext.create("libx264", "w")

@@ -30,7 +30,8 @@ from edge_detect.errors import ConfigError
 from edge_detect.recording.clips import Clip, ClipPlanner
 from edge_detect.recording.packets import (REMUX_CODECS, ClipWriter, EncodedFrames, FilePackets, LivePackets,
                                            probe_codec)
-from edge_detect.recording.retention import THUMB_SUFFIX, clip_path, delete_clips, plan_retention, scan_clips
+from edge_detect.recording.retention import (THUMB_SUFFIX, clip_id, clip_path, delete_clips, plan_retention,
+                                             scan_clips)
 from edge_detect.types import ClipSaved, event_types
 
 __all__ = ["RecordConfig", "RetainConfig", "Recorder", "RecordedStream"]
@@ -131,6 +132,8 @@ class _SourceState:
         self.remux = remux
         self.writer: Optional[ClipWriter] = None
         self.clip: Optional[Clip] = None
+        self.path: Optional[Path] = None  # the open clip's file
+        self.waiting = False  # the open clip waits for the stream's codec parameters
         self.events: List[Dict[str, Any]] = []
         self.best: Tuple[float, Optional[np.ndarray]] = (-1.0, None)
         self.last_t: Optional[float] = None
@@ -221,6 +224,8 @@ class Recorder:
             if self.config.matches(event):
                 self._on_event(frame, st, event, t)
         if st.clip is not None:
+            if st.writer is None:
+                self._open_writer(frame.source_id, st)
             self._consider_best(st, result)
             self._write_until(st, min(t, st.clip.end))
         for clip in st.planner.advance(t):
@@ -238,11 +243,18 @@ class Recorder:
             st.events = [event]
             st.best = (-1.0, None)
             st.wall_offset = float(frame.wall_time) - t
-            template = st.packets.template
-            if template is None:
-                raise OSError(f"recorder: {frame.source_id}: no video stream to record yet")
-            path = clip_path(self.root, frame.source_id, frame.wall_time, eid)
-            st.writer = ClipWriter(path, template)
+            st.path = clip_path(self.root, frame.source_id, frame.wall_time, eid)
+            st.writer = None
+            self._open_writer(frame.source_id, st)
+
+    def _open_writer(self, sid: str, st: _SourceState) -> None:
+        """Open the clip's file once the source's codec parameters are known (a live stream's recording connection
+        may still be connecting: the clip then starts with what its ring holds when it is)."""
+        assert st.path is not None
+        st.writer = st.packets.open_writer(st.path)
+        if st.writer is None and not st.waiting:
+            LOGGER.warning("recorder: %s: no packets of the stream yet: the clip starts once they arrive", sid)
+        st.waiting = st.writer is None
 
     def _write_until(self, st: _SourceState, until: float) -> None:
         writer, clip = st.writer, st.clip
@@ -260,7 +272,12 @@ class Recorder:
             st.best = (score, self.annotate(result).copy())
 
     def _finish_clip(self, sid: str, st: _SourceState, clip: Clip) -> None:
-        if st.writer is None or st.clip is not clip:
+        if st.clip is not clip:
+            return
+        if st.writer is None:  # the stream never delivered packets while the clip was open
+            LOGGER.warning("recorder: %s: no packets of the stream during the clip of event %s: nothing recorded",
+                           sid, clip.event_id)
+            st.clip, st.waiting = None, False
             return
         self._write_until(st, clip.end)
         writer = st.writer
@@ -274,7 +291,7 @@ class Recorder:
         self.clips_saved += 1
         off = st.wall_offset
         self.publish(ClipSaved(
-            path=str(writer.path), start_time=round(start + off, 3), end_time=round(end + off, 3),
+            id=clip_id(self.root, writer.path), path=str(writer.path), start_time=round(start + off, 3), end_time=round(end + off, 3),
             start=round(start, 3), end=round(end, 3), duration_s=round(max(end - start, 0.0), 3),
             thumbnail=str(thumb) if st.best[1] is not None else None,
             events=[str(e.get("id")) for e in st.events if e.get("id")], trigger=clip.event_id,

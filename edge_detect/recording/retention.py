@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import AbstractSet, Iterable, List, Optional, Sequence
 
-__all__ = ["ClipFile", "clip_path", "plan_retention", "scan_clips", "safe_name"]
+__all__ = ["ClipFile", "clip_path", "clip_id", "plan_retention", "scan_clips", "safe_name"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 CLIP_SUFFIX = ".mp4"
@@ -33,6 +34,17 @@ def clip_path(root: Path, source_id: str, wall_time: float, event_id: str) -> Pa
     stamp = datetime.fromtimestamp(wall_time)
     return (Path(root) / safe_name(source_id) / stamp.strftime("%Y-%m-%d")
             / f"{stamp.strftime('%H%M%S')}-{safe_name(event_id)}{CLIP_SUFFIX}")
+
+
+def clip_id(root: Path, path: Path) -> str:
+    """The id of the ``clip_saved`` event of the clip at ``path`` (uuid hex, 32 digits): derived from its place
+    under ``root`` (``{source}/{YYYY-MM-DD}/{HHMMSS}-{event_id}.mp4``), so the recorder and a later index of the
+    folder (:class:`~edge_detect.recording.index.ClipIndex`) name a clip alike."""
+    try:
+        rel = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:  # not under root: its full path
+        rel = Path(path).resolve().as_posix()
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"edge-detect:clip:{rel}").hex
 
 
 @dataclass(frozen=True)
