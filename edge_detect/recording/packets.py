@@ -156,6 +156,7 @@ class _DemuxBase:
     ring: PacketRing
     template: Any = None  # the PyAV video stream the clips copy their codec parameters from
     cpu_s = 0.0  # CPU seconds of a reading thread of its own (LivePackets), 0 when read on the recorder's thread
+    unsupported: Optional[str] = None  # the codec, when an mp4 cannot take it as is (the recorder encodes instead)
     _lock = threading.Lock()  # replaced per instance where a thread of its own swaps the template
 
     def open_writer(self, path: Path) -> Optional["ClipWriter"]:
@@ -262,6 +263,13 @@ class LivePackets(_DemuxBase):
         options = {"rtsp_transport": "tcp"} if self.uri.lower().startswith("rtsp") else {}
         container = self._av.open(self.uri, options=options, timeout=self.timeout_s)
         stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        if codec not in REMUX_CODECS:  # e.g. MJPEG over HTTP: nothing to copy; the recorder encodes frames instead
+            container.close()
+            LOGGER.info("recorder: %s: %s cannot be copied into an mp4 clip: encoding the frames", self.label, codec)
+            self.unsupported = codec
+            self._stop.set()
+            return
         with self._lock:  # the previous connection (and its template) goes only now: a clip may copy it meanwhile
             old, self._container = self._container, container
             if self.template is not None:

@@ -216,6 +216,10 @@ class Recorder:
         t = _clock(frame, stream)
         st = self._state(frame.source_id, frame.image)
         st.last_t = t
+        if st.remux and st.packets.unsupported:  # a live stream whose codec an mp4 cannot take as is
+            st.packets.close()
+            st.packets, st.remux = EncodedFrames(self.config.pre_s + 10.0), False
+            st.writer = None
         if st.remux:
             st.packets.advance(t)
         else:

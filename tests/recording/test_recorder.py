@@ -156,3 +156,52 @@ def test_retention_deletes_oldest_and_never_the_open_clip(tmp_path, video):
     assert rec.deleted >= 3
     # the new clip was open while retention ran after every frame, so it survived until it closed
     assert saved and saved[0]["frames"] > 0
+
+
+def test_a_live_stream_an_mp4_cannot_copy_is_encoded_instead(tmp_path, caplog):
+    """An MJPEG-over-HTTP camera (the preview sink as the camera): its recording connection finds MJPEG, which an
+    mp4 clip cannot take as is, so the recorder encodes the processed frames instead (and says so once)."""
+    import logging
+    import threading
+    import time
+
+    from edge_detect.sinks.mjpeg import MjpegPreviewSink
+    from edge_detect.types import StreamInfo
+
+    caplog.set_level(logging.INFO)
+    camera = MjpegPreviewSink(port=0)
+    camera.start([StreamInfo("cam")])
+    stop = threading.Event()
+    img = np.full((120, 160, 3), 90, np.uint8)
+
+    def feed():
+        while not stop.is_set():
+            camera.publish(img, "cam", force=True)
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    saved = []
+    cfg = RecordConfig(dir=str(tmp_path / "clips"), pre_s=0.5, post_s=0.5)
+    rec = Recorder(cfg, [RecordedStream("cam", f"http://127.0.0.1:{camera.port}/cam", False, True)],
+                   publish=lambda event, sid: saved.append(event.to_dict()))
+    try:
+        rec.start()
+        deadline = time.monotonic() + 30  # hang guard: the connection says what it found
+        while "cannot be copied into an mp4 clip" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+        t0 = time.time()
+        for i in range(25):  # 2.5 s of live frames, an event at 1.2 s
+            frame = Frame(img, "cam", i, wall_time=t0 + i * 0.1)
+            dets = Detections(np.array([[10, 10, 40, 60]], np.float32), np.array([0.8], np.float32), np.array([0]))
+            dets.metadata["events"] = [{"type": "line_cross", "id": "e" * 32, "line": "g", "direction": "in",
+                                        "track_id": 1, "class_name": "person"}] if i == 12 else []
+            rec.handle(Result(frame, dets, ["person"]))
+        rec.close()
+    finally:
+        stop.set()
+        camera.close()
+    assert rec.error is None and len(saved) == 1
+    n = sum(1 for _ in _frames(Path(saved[0]["path"])))
+    assert n == saved[0]["frames"] and 10 <= n <= 11 + 10  # 0.5 s around the event at 10 fps, from a keyframe (1 s)
