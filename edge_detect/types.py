@@ -687,7 +687,7 @@ class Sink:
         sink that neither queues nor drops. Merged into the run summary's ``sinks`` section."""
         return {}
 
-    def cpu_ms(self) -> Dict[str, float]:
+    def thread_cpu_ms(self) -> Dict[str, float]:
         """CPU milliseconds the sink's own threads spent so far, by entry name (``{"record": ms}``); ``{}`` (the
         default) for a sink that does not measure them. Each entry goes into the run summary's
         ``cpu_ms_per_frame`` (per processed frame) and is no longer counted under ``inference``."""

@@ -11,7 +11,7 @@ Three packet sources, one ring type:
   connection (which start again from zero) are moved onto the first connection's timeline, so a clip that spans
   an outage keeps its timing.
 * :class:`EncodedFrames`: anything else (cameras, image folders, other codecs), or annotated clips: the frames the
-  pipeline processed are encoded to H.264 with a short GOP as they arrive.
+  pipeline processed are encoded to H.264 with a short GOP as they arrive, by one encoder thread (the recorder's).
 
 Times are seconds on the source's stream clock (see :mod:`edge_detect.recording.clips`). The ring keeps at least
 ``keep_s`` seconds, always from a keyframe, so a clip can start on the keyframe at or before its start.
@@ -338,6 +338,7 @@ class EncodedFrames:
         ctx.width, ctx.height, ctx.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
         ctx.time_base = _TB90K
         ctx.options = {"crf": str(self.crf), "preset": self.preset, "tune": "zerolatency"}
+        ctx.thread_count = 1  # on the recorder's thread only: its CPU is measured (``record``), cores stay free
         ctx.open()
         self._codec, self._size = ctx, (w - w % 2, h - h % 2)
         self.template = EncodedTemplate("h264", w - w % 2, h - h % 2)

@@ -116,7 +116,7 @@ class RecorderSink(ThreadedSink):
         """Why recording stopped (the run goes on), or ``None``."""
         return None if self.recorder is None else self.recorder.error
 
-    def cpu_ms(self) -> Dict[str, float]:
+    def thread_cpu_ms(self) -> Dict[str, float]:
         """``{"record": ms}``: the recorder's thread plus the live sources' demux threads."""
         reader = self.recorder.reader_cpu_s() if self.recorder is not None else 0.0
         return {"record": (self._cpu_s + reader) * 1e3}

@@ -137,11 +137,11 @@ class Outputs:
         (:attr:`~edge_detect.types.Sink.error`)."""
         return [f"{sink.name}: {sink.error}" for sink in list(self._all) if sink.error]
 
-    def cpu_ms(self) -> Dict[str, float]:
-        """The sinks' own threads' CPU milliseconds by entry (:meth:`~edge_detect.types.Sink.cpu_ms`), summed."""
+    def thread_cpu_ms(self) -> Dict[str, float]:
+        """The sinks' own threads' CPU milliseconds by entry (:meth:`~edge_detect.types.Sink.thread_cpu_ms`), summed."""
         out: Dict[str, float] = {}
         for sink in list(self._all):
-            for key, ms in sink.cpu_ms().items():
+            for key, ms in sink.thread_cpu_ms().items():
                 out[key] = out.get(key, 0.0) + float(ms)
         return out
 

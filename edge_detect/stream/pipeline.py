@@ -445,4 +445,4 @@ class Pipeline(RuntimeChanges):
         decode = sum(s.stats.decode_cpu_ms for s in sources)
         return self.stats.summary(per_source, self._stopped_by, self.batch, self.outputs.errors,
                                   self.outputs.counters(), merge_summaries(list(parts.values())), decode,
-                                  degraded=self.outputs.degraded(), sink_cpu_ms=self.outputs.cpu_ms())
+                                  degraded=self.outputs.degraded(), sink_cpu_ms=self.outputs.thread_cpu_ms())

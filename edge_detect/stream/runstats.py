@@ -12,7 +12,7 @@ App's status, the MQTT stats, the metrics):
 CPU cost: each stage thread measures its own CPU time (``time.thread_time``) and the capture threads theirs for
 decoding; ``cpu_ms_per_frame`` gives them per processed frame, with ``inference`` = the process CPU time
 (``time.process_time``) left after the other stages (the inference runtime's worker threads). Sinks that measure
-their own threads (:meth:`~edge_detect.types.Sink.cpu_ms`: the recorder's ``record``) get entries of their own,
+their own threads (:meth:`~edge_detect.types.Sink.thread_cpu_ms`: the recorder's ``record``) get entries of their own,
 taken out of ``inference``.
 """
 from __future__ import annotations
