@@ -147,6 +147,7 @@ class App:
         self._t0 = 0.0
         self._stop_reason: Optional[str] = None  # asked before the pipeline existed
         self._lock = threading.Lock()
+        self._uris: Dict[str, str] = {}  # source id -> configured URI (credentials included): what the recorder reads
         self.bus.subscribe(self._remember, name="app", inline=True)
 
     # ------------------------------------------------------------------------------------------- life cycle
@@ -159,7 +160,7 @@ class App:
                 if self._detector is None:
                     self.config = resolve_model(self.config, self._exporter)
                 self._pipeline = build_pipeline(self.config, detector=self._detector, bus=self.bus,
-                                                keep_alive=self.keep_alive)
+                                                keep_alive=self.keep_alive, uris=self._uris)
                 self.config = dataclasses.replace(self.config, sources=tuple(  # ids as resolved (unique)
                     dataclasses.replace(sc, id=src.source_id)
                     for sc, src in zip(self.config.sources, self._pipeline.sources)))
@@ -262,7 +263,7 @@ class App:
 
     def _remember(self, result: Result) -> None:
         """Inline bus subscriber: the latest result per source and the rate samples (no I/O, no waiting)."""
-        if result.final:
+        if result.events_only:
             return
         sid = result.frame.source_id
         src = next((s for s in self._pipeline.sources if s.source_id == sid), None) if self._pipeline else None
@@ -396,6 +397,7 @@ class App:
 
         def change() -> str:
             sid = p.add_source(src)
+            self._uris[sid] = sc.uri  # recorded too (outputs.record), from its own URI
             self.config = dataclasses.replace(self.config, sources=self.config.sources + (
                 dataclasses.replace(sc, id=sid),))
             p.update_chain(sid, self._chain_builder(sid, self.config.sources[-1]))

@@ -28,6 +28,14 @@ A config file (see ``configs/app/default.yaml``)::
       sinks: [out.mp4, {spec: out.jsonl}, {spec: "mjpeg://127.0.0.1:8080", options: {quality: 70}}]
       show: null                    # display window: null = only where a display exists
       summary_json: null
+      record:                       # clips around events (README "Recording"; --record DIR)
+        dir: clips/
+        pre_s: 5                    # seconds before the first event of a clip
+        post_s: 5                   # seconds after its last event
+        max_clip_s: 120
+        on: [line_cross, zone_enter, object_start:person]
+        annotate: false             # false: the source's own packets (remuxed, evidence); true: boxes drawn
+        retain: {days: 7, max_gb: 20}
     events:                         # events out (README "Events"): MQTT, webhook, snapshots, Prometheus
       mqtt: mqtts://user:pw@broker/site
       mqtt_options: {ca: ca.pem, qos: 1}
@@ -65,13 +73,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from edge_detect.config import check_thresholds, from_mapping, load_yaml, override, parse_imgsz, suggest_key
 from edge_detect.errors import ConfigError, SinkError, SourceError
+from edge_detect.recording import RecordConfig
 from edge_detect.stream.sources import CaptureOptions
 from edge_detect.urls import is_loopback, mask_credentials
 
 __all__ = ["AppConfig", "ModelConfig", "SourceConfig", "SinkConfig", "TrackerConfig", "ProcessorConfig",
            "AnalyticsConfig", "OutputsConfig", "EventsConfig", "ServerConfig", "load_app_config", "nest_flat",
            "resolve_classes", "build_pipeline", "build_detector", "build_processors", "add_sinks", "run_sinks",
-           "check_run_outputs", "FLAT_KEYS", "DEFAULT_HTTP_PORT"]
+           "record_dir", "record_sink", "check_run_outputs", "FLAT_KEYS", "DEFAULT_HTTP_PORT"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -232,11 +241,14 @@ class AnalyticsConfig:
 @dataclass(frozen=True)
 class OutputsConfig:
     """Where frames go: ``sinks`` (:class:`SinkConfig` each), ``show`` (the display window: ``None`` = only where a
-    display exists, unless a ``display`` sink is listed) and ``summary_json`` (the run summary's file)."""
+    display exists, unless a ``display`` sink is listed), ``summary_json`` (the run summary's file) and ``record``
+    (clips around events: :class:`~edge_detect.recording.RecordConfig`, ``None`` = off; the App records every
+    source from its own URI, credentials included, also sources added while it runs)."""
 
     sinks: Tuple[SinkConfig, ...] = ()
     show: Optional[bool] = None
     summary_json: Optional[str] = None
+    record: Optional[RecordConfig] = None
 
 
 @dataclass(frozen=True)
@@ -542,6 +554,9 @@ def _normalize(data: Mapping[str, Any], where: str = "config") -> Dict[str, Any]
         outputs["sinks"] = [{"spec": str(s)} if isinstance(s, (str, os.PathLike)) else s
                             for s in ([sinks] if isinstance(sinks, (str, Mapping)) else sinks)]
     _fold_events_spec(out, outputs)
+    record = outputs.get("record")
+    if isinstance(record, Mapping) and True in record:  # YAML 1.1 reads the key `on:` as true
+        outputs["record"] = {("on" if k is True else k): v for k, v in record.items()}
     srcs = out.get("sources")
     if srcs is not None:
         srcs = [srcs] if isinstance(srcs, (str, int, Mapping)) else srcs
@@ -693,6 +708,9 @@ def check_run_outputs(cfg: AppConfig, flags: Optional[Mapping[str, str]] = None)
         if sc.options.get("snapshots"):
             outputs["--snapshots"] = sc.options["snapshots"]
             dirs.append("--snapshots")
+    if cfg.outputs.record is not None:
+        outputs["--record"] = record_dir(cfg)
+        dirs.append("--record")
     outputs["--summary-json"] = cfg.outputs.summary_json
     model = [Path(cfg.model.path)] if cfg.model.path and Path(cfg.model.path).is_file() else []
     check_outputs(outputs, inputs=[*input_paths([s.uri for s in cfg.sources]), *model], dirs=dirs)
@@ -853,8 +871,32 @@ def open_sources(cfg: AppConfig, keep_alive: bool = False) -> List[Any]:
     return opened
 
 
+def record_dir(cfg: AppConfig) -> Optional[str]:
+    """The recording folder of ``cfg`` (``None``: not recording).
+
+    Raises:
+        ConfigError: a ``record`` section without a folder.
+    """
+    rec = cfg.outputs.record
+    if rec is None:
+        return None
+    if not rec.dir:
+        raise ConfigError("outputs.record.dir: expected the folder clips go to (or --record DIR), got none")
+    return rec.dir
+
+
+def record_sink(cfg: AppConfig, uris: Dict[str, str]) -> Any:
+    """The recorder sink of ``cfg.outputs.record`` (``None`` when not recording), recording from ``uris`` (source
+    id -> URI with credentials; kept by reference, so URIs added later are recorded too)."""
+    if record_dir(cfg) is None:
+        return None
+    from edge_detect.sinks.recorder import RecorderSink
+
+    return RecorderSink(cfg.outputs.record, uris)
+
+
 def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None, bus: Any = None,
-                   keep_alive: bool = False) -> Any:
+                   keep_alive: bool = False, uris: Optional[Dict[str, str]] = None) -> Any:
     """Open sources and sinks and return a :class:`~edge_detect.stream.pipeline.Pipeline` (not yet run).
 
     Args:
@@ -864,6 +906,8 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None,
         bus: the :class:`~edge_detect.events.EventBus` to publish on (an App's, so counts outlive the pipeline).
         keep_alive: the pipeline runs until stopped, with no source or all ended (a served app; see
             :class:`~edge_detect.stream.pipeline.Pipeline`).
+        uris: filled with source id -> configured URI (credentials included) of the opened sources; the recorder
+            (``outputs.record``) reads it, so a caller that adds sources later adds their URIs to it.
 
     The model is loaded first, so a bad model leaves no output file behind.
 
@@ -883,15 +927,21 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None,
             opened.append(det)
         sources = open_sources(cfg, keep_alive)
         opened += sources
+        uris = uris if uris is not None else {}
         sinks = []
         for sc in run_sinks(cfg):
             sinks.append(open_sink(sc.spec, **sc.options))
             opened.append(sinks[-1])
+        recorder = record_sink(cfg, uris)
+        if recorder is not None:
+            sinks.append(recorder)
+            opened.append(recorder)
         procs = build_processors(cfg, tuple(det.names), [src.source_id for src in sources])
         s = cfg.server
         pipeline = Pipeline(sources, det, arrange_sinks(sinks), processors=procs, batch=cfg.model.batch,
                             max_frames=s.max_frames, duration=s.duration, progress=s.progress, stop_event=stop_event,
                             stats_interval_s=s.stats_interval_s, bus=bus, keep_alive=keep_alive)
+        uris.update({src.source_id: sc.uri for src, sc in zip(sources, cfg.sources)})  # ids final (made unique)
         for src, sc in zip(sources, cfg.sources):
             if not sc.enabled:
                 pipeline.batcher.set_enabled(src.source_id, False)

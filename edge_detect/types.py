@@ -12,7 +12,10 @@ Conventions, everywhere in edge-detect:
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import (TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple, Type,
@@ -26,6 +29,8 @@ __all__ = ["Detections", "Frame", "LetterboxInfo", "Result", "Event", "LineCross
 
 if TYPE_CHECKING:
     from edge_detect.events import Counts, EventBus
+
+LOGGER = logging.getLogger(__name__)
 
 
 def _check(cond: bool, what: str, expected: str, actual: Any) -> None:
@@ -213,6 +218,9 @@ class Result:
         final: ``True`` for the end-of-source result the pipeline emits when processors return final events
             (``finish``): ``frame`` is the source's last frame again, ``detections`` are empty and carry those
             events. Image sinks (video, display, preview) skip it; JSONL writes it.
+        emitted: ``True`` for a result carrying events a sink emitted into the run (:meth:`RunContext.emit`, e.g.
+            the recorder's ``clip_saved``): ``frame`` is the source's latest processed frame again, ``detections``
+            are empty and carry those events. Like :attr:`final` it brings no new image (:attr:`events_only`).
 
     The JSON line of :meth:`record`::
 
@@ -224,6 +232,8 @@ class Result:
     detection when a tracker runs; ``events`` is always present (a list of event dicts, possibly empty). The
     end-of-source line (:attr:`final`) repeats the source's last frame number with no detections, only the events
     returned by the processors' ``finish()`` (e.g. ``object_end`` of the tracks still open), and ``"final": true``.
+    A line of events a sink emitted (:attr:`emitted`: ``clip_saved``) repeats the source's latest frame number with
+    no detections and ``"emitted": true``.
     """
 
     frame: Frame
@@ -231,8 +241,15 @@ class Result:
     names: Sequence[str] = ()
     fps: float = 0.0
     final: bool = False
+    emitted: bool = False
     _annotated: Optional[np.ndarray] = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def events_only(self) -> bool:
+        """No new image: an end-of-source result (:attr:`final`) or events a sink emitted (:attr:`emitted`). Image
+        sinks (video, display, preview, image files) skip these; JSONL and the event sinks write their events."""
+        return self.final or self.emitted
 
     @property
     def events(self) -> List["Event"]:
@@ -261,6 +278,7 @@ class Result:
             "detections": self.detections.to_records(self.names),
             "events": [e.to_dict() for e in self.events],
             **({"final": True} if self.final else {}),
+            **({"emitted": True} if self.emitted else {}),
         }
 
 
@@ -281,20 +299,28 @@ class Event(Mapping):
     Processors return events of these types (appended to ``detections.metadata["events"]``); the pipeline turns
     any plain dict a third-party processor appended into one (:func:`as_event`) and publishes them with their
     :class:`Result` on the bus (:mod:`edge_detect.events`). Fields are those of the JSON Schema of events
-    (``edge_detect/schemas/events.schema.json``) minus the envelope (``schema``, ``id``, ``seq``, ``source``), which
-    the event sinks add.
+    (``edge_detect/schemas/events.schema.json``) minus the envelope (``schema``, ``seq``, ``source``), which the
+    event sinks add.
+
+    **Ids, assigned once.** The pipeline gives every event its :attr:`id` (uuid4 hex, :meth:`with_id`) when it
+    publishes it: after the source's processor chain (and its ``finish``), and when a sink emits one into the run
+    (:meth:`RunContext.emit`). Every output then carries the same id for the same event: the JSONL line's
+    ``events``, the MQTT / webhook envelope (:meth:`~edge_detect.sinks.events.EventBuilder.envelope` keeps an
+    existing id), the dashboard's event store, and the recorder's ``clip_saved`` (``events``: the ids it covers).
 
     An event reads like the dict it serializes to (``event["type"]``, ``event.get("track_id")``: a read-only
     :class:`~collections.abc.Mapping` over :meth:`to_dict`), so code written against event dicts keeps working,
     and compares equal to that dict.
 
     Attributes:
+        id: uuid4 hex, set by the pipeline when the event is published (``None`` before).
         frame: index of the frame in its source (``None``: the frame the event is published with).
         wall_time: Unix seconds when that frame was captured (``None``: the frame's).
         extra: further fields, serialized after the typed ones.
     """
 
     TYPE: ClassVar[str] = ""
+    id: Optional[str] = None
     frame: Optional[int] = None
     wall_time: Optional[float] = None
     extra: Dict[str, Any] = field(default_factory=dict)
@@ -309,12 +335,18 @@ class Event(Mapping):
         """The event type (``"line_cross"``...)."""
         return self.TYPE
 
+    def with_id(self) -> "Event":
+        """This event when it has an :attr:`id`, else a copy with a new one (uuid4 hex)."""
+        return self if self.id else dataclasses.replace(self, id=uuid.uuid4().hex)
+
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON-ready dict: ``type``, the typed fields in declaration order (optional ones only when set),
-        ``frame`` and ``wall_time`` when set, then :attr:`extra`."""
+        """The JSON-ready dict: ``type``, ``id`` when set, the typed fields in declaration order (optional ones only
+        when set), ``frame`` and ``wall_time`` when set, then :attr:`extra`."""
         out: Dict[str, Any] = {"type": self.type}
+        if self.id:
+            out["id"] = self.id
         for f in fields(self):
-            if f.name not in ("frame", "wall_time", "extra"):
+            if f.name not in ("id", "frame", "wall_time", "extra"):
                 value = getattr(self, f.name)
                 if value is not None or not f.metadata.get("omit_if_none"):
                     out[f.name] = value
@@ -474,13 +506,28 @@ class ObjectEnd(Event):
 
 @dataclass(frozen=True, eq=False)
 class ClipSaved(Event):
-    """A recorder finished a clip: its ``path``, the Unix seconds it covers and the event that triggered it (its
-    ``id``, or ``None``)."""
+    """A recorder closed a clip (:mod:`edge_detect.recording`).
+
+    Attributes:
+        path: the clip (``DIR/{source}/{YYYY-MM-DD}/{HHMMSS}-{event_id}.mp4``).
+        start_time, end_time: the Unix seconds its first and last frame show.
+        start, end: the same on the source's own clock: the file's presentation time in seconds (files), Unix
+            seconds (live sources).
+        duration_s: ``end - start``.
+        thumbnail: a JPEG of the clip's best frame (highest detection score), or ``None``.
+        events: the ids of the events the clip covers, in order.
+        trigger: the id of the event that opened the clip (the first of :attr:`events`), or ``None``.
+    """
 
     TYPE: ClassVar[str] = "clip_saved"
     path: str
     start_time: float
     end_time: float
+    start: Optional[float] = None
+    end: Optional[float] = None
+    duration_s: Optional[float] = None
+    thumbnail: Optional[str] = None
+    events: List[str] = field(default_factory=list)
     trigger: Optional[str] = None
 
 
@@ -490,12 +537,19 @@ class GenericEvent(Event):
 
     data: Dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.id is None and self.data.get("id"):
+            object.__setattr__(self, "id", str(self.data["id"]))
+
     @property
     def type(self) -> str:
         return str(self.data.get("type", "unknown"))
 
     def to_dict(self) -> Dict[str, Any]:
-        return dict(self.data)
+        out = dict(self.data)
+        if self.id and "id" not in out:
+            out["id"] = self.id
+        return out
 
 
 # ------------------------------------------------------------------------------------------------- sinks
@@ -536,11 +590,15 @@ class RunContext(Sequence[StreamInfo]):
             "dropped", "corrupt", "reconnects", ...}}, "sinks": {name: {"queued", "sent", "dropped", "failed"}}}``.
         standalone: a context made for a sink used outside a pipeline (:meth:`of` a plain list): nobody publishes
             on its bus, so a sink that reads counts feeds them itself.
+
+    A sink may also **emit events into the run** (:meth:`emit`: the recorder's ``clip_saved``), and look up a source
+    that was added after the run started (:meth:`stream`).
     """
 
     def __init__(self, streams: Sequence[StreamInfo] = (), names: Sequence[str] = (), bus: Optional["EventBus"] = None,
                  stats: Optional[Callable[[], Dict[str, Any]]] = None, model: str = "",
-                 standalone: bool = False) -> None:
+                 standalone: bool = False, emit: Optional[Callable[["Event", str], None]] = None,
+                 lookup: Optional[Callable[[str], Optional[StreamInfo]]] = None) -> None:
         if bus is None:
             from edge_detect.events import EventBus
 
@@ -551,6 +609,8 @@ class RunContext(Sequence[StreamInfo]):
         self.model = str(model)
         self.standalone = bool(standalone)
         self._stats = stats
+        self._emit = emit
+        self._lookup = lookup
 
     @classmethod
     def of(cls, value: Union["RunContext", Sequence[StreamInfo], None]) -> "RunContext":
@@ -573,6 +633,33 @@ class RunContext(Sequence[StreamInfo]):
         if self._stats is None:
             return {"sources": {}, "sinks": {}}
         return self._stats()
+
+    def emit(self, event: Union["Event", Mapping], source_id: str) -> None:
+        """Hand an event of ``source_id`` to the run, from any thread; returns at once (never waits).
+
+        The pipeline gives it its id (:meth:`Event.with_id`) and delivers it on its sinks stage between two frames:
+        published on the bus (the counts, the dashboard's event store, every subscriber) and written to every sink
+        in a :class:`Result` with :attr:`Result.emitted` set (a JSONL line, an MQTT / webhook event...). A sink
+        that emits sets :attr:`Sink.emits`: at the end of the run it is closed before the others, and what it
+        emitted while closing is still delivered to them. Without a pipeline (a standalone context) the event is
+        dropped (logged at debug level).
+
+        Raises:
+            TypeError: ``event`` is neither an :class:`Event` nor a mapping with a ``type``.
+        """
+        ev = as_event(event)
+        if self._emit is None:
+            LOGGER.debug("no run to emit into: %s event of %s dropped", ev.type, source_id)
+            return
+        self._emit(ev, str(source_id))
+
+    def stream(self, source_id: str) -> Optional[StreamInfo]:
+        """The :class:`StreamInfo` of ``source_id``: one of the sources at start, or one added later (when the run
+        knows it), else ``None``."""
+        for s in self._streams:
+            if s.source_id == source_id:
+                return s
+        return self._lookup(source_id) if self._lookup is not None else None
 
     @overload
     def __getitem__(self, index: int) -> StreamInfo: ...
@@ -597,10 +684,19 @@ class Sink:
     :class:`~edge_detect.sinks.threaded.ThreadedSink` for that). A sink sets ``stop_requested`` to end the run
     (the display's q / Esc). An exception raised by ``write`` ends the run with an error; the other sinks are
     still closed.
+
+    Attributes:
+        error: ``None`` while the sink works. A sink that stopped working but lets the run go on (**degraded**:
+            the recorder on a full disk) sets it to one line saying why; the run summary lists it in
+            ``sink_errors`` (and ``degraded``), the run and the other outputs go on, and the CLI's exit code stays
+            0. (A sink whose failure must end the run raises from ``write`` instead.)
+        emits: the sink emits events into the run (:meth:`RunContext.emit`); it is closed before the others.
     """
 
     name = "sink"
     stop_requested = False
+    error: Optional[str] = None
+    emits: bool = False
 
     def start(self, context: Union[RunContext, Sequence[StreamInfo]]) -> None:
         """Called once before the first ``write`` (a plain list of streams is accepted: :meth:`RunContext.of`)."""
@@ -614,6 +710,12 @@ class Sink:
     def counters(self) -> Dict[str, Dict[str, int]]:
         """Delivery counters per output name, ``{name: {"queued", "sent", "dropped", "failed"}}``; ``{}`` for a
         sink that neither queues nor drops. Merged into the run summary's ``sinks`` section."""
+        return {}
+
+    def thread_cpu_ms(self) -> Dict[str, float]:
+        """CPU milliseconds the sink's own threads spent so far, by entry name (``{"record": ms}``); ``{}`` (the
+        default) for a sink that does not measure them. Each entry goes into the run summary's
+        ``cpu_ms_per_frame`` (per processed frame) and is no longer counted under ``inference``."""
         return {}
 
     def __enter__(self) -> "Sink":

@@ -76,7 +76,7 @@ def test_jsonl_one_file_per_source_when_several(tmp_path, streams, files):
     assert got == files and sink.lines == 3
 
 
-def test_video_is_h264_yuv420p_faststart_with_every_frame(tmp_path):
+def test_video_is_h264_yuv420p_fragmented_with_every_frame(tmp_path):
     av = pytest.importorskip("av")
     path = tmp_path / "out.mp4"
     sink = VideoSink(path)
@@ -91,7 +91,7 @@ def test_video_is_h264_yuv420p_faststart_with_every_frame(tmp_path):
         assert (s.codec_context.width, s.codec_context.height) == (160, 120)
         assert float(s.average_rate) == pytest.approx(10.0)
     data = path.read_bytes()
-    assert 0 < data.find(b"moov") < data.find(b"mdat")  # faststart: index before the media data
+    assert 0 < data.find(b"moov") < data.find(b"moof") < data.find(b"mdat")  # index up front, then fragments
 
 
 def test_video_one_file_per_source(tmp_path):
@@ -204,7 +204,8 @@ def test_result_events_and_track_ids_in_record():
 
 @pytest.mark.parametrize("spec, options, match", [
     ("out.jsonl", {"fps": 5}, r"out.jsonl': unknown option 'fps'; expected one of \[\]"),
-    ("out.mp4", {"fsp": 5}, r"'fsp'; expected one of \['fps', 'crf', 'preset', 'threads', 'annotate'\]"),
+    ("out.mp4", {"fsp": 5},
+     r"'fsp'; expected one of \['fps', 'crf', 'preset', 'threads', 'annotate', 'fragment_s', 'segment_s'\]"),
     ("mjpeg://127.0.0.1:0", {"qualty": 5}, r"unknown option 'qualty'"),
 ])
 def test_open_sink_unknown_option(tmp_path, spec, options, match):

@@ -44,11 +44,12 @@ examples:
 stopping and exit codes:
   the run ends when all sources end (with --http: not then, it keeps serving and takes new sources), after
   --max-frames / --duration, on q or Esc in the window, or on Ctrl-C / SIGTERM. Frames in flight are finished
-  and every output is finalized (the mp4 stays playable, the JSONL holds every processed frame, --summary-json
-  is written). Exit code: 0 when the run ended by
-  itself, 130 after SIGINT (Ctrl-C), 143 after SIGTERM, 2 on errors (also: no frame could be processed, an
-  output that is not writable or is one of the inputs -- checked before the run starts). A second signal
-  aborts at once.
+  and every output is finalized (the mp4 holds every frame, the JSONL holds every processed frame,
+  --summary-json is written); after a kill or a power cut the mp4 still plays up to its last second. Exit
+  code: 0 when the run ended by itself (also when the recorder stopped on a full disk: the run went on,
+  sink_errors says so), 130 after SIGINT (Ctrl-C), 143 after SIGTERM, 2 on errors (also: an output failed, no
+  frame could be processed, an output that is not writable or is one of the inputs -- checked before the run
+  starts). A second signal aborts at once.
 
 default model: without --model (or with a name such as yolov5n) the checkpoint is looked up offline in
 $EDGE_DETECT_WEIGHTS, the repository's weights/, ../shared/weights and the user cache, and exported to ONNX once
@@ -72,6 +73,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_http_args(p.add_argument_group("dashboard and REST API (README 'Dashboard and REST API')"),
                   "serve the dashboard and the REST API of this run on HOST:PORT (e.g. 127.0.0.1:8080; default: "
                   "the config's server.port, else none); the run then goes on when its sources end, until Ctrl-C")
+    _record_args(p.add_argument_group("recording (README 'Recording'; more in the config's outputs.record)"))
     r = p.add_argument_group("stopping")
     r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
     r.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
@@ -129,7 +131,12 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 
 def _output_args(o: Any) -> None:
     o.add_argument("--save-video", default=None, metavar="PATH.mp4",
-                   help="annotated video (H.264 yuv420p + faststart; one file per source when several)")
+                   help="annotated video (H.264 yuv420p; one file per source when several), crash-safe: a fragment "
+                        "every second, so a kill or power cut loses at most the last second (.mp4 fragmented, .mkv "
+                        "in clusters)")
+    o.add_argument("--video-segments", type=float, default=None, metavar="SECONDS",
+                   help="with --save-video: a new file every SECONDS, PATH_00000.mp4, PATH_00001.mp4... (each "
+                        "crash-safe, closed ones complete)")
     o.add_argument("--save-jsonl", default=None, metavar="PATH.jsonl",
                    help="one JSON line per processed frame: source, frame, pts_ms, wall_time, detections "
                         "(one file per source when several: PATH_<source>.jsonl)")
@@ -165,6 +172,32 @@ def _event_args(e: Any) -> None:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics")
     e.add_argument("--metrics-host", default=None, metavar="ADDR",
                    help="metrics bind address (default: 127.0.0.1; 0.0.0.0 exposes it to the network)")
+
+
+def _record_args(r: Any) -> None:
+    r.add_argument("--record", default=None, metavar="DIR",
+                   help="record a clip around each event (default: line_cross, zone_enter) into "
+                        "DIR/{source}/{YYYY-MM-DD}/{HHMMSS}-{event_id}.mp4 with a .jpg thumbnail; H.264/H.265 sources "
+                        "are copied without re-encoding; a clip_saved event carries the path")
+    r.add_argument("--record-pre", type=float, default=None, metavar="SECONDS",
+                   help="seconds recorded before the first event of a clip (default: 5, at most 60)")
+    r.add_argument("--record-post", type=float, default=None, metavar="SECONDS",
+                   help="seconds recorded after the last event of a clip (default: 5)")
+
+
+def _record_flags(args: argparse.Namespace, cfg: AppConfig) -> AppConfig:
+    """``cfg`` with ``outputs.record`` changed by --record / --record-pre / --record-post."""
+    given = {k: v for k, v in (("dir", args.record), ("pre_s", args.record_pre), ("post_s", args.record_post))
+             if v is not None}
+    if not given:
+        return cfg
+    if cfg.outputs.record is None and "dir" not in given:
+        raise ConfigError("--record-pre/--record-post: expected --record DIR too (or outputs.record in the config), "
+                          "got none")
+    from edge_detect.recording import RecordConfig
+
+    record = dataclasses.replace(cfg.outputs.record or RecordConfig(), **given)
+    return dataclasses.replace(cfg, outputs=dataclasses.replace(cfg.outputs, record=record))
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -204,7 +237,9 @@ def _sink_flags(args: argparse.Namespace, cfg: AppConfig) -> List[SinkConfig]:
     """Sink specs from --save-video / --save-jsonl / --preview-port / --preview-host / --sink."""
     specs: List[SinkConfig] = []
     if args.save_video:
-        specs.append(SinkConfig(args.save_video))
+        specs.append(SinkConfig(args.save_video, {"segment_s": args.video_segments} if args.video_segments else {}))
+    elif args.video_segments:
+        raise ConfigError("--video-segments: expected --save-video PATH too, got none")
     if args.save_jsonl:
         specs.append(SinkConfig(args.save_jsonl))
     if args.preview_port is not None:
@@ -297,7 +332,7 @@ def main(args: argparse.Namespace) -> int:
     """Run the app (flags -> config -> :class:`~edge_detect.app.App`); returns 0, or 128 + signal number when
     stopped by SIGINT / SIGTERM."""
     cfg = load_app_config(args.config, _overrides(args))
-    cfg = _event_flags(args, add_sinks(cfg, _sink_flags(args, cfg)))
+    cfg = _record_flags(args, _event_flags(args, add_sinks(cfg, _sink_flags(args, cfg))))
     if not cfg.sources:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
     if cfg.model.imgsz is not None:
@@ -308,9 +343,10 @@ def main(args: argparse.Namespace) -> int:
     app = App(cfg, exporter=default_exporter, keep_alive=http is not None)
     with _SignalStop(app) as stop:
         summary = app.run() if http is None else serve_app(app, http[0], generated_token=http[1])
-    if summary.sink_errors:  # the other outputs were finalized; the summary (if asked) is written
-        more = f" (+{len(summary.sink_errors) - 1} more)" if len(summary.sink_errors) > 1 else ""
-        raise SinkError(f"output failed: {summary.sink_errors[0]}{more}")
+    failed = [e for e in summary.sink_errors if e not in summary.degraded]  # degraded sinks let the run go on
+    if failed:  # the other outputs were finalized; the summary (if asked) is written
+        more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise SinkError(f"output failed: {failed[0]}{more}")
     if stop.signum is not None:
         return 128 + stop.signum
     if summary.processed == 0 and summary.stopped_by == "end":

@@ -93,12 +93,15 @@ def serve_app(app: Any, settings: ServerSettings, *, generated_token: bool = Fal
     """
     require("fastapi", "server")
     require("uvicorn", "server")
+    from edge_detect.recording import ClipIndex
     from edge_detect.server.api import create_app
     from edge_detect.server.persist import config_saver
     from edge_detect.server.runner import HttpServer
 
     persist = config_saver(config_path, app.config_dict) if save_config and config_path else None
-    server = HttpServer(create_app(app, settings, persist=persist), settings)
+    record = app.config.outputs.record
+    recordings = ClipIndex(record.dir) if record is not None and record.dir else None  # clips of earlier runs too
+    server = HttpServer(create_app(app, settings, recordings=recordings, persist=persist), settings)
     if generated_token:
         print(f"edge-detect: API token (generated for this run, shown once): {settings.api_token}", file=sys.stderr)
         print(f"edge-detect: dashboard: {server.url}/#token={settings.api_token}", file=sys.stderr)

@@ -7,8 +7,10 @@ it. The oldest events are dropped beyond ``capacity``; a small JPEG thumbnail of
 newest ``thumbnails`` events (about 5-10 kB each).
 
 Recording (clips): a recorder publishes ``clip_saved`` events on the bus, carrying ``clip`` (the MP4's path; the
-typed event's ``path`` is read too) and ``thumbnail`` (a JPEG's path); they are stored like any event and their
-files served by ``GET /events/{id}/clip.mp4`` and ``/snapshot.jpg``. Clips written before this process started
+typed event's ``path`` is read too), ``thumbnail`` (a JPEG's path) and ``events`` (the ids of the events the clip
+covers); they are stored like any event and their files served by ``GET /events/{id}/clip.mp4`` and
+``/snapshot.jpg``. The stored events a clip covers get its ``clip`` too, so ``/events/{id}/clip.mp4`` of a
+``line_cross`` plays the clip around it. Clips written before this process started
 (the recorder's files on disk) come in through a :class:`RecordingIndex` given to the store: its events are
 merged into ``GET /events`` answers. No recorder: ``recordings=None``.
 """
@@ -97,6 +99,10 @@ class EventStore:
             record["id"] = str(record.get("id") or uuid.uuid4().hex)
             if record.get("type") == "clip_saved" and "clip" not in record and record.get("path"):
                 record["clip"] = record["path"]  # the typed ClipSaved event names its file `path`
+            if record.get("type") == "clip_saved" and record.get("clip"):
+                for covered in record.get("events") or ():  # the events the clip covers play it too
+                    if isinstance(covered, str) and covered in self._by_id:
+                        self._by_id[covered]["clip"] = record["clip"]
             source = str(record.get("source", ""))
             if not isinstance(record.get("seq"), int):
                 self._seq[source] = self._seq.get(source, 0) + 1

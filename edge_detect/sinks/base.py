@@ -47,6 +47,7 @@ SINK_MODULES: Dict[str, str] = {
     "webhook+http": "edge_detect.sinks.webhook",
     "webhook+https": "edge_detect.sinks.webhook",
     "metrics": "edge_detect.sinks.metrics",
+    "record": "edge_detect.sinks.recorder",
 }
 # other spellings accepted for a key
 _ALIASES = {"show": "display", "window": "display"}

@@ -46,7 +46,7 @@ class DisplaySink(Sink):
         self._windows: List[str] = []
 
     def write(self, result: Result) -> None:
-        if not self.enabled or result.final:
+        if not self.enabled or result.events_only:
             return
         title = f"{self.window} [{result.frame.source_id}]"
         if title not in self._windows:

@@ -9,7 +9,9 @@ JSON Schema shipped in the package (:func:`load_schema`, ``edge_detect/schemas/e
      "wall_time": 1718000000.123, "line": "door", "direction": "in", "track_id": 7, "class_name": "person",
      "snapshot": "snaps/gate/gate-00000412.jpg"}
 
-* ``schema``: :data:`SCHEMA_VERSION`; ``id``: uuid4 hex, unique (deduplicate QoS 1 redeliveries with it);
+* ``schema``: :data:`SCHEMA_VERSION`; ``id``: uuid4 hex, unique (deduplicate QoS 1 redeliveries with it), the
+  one the pipeline gave the event when it published it: the same in the JSONL line, on MQTT, on the webhook, in
+  the dashboard and in a ``clip_saved`` event's ``events``;
   ``seq``: per source, 1, 2, 3... over every event of the source in this run (a gap means a lost event);
   ``frame`` / ``wall_time``: the frame the event belongs to (Unix seconds at capture).
 * ``object_update`` is produced here from tracked detections (``track_id >= 0``): at most one every
@@ -123,12 +125,13 @@ class EventBuilder:
         return self._seq.get(source_id, 0)
 
     def envelope(self, event: Dict[str, Any], source_id: str, frame: int, wall_time: float) -> Dict[str, Any]:
-        """``event`` with ``schema``, ``id``, ``seq``, ``source`` (and ``frame``/``wall_time`` when missing)
-        in front; values made JSON-ready. Increments the source's ``seq``."""
+        """``event`` with ``schema``, ``id`` (the event's own, assigned by the pipeline when it published it; a
+        new uuid4 hex only for an event without one, such as ``object_update``), ``seq``, ``source`` (and
+        ``frame``/``wall_time`` when missing) in front; values made JSON-ready. Increments the source's ``seq``."""
         seq = self._seq.get(source_id, 0) + 1
         self._seq[source_id] = seq
         body = {k: _jsonable(v) for k, v in event.items() if k not in ("schema", "id", "seq", "source")}
-        out: Dict[str, Any] = {"schema": SCHEMA_VERSION, "id": uuid.uuid4().hex, "seq": seq,
+        out: Dict[str, Any] = {"schema": SCHEMA_VERSION, "id": str(event.get("id") or uuid.uuid4().hex), "seq": seq,
                                "type": str(body.pop("type", "unknown")), "source": str(source_id),
                                "frame": int(body.pop("frame", frame)),
                                "wall_time": round(float(body.pop("wall_time", wall_time)), 6)}
@@ -283,7 +286,7 @@ class EventsSink(ThreadedSink):
         sid = str(result.frame.source_id)
         with self._lock:
             st = self._sources.setdefault(sid, _SourceStats())
-            if not result.final:
+            if not result.events_only:
                 st.processed += 1
                 st.rate.tick(now)
                 if result.frame.capture_time:

@@ -78,7 +78,7 @@ class AnnotatedImagesSink(ThreadedSink):
         self.written = 0
 
     def prepare(self, result: Result) -> Optional[Result]:
-        return None if result.final else result
+        return None if result.events_only else result
 
     def handle(self, result: Result) -> bool:
         from edge_detect.annotate import draw_detections
@@ -105,7 +105,7 @@ class YoloLabelsSink(ThreadedSink):
 
     def prepare(self, result: Result) -> Optional[Tuple[Path, str]]:
         """``(file, text)``: the rows are formatted here, written by the sink's thread."""
-        if result.final:
+        if result.events_only:
             return None
         return (self.folder / f"{_name(result.frame).stem}.txt",
                 yolo_label_rows(result.detections, result.frame.image.shape))
@@ -146,7 +146,7 @@ class CocoResultsSink(Sink):
     def write(self, result: Result) -> None:
         from edge_detect.evaluate import coco_results
 
-        if not result.final:
+        if not result.events_only:
             self.records.extend(coco_results(self._image_id(result.frame), result.detections))
 
     def close(self) -> None:

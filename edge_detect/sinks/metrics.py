@@ -118,7 +118,7 @@ class MetricsSink(Sink):
         now = time.perf_counter()
         frame = result.frame
         sid = str(frame.source_id)
-        if result.final:
+        if result.events_only:
             return
         self._processed.labels(sid).inc()
         if frame.capture_time:

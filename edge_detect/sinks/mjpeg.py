@@ -129,7 +129,7 @@ class MjpegPreviewSink(Sink):
 
     def write(self, result: Result) -> None:
         """Publish the (annotated) frame; nothing is drawn or encoded while nobody watches."""
-        if result.final:
+        if result.events_only:
             return
         image = (result.annotated if self.annotate else result.frame.image) if self._clients \
             else result.frame.image

@@ -51,19 +51,19 @@ class Chains:
 
     def run(self, detections: Detections, frame: Frame) -> Detections:
         """The frame's detections through its source's chain; events made typed (:func:`~edge_detect.types.
-        as_event`)."""
+        as_event`) and given their ids (:meth:`~edge_detect.types.Event.with_id`: assigned once, here)."""
         for proc in self._chains.get(frame.source_id, ()):
             detections = proc.update(detections, frame)
-        detections.metadata["events"] = [as_event(e) for e in detections.metadata.get("events", ())]
+        detections.metadata["events"] = [as_event(e).with_id() for e in detections.metadata.get("events", ())]
         return detections
 
     def finish(self, source_id: str, frame: Frame) -> List[Event]:
-        """The events of the chain's optional ``finish(last_frame)`` calls."""
+        """The events of the chain's optional ``finish(last_frame)`` calls (typed, with their ids)."""
         events: List[Event] = []
         for proc in self._chains.get(source_id, ()):
             finish = getattr(proc, "finish", None)
             if callable(finish):
-                events += [as_event(e) for e in finish(frame) or ()]
+                events += [as_event(e).with_id() for e in finish(frame) or ()]
         return events
 
     def summaries(self) -> Dict[str, Dict[str, Any]]:

@@ -2,18 +2,32 @@
 
 A sink whose ``write`` raises is dropped (closed) and the run stops (``stopped_by = "sink_error"``); the other
 sinks get every frame processed until then and are finalized normally. A sink whose ``close`` raises is reported
-(``"<sink>: finalizing failed: ..."``). Sinks added while the run goes on are started with the run's context.
+(``"<sink>: finalizing failed: ..."``). A sink that stopped working but lets the run go on sets
+:attr:`~edge_detect.types.Sink.error` (**degraded**, e.g. the recorder on a full disk): it is listed in the
+summary's ``sink_errors`` and ``degraded``, and nothing stops. Sinks added while the run goes on are started with
+the run's context.
+
+Events emitted by sinks (:meth:`~edge_detect.types.RunContext.emit`, from any thread) wait in a bounded queue
+(:data:`EMIT_QUEUE`; beyond it the oldest is dropped and counted in :attr:`Outputs.emit_dropped`) until the
+pipeline's sinks stage takes them (:meth:`Outputs.take_emitted`) between two frames. At the end, sinks that emit
+(:attr:`~edge_detect.types.Sink.emits`) are closed first and what they emitted meanwhile is delivered to the others
+before those close.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, List, Sequence
+import threading
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-from edge_detect.types import Result, RunContext, Sink
+from edge_detect.types import Event, Result, RunContext, Sink
 
-__all__ = ["Outputs"]
+__all__ = ["Outputs", "EMIT_QUEUE"]
 
 LOGGER = logging.getLogger(__name__)
+
+#: emitted events waiting for the sinks stage at most
+EMIT_QUEUE = 1024
 
 
 def _first_line(exc: BaseException) -> str:
@@ -33,6 +47,28 @@ class Outputs:
         self._all: List[Sink] = list(sinks)  # also those dropped after a failure: their counters count
         self._stop = stop
         self.errors: List[str] = []
+        self._emitted: Deque[Tuple[Event, str]] = deque()
+        self._emit_lock = threading.Lock()
+        self.emit_dropped = 0
+
+    def emit(self, event: Event, source_id: str) -> None:
+        """Queue an event a sink emitted (any thread; never waits; the oldest is dropped beyond
+        :data:`EMIT_QUEUE`)."""
+        with self._emit_lock:
+            if len(self._emitted) >= EMIT_QUEUE:
+                self._emitted.popleft()
+                self.emit_dropped += 1
+                if self.emit_dropped == 1 or self.emit_dropped % 100 == 0:
+                    LOGGER.warning("emitted events: queue full (%d), dropped %d so far", EMIT_QUEUE,
+                                   self.emit_dropped)
+            self._emitted.append((event, source_id))
+
+    def take_emitted(self) -> List[Tuple[Event, str]]:
+        """The emitted events waiting, oldest first (the queue is emptied)."""
+        with self._emit_lock:
+            out = list(self._emitted)
+            self._emitted.clear()
+        return out
 
     def start(self, context: RunContext) -> None:
         for sink in self.sinks:
@@ -80,9 +116,34 @@ class Outputs:
             self.errors.append(f"{sink.name}: finalizing failed: {_first_line(exc)}")
             LOGGER.error("closing %s sink failed: %s", sink.name, _first_line(exc))
 
-    def close_all(self) -> None:
+    def close_all(self, deliver: Optional[Callable[[], None]] = None) -> None:
+        """Close every sink: those that emit events first, then ``deliver()`` (what they emitted reaches the
+        others), then the rest."""
+        emitters = [s for s in self.sinks if s.emits]
+        for sink in emitters:
+            self.sinks.remove(sink)
+            self._close(sink)
+        if deliver is not None and emitters:
+            try:
+                deliver()
+            except Exception as exc:  # noqa: BLE001 - the other sinks must still be finalized
+                self.errors.append(f"emitted events: delivery failed: {_first_line(exc)}")
+                LOGGER.error("delivering the emitted events at close failed: %s", _first_line(exc))
         for sink in list(self.sinks):
             self._close(sink)
+
+    def degraded(self) -> List[str]:
+        """``"<sink>: <error>"`` for every sink that stopped working while the run went on
+        (:attr:`~edge_detect.types.Sink.error`)."""
+        return [f"{sink.name}: {sink.error}" for sink in list(self._all) if sink.error]
+
+    def thread_cpu_ms(self) -> Dict[str, float]:
+        """The sinks' own threads' CPU milliseconds by entry (:meth:`~edge_detect.types.Sink.thread_cpu_ms`), summed."""
+        out: Dict[str, float] = {}
+        for sink in list(self._all):
+            for key, ms in sink.thread_cpu_ms().items():
+                out[key] = out.get(key, 0.0) + float(ms)
+        return out
 
     def counters(self) -> Dict[str, Dict[str, int]]:
         """Every sink's :meth:`~edge_detect.types.Sink.counters`, a second output of one name as ``name#2``."""

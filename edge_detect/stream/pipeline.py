@@ -24,6 +24,11 @@ Each source's chain ``finish(last_frame)`` runs once its source ended and all it
 the end of the run); its events reach the bus and the sinks in one end-of-source Result (``final=True``). Counts
 come from the bus; other processor ``summary()`` figures are merged into the summary, per source and summed.
 
+Every event gets its id once, when the chain returns it (:meth:`~edge_detect.types.Event.with_id`). Events a sink
+emits into the run (:meth:`~edge_detect.types.RunContext.emit`, e.g. the recorder's ``clip_saved``, from the sink's
+own thread) are delivered on the sinks stage between two batches (and while it waits for one): with their id, on
+the bus and to every sink, in a Result with ``emitted=True`` carrying the source's latest frame.
+
 Runtime changes (:meth:`Pipeline.apply`, used by :class:`~edge_detect.app.App`): add / remove / pause a source,
 replace a chain, install a gate, add / remove a sink, all between two batches. Stopping: sources exhausted,
 ``max_frames``, ``duration``, a sink asking (display q / Esc), :meth:`Pipeline.stop`, or ``stop_event``; frames in
@@ -38,6 +43,8 @@ import queue
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
 
 from edge_detect.detector import as_detector_like
 from edge_detect.errors import ConfigError, ModelError
@@ -80,6 +87,10 @@ def _check(sources: Sequence[Any], sinks: Sequence[Any], procs: Sequence[Any], m
     for p in procs:
         if not (callable(getattr(p, "update", None)) and callable(getattr(p, "clone", None))):
             raise ConfigError(f"processors: expected objects with update(detections, frame) and clone(), got {p!r}")
+
+
+def _stream_info(src: Source) -> StreamInfo:
+    return StreamInfo(src.source_id, src.fps, src.is_live, src.uri, src.kind, src.expected_frames)
 
 
 class Pipeline(RuntimeChanges):
@@ -171,9 +182,15 @@ class Pipeline(RuntimeChanges):
         return self.outputs.sinks
 
     def context(self) -> RunContext:
-        """The read-only :class:`~edge_detect.types.RunContext` the sinks are started with."""
-        streams = [StreamInfo(s.source_id, s.fps, s.is_live, s.uri, s.kind, s.expected_frames) for s in self.sources]
-        return RunContext(streams, self.names, self.bus, self.stats_snapshot)
+        """The read-only :class:`~edge_detect.types.RunContext` the sinks are started with (emitting into this
+        run, looking up sources added later)."""
+        streams = [_stream_info(s) for s in self.sources]
+        return RunContext(streams, self.names, self.bus, self.stats_snapshot, emit=self.outputs.emit,
+                          lookup=self._stream_info)
+
+    def _stream_info(self, source_id: str) -> Optional[StreamInfo]:
+        src = next((s for s in list(self.sources) if s.source_id == source_id), None)
+        return None if src is None else _stream_info(src)
 
     def stats_snapshot(self) -> Dict[str, Any]:
         """The run's figures now: per source (:meth:`RunStats.source_figures`), per sink output its counters."""
@@ -317,6 +334,16 @@ class Pipeline(RuntimeChanges):
         if self.outputs.stop_requested:
             self.stop("sink")
 
+    def _deliver_emitted(self) -> None:
+        """Publish and write the events sinks emitted (module doc), one Result per event."""
+        for event, sid in self.outputs.take_emitted():
+            frame = self._last_frame.get(sid) or Frame(np.zeros((1, 1, 3), np.uint8), sid)
+            dets = Detections.empty()
+            dets.metadata["events"] = [event.with_id()]
+            result = Result(frame, dets, self.names, self.stats.rate.rate, emitted=True)
+            self.bus.publish(result)
+            self.outputs.write(result)
+
     # ------------------------------------------------------------------------------------------- run
 
     def _bar(self) -> Any:
@@ -334,6 +361,7 @@ class Pipeline(RuntimeChanges):
         try:
             while True:
                 self._run_ops()
+                self._deliver_emitted()
                 try:  # a short wait: a runtime change asked while no batch comes is applied within 10 ms
                     batch = self._post_q.get(timeout=_OPS_POLL_S)
                 except queue.Empty:
@@ -406,7 +434,8 @@ class Pipeline(RuntimeChanges):
                 worker.join(5.0)
         for src in self.sources:
             src.close()
-        self.outputs.close_all()
+        self._deliver_emitted()
+        self.outputs.close_all(self._deliver_emitted)
 
     def summary(self) -> RunSummary:
         """The :class:`RunSummary` of what has run so far (sources removed during the run included)."""
@@ -420,4 +449,5 @@ class Pipeline(RuntimeChanges):
                     per_source[sid].setdefault(key, value)
         decode = sum(s.stats.decode_cpu_ms for s in sources)
         return self.stats.summary(per_source, self._stopped_by, self.batch, self.outputs.errors,
-                                  self.outputs.counters(), merge_summaries(list(parts.values())), decode)
+                                  self.outputs.counters(), merge_summaries(list(parts.values())), decode,
+                                  degraded=self.outputs.degraded(), sink_cpu_ms=self.outputs.thread_cpu_ms())

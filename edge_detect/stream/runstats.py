@@ -11,7 +11,9 @@ App's status, the MQTT stats, the metrics):
 
 CPU cost: each stage thread measures its own CPU time (``time.thread_time``) and the capture threads theirs for
 decoding; ``cpu_ms_per_frame`` gives them per processed frame, with ``inference`` = the process CPU time
-(``time.process_time``) left after the other stages (the inference runtime's worker threads).
+(``time.process_time``) left after the other stages (the inference runtime's worker threads). Sinks that measure
+their own threads (:meth:`~edge_detect.types.Sink.thread_cpu_ms`: the recorder's ``record``) get entries of their own,
+taken out of ``inference``.
 """
 from __future__ import annotations
 
@@ -57,10 +59,14 @@ class RunSummary:
             stopped; or the reason given to it), or when ``stop_event`` was set: its ``reason`` attribute if it has
             one, else ``"stop_event"``.
         sink_errors: one line per sink that failed to write or to finalize (``"<sink>: <message>"``); the run
-            stops at the first write failure, every other sink is still finalized.
+            stops at the first write failure, every other sink is still finalized. Degraded sinks are listed too.
+        degraded: the lines of :attr:`sink_errors` from sinks that stopped working while the run and the other
+            outputs went on (:attr:`~edge_detect.types.Sink.error`: the recorder on a full disk); not a failure
+            of the run (the CLI's exit code stays 0).
         batch: ``{"size": N, "calls": backend calls, "mean_frames": real frames per call}``.
         cpu_ms_per_frame: CPU milliseconds per processed frame for ``decode``, ``preprocess``, ``inference``,
-            ``postprocess``, ``processors``, ``sinks`` and ``total`` (process CPU time / processed; module doc).
+            ``postprocess``, ``processors``, ``sinks``, the sinks' own measured threads (``record``: the
+            recorder's) and ``total`` (process CPU time / processed; module doc).
         sinks: per output that queues (``video``, ``jsonl``, ``mqtt``, ``webhook``, ``snapshots``...):
             ``{"queued", "sent", "dropped", "failed"}`` at the end of the run (a second output of one name is
             ``name#2``).
@@ -81,6 +87,7 @@ class RunSummary:
     stopped_by: str = "end"
     batch: Dict[str, Any] = field(default_factory=dict)
     sink_errors: List[str] = field(default_factory=list)
+    degraded: List[str] = field(default_factory=list)
     cpu_ms_per_frame: Dict[str, float] = field(default_factory=dict)
     sinks: Dict[str, Dict[str, int]] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)
@@ -105,7 +112,7 @@ class RunSummary:
         ]
         if self.cpu_ms_per_frame:
             lines.append("  CPU ms per frame: " + ", ".join(f"{k} {_num(v)}" for k, v in self.cpu_ms_per_frame.items()))
-        lines += [f"  sink failed: {e}" for e in self.sink_errors]
+        lines += [f"  sink {'degraded' if e in self.degraded else 'failed'}: {e}" for e in self.sink_errors]
         for sid, s in self.sources.items():
             exp = f" of {s['expected_frames']}" if s.get("expected_frames") else ""
             lines.append(f"  {sid} [{s['uri']}]: read {s['read']}{exp}, processed {s['processed']}, dropped "
@@ -222,8 +229,10 @@ class RunStats:
         """``{stage: mean ms}`` so far (``nan`` for stages without samples)."""
         return {k: v["mean_ms"] for k, v in self.timer.summary().items()}
 
-    def cpu_per_frame(self, decode_cpu_ms: float) -> Dict[str, float]:
-        """CPU ms per processed frame per stage (module doc); empty before any frame."""
+    def cpu_per_frame(self, decode_cpu_ms: float, sink_cpu_ms: Optional[Mapping[str, float]] = None
+                      ) -> Dict[str, float]:
+        """CPU ms per processed frame per stage, plus the sinks' measured threads (``sink_cpu_ms``: entry -> ms;
+        module doc); empty before any frame."""
         processed = self.processed()
         if not processed or self._cpu0 is None:
             return {}
@@ -231,15 +240,20 @@ class RunStats:
         with self._lock:
             per = dict(self._cpu_ms)
         per["decode"] = decode_cpu_ms
-        per["inference"] = max(total - sum(v for k, v in per.items() if k != "inference"), 0.0)
+        extra = {k: float(v) for k, v in (sink_cpu_ms or {}).items() if k not in per}
+        per["inference"] = max(total - sum(v for k, v in per.items() if k != "inference") - sum(extra.values()), 0.0)
         out = {k: per[k] / processed for k in STAGES if k != "processors" or self.with_processors}
+        out.update({k: v / processed for k, v in extra.items()})
         out["total"] = total / processed
         return out
 
     def summary(self, per_source: Mapping[str, Dict[str, Any]], stopped_by: str, batch: int,
                 sink_errors: Sequence[str], sinks: Mapping[str, Dict[str, int]], extra: Dict[str, Any],
-                decode_cpu_ms: float) -> RunSummary:
-        """The :class:`RunSummary` of what has run so far (``per_source``: :meth:`source_figures` plus counts)."""
+                decode_cpu_ms: float, degraded: Sequence[str] = (),
+                sink_cpu_ms: Optional[Mapping[str, float]] = None) -> RunSummary:
+        """The :class:`RunSummary` of what has run so far (``per_source``: :meth:`source_figures` plus counts;
+        ``sink_errors``: the failed sinks, ``degraded``: those that went on degraded; ``sink_cpu_ms``: the sinks'
+        measured threads)."""
         processed = self.processed()
         span = (self.t_last - self.t_first) if self.t_first is not None and self.t_last is not None else 0.0
         stages = {k: {"mean_ms": v["mean_ms"], "p95_ms": v["p95_ms"]} for k, v in self.timer.summary().items()}
@@ -254,5 +268,6 @@ class RunStats:
             duration_s=time.perf_counter() - self.t_start, stages=stages,
             latency_ms={"p50": p[50], "p95": p[95], "p99": p[99]}, sources=per, stopped_by=stopped_by,
             batch={"size": batch, "calls": len(sizes), "mean_frames": (sum(sizes) / len(sizes)) if sizes else 0.0},
-            sink_errors=list(sink_errors), sinks=dict(sinks), cpu_ms_per_frame=self.cpu_per_frame(decode_cpu_ms),
+            sink_errors=list(sink_errors) + list(degraded), degraded=list(degraded), sinks=dict(sinks),
+            cpu_ms_per_frame=self.cpu_per_frame(decode_cpu_ms, sink_cpu_ms),
             extra=extra)

@@ -64,6 +64,37 @@ def test_cli_run_publishes_events_snapshots_and_masks_credentials(mosquitto, rep
     assert "mqtt://***@127.0.0.1" in caplog.text and "hunter2" not in text
 
 
+def test_an_event_has_one_id_in_jsonl_on_mqtt_and_in_its_clip(mosquitto, replay, video, tmp_path):
+    """Ids are assigned once, by the pipeline: the JSONL line, the MQTT envelope and the recorder's clip_saved
+    (which reaches both as an event of its own) name the same event alike."""
+    import json
+
+    cfg = tmp_path / "app.yaml"
+    cfg.write_text("outputs:\n  record: {on: ['object_start:person'], pre_s: 1, post_s: 1}\n")
+    sub = Subscriber(mosquitto.port, "edge_detect/#")
+    try:
+        rc = main(["--quiet", "run", "--config", str(cfg), "--model", str(replay), "--source", str(video), "--track",
+                   "--max-frames", "40", "--no-show", "--no-progress", "--threads", "1", "--mqtt", mosquitto.url,
+                   "--save-jsonl", str(tmp_path / "out.jsonl"), "--record", str(tmp_path / "clips")])
+        assert rc == 0
+        lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+        jsonl = [e for x in lines for e in x["events"]]
+        assert sub.wait_for(lambda: sub.on("availability")[-1:] == ["offline"], 15)
+    finally:
+        sub.close()
+    mqtt = [e for e in sub.on("vtest/events") if e["type"] != "object_update"]  # object_update: MQTT's own
+    assert [(e["type"], e["id"]) for e in mqtt] == [(e["type"], e["id"]) for e in jsonl]
+    assert len({e["id"] for e in jsonl}) == len(jsonl)  # unique
+    clips = [e for e in mqtt if e["type"] == "clip_saved"]
+    people = [e["id"] for e in jsonl if e["type"] == "object_new" and e["class_name"] == "person"]
+    assert clips and all(set(c["events"]) <= set(people) for c in clips) and clips[0]["trigger"] == people[0]
+    assert all(os.path.isfile(c["path"]) for c in clips)
+    from edge_detect.sinks.events import validate_event
+
+    for e in mqtt:
+        validate_event(e)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--mqtt", "http://h"], "--mqtt: expected mqtt://"),
     (["--mqtt", "mqtt://u:secret@h:99999"], "bad port"),

@@ -52,8 +52,9 @@ def test_real_line_crossings_arrive_over_mqtt(mosquitto, model_320, video, tmp_p
         assert [e["seq"] for e in got] == list(range(1, len(got) + 1))
         for e in got:
             validate_event(e)
-        # the processors' events, in order, with the envelope and the snapshot path added (object_update is ours)
-        assert [{k: v for k, v in e.items() if k not in ("schema", "id", "seq", "source", "snapshot", "last_snapshot")}
+        # the processors' events, in order, with the envelope and the snapshot path added (object_update is ours);
+        # the same ids as in the JSONL lines (assigned once, by the pipeline)
+        assert [{k: v for k, v in e.items() if k not in ("schema", "seq", "source", "snapshot", "last_snapshot")}
                 for e in got if e["type"] != "object_update"] == [_round6(e) for e in expected]
         gate = summary["lines"]["gate"]
         crossings = [e for e in got if e["type"] == "line_cross"]

@@ -200,6 +200,8 @@ def test_processor_chain_per_source_events_summary_and_finish(video, tmp_path):
     for sid in ("a", "b"):
         mine = files[sid]
         assert {ln["source"] for ln in mine} == {sid}
+        ids = [e.pop("id") for ln in mine for e in ln["events"]]  # every event got its id once, when published
+        assert len(set(ids)) == len(ids) == processed[sid] + 1 and all(len(i) == 32 for i in ids)
         assert [ln["events"] for ln in mine[:-1]] == [[{"type": "tick", "n": i + 1}] for i in range(processed[sid])]
         assert mine[-1]["detections"] == [] and mine[-1]["frame"] == processed[sid] - 1 and mine[-1]["final"]
         assert not any("final" in ln for ln in mine[:-1])
@@ -225,7 +227,8 @@ def test_chain_finished_when_its_source_ends_while_others_go_on(video, tmp_path)
     assert order[:bye].count(("short", False)) == 4  # after the short source's last frame...
     assert order[bye + 1:].count(("long", False)) >= 10  # ...while the long one still runs (10 FPS, realtime)
     assert order[-1] == ("long", True) and order.count(("short", True)) == 1
-    assert sink.results[bye].events == [{"type": "bye", "frame": 3, "frames": 4}]
+    assert [{k: v for k, v in e.items() if k != "id"} for e in sink.results[bye].events] == \
+        [{"type": "bye", "frame": 3, "frames": 4}] and sink.results[bye].events[0].id  # published with its id
 
 
 def test_merge_summaries():

@@ -84,7 +84,9 @@ def test_transient_backend_failures_drop_their_batches_and_the_run_goes_on(folde
     src = s.sources["imgs"]
     assert (s.processed, src["dropped_backend"], src["dropped"], s.dropped, s.stopped_by) == (17, 3, 3, 3, "end")
     assert [r.frame.index for r in sink.results if not r.final] == [i for i in range(20) if i not in (2, 3, 8)]
-    assert sink.results[-1].final and sink.results[-1].events == [{"type": "bye", "frames": 17}]
+    bye = sink.results[-1].events
+    assert sink.results[-1].final and [{k: v for k, v in e.items() if k != "id"} for e in bye] == \
+        [{"type": "bye", "frames": 17}] and len(bye[0].id) == 32  # published with its id
 
 
 def test_transient_failure_of_an_async_request_is_dropped_and_released(folder):
