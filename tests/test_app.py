@@ -97,8 +97,8 @@ server: {{progress: false}}
         after_remove = {sid: _processed(app, sid) for sid in ("a", "c")}
         assert _wait(lambda: all(_processed(app, sid) > after_remove[sid] for sid in ("a", "c")))
         status = app.status()
-        assert set(status["sources"]) == {"a", "c"} and status["running"]
-        assert {s["state"] for s in status["sources"].values()} == {"online"}
+        assert [s["id"] for s in status["sources"]] == ["a", "c"] and status["running"]
+        assert {s["state"] for s in status["sources"]} == {"online"}
         assert app.latest_frame("a").shape == (48, 320, 3) and app.latest_frame("zz") is None
         jsonl = app.add_sink(str(tmp_path / "late.jsonl"))
         assert _wait(lambda: jsonl.queue_stats()["sent"] >= 5)

@@ -33,7 +33,8 @@ def inputs(tmp_path_factory, shared, onnx_builder, reference):
     with zipfile.ZipFile(d / "ckpt.pt", "w") as z:  # what torch.save writes: a zip with <name>/data.pkl
         z.writestr("ckpt/data.pkl", b"\x80\x02}q\x00.")
     (d / "broken.yaml").write_text("model: good.onnx\nsources: [bus.jpg\n  tracker: x\n")
-    (d / "typo.yaml").write_text("model: good.onnx\nsources: [bus.jpg]\ntracker: {enabled: true, options: {min_hit: 3}}\n")
+    (d / "typo.yaml").write_text("model: {path: good.onnx}\nsources: [bus.jpg]\n"
+                                 "analytics: {tracker: {enabled: true, options: {min_hit: 3}}}\n")
     return d
 
 
