@@ -242,6 +242,24 @@ def default_exporter() -> Callable[..., Any]:
     return export_onnx_torch_free
 
 
+class _ReportedAtTheEnd(logging.Filter):
+    """Keeps the log records of output failures (``extra`` :data:`~edge_detect.stream.outputs.IN_SUMMARY`) off
+    stderr while ``run`` runs: the summary's ``sink_errors`` holds them and :func:`main` reports the first as its
+    one error line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "in_summary", False)
+
+    def __enter__(self) -> "_ReportedAtTheEnd":
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self)
+
+
 class _SignalStop:
     """Installs SIGINT/SIGTERM handlers (main thread only) that stop ``app`` with the signal's name as the reason;
     a second signal aborts."""
@@ -282,7 +300,7 @@ def main(args: argparse.Namespace) -> int:
     check_run_outputs(cfg, {v: k for k, v in (("--save-video", args.save_video), ("--save-jsonl", args.save_jsonl))
                             if v})
     app = App(cfg, exporter=default_exporter)
-    with _SignalStop(app) as stop:
+    with _SignalStop(app) as stop, _ReportedAtTheEnd():
         summary = app.run()
     if summary.sink_errors:  # the other outputs were finalized; the summary (if asked) is written
         more = f" (+{len(summary.sink_errors) - 1} more)" if len(summary.sink_errors) > 1 else ""

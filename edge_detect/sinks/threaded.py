@@ -58,6 +58,9 @@ class QueueWorker:
     """
 
     worker_name: ClassVar[str] = "worker"
+    #: the handler's errors reach the caller (:meth:`raise_if_failed` on the next ``write`` / ``close``), which
+    #: reports them: the worker logs them at debug level only (one report per failure)
+    errors_reach_caller: ClassVar[bool] = False
 
     def __init__(self, queue_size: int = 1000, policy: str = "drop_oldest", block_timeout_s: float = 1.0,
                  close_timeout_s: float = 5.0) -> None:
@@ -159,7 +162,8 @@ class QueueWorker:
             try:
                 outcome = self.handle(item)
             except Exception as exc:  # noqa: BLE001 - kept and re-raised on the caller's side
-                LOGGER.error("%s: %s", self.worker_name, str(exc).splitlines()[0] if str(exc) else repr(exc))
+                LOGGER.log(logging.DEBUG if self.errors_reach_caller else logging.ERROR, "%s: %s", self.worker_name,
+                           str(exc).splitlines()[0] if str(exc) else repr(exc))
                 with self._cond:
                     self._error = self._error or exc
             with self._cond:
@@ -228,6 +232,7 @@ class ThreadedSink(QueueWorker, Sink):
 
     default_policy: ClassVar[str] = "never_drop"
     default_queue_size: ClassVar[int] = 16
+    errors_reach_caller: ClassVar[bool] = True
 
     def __init__(self, queue_size: Optional[int] = None, policy: Optional[str] = None, block_timeout_s: float = 1.0,
                  close_timeout_s: float = 60.0) -> None:

@@ -3,6 +3,9 @@
 A sink whose ``write`` raises is dropped (closed) and the run stops (``stopped_by = "sink_error"``); the other
 sinks get every frame processed until then and are finalized normally. A sink whose ``close`` raises is reported
 (``"<sink>: finalizing failed: ..."``). Sinks added while the run goes on are started with the run's context.
+
+Every failure is logged once, at error level, with ``extra={"in_summary": True}``: it is also in the summary's
+``sink_errors``, and a caller that reports those itself (the CLI's one error line) may filter these records out.
 """
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ from typing import Callable, Dict, List, Sequence
 
 from edge_detect.types import Result, RunContext, Sink
 
-__all__ = ["Outputs"]
+__all__ = ["Outputs", "IN_SUMMARY"]
 
 LOGGER = logging.getLogger(__name__)
+#: ``extra`` of the log records of failures that the summary's ``sink_errors`` holds too (module doc)
+IN_SUMMARY = {"in_summary": True}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -64,7 +69,8 @@ class Outputs:
     def _failed(self, sink: Sink, exc: BaseException) -> None:
         msg = _first_line(exc)
         self.errors.append(f"{sink.name}: writing failed: {msg}")
-        LOGGER.error("%s sink: writing failed: %s; finishing the run and finalizing the other outputs", sink.name, msg)
+        LOGGER.error("%s sink: writing failed: %s; finishing the run and finalizing the other outputs", sink.name, msg,
+                     extra=IN_SUMMARY)
         if sink in self.sinks:
             self.sinks.remove(sink)
             try:
@@ -78,7 +84,7 @@ class Outputs:
             sink.close()
         except Exception as exc:  # noqa: BLE001 - close every sink, then report
             self.errors.append(f"{sink.name}: finalizing failed: {_first_line(exc)}")
-            LOGGER.error("closing %s sink failed: %s", sink.name, _first_line(exc))
+            LOGGER.error("closing %s sink failed: %s", sink.name, _first_line(exc), extra=IN_SUMMARY)
 
     def close_all(self) -> None:
         for sink in list(self.sinks):

@@ -119,7 +119,7 @@ def _assign(cost: np.ndarray, thresh: float) -> Tuple[List[Tuple[int, int]], Lis
     return pairs, [i for i in range(n) if i not in mr], [j for j in range(m) if j not in mc]
 
 
-@register_processor("bytetrack")
+@register_processor("bytetrack", tracker=True)
 class ByteTrack:
     """ByteTrack-style tracker processor (see module doc); one instance per source (:meth:`clone`).
 
