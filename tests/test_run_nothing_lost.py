@@ -23,7 +23,7 @@ pytestmark = requires_ort
 def _video(path: Path, frames: int = 6, size=(64, 48)) -> Path:
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
     for i in range(frames):
-        w.write(np.full((size[1], size[0], 3), 20 * i, np.uint8))
+        w.write(np.full((size[1], size[0], 3), 20 * i % 256, np.uint8))
     w.release()
     return path
 
@@ -125,3 +125,30 @@ def test_run_refuses_with_one_line_and_touches_nothing(work: Path, argv, message
     assert proc.stdout == ""
     assert _digest(work) == before, "an input was changed or an earlier output truncated"
     assert not (work / "runs").exists()
+
+
+def test_full_disk_leaves_the_jsonl_on_a_whole_line(work: Path):
+    """Item 4: a file size limit (RLIMIT_FSIZE, as a full disk) hit mid-line: the JSONL is cut back to its last
+    complete line, the run fails with one line and the summary records the error and the lines written."""
+    import json
+    import resource
+
+    _video(work / "in" / "long.avi", frames=40)
+    limit = 5000  # about 6 lines of the replayed detections; the summary (~2 KB) still fits
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "edge_detect", "-q", "run", "--model", "m.onnx", "--no-show",
+                           "--source", "in/long.avi", "--save-jsonl", "o.jsonl", "--summary-json", "s.json"],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=120, preexec_fn=limited)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "JSONL sink o.jsonl: cannot write (File too large); the file ends on its last complete line" in proc.stderr
+    data = (work / "o.jsonl").read_bytes()
+    assert 0 < len(data) <= limit and data.endswith(b"\n")
+    lines = [json.loads(line) for line in data.decode().splitlines()]
+    summary = json.loads((work / "s.json").read_text())
+    assert [d["frame"] for d in lines] == list(range(len(lines)))
+    assert summary["sinks"]["jsonl"]["sent"] == len(lines) and summary["sinks"]["jsonl"]["failed"] == 1
+    assert summary["stopped_by"] == "sink_error" and "File too large" in summary["sink_errors"][0]
