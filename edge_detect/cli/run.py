@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import re
 import signal
 import threading
@@ -45,7 +46,8 @@ stopping and exit codes:
   the JSONL holds every processed frame, --summary-json is written). Exit code: 0 when the run ended by
   itself, 130 after SIGINT (Ctrl-C), 143 after SIGTERM, 2 on errors (also: no frame could be processed, an
   output that is not writable or is one of the inputs -- checked before the run starts). A second signal
-  aborts at once.
+  stops waiting for event deliveries (MQTT, webhook: what is queued is counted failed) but still finalizes
+  the files and writes --summary-json, with the same exit code; a third exits at once.
 
 default model: without --model (or with a name such as yolov5n) the checkpoint is looked up offline in
 $EDGE_DETECT_WEIGHTS, the repository's weights/, ../shared/weights and the user cache, and exported to ONNX once
@@ -261,21 +263,36 @@ class _ReportedAtTheEnd(logging.Filter):
 
 
 class _SignalStop:
-    """Installs SIGINT/SIGTERM handlers (main thread only) that stop ``app`` with the signal's name as the reason;
-    a second signal aborts."""
+    """SIGINT / SIGTERM while ``run`` runs (handlers installed on the main thread only), the one place that says
+    what each signal does; the exit code is ``128 + the first signal's number`` (130, 143) whatever follows:
+
+    1. the first stops the run (:meth:`App.stop`, its name becomes ``stopped_by``): frames in flight finished,
+       every output finalized and delivered within its close timeout, ``--summary-json`` written;
+    2. the second stops waiting for deliveries (:meth:`App.abandon`): MQTT / webhook queues give up what is left
+       (counted ``failed``), files are still finalized and the summary written;
+    3. the third exits at once (``os._exit``): nothing more is written.
+    """
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.signum: Optional[int] = None
+        self.count = 0
         self._previous: Dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt  # second signal: abort now (outputs are still closed on the way out)
-        self.signum = signum
-        self.app.stop(signal.Signals(signum).name)  # -> summary stopped_by
-        LOGGER.warning("%s received: finishing frames in flight and finalizing outputs (again to abort)",
-                       signal.Signals(signum).name)
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.signum is None:
+            self.signum = signum
+            self.app.stop(name)  # -> summary stopped_by
+            LOGGER.warning("%s received: finishing frames in flight and finalizing outputs (again: stop waiting for "
+                           "event deliveries)", name)
+        elif self.count == 2:
+            self.app.abandon(signal.Signals(self.signum).name)
+            LOGGER.warning("%s received again: not waiting for event deliveries; finalizing files and the summary "
+                           "(again: exit at once)", name)
+        else:
+            os._exit(128 + self.signum)
 
     def __enter__(self) -> "_SignalStop":
         if threading.current_thread() is threading.main_thread():

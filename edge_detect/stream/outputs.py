@@ -86,6 +86,11 @@ class Outputs:
             self.errors.append(f"{sink.name}: finalizing failed: {_first_line(exc)}")
             LOGGER.error("closing %s sink failed: %s", sink.name, _first_line(exc), extra=IN_SUMMARY)
 
+    def abandon(self) -> None:
+        """Every sink stops waiting for deliveries (:meth:`~edge_detect.types.Sink.abandon`; signal-safe)."""
+        for sink in list(self._all):
+            sink.abandon()
+
     def close_all(self) -> None:
         for sink in list(self.sinks):
             self._close(sink)

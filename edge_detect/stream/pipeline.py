@@ -181,6 +181,12 @@ class Pipeline(RuntimeChanges):
             self._stopped_by = reason
             self._halt.set()
 
+    def abandon(self, reason: str = "stop") -> None:
+        """:meth:`stop`, and the outputs stop waiting for deliveries (network queues give up what is left, counted
+        ``failed``; files are still finalized). Sets flags only: safe in a signal handler."""
+        self.stop(reason)
+        self.outputs.abandon()
+
     # ------------------------------------------------------------------------------------------- chains
 
     def _finish_ended_sources(self) -> None:
