@@ -305,6 +305,20 @@ class _SignalStop:
             signal.signal(sig, handler)
 
 
+def _warn_losses(summary: Any) -> None:
+    """One warning line at the end of a run that lost something without failing: event deliveries that were
+    dropped or failed (a webhook that always fails still exits 0) and undecodable frames skipped."""
+    from edge_detect.stream.runstats import format_deliveries
+
+    lost = summary.undelivered()
+    parts = [f"not delivered: {format_deliveries(lost)}"] if lost else []
+    if summary.corrupt and summary.processed:
+        parts.append(f"{summary.corrupt} undecodable frame(s) skipped")
+    if parts:
+        LOGGER.warning("run ended with losses: %s (the summary's 'sinks' has every output's counters)",
+                       "; ".join(parts))
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the app (flags -> config -> :class:`~edge_detect.app.App`); returns 0, or 128 + signal number when
     stopped by SIGINT / SIGTERM."""
@@ -322,6 +336,7 @@ def main(args: argparse.Namespace) -> int:
     if summary.sink_errors:  # the other outputs were finalized; the summary (if asked) is written
         more = f" (+{len(summary.sink_errors) - 1} more)" if len(summary.sink_errors) > 1 else ""
         raise SinkError(f"output failed: {summary.sink_errors[0]}{more}")
+    _warn_losses(summary)
     if stop.signum is not None:
         return 128 + stop.signum
     if summary.processed == 0 and summary.stopped_by == "end":

@@ -348,7 +348,7 @@ class Pipeline(RuntimeChanges):
                 if bar is not None:
                     bar.update(done)
                 elif self.progress and time.perf_counter() - last_log >= self.stats_interval_s:
-                    LOGGER.info("%s", self.stats.stats_line(self.sources, logged))
+                    LOGGER.info("%s", self.stats.stats_line(self.sources, logged, self.outputs.counters()))
                     last_log, logged = time.perf_counter(), len(self.stats.latencies)
         finally:
             if bar is not None:

@@ -25,12 +25,22 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 from edge_detect.stats import RateMeter, StageTimer, nan_to_none, percentiles
 from edge_detect.types import Frame
 
-__all__ = ["RunStats", "RunSummary", "STAGES", "PIPELINE_DROPS"]
+__all__ = ["RunStats", "RunSummary", "STAGES", "PIPELINE_DROPS", "format_deliveries"]
 
 LOGGER = logging.getLogger(__name__)
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "processors", "sinks")
 PIPELINE_DROPS = ("dropped_in_pipeline", "dropped_backend")  # per source, beside the capture's own ``dropped``
+
+
+def format_deliveries(sinks: Mapping[str, Mapping[str, int]]) -> str:
+    """``"video 795 sent; webhook 0 sent, 26 failed"``: each output's delivery counters (``sent``, then ``dropped``,
+    ``failed`` and ``queued`` where not zero), for the stats line, the summary and the end-of-run warning."""
+    parts = []
+    for name, c in sinks.items():
+        extra = [f"{c.get(k, 0)} {k}" for k in ("dropped", "failed", "queued") if c.get(k, 0)]
+        parts.append(", ".join([f"{name} {c.get('sent', 0)} sent", *extra]))
+    return "; ".join(parts)
 
 
 @dataclass
@@ -93,6 +103,11 @@ class RunSummary:
             out.setdefault(key, value)
         return nan_to_none(out)
 
+    def undelivered(self) -> Dict[str, Dict[str, int]]:
+        """The outputs that dropped or failed to deliver something (event transports that gave up, a snapshot
+        queue that overflowed...): ``{name: counters}`` from :attr:`sinks`, empty when every output delivered."""
+        return {k: dict(v) for k, v in self.sinks.items() if v.get("dropped", 0) or v.get("failed", 0)}
+
     def format(self) -> str:
         """Multi-line human-readable summary (``-`` where nothing was measured, never ``nan``)."""
         lines = [
@@ -105,6 +120,8 @@ class RunSummary:
         ]
         if self.cpu_ms_per_frame:
             lines.append("  CPU ms per frame: " + ", ".join(f"{k} {_num(v)}" for k, v in self.cpu_ms_per_frame.items()))
+        if self.sinks:
+            lines.append(f"  outputs: {format_deliveries(self.sinks)}")
         lines += [f"  sink failed: {e}" for e in self.sink_errors]
         for sid, s in self.sources.items():
             exp = f" of {s['expected_frames']}" if s.get("expected_frames") else ""
@@ -207,8 +224,10 @@ class RunStats:
         out["dropped"] = out["dropped"] + sum(drops.values())  # capture + pipeline + backend: one definition
         return out
 
-    def stats_line(self, sources: Sequence[Any], since: int) -> str:
-        """The periodic stats log line (the same ``dropped`` as the summary)."""
+    def stats_line(self, sources: Sequence[Any], since: int,
+                   outputs: Optional[Mapping[str, Mapping[str, int]]] = None) -> str:
+        """The periodic stats log line (the same ``dropped`` as the summary; with ``outputs``, each output's
+        delivery counters: a webhook that fails shows here while the run goes on)."""
         figures = [self.source_figures(s) for s in sources]
         with self._lock:
             recent = self.latencies[since:]
@@ -216,7 +235,8 @@ class RunStats:
         return (f"stats: processed {self.processed()}, {self.rate.rate:.1f} FPS, read "
                 f"{sum(f['read'] for f in figures)}, dropped {sum(f['dropped'] for f in figures)}, corrupt "
                 f"{sum(f['corrupt'] for f in figures)}, reconnects {sum(f['reconnects'] for f in figures)}, "
-                f"latency p50 {p[50]:.0f} / p95 {p[95]:.0f} ms")
+                f"latency p50 {p[50]:.0f} / p95 {p[95]:.0f} ms"
+                + (f"; outputs: {format_deliveries(outputs)}" if outputs else ""))
 
     def stage_means(self) -> Dict[str, float]:
         """``{stage: mean ms}`` so far (``nan`` for stages without samples)."""
