@@ -37,7 +37,7 @@ examples:
   edge-detect run --model yolov5n-dyn.onnx --source rtsp://cam/1 --source rtsp://cam/2 --source rtsp://cam/3 \\
       --batch 3 --save-jsonl out.jsonl      # one inference call for the three cameras
   edge-detect run --config configs/app/rtsp_jetson.yaml --track --summary-json summary.json
-  edge-detect run --model yolov5n.onnx --source v.mp4 --line gate=320,0,320,360 --zone bay=0,200,300,200,300,360,0,360 \
+  edge-detect run --model yolov5n.onnx --source v.mp4 --line gate=320,0,320,360 --zone bay=0,200,300,200,300,360,0,360 \\
       --summary-json s.json     # counts in s.json ("lines", "zones"); events in each JSONL line
 
 stopping and exit codes:
