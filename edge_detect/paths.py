@@ -67,7 +67,13 @@ def is_image(path: PathLike) -> bool:
 
 
 def next_run_dir(project: PathLike, name: str = "exp", exist_ok: bool = False) -> Path:
-    """``project/name`` if free (or ``exist_ok``), else the first free of ``name2``, ``name3``... (not created)."""
+    """``project/name`` if free (or ``exist_ok``), else the first free of ``name2``, ``name3``...; with ``name=""``
+    the first free of ``project/1``, ``project/2``... (``run``'s default outputs). Not created."""
+    if not name:
+        n = 1
+        while (Path(project) / str(n)).exists():
+            n += 1
+        return Path(project) / str(n)
     base = Path(project) / name
     if exist_ok or not base.exists():
         return base

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Any, Dict, List, Optional
 
-from edge_detect.app import App
+from edge_detect.app import App, write_summary
 from edge_detect.app_config import (AppConfig, EventsConfig, SinkConfig, add_sinks, check_events, check_run_outputs,
                                     load_app_config)
 from edge_detect.backends.base import backend_names
@@ -31,7 +31,8 @@ sources (repeat --source for several; each gets its own id, shown in outputs as 
 Live sources keep only the newest frame (stale frames are dropped and counted). Credentials are masked in logs.
 
 examples:
-  edge-detect run --source video.mp4                      # default model yolov5n, exported to ONNX on first use
+  edge-detect run --source video.mp4                      # default model yolov5n, exported to ONNX on first use;
+                                                          # no display: saved in runs/run/N/ (--no-save: not)
   edge-detect run --model yolov5n.onnx --source video.mp4 --save-video out.mp4 --save-jsonl out.jsonl
   edge-detect run --model yolov5n.onnx --source rtsp://cam/1 --preview-port 8080 --duration 3600
   edge-detect run --model yolov5n-dyn.onnx --source rtsp://cam/1 --source rtsp://cam/2 --source rtsp://cam/3 \\
@@ -139,6 +140,9 @@ def _output_args(o: Any) -> None:
                         "(mjpeg://HOST:PORT ...) or 'display'; added to the config's sinks")
     o.add_argument("--summary-json", default=None, metavar="PATH",
                    help="write the final summary (counts, fps, stage timings, latency) as JSON")
+    o.add_argument("--no-save", action="store_true",
+                   help="a run with no output and no window writes nothing (default: it saves out.mp4, out.jsonl "
+                        "and summary.json in a new numbered folder runs/run/N/ and prints where)")
 
 
 def _event_args(e: Any) -> None:
@@ -236,6 +240,26 @@ def _event_flags(args: argparse.Namespace, cfg: AppConfig) -> AppConfig:
                                     "mqtt_options": {}, **given})
     check_events(flags_only, _EVENT_FLAGS)
     return dataclasses.replace(cfg, events=dataclasses.replace(ev, **given))
+
+
+#: where a run with no output and no window saves (``--no-save``: nowhere): numbered folders runs/run/1, 2...
+DEFAULT_RUNS = Path("runs") / "run"
+
+
+def _default_outputs(cfg: AppConfig, args: argparse.Namespace) -> "tuple[AppConfig, Optional[Path]]":
+    """``(cfg, None)``, or, for a run that would write nothing and show nothing (no sink, no event output, no window:
+    no display or ``--no-show``) without ``--no-save``: ``cfg`` with ``out.mp4`` and ``out.jsonl`` in the next free
+    ``runs/run/N/`` and that folder (the summary goes there too, written by :func:`main`). The folder is created by
+    the first frame written, like every file output."""
+    from edge_detect.app_config import run_sinks
+    from edge_detect.paths import next_run_dir
+
+    if args.no_save or run_sinks(cfg):
+        return cfg, None
+    run_dir = next_run_dir(DEFAULT_RUNS, "")
+    return add_sinks(cfg, [SinkConfig(str(run_dir / "out.mp4")), SinkConfig(str(run_dir / "out.jsonl"))]), run_dir
+
+
 def default_exporter() -> Callable[..., Any]:
     """The ONNX exporter of the default model: the torch-free one (:mod:`edge_detect.deploy.onnx_yolov5`; bit-identical
     to the torch export), so ``run`` with a checkpoint name needs no PyTorch."""
@@ -328,8 +352,11 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
     if cfg.model.imgsz is not None:
         check_imgsz((cfg.model.imgsz[0], cfg.model.imgsz[-1]), stride=1, force=cfg.model.force_imgsz)
-    check_run_outputs(cfg, {v: k for k, v in (("--save-video", args.save_video), ("--save-jsonl", args.save_jsonl))
-                            if v})
+    cfg, run_dir = _default_outputs(cfg, args)
+    flags = {v: k for k, v in (("--save-video", args.save_video), ("--save-jsonl", args.save_jsonl)) if v}
+    if run_dir is not None:
+        flags.update({s.spec: "default output" for s in cfg.outputs.sinks})
+    check_run_outputs(cfg, flags)
     app = App(cfg, exporter=default_exporter)
     with _SignalStop(app) as stop, _ReportedAtTheEnd():
         summary = app.run()
@@ -337,10 +364,11 @@ def main(args: argparse.Namespace) -> int:
         more = f" (+{len(summary.sink_errors) - 1} more)" if len(summary.sink_errors) > 1 else ""
         raise SinkError(f"output failed: {summary.sink_errors[0]}{more}")
     _warn_losses(summary)
-    if stop.signum is not None:
-        return 128 + stop.signum
     if summary.processed == 0 and summary.stopped_by == "end":
         bad = f", {summary.corrupt} undecodable" if summary.corrupt else ""
         raise SourceError(f"no frame processed: expected decodable frames from {len(cfg.sources)} source(s), "
                           f"got {summary.frames_read} read{bad}")
-    return 0
+    if run_dir is not None and run_dir.is_dir():  # (nothing written, no folder: a run stopped before a frame)
+        write_summary(run_dir / "summary.json", summary.to_dict())
+        print(f"results saved to {run_dir}: {', '.join(sorted(p.name for p in run_dir.iterdir()))}")
+    return 128 + stop.signum if stop.signum is not None else 0
