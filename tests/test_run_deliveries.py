@@ -74,7 +74,7 @@ def test_stats_line_and_summary_show_every_outputs_deliveries():
                "webhook": {"queued": 0, "sent": 3, "dropped": 1, "failed": 26}}
     st = RunStats()
     st.start()
-    line = st.stats_line([], 0, outputs)
+    line = st.stats_line([], outputs)
     assert line.endswith("; outputs: video 120 sent, 2 queued; webhook 3 sent, 1 dropped, 26 failed")
     s = RunSummary(sinks=outputs)
     assert s.undelivered() == {"webhook": outputs["webhook"]}

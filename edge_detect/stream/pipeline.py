@@ -331,7 +331,7 @@ class Pipeline(RuntimeChanges):
 
     def _consume(self) -> None:
         """The sinks stage: finish batches until the end marker; runtime changes between batches."""
-        bar, last_log, logged = self._bar(), time.perf_counter(), 0
+        bar, last_log = self._bar(), time.perf_counter()
         try:
             while True:
                 self._run_ops()
@@ -348,8 +348,8 @@ class Pipeline(RuntimeChanges):
                 if bar is not None:
                     bar.update(done)
                 elif self.progress and time.perf_counter() - last_log >= self.stats_interval_s:
-                    LOGGER.info("%s", self.stats.stats_line(self.sources, logged, self.outputs.counters()))
-                    last_log, logged = time.perf_counter(), len(self.stats.latencies)
+                    LOGGER.info("%s", self.stats.stats_line(self.sources, self.outputs.counters()))
+                    last_log = time.perf_counter()
         finally:
             if bar is not None:
                 bar.close()

@@ -79,7 +79,8 @@ def parse_source(uri: Union[str, int, "os.PathLike[str]"]) -> Tuple[str, Any]:
     """Classify a source string into ``(kind, target)``; see the package doc's table for the kinds.
 
     ``target`` is: a path (file), a list of image paths (images), an int index or ``/dev/videoN`` path
-    (camera), the URL (stream) or the pipeline string (gstreamer).
+    (camera), the URL (stream) or the pipeline string (gstreamer); a URL of a :func:`register_source` scheme is
+    ``(scheme, URL)`` (its factory opens it).
 
     Raises:
         SourceError: nothing matches (missing file, empty folder, unknown URL scheme).
@@ -96,6 +97,8 @@ def parse_source(uri: Union[str, int, "os.PathLike[str]"]) -> Tuple[str, Any]:
         s = s[len("file://"):]
     elif scheme in STREAM_SCHEMES:
         return "stream", s
+    elif scheme in _SOURCE_FACTORIES:
+        return scheme, s
     elif scheme is not None and "!" not in s:
         raise SourceError(f"source {mask_credentials(s)}: unknown URL scheme '{scheme}'; expected one of "
                           f"{', '.join(source_schemes())}")
