@@ -95,6 +95,10 @@ class _Rates:
             while len(q) > 2 and now - q[0][0] > self.window_s:
                 q.popleft()
 
+    def forget(self, source_id: str) -> None:
+        with self._lock:
+            self._samples.pop(source_id, None)
+
     def fps(self, source_id: str) -> Tuple[float, float]:
         """``(fps_in, fps_out)``; 0 before two samples."""
         with self._lock:
@@ -114,19 +118,25 @@ class App:
             ``config.model`` (the App does not close it).
         exporter: returns the function that exports a checkpoint name's ONNX on first use (:func:`resolve_model`);
             the CLI passes the build extra's.
+        keep_alive: a served app (``edge-detect serve``, ``run --http``): the run goes on when every source has
+            ended, and may start with none, until :meth:`stop` (sources come and go through :meth:`add_source` /
+            :meth:`remove_source`). Without it the run ends when its sources end.
 
     Attributes:
         config: the configuration, following the runtime changes.
         bus: the App's :class:`~edge_detect.events.EventBus` (and ``bus.counts``), for its whole life.
     """
 
-    def __init__(self, config: AppConfig, detector: Any = None, exporter: Optional[Callable[..., Any]] = None) -> None:
+    def __init__(self, config: AppConfig, detector: Any = None, exporter: Optional[Callable[..., Any]] = None,
+                 keep_alive: bool = False) -> None:
         if not isinstance(config, AppConfig):
             raise ConfigError(f"App: expected an AppConfig (edge_detect.app_config.load_app_config), got {config!r}")
         self.config = config
+        self._model_given = config.model.path  # config_dict() writes what was given, not the cached export
         self.bus = EventBus()
         self._detector = detector
         self._exporter = exporter
+        self.keep_alive = bool(keep_alive)
         self._pipeline: Any = None
         self._thread: Optional[threading.Thread] = None
         self._summary: Any = None
@@ -146,10 +156,14 @@ class App:
         """Build the pipeline once (model resolved and loaded, sources and sinks opened: errors surface here)."""
         with self._lock:
             if self._pipeline is None:
-                check_sources(self.config)  # a missing file is reported before a model is exported or loaded
+                check_sources(self.config, self.keep_alive)  # a missing file: before a model is exported or loaded
                 if self._detector is None:
                     self.config = resolve_model(self.config, self._exporter)
-                self._pipeline = build_pipeline(self.config, detector=self._detector, bus=self.bus)
+                self._pipeline = build_pipeline(self.config, detector=self._detector, bus=self.bus,
+                                                keep_alive=self.keep_alive)
+                self.config = dataclasses.replace(self.config, sources=tuple(  # ids as resolved (unique)
+                    dataclasses.replace(sc, id=src.source_id)
+                    for sc, src in zip(self.config.sources, self._pipeline.sources)))
                 self._t0 = time.perf_counter()
                 if self._stop_reason is not None:
                     self._pipeline.stop(self._stop_reason)
@@ -265,9 +279,9 @@ class App:
         if result.final:
             return
         sid = result.frame.source_id
-        self._latest[sid] = result
         src = next((s for s in self._pipeline.sources if s.source_id == sid), None) if self._pipeline else None
-        if src is not None:
+        if src is not None:  # not a removed source's last frames in flight
+            self._latest[sid] = result
             self._rates.sample(sid, src.stats.read, self._pipeline.stats.processed(sid) + 1)
 
     def subscribe(self, callback: Optional[Callable[[Result], None]] = None, *, name: str = "subscriber",
@@ -281,9 +295,23 @@ class App:
         events by type."""
         return self.bus.counts.snapshot()
 
+    def config_dict(self) -> Dict[str, Any]:
+        """The current config (:meth:`AppConfig.to_dict <edge_detect.app_config.AppConfig.to_dict>`: runtime changes
+        included, every source with its resolved id, the model as given; credentials NOT masked: this is what
+        ``--save-config`` writes back)."""
+        cfg = self.config
+        if cfg.model.path != self._model_given:
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=self._model_given))
+        return cfg.to_dict()
+
     def latest_frame(self, source_id: str, annotated: bool = True) -> Optional[np.ndarray]:
         """The latest processed frame of ``source_id`` as a BGR ``uint8 (H, W, 3)`` copy (boxes, analytics and the
-        FPS overlay drawn unless ``annotated=False``), or ``None`` before its first frame or for an unknown id."""
+        FPS overlay drawn unless ``annotated=False``), or ``None`` before its first frame.
+
+        Raises:
+            UnknownSourceError: no such source.
+        """
+        self._source_config(source_id)
         result = self._latest.get(source_id)
         if result is None:
             return None
@@ -320,7 +348,7 @@ class App:
         self._rates.sample(src.source_id, fig["read"], fig["processed"])
         fps_in, fps_out = self._rates.fps(src.source_id)
         age = p.stats.last_frame_age_s(src.source_id)
-        enabled = self._source_config(src.source_id).enabled
+        enabled = next((sc.enabled for sc in self.config.sources if sc.id == src.source_id), True)  # mid-change
         return {"id": src.source_id, "uri": src.uri, "state": self._state(src, age, enabled),
                 "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2), "read": fig["read"],
                 "processed": fig["processed"], "dropped": fig["dropped"], "reconnects": fig["reconnects"],
@@ -339,17 +367,28 @@ class App:
 
     # ------------------------------------------------------------------------------------------- changes
 
+    def _changeable(self) -> Any:
+        """The pipeline, built if needed, for a runtime change.
+
+        Raises:
+            ConfigError: the run has ended (a change would reach no batch).
+        """
+        if self._done.is_set():
+            stopped = getattr(self._summary, "stopped_by", None) or "an error"
+            raise ConfigError(f"runtime change: expected a running app, got one whose run has ended ({stopped})")
+        return self._prepare()
+
     def _source_config(self, source_id: str) -> SourceConfig:
-        ids = [s.source_id for s in self._pipeline.sources] if self._pipeline else []
-        for sid, sc in zip(ids, self.config.sources):
-            if sid == source_id:
+        """The config of a source (``self.config.sources`` hold the resolved ids once the pipeline is built)."""
+        for sc in self.config.sources:
+            if sc.id == source_id:
                 return sc
-        raise UnknownSourceError(f"source {source_id!r}: expected one of {ids}")
+        raise UnknownSourceError(f"source {source_id!r}: expected one of {[sc.id for sc in self.config.sources]}")
 
     def _set_source_config(self, source_id: str, sc: Optional[SourceConfig]) -> None:
-        ids = [s.source_id for s in self._pipeline.sources]
-        kept = [(i, c) for i, c in zip(ids, self.config.sources) if i != source_id or sc is not None]
-        sources = tuple(sc if i == source_id else c for i, c in kept)
+        """Replace (``sc``) or drop (``None``) the config of ``source_id``."""
+        sources = tuple(sc if c.id == source_id else c for c in self.config.sources
+                        if c.id != source_id or sc is not None)
         self.config = dataclasses.replace(self.config, sources=sources)
 
     def add_source(self, source: Union[SourceConfig, str]) -> str:
@@ -357,11 +396,12 @@ class App:
         from then on); returns its id.
 
         Raises:
-            DuplicateSourceError: an id the App already has. SourceError: it cannot be opened.
+            DuplicateSourceError: an id the App already has. SourceError: it cannot be opened. ConfigError: the run
+            has ended.
         """
         from edge_detect.stream.sources import open_source
 
-        p = self._prepare()
+        p = self._changeable()
         sc = source if isinstance(source, SourceConfig) else SourceConfig(str(source))
         if sc.id is not None and sc.id in {s.source_id for s in p.sources}:
             raise DuplicateSourceError(f"source id {sc.id!r}: expected a new id, got one the app already has "
@@ -388,12 +428,14 @@ class App:
         Raises:
             UnknownSourceError: no such source.
         """
-        p = self._prepare()
+        p = self._changeable()
         self._source_config(source_id)
 
         def change() -> None:
             self._set_source_config(source_id, None)
             p.remove_source(source_id)
+            self._latest.pop(source_id, None)
+            self._rates.forget(source_id)
 
         p.apply(change)
 
@@ -407,7 +449,7 @@ class App:
         Raises:
             UnknownSourceError: no such source. ConfigError: bad geometry or thresholds.
         """
-        p = self._prepare()
+        p = self._changeable()
         changes = {k: v for k, v in (("lines", lines), ("zones", zones), ("conf", conf),
                                      ("classes", tuple(classes) if classes is not None else None),
                                      ("enabled", enabled)) if v is not None}

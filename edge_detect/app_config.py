@@ -22,7 +22,7 @@ A config file (see ``configs/app/default.yaml``)::
       processors: []                # more per-source processors, e.g. [{name: iou, options: {...}}]
       lines: {gate: [320, 0, 320, 360], door: {xyxy: [0, 300, 200, 300], classes: [person]}}
       zones: {bay: {polygon: [0, 200, 300, 200, 300, 360, 0, 360], classes: [car, truck]}}
-      line_options: {hysteresis_px: 4, recount: false}
+      line_options: {hysteresis_px: 4, count: crossing}   # crossing (every crossing) | once (per track)
       zone_options: {lost_s: 3}
     outputs:                        # where frames go
       sinks: [out.mp4, {spec: out.jsonl}, {spec: "mjpeg://127.0.0.1:8080", options: {quality: 70}}]
@@ -39,8 +39,10 @@ A config file (see ``configs/app/default.yaml``)::
       duration: null
       progress: true
       stats_interval_s: 10
-      host: 127.0.0.1
-      port: null                    # the dashboard / REST API port (served by edge_detect.server when present)
+      host: 127.0.0.1               # the dashboard / REST API (edge-detect serve, run --http; README "Dashboard")
+      port: null                    # null: run serves no HTTP without --http; serve uses 8080
+      api_token: null               # or --api-token / EDGE_DETECT_API_TOKEN (changes need it)
+      cors_origins: []              # stream_fps, jpeg_quality, events_capacity, thumbnails, allowed_hosts too
 
 **Flat files** (every key at the top level: ``model: x.onnx``, ``conf``, ``sinks``, ``tracker``, ``lines``,
 ``max_frames``..., the layout before v3) are still read: converted with one deprecation warning
@@ -64,14 +66,19 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from edge_detect.config import check_thresholds, from_mapping, load_yaml, override, parse_imgsz, suggest_key
 from edge_detect.errors import ConfigError, SinkError, SourceError
 from edge_detect.stream.sources import CaptureOptions
-from edge_detect.urls import mask_credentials
+from edge_detect.urls import is_loopback, mask_credentials
 
 __all__ = ["AppConfig", "ModelConfig", "SourceConfig", "SinkConfig", "TrackerConfig", "ProcessorConfig",
            "AnalyticsConfig", "OutputsConfig", "EventsConfig", "ServerConfig", "load_app_config", "nest_flat",
            "resolve_classes", "build_pipeline", "build_detector", "build_processors", "add_sinks", "run_sinks",
-           "check_run_outputs", "FLAT_KEYS"]
+           "check_run_outputs", "FLAT_KEYS", "DEFAULT_HTTP_PORT"]
 
 LOGGER = logging.getLogger(__name__)
+
+#: the HTTP port ``edge-detect serve`` binds when neither ``--http`` nor ``server.port`` says otherwise
+DEFAULT_HTTP_PORT = 8080
+#: shortest API token accepted
+MIN_TOKEN_CHARS = 16
 
 
 # ------------------------------------------------------------------------------------------------- sections
@@ -87,7 +94,11 @@ class ModelConfig:
         force_imgsz: allow sides above :data:`~edge_detect.preprocess.MAX_IMGSZ` (4096).
         threads: inference threads for ONNX Runtime / OpenVINO (0 = its default).
         batch: frames per inference call, gathered across the sources (a static-batch model uses its own).
-        device, precision, hint: OpenVINO options (``None`` = the backend's default).
+        device: where the model runs: ``cpu`` / ``cuda[:N]`` for .pt, .onnx and .engine models, an OpenVINO device
+            name for .xml models (``None`` = the backend's default; :mod:`edge_detect.devices` routes it).
+        half: FP16 inference of a .pt model on CUDA. tf32: let FP32 on CUDA use TensorFloat-32 (off: the CPU's
+            detections). device_path: the GPU-resident path on/off (``None``: the backend's default).
+        precision, hint: OpenVINO options (``None`` = the backend's default).
         rebuild_on_mismatch: TensorRT engines built by another TensorRT/GPU are rebuilt from their ONNX.
         conf, iou, max_det, agnostic: detection thresholds and NMS settings.
         classes: keep only these classes, by name or id (``None`` = all).
@@ -101,6 +112,9 @@ class ModelConfig:
     batch: int = 1
     rebuild_on_mismatch: bool = False
     device: Optional[str] = None
+    half: bool = False
+    tf32: bool = False
+    device_path: Optional[bool] = None
     precision: Optional[str] = None
     hint: Optional[str] = None
     conf: float = 0.25
@@ -317,13 +331,24 @@ def check_events(ev: EventsConfig, names: Mapping[str, str]) -> None:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """How the service runs.
+    """How the service runs, and its HTTP endpoint (the dashboard and REST API of ``edge-detect serve`` /
+    ``run --http``, :mod:`edge_detect.server`; the one home of the ``server:`` section's keys).
 
     Attributes:
         max_frames, duration: stop conditions (``None`` = until the sources end or :meth:`App.stop`).
         progress: progress bar (files) / periodic stats line (live).
         stats_interval_s: period of the stats line.
-        host, port: the HTTP endpoint of the dashboard / REST API (``port=None``: not served).
+        host: HTTP bind address (default loopback only).
+        port: HTTP port (0 = any free port); ``None``: ``run`` serves no HTTP unless ``--http`` is given, ``serve``
+            uses :data:`DEFAULT_HTTP_PORT`.
+        api_token: bearer token for the API's changes (``None``: ``--api-token`` or ``EDGE_DETECT_API_TOKEN``, else a
+            generated one on a loopback bind; a non-loopback bind without one is refused).
+        cors_origins: origins allowed to call the API from other pages (empty = CORS off).
+        allowed_hosts: ``Host`` header values served; ``None`` = loopback names on a loopback bind, any otherwise.
+        stream_fps: most frames per second of an MJPEG stream and of the page's tiles.
+        jpeg_quality: JPEG quality of snapshots and streams, 1..100.
+        events_capacity: events kept in memory for ``GET /events`` (oldest dropped first).
+        thumbnails: events whose frame thumbnail is kept in memory (oldest dropped first; 0 = none).
     """
 
     max_frames: Optional[int] = None
@@ -332,14 +357,34 @@ class ServerConfig:
     stats_interval_s: float = 10.0
     host: str = "127.0.0.1"
     port: Optional[int] = None
+    api_token: Optional[str] = None
+    cors_origins: Tuple[str, ...] = ()
+    allowed_hosts: Optional[Tuple[str, ...]] = None
+    stream_fps: float = 10.0
+    jpeg_quality: int = 80
+    events_capacity: int = 2000
+    thumbnails: int = 200
 
     def __post_init__(self) -> None:
         checks = [(self.max_frames is None or self.max_frames >= 1, "max_frames", ">= 1", self.max_frames),
                   (self.duration is None or self.duration > 0, "duration", "> 0 seconds", self.duration),
-                  (self.port is None or 0 <= self.port <= 65535, "server.port", "a port in 0..65535", self.port)]
+                  (self.port is None or 0 <= self.port <= 65535, "server.port", "a port in 0..65535", self.port),
+                  (0.1 <= float(self.stream_fps) <= 60, "server.stream_fps", "0.1..60", self.stream_fps),
+                  (1 <= int(self.jpeg_quality) <= 100, "server.jpeg_quality", "1..100", self.jpeg_quality),
+                  (int(self.events_capacity) >= 1, "server.events_capacity", ">= 1", self.events_capacity),
+                  (int(self.thumbnails) >= 0, "server.thumbnails", ">= 0", self.thumbnails)]
         for ok, name, expected, actual in checks:
             if not ok:
                 raise ConfigError(f"{name}: expected {expected}, got {actual!r}")
+        if self.api_token is not None and len(str(self.api_token)) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"server.api_token: expected at least {MIN_TOKEN_CHARS} characters, got "
+                              f"{len(str(self.api_token))} (generate one: python -c 'import secrets; "
+                              f"print(secrets.token_urlsafe(24))')")
+
+    @property
+    def loopback(self) -> bool:
+        """Whether :attr:`host` is a loopback address (:func:`~edge_detect.urls.is_loopback`)."""
+        return is_loopback(self.host)
 
 
 @dataclass(frozen=True)
@@ -375,10 +420,45 @@ class AppConfig:
         a = self.analytics
         return bool(a.lines or a.zones or any(s.lines or s.zones for s in self.sources))
 
+    def to_dict(self) -> Dict[str, Any]:
+        """The config as YAML-ready data (lists, dicts, strings, numbers): only what differs from the defaults,
+        every source with its ``uri`` and ``id``; credentials NOT masked (this is what ``--save-config`` writes).
+        ``load_app_config`` of it gives this config back."""
+        out = _non_default(self)
+        out["sources"] = [{"uri": s.uri, "id": s.id, **_non_default(s)} for s in self.sources]
+        return out
+
     @classmethod
     def from_flat(cls, **flat: Any) -> "AppConfig":
         """An :class:`AppConfig` from flat keys (``model="m.onnx", conf=0.3, sinks=[...]``; :data:`FLAT_KEYS`)."""
         return from_mapping(_normalize(nest_flat(flat, warn=False)), cls)
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, mappings, tuples and lists as plain dicts and lists (YAML-ready)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _non_default(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _non_default(obj: Any) -> Dict[str, Any]:
+    """The fields of dataclass ``obj`` that differ from their defaults, as plain data."""
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = dataclasses.MISSING
+        if value != default:
+            out[f.name] = _plain(value)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- flat layout
@@ -677,8 +757,8 @@ def build_detector(cfg: AppConfig) -> Any:
     opts: Dict[str, Any] = {"threads": m.threads} if m.threads else {}
     if m.rebuild_on_mismatch:
         opts["rebuild_on_mismatch"] = True
-    opts.update({k: v for k, v in (("device", m.device), ("precision", m.precision), ("hint", m.hint))
-                 if v is not None})
+    opts.update(_device_options(m))
+    opts.update({k: v for k, v in (("precision", m.precision), ("hint", m.hint)) if v is not None})
     det = Detector(m.path, conf=m.conf, iou=m.iou, max_det=m.max_det, agnostic=m.agnostic, backend=m.backend,
                    imgsz=m.imgsz, force_imgsz=m.force_imgsz, **opts)
     try:
@@ -687,6 +767,17 @@ def build_detector(cfg: AppConfig) -> Any:
         det.close()
         raise
     return det
+
+
+def _device_options(m: ModelConfig) -> Dict[str, Any]:
+    """``device`` / ``half`` / ``tf32`` / ``device_path`` as the options of the model's backend
+    (:func:`edge_detect.devices.device_options`: TensorRT gets the GPU index, OpenVINO its device name)."""
+    from edge_detect.backends.base import backend_for_path
+    from edge_detect.devices import device_options
+
+    if m.device is None and not m.half and not m.tf32 and m.device_path is None:
+        return {}
+    return device_options(m.backend or backend_for_path(m.path), m.device, m.half, m.tf32, m.device_path)
 
 
 def region_processor(kind: str, cfg: AppConfig, names: Sequence[str],
@@ -744,36 +835,38 @@ def build_processors(cfg: AppConfig, names: Sequence[str], source_ids: Sequence[
                     if p is not None]
 
 
-def check_sources(cfg: AppConfig) -> None:
-    """The cheap checks (at least one source, no missing file), before a model loads or anything opens.
+def check_sources(cfg: AppConfig, keep_alive: bool = False) -> None:
+    """The cheap checks (at least one source unless ``keep_alive``, no missing file), before a model loads or
+    anything opens.
 
     Raises:
         ConfigError: no source. SourceError: a missing file or an unknown scheme.
     """
     from edge_detect.stream.sources import parse_source
 
-    if not cfg.sources:
+    if not cfg.sources and not keep_alive:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
     for s in cfg.sources:
         parse_source(s.uri)
 
 
-def open_sources(cfg: AppConfig) -> List[Any]:
-    """Open every configured source. With several, a live one that cannot be opened yet starts offline and keeps
-    retrying; only when none opens does this fail (the opened ones closed).
+def open_sources(cfg: AppConfig, keep_alive: bool = False) -> List[Any]:
+    """Open every configured source. With several (or ``keep_alive``), a live one that cannot be opened yet starts
+    offline and keeps retrying; only when none opens does this fail (the opened ones closed; with ``keep_alive``
+    and no source configured there is nothing to open).
 
     Raises:
         SourceError: a missing file or no source opened.
     """
     from edge_detect.stream.sources import open_source
 
-    check_sources(cfg)
+    check_sources(cfg, keep_alive)
     opened: List[Any] = []
     try:
         for s in cfg.sources:
-            opened.append(open_source(s.uri, source_id=s.id, capture=cfg.capture, offline_ok=len(cfg.sources) > 1,
-                                      **s.options))
-        if all(src.offline for src in opened):
+            opened.append(open_source(s.uri, source_id=s.id, capture=cfg.capture,
+                                      offline_ok=keep_alive or len(cfg.sources) > 1, **s.options))
+        if opened and all(src.offline for src in opened) and not keep_alive:
             raise SourceError(f"sources: expected at least one that opens, got {len(opened)} offline: "
                               + ", ".join(src.uri for src in opened))
     except BaseException:
@@ -783,7 +876,8 @@ def open_sources(cfg: AppConfig) -> List[Any]:
     return opened
 
 
-def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None, bus: Any = None) -> Any:
+def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None, bus: Any = None,
+                   keep_alive: bool = False) -> Any:
     """Open sources and sinks and return a :class:`~edge_detect.stream.pipeline.Pipeline` (not yet run).
 
     Args:
@@ -791,6 +885,8 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None,
         detector: use this detector instead of building one from ``cfg.model``.
         stop_event: event that stops the run when set.
         bus: the :class:`~edge_detect.events.EventBus` to publish on (an App's, so counts outlive the pipeline).
+        keep_alive: the pipeline runs until stopped, with no source or all ended (a served app; see
+            :class:`~edge_detect.stream.pipeline.Pipeline`).
 
     The model is loaded first, so a bad model leaves no output file behind.
 
@@ -802,13 +898,13 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None,
     from edge_detect.sinks.events import arrange_sinks
     from edge_detect.stream.pipeline import Pipeline
 
-    check_sources(cfg)
+    check_sources(cfg, keep_alive)
     opened: List[Any] = []
     try:
         det = detector if detector is not None else build_detector(cfg)
         if detector is None:
             opened.append(det)
-        sources = open_sources(cfg)
+        sources = open_sources(cfg, keep_alive)
         opened += sources
         sinks = []
         for sc in run_sinks(cfg):
@@ -818,7 +914,7 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None,
         s = cfg.server
         pipeline = Pipeline(sources, det, arrange_sinks(sinks), processors=procs, batch=cfg.model.batch,
                             max_frames=s.max_frames, duration=s.duration, progress=s.progress, stop_event=stop_event,
-                            stats_interval_s=s.stats_interval_s, bus=bus)
+                            stats_interval_s=s.stats_interval_s, bus=bus, keep_alive=keep_alive)
         for src, sc in zip(sources, cfg.sources):
             if not sc.enabled:
                 pipeline.batcher.set_enabled(src.source_id, False)

@@ -269,6 +269,11 @@ class Result:
 _EVENT_CLASSES: Dict[str, Type["Event"]] = {}
 
 
+def _optional() -> Any:
+    """An optional event field: ``None`` by default, and left out of :meth:`Event.to_dict` while ``None``."""
+    return field(default=None, metadata={"omit_if_none": True})
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class Event(Mapping):
     """One event of one frame of one source: the base of the typed event family.
@@ -305,12 +310,14 @@ class Event(Mapping):
         return self.TYPE
 
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON-ready dict: ``type``, the typed fields in declaration order, ``frame`` and ``wall_time`` when
-        set, then :attr:`extra`."""
+        """The JSON-ready dict: ``type``, the typed fields in declaration order (optional ones only when set),
+        ``frame`` and ``wall_time`` when set, then :attr:`extra`."""
         out: Dict[str, Any] = {"type": self.type}
         for f in fields(self):
             if f.name not in ("frame", "wall_time", "extra"):
-                out[f.name] = getattr(self, f.name)
+                value = getattr(self, f.name)
+                if value is not None or not f.metadata.get("omit_if_none"):
+                    out[f.name] = value
         if self.frame is not None:
             out["frame"] = self.frame
         if self.wall_time is not None:
@@ -364,33 +371,43 @@ def event_types() -> List[str]:
 @dataclass(frozen=True, eq=False)
 class LineCross(Event):
     """A track crossed a counting line (:mod:`edge_detect.stream.processors.lines`): ``direction`` ``"in"`` (from
-    the left of the directed line to its right, as seen in the image) or ``"out"``."""
+    the left of the directed line to its right, as seen in the image) or ``"out"``; the object's speed then
+    (pixels per second of stream time, from the tracker; ``speed_m_s`` with a ground scale ``meters_per_px``),
+    when known."""
 
     TYPE: ClassVar[str] = "line_cross"
     line: str
     direction: str
     track_id: int
     class_name: str
+    speed_px_s: Optional[float] = _optional()
+    speed_m_s: Optional[float] = _optional()
 
 
 @dataclass(frozen=True, eq=False)
 class ZoneEnter(Event):
-    """A track entered a zone (:mod:`edge_detect.stream.processors.zones`)."""
+    """A track entered a zone (:mod:`edge_detect.stream.processors.zones`), at ``speed_px_s`` (``speed_m_s``) when
+    known (as :class:`LineCross`)."""
 
     TYPE: ClassVar[str] = "zone_enter"
     zone: str
     track_id: int
     class_name: str
+    speed_px_s: Optional[float] = _optional()
+    speed_m_s: Optional[float] = _optional()
 
 
 @dataclass(frozen=True, eq=False)
 class _ZoneTime(Event):
-    """A track and a time spent in a zone (the fields of :class:`ZoneExit` and :class:`Dwell`)."""
+    """A track and a time spent in a zone (the fields of :class:`ZoneExit` and :class:`Dwell`), and the object's
+    speed at its last sighting when known (as :class:`LineCross`)."""
 
     zone: str
     track_id: int
     class_name: str
     dwell_s: float
+    speed_px_s: Optional[float] = _optional()
+    speed_m_s: Optional[float] = _optional()
 
 
 class ZoneExit(_ZoneTime):
@@ -408,13 +425,16 @@ class Dwell(_ZoneTime):
 
 @dataclass(frozen=True, eq=False)
 class ObjectNew(Event):
-    """A tracker confirmed a new track: its class, score and box ``xyxy`` (original-frame pixels)."""
+    """A tracker confirmed a new track: its class, score and box ``xyxy`` (original-frame pixels); ``entered``:
+    the frame edge it came in through (``left``/``top``/``right``/``bottom``, ``""`` = it appeared inside the
+    picture), when the tracker tells."""
 
     TYPE: ClassVar[str] = "object_new"
     track_id: int
     class_name: str
     score: float
     xyxy: List[float]
+    entered: Optional[str] = _optional()
 
 
 ObjectStart = ObjectNew  # the lifecycle name; the JSON type stays "object_new" (schema 1)
@@ -435,7 +455,9 @@ class ObjectUpdate(Event):
 @dataclass(frozen=True, eq=False)
 class ObjectEnd(Event):
     """A tracker dropped a track (or its source ended): first/last sighting (Unix seconds and frames), best
-    score."""
+    score; when the tracker tells, ``dwell_s`` (seconds of stream time from the first to the last sighting) and
+    the frame edges it came in and left through (``entered`` / ``exited``: ``left``/``top``/``right``/``bottom``,
+    ``""`` = inside the picture)."""
 
     TYPE: ClassVar[str] = "object_end"
     track_id: int
@@ -445,6 +467,9 @@ class ObjectEnd(Event):
     first_frame: int
     last_frame: int
     best_score: float
+    dwell_s: Optional[float] = _optional()
+    entered: Optional[str] = _optional()
+    exited: Optional[str] = _optional()
 
 
 @dataclass(frozen=True, eq=False)

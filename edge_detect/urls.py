@@ -1,4 +1,5 @@
-"""URL helpers shared by sources, sinks, backends and the CLI: credential masking and scheme/host parsing.
+"""URL helpers shared by sources, sinks, backends, the server and the CLI: credential masking, scheme/host
+parsing, loopback addresses.
 
 Nothing here opens a connection; these are pure string functions. A URL is ``scheme://[userinfo@]host[:port]
 [/path][?query][#fragment]``; the userinfo is everything between ``scheme://`` and the authority's LAST ``@``
@@ -7,11 +8,14 @@ still treated as a whole.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from typing import Optional, Union
 
-__all__ = ["mask_credentials", "url_scheme", "url_host", "SCHEME_RE"]
+__all__ = ["mask_credentials", "url_scheme", "url_host", "is_loopback", "SCHEME_RE"]
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 #: ``scheme://`` at the start of a string (RFC 3986 scheme characters); group 1 is the scheme as written.
 SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*)://")
@@ -56,3 +60,19 @@ def url_host(url: str) -> str:
     """
     authority = re.split(r"[/?#\s]", re.sub(r"^[^:]+://", "", str(url).strip()), maxsplit=1)[0]
     return authority.rsplit("@", 1)[-1]
+
+
+def is_loopback(host: str) -> bool:
+    """``True`` for ``localhost`` and loopback IPs (``127.0.0.0/8``, ``::1``, in brackets or not); ``False`` for
+    ``0.0.0.0``, ``::`` and every other name or address.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("[::1]"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    name = str(host).strip().strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

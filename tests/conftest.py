@@ -120,6 +120,17 @@ def yolov5n_onnx_dynamic(weights_pt: Path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def yolov5n_onnx_320(weights_pt: Path, tmp_path_factory) -> Path:
+    """yolov5n exported once per session to a static 1x3x320x320 ONNX with the torch-free exporter (no torch
+    needed; about 4x less inference than 640: for tests that run the real model on live-paced streams)."""
+    pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install -e '.[onnx]')")
+    from edge_detect.deploy.onnx_yolov5 import export_onnx_torch_free
+
+    out = tmp_path_factory.mktemp("onnx_320") / "yolov5n-320.onnx"
+    return export_onnx_torch_free(weights_pt, out, imgsz=320, progress=False)
+
+
 def make_onnx_model(path: Path, outputs, input_shape=(1, 3, 640, 640), input_dtype="float32",
                     metadata=None, output_names=None) -> Path:
     """Write a tiny ONNX that ignores its image input and returns fixed arrays (one per output).

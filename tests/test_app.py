@@ -11,7 +11,7 @@ import pytest
 
 from edge_detect.app import App
 from edge_detect.app_config import SourceConfig, load_app_config
-from edge_detect.errors import DuplicateSourceError, UnknownSourceError
+from edge_detect.errors import ConfigError, DuplicateSourceError, UnknownSourceError
 from edge_detect.types import Detections
 
 CYCLE = 40  # frames of one walk across the picture
@@ -99,7 +99,9 @@ server: {{progress: false}}
         status = app.status()
         assert [s["id"] for s in status["sources"]] == ["a", "c"] and status["running"]
         assert {s["state"] for s in status["sources"]} == {"online"}
-        assert app.latest_frame("a").shape == (48, 320, 3) and app.latest_frame("zz") is None
+        assert app.latest_frame("a").shape == (48, 320, 3)
+        with pytest.raises(UnknownSourceError, match="source 'zz'"):
+            app.latest_frame("zz")
         jsonl = app.add_sink(str(tmp_path / "late.jsonl"))
         assert _wait(lambda: jsonl.queue_stats()["sent"] >= 5)
         app.remove_sink(jsonl)
@@ -124,3 +126,46 @@ def _drain(sub):
         if r is None:
             return out
         out.append(r)
+
+
+def test_served_app_outlives_its_sources_and_takes_new_ones(walk_video, tmp_path):
+    """keep_alive (serve, run --http): starts with no source, stays up once its file has ended, takes new sources;
+    config_dict() is the running config (resolved ids, runtime changes) and loads back to the same config."""
+    import yaml
+
+    from edge_detect.app_config import AppConfig
+
+    short = tmp_path / "short.avi"
+    writer = cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"MJPG"), 40.0, (320, 48))
+    for i in range(10):
+        writer.write(np.full((48, 320, 3), 5 * i, np.uint8))
+    writer.release()
+    app = App(AppConfig(), detector=Walker(), keep_alive=True).start()
+    try:
+        assert app.status()["sources"] == [] and app.running
+        assert app.add_source(str(short)) == "short"
+        assert _wait(lambda: app.status()["sources"][0]["state"] == "ended")
+        time.sleep(0.3)
+        assert app.running and _processed(app, "short") == 10 and app.wait(0) is None
+        assert app.add_source(SourceConfig(str(short), lines={"g": [100, 0, 100, 48]})) == "short-1"
+        assert _wait(lambda: _processed(app, "short-1") == 10)
+        app.update_source("short-1", enabled=False, conf=0.5)
+        saved = tmp_path / "app.yaml"
+        saved.write_text(yaml.safe_dump(app.config_dict()))
+        assert load_app_config(saved).to_dict() == app.config_dict() == {"sources": [
+            {"uri": str(short), "id": "short"},
+            {"uri": str(short), "id": "short-1", "lines": {"g": [100, 0, 100, 48]}, "conf": 0.5, "enabled": False}]}
+        app.remove_source("short")
+        assert app.add_source(SourceConfig(str(short), id="short")) == "short"  # a removed source's id is free again
+    finally:
+        summary = app.stop("test").wait(30)
+    assert summary.stopped_by == "test" and summary.processed >= 20
+
+
+def test_runtime_changes_after_the_run_ended_are_refused(walk_video):
+    app = App(load_app_config(overrides={"sources": [str(walk_video)], "server.max_frames": 5}), detector=Walker())
+    assert app.start().wait(30).stopped_by == "max_frames"
+    with pytest.raises(ConfigError, match=r"expected a running app, got one whose run has ended \(max_frames\)"):
+        app.add_source(str(walk_video))
+    with pytest.raises(ConfigError, match="run has ended"):
+        app.update_source("walk", enabled=False)

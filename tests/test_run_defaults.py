@@ -72,6 +72,7 @@ def test_no_save_or_an_output_given_writes_no_default_folder(replay, headless, c
     (False, ["--preview-port", "8090"], False),
     (False, ["--webhook", "http://127.0.0.1:9/h"], False),
     (False, ["--save-video", "a.mp4"], False),
+    (False, ["--http", "127.0.0.1:8090"], False),  # the dashboard shows the frames
 ])
 def test_default_outputs_only_when_nothing_is_written_or_shown(monkeypatch, tmp_path, display, argv, defaults):
     from edge_detect.app_config import load_app_config
@@ -86,7 +87,7 @@ def test_default_outputs_only_when_nothing_is_written_or_shown(monkeypatch, tmp_
     assert isinstance(args, argparse.Namespace)
     cfg = load_app_config(None, _overrides(args))
     cfg = _event_flags(args, add_sinks(cfg, _sink_flags(args, cfg)))
-    new, run_dir = _default_outputs(cfg, args)
+    new, run_dir = _default_outputs(cfg, args, serving=args.http is not None)
     if defaults:
         assert run_dir == Path("runs/run/2")
         assert [s.spec for s in new.outputs.sinks] == [str(run_dir / "out.mp4"), str(run_dir / "out.jsonl")]

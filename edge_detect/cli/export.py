@@ -50,7 +50,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Export a YOLOv5 .pt checkpoint to ONNX (fp32, fp16 or INT8) or to a TensorRT engine, "
                     "with the model metadata (class names, input size, layout) embedded.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("model")
+    _model_args(p.add_argument_group("model"))
+    _int8_args(p.add_argument_group("INT8 quantization"))
+    _graph_args(p.add_argument_group("graph options"))
+    _engine_args(p.add_argument_group("TensorRT engine"))
+    _triton_args(p.add_argument_group("Triton model repository (--format triton)"))
+    return p
+
+
+def _model_args(g: Any) -> None:
     g.add_argument("--weights", required=True, metavar="PT",
                    help="checkpoint file or manifest name (e.g. yolov5n)")
     g.add_argument("--format", choices=FORMATS, default="onnx",
@@ -74,7 +82,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="ultralytics checkpoints only: if the restricted unpickler refuses the file, load it with "
                         "ultralytics' own loader, which EXECUTES code pickled in it (only for files you trust)")
 
-    q = p.add_argument_group("INT8 quantization")
+
+def _int8_args(q: Any) -> None:
     q.add_argument("--int8", action="store_true", help="INT8 with Q/DQ nodes calibrated on real images")
     q.add_argument("--calib", default=None, metavar="DATA.yaml|DIR|VIDEO",
                    help="calibration images: dataset yaml, image folder or video (required with --int8)")
@@ -97,7 +106,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="--format openvino --int8: activation ranges, min/max over all calibration images "
                         "(default) or NNCF's default estimator")
 
-    n = p.add_argument_group("graph options")
+
+def _graph_args(n: Any) -> None:
     n.add_argument("--nms", action="store_true",
                    help="append NMS to the graph (outputs num_dets, boxes, scores, classes)")
     n.add_argument("--nms-plugin", choices=NMS_PLUGINS, default=None,
@@ -114,7 +124,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     n.add_argument("--uint8-input", action="store_true",
                    help="take letterboxed uint8 BGR NHWC frames; conversion and /255 happen in the graph")
 
-    e = p.add_argument_group("TensorRT engine")
+
+def _engine_args(e: Any) -> None:
     e.add_argument("--workspace", type=positive_float, default=4.0, metavar="GB",
                    help="builder workspace limit in GiB (default: 4)")
     e.add_argument("--dla", type=int, default=None, metavar="N",
@@ -122,7 +133,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     e.add_argument("--timing-cache", default=None, metavar="PATH",
                    help="TensorRT timing cache file, read and updated (speeds up rebuilds)")
 
-    t = p.add_argument_group("Triton model repository (--format triton)")
+
+def _triton_args(t: Any) -> None:
     t.add_argument("--triton-model", choices=TRITON_MODELS, default="onnx",
                    help="the served model: onnx (ONNX Runtime backend), engine (TensorRT plan, built on this machine: "
                         "use the server's GPU and TensorRT) or openvino (default: onnx)")
@@ -136,7 +148,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="model instances on the server (instance_group count; default: 1)")
     t.add_argument("--triton-device", choices=TRITON_DEVICES, default="auto",
                    help="instance_group kind: auto (GPU when the server has one), gpu or cpu (default: auto)")
-    return p
 
 
 def options_from_args(args: argparse.Namespace) -> ExportOptions:

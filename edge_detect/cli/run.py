@@ -9,14 +9,15 @@ import re
 import signal
 import threading
 from pathlib import Path
-from typing import Callable, Any, Dict, List, Optional
+from typing import Callable, Any, Dict, List, Optional, Tuple
 
 from edge_detect.app import App, write_summary
 from edge_detect.app_config import (AppConfig, EventsConfig, SinkConfig, add_sinks, check_events, check_run_outputs,
                                     load_app_config)
 from edge_detect.backends.base import backend_names
 from edge_detect.cli._types import positive_int
-from edge_detect.cli.detect import add_openvino_args
+from edge_detect.cli.detect import add_device_args, add_openvino_args
+from edge_detect.cli.serve import add_http_args, http_settings, serve_app
 from edge_detect.errors import ConfigError, SinkError, SourceError
 from edge_detect.preprocess import check_imgsz
 
@@ -40,11 +41,13 @@ examples:
   edge-detect run --config configs/app/rtsp_jetson.yaml --track --summary-json summary.json
   edge-detect run --model yolov5n.onnx --source v.mp4 --line gate=320,0,320,360 --zone bay=0,200,300,200,300,360,0,360 \\
       --summary-json s.json     # counts in s.json ("lines", "zones"); events in each JSONL line
+  edge-detect run --config configs/app/dashboard.yaml --http 127.0.0.1:8080   # + dashboard and REST API
 
 stopping and exit codes:
-  the run ends when all sources end, after --max-frames / --duration, on q or Esc in the window, or on
-  Ctrl-C / SIGTERM. Frames in flight are finished and every output is finalized (the mp4 stays playable,
-  the JSONL holds every processed frame, --summary-json is written). Exit code: 0 when the run ended by
+  the run ends when all sources end (with --http: not then, it keeps serving and takes new sources), after
+  --max-frames / --duration, on q or Esc in the window, or on Ctrl-C / SIGTERM. Frames in flight are finished
+  and every output is finalized (the mp4 stays playable, the JSONL holds every processed frame, --summary-json
+  is written). Exit code: 0 when the run ended by
   itself, 130 after SIGINT (Ctrl-C), 143 after SIGTERM, 2 on errors (also: no frame could be processed, an
   output that is not writable or is one of the inputs -- checked before the run starts). A second signal
   stops waiting for event deliveries (MQTT, webhook: what is queued is counted failed) but still finalizes
@@ -69,6 +72,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _source_args(p)
     _output_args(p.add_argument_group("outputs"))
     _event_args(p.add_argument_group("events and metrics (event JSON schema: README 'Events')"))
+    add_http_args(p.add_argument_group("dashboard and REST API (README 'Dashboard and REST API')"),
+                  "serve the dashboard and the REST API of this run on HOST:PORT (e.g. 127.0.0.1:8080; default: "
+                  "the config's server.port, else none); the run then goes on when its sources end, until Ctrl-C")
     r = p.add_argument_group("stopping")
     r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
     r.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
@@ -93,7 +99,8 @@ def _model_args(m: Any) -> None:
     m.add_argument("--batch", type=positive_int, default=None, metavar="N",
                    help="frames per inference call, gathered across the sources with a bounded wait (one frame "
                         "interval of the fastest source); a static-batch model uses its own batch (default: 1)")
-    add_openvino_args(m)
+    add_device_args(m)
+    add_openvino_args(m, device=False)
     m.add_argument("--rebuild-on-mismatch", action="store_true", default=None,
                    help="TensorRT engines: rebuild from the recorded ONNX when built by another TensorRT/GPU")
     m.add_argument("--conf", type=float, default=None, metavar="T", help="confidence threshold (default: 0.25)")
@@ -172,6 +179,7 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
         "model.path": args.model, "model.backend": args.backend, "model.imgsz": args.imgsz,
         "model.threads": args.threads, "model.batch": args.batch, "model.force_imgsz": args.force_imgsz or None,
         "model.rebuild_on_mismatch": args.rebuild_on_mismatch, "model.device": args.device,
+        "model.half": args.half or None, "model.tf32": args.tf32 or None, "model.device_path": args.device_path,
         "model.precision": args.precision, "model.hint": args.hint, "model.conf": args.conf, "model.iou": args.iou,
         "model.max_det": args.max_det, "model.classes": args.classes, "model.agnostic": args.agnostic,
         "analytics.tracker.enabled": True if args.tracker and args.tracker != "none" else args.track,
@@ -246,15 +254,16 @@ def _event_flags(args: argparse.Namespace, cfg: AppConfig) -> AppConfig:
 DEFAULT_RUNS = Path("runs") / "run"
 
 
-def _default_outputs(cfg: AppConfig, args: argparse.Namespace) -> "tuple[AppConfig, Optional[Path]]":
+def _default_outputs(cfg: AppConfig, args: argparse.Namespace,
+                     serving: bool = False) -> "tuple[AppConfig, Optional[Path]]":
     """``(cfg, None)``, or, for a run that would write nothing and show nothing (no sink, no event output, no window:
-    no display or ``--no-show``) without ``--no-save``: ``cfg`` with ``out.mp4`` and ``out.jsonl`` in the next free
-    ``runs/run/N/`` and that folder (the summary goes there too, written by :func:`main`). The folder is created by
-    the first frame written, like every file output."""
+    no display or ``--no-show``, no dashboard: not ``serving``) without ``--no-save``: ``cfg`` with ``out.mp4`` and
+    ``out.jsonl`` in the next free ``runs/run/N/`` and that folder (the summary goes there too, written by
+    :func:`main`). The folder is created by the first frame written, like every file output."""
     from edge_detect.app_config import run_sinks
     from edge_detect.paths import next_run_dir
 
-    if args.no_save or run_sinks(cfg):
+    if args.no_save or serving or run_sinks(cfg):
         return cfg, None
     run_dir = next_run_dir(DEFAULT_RUNS, "")
     return add_sinks(cfg, [SinkConfig(str(run_dir / "out.mp4")), SinkConfig(str(run_dir / "out.jsonl"))]), run_dir
@@ -266,6 +275,21 @@ def default_exporter() -> Callable[..., Any]:
     from edge_detect.deploy.onnx_yolov5 import export_onnx_torch_free
 
     return export_onnx_torch_free
+
+
+def _http(args: argparse.Namespace, cfg: AppConfig) -> Optional[Tuple[Any, bool]]:
+    """``(ServerSettings, generated token)`` when the run serves HTTP (``--http`` or ``server.port``), else
+    ``None``.
+
+    Raises:
+        ConfigError: ``--api-token`` without anything to serve, a bad ``--http``, or a non-loopback bind without a
+            token.
+    """
+    if not args.http and cfg.server.port is None:
+        if args.api_token:
+            raise ConfigError("--api-token: expected --http HOST:PORT (or server.port in the config) too, got none")
+        return None
+    return http_settings(cfg.server, args.http, args.api_token)
 
 
 class _ReportedAtTheEnd(logging.Filter):
@@ -352,14 +376,15 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
     if cfg.model.imgsz is not None:
         check_imgsz((cfg.model.imgsz[0], cfg.model.imgsz[-1]), stride=1, force=cfg.model.force_imgsz)
-    cfg, run_dir = _default_outputs(cfg, args)
+    http = _http(args, cfg)  # bind and token checked before anything heavy starts
+    cfg, run_dir = _default_outputs(cfg, args, serving=http is not None)
     flags = {v: k for k, v in (("--save-video", args.save_video), ("--save-jsonl", args.save_jsonl)) if v}
     if run_dir is not None:
         flags.update({s.spec: "default output" for s in cfg.outputs.sinks})
     check_run_outputs(cfg, flags)
-    app = App(cfg, exporter=default_exporter)
+    app = App(cfg, exporter=default_exporter, keep_alive=http is not None)
     with _SignalStop(app) as stop, _ReportedAtTheEnd():
-        summary = app.run()
+        summary = app.run() if http is None else serve_app(app, http[0], generated_token=http[1])
     if summary.sink_errors:  # the other outputs were finalized; the summary (if asked) is written
         more = f" (+{len(summary.sink_errors) - 1} more)" if len(summary.sink_errors) > 1 else ""
         raise SinkError(f"output failed: {summary.sink_errors[0]}{more}")

@@ -200,10 +200,7 @@ def _source_routes(router: APIRouter, ctx: ServerContext, auth: Callable[..., No
 
     @router.post("/sources", tags=["sources"], status_code=201, dependencies=guarded, summary="Add a source")
     def add_source(body: SourceIn, response: Response) -> Dict[str, Any]:
-        before = set(ctx.source_ids())
         new_id = ctx.app.add_source(_source_config(body))
-        if not isinstance(new_id, str):  # an App that does not return the id: the one that appeared
-            new_id = body.id or next(iter(set(ctx.source_ids()) - before), "")
         ctx.saved()
         response.headers["Location"] = f"{API_PREFIX}/sources/{new_id}"
         return ctx.source(new_id)

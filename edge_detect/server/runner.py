@@ -14,7 +14,7 @@ import time
 from typing import Any, Optional
 
 from edge_detect.errors import ConfigError
-from edge_detect.server.settings import ServerSettings
+from edge_detect.server.settings import ServerSettings, bind_port
 
 __all__ = ["HttpServer"]
 
@@ -24,7 +24,7 @@ _GRACEFUL_S = 3
 
 class HttpServer:
     """uvicorn serving ``asgi_app`` (from :func:`~edge_detect.server.api.create_app`) on ``settings.host`` /
-    ``settings.port``.
+    ``settings.port`` (unset: 8080).
 
     Args:
         asgi_app: the FastAPI application (its ``state.ctx.stopping`` is set on stop).
@@ -39,7 +39,7 @@ class HttpServer:
         import uvicorn
 
         self.asgi_app, self.settings = asgi_app, settings
-        self._socket = _bind(settings.host, settings.port)
+        self._socket = _bind(settings.host, bind_port(settings))
         self.host, self.port = self._socket.getsockname()[:2]
         config = uvicorn.Config(asgi_app, log_level=log_level, access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=_GRACEFUL_S)

@@ -1,7 +1,8 @@
 """Settings of the HTTP server (the config's ``server:`` section) and its security checks.
 
-Pure functions and a frozen dataclass, no web framework imported: the CLI checks the bind address and the token
-before anything heavy starts.
+The settings are the config's ``server:`` section, :class:`edge_detect.app_config.ServerConfig` (its one home;
+:data:`ServerSettings` is the same class under the server's name). Pure functions, no web framework imported: the
+CLI checks the bind address and the token before anything heavy starts.
 
 Security model (README "Dashboard and REST API"):
 
@@ -15,93 +16,42 @@ Security model (README "Dashboard and REST API"):
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
-from dataclasses import dataclass, replace
-from typing import Any, Mapping, Optional, Tuple
+from dataclasses import replace
+from typing import Any, Mapping, Optional, Tuple, Union
 
+from edge_detect.app_config import DEFAULT_HTTP_PORT, ServerConfig
 from edge_detect.config import from_mapping
 from edge_detect.errors import ConfigError
+from edge_detect.urls import is_loopback
 
-__all__ = ["ServerSettings", "TOKEN_ENV", "is_loopback", "parse_http", "resolve_token", "check_bind",
-           "server_settings"]
+__all__ = ["ServerSettings", "TOKEN_ENV", "DEFAULT_HTTP_PORT", "is_loopback", "parse_http", "resolve_token",
+           "check_bind", "server_settings", "bind_port"]
 
 #: environment variable holding the API token
 TOKEN_ENV = "EDGE_DETECT_API_TOKEN"
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
-_MIN_TOKEN_CHARS = 16
+
+#: the server's settings: the config's ``server:`` section (one class, see module doc)
+ServerSettings = ServerConfig
 
 
-@dataclass(frozen=True)
-class ServerSettings:
-    """The ``server:`` section of a config.
-
-    Attributes:
-        host: bind address (default loopback only).
-        port: TCP port (0 = any free port).
-        api_token: bearer token for mutations (``None``: see :func:`resolve_token`).
-        cors_origins: origins allowed to call the API from other pages (empty = CORS off).
-        allowed_hosts: ``Host`` header values served; ``None`` = loopback names on a loopback bind, any otherwise.
-        stream_fps: most frames per second of an MJPEG stream and of the page's tiles.
-        jpeg_quality: JPEG quality of snapshots and streams, 1..100.
-        events_capacity: events kept in memory for ``GET /events`` (oldest dropped first).
-        thumbnails: events whose frame thumbnail is kept in memory (oldest dropped first; 0 = none).
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    api_token: Optional[str] = None
-    cors_origins: Tuple[str, ...] = ()
-    allowed_hosts: Optional[Tuple[str, ...]] = None
-    stream_fps: float = 10.0
-    jpeg_quality: int = 80
-    events_capacity: int = 2000
-    thumbnails: int = 200
-
-    def __post_init__(self) -> None:
-        if not 0 <= int(self.port) <= 65535:
-            raise ConfigError(f"server.port: expected 0..65535, got {self.port}")
-        if not 0.1 <= float(self.stream_fps) <= 60:
-            raise ConfigError(f"server.stream_fps: expected 0.1..60, got {self.stream_fps}")
-        if not 1 <= int(self.jpeg_quality) <= 100:
-            raise ConfigError(f"server.jpeg_quality: expected 1..100, got {self.jpeg_quality}")
-        if int(self.events_capacity) < 1 or int(self.thumbnails) < 0:
-            raise ConfigError(f"server.events_capacity / thumbnails: expected >= 1 / >= 0, got "
-                              f"{self.events_capacity} / {self.thumbnails}")
-        if self.api_token is not None and len(str(self.api_token)) < _MIN_TOKEN_CHARS:
-            raise ConfigError(f"server.api_token: expected at least {_MIN_TOKEN_CHARS} characters, got "
-                              f"{len(str(self.api_token))} (generate one: python -c 'import secrets; "
-                              f"print(secrets.token_urlsafe(24))')")
-
-    @property
-    def loopback(self) -> bool:
-        """Whether :attr:`host` is a loopback address."""
-        return is_loopback(self.host)
+def bind_port(settings: ServerSettings) -> int:
+    """The port to listen on: ``settings.port``, or :data:`DEFAULT_HTTP_PORT` when unset."""
+    return DEFAULT_HTTP_PORT if settings.port is None else int(settings.port)
 
 
-def server_settings(section: Optional[Mapping[str, Any]], **overrides: Any) -> ServerSettings:
-    """:class:`ServerSettings` from a config's ``server:`` mapping, then ``overrides`` that are not ``None``
-    (flags not given).
+def server_settings(section: Union[ServerSettings, Mapping[str, Any], None], **overrides: Any) -> ServerSettings:
+    """:class:`ServerSettings` from a loaded config's ``server`` section or a ``server:`` mapping, then
+    ``overrides`` that are not ``None`` (flags not given).
 
     Raises:
         ConfigError: unknown key (with the closest known one) or a value out of range.
     """
-    settings = from_mapping(dict(section or {}), ServerSettings, where="server")
+    settings = section if isinstance(section, ServerConfig) else \
+        from_mapping(dict(section or {}), ServerSettings, where="server")
     changes = {k: v for k, v in overrides.items() if v is not None}
     return replace(settings, **changes) if changes else settings
-
-
-def is_loopback(host: str) -> bool:
-    """``True`` for ``localhost`` and loopback IPs (``127.0.0.0/8``, ``::1``); ``False`` for ``0.0.0.0``, ``::``
-    and every other name or address."""
-    name = str(host).strip().strip("[]").lower()
-    if name in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_http(value: str) -> Tuple[str, int]:
@@ -146,6 +96,6 @@ def check_bind(settings: ServerSettings) -> None:
         ConfigError: ``settings.host`` is not loopback and ``settings.api_token`` is ``None``.
     """
     if settings.api_token is None and not settings.loopback:
-        raise ConfigError(f"refusing to serve on {settings.host}:{settings.port} without an API token: expected "
+        raise ConfigError(f"refusing to serve on {settings.host}:{bind_port(settings)} without an API token: expected "
                           f"--api-token TOKEN, server.api_token in the config or {TOKEN_ENV}, got none "
                           f"(or bind to 127.0.0.1)")

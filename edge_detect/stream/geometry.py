@@ -218,25 +218,37 @@ def polygon_signed_distance(points: np.ndarray, polygon: np.ndarray) -> np.ndarr
 
 class Hysteresis:
     """A two-state switch driven by a signed value with a dead band: the state only changes once the value is
-    beyond ``±band`` on the other side, so jitter inside the band never toggles it.
+    beyond ``±band`` on the other side (for ``confirm`` values in a row), so jitter inside the band never toggles
+    it, and with ``confirm > 1`` neither does a lone excursion beyond it.
 
     ``update(v)`` returns ``(state, changed)``: ``state`` is ``+1`` / ``-1`` once known (``None`` while the
     value has only been inside the band), ``changed`` is true exactly when a known state flipped. The first
-    value outside the band sets the state without counting as a change.
+    value outside the band sets the state without counting as a change (no confirmation needed). A value
+    inside the band, or beyond it on the current side, restarts the count of values in a row on the other side
+    (:attr:`run`; :attr:`pending` while it is above 0).
 
-    ============================  ======================  ==========
-    values fed (band 2)           states                  changes
-    ============================  ======================  ==========
-    -5, -1, 1, -1, 1, 5           -1,-1,-1,-1,-1,+1       one, at 5
-    -5, -1, 1.5, -3               -1,-1,-1,-1             none
-    ============================  ======================  ==========
+    ============================  ========  ======================  ==========
+    values fed (band 2)           confirm   states                  changes
+    ============================  ========  ======================  ==========
+    -5, -1, 1, -1, 1, 5           1         -1,-1,-1,-1,-1,+1       one, at 5
+    -5, -1, 1.5, -3               1         -1,-1,-1,-1             none
+    -5, 3, -3, 3, 1, 3, 4         2         -1,-1,-1,-1,-1,-1,+1    one, at 4
+    ============================  ========  ======================  ==========
     """
 
-    def __init__(self, band: float) -> None:
+    def __init__(self, band: float, confirm: int = 1) -> None:
         if not band >= 0:
             raise ConfigError(f"hysteresis band: expected >= 0 pixels, got {band}")
-        self.band = float(band)
+        if not int(confirm) >= 1:
+            raise ConfigError(f"hysteresis confirm: expected >= 1 values, got {confirm}")
+        self.band, self.confirm = float(band), int(confirm)
         self.state: Optional[int] = None
+        self.run = 0
+
+    @property
+    def pending(self) -> bool:
+        """Whether values beyond the band on the other side have started a change not yet confirmed."""
+        return self.run > 0
 
     def update(self, value: float) -> Tuple[Optional[int], bool]:
         if value > self.band or (self.band == 0 and value > 0):
@@ -244,7 +256,20 @@ class Hysteresis:
         elif value < -self.band or (self.band == 0 and value < 0):
             new = -1
         else:
+            self.run = 0
             return self.state, False
-        changed = self.state is not None and new != self.state
-        self.state = new
-        return new, changed
+        if self.state is None or new == self.state:
+            self.state, self.run = new, 0
+            return new, False
+        self.run += 1
+        if self.run < self.confirm:
+            return self.state, False
+        self.state, self.run = new, 0
+        return new, True
+
+    def flush(self) -> Tuple[Optional[int], bool]:
+        """Confirm a pending change now (the values stop, e.g. the object is gone): ``update``'s return."""
+        if not self.pending:
+            return self.state, False
+        self.state, self.run = -self.state, 0
+        return self.state, True

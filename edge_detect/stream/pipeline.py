@@ -27,7 +27,9 @@ come from the bus; other processor ``summary()`` figures are merged into the sum
 Runtime changes (:meth:`Pipeline.apply`, used by :class:`~edge_detect.app.App`): add / remove / pause a source,
 replace a chain, install a gate, add / remove a sink, all between two batches. Stopping: sources exhausted,
 ``max_frames``, ``duration``, a sink asking (display q / Esc), :meth:`Pipeline.stop`, or ``stop_event``; frames in
-flight are finished, every sink is closed and every source released, also when an exception escapes.
+flight are finished, every sink is closed and every source released, also when an exception escapes. With
+``keep_alive`` (a served app: ``edge-detect serve``, ``run --http``) the run does not end when its sources have ended,
+and may start with none: it waits for sources added at run time until stopped.
 """
 from __future__ import annotations
 
@@ -54,19 +56,20 @@ __all__ = ["Pipeline", "RunSummary", "STAGES", "merge_summaries"]
 LOGGER = logging.getLogger(__name__)
 
 merge_summaries = merge_counts  # processor summaries merge like counts: numbers added, dicts merged
+_OPS_POLL_S = 0.01  # the sinks stage's wait for a batch between two looks at the runtime changes asked
 
 
 
 
 def _check(sources: Sequence[Any], sinks: Sequence[Any], procs: Sequence[Any], max_frames: Optional[int],
-           duration: Optional[float], queue_size: int) -> None:
+           duration: Optional[float], queue_size: int, keep_alive: bool) -> None:
     checks = [(max_frames is None or max_frames >= 1, "max_frames", ">= 1", max_frames),
               (duration is None or duration > 0, "duration", "> 0 seconds", duration),
               (queue_size >= 1, "queue_size", ">= 1", queue_size)]
     for ok, name, expected, actual in checks:
         if not ok:
             raise ConfigError(f"{name}: expected {expected}, got {actual}")
-    if not sources:
+    if not sources and not keep_alive:
         raise ConfigError("sources: expected at least one source, got none")
     for s in sources:
         if not isinstance(s, Source):
@@ -101,6 +104,7 @@ class Pipeline(RuntimeChanges):
         bus: the :class:`~edge_detect.events.EventBus` to publish on (default: a new one; an App passes its own so
             counts carry on across pipelines).
         gates: ``{source_id: gate}`` pre-inference gates (:meth:`~edge_detect.stream.batcher.Batcher.set_gate`).
+        keep_alive: run until stopped, also with no source or every source ended (sources are added at run time).
 
     ``run()`` consumes the sources and sinks: it closes all of them before returning.
     """
@@ -110,10 +114,11 @@ class Pipeline(RuntimeChanges):
                  duration: Optional[float] = None, progress: bool = True, stop_event: Optional[threading.Event] = None,
                  queue_size: int = 2, stats_interval_s: float = 10.0, batch: int = 1,
                  batch_wait_s: Optional[float] = None, bus: Optional[EventBus] = None,
-                 gates: Optional[Dict[str, Gate]] = None) -> None:
+                 gates: Optional[Dict[str, Gate]] = None, keep_alive: bool = False) -> None:
         srcs = [sources] if isinstance(sources, Source) else list(sources)
         procs = ([tracker] if tracker is not None else []) + list(processors)
-        _check(srcs, sinks, procs, max_frames, duration, queue_size)
+        _check(srcs, sinks, procs, max_frames, duration, queue_size, keep_alive)
+        self.keep_alive = bool(keep_alive)
         rename_duplicate_ids(srcs)
         self.detector = detector
         self._det = as_detector_like(detector)
@@ -128,7 +133,7 @@ class Pipeline(RuntimeChanges):
         self.batcher = Batcher(srcs, self._det, batch, batch_wait_s, self._det.max_in_flight, self._notify)
         self.batch = self.batcher.size
         self.inflight = InFlight(self._det, self._abort)
-        live = all(s.is_live for s in srcs)  # newest-only hand-overs (edge_detect.stream.inflight)
+        live = bool(srcs) and all(s.is_live for s in srcs)  # newest-only hand-overs (edge_detect.stream.inflight)
         self._pre_q = Handover(1, live, self._abort, self._dropped)
         self._post_q = Handover(queue_size, live, self._abort, self._dropped)
         self.chains = Chains(procs, self.bus.counts)
@@ -200,7 +205,7 @@ class Pipeline(RuntimeChanges):
     def _finish_chain(self, sid: str) -> None:
         """Call the optional ``finish(last_frame)`` of the source's processors; publish and write their events."""
         self._finished.add(sid)
-        frame = self._last_frame.get(sid)
+        frame = self._last_frame.pop(sid, None) if sid in self._retired else self._last_frame.get(sid)
         events = self.chains.finish(sid, frame) if frame is not None else []
         if events:
             result = Result(frame, Detections.empty(), self.names, 0.0, final=True)
@@ -231,7 +236,7 @@ class Pipeline(RuntimeChanges):
                 limit = cap if self.max_frames is None else min(cap, self.max_frames - dispatched)
                 frames = self.batcher.gather(rr, limit, self._halt)
                 if not frames:
-                    if self.batcher.idle_and_exhausted():
+                    if not self.keep_alive and self.batcher.idle_and_exhausted():
                         self.stop("end")
                     continue
                 rr += 1
@@ -321,7 +326,7 @@ class Pipeline(RuntimeChanges):
     # ------------------------------------------------------------------------------------------- run
 
     def _bar(self) -> Any:
-        if not self.progress or any(s.is_live or not s.expected_frames for s in self.sources):
+        if not self.progress or self.keep_alive or any(s.is_live or not s.expected_frames for s in self.sources):
             return None
         from tqdm import tqdm
 
@@ -335,8 +340,8 @@ class Pipeline(RuntimeChanges):
         try:
             while True:
                 self._run_ops()
-                try:
-                    batch = self._post_q.get(timeout=0.1)
+                try:  # a short wait: a runtime change asked while no batch comes is applied within 10 ms
+                    batch = self._post_q.get(timeout=_OPS_POLL_S)
                 except queue.Empty:
                     self._check_stop(0)
                     continue

@@ -61,7 +61,10 @@ class RuntimeChanges:
                 done.set_exception(exc)
 
     def add_source(self, source: Source) -> str:
-        """(Between batches) read ``source`` too, with a fresh chain; returns its id (made unique)."""
+        """(Between batches) read ``source`` too, with a fresh chain; returns its id (made unique: the id of a removed
+        source is free again once its last frames have gone through)."""
+        if source.source_id in self._finished:
+            self._retired.pop(source.source_id, None)
         rename_duplicate_ids([source], [s.source_id for s in self.sources] + list(self._retired))
         self.chains.build(source.source_id)
         self._finished.discard(source.source_id)

@@ -128,45 +128,52 @@ def export_onnx(weights: PathLike, output: PathLike, imgsz: Union[int, Sequence[
                                        trust_checkpoint=trust_checkpoint)
     steps = ["load", "export", *(["simplify"] if simplify else []), *(["fp16"] if half else []), "save"]
     bar = progress_bar(total=len(steps), desc=f"export {weights.name}", disable=not progress, unit="step")
-
-    def step(name: str) -> None:
-        bar.set_postfix_str(name)
-
     try:  # the bar is closed (its line ended) before any error reaches the console
-        step("load")
+        bar.set_postfix_str("load")
         model, names = load_model(weights, fuse=True)
         stride = int(model.stride.max())
         h, w = normalize_imgsz(imgsz, stride, force_imgsz)
         bar.update()
-
-        step("export")
-        with torch.no_grad():
-            proto = onnx.load_from_string(_torch_export(model, torch.zeros(int(batch), 3, h, w), opset, dynamic))
-        bar.update()
-        if simplify:
-            step("simplify")
-            onnxslim = require("onnxslim", "build")
-            proto = onnxslim.slim(proto)
-            bar.update()
-        if half:
-            step("fp16")
-            proto = _to_fp16(proto)
-            bar.update()
-
-        step("save")
+        proto = _export_proto(onnx, model, (int(batch), h, w), opset, dynamic, simplify, half, bar)
+        bar.set_postfix_str("save")
         meta = ModelMetadata(names=names, imgsz=(h, w), stride=stride, batch=int(batch), dynamic=bool(dynamic),
                              output_layout="raw", input_format="float32_nchw_rgb",
                              precision="fp16" if half else "fp32", source_sha256=sha256_file(weights),
                              source_path=str(weights.resolve()), versions=_versions(onnx, opset))
-        write_onnx_metadata(proto, meta, keep_other=False)
-        proto.producer_name = "edge-detect"
-        proto.producer_version = __version__
-        onnx.checker.check_model(proto)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        onnx.save(proto, str(output))
+        _save(onnx, proto, meta, output)
         bar.update()
     finally:
         bar.close()
     LOGGER.info("exported %s -> %s (%dx%d, batch %d%s, %s)", weights, output, h, w, int(batch),
                 ", dynamic" if dynamic else "", meta.precision)
     return output
+
+
+def _export_proto(onnx: Any, model: Any, bhw: Tuple[int, int, int], opset: int, dynamic: bool, simplify: bool,
+                  half: bool, bar: Any) -> Any:
+    """The traced ONNX graph of ``model`` for a ``(batch, h, w)`` input, simplified and made fp16 as asked (the
+    progress ``bar`` advances one step per stage)."""
+    b, h, w = bhw
+    bar.set_postfix_str("export")
+    with torch.no_grad():
+        proto = onnx.load_from_string(_torch_export(model, torch.zeros(b, 3, h, w), opset, dynamic))
+    bar.update()
+    if simplify:
+        bar.set_postfix_str("simplify")
+        proto = require("onnxslim", "build").slim(proto)
+        bar.update()
+    if half:
+        bar.set_postfix_str("fp16")
+        proto = _to_fp16(proto)
+        bar.update()
+    return proto
+
+
+def _save(onnx: Any, proto: Any, meta: ModelMetadata, output: Path) -> None:
+    """Write ``meta`` into ``proto``, check it and save it to ``output`` (parent folders created)."""
+    write_onnx_metadata(proto, meta, keep_other=False)
+    proto.producer_name = "edge-detect"
+    proto.producer_version = __version__
+    onnx.checker.check_model(proto)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(output))

@@ -6,8 +6,12 @@ test scripts it with :meth:`FakeApp.walk`; it then walks straight to the given x
 counter turns the walker's bottom-centre anchor into ``line_cross`` events (same sides as the real LineCounter:
 ``in`` = from the left of the directed line to its right as seen in the image) and ``zone_enter`` / ``zone_exit``;
 counts are kept in one place (``counts()``) in the shape of ``edge_detect.events.Counts.snapshot()``. The
-annotated frame shows the box, its track id, the lines and zones. The coordinator replaces this with the real App
-after issue 18 lands; keep it small.
+annotated frame shows the box, its track id, the lines and zones.
+
+It implements exactly the methods of ``edge_detect.server.app_protocol.AppLike`` with ``App``'s signatures
+(checked by ``test_server_real_app.py``), plus the test hook :meth:`FakeApp.walk`; it serves the tests of the
+server's own behaviour (validation, security, streams, the feed, the event store), where a model would only cost
+time. What depends on the App (runtime changes, errors, counting, churn) is tested on the real ``App``.
 """
 from __future__ import annotations
 
@@ -16,11 +20,12 @@ import re
 import threading
 import time
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import cv2
 import numpy as np
 
+from edge_detect.app_config import AppConfig, ModelConfig, SourceConfig
 from edge_detect.errors import DuplicateSourceError, UnknownSourceError
 from edge_detect.stream.processors.lines import line_specs
 from edge_detect.stream.processors.zones import zone_specs
@@ -45,8 +50,8 @@ class FakeEvent:
 class _Subscription:
     """Own bounded queue + thread per subscriber, like the real bus (drops the oldest when full)."""
 
-    def __init__(self, app: "FakeApp", callback: Callable[[Any], None]) -> None:
-        self.app, self.callback, self.q = app, callback, queue.Queue(maxsize=256)
+    def __init__(self, app: "FakeApp", callback: Callable[[Any], None], queue_size: int) -> None:
+        self.app, self.callback, self.q = app, callback, queue.Queue(maxsize=queue_size)
         self.thread = threading.Thread(target=self._loop, name="fake-bus", daemon=True)
         self.thread.start()
 
@@ -140,44 +145,48 @@ def _segments_cross(line: List[float], p0: tuple, p1: tuple) -> bool:
 class FakeApp:
     """See module doc. ``FakeApp([{"uri": "fake://a", "id": "a"}, ...])``."""
 
-    def __init__(self, sources: List[Dict[str, Any]], token_in_config: Optional[str] = None) -> None:
+    def __init__(self, sources: List[Dict[str, Any]]) -> None:
         self._lock = threading.RLock()
         self._subs: List[_Subscription] = []
         self._sources: Dict[str, _Source] = {}
         self._counts: Dict[str, Dict[str, Any]] = {}
-        self._sinks: List[Any] = []
-        self._server = {"api_token": token_in_config} if token_in_config else {}
         self._started = time.time()
+        self._stopped = threading.Event()
         self.running = False
         for cfg in sources:
             self._add(dict(cfg))
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
+    def start(self) -> "FakeApp":
         self.running = True
         for src in list(self._sources.values()):
             if not src.thread.is_alive():
                 src.thread.start()
+        return self
 
-    def run(self) -> None:
-        self.start()
-
-    def stop(self, reason: str = "stopped") -> None:
+    def stop(self, reason: str = "stop") -> "FakeApp":
         self.running = False
         for sid in list(self._sources):
             self._stop_source(sid)
+        self._stopped.set()
+        return self
+
+    def wait(self, timeout: Optional[float] = None) -> Any:
+        return SimpleNamespace(stopped_by="stop") if self._stopped.wait(timeout) else None
 
     # ------------------------------------------------------------------ reads
     def status(self) -> Dict[str, Any]:
         with self._lock:
             now = time.time()
             rows = [{"id": s.id, "uri": mask_credentials(s.cfg["uri"]),
-                     "state": "online" if s.cfg.get("enabled", True) else "offline",
+                     "state": "online" if s.cfg.get("enabled", True) else "paused",
                      "fps_in": FPS, "fps_out": FPS, "read": s.read, "processed": s.read, "dropped": 0,
-                     "reconnects": 0, "last_frame_age_s": round(now - s.last_time, 3) if s.read else None}
+                     "reconnects": 0, "last_frame_age_s": round(now - s.last_time, 3) if s.read else None,
+                     "enabled": s.cfg.get("enabled", True)}
                     for s in self._sources.values()]
-        return {"sources": rows, "stages_ms": {"preprocess": 0.4, "infer": 3.1, "postprocess": 0.2},
-                "model": "fake.onnx", "device": "cpu", "uptime_s": round(time.time() - self._started, 1)}
+        return {"running": self.running, "uptime_s": round(time.time() - self._started, 1), "model": "fake.onnx",
+                "device": "cpu", "processed": sum(r["processed"] for r in rows), "fps": FPS * len(rows),
+                "stages_ms": {"preprocess": 0.4, "inference": 3.1, "postprocess": 0.2}, "sources": rows}
 
     def counts(self) -> Dict[str, Any]:
         with self._lock:
@@ -199,12 +208,13 @@ class FakeApp:
 
     def config_dict(self) -> Dict[str, Any]:
         with self._lock:
-            sources = [_copy(s.cfg) for s in self._sources.values()]
-        return {"model": {"path": "fake.onnx"}, "sources": sources, "analytics": {}, "outputs": {"sinks": list(
-            self._sinks)}, "events": {}, "server": dict(self._server)}
+            sources = tuple(_source_config(s.cfg) for s in self._sources.values())
+        return AppConfig(model=ModelConfig(path="fake.onnx"), sources=sources).to_dict()
 
-    def subscribe(self, callback: Callable[[Any], None]) -> _Subscription:
-        sub = _Subscription(self, callback)
+    def subscribe(self, callback: Optional[Callable[[Any], None]] = None, *, name: str = "subscriber",
+                  inline: bool = False, queue_size: int = 256) -> _Subscription:
+        assert callback is not None and not inline, "the fake delivers to a callback on its own thread only"
+        sub = _Subscription(self, callback, queue_size)
         with self._lock:
             self._subs.append(sub)
         return sub
@@ -216,10 +226,11 @@ class FakeApp:
             return None if img is None else img.copy()
 
     # ------------------------------------------------------------------ runtime operations
-    def add_source(self, config: Any) -> str:
-        cfg = {"uri": str(config.uri), "id": config.id, "lines": dict(config.lines), "zones": dict(config.zones)}
-        if config.options:
-            cfg["options"] = dict(config.options)
+    def add_source(self, source: Union[SourceConfig, str]) -> str:
+        sc = source if isinstance(source, SourceConfig) else SourceConfig(str(source))
+        cfg = {"uri": str(sc.uri), "id": sc.id, "lines": dict(sc.lines), "zones": dict(sc.zones)}
+        if sc.options:
+            cfg["options"] = dict(sc.options)
         with self._lock:
             src = self._add(cfg)
         if self.running:
@@ -231,8 +242,10 @@ class FakeApp:
             self._get(source_id)
         self._stop_source(source_id)
 
-    def update_source(self, source_id: str, *, lines: Any = None, zones: Any = None, conf: Any = None,
-                      classes: Any = None, enabled: Any = None) -> None:
+    def update_source(self, source_id: str, *, lines: Optional[Dict[str, Any]] = None,
+                      zones: Optional[Dict[str, Any]] = None, conf: Optional[float] = None,
+                      classes: Optional[List[Union[int, str]]] = None,
+                      enabled: Optional[bool] = None) -> SourceConfig:
         with self._lock:
             src = self._get(source_id)
             if lines is not None:
@@ -246,12 +259,7 @@ class FakeApp:
                 if value is not None:
                     src.cfg[key] = value
             self._declare(src)
-
-    def add_sink(self, spec: Any) -> None:
-        self._sinks.append(spec)
-
-    def remove_sink(self, name: Any) -> None:
-        self._sinks.remove(name)
+            return _source_config(src.cfg)
 
     # ------------------------------------------------------------------ test hooks
     def walk(self, source_id: str, to_x: float, seconds: float = 1.0) -> None:
@@ -349,6 +357,11 @@ class FakeApp:
             subs = list(self._subs)
         for sub in subs:
             sub.offer(result)
+
+
+def _source_config(cfg: Dict[str, Any]) -> SourceConfig:
+    classes = cfg.get("classes")
+    return SourceConfig(**{**cfg, "classes": tuple(classes) if classes is not None else None})
 
 
 def _copy(obj: Any) -> Any:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -105,6 +107,28 @@ def test_short_token_and_unknown_keys_are_refused() -> None:
         server_settings({"prot": 80})
 
 
+def test_config_server_section_is_the_servers_settings(tmp_path: Path) -> None:
+    from edge_detect.app_config import ServerConfig, load_app_config
+
+    cfg = tmp_path / "cams.yaml"
+    cfg.write_text("sources: [a.mp4]\nserver: {port: 9000, stream_fps: 5, cors_origins: [https://ops.example], "
+                   "max_frames: 10}\n")
+    settings, generated = http_settings(load_app_config(cfg).server, None, TOKEN)
+    assert ServerSettings is ServerConfig and not generated
+    assert (settings.host, settings.port, settings.stream_fps, settings.cors_origins, settings.max_frames,
+            settings.api_token) == ("127.0.0.1", 9000, 5.0, ("https://ops.example",), 10, TOKEN)
+    assert http_settings(load_app_config(cfg).server, ":8090", TOKEN)[0].port == 8090  # the flag wins
+
+
+def test_dashboard_demo_config_is_valid_and_loops_its_samples() -> None:
+    from edge_detect.app_config import load_app_config
+
+    cfg = load_app_config(REPO / "configs" / "app" / "dashboard.yaml")
+    assert cfg.capture.loop and cfg.capture.realtime and [s.id for s in cfg.sources] == ["street", "stills"]
+    assert [s.uri for s in cfg.sources] == ["../shared/videos/vtest.avi", "../shared/images"]
+    assert "edge-detect serve --config configs/app/dashboard.yaml" in (REPO / "README.md").read_text()
+
+
 def test_cli_refuses_non_loopback_without_token_with_exit_2(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     cfg = tmp_path / "cams.yaml"
@@ -141,18 +165,11 @@ def test_static_files_are_package_data() -> None:
         assert any(Path(rel).match(p) for p in patterns), f"{rel} is not in setup.cfg package_data"
 
 
-# ------------------------------------------------------------------------------------------------ with the App
+# ------------------------------------------------------------------------------------------------ the commands
 
-def _app_available() -> bool:
-    try:
-        import edge_detect.app  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _app_available(), reason="needs edge_detect.app (the App service of issue 18)")
-def test_serve_command_runs_the_app_and_stops_on_ctrl_c(tmp_path: Path, onnx_builder, reference: Path) -> None:
+@pytest.fixture
+def replay_run(tmp_path: Path, onnx_builder, reference: Path) -> SimpleNamespace:
+    """A replay model (bus.jpg's raw output whatever the input: no inference cost) and a 30-frame video."""
     import cv2
     import numpy as np
 
@@ -166,36 +183,86 @@ def test_serve_command_runs_the_app_and_stops_on_ctrl_c(tmp_path: Path, onnx_bui
     for i in range(30):
         writer.write(np.full((120, 160, 3), 8 * i, np.uint8))
     writer.release()
-    cfg = tmp_path / "cams.yaml"
-    cfg.write_text(yaml.safe_dump({"model": str(model), "sources": [{"uri": str(video), "id": "walk"}]}))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return SimpleNamespace(model=model, video=video, tmp=tmp_path, url=f"http://127.0.0.1:{port}",
+                           http=f"127.0.0.1:{port}")
+
+
+def start_cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), TOKEN_ENV: TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "edge_detect", "serve", "--config", str(cfg), "--http",
-                             f"127.0.0.1:{port}"], env=env, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "edge_detect", *args], env=env, stderr=subprocess.PIPE, text=True)
+
+
+def wait_status(proc: subprocess.Popen, url: str, done) -> dict:
+    """``GET /status`` until ``done(status)`` (generous deadline; the process must stay up)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            status = httpx.get(f"{url}/api/v1/status", timeout=2).json()
+            if done(status):
+                return status
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no such status (exit code {proc.poll()})")
+
+
+def ended(status: dict, count: int = 1) -> bool:
+    return len(status["sources"]) == count and all(s["state"] == "ended" for s in status["sources"])
+
+
+def test_serve_keeps_the_app_up_after_its_sources_end_and_stops_on_ctrl_c(replay_run: SimpleNamespace) -> None:
+    r = replay_run
+    cfg = r.tmp / "cams.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"path": str(r.model)}, "sources": [{"uri": str(r.video), "id": "walk"}]}))
+    proc = start_cli("serve", "--config", str(cfg), "--http", r.http)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        status = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                status = httpx.get(f"{url}/api/v1/status", timeout=2).json()
-                if status["sources"] and status["sources"][0]["processed"] > 0:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        assert status is not None and status["sources"][0]["id"] == "walk", proc.stderr
-        assert httpx.post(f"{url}/api/v1/sources", json={"uri": str(video), "id": "again"}).status_code == 401
-        r = httpx.post(f"{url}/api/v1/sources", json={"uri": str(video), "id": "again"}, headers=AUTH, timeout=30)
-        assert r.status_code == 201
-        assert "<script" in httpx.get(url).text
+        status = wait_status(proc, r.url, ended)
+        assert status["running"] and status["sources"][0]["processed"] == 30  # the file ended, the app did not
+        body = {"uri": str(r.video), "id": "again"}
+        assert httpx.post(f"{r.url}/api/v1/sources", json=body).status_code == 401
+        added = httpx.post(f"{r.url}/api/v1/sources", json=body, headers=AUTH, timeout=30)
+        assert added.status_code == 201 and added.json()["id"] == "again"
+        status = wait_status(proc, r.url, lambda st: ended(st, 2))
+        assert [s["processed"] for s in status["sources"]] == [30, 30]
+        assert "<script" in httpx.get(r.url).text
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    assert f"dashboard: {url}/" in err
+    assert f"dashboard: {r.url}/" in err
+
+
+def test_run_with_http_serves_the_run_until_sigterm(replay_run: SimpleNamespace) -> None:
+    r = replay_run
+    summary = r.tmp / "summary.json"
+    proc = start_cli("run", "--model", str(r.model), "--source", str(r.video), "--http", r.http, "--summary-json",
+                     str(summary), "--no-progress", "--no-show")
+    try:
+        wait_status(proc, r.url, ended)
+        time.sleep(0.5)
+        assert proc.poll() is None  # without --http the run would have ended with its source
+        added = httpx.post(f"{r.url}/api/v1/sources", json={"uri": str(r.video)}, headers=AUTH, timeout=30)
+        assert added.status_code == 201 and added.json()["id"] == "walk-1"
+        wait_status(proc, r.url, lambda st: ended(st, 2))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    result = json.loads(summary.read_text())
+    assert result["stopped_by"] == "SIGTERM" and result["processed"] == 60
+
+
+def test_run_refuses_a_token_without_http_and_a_public_bind_without_token(tmp_path: Path, capsys,
+                                                                          monkeypatch) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    assert cli_main(["run", "--source", "v.mp4", "--api-token", TOKEN]) == 2
+    assert capsys.readouterr().err.strip() == ("edge-detect: error: --api-token: expected --http HOST:PORT (or "
+                                               "server.port in the config) too, got none")
+    assert cli_main(["run", "--source", "v.mp4", "--http", "0.0.0.0:8080"]) == 2
+    assert "refusing to serve on 0.0.0.0:8080 without an API token" in capsys.readouterr().err
 
 
 def test_server_sits_on_top_and_settings_import_no_web_framework() -> None:

@@ -61,6 +61,9 @@ def test_envelope_fields_and_schema():
     ({"type": "object_end", "track_id": 1, "class_name": "p", "first_seen": 1.0, "first_frame": 0,
       "last_frame": 3, "best_score": 0.9}, "last_seen"),
     ({"type": "teleport"}, "type"),
+    ({**LINE, "speed_px_s": -3.0}, "speed_px_s"),
+    ({"type": "object_end", "track_id": 1, "class_name": "p", "first_seen": 1.0, "last_seen": 2.0, "first_frame": 0,
+      "last_frame": 3, "best_score": 0.9, "exited": "sideways"}, "exited"),
 ])
 def test_schema_rejects_bad_events(event, path):
     ev = EventBuilder().build(make_result(1, 1.0, events=[event]))[0]

@@ -12,7 +12,7 @@ import pytest
 from conftest import has_module
 from edge_detect.app_config import build_pipeline, load_app_config
 from edge_detect.cli import main
-from synthetic_world import GATE, FakeDetector, World, gate_scene, render_frame, render_video, background, _crops
+from synthetic_world import GATE, Actor, FakeDetector, World, gate_scene, render_frame, render_video, background, _crops
 
 requires_model = pytest.mark.skipif(not (has_module("torch") and has_module("onnxruntime")),
                                     reason="needs torch (export) and onnxruntime")
@@ -157,6 +157,64 @@ show: false
     assert summary["lines"]["gate"] == {"in": 4, "out": 4, "by_class": {"person": {"in": 4, "out": 4}}}
 
 
+def run_scripted(world: World, shared: Path, tmp_path: Path, analytics: str) -> tuple:
+    """``world`` rendered with its frame index, through the app (``analytics``: the YAML of that section) with the
+    scripted detector and a JSONL sink: (summary dict, JSONL records)."""
+    video = index_video(world, tmp_path / "scene.mp4", shared)
+    cfg_file = tmp_path / "app.yaml"
+    cfg_file.write_text(f"sources: [{{uri: {video}, id: cam}}]\nanalytics:\n  {analytics}\n"
+                        f"outputs: {{sinks: [{tmp_path / 'd.jsonl'}], show: false}}\nserver: {{progress: false}}\n")
+    cfg = load_app_config(cfg_file, {"summary_json": str(tmp_path / "s.json")})
+    summary = build_pipeline(cfg, detector=ScriptedDetector(world)).run().to_dict()
+    records = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
+    return summary, records
+
+
+def test_exit_and_reentry_at_one_edge_two_tracks_two_crossings_end_to_end(shared, tmp_path):
+    """Issue 21's case through the app: ``a`` walks left to right across the gate and out through the right edge;
+    1 s later ``b`` comes in through that edge and walks back across the gate. Two tracks, two crossings."""
+    from test_bytetrack import edge_handoff
+
+    world = edge_handoff(1.0)
+    summary, records = run_scripted(world, shared, tmp_path, f"lines: {{gate: {list(GATE)}}}")
+    assert summary["lines"]["gate"] == {"in": 1, "out": 1, "by_class": {"person": {"in": 1, "out": 1}}}
+    assert summary["tracker"]["tracks"] == 2 and summary["tracker"]["stitched"] == 0
+    events = [e for r in records for e in r["events"]]
+    assert [(e["track_id"], e["direction"]) for e in events if e["type"] == "line_cross"] == [(1, "out"), (2, "in")]
+    new = {e["track_id"]: e for e in events if e["type"] == "object_new"}
+    end = {e["track_id"]: e for e in events if e["type"] == "object_end"}
+    assert sorted(new) == sorted(end) == [1, 2]
+    assert end[1]["last_frame"] < new[2]["frame"]  # a was over before b got its track
+    assert (end[1]["exited"], end[2]["entered"], end[2]["exited"]) == ("right", "right", "left")
+
+
+def test_speed_dwell_and_edges_reach_the_jsonl_events(shared, tmp_path):
+    """A walker at 50 px/s (5 px per frame at 10 fps) comes in through the right edge, crosses the gate (a line with
+    a ground scale of 0.02 m/px), walks through a 120 px wide zone and leaves through the left edge."""
+    from edge_detect.sinks.events import EventBuilder, validate_event
+
+    world = World([Actor("w", [(0, 500, 300), (104, -20, 300)], height=110, crop=1)], 112)
+    zone = [60, 200, 180, 200, 180, 360, 60, 360]
+    summary, records = run_scripted(world, shared, tmp_path, f"lines: {{gate: {{xyxy: {list(GATE)}, "
+                                    f"meters_per_px: 0.02}}}}\n  zones: {{mid: {zone}}}")
+    assert summary["lines"]["gate"]["in"] == 1 and summary["zones"]["mid"]["exited"] == 1
+    events = {e["type"]: e for r in records for e in r["events"]}
+    cross, enter, leave = events["line_cross"], events["zone_enter"], events["zone_exit"]
+    for ev in (cross, enter, leave):
+        assert ev["speed_px_s"] == pytest.approx(50.0, rel=0.1), ev
+    assert cross["direction"] == "in" and cross["speed_m_s"] == pytest.approx(cross["speed_px_s"] * 0.02, abs=1e-3)
+    assert "speed_m_s" not in enter and "speed_m_s" not in leave  # no scale for the zone
+    assert leave["dwell_s"] == pytest.approx(120 / 50, abs=0.25)
+    new, end = events["object_new"], events["object_end"]
+    assert new["entered"] == "right" and (end["entered"], end["exited"]) == ("right", "left")
+    assert end["dwell_s"] == pytest.approx((end["last_frame"] - end["first_frame"]) / 10.0)
+    if has_module("jsonschema"):
+        builder = EventBuilder()
+        for r in records:
+            for ev in r["events"]:
+                validate_event(builder.envelope(ev, r["source"], r["frame"], r["wall_time"]))
+
+
 def test_flags_add_to_config_lines_and_tracker_none_is_refused(tmp_path):
     cfg_file = tmp_path / "app.yaml"
     cfg_file.write_text("lines: {a: [0, 0, 10, 10], b: [0, 0, 5, 5]}\n")
@@ -194,6 +252,7 @@ def test_bad_analytics_flags_are_one_line_errors(argv, message, capsys, tmp_path
     ("sources: [{uri: a.mp4, lines: {g: [1, 1, 1, 1]}}]\n", "line g: expected two distinct endpoints"),
     ("lines: {g: [0, 0, 1, 1]}\nline_options: {hysteresis: 3}\n", "processor 'lines': unknown option 'hysteresis'"),
     ("zones: {z: [0, 0, 9, 0, 9, 9]}\nzone_options: {anchor: feet}\n", "zones anchor: expected one of bottom_center"),
+    ("lines: {g: [0, 0, 1, 1]}\nline_options: {count: each}\n", "lines count: expected one of crossing, once"),
     ("lines: {g: [0, 0, 1, 1]}\ntracker: {name: none}\n", "tracker: expected a tracker for lines/zones"),
 ])
 def test_bad_analytics_config(yaml_text, message, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from edge_detect.errors import ConfigError
 from edge_detect.stream.processors.bytetrack import ByteTrack, giou_distance, iou_distance
 from edge_detect.boxes import box_iou
-from edge_detect.types import Detections
+from edge_detect.types import Detections, ObjectEnd, ObjectNew
 from synthetic_world import Actor, FakeDetector, World, events_of, gate_scene, run_processors
 
 NAMES = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck"]
@@ -128,15 +128,19 @@ def test_events_schema_and_finish():
     tracker = ByteTrack(names=NAMES, min_hits=2)
     out = run_processors(world, FakeDetector(world, noise_px=0.0), [tracker])
     (new,) = events_of(out, "object_new")
-    assert set(new) == {"type", "track_id", "class_name", "score", "xyxy", "frame", "wall_time"}
-    assert (new["track_id"], new["class_name"], new["frame"], new["score"]) == (1, "person", 1, 0.85)
+    assert isinstance(new, ObjectNew)
+    assert set(new) == {"type", "track_id", "class_name", "score", "xyxy", "entered", "frame", "wall_time"}
+    assert (new["track_id"], new["class_name"], new["frame"], new["score"], new["entered"]) == \
+        (1, "person", 1, 0.85, "")  # appeared inside the picture
     assert new["wall_time"] == pytest.approx(world.frame(1).wall_time)
     np.testing.assert_allclose(new["xyxy"], world.actors[0].box(1), atol=0.01)
     (end,) = tracker.finish(world.frame(20))
+    assert isinstance(end, ObjectEnd)
     assert set(end) == {"type", "track_id", "class_name", "first_seen", "last_seen", "first_frame", "last_frame",
-                        "best_score", "frame", "wall_time"}
+                        "best_score", "dwell_s", "entered", "exited", "frame", "wall_time"}
     assert (end["type"], end["track_id"], end["first_frame"], end["last_frame"], end["best_score"]) == \
         ("object_end", 1, 0, 20, 0.85)
+    assert (end["dwell_s"], end["entered"], end["exited"]) == (2.0, "", "")  # 20 frames at 10 fps, inside
     assert end["first_seen"] == pytest.approx(world.frame(0).wall_time)
     assert end["last_seen"] == pytest.approx(world.frame(20).wall_time)
     assert tracker.finish(world.frame(20)) == []
@@ -213,6 +217,10 @@ def test_clone_has_same_settings_and_fresh_state():
     ({"distance": 3}, "distance: expected a name or a callable, got int"),
     ({"trail": -2}, "trail: expected >= 0 points, got -2"),
     ({"stitch_size_ratio": 0.5}, "stitch_size_ratio: expected >= 1, got 0.5"),
+    ({"cross_class_iou": 0}, r"cross_class_iou: expected a value in \(0, 1\] or null, got 0"),
+    ({"velocity_window_s": 0}, "velocity_window_s: expected > 0 seconds, got 0"),
+    ({"tentative_gap": -1}, "tentative_gap: expected >= 0 frames, got -1"),
+    ({"meters_per_px": -0.1}, "meters_per_px: expected > 0 or null, got -0.1"),
 ])
 def test_invalid_settings(kwargs, match):
     with pytest.raises(ConfigError, match="bytetrack " + match):
@@ -243,3 +251,139 @@ def test_a_new_object_where_a_lost_one_was_last_seen_far_away_gets_a_new_id():
                    Actor("e", [(35, 20, 240), (60, 300, 240)], height=110, crop=1)], 61)
     out = run_processors(world, FakeDetector(world, noise_px=1.0), [ByteTrack()])
     assert ids_per_actor(world, out) == {"b": {1}, "e": {2}}
+
+
+# ------------------------------------------------------------------------------------------------ issue 21
+
+
+def edge_handoff(gap_s: float, fps: float = 10.0, third: bool = False) -> World:
+    """The issue's case on a 480x360 frame (gate x=240): ``a`` walks left to right across the gate and out
+    through the right edge; ``gap_s`` after its box left the picture ``b`` comes in through the right edge and
+    walks back across the gate and out through the left edge; with ``third``, ``c`` comes in through the left
+    edge ``gap_s`` after ``b`` left, walking right. 11 px per frame at 10 fps."""
+    f = lambda s: int(round(s * fps))  # noqa: E731
+    speed = 110.0 / fps
+    span = 480 + 2 * 20  # from just outside one edge to just outside the other (boxes 34 px wide)
+    walk = int(round(span / speed))
+    a = Actor("a", [(0, -20, 300), (walk, 500, 300)], height=110, crop=1)
+    b0 = walk + f(gap_s)
+    b = Actor("b", [(b0, 500, 290), (b0 + walk, -20, 290)], height=110, crop=1)
+    actors = [a, b]
+    if third:
+        c0 = b0 + walk + f(gap_s)
+        actors.append(Actor("c", [(c0, -20, 280), (c0 + walk, 500, 280)], height=110, crop=1))
+    return World(actors, actors[-1].keyframes[-1][0] + 1, fps=fps)
+
+
+@pytest.mark.parametrize("gap_s, fps", [(0.5, 10.0), (1.0, 10.0), (0.5, 30.0)])
+def test_a_person_entering_where_another_left_gets_a_new_track_and_both_crossings_count(gap_s, fps):
+    from edge_detect.stream.processors.lines import LineCounter
+    from synthetic_world import GATE
+
+    world = edge_handoff(gap_s, fps)
+    tracker, lines = ByteTrack(), LineCounter({"gate": GATE})
+    out = run_processors(world, FakeDetector(world, noise_px=1.0, seed=11), [tracker, lines])
+    assert ids_per_actor(world, out) == {"a": {1}, "b": {2}}
+    assert lines.counts == {"gate": {"in": 1, "out": 1}}  # out (a, left to right) and in (b, right to left)
+    assert tracker.summary()["tracker"] == {"name": "bytetrack", "tracks": 2, "stitched": 0}
+
+
+def test_the_third_object_of_the_issue_gets_its_own_track_too():
+    from edge_detect.stream.processors.lines import LineCounter
+    from synthetic_world import GATE
+
+    world = edge_handoff(1.0, third=True)
+    lines = LineCounter({"gate": GATE})
+    out = run_processors(world, FakeDetector(world, noise_px=1.0, seed=12), [ByteTrack(), lines])
+    assert ids_per_actor(world, out) == {"a": {1}, "b": {2}, "c": {3}}
+    assert lines.counts == {"gate": {"in": 1, "out": 2}}
+
+
+def test_a_track_that_left_through_an_edge_says_so_and_ends():
+    world = edge_handoff(2.0)
+    tracker = ByteTrack(names=NAMES)
+    det = FakeDetector(world, noise_px=1.0, seed=13)
+    a_last = max(f for f in range(world.frames) if world.visible_box(world.actors[0], f) is not None)
+    infos, ends = {}, {}
+    for f in range(world.frames):
+        out = tracker.update(det(f), world.frame(f))
+        infos.update({i.track_id: i for i in tracker.track_infos()})
+        ends.update({e["track_id"]: f for e in out.metadata["events"] if e["type"] == "object_end"})
+    assert (infos[1].entered, infos[1].exited) == ("left", "right")
+    assert (infos[2].entered, infos[2].exited) == ("right", "left")
+    assert ends[1] - a_last <= 4  # ended within exit_grace_s (0.3 s) of its last sighting, not after buffer_s
+
+
+def test_a_lost_track_is_only_reattached_ahead_of_its_own_motion():
+    # w walks right at 9 px/frame and is missed from frame 20 on; at frame 26 a person shows up either ahead of
+    # it (where it would be at 70 % of its speed: w itself) or 80 px behind where it was last seen
+    def run(x_new):
+        w = Actor("w", [(0, 40, 250), (19, 211, 250)], height=110, crop=1)
+        n = Actor("n", [(26, x_new, 250), (40, x_new + 9 * 14 * (1 if x_new > 211 else -1), 250)], height=110, crop=1)
+        world = World([w, n], 41)
+        return ids_per_actor(world, run_processors(world, FakeDetector(world, noise_px=1.0, seed=14), [ByteTrack()]))
+
+    assert run(211 + 0.7 * 9 * 7) == {"w": {1}, "n": {1}}  # ahead, reachable: the same object
+    assert run(211 - 80) == {"w": {1}, "n": {2}}  # behind it: someone else
+
+
+def test_car_and_truck_boxes_on_one_vehicle_make_one_track():
+    frames = range(0, 41)
+    car = Actor("car", [(0, 40, 200), (40, 440, 200)], height=60, crop=1, class_id=2,
+                duplicates={f: 7 for f in frames if f % 3 != 1}, flicker={f: 7 for f in (5, 6, 7, 20)})
+    world = World([car], 41)
+    out = run_processors(world, FakeDetector(world, seed=15), [ByteTrack(names=NAMES)])
+    assert ids_per_actor(world, out) == {"car": {1}}
+    assert {int(c) for d in out for c in d.class_id} == {2}
+    assert all(len(d) <= 1 for d in out)  # the duplicate box is not output as a second object
+    plain = run_processors(world, FakeDetector(world, seed=15), [ByteTrack(names=NAMES, cross_class_iou=None)])
+    assert len({int(t) for d in plain for t in d.track_id}) == 2  # without the suppression: a second track
+
+
+def test_per_object_dwell_speed_and_entry_edge():
+    # 10 fps, 12 px per frame = 120 px/s, from outside the left edge
+    world = World([Actor("w", [(0, -20, 250), (30, 340, 250)], height=110, crop=1)], 31)
+    tracker = ByteTrack(meters_per_px=0.01)
+    out = run_processors(world, FakeDetector(world, noise_px=0.0), [tracker])
+    last = out[-1]
+    assert last.data["entered"].tolist() == ["left"]
+    np.testing.assert_allclose(last.data["speed_px_s"], [120.0], rtol=0.05)
+    np.testing.assert_allclose(last.data["velocity_px_s"], [[120.0, 0.0]], atol=6.0)
+    np.testing.assert_allclose(last.data["speed_m_s"], last.data["speed_px_s"] * 0.01, rtol=1e-6)
+    first = min(f for f in range(31) if world.visible_box(world.actors[0], f) is not None)
+    assert last.data["dwell_s"][0] == pytest.approx((30 - first) / 10.0)
+    (info,) = tracker.track_infos()
+    assert (info.track_id, info.state, info.entered, info.exited) == (1, "tracked", "left", "")
+    assert info.speed_px_s == pytest.approx(float(last.data["speed_px_s"][0]))
+    assert info.speed_m_s == pytest.approx(info.speed_px_s * 0.01)
+
+
+@pytest.mark.parametrize("freeze_s, same", [(2.0, True), (2.8, True), (4.0, False)])
+def test_a_camera_freeze_does_not_expire_tracks(freeze_s, same):
+    # a walker missed 1 s just before the camera delivers nothing for freeze_s: 1 s + freeze > buffer_s (3 s)
+    # only for the longest freeze, which is beyond max_freeze_s (3 s) and counts in full
+    n = 100
+    world = World([Actor("w", [(0, 20, 250), (n, 420, 250)], height=110, crop=1)], n)
+    det = FakeDetector(world, noise_px=1.0, seed=16)
+    frozen = set(range(30, 30 + int(freeze_s * 10)))
+    tracker = ByteTrack()
+    ids = set()
+    for f in range(n):
+        if f in frozen:
+            continue
+        dets = Detections.empty() if 20 <= f < 30 else det(f)
+        ids.update(tracker.update(dets, world.frame(f)).track_id.tolist())
+    assert ids == ({1} if same else {1, 2})
+
+
+def test_a_tentative_track_survives_one_missed_frame():
+    # 45 px per frame (1.3 box widths), missed on its second frame: confirmed on its third sighting all the same
+    world = World([Actor("w", [(0, -20, 250), (12, 520, 250)], height=110, crop=1)], 13)
+    det = FakeDetector(world, noise_px=1.0, seed=17)
+    out = run_processors(world, lambda f: Detections.empty() if f == 2 else det(f), [ByteTrack()])
+    assert ids_per_actor(world, out) == {"w": {1}}
+    first = min(f for f, d in enumerate(out) if len(d))
+    assert first <= 4
+    strict = run_processors(world, lambda f: Detections.empty() if f == 2 else det(f),
+                            [ByteTrack(tentative_gap=0)])
+    assert min(f for f, d in enumerate(strict) if len(d)) > first

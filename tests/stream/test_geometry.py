@@ -146,3 +146,23 @@ def test_largest_coordinates_are_accepted_and_compute_without_warnings():
 def test_hysteresis_rejects_negative_band():
     with pytest.raises(ConfigError, match="hysteresis band: expected >= 0 pixels, got -1"):
         Hysteresis(-1)
+
+
+@pytest.mark.parametrize("values, states, changes, pending", [
+    ([-5, 3, -3, 3, 1, 3, 4], [-1, -1, -1, -1, -1, -1, 1], 1, False),  # only two in a row beyond the band flip it
+    ([-5, 5, -5, 5, -5], [-1, -1, -1, -1, -1], 0, False),  # alternating excursions never do
+    ([-5, 5], [-1, -1], 0, True),  # one value on the other side: pending
+])
+def test_hysteresis_with_confirmation(values, states, changes, pending):
+    h = Hysteresis(2.0, confirm=2)
+    out = [h.update(v) for v in values]
+    assert [s for s, _ in out] == states
+    assert sum(c for _, c in out) == changes
+    assert h.pending == pending
+    assert h.flush() == ((1, True) if pending else (states[-1], False))
+    assert not h.pending
+
+
+def test_hysteresis_rejects_zero_confirmation():
+    with pytest.raises(ConfigError, match="hysteresis confirm: expected >= 1 values, got 0"):
+        Hysteresis(2.0, confirm=0)

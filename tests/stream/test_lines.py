@@ -34,7 +34,9 @@ def test_gate_scene_exact_counts_and_events():
     assert [(e["track_id"], e["direction"]) for e in crossings] == [(1, "out"), (2, "in"), (3, "in"), (5, "out")]
     assert crossings[0]["frame"] == crossings[1]["frame"]  # simultaneous
     assert 66 <= crossings[2]["frame"] <= 78  # b counted when it reappears from behind the pillar
-    assert set(crossings[0]) == {"type", "line", "direction", "track_id", "class_name", "frame", "wall_time"}
+    assert set(crossings[0]) == {"type", "line", "direction", "track_id", "class_name", "speed_px_s", "frame",
+                                 "wall_time"}
+    assert crossings[0]["speed_px_s"] == pytest.approx(440 / 4.4, rel=0.1)  # a: 440 px in 44 frames at 10 fps
     assert crossings[0]["class_name"] == "person" and crossings[0]["line"] == "gate"
     assert crossings[0]["wall_time"] == pytest.approx(world.frame(crossings[0]["frame"]).wall_time)
     assert lc.tally.summary() == {"lines": {"gate": {"in": 2, "out": 2, "by_class": {"person": {"in": 2, "out": 2}}}}}
@@ -73,24 +75,97 @@ def test_jitter_on_the_line_counts_once_per_real_crossing():
     rng = np.random.default_rng(5)
     jit = {f: (float(rng.uniform(-3, 3)), 0.0) for f in range(20, 40)}  # +-3 px around the line, 20 frames
     world = World([walker([(0, 40, 200), (20, 240, 200), (40, 240, 200), (60, 440, 200)], jitter=jit)], 61)
-    for recount in (False, True):  # even counting every crossing, hysteresis makes it one
-        lc, out = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=3), recount=recount)
+    for rule in ("once", "crossing"):  # even counting every crossing, hysteresis makes it one
+        lc, out = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=3), count=rule)
         assert lc.counts["gate"] == {"in": 0, "out": 1}
-    # without hysteresis the same jitter would count many crossings
-    lc, _ = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=3), recount=True,
-                  hysteresis_px=0)
+    # without the band nor the confirmation the same jitter counts many crossings; the band alone makes it one
+    det = lambda: FakeDetector(world, noise_px=0.5, seed=3)  # noqa: E731
+    lc, _ = count(world, {"gate": GATE}, detector=det(), hysteresis_px=0, hysteresis_frac=0, confirm_frames=1)
     assert lc.counts["gate"]["out"] + lc.counts["gate"]["in"] > 3
+    lc, _ = count(world, {"gate": GATE}, detector=det(), confirm_frames=1)
+    assert lc.counts["gate"] == {"in": 0, "out": 1}
 
 
-def test_once_per_line_unless_recount():
+def test_jitter_wider_than_4px_on_a_wide_box_counts_once():
+    # a 100 px wide vehicle (0.1 x width = 10 px band) standing on the line shaking +-7 px for 30 frames
+    rng = np.random.default_rng(9)
+    jit = {f: (float(rng.choice([-7.0, 7.0])), 0.0) for f in range(20, 50)}
+    world = World([Actor("car", [(0, 40, 250), (20, 240, 250), (50, 240, 250), (70, 440, 250)], height=70,
+                         crop=5, class_id=2, jitter=jit)], 71)
+    lc, out = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=4))
+    assert lc.counts["gate"] == {"in": 0, "out": 1}
+    lc, _ = count(world, {"gate": GATE}, detector=FakeDetector(world, noise_px=0.5, seed=4), hysteresis_frac=0)
+    assert lc.counts["gate"]["in"] >= 1  # a 4 px band alone: the shaking counts back and forth
+
+
+def test_every_crossing_counts_by_default_and_once_per_track_on_request():
     # crosses left->right, comes back right->left, crosses again left->right
     keys = [(0, 60, 200), (15, 300, 200), (18, 300, 200), (33, 160, 200), (36, 160, 200), (51, 420, 200)]
     world = World([walker(keys)], 52)
-    lc, _ = count(world, {"gate": GATE})
-    assert lc.counts["gate"] == {"in": 0, "out": 1}
-    lc, out = count(world, {"gate": GATE}, recount=True)
-    assert lc.counts["gate"] == {"in": 1, "out": 2}
-    assert [e["direction"] for e in events_of(out, "line_cross")] == ["out", "in", "out"]
+    for kwargs in ({}, {"count": "crossing"}, {"recount": True}):
+        lc, out = count(world, {"gate": GATE}, **kwargs)
+        assert lc.count == "crossing" and lc.counts["gate"] == {"in": 1, "out": 2}
+        assert [e["direction"] for e in events_of(out, "line_cross")] == ["out", "in", "out"]
+    for kwargs in ({"count": "once"}, {"recount": False}):
+        lc, _ = count(world, {"gate": GATE}, **kwargs)
+        assert lc.count == "once" and lc.counts["gate"] == {"in": 0, "out": 1}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"count": "twice"}, "lines count: expected one of crossing, once, got 'twice'"),
+    ({"count": "once", "recount": True}, "lines: count 'once' and recount True disagree"),
+    ({"hysteresis_frac": -0.1}, "lines hysteresis_frac: expected >= 0, got -0.1"),
+    ({"confirm_frames": 0}, "lines confirm_frames: expected an integer >= 1, got 0"),
+    ({"meters_per_px": 0}, "lines meters_per_px: expected a number > 0 (metres per pixel) or null, got 0"),
+])
+def test_bad_counting_rule_options(kwargs, message):
+    with pytest.raises(ConfigError) as info:
+        LineCounter({"gate": GATE}, **kwargs)
+    assert message in str(info.value)
+
+
+def test_a_track_id_reused_for_a_second_object_cannot_swallow_its_crossing():
+    # an identity error: a tracker hands a's id to b, who comes back the other way 1 s after a left
+    world = World([walker([(0, 40, 200), (30, 500, 200)]), walker([(40, 500, 220), (70, 40, 220)])], 71)
+    det = FakeDetector(world, noise_px=1.0, seed=5)
+
+    def one_id(f):
+        d = det(f)
+        return Detections(d.xyxy, d.score, d.class_id, np.ones(len(d), np.int64))
+
+    counts = {}
+    for rule in ("crossing", "once"):
+        lc = LineCounter({"gate": GATE}, count=rule)
+        run_processors(world, one_id, [lc])
+        counts[rule] = lc.counts["gate"]
+    assert counts == {"crossing": {"in": 1, "out": 1}, "once": {"in": 0, "out": 1}}
+
+
+def test_a_fast_object_confirmed_after_it_crossed_still_counts():
+    # 60 px/frame (1.5 widths): sighted at x 20, 80, confirmed on its third sighting at 140, past the line at 100
+    world = World([walker([(0, 20, 200), (7, 440, 200)], height=130)], 8)
+    line = {"l": (100, 0, 100, 360)}
+    lc, out = count(world, line)
+    assert lc.counts["l"] == {"in": 0, "out": 1}
+    (ev,) = events_of(out, "line_cross")
+    assert ev["frame"] == 3 and ev["track_id"] == 1  # its second observation past the line (confirm_frames 2)
+    assert count(world, line, use_trail=False)[0].counts["l"] == {"in": 0, "out": 0}  # first sighting past it
+    assert count(world, line, anchor="center")[0].counts["l"] == {"in": 0, "out": 0}  # trails are feet points
+
+
+def test_a_crossing_still_pending_when_the_track_ends_counts():
+    # seen on the far side of the line on one frame only before it vanishes: counted when its track ends
+    world = World([walker([(0, 40, 200), (20, 250, 200)])], 60)  # vanishes after frame 20 (x 250, 10 px past it)
+    lc, out = count(world, {"gate": GATE})
+    (ev,) = events_of(out, "line_cross")
+    end = [e["frame"] for e in events_of(out, "object_end")]
+    assert ev["direction"] == "out" and [ev["frame"]] == end
+    short = World(world.actors, 25)  # the source ends while the track is lost
+    lc, out = count(short, {"gate": GATE})
+    assert events_of(out, "line_cross") == [] and lc.counts["gate"] == {"in": 0, "out": 0}  # still pending
+    (ev,) = lc.finish(short.frame(24))
+    assert (ev["direction"], ev["frame"]) == ("out", 24) and lc.counts["gate"] == {"in": 0, "out": 1}
+    assert lc.finish(short.frame(24)) == []
 
 
 def test_crossing_outside_the_segment_does_not_count():
@@ -213,6 +288,10 @@ def test_parse_line_flag_errors(text, count_, message):
     ({"g": {"xyxy": [0, 0, 1, 1], "anchor": "feet"}}, "line g anchor: expected one of bottom_center"),
     ({"g": {"xyxy": [0, 0, 1, 1], "classes": ["unicorn"]}}, "line g classes: expected a class name of the model"),
     ({"g": {"xyxy": [0, 0, 1, 1], "classes": [7]}}, "line g classes: expected ids in [0, 2], got 7"),
+    ({"g": {"xyxy": [0, 0, 1, 1], "meters_per_px": -1}}, "line g meters_per_px: expected a number > 0 (metres per "
+                                                          "pixel) or null, got -1"),
+    ({"g": {"xyxy": [0, 0, 1, 1], "scale": 1}}, "line g: unknown key 'scale'; expected xyxy (or points), classes, "
+                                                "anchor, meters_per_px"),
     ({}, "lines: expected at least one line, got none"),
     ([42], "lines: expected NAME=x1,y1,x2,y2 or a mapping of names to points, got 42"),
 ])

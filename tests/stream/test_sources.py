@@ -239,6 +239,30 @@ def test_realtime_paces_a_file(video):
     assert time.perf_counter() - t0 >= 0.45  # 6 frames at 10 FPS: 5 intervals of 100 ms
 
 
+def test_looping_file_goes_on_with_increasing_index_and_pts(tmp_path):
+    """loop: a 5-frame file read 3 times over as one stream: indices 0..14, pts one interval apart across the
+    seams, the pictures of each pass equal, never exhausted, no expected length; images loop too."""
+    path = tmp_path / "five.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    with open_source(path, loop=True) as src:
+        frames = [f for _, f in zip(range(15), src)]
+        assert not src.exhausted and src.expected_frames is None and src.stats.read >= 15
+    assert [f.index for f in frames] == list(range(15))
+    assert np.allclose(np.diff([f.pts_ms for f in frames]), 100.0)
+    assert [round(f.image.mean() / 40) for f in frames] == [0, 1, 2, 3, 4] * 3
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"im{i}.png"), np.full((8, 8, 3), 100 * i, np.uint8))
+    t0 = time.perf_counter()
+    with open_source(str(tmp_path / "im*.png"), loop=True, realtime=True, fps=20) as src:  # a paced slideshow
+        assert [round(f.image.mean()) for _, f in zip(range(5), src)] == [0, 100, 0, 100, 0]
+    assert time.perf_counter() - t0 >= 0.2  # 4 intervals of 50 ms
+    with open_source(path) as src:  # without loop: the file ends
+        assert len(list(src)) == 5 and src.exhausted
+
+
 def make_corrupt(video: Path, out: Path) -> Path:
     """vtest.avi truncated to 70 % with 200 kB of seeded garbage at 35 %."""
     data = bytearray(video.read_bytes())

@@ -30,10 +30,14 @@ def test_enter_dwell_exit():
     zc, out = zones(world, {"bay": BAY})
     (enter,) = events_of(out, "zone_enter")
     (leave,) = events_of(out, "zone_exit")
-    assert set(enter) == {"type", "zone", "track_id", "class_name", "frame", "wall_time"}
+    assert set(enter) == {"type", "zone", "track_id", "class_name", "speed_px_s", "frame", "wall_time"}
     assert set(leave) == set(enter) | {"dwell_s"}
     assert (enter["zone"], enter["track_id"], enter["class_name"], enter["frame"]) == ("bay", 1, "person", 11)
     assert leave["frame"] == 41 and leave["dwell_s"] == pytest.approx(3.0)  # 30 frames at 10 fps
+    assert enter["speed_px_s"] == pytest.approx(100, rel=0.1) and leave["speed_px_s"] == pytest.approx(100, rel=0.1)
+    zc, out = zones(world, {"bay": {"polygon": BAY, "meters_per_px": 0.02}}, meters_per_px=0.5)
+    (enter,) = events_of(out, "zone_enter")
+    assert enter["speed_m_s"] == pytest.approx(enter["speed_px_s"] * 0.02, abs=1e-3)  # the zone's scale first
     assert zc.tally.summary() == {"zones": {"bay": {"entered": 1, "exited": 1, "occupancy": 0, "max_occupancy": 1}}}
 
 

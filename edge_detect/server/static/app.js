@@ -6,6 +6,8 @@
 const API = "/api/v1";
 const TILE_INTERVAL_MS = 100;     // tile refresh; the server encodes at most server.stream_fps per source
 const MAX_EVENTS = 100;
+// events listed on the page (object_new / object_update / object_end: GET /api/v1/events?type=...)
+const LISTED_EVENTS = new Set(["line_cross", "zone_enter", "zone_exit", "dwell", "clip_saved"]);
 const state = { sources: {}, counts: { sources: {} }, token: null, feed: null };
 
 // ---------------------------------------------------------------------------------------------- helpers
@@ -151,7 +153,9 @@ function renderStatus(status) {
   syncTiles(status.sources || []);
   const strip = document.getElementById("status-strip");
   const item = (label, value) => el("span", {}, [label + " ", el("b", { text: String(value) })]);
-  const parts = [item("model", status.model ?? "–"), item("device", status.device ?? "–"),
+  const model = item("model", String(status.model ?? "–").split("/").pop());
+  model.title = status.model ?? "";
+  const parts = [model, item("device", status.device ?? "–"),
                  item("uptime", `${fmt(status.uptime_s, 0)} s`)];
   for (const [stage, ms] of Object.entries(status.stages_ms || {})) parts.push(item(stage, `${fmt(ms, 1)} ms`));
   const dropped = (status.sources || []).reduce((n, s) => n + (s.dropped || 0), 0);
@@ -169,12 +173,12 @@ function eventText(e) {
 function addEvents(events) {
   const list = document.getElementById("events");
   for (const e of events) {
-    if (list.querySelector(`li[data-id="${cssId(e.id)}"]`)) continue;
+    if (!LISTED_EVENTS.has(e.type) || list.querySelector(`li[data-id="${cssId(e.id)}"]`)) continue;
     const when = new Date((e.wall_time || 0) * 1000).toLocaleTimeString();
     const body = el("div", {}, [el("div", { class: "when", text: when }), el("div", { text: eventText(e) })]);
     if (e.clip_url) body.append(el("a", { href: e.clip_url, target: "_blank", text: "clip" }));
-    const thumb = e.snapshot_url ? el("img", { src: e.snapshot_url, alt: "", loading: "lazy" }) : el("img", { alt: "" });
-    list.prepend(el("li", { "data-id": e.id, "data-type": e.type, "data-source": e.source }, [thumb, body]));
+    const thumb = e.snapshot_url ? [el("img", { src: e.snapshot_url, alt: "", loading: "lazy" })] : [];
+    list.prepend(el("li", { "data-id": e.id, "data-type": e.type, "data-source": e.source }, [...thumb, body]));
   }
   while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
 }

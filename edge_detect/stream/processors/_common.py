@@ -1,15 +1,17 @@
 """Helpers shared by the analytics processors (ByteTrack, lines, zones): stream time, class names, filters."""
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Set, Union
 
 import numpy as np
 
+from edge_detect.config import suggest_key
 from edge_detect.errors import ConfigError
 from edge_detect.stream.geometry import ANCHORS
 from edge_detect.types import Frame
 
-__all__ = ["media_time", "class_name", "resolve_class_filter", "class_allowed", "parse_named_numbers"]
+__all__ = ["media_time", "class_name", "resolve_class_filter", "class_allowed", "parse_named_numbers", "check_scale"]
 
 
 def media_time(frame: Frame, fps: Optional[float] = None) -> float:
@@ -56,7 +58,8 @@ def resolve_class_filter(classes: Optional[Sequence[Union[int, str]]], names: Se
         elif not names and isinstance(c, str) and c:
             ids.add(c)
         else:
-            raise ConfigError(f"{what} classes: expected a class name of the model or an id, got {c!r}")
+            hint = suggest_key(str(c), names) if names else ""
+            raise ConfigError(f"{what} classes: expected a class name of the model or an id, got {c!r}{hint}")
     return ids
 
 
@@ -107,10 +110,11 @@ def parse_named_numbers(text: str, what: str, count: Optional[int] = None, min_c
 
 def region_specs(entries: Union[Mapping[str, Any], Sequence[Any]], *, kind: str, spec_type: type, points_key: str,
                  form: str, parse: Callable[[str], tuple], check: Callable[[tuple, str], Any]) -> List[Any]:
-    """Normalize line or zone definitions into ``spec_type(name, points, classes, anchor)`` objects.
+    """Normalize line or zone definitions into ``spec_type(name, points, classes, anchor, ...)`` objects.
 
-    Accepts ``{name: [numbers]}``, ``{name: {points_key|"points": [...], "classes": [...], "anchor": ...}}``,
-    ``spec_type`` objects and ``"NAME=..."`` strings (parsed by ``parse`` into ``(name, numbers)``).
+    Accepts ``{name: [numbers]}``, ``{name: {points_key|"points": [...], "classes": [...], "anchor": ...,
+    "meters_per_px": ...}}`` (the keys are the fields of ``spec_type``), ``spec_type`` objects and ``"NAME=..."``
+    strings (parsed by ``parse`` into ``(name, numbers)``).
 
     Args:
         kind: ``"line"`` or ``"zone"``, for messages.
@@ -119,7 +123,8 @@ def region_specs(entries: Union[Mapping[str, Any], Sequence[Any]], *, kind: str,
         check: validates the points (raises ConfigError), called as ``check(points, f"{kind} {name}")``.
 
     Raises:
-        ConfigError: bad geometry, unknown keys, an unknown anchor or duplicate names.
+        ConfigError: bad geometry, unknown keys, an unknown anchor, a scale that is not a number > 0 or duplicate
+            names.
     """
     items: List[Any] = []
     for entry in list(entries.items()) if isinstance(entries, Mapping) else list(entries):
@@ -136,6 +141,7 @@ def region_specs(entries: Union[Mapping[str, Any], Sequence[Any]], *, kind: str,
         check(points, f"{kind} {name}")
         if anchor is not None and anchor not in ANCHORS:
             raise ConfigError(f"{kind} {name} anchor: expected one of {', '.join(ANCHORS)}, got {anchor!r}")
+        check_scale(getattr(spec, "meters_per_px", None), f"{kind} {name} meters_per_px")
         if any(s.name == name for s in items):
             raise ConfigError(f"{kind}s: expected unique names, got {name!r} twice")
         items.append(spec)
@@ -146,16 +152,31 @@ def _flat(points: Any) -> tuple:
     return tuple(np.asarray(points, dtype=object).reshape(-1).tolist())
 
 
+def check_scale(value: Any, what: str) -> Optional[float]:
+    """A ground scale in metres per pixel: ``None``, or a finite number > 0 (as float).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ConfigError(f"{what}: expected a number > 0 (metres per pixel) or null, got {value!r}")
+    return float(value)
+
+
 def _spec_from_value(name: str, value: Any, kind: str, spec_type: type, points_key: str) -> Any:
     if not isinstance(value, Mapping):
         return spec_type(name, _flat(value))
-    unknown = set(value) - {points_key, "points", "classes", "anchor"}
+    more = [f.name for f in fields(spec_type) if f.name not in ("name", points_key, "classes", "anchor")]
+    unknown = set(value) - {points_key, "points", "classes", "anchor", *more}
     if unknown:
         raise ConfigError(f"{kind} {name}: unknown key {sorted(unknown)[0]!r}; expected {points_key} (or points), "
-                          "classes, anchor")
+                          f"{', '.join(['classes', 'anchor', *more])}")
     pts = value.get(points_key, value.get("points"))
     if pts is None:
         example = "[x1, y1, x2, y2]" if points_key == "xyxy" else "[x1, y1, x2, y2, x3, y3, ...]"
         raise ConfigError(f"{kind} {name}: expected '{points_key}: {example}', got no points")
     cls = value.get("classes")
-    return spec_type(name, _flat(pts), tuple(cls) if cls is not None else None, value.get("anchor"))
+    return spec_type(name, _flat(pts), tuple(cls) if cls is not None else None, value.get("anchor"),
+                     **{k: value[k] for k in more if k in value})

@@ -5,7 +5,10 @@ zones), per source. The base owns what does not depend on the kind of region: op
 per-source region definitions (bound on the first frame), :meth:`clone`, the anchor points computed once per
 anchor kind and frame, the class filter, forgetting tracks (ended by an ``object_end`` of the same frame or
 unseen for ``forget_after_s`` of stream time), the declaration of the regions to the run's
-:class:`~edge_detect.events.Counts` and the :attr:`tally` of its own events (for the live overlay).
+:class:`~edge_detect.events.Counts`, the :attr:`tally` of its own events (for the live overlay) and the speed
+fields of the events (:meth:`_speed`, :meth:`_speed_fields`: the tracker's ``data["speed_px_s"]`` of the object,
+and in metres per second with the region's ``meters_per_px``, else the processor's, else the tracker's
+``data["speed_m_s"]``).
 
 A subclass gives the region kind (``KIND``, ``SPECS``: the spec parser), the geometry of a spec
 (:meth:`_geometry`), the anchor's signed distance to a region (:meth:`_distance`), one track's step
@@ -16,21 +19,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Set, Union
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
 from edge_detect.errors import ConfigError
 from edge_detect.events import Counts
 from edge_detect.stream.geometry import ANCHORS, anchor_points
-from edge_detect.stream.processors._common import class_allowed, media_time, resolve_class_filter
+from edge_detect.stream.processors._common import check_scale, class_allowed, media_time, resolve_class_filter
 from edge_detect.types import Detections, Event, Frame
 
-__all__ = ["RegionCounter", "Region"]
+__all__ = ["RegionCounter", "Region", "SpeedRef"]
 
 LOGGER = logging.getLogger(__name__)
 
 RegionSpecs = Union[Mapping[str, Any], Sequence[Any]]
+#: a frame's (``speed_px_s``, ``speed_m_s``) columns (lists, ``None`` when absent) and a row in them
+SpeedRef = Tuple[Tuple[Optional[list], Optional[list]], int]
 
 
 @dataclass
@@ -61,9 +66,10 @@ class RegionCounter:
         fps: stream frame rate for the stream clock (``None`` = timestamps).
         options: the subclass's constructor arguments (for :meth:`clone`).
         distances: the subclass's options that must be ``>= 0`` (name -> value), checked here.
+        meters_per_px: ground scale of the regions without their own, for the events' ``speed_m_s``.
 
     Raises:
-        ConfigError: bad geometry, anchor, class names or negative distances; no region at all.
+        ConfigError: bad geometry, anchor, class names, negative distances or scale; no region at all.
     """
 
     name: ClassVar[str] = "regions"
@@ -72,8 +78,10 @@ class RegionCounter:
 
     def __init__(self, regions: RegionSpecs, source_regions: Optional[Mapping[str, Any]], anchor: str,
                  classes: Optional[Sequence[Union[int, str]]], names: Sequence[str], forget_after_s: float,
-                 fps: Optional[float], options: Dict[str, Any], distances: Mapping[str, float]) -> None:
+                 fps: Optional[float], options: Dict[str, Any], distances: Mapping[str, float],
+                 meters_per_px: Optional[float] = None) -> None:
         kinds = f"{self.KIND}s"
+        self.meters_per_px = check_scale(meters_per_px, f"{kinds} meters_per_px")
         if anchor not in ANCHORS:
             raise ConfigError(f"{kinds} anchor: expected one of {', '.join(ANCHORS)}, got {anchor!r}")
         for what, value in distances.items():
@@ -92,6 +100,9 @@ class RegionCounter:
         self._bound = not self._source_regions
         self._sid = ""
         self._now = 0.0
+        self._detections: Optional[Detections] = None  # this frame's, and the row of each track id in them,
+        self._rows: Dict[int, int] = {}  # for the per-row data a subclass's step reads (:meth:`_row`)
+        self._speeds: Tuple[Optional[list], Optional[list]] = (None, None)  # this frame's speed_px_s, speed_m_s
         self.tally = Counts()  # this counter's own events (live overlay, standalone use); a run counts on the bus
 
     # ------------------------------------------------------------------------------------------- set-up
@@ -157,6 +168,8 @@ class RegionCounter:
         ids = self._track_ids(detections)
         tracked = np.flatnonzero(ids >= 1).tolist()
         ids_list, cls_list = ids.tolist(), detections.class_id.tolist()
+        self._detections, self._rows = detections, {ids_list[i]: i for i in tracked}
+        self._speeds = (_column(detections, "speed_px_s"), _column(detections, "speed_m_s"))
         anchors: Dict[str, np.ndarray] = {}
         for region in self._regions:
             if region.anchor not in anchors:
@@ -174,6 +187,32 @@ class RegionCounter:
         self.tally.add(self._sid, events[first_new:])
         detections.metadata[f"{self.KIND}s"] = self._live()
         return detections
+
+    def _row(self, tid: int) -> int:
+        """The row of track ``tid`` in this frame's detections (``self._detections``), during :meth:`update`."""
+        return self._rows[tid]
+
+    def _speed(self, tid: int) -> "SpeedRef":
+        """Where track ``tid``'s speed of this frame is (the tracker's ``speed_px_s`` / ``speed_m_s`` columns and
+        its row: read only when an event needs it, :meth:`_speed_fields`)."""
+        return self._speeds, self._rows[tid]
+
+    def _speed_fields(self, region: Region, ref: "SpeedRef") -> Dict[str, float]:
+        """The events' optional ``speed_px_s`` / ``speed_m_s`` keyword arguments for a :meth:`_speed` reference
+        (none where unknown): metres per second with the region's ``meters_per_px``, else the processor's, else
+        the tracker's."""
+        (px_col, m_col), row = ref
+        px = px_col[row] if px_col is not None and px_col[row] == px_col[row] else None  # NaN: unknown
+        m_s = m_col[row] if m_col is not None and m_col[row] == m_col[row] else None
+        out: Dict[str, float] = {}
+        if px is not None:
+            out["speed_px_s"] = round(px, 2)
+        scale = getattr(region.spec, "meters_per_px", None) or self.meters_per_px
+        if scale is not None and px is not None:
+            m_s = px * scale
+        if m_s is not None:
+            out["speed_m_s"] = round(m_s, 3)
+        return out
 
     def _track_ids(self, detections: Detections) -> np.ndarray:
         return detections.track_id if detections.track_id is not None else \
@@ -195,3 +234,11 @@ class RegionCounter:
     def _live(self) -> Dict[str, Any]:
         """The live state drawn on the frame (``metadata[KIND + "s"]``)."""
         raise NotImplementedError
+
+
+def _column(detections: Detections, key: str) -> Optional[list]:
+    """``detections.data[key]`` as a list of floats (``None`` when absent or not one value per row)."""
+    col = detections.data.get(key)
+    if col is None or np.ndim(col) != 1 or len(col) != len(detections):
+        return None
+    return np.asarray(col, np.float64).tolist()

@@ -11,7 +11,9 @@ trackers that emit no end events, until unseen for ``lost_s`` seconds of stream 
 dwell time up to its last sighting.
 
 Outputs: :class:`~edge_detect.types.ZoneEnter` / :class:`~edge_detect.types.ZoneExit` (with ``dwell_s``, seconds
-of stream time inside) events in ``metadata["events"]``; ``metadata["zones"]`` = ``{NAME: {"polygon", "inside":
+of stream time inside) events in ``metadata["events"]``, with the object's ``speed_px_s`` on entering and at its
+last sighting inside when the tracker gives it, and ``speed_m_s`` with a ground scale (the zone's
+``meters_per_px``, else the processor's, else the tracker's); ``metadata["zones"]`` = ``{NAME: {"polygon", "inside":
 [ids], "occupancy", "entered", "exited"}}`` (live, for drawing); :meth:`ZoneCounter.dwell` for the tracks inside
 now. The run's counts (``{"zones": {NAME: {"entered", "exited", "occupancy", "max_occupancy"}}}`` in the summary)
 are kept by :class:`~edge_detect.events.Counts` from the events; :attr:`ZoneCounter.tally` holds this counter's
@@ -28,7 +30,7 @@ import numpy as np
 from edge_detect.stream.geometry import Hysteresis, as_polygon, polygon_signed_distance
 from edge_detect.stream.processors._common import class_name, parse_named_numbers, region_specs
 from edge_detect.stream.processors.base import register_processor
-from edge_detect.stream.processors.region import Region, RegionCounter
+from edge_detect.stream.processors.region import Region, RegionCounter, SpeedRef
 from edge_detect.types import Event, Frame, ZoneEnter, ZoneExit
 
 __all__ = ["ZoneSpec", "ZoneCounter", "zone_specs"]
@@ -45,12 +47,14 @@ class ZoneSpec:
         polygon: flat ``(x1, y1, x2, y2, x3, y3, ...)`` source-frame pixels, at least 3 points.
         classes: only these classes (names or ids); ``None`` = all.
         anchor: box anchor for this zone (``None`` = the processor's).
+        meters_per_px: ground scale for the events' ``speed_m_s`` here (``None`` = the processor's).
     """
 
     name: str
     polygon: tuple
     classes: Optional[tuple] = None
     anchor: Optional[str] = None
+    meters_per_px: Optional[float] = None
 
 
 def zone_specs(zones: Union[Mapping[str, Any], Sequence[Any]]) -> List[ZoneSpec]:
@@ -70,6 +74,7 @@ class _Occupant:
     enter_time: float
     last_seen: float
     class_name: str
+    speed: SpeedRef = ((None, None), 0)  # the speed at the last sighting (RegionCounter._speed)
 
 
 @dataclass
@@ -92,6 +97,7 @@ class ZoneCounter(RegionCounter):
         names: class names of the model.
         lost_s: a track unseen this long (stream seconds) leaves the zones even without an ``object_end``.
         fps: stream frame rate for the stream clock (``None`` = timestamps).
+        meters_per_px: ground scale for the events' ``speed_m_s`` in zones without their own.
 
     Raises:
         ConfigError: bad geometry, anchor, class names or negative values.
@@ -104,11 +110,12 @@ class ZoneCounter(RegionCounter):
     def __init__(self, zones: Union[Mapping[str, Any], Sequence[Any]] = (),
                  source_zones: Optional[Mapping[str, Any]] = None, anchor: str = "bottom_center",
                  hysteresis_px: float = 4.0, classes: Optional[Sequence[Union[int, str]]] = None,
-                 names: Sequence[str] = (), lost_s: float = 3.0, fps: Optional[float] = None) -> None:
+                 names: Sequence[str] = (), lost_s: float = 3.0, fps: Optional[float] = None,
+                 meters_per_px: Optional[float] = None) -> None:
         options = dict(zones=zones, source_zones=source_zones, anchor=anchor, hysteresis_px=hysteresis_px,
-                       classes=classes, names=names, lost_s=lost_s, fps=fps)
+                       classes=classes, names=names, lost_s=lost_s, fps=fps, meters_per_px=meters_per_px)
         super().__init__(zones, source_zones, anchor, classes, names, lost_s, fps, options,
-                         {"hysteresis_px": hysteresis_px, "lost_s": lost_s})
+                         {"hysteresis_px": hysteresis_px, "lost_s": lost_s}, meters_per_px)
         self.hysteresis_px, self.lost_s = float(hysteresis_px), float(lost_s)
 
     def _geometry(self, spec: ZoneSpec) -> np.ndarray:
@@ -143,10 +150,11 @@ class ZoneCounter(RegionCounter):
             st = region.state[tid] = _ZoneTrack(Hysteresis(self.hysteresis_px))
         side, _ = st.hyst.update(dist)
         if st.inside is not None:
-            st.inside.last_seen = self._now
+            st.inside.last_seen, st.inside.speed = self._now, self._speed(tid)
         if side == 1 and st.inside is None:
-            st.inside = _Occupant(self._now, self._now, class_name(cid, self.names))
-            events.append(ZoneEnter(region.spec.name, tid, st.inside.class_name, frame=int(frame.index),
+            st.inside = _Occupant(self._now, self._now, class_name(cid, self.names), self._speed(tid))
+            events.append(ZoneEnter(region.spec.name, tid, st.inside.class_name,
+                                    **self._speed_fields(region, st.inside.speed), frame=int(frame.index),
                                     wall_time=float(frame.wall_time)))
         elif side == -1 and st.inside is not None:
             self._exit(region, tid, st, self._now, frame, events)
@@ -157,11 +165,12 @@ class ZoneCounter(RegionCounter):
         if st is not None and st.inside is not None:
             self._exit(region, tid, st, st.inside.last_seen, frame, events)
 
-    @staticmethod
-    def _exit(region: Region, tid: int, st: _ZoneTrack, until: float, frame: Frame, events: List[Event]) -> None:
+    def _exit(self, region: Region, tid: int, st: _ZoneTrack, until: float, frame: Frame,
+              events: List[Event]) -> None:
         occ, st.inside = st.inside, None
         events.append(ZoneExit(region.spec.name, tid, occ.class_name, round(max(until - occ.enter_time, 0.0), 3),
-                               frame=int(frame.index), wall_time=float(frame.wall_time)))
+                               **self._speed_fields(region, occ.speed), frame=int(frame.index),
+                               wall_time=float(frame.wall_time)))
 
     def _live(self) -> Dict[str, Any]:
         counts = self.zone_counts()

@@ -34,6 +34,9 @@ default id is formed.
   ``Source.uri`` and default id.
 * OpenCV's and FFmpeg's own log lines are kept off stderr around opens (a missing camera or a refused URL gives
   our one error line); ``OPENCV_FFMPEG_LOGLEVEL=24`` in the environment shows FFmpeg's warnings again.
+* ``loop=True`` (capture option; ``capture: {loop: true}`` in an app config) plays a file or an image folder over and
+  over as one endless stream: frame indices and ``pts_ms`` keep increasing across passes (a test or demo camera);
+  with ``realtime=True`` it is read at its own frame rate (``fps`` for pictures).
 * Several sources with one id: :func:`unique_source_ids` renames the later ones ``<id>-<n>`` without colliding
   with any other source's id (the pipeline applies it with one warning).
 

@@ -39,10 +39,15 @@ class CaptureOptions:
         backoff_max_s: ...up to this cap.
         max_reconnect_attempts: give up after this many failed attempts in a row (``None`` = never).
         fourcc: camera pixel format, e.g. ``"MJPG"`` (V4L2 USB cameras need it for high resolutions/fps).
-        width, height, fps: requested camera mode (the camera may pick the closest it supports).
+        width, height, fps: requested camera mode (the camera may pick the closest it supports); ``fps`` also
+            paces ``realtime`` image sources.
         buffersize: camera driver buffer count (``CAP_PROP_BUFFERSIZE``), 1 keeps latency low.
         rtsp_transport: ``"tcp"`` or ``"udp"``; sets ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` (process-wide) if unset.
-        realtime: for files: pace reading to the file's frame rate (simulates a camera).
+        realtime: for files and image sources: pace reading to the file's frame rate, or ``fps`` for images and
+            files without one (simulates a camera).
+        loop: for files and image sources: start again from the first frame at the end, forever (a demo or test
+            camera); frame indices and ``pts_ms`` keep increasing across passes, so trackers and counters see one
+            continuous stream. Live sources ignore it.
     """
 
     live: Optional[bool] = None
@@ -60,6 +65,7 @@ class CaptureOptions:
     buffersize: Optional[int] = None
     rtsp_transport: Optional[str] = None
     realtime: bool = False
+    loop: bool = False
 
     def __post_init__(self) -> None:
         checks = [

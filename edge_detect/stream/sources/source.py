@@ -81,6 +81,9 @@ class Source:
         self.offline = start_offline
         self.fps: Optional[float] = getattr(self._reader, "fps", None)
         self.expected_frames: Optional[int] = getattr(self._reader, "expected_frames", None)
+        self.loops = bool(opts.loop) and not self.is_live  # a looping file never ends (no expected length)
+        if self.loops:
+            self.expected_frames = None
         self.stats = SourceStats()
         self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=1 if self.is_live else opts.queue_size)
         self._qlock = threading.Lock()
@@ -94,6 +97,9 @@ class Source:
         self._listeners: List[threading.Event] = []  # set whenever a frame is queued or the source ends
         self._index = 0
         self._started_at = 0.0
+        self._pts_offset = 0.0  # added to pts_ms from the second pass of a looping file on
+        self._last_pts: Optional[float] = None  # pts_ms of the last frame emitted (after the offset)
+        self._pass_read = 0  # frames emitted in the current pass of a looping file
 
     def __repr__(self) -> str:
         return f"Source(id={self.source_id!r}, kind={self.kind}, uri={self.uri!r}, live={self.is_live})"
@@ -218,6 +224,12 @@ class Source:
                 outcome = self._consume(*got)
                 if outcome == "stop":
                     break
+                if outcome == "loop":
+                    reader.release()
+                    reader = self._rewind(gen)
+                    if reader is None:
+                        break
+                    continue
                 if outcome == "lost":
                     reader.release()
                     reader = None
@@ -275,6 +287,8 @@ class Source:
         elif res.status == "corrupt":
             self.stats.corrupt += 1
             self._index += 1
+        elif res.status == "end" and self.loops and self._pass_read:
+            return "loop"
         elif res.status == "end" or not self.reconnect:
             self._log_end()
             return "stop"
@@ -293,12 +307,16 @@ class Source:
                         self.stats.read, self.stats.corrupt, self.stats.empty)
 
     def _emit(self, res: ReadResult, decode_ms: float) -> None:
-        if self.opts.realtime and self.fps and not self.source_kind.live:
-            delay = self._started_at + self._index / self.fps - time.perf_counter()
+        rate = self.fps or self.opts.fps  # images have no rate of their own: the fps option sets it
+        if self.opts.realtime and rate and not self.source_kind.live:
+            delay = self._started_at + self._index / rate - time.perf_counter()
             if delay > 0:
                 self._stop.wait(delay)
-        frame = Frame(res.image, self.source_id, self._index, res.pts_ms, time.perf_counter(), time.time(),
+        pts = None if res.pts_ms is None else res.pts_ms + self._pts_offset
+        frame = Frame(res.image, self.source_id, self._index, pts, time.perf_counter(), time.time(),
                       {"decode": decode_ms}, path=None if res.path is None else str(res.path))
+        self._last_pts = pts
+        self._pass_read += 1
         self._index += 1
         self.stats.read += 1
         self._put(frame)
@@ -332,6 +350,20 @@ class Source:
                 self._queue.get_nowait()
             except queue.Empty:
                 return
+
+    def _rewind(self, gen: int) -> Optional[Reader]:
+        """A looping file's next pass: a fresh reader from the factory; ``pts_ms`` goes on one frame interval after
+        the last frame's. ``None`` when stopped meanwhile, or when the file cannot be opened again (the source
+        ends)."""
+        if self._last_pts is not None:
+            self._pts_offset = self._last_pts + (1000.0 / self.fps if self.fps else 0.0)
+        self._pass_read = 0
+        LOGGER.debug("%s: looping (frame %d)", self.uri, self._index)
+        try:
+            return self._open(gen)
+        except SourceError as exc:
+            LOGGER.error("%s: cannot reopen to loop (%s); the source ends", self.uri, mask_credentials(str(exc)))
+            return None
 
     # ------------------------------------------------------------------------------------- reconnection
 
