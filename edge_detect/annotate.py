@@ -3,7 +3,14 @@ with OpenCV primitives; used by the sinks (video, display, preview, snapshots), 
 server. Lives outside ``stream/`` so outputs draw without importing the stream side.
 
 Colours are fixed per class id (a 20-colour palette, cycled), so the same class keeps its colour across
-frames and runs; trails are coloured per track id. Line width and font scale follow the frame size unless given.
+frames and runs; trails are coloured per track id. Line width, font scale and thickness follow the frame size
+(:func:`style`), so a 480x360 frame gets small labels and a 1080p one large ones.
+
+Layout (:func:`render`, what ``Result.annotated`` shows): zones, lines and trails first, then the boxes, then
+their labels, then the **counts panel** (line ``in``/``out`` and zone occupancy, an opaque panel in the top-right
+corner: drawn after the boxes, so no box or label covers it) and the FPS overlay (top-left). Labels are placed by
+a pure planner (:func:`label_layout`): above the box, else inside it at the top, else inside at the bottom, else
+below it -- the first place that stays inside the frame and covers neither another label nor the panel.
 
 :func:`draw_analytics` reads only what the processors attach to :class:`~edge_detect.types.Detections`:
 ``metadata["lines"]`` (``{NAME: {"xyxy", "in", "out"}}``), ``metadata["zones"]`` (``{NAME: {"polygon",
@@ -11,14 +18,15 @@ frames and runs; trails are coloured per track id. Line width and font scale fol
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from edge_detect.types import Detections
 
-__all__ = ["draw_detections", "draw_fps", "draw_analytics", "class_color", "label_text", "render"]
+__all__ = ["draw_detections", "draw_fps", "draw_analytics", "draw_counts", "counts_panel", "label_layout", "style",
+           "Style", "class_color", "label_text", "render"]
 
 # 20 distinct colours as hex RGB, converted to BGR below
 _PALETTE_HEX = ("e6194b", "3cb44b", "ffe119", "4363d8", "f58231", "911eb4", "46f0f0", "f032e6", "bcf60c",
@@ -48,17 +56,78 @@ def _text_color(bgr: Tuple[int, int, int]) -> Tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
 
 
+class Style(NamedTuple):
+    """Line width (px), font scale and text thickness (px) for one frame size."""
+
+    line_width: int
+    font_scale: float
+    thickness: int
+
+
+def style(shape_hw: Tuple[int, ...], line_width: Optional[int] = None) -> Style:
+    """The drawing style of a frame of ``(h, w)`` pixels: lines ~0.3 % of the mean side (at least 2 px); text
+    scaled to the shorter side (``min(h, w) / 900``, at least 0.35: about 9 px high at 360 px, 27 px at 1080 px),
+    1 px thick below 1000 px, 2 px above; ``line_width`` overrides the lines only."""
+    h, w = shape_hw[:2]
+    lw = line_width or max(round((h + w) / 2 * 0.003), 2)
+    font_scale = max(min(h, w) / 900, 0.35)
+    return Style(int(lw), font_scale, 1 if min(h, w) < 1000 else 2)
+
+
+Rect = Tuple[int, int, int, int]
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label_size(text: str, st: Style) -> Tuple[int, int]:
+    """``(width, height)`` of a label's filled box, pixels."""
+    (tw, th), base = cv2.getTextSize(text, _FONT, st.font_scale, st.thickness)
+    return tw + 2, th + base + 3
+
+
+def label_layout(boxes: np.ndarray, sizes: Sequence[Tuple[int, int]], shape_hw: Tuple[int, ...],
+                 avoid: Sequence[Rect] = ()) -> List[Rect]:
+    """Where each box's label goes (a pure planner): for box ``i`` (``boxes`` int ``(N, 4)`` xyxy, clipped to the
+    frame) a label of ``sizes[i]`` = ``(w, h)`` pixels, left-aligned with the box (moved left at the right edge):
+    above the box, else inside it at the top, else inside at the bottom, else below it -- the first place inside
+    the frame that overlaps no label placed before and no rect of ``avoid`` (e.g. the counts panel); when none is
+    free, the first place inside the frame.
+
+    Returns:
+        ``[(x1, y1, x2, y2)]`` per box, inside ``[0, w] x [0, h]`` (a label wider or taller than the frame is
+        cut to it).
+    """
+    h, w = shape_hw[:2]
+    taken: List[Rect] = list(avoid)
+    out: List[Rect] = []
+    for (x1, y1, x2, y2), (lw_, lh) in zip(np.asarray(boxes).tolist(), sizes):
+        lw_, lh = min(lw_, w), min(lh, h)
+        x = int(min(max(x1, 0), w - lw_))
+        tops = (y1 - lh, y1, y2 - lh, y2)  # above, inside top, inside bottom, below
+        places = [(x, int(t), x + lw_, int(t) + lh) for t in tops if 0 <= t and t + lh <= h]
+        if not places:  # a box taller than the frame: pinned to the frame's top
+            places = [(x, 0, x + lw_, lh)]
+        rect = next((r for r in places if not any(_overlaps(r, o) for o in taken)), places[0])
+        taken.append(rect)
+        out.append(rect)
+    return out
+
+
 def draw_detections(image: np.ndarray, detections: Detections, names: Optional[Sequence[str]] = None,
-                    line_width: Optional[int] = None, labels: bool = True, copy: bool = False) -> np.ndarray:
-    """Draw boxes and ``"name score"`` labels (with ``#track`` when tracked) on a BGR image.
+                    line_width: Optional[int] = None, labels: bool = True, copy: bool = False,
+                    avoid: Sequence[Rect] = ()) -> np.ndarray:
+    """Draw boxes, then ``"name score"`` labels (with ``#track`` when tracked) on a BGR image.
 
     Args:
         image: BGR ``uint8 (H, W, 3)``; drawn in place unless ``copy``.
         detections: boxes ``xyxy`` float32 in this image's pixels.
         names: class names (index = class id); ids are shown when missing.
-        line_width: box line width in pixels; default ~0.3% of the image diagonal, at least 2.
-        labels: draw the label text above each box (inside it at the top edge).
+        line_width: box line width in pixels; default :func:`style`'s.
+        labels: draw the labels, placed by :func:`label_layout` (inside the frame, apart where there is room).
         copy: draw on a copy and leave ``image`` untouched.
+        avoid: rects ``(x1, y1, x2, y2)`` labels keep off (the counts panel).
 
     Returns:
         The annotated image (``image`` itself unless ``copy``).
@@ -67,31 +136,38 @@ def draw_detections(image: np.ndarray, detections: Detections, names: Optional[S
     if not len(detections):
         return out
     h, w = out.shape[:2]
-    lw = line_width or max(round((h + w) / 2 * 0.003), 2)
-    font_scale, thickness = lw / 3, max(lw - 1, 1)
+    st = style((h, w), line_width)
     boxes = np.round(detections.xyxy).astype(np.int32)
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w - 1)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h - 1)
     tracks = detections.track_id if detections.track_id is not None else np.full(len(detections), -1)
-    for (x1, y1, x2, y2), score, cid, tid in zip(boxes.tolist(), detections.score.tolist(),
-                                                 detections.class_id.tolist(), tracks.tolist()):
-        color = class_color(cid)
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, lw, cv2.LINE_AA)
-        if labels:
-            _draw_label(out, label_text(cid, score, names, tid), (x1, y1), color, font_scale, thickness)
+    classes = detections.class_id.tolist()
+    for (x1, y1, x2, y2), cid in zip(boxes.tolist(), classes):
+        cv2.rectangle(out, (x1, y1), (x2, y2), class_color(cid), st.line_width, cv2.LINE_AA)
+    if labels:
+        texts = [label_text(c, s, names, t) for c, s, t in zip(classes, detections.score.tolist(), tracks.tolist())]
+        rects = label_layout(boxes, [_label_size(t, st) for t in texts], (h, w), avoid)
+        for text, rect, cid in zip(texts, rects, classes):
+            _draw_label(out, text, rect, class_color(cid), st)
     return out
 
 
-def _draw_label(img: np.ndarray, text: str, corner: Tuple[int, int], color: Tuple[int, int, int],
-                font_scale: float, thickness: int) -> None:
-    """Filled label box with text, above ``corner`` (the box's top-left) or just inside it at the top edge."""
-    (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, thickness)
-    x, y = corner
-    outside = y - th - base - 3 >= 0
-    top = y - th - base - 3 if outside else y
-    x = min(x, max(img.shape[1] - tw - 1, 0))
-    cv2.rectangle(img, (x, top), (x + tw + 2, top + th + base + 3), color, -1, cv2.LINE_AA)
-    cv2.putText(img, text, (x + 1, top + th + 1), _FONT, font_scale, _text_color(color), thickness, cv2.LINE_AA)
+def _draw_label(img: np.ndarray, text: str, rect: Rect, color: Tuple[int, int, int], st: Style) -> None:
+    """Filled label box ``rect`` (from :func:`label_layout`) with ``text`` in it."""
+    x1, y1, x2, y2 = rect
+    (_, th), _ = cv2.getTextSize(text, _FONT, st.font_scale, st.thickness)
+    cv2.rectangle(img, (x1, y1), (x2 - 1, y2 - 1), color, -1, cv2.LINE_AA)
+    cv2.putText(img, text, (x1 + 1, y1 + th + 1), _FONT, st.font_scale, _text_color(color), st.thickness,
+                cv2.LINE_AA)
+
+
+def _tag(img: np.ndarray, text: str, corner: Tuple[int, int], color: Tuple[int, int, int], st: Style) -> None:
+    """A small label just above ``corner`` (inside the frame): a line's or zone's name."""
+    lw_, lh = _label_size(text, st)
+    h, w = img.shape[:2]
+    x = int(min(max(corner[0], 0), max(w - lw_, 0)))
+    y = int(min(max(corner[1] - lh, 0), max(h - lh, 0)))
+    _draw_label(img, text, (x, y, x + lw_, y + lh), color, st)
 
 
 def draw_fps(image: np.ndarray, fps: float, extra_text: Optional[str] = None, copy: bool = False) -> np.ndarray:
@@ -123,26 +199,74 @@ def draw_fps(image: np.ndarray, fps: float, extra_text: Optional[str] = None, co
 
 
 def render(image: np.ndarray, detections: Detections, names: Sequence[str], fps: Optional[float]) -> np.ndarray:
-    """A copy of ``image`` (BGR ``uint8 (H, W, 3)``) with ``detections`` (xyxy, original-frame pixels) and the FPS
-    overlay drawn (no overlay when ``fps`` is ``None``); what :attr:`edge_detect.types.Result.annotated` shows."""
-    out = draw_analytics(image, detections, copy=True)
-    out = draw_detections(out, detections, names)
+    """A copy of ``image`` (BGR ``uint8 (H, W, 3)``) with ``detections`` (xyxy, original-frame pixels), the analytics,
+    the counts panel and the FPS overlay drawn (no overlay when ``fps`` is ``None``), in the module doc's order;
+    what :attr:`edge_detect.types.Result.annotated` shows."""
+    out = draw_analytics(image, detections, copy=True, counts=False)
+    panel = counts_panel(detections, out.shape)
+    out = draw_detections(out, detections, names, avoid=[panel[0]] if panel else ())
+    draw_counts(out, detections, panel)
     return draw_fps(out, fps) if fps is not None else out
+
+
+_PANEL_BG = (32, 32, 32)
+
+
+def _count_lines(detections: Detections) -> List[str]:
+    """The counts panel's text: ``"gate  in 3  out 1"`` per line, ``"bay  2 inside"`` per zone."""
+    lines: Dict[str, dict] = detections.metadata.get("lines") or {}
+    zones: Dict[str, dict] = detections.metadata.get("zones") or {}
+    return ([f"{name}  in {ln.get('in', 0)}  out {ln.get('out', 0)}" for name, ln in lines.items()]
+            + [f"{name}  {z.get('occupancy', 0)} inside" for name, z in zones.items()])
+
+
+def counts_panel(detections: Detections, shape_hw: Tuple[int, ...]) -> Optional[Tuple[Rect, List[str]]]:
+    """The counts panel of a frame: its rect ``(x1, y1, x2, y2)`` in the top-right corner and its text lines, or
+    ``None`` without lines and zones (a pure planner; :func:`draw_counts` draws it)."""
+    texts = _count_lines(detections)
+    if not texts:
+        return None
+    h, w = shape_hw[:2]
+    st = style((h, w))
+    sizes = [_label_size(t, st) for t in texts]
+    pw, ph = min(max(s[0] for s in sizes) + 8, w), min(sum(s[1] for s in sizes) + 6, h)
+    return (w - pw, 0, w, ph), texts
+
+
+def draw_counts(image: np.ndarray, detections: Detections,
+                panel: Optional[Tuple[Rect, List[str]]] = None) -> np.ndarray:
+    """Draw the counts panel (:func:`counts_panel`: line ``in``/``out``, zone occupancy) on ``image`` in place: an
+    opaque dark panel, each line's text in its kind's colour. Nothing without lines and zones."""
+    panel = panel or counts_panel(detections, image.shape)
+    if panel is None:
+        return image
+    (x1, y1, x2, y2), texts = panel
+    st = style(image.shape)
+    image[y1:y2, x1:x2] = _PANEL_BG
+    n_lines = len(detections.metadata.get("lines") or {})
+    y = y1 + 3
+    for i, text in enumerate(texts):
+        (_, th), base = cv2.getTextSize(text, _FONT, st.font_scale, st.thickness)
+        cv2.putText(image, text, (x1 + 4, y + th + 1), _FONT, st.font_scale,
+                    _LINE_COLOR if i < n_lines else _ZONE_COLOR, st.thickness, cv2.LINE_AA)
+        y += th + base + 3
+    return image
 
 
 _LINE_COLOR = (0, 215, 255)  # amber (BGR)
 _ZONE_COLOR = (255, 160, 0)  # azure (BGR)
 
 
-def draw_analytics(image: np.ndarray, detections: Detections, copy: bool = False) -> np.ndarray:
-    """Draw zones (tinted polygons with their occupancy), counting lines (with an arrow towards their ``in``
-    side and live ``in``/``out`` counts) and track trails, from what the processors attached to ``detections``
-    (see module doc); nothing is drawn when they attached nothing.
+def draw_analytics(image: np.ndarray, detections: Detections, copy: bool = False, counts: bool = True) -> np.ndarray:
+    """Draw zones (tinted polygons with their name), counting lines (with an arrow towards their ``in`` side and
+    their name), track trails and, with ``counts``, the counts panel (:func:`draw_counts`), from what the
+    processors attached to ``detections`` (see module doc); nothing is drawn when they attached nothing.
 
     Args:
         image: BGR ``uint8 (H, W, 3)``; drawn in place unless ``copy``.
         detections: the frame's detections (``metadata["lines"]``, ``metadata["zones"]``, ``data["trail"]``).
         copy: draw on a copy.
+        counts: draw the counts panel too (:func:`render` draws it after the boxes instead).
 
     Returns:
         The annotated image.
@@ -154,8 +278,8 @@ def draw_analytics(image: np.ndarray, detections: Detections, copy: bool = False
     if not zones and not lines and trails is None:
         return out
     h, w = out.shape[:2]
-    lw = max(round((h + w) / 2 * 0.003), 2)
-    font_scale, thickness = lw / 3, max(lw - 1, 1)
+    st = style((h, w))
+    lw = st.line_width
     if zones:
         tint = out.copy()
         for z in zones.values():
@@ -166,8 +290,7 @@ def draw_analytics(image: np.ndarray, detections: Detections, copy: bool = False
             pts = np.round(np.asarray(z["polygon"], np.float64)).astype(np.int32).reshape(-1, 1, 2)
             cv2.polylines(out, [pts], True, _ZONE_COLOR, lw, cv2.LINE_AA)
             corner = tuple(int(v) for v in pts[:, 0].min(axis=0))
-            _draw_label(out, f"{name}: {z.get('occupancy', 0)}", (corner[0], corner[1]), _ZONE_COLOR, font_scale,
-                        thickness)
+            _tag(out, name, (corner[0], corner[1] + _label_size(name, st)[1]), _ZONE_COLOR, st)
     for name, ln in lines.items():
         x1, y1, x2, y2 = (float(v) for v in ln["xyxy"])
         cv2.line(out, (round(x1), round(y1)), (round(x2), round(y2)), _LINE_COLOR, lw, cv2.LINE_AA)
@@ -178,14 +301,12 @@ def draw_analytics(image: np.ndarray, detections: Detections, copy: bool = False
         cv2.arrowedLine(out, (round(mx - nx * arrow), round(my - ny * arrow)),
                         (round(mx + nx * arrow), round(my + ny * arrow)), _LINE_COLOR, lw, cv2.LINE_AA,
                         tipLength=0.4)
-        lx = int(min(max(min(x1, x2), 0), w - 1))
-        ly = int(min(max(min(y1, y2) + 4 * lw + 12, 0), h - 1))
-        _draw_label(out, f"{name} in {ln.get('in', 0)} out {ln.get('out', 0)}", (lx, ly), _LINE_COLOR,
-                    font_scale, thickness)
+        start = (x1, y1) if (y1, x1) <= (y2, x2) else (x2, y2)  # the upper end: the name just below it
+        _tag(out, name, (round(start[0]) + lw, round(start[1]) + 2 * _label_size(name, st)[1]), _LINE_COLOR, st)
     if trails is not None and detections.track_id is not None:
         for trail, tid in zip(np.asarray(trails, np.float64), detections.track_id.tolist()):
             pts = trail[~np.isnan(trail).any(axis=1)]
             if len(pts) >= 2 and tid >= 1:
                 cv2.polylines(out, [np.round(pts).astype(np.int32).reshape(-1, 1, 2)], False, class_color(tid),
                               max(lw - 1, 1), cv2.LINE_AA)
-    return out
+    return draw_counts(out, detections) if counts else out

@@ -146,6 +146,7 @@ class App:
         self._rates = _Rates()
         self._t0 = 0.0
         self._stop_reason: Optional[str] = None  # asked before the pipeline existed
+        self._abandoned = False
         self._lock = threading.Lock()
         self._uris: Dict[str, str] = {}  # source id -> configured URI (credentials included): what the recorder reads
         self.bus.subscribe(self._remember, name="app", inline=True)
@@ -167,6 +168,8 @@ class App:
                 self._t0 = time.perf_counter()
                 if self._stop_reason is not None:
                     self._pipeline.stop(self._stop_reason)
+                if self._abandoned:
+                    self._pipeline.abandon(self._stop_reason or "stop")
             return self._pipeline
 
     def start(self) -> "App":
@@ -224,6 +227,17 @@ class App:
         pipeline = self._pipeline
         if pipeline is not None:
             pipeline.stop(reason)
+        return self
+
+    def abandon(self, reason: str = "stop") -> "App":
+        """:meth:`stop` without waiting for deliveries: event queues (MQTT, webhook) give up what is left (counted
+        ``failed`` in the summary) instead of waiting out their close timeouts; files are still finalized and
+        ``outputs.summary_json`` written. Sets flags only: safe in a signal handler (``run``'s second signal)."""
+        self._abandoned = True
+        self.stop(reason)
+        pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.abandon(self._stop_reason or reason)
         return self
 
     def wait(self, timeout: Optional[float] = None) -> Any:

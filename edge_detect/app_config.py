@@ -213,12 +213,16 @@ class TrackerConfig:
     options: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from edge_detect.stream.processors import make_processor
+        from edge_detect.stream.processors import make_processor, tracker_names
 
         if self.name == "none":
             if self.options:
                 raise ConfigError(f"tracker: expected no options with name 'none', got {sorted(self.options)}")
             return
+        if self.name not in tracker_names():
+            known = tracker_names() + ["none"]
+            raise ConfigError(f"tracker: unknown name {self.name!r}; expected one of {', '.join(known)}"
+                              f"{suggest_key(self.name, known)}")
         try:
             make_processor(self.name, **self.options)
         except ConfigError as exc:
@@ -236,6 +240,13 @@ class AnalyticsConfig:
     zones: Dict[str, Any] = field(default_factory=dict)
     line_options: Dict[str, Any] = field(default_factory=dict)
     zone_options: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from edge_detect.stream.processors.lines import line_specs
+        from edge_detect.stream.processors.zones import zone_specs
+
+        line_specs(self.lines)  # geometry checked when the config is loaded, before anything opens
+        zone_specs(self.zones)
 
 
 @dataclass(frozen=True)
@@ -687,7 +698,10 @@ def run_sinks(cfg: AppConfig, display: Optional[bool] = None) -> List[SinkConfig
 
 def check_run_outputs(cfg: AppConfig, flags: Optional[Mapping[str, str]] = None) -> None:
     """Every output path (file sinks, the snapshot folder, the summary JSON) writable, distinct and not an input
-    (a source or the model), before anything is opened.
+    (a source or the model), before anything is opened. With several sources a file sink writes one file per
+    source (``out.mp4`` -> ``out_<id>.mp4``, :func:`~edge_detect.sinks.base.per_source_path`): those files are
+    checked, named with the ids the run will give (:func:`~edge_detect.stream.sources.planned_source_ids`). The
+    snapshot folder must hold no input (its retention deletes ``DIR/*/*.jpg``).
 
     Args:
         flags: ``{spec: flag}`` naming the outputs that came from CLI flags in the messages (others: ``sink``).
@@ -695,16 +709,22 @@ def check_run_outputs(cfg: AppConfig, flags: Optional[Mapping[str, str]] = None)
     Raises:
         SinkError: the first problem, naming the output and the path.
     """
-    from edge_detect.paths import check_outputs, input_paths
-    from edge_detect.sinks.base import JSONL_SUFFIXES, VIDEO_SUFFIXES, resolve_sink
+    from edge_detect.paths import check_outputs, check_holds_no_input, input_paths
+    from edge_detect.sinks.base import JSONL_SUFFIXES, VIDEO_SUFFIXES, per_source_path, resolve_sink
+    from edge_detect.stream.sources import planned_source_ids
 
+    ids = planned_source_ids([(s.uri, s.id) for s in cfg.sources]) if len(cfg.sources) > 1 else []
     outputs: Dict[str, Any] = {}
     dirs: List[str] = []
     for sc in list(cfg.outputs.sinks) + cfg.events.sinks():
         target, key = resolve_sink(sc.spec)
         if key in VIDEO_SUFFIXES + JSONL_SUFFIXES:  # a file sink, chosen by its suffix
             label = (flags or {}).get(sc.spec, "sink")
-            outputs[label if label not in outputs else f"{label} #{len(outputs) + 1}"] = target
+            label = label if label not in outputs else f"{label} #{len(outputs) + 1}"
+            if not ids:
+                outputs[label] = target
+            for sid in (i for i in ids if i is not None):  # several sources: the files the sink will write
+                outputs[f"{label} {target} (its file for source {sid})"] = per_source_path(Path(target), sid)
         if sc.options.get("snapshots"):
             outputs["--snapshots"] = sc.options["snapshots"]
             dirs.append("--snapshots")
@@ -713,7 +733,10 @@ def check_run_outputs(cfg: AppConfig, flags: Optional[Mapping[str, str]] = None)
         dirs.append("--record")
     outputs["--summary-json"] = cfg.outputs.summary_json
     model = [Path(cfg.model.path)] if cfg.model.path and Path(cfg.model.path).is_file() else []
-    check_outputs(outputs, inputs=[*input_paths([s.uri for s in cfg.sources]), *model], dirs=dirs)
+    inputs = [*input_paths([s.uri for s in cfg.sources]), *model]
+    check_outputs(outputs, inputs=inputs, dirs=dirs)
+    for flag in dirs:  # snapshots go to DIR/<source>/ and retention deletes DIR/*/*.jpg
+        check_holds_no_input(outputs[flag], flag, inputs)
 
 
 # ------------------------------------------------------------------------------------------------- building

@@ -21,7 +21,7 @@ from edge_detect.errors import ConfigError, SinkError
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "YAML_SUFFIXES", "PACKAGE_RESOURCES", "REPO_ROOT", "ENV_CACHE",
            "resource_path", "is_image", "next_run_dir", "user_cache_dir", "check_outputs", "check_writable",
-           "input_paths"]
+           "input_paths", "check_holds_no_input"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -67,7 +67,13 @@ def is_image(path: PathLike) -> bool:
 
 
 def next_run_dir(project: PathLike, name: str = "exp", exist_ok: bool = False) -> Path:
-    """``project/name`` if free (or ``exist_ok``), else the first free of ``name2``, ``name3``... (not created)."""
+    """``project/name`` if free (or ``exist_ok``), else the first free of ``name2``, ``name3``...; with ``name=""``
+    the first free of ``project/1``, ``project/2``... (``run``'s default outputs). Not created."""
+    if not name:
+        n = 1
+        while (Path(project) / str(n)).exists():
+            n += 1
+        return Path(project) / str(n)
     base = Path(project) / name
     if exist_ok or not base.exists():
         return base
@@ -181,3 +187,18 @@ def check_outputs(outputs: Mapping[str, Optional[PathLike]], inputs: Sequence[Pa
                 raise SinkError(f"{flag} {path}: expected a path of its own, got the same file as {other_flag}")
         seen.append((flag, p))
         check_writable(path, flag, is_dir=flag in dirs)
+
+
+def check_holds_no_input(folder: PathLike, flag: str, inputs: Sequence[PathLike]) -> None:
+    """Raise unless no input lies inside (or is) the output folder ``folder`` (an output whose files are written
+    and deleted by pattern, such as snapshots with retention).
+
+    Raises:
+        SinkError: naming the flag, the folder and the input.
+    """
+    p = _resolve(folder)
+    for inp in inputs:
+        i = _resolve(inp)
+        if i == p or p in i.parents:
+            raise SinkError(f"{flag} {folder}: expected a folder that holds no input, got the input {i} inside it "
+                            "(its files would be overwritten or deleted)")

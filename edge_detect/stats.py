@@ -2,7 +2,10 @@
 
 * :func:`percentiles` -- linear-interpolated percentiles of a list of samples (NumPy's default method).
 * :class:`StageTimer` -- thread-safe per-stage duration samples in milliseconds, summarised as
-  ``{stage: {"mean_ms", "p50_ms", "p95_ms", "count"}}``.
+  ``{stage: {"mean_ms", "p50_ms", "p95_ms", "count"}}``; all samples, the most recent ones, or (a run of any
+  length) a :class:`Reservoir` per stage.
+* :class:`Reservoir` -- exact count and mean of every sample plus a bounded uniform sample of them for
+  percentiles: the memory of a run's figures stays flat however long it runs.
 * :class:`RateMeter` -- events per second over a sliding time window (live FPS overlays, stats lines).
 
 All durations are milliseconds (float) measured with :func:`time.perf_counter`.
@@ -10,15 +13,16 @@ All durations are milliseconds (float) measured with :func:`time.perf_counter`.
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from collections import deque
 from contextlib import contextmanager
-from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-__all__ = ["percentiles", "summarize", "StageTimer", "RateMeter", "nan_to_none"]
+__all__ = ["percentiles", "summarize", "StageTimer", "RateMeter", "Reservoir", "nan_to_none"]
 
 
 def percentiles(samples: Iterable[float], qs: Sequence[float] = (50, 90, 95, 99)) -> Dict[float, float]:
@@ -67,6 +71,52 @@ def nan_to_none(obj):  # type: ignore[no-untyped-def]
     return obj
 
 
+class Reservoir:
+    """Samples of a run of any length in bounded memory: the exact ``count``, ``total`` and :attr:`mean` of every
+    sample, and a uniform random sample of at most ``size`` of them (Algorithm R, seeded: deterministic) for
+    :meth:`percentiles` -- exact while ``count <= size``, an unbiased estimate afterwards (10,000 samples put the
+    p95 within about +-0.5 percentile points). Not thread-safe (its users hold a lock).
+
+    Args:
+        size: samples kept at most (float64: ``8 * size`` bytes).
+        seed: of the replacement choices.
+    """
+
+    def __init__(self, size: int = 10_000, seed: int = 0) -> None:
+        if size < 1:
+            raise ValueError(f"Reservoir size: expected >= 1, got {size}")
+        self.size, self.count, self.total = int(size), 0, 0.0
+        self._kept = np.empty(0, np.float64)  # grows to `size`, then stays
+        self._rng = random.Random(seed)
+
+    def add(self, value: float) -> None:
+        """Record one sample."""
+        self.count += 1
+        self.total += value
+        n = self.count - 1
+        if n < self.size:
+            if n >= len(self._kept):
+                self._kept = np.resize(self._kept, min(max(2 * len(self._kept), 64), self.size))
+            self._kept[n] = value
+        else:
+            j = self._rng.randrange(self.count)
+            if j < self.size:
+                self._kept[j] = value
+
+    @property
+    def mean(self) -> float:
+        """The mean of every sample (``nan`` before any)."""
+        return self.total / self.count if self.count else math.nan
+
+    def values(self) -> np.ndarray:
+        """The samples kept (a copy; every sample while ``count <= size``, in order)."""
+        return self._kept[:min(self.count, self.size)].copy()
+
+    def percentiles(self, qs: Sequence[float] = (50, 90, 95, 99)) -> Dict[float, float]:
+        """:func:`percentiles` of the samples kept."""
+        return percentiles(self.values(), qs)
+
+
 class StageTimer:
     """Collects duration samples (milliseconds) per named stage; safe to share between threads.
 
@@ -81,19 +131,32 @@ class StageTimer:
     Args:
         stages: names reported even when they have no sample yet (keeps the summary's keys stable).
         max_samples: keep at most this many recent samples per stage (``None`` = all).
+        reservoir: keep a :class:`Reservoir` of this size per stage instead (exact count and mean of every
+            sample, percentiles from a bounded uniform sample: for runs of any length).
     """
 
-    def __init__(self, stages: Sequence[str] = (), max_samples: Optional[int] = None) -> None:
+    def __init__(self, stages: Sequence[str] = (), max_samples: Optional[int] = None,
+                 reservoir: Optional[int] = None) -> None:
         self._lock = threading.Lock()
         self._max = max_samples
-        self._samples: Dict[str, Deque[float]] = {}
+        self._reservoir = reservoir
+        self._samples: Dict[str, Union[Deque[float], Reservoir]] = {}
         for s in stages:
-            self._samples[s] = deque(maxlen=max_samples)
+            self._samples[s] = self._new()
+
+    def _new(self) -> Union[Deque[float], Reservoir]:
+        return Reservoir(self._reservoir) if self._reservoir else deque(maxlen=self._max)
 
     def add(self, stage: str, ms: float) -> None:
         """Record one duration of ``stage`` in milliseconds."""
         with self._lock:
-            self._samples.setdefault(stage, deque(maxlen=self._max)).append(float(ms))
+            kept = self._samples.get(stage)
+            if kept is None:
+                kept = self._samples[stage] = self._new()
+            if isinstance(kept, Reservoir):
+                kept.add(float(ms))
+            else:
+                kept.append(float(ms))
 
     @contextmanager
     def measure(self, stage: str) -> Iterator[None]:
@@ -105,9 +168,10 @@ class StageTimer:
             self.add(stage, (time.perf_counter() - t0) * 1e3)
 
     def samples(self, stage: str) -> List[float]:
-        """A copy of the samples of ``stage`` (empty list if unknown)."""
+        """A copy of the samples of ``stage`` kept (empty list if unknown)."""
         with self._lock:
-            return list(self._samples.get(stage, ()))
+            kept = self._samples.get(stage, ())
+            return kept.values().tolist() if isinstance(kept, Reservoir) else list(kept)
 
     @property
     def stages(self) -> List[str]:
@@ -116,9 +180,15 @@ class StageTimer:
 
     def summary(self) -> Dict[str, Dict[str, float]]:
         """``{stage: {"mean_ms", "p50_ms", "p95_ms", "count"}}`` in insertion order of the stages."""
-        with self._lock:
-            snap = {k: list(v) for k, v in self._samples.items()}
-        return {k: summarize(v) for k, v in snap.items()}
+        with self._lock:  # copies taken under the lock, figures computed outside it
+            snap = {k: (v.values(), v.mean, v.count) if isinstance(v, Reservoir) else (list(v), None, None)
+                    for k, v in self._samples.items()}
+        out: Dict[str, Dict[str, float]] = {}
+        for k, (kept, mean, count) in snap.items():
+            out[k] = summarize(kept)
+            if count is not None:  # a reservoir: mean and count of every sample
+                out[k].update(mean_ms=mean, count=count)
+        return out
 
 
 class RateMeter:

@@ -707,6 +707,11 @@ class Sink:
     def close(self) -> None:
         """Flush and release; called exactly once."""
 
+    def abandon(self) -> None:
+        """Stop waiting for deliveries: a ``close`` in progress or to come gives up what is still queued for the
+        network (counted ``failed``) instead of waiting out its timeouts; files are still finalized. Called from a
+        signal handler (the second Ctrl-C / SIGTERM of ``run``): set flags only, take no lock. Default: nothing."""
+
     def counters(self) -> Dict[str, Dict[str, int]]:
         """Delivery counters per output name, ``{name: {"queued", "sent", "dropped", "failed"}}``; ``{}`` for a
         sink that neither queues nor drops. Merged into the run summary's ``sinks`` section."""

@@ -108,7 +108,7 @@ def test_legacy_sinks_mapping_converted(tmp_path, caplog):
     ("imgsz: [1, 2, 3]\n", r"imgsz: expected .S. or .HxW. \(one or two positive integers\), got \[1, 2, 3\]"),
     ("duration: -1\n", r"duration: expected > 0 seconds"),
     ("tracker: {iou: 0}\n", r"tracker: IoUTracker iou_threshold: expected a value in \(0, 1\], got 0"),
-    ("tracker: {name: kalman}\n", r"tracker: processor: unknown name 'kalman'; expected one of \[.*'iou'"),
+    ("tracker: {name: kalman}\n", r"tracker: unknown name 'kalman'; expected one of bytetrack, iou, none$"),
     ("tracker: {options: {max_ag: 3}}\n", r"processor 'bytetrack': unknown option 'max_ag'; expected one of"),
     ("tracker: {name: iou, options: {max_ag: 3}}\n", r"processor 'iou': unknown option 'max_ag'; expected one of"),
     ("processors: [{name: iou, options: {iou: 1}}]\n", r"processor 'iou': unknown option 'iou'"),

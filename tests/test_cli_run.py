@@ -51,7 +51,7 @@ def test_help_documents_every_flag(capsys):
     (["run", "--model", "m.onnx", "--source", "{video}", "--conf", "2"], "conf: expected a value in [0, 1]"),
     (["run", "--config", "nope.yaml"], "config file not found: nope.yaml"),
     (["run", "--model", "m.onnx", "--source", "{video}", "--tracker", "kalman"],
-     "tracker: processor: unknown name 'kalman'"),
+     "tracker: unknown name 'kalman'; expected one of bytetrack, iou, none"),
     (["run", "--model", "m.onnx", "--source", "{video}", "--sink", "out.txt"], "sink 'out.txt': expected 'display'"),
     (["run", "--model", "m.onnx", "--source", "{video}", "--preview-host", "0.0.0.0"],
      "--preview-host: expected --preview-port or a mjpeg:// sink in the config"),

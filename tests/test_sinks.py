@@ -62,7 +62,8 @@ def test_jsonl_lines_are_flushed_as_written(tmp_path):
     ([], {"d.jsonl": ["cam", "cam", "other"]}),  # no start(): everything in the given file
     (["cam"], {"d.jsonl": ["cam", "cam", "other"]}),  # one source: the given file
     (["cam", "other"], {"d_cam.jsonl": ["cam", "cam"], "d_other.jsonl": ["other"]}),  # one file per source
-    (["cam", "x"], {"d_cam.jsonl": ["cam", "cam"], "d_x.jsonl": [], "d_other.jsonl": ["other"]}),  # unannounced
+    # an unannounced source gets its own file; an announced one without a line gets none (created on the first line)
+    (["cam", "x"], {"d_cam.jsonl": ["cam", "cam"], "d_other.jsonl": ["other"]}),
 ])
 def test_jsonl_one_file_per_source_when_several(tmp_path, streams, files):
     sink = JsonlSink(tmp_path / "d.jsonl")

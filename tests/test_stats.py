@@ -81,3 +81,33 @@ def test_rate_meter_window():
 def test_nan_to_none_recursive():
     assert nan_to_none({"a": float("nan"), "b": [1.0, float("nan")], "c": {"d": np.nan}, "e": "x"}) == \
         {"a": None, "b": [1.0, None], "c": {"d": None}, "e": "x"}
+
+
+def test_reservoir_is_exact_until_full_then_bounded_and_close():
+    from edge_detect.stats import Reservoir
+
+    r = Reservoir(size=1000)
+    values = [float(v) for v in np.random.default_rng(1).exponential(20.0, 100_000)]
+    for v in values[:1000]:
+        r.add(v)
+    assert r.values().tolist() == values[:1000]  # every sample, in order, while count <= size
+    assert r.percentiles((50, 95)) == percentiles(values[:1000], (50, 95))
+    for v in values[1000:]:
+        r.add(v)
+    assert r.count == 100_000 and len(r.values()) == 1000 and r.values().nbytes == 8000  # bounded
+    assert r.mean == pytest.approx(np.mean(values), rel=1e-12)  # the mean of every sample, exactly
+    exact = percentiles(values, (50, 95))
+    got = r.percentiles((50, 95))
+    assert got[50] == pytest.approx(exact[50], rel=0.1) and got[95] == pytest.approx(exact[95], rel=0.1)
+    again = Reservoir(size=1000)
+    for v in values:
+        again.add(v)
+    assert again.values().tolist() == r.values().tolist()  # seeded: deterministic
+
+
+def test_stage_timer_with_a_reservoir_keeps_every_frames_mean():
+    t = StageTimer(("inference",), reservoir=100)
+    for i in range(1000):
+        t.add("inference", float(i))
+    s = t.summary()["inference"]
+    assert s["count"] == 1000 and s["mean_ms"] == pytest.approx(499.5) and len(t.samples("inference")) == 100

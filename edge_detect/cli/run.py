@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import re
 import signal
 import threading
 from pathlib import Path
 from typing import Callable, Any, Dict, List, Optional, Tuple
 
-from edge_detect.app import App
+from edge_detect.app import App, write_summary
 from edge_detect.app_config import (AppConfig, EventsConfig, SinkConfig, add_sinks, check_events, check_run_outputs,
                                     load_app_config)
 from edge_detect.backends.base import backend_names
@@ -31,13 +32,14 @@ sources (repeat --source for several; each gets its own id, shown in outputs as 
 Live sources keep only the newest frame (stale frames are dropped and counted). Credentials are masked in logs.
 
 examples:
-  edge-detect run --source video.mp4                      # default model yolov5n, exported to ONNX on first use
+  edge-detect run --source video.mp4                      # default model yolov5n, exported to ONNX on first use;
+                                                          # no display: saved in runs/run/N/ (--no-save: not)
   edge-detect run --model yolov5n.onnx --source video.mp4 --save-video out.mp4 --save-jsonl out.jsonl
   edge-detect run --model yolov5n.onnx --source rtsp://cam/1 --preview-port 8080 --duration 3600
   edge-detect run --model yolov5n-dyn.onnx --source rtsp://cam/1 --source rtsp://cam/2 --source rtsp://cam/3 \\
       --batch 3 --save-jsonl out.jsonl      # one inference call for the three cameras
   edge-detect run --config configs/app/rtsp_jetson.yaml --track --summary-json summary.json
-  edge-detect run --model yolov5n.onnx --source v.mp4 --line gate=320,0,320,360 --zone bay=0,200,300,200,300,360,0,360 \
+  edge-detect run --model yolov5n.onnx --source v.mp4 --line gate=320,0,320,360 --zone bay=0,200,300,200,300,360,0,360 \\
       --summary-json s.json     # counts in s.json ("lines", "zones"); events in each JSONL line
   edge-detect run --config configs/app/dashboard.yaml --http 127.0.0.1:8080   # + dashboard and REST API
 
@@ -49,7 +51,9 @@ stopping and exit codes:
   code: 0 when the run ended by itself (also when the recorder stopped on a full disk: the run went on,
   sink_errors says so), 130 after SIGINT (Ctrl-C), 143 after SIGTERM, 2 on errors (also: an output failed, no
   frame could be processed, an output that is not writable or is one of the inputs -- checked before the run
-  starts). A second signal aborts at once.
+  starts). A second signal stops waiting for event deliveries (MQTT, webhook: what is queued is counted
+  failed) but still finalizes the files and writes --summary-json, with the same exit code; a third exits at
+  once.
 
 default model: without --model (or with a name such as yolov5n) the checkpoint is looked up offline in
 $EDGE_DETECT_WEIGHTS, the repository's weights/, ../shared/weights and the user cache, and exported to ONNX once
@@ -151,6 +155,9 @@ def _output_args(o: Any) -> None:
                         "(mjpeg://HOST:PORT ...) or 'display'; added to the config's sinks")
     o.add_argument("--summary-json", default=None, metavar="PATH",
                    help="write the final summary (counts, fps, stage timings, latency) as JSON")
+    o.add_argument("--no-save", action="store_true",
+                   help="a run with no output and no window writes nothing (default: it saves out.mp4, out.jsonl "
+                        "and summary.json in a new numbered folder runs/run/N/ and prints where)")
 
 
 def _event_args(e: Any) -> None:
@@ -277,6 +284,27 @@ def _event_flags(args: argparse.Namespace, cfg: AppConfig) -> AppConfig:
                                     "mqtt_options": {}, **given})
     check_events(flags_only, _EVENT_FLAGS)
     return dataclasses.replace(cfg, events=dataclasses.replace(ev, **given))
+
+
+#: where a run with no output and no window saves (``--no-save``: nowhere): numbered folders runs/run/1, 2...
+DEFAULT_RUNS = Path("runs") / "run"
+
+
+def _default_outputs(cfg: AppConfig, args: argparse.Namespace,
+                     serving: bool = False) -> "tuple[AppConfig, Optional[Path]]":
+    """``(cfg, None)``, or, for a run that would write nothing and show nothing (no sink, no event output, no window:
+    no display or ``--no-show``, no dashboard: not ``serving``) without ``--no-save``: ``cfg`` with ``out.mp4`` and
+    ``out.jsonl`` in the next free ``runs/run/N/`` and that folder (the summary goes there too, written by
+    :func:`main`). The folder is created by the first frame written, like every file output."""
+    from edge_detect.app_config import run_sinks
+    from edge_detect.paths import next_run_dir
+
+    if args.no_save or serving or run_sinks(cfg):
+        return cfg, None
+    run_dir = next_run_dir(DEFAULT_RUNS, "")
+    return add_sinks(cfg, [SinkConfig(str(run_dir / "out.mp4")), SinkConfig(str(run_dir / "out.jsonl"))]), run_dir
+
+
 def default_exporter() -> Callable[..., Any]:
     """The ONNX exporter of the default model: the torch-free one (:mod:`edge_detect.deploy.onnx_yolov5`; bit-identical
     to the torch export), so ``run`` with a checkpoint name needs no PyTorch."""
@@ -300,22 +328,55 @@ def _http(args: argparse.Namespace, cfg: AppConfig) -> Optional[Tuple[Any, bool]
     return http_settings(cfg.server, args.http, args.api_token)
 
 
+class _ReportedAtTheEnd(logging.Filter):
+    """Keeps the log records of output failures (``extra`` :data:`~edge_detect.stream.outputs.IN_SUMMARY`) off
+    stderr while ``run`` runs: the summary's ``sink_errors`` holds them and :func:`main` reports the first as its
+    one error line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "in_summary", False)
+
+    def __enter__(self) -> "_ReportedAtTheEnd":
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self)
+
+
 class _SignalStop:
-    """Installs SIGINT/SIGTERM handlers (main thread only) that stop ``app`` with the signal's name as the reason;
-    a second signal aborts."""
+    """SIGINT / SIGTERM while ``run`` runs (handlers installed on the main thread only), the one place that says
+    what each signal does; the exit code is ``128 + the first signal's number`` (130, 143) whatever follows:
+
+    1. the first stops the run (:meth:`App.stop`, its name becomes ``stopped_by``): frames in flight finished,
+       every output finalized and delivered within its close timeout, ``--summary-json`` written;
+    2. the second stops waiting for deliveries (:meth:`App.abandon`): MQTT / webhook queues give up what is left
+       (counted ``failed``), files are still finalized and the summary written;
+    3. the third exits at once (``os._exit``): nothing more is written.
+    """
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.signum: Optional[int] = None
+        self.count = 0
         self._previous: Dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt  # second signal: abort now (outputs are still closed on the way out)
-        self.signum = signum
-        self.app.stop(signal.Signals(signum).name)  # -> summary stopped_by
-        LOGGER.warning("%s received: finishing frames in flight and finalizing outputs (again to abort)",
-                       signal.Signals(signum).name)
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.signum is None:
+            self.signum = signum
+            self.app.stop(name)  # -> summary stopped_by
+            LOGGER.warning("%s received: finishing frames in flight and finalizing outputs (again: stop waiting for "
+                           "event deliveries)", name)
+        elif self.count == 2:
+            self.app.abandon(signal.Signals(self.signum).name)
+            LOGGER.warning("%s received again: not waiting for event deliveries; finalizing files and the summary "
+                           "(again: exit at once)", name)
+        else:
+            os._exit(128 + self.signum)
 
     def __enter__(self) -> "_SignalStop":
         if threading.current_thread() is threading.main_thread():
@@ -328,6 +389,20 @@ class _SignalStop:
             signal.signal(sig, handler)
 
 
+def _warn_losses(summary: Any) -> None:
+    """One warning line at the end of a run that lost something without failing: event deliveries that were
+    dropped or failed (a webhook that always fails still exits 0) and undecodable frames skipped."""
+    from edge_detect.stream.runstats import format_deliveries
+
+    lost = summary.undelivered()
+    parts = [f"not delivered: {format_deliveries(lost)}"] if lost else []
+    if summary.corrupt and summary.processed:
+        parts.append(f"{summary.corrupt} undecodable frame(s) skipped")
+    if parts:
+        LOGGER.warning("run ended with losses: %s (the summary's 'sinks' has every output's counters)",
+                       "; ".join(parts))
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the app (flags -> config -> :class:`~edge_detect.app.App`); returns 0, or 128 + signal number when
     stopped by SIGINT / SIGTERM."""
@@ -337,20 +412,25 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
     if cfg.model.imgsz is not None:
         check_imgsz((cfg.model.imgsz[0], cfg.model.imgsz[-1]), stride=1, force=cfg.model.force_imgsz)
-    check_run_outputs(cfg, {v: k for k, v in (("--save-video", args.save_video), ("--save-jsonl", args.save_jsonl))
-                            if v})
     http = _http(args, cfg)  # bind and token checked before anything heavy starts
+    cfg, run_dir = _default_outputs(cfg, args, serving=http is not None)
+    flags = {v: k for k, v in (("--save-video", args.save_video), ("--save-jsonl", args.save_jsonl)) if v}
+    if run_dir is not None:
+        flags.update({s.spec: "default output" for s in cfg.outputs.sinks})
+    check_run_outputs(cfg, flags)
     app = App(cfg, exporter=default_exporter, keep_alive=http is not None)
-    with _SignalStop(app) as stop:
+    with _SignalStop(app) as stop, _ReportedAtTheEnd():
         summary = app.run() if http is None else serve_app(app, http[0], generated_token=http[1])
     failed = [e for e in summary.sink_errors if e not in summary.degraded]  # degraded sinks let the run go on
     if failed:  # the other outputs were finalized; the summary (if asked) is written
         more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
         raise SinkError(f"output failed: {failed[0]}{more}")
-    if stop.signum is not None:
-        return 128 + stop.signum
+    _warn_losses(summary)
     if summary.processed == 0 and summary.stopped_by == "end":
         bad = f", {summary.corrupt} undecodable" if summary.corrupt else ""
         raise SourceError(f"no frame processed: expected decodable frames from {len(cfg.sources)} source(s), "
                           f"got {summary.frames_read} read{bad}")
-    return 0
+    if run_dir is not None and run_dir.is_dir():  # (nothing written, no folder: a run stopped before a frame)
+        write_summary(run_dir / "summary.json", summary.to_dict())
+        print(f"results saved to {run_dir}: {', '.join(sorted(p.name for p in run_dir.iterdir()))}")
+    return 128 + stop.signum if stop.signum is not None else 0

@@ -7,6 +7,13 @@ A sink receives every processed frame of a run as a :class:`~edge_detect.types.R
 sinks that write files or talk to the network derive from :class:`~edge_detect.sinks.threaded.ThreadedSink`
 (bounded queue, named drop policy, counters).
 
+**Files: created or truncated on their first write, never before.** A file sink checks its path when it is
+opened (writable, nothing created) and creates -- or truncates -- each file only when the first frame for it is
+written (video, JSONL, images, YOLO labels; the COCO JSON at close only when a frame was written; snapshot
+retention from the first snapshot on). Everything that can fail at start (the model, the sources, a port to bind,
+a source with no decodable frame) has failed by then, so such a run leaves existing files as they were. One file
+per source when a file sink serves several (:func:`per_source_path`); ``run`` checks those names before the run.
+
 Sinks register a factory ``(target: str, **options) -> Sink`` with :func:`register_sink` under one or more
 keys: a kind (``"display"``), a URI scheme (``"mjpeg"`` for ``mjpeg://...``) or a file suffix (``".jsonl"``).
 :func:`open_sink` resolves a spec in that order: exact kind, ``scheme://``, suffix. :data:`SINK_MODULES` says

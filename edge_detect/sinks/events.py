@@ -204,6 +204,10 @@ class EventTransport:
     def close(self) -> None:
         """Deliver what can be delivered within the transport's close timeout, then release."""
 
+    def abandon(self) -> None:
+        """Stop waiting for deliveries at close (signal-safe: a flag; queue-based transports get
+        :meth:`~edge_detect.sinks.threaded.QueueWorker.abandon`)."""
+
 
 class _SourceStats:
     """Per-source running measurements for the stats messages (guarded by the sink's lock); counts come from the
@@ -385,6 +389,12 @@ class EventsSink(ThreadedSink):
                 self._publish_stats()
             except Exception as exc:  # noqa: BLE001 - a stats hiccup must not kill the thread
                 LOGGER.warning("events: stats message failed: %s", exc)
+
+    def abandon(self) -> None:
+        """Stop waiting for deliveries: the snapshot queue and every transport (:meth:`QueueWorker.abandon`)."""
+        QueueWorker.abandon(self)
+        for t in self.transports:
+            t.abandon()
 
     def transport_stats(self) -> Dict[str, Dict[str, int]]:
         """Per transport name: ``{"queued", "sent", "dropped", "failed"}``."""

@@ -136,6 +136,7 @@ class CocoResultsSink(Sink):
         self.path = Path(path)
         self.image_ids = dict(image_ids or {})
         self.records: List[Dict[str, Any]] = []
+        self._frames = 0
 
     def _image_id(self, frame: Frame) -> ImageId:
         if frame.path is not None and str(frame.path) in self.image_ids:
@@ -147,9 +148,12 @@ class CocoResultsSink(Sink):
         from edge_detect.evaluate import coco_results
 
         if not result.events_only:
+            self._frames += 1
             self.records.extend(coco_results(self._image_id(result.frame), result.detections))
 
     def close(self) -> None:
+        if not self._frames:  # the file sinks' rule: no frame written, no file created or truncated
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.records, indent=1))

@@ -8,7 +8,8 @@ written (``DIR`` joined, not resolved). Files are written to a temporary name an
 reads the path from the event always finds a complete JPEG.
 
 Retention: at most ``keep`` frame snapshots (their crops go with them) and none older than ``max_age_s``
-seconds (file modification time); applied after every write and at start to files left by earlier runs.
+seconds (file modification time); applied after every write, to files left by earlier runs too (from the first
+write on: a run that fails at start deletes nothing).
 """
 from __future__ import annotations
 
@@ -67,8 +68,7 @@ class SnapshotWriter:
         self.written = 0
         # (mtime, frame snapshot, [crops]) oldest first
         self._files: Deque[Tuple[float, Path, List[Path]]] = deque()
-        self._scan()
-        self._retain()
+        self._scan()  # retention applies from the first write on (a run that fails at start deletes nothing)
 
     def _scan(self) -> None:
         """Adopt snapshots of earlier runs so retention applies to them too."""

@@ -15,7 +15,8 @@ to a bounded queue that one worker thread drains. The queue's **drop policy** is
 
 Counters (:meth:`QueueWorker.queue_stats`): ``queued`` (waiting or being handled now), ``sent`` (handled),
 ``dropped`` (policy), ``failed`` (the handler raised or gave up, or left undelivered at close). ``close`` drains
-with a deadline (``close_timeout_s``): what is still queued then is counted ``failed``.
+with a deadline (``close_timeout_s``): what is still queued then is counted ``failed``. :meth:`QueueWorker.abandon`
+(the second signal of a run) ends that wait at once; a ``never_drop`` sink (files) ignores it and drains.
 
 :class:`QueueWorker` is the queue and its thread (the MQTT and webhook transports derive from it);
 :class:`ThreadedSink` is a :class:`~edge_detect.types.Sink` built on it (video, JSONL, image files, the event
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any, ClassVar, Deque, Dict, Optional, Sequence, Union
 
@@ -58,6 +60,9 @@ class QueueWorker:
     """
 
     worker_name: ClassVar[str] = "worker"
+    #: the handler's errors reach the caller (:meth:`raise_if_failed` on the next ``write`` / ``close``), which
+    #: reports them: the worker logs them at debug level only (one report per failure)
+    errors_reach_caller: ClassVar[bool] = False
 
     def __init__(self, queue_size: int = 1000, policy: str = "drop_oldest", block_timeout_s: float = 1.0,
                  close_timeout_s: float = 5.0) -> None:
@@ -73,6 +78,7 @@ class QueueWorker:
         self._busy = False
         self._closing = False
         self._abort = threading.Event()  # set at close: handlers stop retrying
+        self._abandoned = False  # abandon(): waits for the queue to drain end now (a plain flag: signal-safe)
         self.sent = self.dropped = self.failed = 0
         self._error: Optional[BaseException] = None
         self._thread: Optional[threading.Thread] = None
@@ -159,7 +165,8 @@ class QueueWorker:
             try:
                 outcome = self.handle(item)
             except Exception as exc:  # noqa: BLE001 - kept and re-raised on the caller's side
-                LOGGER.error("%s: %s", self.worker_name, str(exc).splitlines()[0] if str(exc) else repr(exc))
+                LOGGER.log(logging.DEBUG if self.errors_reach_caller else logging.ERROR, "%s: %s", self.worker_name,
+                           str(exc).splitlines()[0] if str(exc) else repr(exc))
                 with self._cond:
                     self._error = self._error or exc
             with self._cond:
@@ -188,10 +195,23 @@ class QueueWorker:
                     "dropped": self.dropped, "failed": self.failed}
 
     def flush(self, timeout: float) -> bool:
-        """Wait until nothing is pending (``True``) or ``timeout`` seconds passed (``False``)."""
+        """Wait until nothing is pending (``True``) or ``timeout`` seconds passed, or :meth:`abandon` was called
+        (``False``)."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy and not self.in_flight()
-                                       or (self._error is not None and self.policy == "never_drop"), timeout)
+            while True:
+                if not self._queue and not self._busy and not self.in_flight() or \
+                        (self._error is not None and self.policy == "never_drop"):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or self._abandoned:
+                    return False
+                self._cond.wait(min(left, 0.1))  # short slices: abandon() sets a flag and notifies nobody
+
+    def abandon(self) -> None:
+        """Stop waiting for the queue to drain: :meth:`flush` returns now, :meth:`close_worker` counts what is
+        left ``failed`` and hardly waits for the worker. Sets a flag only (safe in a signal handler)."""
+        self._abandoned = True
 
     def close_worker(self, join_s: float = 5.0) -> int:
         """Drain for up to ``close_timeout_s``, then stop: items still waiting are counted ``failed`` and
@@ -205,7 +225,7 @@ class QueueWorker:
             self._cond.notify_all()
         self._abort.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(join_s)
+            self._thread.join(min(join_s, 0.5) if self._abandoned else join_s)  # a daemon stuck in a request
         return left
 
     def raise_if_failed(self) -> None:
@@ -228,6 +248,7 @@ class ThreadedSink(QueueWorker, Sink):
 
     default_policy: ClassVar[str] = "never_drop"
     default_queue_size: ClassVar[int] = 16
+    errors_reach_caller: ClassVar[bool] = True
 
     def __init__(self, queue_size: Optional[int] = None, policy: Optional[str] = None, block_timeout_s: float = 1.0,
                  close_timeout_s: float = 60.0) -> None:
@@ -266,6 +287,11 @@ class ThreadedSink(QueueWorker, Sink):
 
     def finalize(self) -> None:
         """After the queue drained: flush and release (default: nothing)."""
+
+    def abandon(self) -> None:
+        """:meth:`QueueWorker.abandon`, except for ``never_drop`` sinks: files keep every processed frame."""
+        if self.policy != "never_drop":
+            QueueWorker.abandon(self)
 
     def close(self) -> None:
         """Drain within ``close_timeout_s`` (what is left is counted failed and logged), :meth:`finalize`, then

@@ -219,6 +219,8 @@ class VideoSink(ThreadedSink):
     def _open(self, source_id: str, image: np.ndarray) -> Any:
         h, w = image.shape[:2]
         size = (w - w % 2, h - h % 2)  # yuv420p needs even sizes
+        if min(size) < 2:
+            raise SinkError(f"video sink {self.path}: expected frames of at least 2x2 pixels, got {w}x{h}")
         info = self._streams.get(source_id)
         fps = self.fps or (info.fps if info and info.fps else 25.0)
         path = self.paths.setdefault(source_id, self.path if not self.paths else

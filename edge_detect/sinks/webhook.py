@@ -77,6 +77,8 @@ class WebhookTransport(QueueWorker, EventTransport):
         self.backoff_initial_s, self.backoff_max_s = float(backoff_initial_s), float(backoff_max_s)
         self.attempts = 0
         self._started = False
+        self._failing = False  # an outage: its first failures are logged at warning/error level, the rest at debug
+        self._given_up = 0
 
     @property
     def worker_name(self) -> str:  # type: ignore[override]
@@ -120,13 +122,17 @@ class WebhookTransport(QueueWorker, EventTransport):
                 LOGGER.error("webhook %s: event rejected (%s), not retried", self.masked, exc)
                 return False
             if reason is None:
+                self._failing = False
                 return True
             if attempt == self.retries or self._abort.is_set():
-                LOGGER.error("webhook %s: giving up an event after %d attempts (%s)", self.masked, attempt + 1,
-                             reason)
+                self._given_up += 1
+                level = logging.ERROR if self._given_up == 1 or self._given_up % 100 == 0 else logging.DEBUG
+                LOGGER.log(level, "webhook %s: giving up an event after %d attempts (%s; %d given up so far)",
+                           self.masked, attempt + 1, reason, self._given_up)
+                self._failing = True
                 return False
-            LOGGER.warning("webhook %s: %s; retry %d/%d in %.1f s", self.masked, reason, attempt + 1, self.retries,
-                           delay)
+            LOGGER.log(logging.DEBUG if self._failing else logging.WARNING, "webhook %s: %s; retry %d/%d in %.1f s",
+                       self.masked, reason, attempt + 1, self.retries, delay)
             if self._abort.wait(delay):
                 return False
             delay = min(max(delay * 2, 0.05), self.backoff_max_s)

@@ -38,7 +38,7 @@ import numpy as np
 
 from edge_detect.errors import ConfigError
 
-__all__ = ["ANCHORS", "anchor_points", "as_segment", "as_polygon", "signed_distance", "side_of_line",
+__all__ = ["ANCHORS", "MAX_COORD", "anchor_points", "as_segment", "as_polygon", "signed_distance", "side_of_line",
            "segment_intersection_t", "crossing_t", "point_in_polygon", "polygon_signed_distance", "Hysteresis"]
 
 #: anchor name -> (fx, fy): the point ``(x1 + fx * (x2 - x1), y1 + fy * (y2 - y1))`` of an xyxy box.
@@ -69,18 +69,30 @@ def anchor_points(xyxy: np.ndarray, anchor: str = "bottom_center") -> np.ndarray
     return np.stack([b[:, 0] + fx * (b[:, 2] - b[:, 0]), b[:, 1] + fy * (b[:, 3] - b[:, 1])], axis=1)
 
 
+#: the largest coordinate magnitude a line or zone may have, pixels (beyond it distances and drawing overflow)
+MAX_COORD = 1e6
+
+
+def _check_coords(values: np.ndarray, what: str, form: str) -> None:
+    """Raise unless every value is finite and within :data:`MAX_COORD` (one message for both)."""
+    if not (np.isfinite(values).all() and (np.abs(values) <= MAX_COORD).all()):
+        raise ConfigError(f"{what}: expected {form} with |v| <= {MAX_COORD:.0f} px, got "
+                          f"{np.atleast_1d(values).tolist()}")
+
+
 def as_segment(line: Sequence[float], what: str = "line") -> np.ndarray:
-    """Validate ``(x1, y1, x2, y2)``: float64 ``(4,)``, finite, endpoints distinct.
+    """Validate ``(x1, y1, x2, y2)``: float64 ``(4,)``, finite and within :data:`MAX_COORD`, endpoints distinct.
 
     Raises:
-        ConfigError: wrong length, non-finite value or zero-length segment.
+        ConfigError: wrong length, a non-finite or out-of-range value, or a zero-length segment.
     """
     try:
         seg = np.asarray(line, np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{what}: expected 4 numbers x1,y1,x2,y2, got {line!r}") from exc
-    if seg.shape != (4,) or not np.isfinite(seg).all():
+    if seg.shape != (4,):
         raise ConfigError(f"{what}: expected 4 finite numbers x1,y1,x2,y2, got {np.atleast_1d(seg).tolist()}")
+    _check_coords(seg, what, "4 finite numbers x1,y1,x2,y2")
     if seg[0] == seg[2] and seg[1] == seg[3]:
         raise ConfigError(f"{what}: expected two distinct endpoints, got a zero-length line at "
                           f"({seg[0]:g}, {seg[1]:g})")
@@ -88,10 +100,11 @@ def as_segment(line: Sequence[float], what: str = "line") -> np.ndarray:
 
 
 def as_polygon(points: Sequence[float], what: str = "zone") -> np.ndarray:
-    """Validate a polygon given flat ``[x1, y1, x2, y2, ...]`` or as pairs: float64 ``(K, 2)``, ``K >= 3``.
+    """Validate a polygon given flat ``[x1, y1, x2, y2, ...]`` or as pairs: float64 ``(K, 2)``, ``K >= 3``, values
+    finite and within :data:`MAX_COORD`.
 
     Raises:
-        ConfigError: odd number of values, fewer than 3 vertices, non-finite values or zero area.
+        ConfigError: odd number of values, fewer than 3 vertices, non-finite or out-of-range values or zero area.
     """
     try:
         arr = np.asarray(points, np.float64)
@@ -103,8 +116,7 @@ def as_polygon(points: Sequence[float], what: str = "zone") -> np.ndarray:
     poly = flat.reshape(-1, 2)
     if len(poly) < 3:
         raise ConfigError(f"{what}: expected at least 3 points, got {len(poly)}")
-    if not np.isfinite(poly).all():
-        raise ConfigError(f"{what}: expected finite numbers, got {flat.tolist()}")
+    _check_coords(flat, what, "finite numbers")
     x, y = poly[:, 0], poly[:, 1]
     area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
     if area <= 0:

@@ -7,6 +7,9 @@ sinks get every frame processed until then and are finalized normally. A sink wh
 summary's ``sink_errors`` and ``degraded``, and nothing stops. Sinks added while the run goes on are started with
 the run's context.
 
+Every failure is logged once, at error level, with ``extra={"in_summary": True}``: it is also in the summary's
+``sink_errors``, and a caller that reports those itself (the CLI's one error line) may filter these records out.
+
 Events emitted by sinks (:meth:`~edge_detect.types.RunContext.emit`, from any thread) wait in a bounded queue
 (:data:`EMIT_QUEUE`; beyond it the oldest is dropped and counted in :attr:`Outputs.emit_dropped`) until the
 pipeline's sinks stage takes them (:meth:`Outputs.take_emitted`) between two frames. At the end, sinks that emit
@@ -22,9 +25,11 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from edge_detect.types import Event, Result, RunContext, Sink
 
-__all__ = ["Outputs", "EMIT_QUEUE"]
+__all__ = ["Outputs", "EMIT_QUEUE", "IN_SUMMARY"]
 
 LOGGER = logging.getLogger(__name__)
+#: ``extra`` of the log records of failures that the summary's ``sink_errors`` holds too (module doc)
+IN_SUMMARY = {"in_summary": True}
 
 #: emitted events waiting for the sinks stage at most
 EMIT_QUEUE = 1024
@@ -100,7 +105,8 @@ class Outputs:
     def _failed(self, sink: Sink, exc: BaseException) -> None:
         msg = _first_line(exc)
         self.errors.append(f"{sink.name}: writing failed: {msg}")
-        LOGGER.error("%s sink: writing failed: %s; finishing the run and finalizing the other outputs", sink.name, msg)
+        LOGGER.error("%s sink: writing failed: %s; finishing the run and finalizing the other outputs", sink.name, msg,
+                     extra=IN_SUMMARY)
         if sink in self.sinks:
             self.sinks.remove(sink)
             try:
@@ -114,7 +120,12 @@ class Outputs:
             sink.close()
         except Exception as exc:  # noqa: BLE001 - close every sink, then report
             self.errors.append(f"{sink.name}: finalizing failed: {_first_line(exc)}")
-            LOGGER.error("closing %s sink failed: %s", sink.name, _first_line(exc))
+            LOGGER.error("closing %s sink failed: %s", sink.name, _first_line(exc), extra=IN_SUMMARY)
+
+    def abandon(self) -> None:
+        """Every sink stops waiting for deliveries (:meth:`~edge_detect.types.Sink.abandon`; signal-safe)."""
+        for sink in list(self._all):
+            sink.abandon()
 
     def close_all(self, deliver: Optional[Callable[[], None]] = None) -> None:
         """Close every sink: those that emit events first, then ``deliver()`` (what they emitted reaches the
@@ -128,7 +139,8 @@ class Outputs:
                 deliver()
             except Exception as exc:  # noqa: BLE001 - the other sinks must still be finalized
                 self.errors.append(f"emitted events: delivery failed: {_first_line(exc)}")
-                LOGGER.error("delivering the emitted events at close failed: %s", _first_line(exc))
+                LOGGER.error("delivering the emitted events at close failed: %s", _first_line(exc),
+                             extra=IN_SUMMARY)
         for sink in list(self.sinks):
             self._close(sink)
 

@@ -203,6 +203,12 @@ class Pipeline(RuntimeChanges):
             self._stopped_by = reason
             self._halt.set()
 
+    def abandon(self, reason: str = "stop") -> None:
+        """:meth:`stop`, and the outputs stop waiting for deliveries (network queues give up what is left, counted
+        ``failed``; files are still finalized). Sets flags only: safe in a signal handler."""
+        self.stop(reason)
+        self.outputs.abandon()
+
     # ------------------------------------------------------------------------------------------- chains
 
     def _finish_ended_sources(self) -> None:
@@ -357,7 +363,7 @@ class Pipeline(RuntimeChanges):
 
     def _consume(self) -> None:
         """The sinks stage: finish batches until the end marker; runtime changes between batches."""
-        bar, last_log, logged = self._bar(), time.perf_counter(), 0
+        bar, last_log = self._bar(), time.perf_counter()
         try:
             while True:
                 self._run_ops()
@@ -375,8 +381,8 @@ class Pipeline(RuntimeChanges):
                 if bar is not None:
                     bar.update(done)
                 elif self.progress and time.perf_counter() - last_log >= self.stats_interval_s:
-                    LOGGER.info("%s", self.stats.stats_line(self.sources, logged))
-                    last_log, logged = time.perf_counter(), len(self.stats.latencies)
+                    LOGGER.info("%s", self.stats.stats_line(self.sources, self.outputs.counters()))
+                    last_log = time.perf_counter()
         finally:
             if bar is not None:
                 bar.close()

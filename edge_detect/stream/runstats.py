@@ -9,6 +9,11 @@ App's status, the MQTT stats, the metrics):
 * ``dropped_in_pipeline``: a newest-only hand-over between two stages of an all-live run replaced a waiting batch;
 * ``dropped_backend``: the batch's inference failed with :class:`~edge_detect.errors.TransientBackendError`.
 
+**Bounded memory.** A live run may go on for months: every figure kept here has a fixed size. Stage times and
+latencies are :class:`~edge_detect.stats.Reservoir` s (exact count and mean of every frame, percentiles from a
+uniform sample of at most :data:`RESERVOIR` frames: exact for shorter runs), batch sizes are two counters (plus the
+last :data:`RECENT` sizes), the stats line's latencies are those since the previous line (at most :data:`RECENT`).
+
 CPU cost: each stage thread measures its own CPU time (``time.thread_time``) and the capture threads theirs for
 decoding; ``cpu_ms_per_frame`` gives them per processed frame, with ``inference`` = the process CPU time
 (``time.process_time``) left after the other stages (the inference runtime's worker threads). Sinks that measure
@@ -21,18 +26,31 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from edge_detect.stats import RateMeter, StageTimer, nan_to_none, percentiles
+from edge_detect.stats import RateMeter, Reservoir, StageTimer, nan_to_none, percentiles
 from edge_detect.types import Frame
 
-__all__ = ["RunStats", "RunSummary", "STAGES", "PIPELINE_DROPS"]
+__all__ = ["RunStats", "RunSummary", "STAGES", "PIPELINE_DROPS", "format_deliveries"]
 
 LOGGER = logging.getLogger(__name__)
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "processors", "sinks")
 PIPELINE_DROPS = ("dropped_in_pipeline", "dropped_backend")  # per source, beside the capture's own ``dropped``
+RESERVOIR = 10_000  # samples kept per stage and for latency (module doc)
+RECENT = 10_000  # recent batch sizes kept; latencies kept for the next stats line
+
+
+def format_deliveries(sinks: Mapping[str, Mapping[str, int]]) -> str:
+    """``"video 795 sent; webhook 0 sent, 26 failed"``: each output's delivery counters (``sent``, then ``dropped``,
+    ``failed`` and ``queued`` where not zero), for the stats line, the summary and the end-of-run warning."""
+    parts = []
+    for name, c in sinks.items():
+        extra = [f"{c.get(k, 0)} {k}" for k in ("dropped", "failed", "queued") if c.get(k, 0)]
+        parts.append(", ".join([f"{name} {c.get('sent', 0)} sent", *extra]))
+    return "; ".join(parts)
 
 
 @dataclass
@@ -100,6 +118,11 @@ class RunSummary:
             out.setdefault(key, value)
         return nan_to_none(out)
 
+    def undelivered(self) -> Dict[str, Dict[str, int]]:
+        """The outputs that dropped or failed to deliver something (event transports that gave up, a snapshot
+        queue that overflowed...): ``{name: counters}`` from :attr:`sinks`, empty when every output delivered."""
+        return {k: dict(v) for k, v in self.sinks.items() if v.get("dropped", 0) or v.get("failed", 0)}
+
     def format(self) -> str:
         """Multi-line human-readable summary (``-`` where nothing was measured, never ``nan``)."""
         lines = [
@@ -112,6 +135,8 @@ class RunSummary:
         ]
         if self.cpu_ms_per_frame:
             lines.append("  CPU ms per frame: " + ", ".join(f"{k} {_num(v)}" for k, v in self.cpu_ms_per_frame.items()))
+        if self.sinks:
+            lines.append(f"  outputs: {format_deliveries(self.sinks)}")
         lines += [f"  sink {'degraded' if e in self.degraded else 'failed'}: {e}" for e in self.sink_errors]
         for sid, s in self.sources.items():
             exp = f" of {s['expected_frames']}" if s.get("expected_frames") else ""
@@ -138,9 +163,11 @@ class RunStats:
     """
 
     def __init__(self, with_processors: bool = False) -> None:
-        self.timer = StageTimer(STAGES)
-        self.latencies: List[float] = []
-        self.batch_sizes: List[int] = []
+        self.timer = StageTimer(STAGES, reservoir=RESERVOIR)
+        self.latency = Reservoir(RESERVOIR)  # glass-to-glass ms of every processed frame
+        self._recent: Deque[float] = deque(maxlen=RECENT)  # latencies since the last stats line
+        self.batch_sizes: Deque[int] = deque(maxlen=RECENT)  # the most recent batch sizes
+        self.batch_calls = self.batch_frames = 0
         self.rate = RateMeter(2.0)
         self.with_processors = with_processors
         self._lock = threading.Lock()
@@ -169,6 +196,8 @@ class RunStats:
             if self.t_first is None:
                 self.t_first = time.perf_counter()
             self.batch_sizes.append(frames)
+            self.batch_calls += 1
+            self.batch_frames += frames
 
     def dropped(self, kind: str, frames: Iterable[Frame]) -> None:
         """Count ``frames`` dropped in the pipeline (``dropped_in_pipeline`` / ``dropped_backend``)."""
@@ -182,8 +211,10 @@ class RunStats:
         for stage in STAGES:
             if stage in frame.timings:
                 self.timer.add(stage, frame.timings[stage])
+        latency = (t_end - frame.capture_time) * 1e3
         with self._lock:
-            self.latencies.append((t_end - frame.capture_time) * 1e3)
+            self.latency.add(latency)
+            self._recent.append(latency)
             self._processed[frame.source_id] = self._processed.get(frame.source_id, 0) + 1
             self._last[frame.source_id] = t_end
             self.t_last = t_end
@@ -214,16 +245,20 @@ class RunStats:
         out["dropped"] = out["dropped"] + sum(drops.values())  # capture + pipeline + backend: one definition
         return out
 
-    def stats_line(self, sources: Sequence[Any], since: int) -> str:
-        """The periodic stats log line (the same ``dropped`` as the summary)."""
+    def stats_line(self, sources: Sequence[Any], outputs: Optional[Mapping[str, Mapping[str, int]]] = None) -> str:
+        """The periodic stats log line: latencies of the frames since the previous line, the same ``dropped`` as
+        the summary; with ``outputs``, each output's delivery counters (a webhook that fails shows here while the
+        run goes on)."""
         figures = [self.source_figures(s) for s in sources]
         with self._lock:
-            recent = self.latencies[since:]
+            recent = list(self._recent)
+            self._recent.clear()
         p = percentiles(recent, (50, 95))
         return (f"stats: processed {self.processed()}, {self.rate.rate:.1f} FPS, read "
                 f"{sum(f['read'] for f in figures)}, dropped {sum(f['dropped'] for f in figures)}, corrupt "
                 f"{sum(f['corrupt'] for f in figures)}, reconnects {sum(f['reconnects'] for f in figures)}, "
-                f"latency p50 {p[50]:.0f} / p95 {p[95]:.0f} ms")
+                f"latency p50 {p[50]:.0f} / p95 {p[95]:.0f} ms"
+                + (f"; outputs: {format_deliveries(outputs)}" if outputs else ""))
 
     def stage_means(self) -> Dict[str, float]:
         """``{stage: mean ms}`` so far (``nan`` for stages without samples)."""
@@ -258,8 +293,9 @@ class RunStats:
         span = (self.t_last - self.t_first) if self.t_first is not None and self.t_last is not None else 0.0
         stages = {k: {"mean_ms": v["mean_ms"], "p95_ms": v["p95_ms"]} for k, v in self.timer.summary().items()}
         with self._lock:
-            p = percentiles(self.latencies, (50, 95, 99))
-            sizes = list(self.batch_sizes)
+            kept = self.latency.values()
+            calls, frames = self.batch_calls, self.batch_frames
+        p = percentiles(kept, (50, 95, 99))
         per = dict(per_source)
         return RunSummary(
             frames_read=sum(s["read"] for s in per.values()), processed=processed,
@@ -267,7 +303,7 @@ class RunStats:
             reconnects=sum(s["reconnects"] for s in per.values()), fps=processed / span if span > 0 else 0.0,
             duration_s=time.perf_counter() - self.t_start, stages=stages,
             latency_ms={"p50": p[50], "p95": p[95], "p99": p[99]}, sources=per, stopped_by=stopped_by,
-            batch={"size": batch, "calls": len(sizes), "mean_frames": (sum(sizes) / len(sizes)) if sizes else 0.0},
+            batch={"size": batch, "calls": calls, "mean_frames": frames / calls if calls else 0.0},
             sink_errors=list(sink_errors) + list(degraded), degraded=list(degraded), sinks=dict(sinks),
             cpu_ms_per_frame=self.cpu_per_frame(decode_cpu_ms, sink_cpu_ms),
             extra=extra)

@@ -123,8 +123,10 @@ def test_snapshot_retention_by_count_and_age(tmp_path):
     old.write_bytes(b"x")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     w = SnapshotWriter(tmp_path, keep=3, max_age_s=600)
+    assert old.exists()  # nothing deleted before the first write (a run that fails at start deletes nothing)
+    w.write(make_result(10, 1.0), [{}])
     assert not old.exists()  # older than max_age_s, from an earlier run
-    for i in range(5):
+    for i in range(1, 5):
         w.write(make_result(10 + i, 1.0), [{}])
     assert [p.name for p in w.files] == ["cam-00000012.jpg", "cam-00000013.jpg", "cam-00000014.jpg"]
     assert sorted(p.name for p in (tmp_path / "cam").iterdir()) == [p.name for p in w.files]

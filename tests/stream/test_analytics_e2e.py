@@ -236,7 +236,7 @@ def test_flags_add_to_config_lines_and_tracker_none_is_refused(tmp_path):
     (["--zone", "bay=0,0,1,1,2,2"], "zone bay: expected a polygon with a non-zero area"),
     (["--zone", "0,0,1,0,1,1"], "--zone: expected NAME=x1,y1,x2,y2,x3,y3[,...], got '0,0,1,0,1,1'"),
     (["--line", "gate=0,0,1,1", "--tracker", "none"], "tracker: expected a tracker for lines/zones"),
-    (["--tracker", "kalman"], "tracker: processor: unknown name 'kalman'"),
+    (["--tracker", "kalman"], "tracker: unknown name 'kalman'; expected one of bytetrack, iou, none"),
 ])
 def test_bad_analytics_flags_are_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -92,7 +92,7 @@ def test_dynamic_batch_3_equals_batch_1(yolov5n_onnx_dynamic, clips):
     with Detector(yolov5n_onnx_dynamic, imgsz=320, threads=1) as det:
         one, s1, p1 = run(det, clips, batch=1)
         many, s3, p3 = run(det, clips, batch=3)
-    assert p1.stats.batch_sizes == [1] * 21 and s1.batch["size"] == 1
+    assert list(p1.stats.batch_sizes) == [1] * 21 and s1.batch["size"] == 1
     assert s3.batch["size"] == 3 and max(p3.stats.batch_sizes) == 3 and sum(p3.stats.batch_sizes) == 21
     assert s3.batch["calls"] == len(p3.stats.batch_sizes) < 21  # frames really went through the model together
     assert_same_detections(one, many)

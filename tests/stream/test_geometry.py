@@ -110,6 +110,8 @@ def test_hysteresis(values, states, changes):
     ((0, 0, 1), "line: expected 4 finite numbers x1,y1,x2,y2, got \\[0.0, 0.0, 1.0\\]"),
     ((0, 0, 1, float("nan")), "line: expected 4 finite numbers"),
     (("a", 0, 1, 2), "line: expected 4 numbers x1,y1,x2,y2, got"),
+    ((0, 0, 1e308, 5), r"line: expected 4 finite numbers x1,y1,x2,y2 with \|v\| <= 1000000 px, got \[0.0, 0.0, 1e\+308"),
+    ((0, -1000001, 5, 5), r"with \|v\| <= 1000000 px"),
 ])
 def test_bad_segments(line, match):
     with pytest.raises(ConfigError, match=match):
@@ -121,10 +123,24 @@ def test_bad_segments(line, match):
     ((0, 0, 10, 0), "zone: expected at least 3 points, got 2"),
     ((0, 0, 10, 10, 20, 20), "zone: expected a polygon with a non-zero area, got collinear points"),
     ((0, 0, 10, 0, float("inf"), 5), "zone: expected finite numbers"),
+    ((0, 0, 2e6, 0, 0, 5), r"zone: expected finite numbers with \|v\| <= 1000000 px, got \[0.0, 0.0, 2000000.0"),
 ])
 def test_bad_polygons(poly, match):
     with pytest.raises(ConfigError, match=match):
         as_polygon(poly)
+
+
+def test_largest_coordinates_are_accepted_and_compute_without_warnings():
+    import warnings
+
+    from edge_detect.stream.geometry import MAX_COORD
+
+    seg = as_segment((-MAX_COORD, -MAX_COORD, MAX_COORD, MAX_COORD))
+    poly = as_polygon((-MAX_COORD, -MAX_COORD, MAX_COORD, -MAX_COORD, 0, MAX_COORD))
+    pts = np.array([[0.0, 10.0], [MAX_COORD, -MAX_COORD]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isfinite(signed_distance(pts, seg)).all() and np.isfinite(polygon_signed_distance(pts, poly)).all()
 
 
 def test_hysteresis_rejects_negative_band():

@@ -285,6 +285,17 @@ def test_clone_keeps_lines_and_resets_counts():
     assert twin.counts == {"gate": expected}
 
 
+@pytest.mark.parametrize("name", ["gäte", "门", "Tor_2-b.x", "ÉTÉ"])
+def test_line_names_take_unicode_letters(name):
+    assert parse_named_numbers(f"{name}=1,2,3,4", "--line", count=4) == (name, [1.0, 2.0, 3.0, 4.0])
+
+
+@pytest.mark.parametrize("name", ["a/b", "a+b", "a#", "a b", "a\tb"])
+def test_line_names_refuse_topic_and_path_characters(name):
+    with pytest.raises(ConfigError, match="expected a name of letters, digits"):
+        parse_named_numbers(f"{name}=1,2,3,4", "--line", count=4)
+
+
 @pytest.mark.parametrize("text, count_, message", [
     ("gate", 4, "--line: expected NAME=x1,y1,x2,y2, got 'gate'"),
     ("=1,2,3,4", 4, "--line: expected a name of letters, digits, '_', '-' or '.' before '=', got ''"),

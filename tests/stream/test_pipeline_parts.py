@@ -169,7 +169,7 @@ def test_stats_line_and_summary_share_one_dropped():
     st.dropped("dropped_backend", frames[2:5])
     fig = st.source_figures(Src())
     assert (fig["dropped"], fig["dropped_in_pipeline"], fig["dropped_backend"]) == (9, 2, 3)
-    assert "dropped 9," in st.stats_line([Src()], 0)
+    assert "dropped 9," in st.stats_line([Src()])
 
 
 def test_detector_like_is_what_the_pipeline_takes():

@@ -10,7 +10,8 @@ from edge_detect.stream.processors.base import (
     processor_names,
     processor_takes,
     register_processor,
+    tracker_names,
 )
 
 __all__ = ["Processor", "register_processor", "make_processor", "processor_names", "processor_takes",
-           "PROCESSOR_MODULES"]
+           "tracker_names", "PROCESSOR_MODULES"]

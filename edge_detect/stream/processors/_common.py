@@ -68,7 +68,10 @@ def class_allowed(class_id: int, allowed: Optional[Set[Union[int, str]]], names:
     return allowed is None or class_id in allowed or class_name(class_id, names) in allowed
 
 
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+def _is_name(name: str) -> bool:
+    """A region name: Unicode letters and digits (``gäte``, ``门``), ``_``, ``-`` and ``.``; names go into event JSON
+    and metric labels only (MQTT topics and snapshot files are named after sources, made safe there)."""
+    return bool(name) and all(ch.isalnum() or ch in "_-." for ch in name)
 
 
 def parse_named_numbers(text: str, what: str, count: Optional[int] = None, min_count: int = 0) -> tuple:
@@ -88,7 +91,7 @@ def parse_named_numbers(text: str, what: str, count: Optional[int] = None, min_c
         raise ConfigError(f"{what}: expected {form}, got {text!r}")
     name, _, values = text.partition("=")
     name = name.strip()
-    if not name or not set(name) <= _NAME_CHARS:
+    if not _is_name(name):
         raise ConfigError(f"{what}: expected a name of letters, digits, '_', '-' or '.' before '=', got {name!r}")
     parts = [p.strip() for p in values.split(",")]
     try:

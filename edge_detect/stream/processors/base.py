@@ -23,7 +23,7 @@ from edge_detect.errors import ConfigError
 from edge_detect.types import Detections, Frame
 
 __all__ = ["Processor", "register_processor", "make_processor", "processor_names", "processor_takes",
-           "PROCESSOR_MODULES"]
+           "tracker_names", "PROCESSOR_MODULES"]
 
 # name -> module that registers it on import
 PROCESSOR_MODULES: Dict[str, str] = {
@@ -36,6 +36,8 @@ PROCESSOR_MODULES: Dict[str, str] = {
 
 ProcessorFactory = Callable[..., "Processor"]
 _REGISTRY: Dict[str, ProcessorFactory] = {}
+# the processors that are trackers (set track_id): the built-in ones, and those registered with tracker=True
+_TRACKERS = {"bytetrack", "iou"}
 
 
 @runtime_checkable
@@ -69,11 +71,14 @@ class Processor(Protocol):
         ...
 
 
-def register_processor(name: str) -> Callable[[ProcessorFactory], ProcessorFactory]:
-    """Decorator: make ``factory(**options)`` buildable as ``make_processor(name, **options)``."""
+def register_processor(name: str, tracker: bool = False) -> Callable[[ProcessorFactory], ProcessorFactory]:
+    """Decorator: make ``factory(**options)`` buildable as ``make_processor(name, **options)``; ``tracker=True``:
+    it assigns ``track_id`` and may be the app's tracker (:func:`tracker_names`)."""
 
     def deco(factory: ProcessorFactory) -> ProcessorFactory:
         _REGISTRY[name] = factory
+        if tracker:
+            _TRACKERS.add(name)
         return factory
 
     return deco
@@ -82,6 +87,11 @@ def register_processor(name: str) -> Callable[[ProcessorFactory], ProcessorFacto
 def processor_names() -> List[str]:
     """Every processor name known (built-in and registered), whether or not its module is installed."""
     return sorted(set(PROCESSOR_MODULES) | set(_REGISTRY))
+
+
+def tracker_names() -> List[str]:
+    """The processors that are trackers (built-in and registered with ``tracker=True``), e.g. for ``--tracker``."""
+    return sorted(_TRACKERS)
 
 
 def _factory(name: str) -> Optional[ProcessorFactory]:

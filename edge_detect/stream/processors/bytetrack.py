@@ -280,7 +280,7 @@ def _check_options(**o: Any) -> None:
             raise ConfigError(f"bytetrack {what}: expected {expected}, got {actual}")
 
 
-@register_processor("bytetrack")
+@register_processor("bytetrack", tracker=True)
 class ByteTrack:
     """ByteTrack-style tracker processor (see module doc); one instance per source (:meth:`clone`).
 

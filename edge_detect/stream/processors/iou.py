@@ -127,6 +127,6 @@ class IoUTracker:
         return Detections(dets.xyxy, dets.score, dets.class_id, ids, dets.data, dets.metadata)
 
 
-@register_processor("iou")
+@register_processor("iou", tracker=True)
 def _make_iou(iou_threshold: float = 0.3, max_age: int = 30, class_aware: bool = True) -> IoUTracker:
     return IoUTracker(iou_threshold, max_age, class_aware)

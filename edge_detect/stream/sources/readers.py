@@ -220,6 +220,6 @@ class ImageReader(ReaderBase):
         self._i += 1
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if img is None:
-            LOGGER.warning("skipping %s: not a decodable image", path)
+            LOGGER.info("skipping %s: not a decodable image (counted as corrupt in the summary)", path)
             return ReadResult("corrupt")
         return ReadResult("ok", img, path=path)

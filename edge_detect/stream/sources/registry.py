@@ -19,7 +19,7 @@ from edge_detect.stream.sources.source import Source
 from edge_detect.urls import mask_credentials, url_scheme
 
 __all__ = ["STREAM_SCHEMES", "register_source", "source_schemes", "parse_source", "open_source", "open_images",
-           "source_from_reader", "unique_source_ids", "rename_duplicate_ids"]
+           "source_from_reader", "unique_source_ids", "rename_duplicate_ids", "planned_source_ids"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def parse_source(uri: Union[str, int, "os.PathLike[str]"]) -> Tuple[str, Any]:
     """Classify a source string into ``(kind, target)``; see the package doc's table for the kinds.
 
     ``target`` is: a path (file), a list of image paths (images), an int index or ``/dev/videoN`` path
-    (camera), the URL (stream) or the pipeline string (gstreamer).
+    (camera), the URL (stream) or the pipeline string (gstreamer); a URL of a :func:`register_source` scheme is
+    ``(scheme, URL)`` (its factory opens it).
 
     Raises:
         SourceError: nothing matches (missing file, empty folder, unknown URL scheme).
@@ -96,6 +97,8 @@ def parse_source(uri: Union[str, int, "os.PathLike[str]"]) -> Tuple[str, Any]:
         s = s[len("file://"):]
     elif scheme in STREAM_SCHEMES:
         return "stream", s
+    elif scheme in _SOURCE_FACTORIES:
+        return scheme, s
     elif scheme is not None and "!" not in s:
         raise SourceError(f"source {mask_credentials(s)}: unknown URL scheme '{scheme}'; expected one of "
                           f"{', '.join(source_schemes())}")
@@ -146,7 +149,7 @@ def source_from_reader(reader_factory: Callable[[], Reader], kind: Union[str, So
     """
     opts = _capture_options(dict(options))
     k = source_kind(kind)
-    sid = mask_credentials(source_id) if source_id else k.default_id(target)  # ids never carry secrets
+    sid = _source_id(k, target, source_id)
     try:
         src = Source(k, target, sid, opts, reader_factory, uri=uri)
     except SourceError as exc:
@@ -221,6 +224,33 @@ def open_images(paths: Sequence[Union[str, "os.PathLike[str]"]], source_id: Opti
 
 
 # ------------------------------------------------------------------------------------------------- ids
+
+def _source_id(kind: SourceKind, target: Any, source_id: Optional[str]) -> str:
+    """The id a source gets: ``source_id`` (credentials masked: ids never carry secrets), else the kind's default."""
+    return mask_credentials(source_id) if source_id else kind.default_id(target)
+
+
+def planned_source_ids(sources: Sequence[Tuple[Union[str, int, "os.PathLike[str]"], Optional[str]]]
+                       ) -> List[Optional[str]]:
+    """The ids that ``(uri, id)`` pairs will have once opened together (:func:`open_source`'s default ids, made
+    unique by :func:`unique_source_ids` as a run does), without opening anything: what per-source output names
+    (``out_<id>.mp4``) are predicted with. ``None`` for a source of a plugin scheme without an explicit id (its
+    default id is known only once opened).
+
+    Raises:
+        SourceError: a source that cannot be parsed (missing file, unknown scheme).
+    """
+    ids: List[Optional[str]] = []
+    for uri, sid in sources:
+        if sid:
+            ids.append(mask_credentials(sid))
+        elif url_scheme(str(uri)) in _SOURCE_FACTORIES:
+            ids.append(None)
+        else:
+            kind, target = parse_source(uri)
+            ids.append(_source_id(source_kind(kind), target, None))
+    known = unique_source_ids([i for i in ids if i is not None])
+    return [None if i is None else known.pop(0) for i in ids]
 
 
 def unique_source_ids(ids: Sequence[str], taken: Sequence[str] = ()) -> List[str]:
