@@ -224,6 +224,8 @@ class Result:
     detection when a tracker runs; ``events`` is always present (a list of event dicts, possibly empty). The
     end-of-source line (:attr:`final`) repeats the source's last frame number with no detections, only the events
     returned by the processors' ``finish()`` (e.g. ``object_end`` of the tracks still open), and ``"final": true``.
+    A frame the detector did not run on (motion gating, a detect rate: :attr:`Frame.skip_inference`) says
+    ``"inferred": false``; its detections are the tracker's predicted boxes (none without a tracker).
     """
 
     frame: Frame
@@ -260,6 +262,7 @@ class Result:
             "wall_time": round(float(self.frame.wall_time), 6),
             "detections": self.detections.to_records(self.names),
             "events": [e.to_dict() for e in self.events],
+            **({"inferred": False} if self.frame.skip_inference else {}),
             **({"final": True} if self.final else {}),
         }
 
