@@ -828,11 +828,13 @@ def check_sources(cfg: AppConfig) -> None:
         ConfigError: no source. SourceError: a missing file or an unknown scheme.
     """
     from edge_detect.stream.sources import parse_source
+    from edge_detect.stream.sources.registry import _SOURCE_FACTORIES, url_scheme
 
     if not cfg.sources:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
     for s in cfg.sources:
-        parse_source(s.uri)
+        if url_scheme(str(s.uri)) not in _SOURCE_FACTORIES:  # a registered scheme's factory checks its own
+            parse_source(s.uri)
 
 
 def open_sources(cfg: AppConfig) -> List[Any]:
