@@ -64,7 +64,10 @@ output is the **predicted box** of every tracked (confirmed, not lost) track (cl
 and the per-object data), so the annotated video and the JSONL keep their boxes. Such a frame does not count
 against a tentative track (``tentative_gap`` and ``min_hits`` count the frames the detector looked at), and a
 tracked track is presumed present through it: its ``buffer_s`` clock starts at the first inferred frame that
-misses it, as it would if the detector had run on every frame. Line and zone counters take the predicted boxes
+misses it, as it would if the detector had run on every frame. For confirmation, the frames between two
+sightings that the detector skipped count as covered: at a detect rate of 5 on a 25 fps camera a track is confirmed
+on its second sighting (0.2 s apart, longer than the three consecutive frames ``min_hits`` asks on every frame).
+Line and zone counters take the predicted boxes
 as presence only, never as a crossing or an entry (:mod:`edge_detect.stream.processors.region`).
 
 Class flicker: each track sums the scores per detected class; its class is the one with the largest sum, so
@@ -284,7 +287,7 @@ class ByteTrack:
         low_match_thresh: largest ``1 - IoU`` for the low-score association.
         tentative_match_thresh: largest distance to continue a tentative track.
         min_hits: consecutive hits that confirm a track (1 = confirm at once); frames the detector did not run on
-            do not break the run (module doc).
+            do not break the run and count as covered (module doc).
         buffer_s: seconds of stream time a lost track is kept (stream time: ``pts``, or ``index / fps`` when
             ``fps`` is given, or wall time; see :func:`~edge_detect.stream.processors._common.media_time`).
         fps: the stream's frame rate, when the frames' timestamps should not be used.
@@ -725,7 +728,10 @@ class ByteTrack:
         return int(np.clip(round(self.velocity_window_s / self._dt), 1, 40)) if self._dt else 3
 
     def _observe(self, t: _Track, d: int, st: _Step) -> None:
-        t.hits = t.hits + 1 if t.state != _TENTATIVE or self._detector_gap(t, st) <= 1 + self.tentative_gap else 1
+        if t.state != _TENTATIVE or self._detector_gap(t, st) <= 1 + self.tentative_gap:
+            t.hits += 1 + (self._skipped - t.skipped_at_seen)  # frames the detector skipped count as covered
+        else:
+            t.hits = 1
         t.last_seen, t.last_frame, t.last_wall = st.now, st.index, st.wall
         t.frozen_at_seen = t.alive_frozen = self._frozen_s
         t.alive_t, t.skipped_at_seen = st.now, self._skipped
