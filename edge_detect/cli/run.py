@@ -38,6 +38,8 @@ examples:
   edge-detect run --config configs/app/rtsp_jetson.yaml --track --summary-json summary.json
   edge-detect run --model yolov5n.onnx --source v.mp4 --line gate=320,0,320,360 --zone bay=0,200,300,200,300,360,0,360 \
       --summary-json s.json     # counts in s.json ("lines", "zones"); events in each JSONL line
+  edge-detect run --model yolov5n.onnx --source rtsp://cam/1 --line gate=320,0,320,360 --detect motion \\
+      --detect-fps 5            # CPU boxes: detect only where something moves, at most 5 times a second
 
 stopping and exit codes:
   the run ends when all sources end, after --max-frames / --duration, on q or Esc in the window, or on
