@@ -322,8 +322,14 @@ class App:
         """What runs now, JSON-ready::
 
             {"running", "uptime_s", "model", "device", "processed", "fps", "stopped_by" (once ended),
-             "stages_ms": {stage: mean ms}, "sources": [{"id", "uri" (masked), "state", "fps_in", "fps_out",
-             "read", "processed", "dropped", "reconnects", "last_frame_age_s", "enabled"}, ...]}
+             "stages_ms": {stage: mean ms}, "cpu_ms_per_frame": {stage: CPU ms per processed frame},
+             "sources": [{"id", "uri" (masked), "state", "fps_in", "fps_out", "read", "processed", "dropped",
+             "reconnects", "last_frame_age_s", "enabled", "inference_calls", "skipped_frames", "motion_frames"
+             [, "detect"]}, ...]}
+
+        ``inference_calls`` / ``skipped_frames``: processed frames the detector ran on / that a gate kept from it;
+        ``motion_frames`` and ``detect`` (mode, fps, decisions by reason) come from the source's gate
+        (:mod:`edge_detect.stream.gating`; README "CPU boxes").
 
         ``sources`` is a list in the order the sources were added (the REST API's ``GET /status`` returns it as is).
 
@@ -337,7 +343,8 @@ class App:
         if p is None:
             return out
         out.update(processed=p.stats.processed(), fps=p.stats.rate.rate,
-                   stages_ms={k: v for k, v in p.stats.stage_means().items() if v == v})
+                   stages_ms={k: v for k, v in p.stats.stage_means().items() if v == v},
+                   cpu_ms_per_frame={k: round(v, 3) for k, v in p.cpu_per_frame().items()})
         if self._summary is not None:
             out["stopped_by"] = self._summary.stopped_by
         for src in p.sources:
@@ -345,7 +352,7 @@ class App:
         return out
 
     def _source_status(self, p: Any, src: Any) -> Dict[str, Any]:
-        fig = p.stats.source_figures(src)
+        fig = p.source_figures(src)
         self._rates.sample(src.source_id, fig["read"], fig["processed"])
         fps_in, fps_out = self._rates.fps(src.source_id)
         age = p.stats.last_frame_age_s(src.source_id)
@@ -353,7 +360,8 @@ class App:
         return {"id": src.source_id, "uri": src.uri, "state": self._state(src, age, enabled),
                 "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2), "read": fig["read"],
                 "processed": fig["processed"], "dropped": fig["dropped"], "reconnects": fig["reconnects"],
-                "last_frame_age_s": None if age is None else round(age, 3), "enabled": enabled}
+                "last_frame_age_s": None if age is None else round(age, 3), "enabled": enabled,
+                **{k: fig[k] for k in ("inference_calls", "skipped_frames", "motion_frames", "detect") if k in fig}}
 
     def _state(self, src: Any, age: Optional[float], enabled: bool) -> str:
         if src.exhausted:
@@ -407,11 +415,14 @@ class App:
         if sc.id is not None and sc.id in {s.source_id for s in p.sources}:
             raise DuplicateSourceError(f"source id {sc.id!r}: expected a new id, got one the app already has "
                                        f"({[s.source_id for s in p.sources]})")
+        gate = self.config.gate_for(sc)  # checked before anything opens
         src = open_source(sc.uri, source_id=sc.id, capture=self.config.capture, **sc.options)
 
         def change() -> str:
             sid = p.add_source(src)
             self._uris[sid] = sc.uri  # recorded too (outputs.record), from its own URI
+            if gate is not None:
+                p.set_gate(sid, gate)
             self.config = dataclasses.replace(self.config, sources=self.config.sources + (
                 dataclasses.replace(sc, id=sid),))
             p.update_chain(sid, self._chain_builder(sid, self.config.sources[-1]))
@@ -443,10 +454,12 @@ class App:
 
     def update_source(self, source_id: str, *, lines: Optional[Dict[str, Any]] = None,
                       zones: Optional[Dict[str, Any]] = None, conf: Optional[float] = None,
-                      classes: Optional[List[Union[int, str]]] = None, enabled: Optional[bool] = None) -> SourceConfig:
+                      classes: Optional[List[Union[int, str]]] = None, enabled: Optional[bool] = None,
+                      detect: Optional[Dict[str, Any]] = None, motion: Optional[Dict[str, Any]] = None) -> SourceConfig:
         """Change a source between two batches: its own ``lines`` / ``zones`` (replacing the previous ones; new
         regions count from the next batch, counts of kept names carry on), its ``conf`` / ``classes`` filters,
-        ``enabled`` (pause / resume). ``None`` = unchanged. Returns the source's new config.
+        ``enabled`` (pause / resume), its own ``detect`` / ``motion`` keys (replacing the previous ones: a new gate,
+        the motion detector relearns the background). ``None`` = unchanged. Returns the source's new config.
 
         Raises:
             UnknownSourceError: no such source. ConfigError: bad geometry or thresholds.
@@ -454,14 +467,17 @@ class App:
         p = self._changeable()
         changes = {k: v for k, v in (("lines", lines), ("zones", zones), ("conf", conf),
                                      ("classes", tuple(classes) if classes is not None else None),
-                                     ("enabled", enabled)) if v is not None}
+                                     ("enabled", enabled), ("detect", detect), ("motion", motion)) if v is not None}
         sc = dataclasses.replace(self._source_config(source_id), **changes)  # validated here
         builder = self._chain_builder(source_id, sc)
+        gate = self.config.gate_for(sc) if detect is not None or motion is not None else False
 
         def change() -> None:
             self._set_source_config(source_id, sc)
             p.update_chain(source_id, builder)
             p.batcher.set_enabled(source_id, sc.enabled)
+            if gate is not False:
+                p.set_gate(source_id, gate)
 
         p.apply(change)
         return sc

@@ -16,7 +16,14 @@ A config file (see ``configs/app/default.yaml``)::
         conf: 0.4                   # per-source thresholds on top of the model's (filter only)
         classes: [person]
         enabled: true               # false: opened but not read (a live one keeps dropping stale frames)
+        detect: {mode: motion, fps: 5}            # this source's detect settings (over the section's)
+        motion: {mask: [[0, 0, 200, 0, 200, 60, 0, 60]]}   # its motion settings (a tree to ignore)
     capture: {backoff_max_s: 10}    # defaults for every source (edge_detect.stream.sources.CaptureOptions)
+    detect:                         # when the detector runs, defaults for every source (README "CPU boxes")
+      mode: always                  # always | motion: skip frames without motion and without moving tracks
+      fps: null                     # at most N inference calls a second per source (null: every frame)
+      stationary_s: 2.0             # tracks still this long are kept without re-detection (mode: motion)
+    motion: {method: diff, min_area: 0.0002}   # the motion detector of mode: motion (edge_detect.stream.motion)
     analytics:                      # tracking and counting
       tracker: {enabled: true, name: bytetrack, options: {buffer_s: 2.0}}   # or name: iou / none
       processors: []                # more per-source processors, e.g. [{name: iou, options: {...}}]
@@ -74,10 +81,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from edge_detect.config import check_thresholds, from_mapping, load_yaml, override, parse_imgsz, suggest_key
 from edge_detect.errors import ConfigError, SinkError, SourceError
 from edge_detect.recording import RecordConfig
+from edge_detect.stream.motion import MotionGate
 from edge_detect.stream.sources import CaptureOptions
 from edge_detect.urls import is_loopback, mask_credentials
 
-__all__ = ["AppConfig", "ModelConfig", "SourceConfig", "SinkConfig", "TrackerConfig", "ProcessorConfig",
+__all__ = ["AppConfig", "ModelConfig", "SourceConfig", "SinkConfig", "TrackerConfig", "ProcessorConfig", "DetectConfig",
            "AnalyticsConfig", "OutputsConfig", "EventsConfig", "ServerConfig", "load_app_config", "nest_flat",
            "resolve_classes", "build_pipeline", "build_detector", "build_processors", "add_sinks", "run_sinks",
            "record_dir", "record_sink", "check_run_outputs", "FLAT_KEYS", "DEFAULT_HTTP_PORT"]
@@ -147,8 +155,9 @@ class SourceConfig:
     """One input: ``uri`` (anything :func:`~edge_detect.stream.sources.open_source` takes), an optional ``id``,
     ``options`` overriding the global ``capture`` options for this source, ``lines`` / ``zones`` counted on this
     source only (same forms as :attr:`AnalyticsConfig.lines` / ``zones``), per-source ``conf`` / ``classes``
-    (filters applied to its detections after the model's own thresholds) and ``enabled`` (``False``: opened, not
-    read)."""
+    (filters applied to its detections after the model's own thresholds), ``enabled`` (``False``: opened, not
+    read), and ``detect`` / ``motion``: this source's keys of the :class:`DetectConfig` section and of the
+    ``motion`` section (over those sections' values)."""
 
     uri: str
     id: Optional[str] = None
@@ -158,14 +167,61 @@ class SourceConfig:
     conf: Optional[float] = None
     classes: Optional[Tuple[Union[int, str], ...]] = None
     enabled: bool = True
+    detect: Dict[str, Any] = field(default_factory=dict)
+    motion: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from edge_detect.stream.gating import make_gate
         from edge_detect.stream.processors.lines import line_specs
         from edge_detect.stream.processors.zones import zone_specs
 
         line_specs(self.lines)
         zone_specs(self.zones)
+        if self.detect or self.motion:
+            _check_detect_keys(self.detect, f"source {self.id or self.uri} detect")
+            try:
+                make_gate(self.detect, self.motion)
+            except ConfigError as exc:
+                raise ConfigError(f"source {self.id or self.uri}: {exc}") from exc
         check_thresholds(conf=self.conf, names=(f"source {self.id or self.uri} conf", "iou", "max_det"))
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """When the detector runs (README "CPU boxes"; :mod:`edge_detect.stream.gating`), for every source; a source's
+    own ``detect`` keys override these.
+
+    Attributes:
+        mode: ``always`` (every frame) or ``motion``: skip frames with no motion (the ``motion`` section's detector)
+            and no moving tracks (``--detect``).
+        fps: at most this many inference calls per second of stream time per source; the tracker predicts in
+            between (``None``: every frame; ``--detect-fps``).
+        stationary_s: with ``mode: motion``, tracks still for this long are kept without re-detection.
+        refresh_s: while skipping with still tracks, look again once every this many seconds (0: never).
+        infer_calibrating: run the detector while the motion detector (re)learns the background.
+    """
+
+    mode: str = "always"
+    fps: Optional[float] = None
+    stationary_s: float = MotionGate.stationary_s
+    refresh_s: float = MotionGate.refresh_s
+    infer_calibrating: bool = MotionGate.infer_calibrating
+
+    def __post_init__(self) -> None:
+        MotionGate.from_config(self.options())
+
+    def options(self) -> Dict[str, Any]:
+        """The settings as :class:`~edge_detect.stream.motion.MotionGate` options."""
+        return dataclasses.asdict(self)
+
+
+def _check_detect_keys(options: Mapping[str, Any], where: str) -> None:
+    """A source's ``detect`` keys are :class:`DetectConfig` fields (ConfigError naming the closest)."""
+    known = [f.name for f in dataclasses.fields(DetectConfig)]
+    for key in options:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}{suggest_key(str(key), known)}; expected some of "
+                              f"{', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -401,12 +457,15 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class AppConfig:
-    """Everything the edge app needs (see module doc): sections ``model``, ``sources``, ``capture``,
+    """Everything the edge app needs (see module doc): sections ``model``, ``sources``, ``capture``, ``detect``,
+    ``motion`` (:class:`~edge_detect.stream.motion.MotionDetector` options: ``method``, ``min_area``, ``mask``...),
     ``analytics``, ``outputs``, ``events``, ``server``."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     sources: Tuple[SourceConfig, ...] = ()
     capture: CaptureOptions = field(default_factory=CaptureOptions)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    motion: Dict[str, Any] = field(default_factory=dict)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
@@ -421,10 +480,33 @@ class AppConfig:
                 region_processor(kind, self, names=())  # validates geometry and options
         if a.tracker.name == "none" and self.has_analytics:
             raise ConfigError("tracker: expected a tracker for lines/zones (they count track ids), got 'none'")
+        if self.motion:
+            from edge_detect.stream.motion import MotionDetector
+
+            MotionDetector.from_config(self.motion)
+        for s in self.sources:
+            self.gate_for(s)  # the combined detect / motion settings of every source are valid
         ids = [s.id for s in self.sources if s.id]
         if len(ids) != len(set(ids)):
             raise ConfigError(f"sources: expected unique ids, got {sorted(i for i in ids if ids.count(i) > 1)[0]!r} "
                               "twice")
+
+    def gate_for(self, source: SourceConfig) -> Any:
+        """The :class:`~edge_detect.stream.gating.SourceGate` of ``source`` (the ``detect`` / ``motion`` sections
+        under its own keys), or ``None`` when it infers every frame.
+
+        Raises:
+            ConfigError: an unknown key or a bad value (naming the source when its own keys are involved).
+        """
+        from edge_detect.stream.gating import make_gate
+
+        motion = {**self.motion, **source.motion}
+        try:
+            return make_gate({**self.detect.options(), **source.detect}, motion)
+        except ConfigError as exc:
+            if source.detect or source.motion:
+                raise ConfigError(f"source {source.id or source.uri}: {exc}") from exc
+            raise
 
     @property
     def has_analytics(self) -> bool:
@@ -479,7 +561,7 @@ def _non_default(obj: Any) -> Dict[str, Any]:
 FLAT_KEYS: Dict[str, str] = {
     **{k: f"model.{k}" for k in ("backend", "imgsz", "force_imgsz", "threads", "batch", "rebuild_on_mismatch",
                                  "device", "precision", "hint", "conf", "iou", "max_det", "classes", "agnostic")},
-    "model": "model.path", "sources": "sources", "capture": "capture",
+    "model": "model.path", "sources": "sources", "capture": "capture", "detect": "detect", "motion": "motion",
     **{k: f"analytics.{k}" for k in ("tracker", "processors", "lines", "zones", "line_options", "zone_options")},
     **{k: f"outputs.{k}" for k in ("sinks", "show", "summary_json")},
     **{k: f"server.{k}" for k in ("max_frames", "duration", "progress", "stats_interval_s")},
@@ -507,7 +589,7 @@ def nest_flat(data: Mapping[str, Any], where: str = "config", warn: bool = True)
             known = set(FLAT_KEYS) | _SECTIONS
             raise ConfigError(f"{where}: unknown key '{key}'{suggest_key(key, known)}; known keys: "
                               f"{', '.join(sorted(known))}")
-        if key in _SECTIONS - {"sources", "capture"} and isinstance(value, Mapping):
+        if key in _SECTIONS - {"sources", "capture", "detect", "motion"} and isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected either sections ({', '.join(sorted(_SECTIONS))}) or the older "
                               f"top-level keys, got both (section '{key}' beside top-level keys)")
         head, _, rest = place.partition(".")
@@ -517,8 +599,8 @@ def nest_flat(data: Mapping[str, Any], where: str = "config", warn: bool = True)
             out[head] = value
     if warn and data:
         LOGGER.warning("%s: top-level keys (model: FILE, conf, sinks, tracker...) are deprecated; group them in the "
-                       "sections model, sources, capture, analytics, outputs, events, server (configs/app/"
-                       "default.yaml shows the layout)", where)
+                       "sections model, sources, capture, detect, motion, analytics, outputs, events, server "
+                       "(configs/app/default.yaml shows the layout)", where)
     return out
 
 
@@ -861,11 +943,13 @@ def check_sources(cfg: AppConfig, keep_alive: bool = False) -> None:
         ConfigError: no source. SourceError: a missing file or an unknown scheme.
     """
     from edge_detect.stream.sources import parse_source
+    from edge_detect.stream.sources.registry import _SOURCE_FACTORIES, url_scheme
 
     if not cfg.sources and not keep_alive:
         raise ConfigError("sources: expected at least one source (--source or 'sources:' in the config), got none")
     for s in cfg.sources:
-        parse_source(s.uri)
+        if url_scheme(str(s.uri)) not in _SOURCE_FACTORIES:  # a registered scheme's factory checks its own
+            parse_source(s.uri)
 
 
 def open_sources(cfg: AppConfig, keep_alive: bool = False) -> List[Any]:
@@ -968,6 +1052,9 @@ def build_pipeline(cfg: AppConfig, detector: Any = None, stop_event: Any = None,
         for src, sc in zip(sources, cfg.sources):
             if not sc.enabled:
                 pipeline.batcher.set_enabled(src.source_id, False)
+            gate = cfg.gate_for(sc)
+            if gate is not None:
+                pipeline.set_gate(src.source_id, gate)
         return pipeline
     except BaseException:
         for obj in opened:

@@ -234,6 +234,8 @@ class Result:
     returned by the processors' ``finish()`` (e.g. ``object_end`` of the tracks still open), and ``"final": true``.
     A line of events a sink emitted (:attr:`emitted`: ``clip_saved``) repeats the source's latest frame number with
     no detections and ``"emitted": true``.
+    A frame the detector did not run on (motion gating, a detect rate: :attr:`Frame.skip_inference`) says
+    ``"inferred": false``; its detections are the tracker's predicted boxes (none without a tracker).
     """
 
     frame: Frame
@@ -277,6 +279,7 @@ class Result:
             "wall_time": round(float(self.frame.wall_time), 6),
             "detections": self.detections.to_records(self.names),
             "events": [e.to_dict() for e in self.events],
+            **({"inferred": False} if self.frame.skip_inference else {}),
             **({"final": True} if self.final else {}),
             **({"emitted": True} if self.emitted else {}),
         }

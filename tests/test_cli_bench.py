@@ -13,7 +13,7 @@ from test_bench import check_schema
 
 FLAGS = ("--model", "--backend", "--imgsz", "--batch", "--warmup", "--iters", "--source", "--max-frames",
          "--sink", "--data", "--threads", "--json", "--markdown", "--plot", "--no-progress", "--device", "--half",
-         "--tf32", "--device-path", "--precision", "--hint")
+         "--tf32", "--device-path", "--precision", "--hint", "--detect", "--line", "--app-config", "--repeat")
 
 
 def test_help_lists_every_flag_with_text(capsys: pytest.CaptureFixture) -> None:
@@ -65,6 +65,11 @@ def test_bad_arguments_exit_2(argv: list, message: str, capsys: pytest.CaptureFi
      "bench source: expected an existing video file, camera index or stream URI, got no/such/video.avi"),
     (["--data", "no/such.yaml"], "bench data: expected a dataset yaml file, got no/such.yaml (not found)"),
     (["--sink", "display"], "bench sinks: expected no display (it would be timed), got 'display'"),
+    (["--detect", "motoin"], "bench --detect: expected always|motion[@FPS], got 'motoin' (did you mean 'motion'?)"),
+    (["--detect", "always@0"], "bench --detect always@0: expected a rate > 0 after '@', got '0'"),
+    (["--detect", "motion"], "bench --detect: expected --source too (the settings are compared on a video), got "
+                             "none"),
+    (["--line", "a=0,0,1,1"], "bench --line / --app-config: expected --detect MODE[@FPS] too, got none"),
 ])
 def test_bad_inputs_fail_before_measuring(extra: list, message: str, tmp_path: Path,
                                           capsys: pytest.CaptureFixture) -> None:
@@ -173,3 +178,25 @@ def test_e2e_with_a_sink(yolov5n_onnx: Path, video: Path, tmp_path: Path) -> Non
     e2e = json.loads((tmp_path / "b.json").read_text())["results"][0]["e2e"]
     assert e2e["frames"] == 5 and len(dets.read_text().splitlines()) == 5  # one JSON line per frame
     assert e2e["stages"]["sinks"]["mean_ms"] > 0
+
+
+@requires_ort
+def test_detect_settings_compared_in_one_run(yolov5n_onnx: Path, video: Path, tmp_path: Path) -> None:
+    """``--detect always --detect always@5`` on the 10 FPS sample: one run each through the app pipeline, the
+    capped one infers every other frame, same tracks; JSON, table and Markdown carry the comparison."""
+    out, md = tmp_path / "d.json", tmp_path / "d.md"
+    rc = main(["bench", "--model", str(yolov5n_onnx), "--source", str(video), "--max-frames", "20", "--iters", "2",
+               "--warmup", "0", "--threads", "1", "--detect", "always", "--detect", "always@5",
+               "--line", "mid=384,0,384,576", "--json", str(out), "--markdown", str(md), "--no-progress"])
+    assert rc == 0
+    d = json.loads(out.read_text())
+    check_schema(d)
+    always, capped = d["results"][0]["detect"]
+    assert (always["spec"], always["inference_calls"], always["skipped_frames"]) == ("always", 20, 0)
+    assert (capped["mode"], capped["fps"], capped["inference_calls"], capped["skipped_frames"]) == ("always", 5.0,
+                                                                                                 10, 10)
+    assert capped["reasons"] == {"always": 10, "rate": 10} and "motion" in capped["cpu_ms_per_frame"]
+    assert capped["vs_first"]["inference_calls"] == 0.5 and always["vs_first"]["tracks_found"].startswith("0/") is \
+        (always["tracks"] == 0)
+    assert set(always["lines"]) == {"mid"} and d["results"][0]["e2e"]["frames"] == 20
+    assert "Detect settings" in md.read_text() and "| always@5 | 20 | 10 | 10 |" in md.read_text()

@@ -12,10 +12,10 @@ box) and on the busy sample video (the fraction of frames with motion), with its
 ``gate``: decode -> motion -> :class:`~edge_detect.stream.motion.MotionGate` -> detector (when the gate says
 so) -> ByteTrack -> line counter, once with ``mode: always`` and once with ``mode: motion`` (optionally with an
 ``fps`` cap): inference calls, process CPU ms per frame, line counts, confirmed tracks and how many of the
-``always`` run's tracks the gated run also has (a track with IoU >= 0.5 on a frame both saw). Skipped frames do
-not reach the tracker, which numbers the inferred frames 0, 1, 2... (its Kalman step is one inferred frame; stream
-time comes from the pts): today's ByteTrack confirms a tentative track only on consecutive frame indices, so with
-real indices an ``fps`` cap would confirm nothing. The integration's "not inferred" frames must keep that working.
+``always`` run's tracks the gated run also has (a track with IoU >= 0.5 on a frame both saw). Skipped frames reach
+the tracker as the pipeline hands them on (empty, ``metadata["inferred"] = False``: predicted, not missed). The
+pipeline's own figures come from ``edge-detect bench --detect always --detect motion`` (BENCHMARKS.md "CPU boxes:
+motion gating"); this loop is the quick probe.
 
 ``regions``: on the ``far`` scene, recall and precision vs its truth boxes of the whole-frame letterbox and of
 region inference (motion boxes -> :func:`~edge_detect.stream.regions.plan_regions` -> the model on each crop
@@ -165,19 +165,22 @@ def run_gated(path: Path, detector: Any, mode: str, method: str, line: List[floa
         c0 = time.thread_time()
         result = motion.update(img, t) if motion is not None else None
         cpu["motion"] += time.thread_time() - c0
-        decision = gate.decide(t, result, still.active, still.still_s(t))
-        if not decision.infer:
-            continue
+        decision = gate.decide(t, result, *still.snapshot(t))
         c0 = time.process_time()
-        dets = detector(img)
+        if decision.infer:
+            dets = detector(img)
+        else:  # as the pipeline hands a gated frame on: the tracker predicts
+            dets = Detections.empty()
+            dets.metadata["inferred"] = False
         cpu["detector"] += time.process_time() - c0
         c0 = time.thread_time()
-        # the tracker counts inferred frames: index = call number (ByteTrack confirms a tentative track only on
-        # consecutive indices; the integration's "not inferred" frames must not break that), time = the pts
-        frame = Frame(img, "scene", gate.inference_calls - 1, pts_ms=1000.0 * t)
+        frame = Frame(img, "scene", i, pts_ms=1000.0 * t, skip_inference=not decision.infer)
         out = lines.update(tracker.update(dets, frame), frame)
-        still.update(t, out)
+        if decision.infer:
+            still.update(t, out)
         cpu["processors"] += time.thread_time() - c0
+        if not decision.infer:
+            continue
         for box, tid in zip(out.xyxy, out.track_id if out.track_id is not None else []):
             tracks.setdefault(int(tid), {})[i] = box
     total = time.process_time() - p0

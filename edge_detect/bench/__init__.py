@@ -1,6 +1,6 @@
 """Benchmark: inference-only latency, end-to-end video throughput and accuracy, per model/backend/shape.
 
-Three measurements per configuration (model file x backend x input size x batch), all on one loaded
+Measurements per configuration (model file x backend x input size x batch), all on one loaded
 :class:`~edge_detect.detector.Detector` so they see the same session, threads and shape:
 
 * **inference-only** (:func:`time_inference`): ``warmup`` untimed calls, then ``iters`` timed calls of the
@@ -12,6 +12,10 @@ Three measurements per configuration (model file x backend x input size x batch)
   FPS, per-stage mean/p95 ms, glass-to-glass latency p50/p95/p99 (capture to sinks done), dropped and corrupt
   frames, and ``ratio_to_inference`` = e2e FPS / inference-only FPS of the same detector, timed just before
   and again just after the end-to-end run (the mean of both; ``inference_fps_before`` / ``_after`` are kept).
+* **detect settings** (with a ``source`` and ``detect`` specs, ``--detect always --detect motion@5``): instead of
+  the one end-to-end run, one run per setting through the app's pipeline (gating, tracking, counting as in
+  ``run``), with inference calls, CPU per frame per stage, line counts and tracks compared with the first setting
+  (:mod:`.detect`; ``e2e`` is then the first setting's run).
 * **accuracy** (with a dataset yaml): mAP50-95 and mAP50 from :func:`edge_detect.evaluate.evaluate` at the
   validation thresholds (conf 0.001, IoU 0.6, max_det 300), once per model/backend/shape.
 
@@ -46,6 +50,10 @@ JSON report (stable keys; more may be added, none removed or renamed within ``sc
                 "stages": {"decode" | "preprocess" | "inference" | "postprocess" | "sinks":
                            {"mean_ms", "p95_ms"}}},
         "accuracy": {"map50_95", "map50", "images", "boxes"},                       # with data
+        "detect": [{"spec", "mode", "fps", "inference_calls", "skipped_frames",     # with --detect: one per
+                    "motion_frames", "cpu_ms_per_frame", "lines", "tracks",         # setting, compared with the
+                    "vs_first": {"inference_calls", "cpu", "lines_equal",           # first (edge_detect.bench.
+                                 "tracks_found", "same_output_frames"}, ...}],      # detect)
         "notes": [str, ...]
       }],
       "skipped": [{"model", "backend", "imgsz", "batch", "reason"}]

@@ -276,8 +276,12 @@ def _check_shape(detector: Any, config: BenchConfig) -> Optional[str]:
 def bench_config(config: BenchConfig, *, source: Optional[str] = None, data: Optional[PathLike] = None,
                  warmup: int = 10, iters: int = 100, max_frames: Optional[int] = None, sinks: Sequence[str] = (),
                  progress: bool = True, accuracy_cache: Optional[Dict[Any, Dict[str, Any]]] = None,
-                 **backend_options: Any) -> Dict[str, Any]:
+                 detect: Optional[Mapping[str, Any]] = None, **backend_options: Any) -> Dict[str, Any]:
     """Measure one configuration and return its result entry (see the module doc).
+
+    ``detect``: ``{"specs": ["always", "motion@5", ...], "app_config", "lines", "repeat"}``: instead of one
+    end-to-end run, one per detect setting (:func:`edge_detect.bench.detect.benchmark_detect`; the result's
+    ``detect`` list, its ``e2e`` the first setting's run).
 
     Raises:
         EdgeDetectError: the configuration cannot run here (callers skip it with the message).
@@ -306,8 +310,17 @@ def bench_config(config: BenchConfig, *, source: Optional[str] = None, data: Opt
                     entry["inference"]["p50_ms"])
         if source is not None:
             before = entry["inference"]["fps"]
-            entry["e2e"] = benchmark_e2e(det, source, sinks=sinks, max_frames=max_frames, inference_fps=before,
-                                         progress=progress, batch=config.batch)
+            if detect:
+                from edge_detect.bench.detect import benchmark_detect
+
+                entry["detect"] = benchmark_detect(det, source, detect["specs"], app_config=detect.get("app_config"),
+                                                   lines=detect.get("lines"), max_frames=max_frames, sinks=sinks,
+                                                   repeat=int(detect.get("repeat") or 1), batch=config.batch,
+                                                   progress=progress, inference_fps=before)
+                entry["e2e"] = entry["detect"][0]["e2e"]
+            else:
+                entry["e2e"] = benchmark_e2e(det, source, sinks=sinks, max_frames=max_frames, inference_fps=before,
+                                             progress=progress, batch=config.batch)
             # the machine's speed drifts between measurements: time inference-only again right after the
             # end-to-end run and compare with the mean of both (both values are reported)
             after = benchmark_inference(det, config.batch, warmup=min(warmup, 5), iters=iters,
@@ -392,7 +405,8 @@ def run_benchmark(configs: Sequence[BenchConfig], *, source: Optional[str] = Non
                   warmup: int = 10, iters: int = 100, max_frames: Optional[int] = None, sinks: Sequence[str] = (),
                   threads: Optional[int] = None, progress: bool = True,
                   system: Optional[Dict[str, Any]] = None,
-                  backend_options: Optional[Mapping[str, Mapping[str, Any]]] = None) -> BenchReport:
+                  backend_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                  detect: Optional[Mapping[str, Any]] = None) -> BenchReport:
     """Measure every configuration; the ones that cannot run here are skipped with a reason.
 
     Args:
@@ -406,6 +420,7 @@ def run_benchmark(configs: Sequence[BenchConfig], *, source: Optional[str] = Non
         backend_options: extra options per backend name, e.g. ``{"openvino": {"precision": "int8"}}``; given
             to the configurations that run on that backend only.
         system: system info to record (default: :func:`edge_detect.sysinfo.system_info` now).
+        detect: detect settings to compare on ``source`` (:func:`bench_config`; needs a source).
 
     Returns:
         a :class:`BenchReport`; ``report.results`` follows the order of ``configs``.
@@ -419,18 +434,27 @@ def run_benchmark(configs: Sequence[BenchConfig], *, source: Optional[str] = Non
         raise ConfigError(f"bench max_frames: expected >= 1, got {max_frames}")
     _check_sinks(sinks)
     _check_inputs(source, data)
+    if detect:
+        from edge_detect.bench.detect import parse_detect_spec
+
+        for spec in detect["specs"]:
+            parse_detect_spec(spec)
+        if source is None:
+            raise ConfigError("bench --detect: expected --source too (the settings are compared on a video), got "
+                              "none")
     options: Dict[str, Any] = {} if threads is None else {"threads": int(threads)}
     report = BenchReport(system=system if system is not None else system_info(), settings={
         "warmup": warmup, "iters": iters, "source": None if source is None else str(source),
         "max_frames": max_frames, "sinks": list(sinks), "data": None if data is None else str(data),
-        "threads": threads, "backend_options": {k: dict(v) for k, v in (backend_options or {}).items() if v}})
+        "threads": threads, "backend_options": {k: dict(v) for k, v in (backend_options or {}).items() if v},
+        **({"detect": {k: v for k, v in detect.items()}} if detect else {})})
     cache: Dict[Any, Dict[str, Any]] = {}
     for config in tqdm(configs, desc="bench", unit="config", disable=not progress or len(configs) < 2):
         try:
             per_backend = dict((backend_options or {}).get(config.backend or _suffix_backend(config.model)) or {})
             report.results.append(bench_config(config, source=source, data=data, warmup=warmup, iters=iters,
                                                max_frames=max_frames, sinks=sinks, progress=progress,
-                                               accuracy_cache=cache, **options, **per_backend))
+                                               accuracy_cache=cache, detect=detect, **options, **per_backend))
         except (EdgeDetectError, ImportError) as exc:  # backend/precision/shape not available here
             _skip(report, config, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     try:

@@ -128,6 +128,26 @@ def _rows(report: Mapping[str, Any]) -> List[List[str]]:
     return rows
 
 
+_DETECT_COLUMNS = ("configuration", "detect", "frames", "inference calls", "skipped", "motion frames",
+                   "CPU ms/frame", "motion ms", "inference ms", "calls vs first", "CPU vs first", "lines",
+                   "lines = first", "tracks", "tracks found", "same output")
+
+
+def _detect_rows(report: Mapping[str, Any]) -> List[List[str]]:
+    """One row per detect setting of every result (``detect`` list; :mod:`edge_detect.bench.detect`)."""
+    rows = []
+    for r in report["results"]:
+        for d in r.get("detect") or ():
+            cpu, vs = d.get("cpu_ms_per_frame") or {}, d.get("vs_first") or {}
+            counts = ", ".join(f"{n} {c['in']}/{c['out']}" for n, c in (d.get("lines") or {}).items()) or "-"
+            rows.append([_label(r), d["spec"], str(d["frames"]), str(d["inference_calls"]), str(d["skipped_frames"]),
+                         str(d["motion_frames"]), _f(cpu.get("total"), 2), _f(cpu.get("motion"), 2),
+                         _f(cpu.get("inference"), 2), _f(vs.get("inference_calls"), 3), _f(vs.get("cpu"), 3),
+                         counts, "yes" if vs.get("lines_equal") else "no", str(d.get("tracks", "-")),
+                         str(vs.get("tracks_found", "-")), _f(vs.get("same_output_frames"), 3)])
+    return rows
+
+
 def _as_dict(report: Union["BenchReport", Mapping[str, Any]]) -> Mapping[str, Any]:
     return report.to_dict() if isinstance(report, BenchReport) else report
 
@@ -140,6 +160,12 @@ def format_table(report: Union[BenchReport, Mapping[str, Any]]) -> str:
     lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    detect = _detect_rows(d)
+    if detect:
+        rows = [list(_DETECT_COLUMNS)] + detect
+        widths = [max(len(row[i]) for row in rows) for i in range(len(_DETECT_COLUMNS))]
+        lines += [""] + ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                         for row in rows]
     lines += [f"skipped {s['model']} ({s.get('backend') or 'auto'}): {s['reason']}" for s in d.get("skipped", [])]
     return "\n".join(lines)
 
@@ -184,6 +210,11 @@ def to_markdown(report: Union[BenchReport, Mapping[str, Any]], title: Optional[s
     if cpu_rows:
         lines += ["", "CPU ms per processed frame and stage (thread CPU time; inference = process CPU left):", ""]
         lines += _md_table(["configuration", *cpu_keys], cpu_rows, text_columns=1)
+    detect = _detect_rows(d)
+    if detect:
+        lines += ["", "Detect settings (one run each through the app's pipeline; ratios to the first setting; lines "
+                      "in/out; tracks found: of the first setting's confirmed tracks):", ""]
+        lines += _md_table(_DETECT_COLUMNS, detect, text_columns=2)
     for sk in d.get("skipped", []):
         lines.append(f"\n- skipped `{sk['model']}` ({sk.get('backend') or 'auto'}): {sk['reason']}")
     return "\n".join(lines) + "\n"

@@ -18,6 +18,8 @@ examples:
   edge-detect bench --model yolov5n.onnx --source video.mp4 --json bench.json
   edge-detect bench --model yolov5n-dyn.onnx --imgsz 640 384x640 --batch 1 4 --markdown bench.md --plot bench.png
   edge-detect bench --model yolov5n.onnx --model yolov5n-int8.onnx --data coco128.yaml --json acc.json
+  edge-detect bench --model yolov5n.onnx --source scene.mp4 --threads 1 --detect always --detect motion \\
+      --detect always@5 --line middle=240,100,240,360 --markdown gating.md   # CPU boxes: README "CPU boxes"
 
 Every combination of --model x --backend x --imgsz x --batch is measured; a combination that cannot run
 here (backend or precision unavailable, static model at another size) is skipped with a note.
@@ -59,6 +61,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--sink", action="append", default=[], metavar="URI",
                    help="sink for the end-to-end run, e.g. out.mp4 or dets.jsonl; repeatable "
                         "(default: none; a display is not allowed since it would be timed)")
+    d = p.add_argument_group("detect settings (README 'CPU boxes'): with --source, one run per setting instead of "
+                             "the single end-to-end run, compared with the first")
+    d.add_argument("--detect", action="append", default=None, metavar="MODE[@FPS]",
+                   help="always | motion, optionally at most FPS inference calls a second (always@5); repeat to "
+                        "compare (the first is the reference)")
+    d.add_argument("--line", action="append", default=None, metavar="NAME=x1,y1,x2,y2",
+                   help="counting line for the detect runs (repeatable; tracking is on in those runs)")
+    d.add_argument("--app-config", default=None, metavar="APP.yaml",
+                   help="app config for the detect runs: its motion section, tracker options, lines (its sources "
+                        "are replaced by --source)")
+    d.add_argument("--repeat", type=positive_int, default=1, metavar="K",
+                   help="rounds of the detect runs, settings interleaved; CPU figures are the median (default: 1)")
     p.add_argument("--data", default=None, metavar="DATA.yaml",
                    help="dataset yaml: also report mAP50-95 and mAP50 on its val split")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
@@ -102,6 +116,20 @@ def bench_backend_options(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]
     return out
 
 
+def _detect(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """The detect settings of ``--detect`` / ``--line`` / ``--app-config`` / ``--repeat`` (``None`` without
+    ``--detect``; ConfigError: a line flag without it)."""
+    if not args.detect:
+        if args.line or args.app_config:
+            raise ConfigError("bench --line / --app-config: expected --detect MODE[@FPS] too, got none")
+        return None
+    from edge_detect.stream.processors._common import parse_named_numbers
+
+    lines = dict(parse_named_numbers(text, "--line", count=4) for text in args.line or ())
+    return {"specs": list(args.detect), "lines": lines or None, "app_config": args.app_config,
+            "repeat": args.repeat}
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table and write the requested files. Exit 0 if any config ran, else 1."""
     from edge_detect.bench import expand_configs, format_table, run_benchmark, write_report
@@ -112,7 +140,7 @@ def main(args: argparse.Namespace) -> int:
     report = run_benchmark(configs, source=args.source, data=args.data, warmup=args.warmup, iters=args.iters,
                            max_frames=args.max_frames, sinks=args.sink, threads=args.threads,
                            backend_options=bench_backend_options(args),
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, detect=_detect(args))
     print(summary_line(report.system))
     print(format_table(report))
     for kind, path in write_report(report, args.json, args.markdown, args.plot).items():

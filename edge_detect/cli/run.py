@@ -15,7 +15,7 @@ from edge_detect.app import App, write_summary
 from edge_detect.app_config import (AppConfig, EventsConfig, SinkConfig, add_sinks, check_events, check_run_outputs,
                                     load_app_config)
 from edge_detect.backends.base import backend_names
-from edge_detect.cli._types import positive_int
+from edge_detect.cli._types import positive_float, positive_int
 from edge_detect.cli.detect import add_device_args, add_openvino_args
 from edge_detect.cli.serve import add_http_args, http_settings, serve_app
 from edge_detect.errors import ConfigError, SinkError, SourceError
@@ -42,6 +42,8 @@ examples:
   edge-detect run --model yolov5n.onnx --source v.mp4 --line gate=320,0,320,360 --zone bay=0,200,300,200,300,360,0,360 \\
       --summary-json s.json     # counts in s.json ("lines", "zones"); events in each JSONL line
   edge-detect run --config configs/app/dashboard.yaml --http 127.0.0.1:8080   # + dashboard and REST API
+  edge-detect run --model yolov5n.onnx --source rtsp://cam/1 --line gate=320,0,320,360 --detect motion \\
+      --detect-fps 5            # CPU boxes: detect only where something moves, at most 5 times a second
 
 stopping and exit codes:
   the run ends when all sources end (with --http: not then, it keeps serving and takes new sources), after
@@ -71,6 +73,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, metavar="APP.yaml",
                    help="app config file (see configs/app/default.yaml); flags below override it")
     _model_args(p.add_argument_group("model"))
+    _detect_args(p.add_argument_group("when to detect (CPU boxes; README 'CPU boxes')"))
     _source_args(p)
     _output_args(p.add_argument_group("outputs"))
     _event_args(p.add_argument_group("events and metrics (event JSON schema: README 'Events')"))
@@ -118,6 +121,15 @@ def _model_args(m: Any) -> None:
     m.add_argument("--tracker", default=None, metavar="NAME",
                    help="track with this processor (implies --track): bytetrack (default: Kalman motion, two-stage "
                         "association, stable ids through ~1 s occlusions), iou (greedy IoU, no motion), or none")
+
+
+def _detect_args(d: Any) -> None:
+    d.add_argument("--detect", choices=("always", "motion"), default=None,
+                   help="always: the detector runs on every frame (default); motion: only on frames with motion or "
+                        "moving tracks (the tracker predicts in between; settings: 'detect' and 'motion' in --config)")
+    d.add_argument("--detect-fps", type=positive_float, default=None, metavar="N",
+                   help="run the detector at most N times a second per source (the tracker predicts in between; "
+                        "the video and JSONL still get every frame)")
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:
@@ -218,6 +230,7 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
         "model.max_det": args.max_det, "model.classes": args.classes, "model.agnostic": args.agnostic,
         "analytics.tracker.enabled": True if args.tracker and args.tracker != "none" else args.track,
         "analytics.tracker.name": args.tracker, "sources": args.source, "outputs.show": args.show,
+        "detect.mode": args.detect, "detect.fps": args.detect_fps,
         "analytics.lines": _named(args.line, "--line"), "analytics.zones": _named(args.zone, "--zone"),
         "outputs.summary_json": args.summary_json, "server.max_frames": args.max_frames,
         "server.duration": args.duration, "server.progress": args.progress,

@@ -8,7 +8,7 @@ method     path (under ``/api/v1``)                 what
 =========  ======================================  ====================================================
 GET        ``/sources``, ``/sources/{id}``          sources: config (credentials masked) + live state
 POST       ``/sources``                             add a source (token); 201, 409 duplicate id, 422
-PATCH      ``/sources/{id}``                        lines, zones, conf, classes, enabled (token)
+PATCH      ``/sources/{id}``                        lines, zones, conf, classes, enabled, detect, motion (token)
 DELETE     ``/sources/{id}``                        remove a source (token); 204, 404
 GET        ``/status``, ``/counts``                 the app's status and counts
 GET        ``/events?since=&type=&source=&limit=``  stored events, oldest first

@@ -126,8 +126,10 @@ class AppLike(Protocol):
 
     def update_source(self, source_id: str, *, lines: Optional[Dict[str, Any]] = None,
                       zones: Optional[Dict[str, Any]] = None, conf: Optional[float] = None,
-                      classes: Optional[List[Union[int, str]]] = None, enabled: Optional[bool] = None) -> Any:
-        """Change what is given (``None`` = unchanged); ``lines`` / ``zones`` replace the source's own set. Returns
+                      classes: Optional[List[Union[int, str]]] = None, enabled: Optional[bool] = None,
+                      detect: Optional[Dict[str, Any]] = None, motion: Optional[Dict[str, Any]] = None) -> Any:
+        """Change what is given (``None`` = unchanged); ``lines`` / ``zones`` / ``detect`` / ``motion`` replace the
+        source's own set. Returns
         the source's new ``SourceConfig``.
 
         Raises:

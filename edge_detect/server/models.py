@@ -169,11 +169,16 @@ class SourcePatch(BaseModel):
     conf: Optional[float] = Field(None, ge=0.0, le=1.0, allow_inf_nan=False, description="confidence threshold")
     classes: Optional[Classes] = None
     enabled: Optional[bool] = None
+    detect: Optional[Dict[str, Any]] = Field(None, description="the source's own detect keys (mode, fps, "
+                                             "stationary_s: README 'CPU boxes'), replacing the previous ones")
+    motion: Optional[Dict[str, Any]] = Field(None, description="the source's own motion keys (min_area, "
+                                             "motion_mask...), replacing the previous ones")
 
     @model_validator(mode="after")
     def _check(self) -> "SourcePatch":
         if not self.model_fields_set:
-            raise _fail("expected at least one of lines, zones, conf, classes, enabled; got an empty body")
+            raise _fail("expected at least one of lines, zones, conf, classes, enabled, detect, motion; "
+                        "got an empty body")
         return self
 
     def changes(self) -> Dict[str, Any]:

@@ -11,7 +11,8 @@ from edge_detect.urls import mask_credentials
 
 __all__ = ["mask_tree", "source_views", "regions_view"]
 
-_LIVE_KEYS = ("state", "fps_in", "fps_out", "read", "processed", "dropped", "reconnects", "last_frame_age_s")
+_LIVE_KEYS = ("state", "fps_in", "fps_out", "read", "processed", "dropped", "reconnects", "last_frame_age_s",
+              "inference_calls", "skipped_frames", "motion_frames")
 
 
 def mask_tree(obj: Any) -> Any:
@@ -62,6 +63,8 @@ def _source_view(cfg: Mapping[str, Any], live: Optional[Mapping[str, Any]]) -> D
         "classes": cfg.get("classes"),
         "enabled": bool(cfg.get("enabled", True)),
         "options": mask_tree(dict(cfg.get("options") or {})),
+        "detect": dict(cfg.get("detect") or {}),
+        "motion": dict(cfg.get("motion") or {}),
     }
     for key in _LIVE_KEYS:
         view[key] = (live or {}).get(key)
@@ -72,7 +75,7 @@ def _source_view(cfg: Mapping[str, Any], live: Optional[Mapping[str, Any]]) -> D
 
 def source_views(config: Mapping[str, Any], status: Mapping[str, Any]) -> List[Dict[str, Any]]:
     """One view per source: config (``uri`` masked, ``lines``/``zones`` normalized by :func:`regions_view`,
-    ``conf``, ``classes``, ``enabled``, ``options``) merged with the live state of ``status`` (``state``,
+    ``conf``, ``classes``, ``enabled``, ``options``, its own ``detect`` / ``motion`` keys) merged with the live state of ``status`` (``state``,
     ``fps_in``...), in the status's order; a source only in one of them is listed with what is known."""
     live = {str(s.get("id")): s for s in status.get("sources", [])}
     configured = {str(c.get("id")): c for c in config.get("sources", []) if isinstance(c, Mapping)}

@@ -13,6 +13,11 @@ name                                                       type         what
 ``edge_detect_frames_dropped_total``                       counter      stale live frames discarded (1)
 ``edge_detect_frames_corrupt_total``                       counter      frames that failed to decode (1)
 ``edge_detect_source_reconnects_total``                    counter      reconnections of the source (1)
+``edge_detect_inference_calls_total``                      counter      frames the detector ran on (1, 4)
+``edge_detect_frames_skipped_total``                       counter      frames a gate kept from the detector (1, 4)
+``edge_detect_motion_frames_total``                        counter      frames with motion (``detect: motion``) (1)
+``edge_detect_cpu_ms_per_frame{stage}``                    gauge        CPU ms per processed frame per stage, run
+                                                                        so far (``source="all"``; 1)
 ``edge_detect_stage_latency_seconds{stage}``               histogram    decode, preprocess, inference, postprocess,
                                                                         sinks (and any other stage the pipeline
                                                                         times)
@@ -32,7 +37,8 @@ name                                                       type         what
 line crossings, zone transitions and occupancy likewise from the run's :class:`~edge_detect.events.Counts` (the
 one place counts are kept). (2) the metrics sink is put last among the run's sinks
 (:func:`~edge_detect.sinks.events.arrange_sinks`), so the time it receives a frame is when every other output has
-it. (3) every output that queues (the event transports ``mqtt``, ``webhook``; the threaded sinks); the queue is
+it. (4) :mod:`edge_detect.stream.gating` (README "CPU boxes"); with a gate the stage histogram has a
+``motion`` stage too. (3) every output that queues (the event transports ``mqtt``, ``webhook``; the threaded sinks); the queue is
 shared by the sources, so these carry ``source="all"``.
 
 Per-stage latencies of a frame are complete only after every sink returned, so a frame's stage histograms are
@@ -136,6 +142,7 @@ class MetricsSink(Sink):
         """Metric families read at scrape time from the run context: source counters, counts, output queues."""
         stats = self.context.stats()
         yield from self._source_families(stats.get("sources", {}))
+        yield from self._cpu_family(stats.get("cpu_ms_per_frame") or {})
         yield from self._count_families(self.context.counts.snapshot()["sources"])
         yield from self._queue_families(stats.get("sinks", {}))
 
@@ -145,11 +152,21 @@ class MetricsSink(Sink):
                 for key, name, doc in (("read", "frames_read", "Frames decoded by the source"),
                                        ("dropped", "frames_dropped", "Stale live frames discarded"),
                                        ("corrupt", "frames_corrupt", "Frames that failed to decode"),
-                                       ("reconnects", "source_reconnects", "Reconnections of the source"))}
+                                       ("reconnects", "source_reconnects", "Reconnections of the source"),
+                                       ("inference_calls", "inference_calls", "Frames the detector ran on"),
+                                       ("skipped_frames", "frames_skipped", "Frames a gate kept from the detector"),
+                                       ("motion_frames", "motion_frames", "Frames with motion (detect: motion)"))}
         for sid, src in sources.items():
             for key, fam in fams.items():
                 fam.add_metric([str(sid)], float(src.get(key, 0) or 0))
         yield from fams.values()
+
+    def _cpu_family(self, cpu: Dict[str, float]) -> Iterator[Any]:
+        fam = self._core.GaugeMetricFamily("edge_detect_cpu_ms_per_frame", "CPU ms per processed frame per stage",
+                                           labels=["source", "stage"])
+        for stage, ms in cpu.items():
+            fam.add_metric(["all", stage], float(ms))
+        yield fam
 
     def _count_families(self, counted: Dict[str, Dict[str, Any]]) -> Iterator[Any]:
         core = self._core

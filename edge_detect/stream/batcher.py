@@ -15,7 +15,11 @@ preprocessing: ``True`` = the frame needs inference; ``False`` marks it (``frame
 letterboxing and the backend, keeps its place in the batch and in its source's order, and reaches the processors
 with empty detections carrying ``detections.metadata["inferred"] = False`` (a tracker can then predict only). A
 gate must be cheap and must not block; an exception in it counts as ``True`` (logged once per source). A batch
-whose frames were all gated out makes no backend call.
+whose frames were all gated out makes no backend call. The time a gate takes is the frame's ``motion`` stage
+(``frame.timings["motion"]``, ms; its CPU is :attr:`Batch.gate_cpu_ms`, not counted in ``preprocess``). A gate
+object may also have ``observe(frame, detections)``, which the pipeline calls on the sinks-stage thread after the
+processors of each frame of its source (the feedback of :class:`~edge_detect.stream.gating.SourceGate`), and
+``figures()``, merged into its source's figures.
 
 **Input buffers.** When the detector preallocates inputs (:meth:`~edge_detect.detector.DetectorLike.buffer_hw`),
 frames are letterboxed straight into a ring of batches per input shape, sized so that a buffer is never refilled
@@ -58,6 +62,7 @@ class Batch:
         handle: an asynchronous inference in flight.
         t0: ``perf_counter`` when inference started.
         failed: the :class:`~edge_detect.errors.TransientBackendError` of its inference (frames dropped).
+        gate_cpu_ms: CPU milliseconds the gates took on this batch (the ``motion`` stage).
     """
 
     frames: List[Frame]
@@ -68,6 +73,7 @@ class Batch:
     handle: Optional[InferHandle] = None
     t0: float = 0.0
     failed: Optional[BaseException] = None
+    gate_cpu_ms: float = 0.0
 
 
 def effective_batch(detector: DetectorLike, requested: int) -> int:
@@ -161,6 +167,11 @@ class Batcher:
                 self._gates[source_id] = gate
             self._gate_failed.discard(source_id)
 
+    def gate_of(self, source_id: str) -> Optional[Gate]:
+        """The gate of a source, or ``None``."""
+        with self._lock:
+            return self._gates.get(source_id)
+
     def taken(self, source_id: str) -> int:
         """Frames taken from the source so far (read together with its ``exhausted`` under the same lock)."""
         with self._lock:
@@ -242,28 +253,36 @@ class Batcher:
 
     # ------------------------------------------------------------------------------------------- preprocessing
 
-    def _gate(self, frame: Frame) -> bool:
+    def _gate(self, frame: Frame) -> Tuple[bool, float]:
+        """``(needs inference, gate CPU ms)``; the gate's wall time is the frame's ``motion`` stage."""
         with self._lock:
             gate = self._gates.get(frame.source_id)
         if gate is None:
-            return True
+            return True, 0.0
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            return bool(gate(frame))
+            return bool(gate(frame)), (time.thread_time() - c0) * 1e3
         except Exception as exc:  # noqa: BLE001 - a broken gate must not stop inference
             if frame.source_id not in self._gate_failed:
                 self._gate_failed.add(frame.source_id)
                 LOGGER.error("gate of source %s failed (%s); its frames are inferred", frame.source_id, exc)
-            return True
+            return True, (time.thread_time() - c0) * 1e3
+        finally:
+            frame.timings["motion"] = (time.perf_counter() - t0) * 1e3
 
     def prepare(self, frames: List[Frame]) -> Batch:
-        """Gate, then letterbox the frames that need inference into one input batch (timings in ``preprocess``)."""
-        t0 = time.perf_counter()
+        """Gate, then letterbox the frames that need inference into one input batch (timings in ``motion`` and
+        ``preprocess``)."""
         inferred = []
+        gate_cpu_ms = 0.0
         for i, frame in enumerate(frames):
-            frame.skip_inference = not self._gate(frame)
-            if not frame.skip_inference:
+            infer, cpu_ms = self._gate(frame)
+            frame.skip_inference = not infer
+            gate_cpu_ms += cpu_ms
+            if infer:
                 inferred.append(i)
-        batch = Batch(frames, inferred)
+        batch = Batch(frames, inferred, gate_cpu_ms=gate_cpu_ms)
+        t0 = time.perf_counter()
         if inferred:
             images = [self._image(frames[i]) for i in inferred]
             out = self._input_buffer(frames[inferred[0]].shape, len(images))

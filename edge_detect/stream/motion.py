@@ -47,7 +47,8 @@ the frame's **stream time** ``t`` in seconds, e.g. :func:`~edge_detect.stream.pr
 * :class:`TrackStillness`: from a tracker's output on inferred frames, how long every track has stayed in place
   (the gate's ``still_s``).
 
-What the pipeline calls, per source (one instance of each per source; ``t`` = stream time of the frame):
+What the pipeline calls, per source (one instance of each per source; ``t`` = stream time of the frame; wired in
+by :class:`~edge_detect.stream.gating.SourceGate`):
 
     result = detector.update(frame.image, t)                       # decode or batcher thread, every frame
     decision = gate.decide(t, result, stillness.active, stillness.still_s(t))
@@ -109,9 +110,9 @@ class MotionResult:
     calibrating: bool = False
 
 
-def _check(ok: bool, what: str, expected: str, got: Any) -> None:
+def _check(ok: bool, what: str, expected: str, got: Any, hint: str = "") -> None:
     if not ok:
-        raise ConfigError(f"motion {what}: expected {expected}, got {got!r}")
+        raise ConfigError(f"motion {what}: expected {expected}, got {got!r}{hint}")
 
 
 def _known_keys(options: Mapping[str, Any], known: Sequence[str], section: str) -> Dict[str, Any]:
@@ -149,7 +150,7 @@ class MotionDetector:
                  alpha: float = 0.05, history: int = 500, min_area: float = 0.0002,
                  mask: Sequence[Sequence[float]] = (), dilate: int = 2, merge_gap_px: float = 8.0,
                  calibration_s: float = 1.0, lighting_frac: float = 0.5) -> None:
-        _check(method in METHODS, "method", f"one of {', '.join(METHODS)}", method)
+        _check(method in METHODS, "method", f"one of {', '.join(METHODS)}", method, suggest_key(str(method), METHODS))
         _check(int(width) >= 16, "width", ">= 16 pixels", width)
         _check(int(blur) >= 0 and (int(blur) <= 1 or int(blur) % 2 == 1), "blur", "0, 1 or an odd number", blur)
         _check(threshold is None or threshold > 0, "threshold", "> 0", threshold)
@@ -342,7 +343,8 @@ class MotionGate:
 
     def __post_init__(self) -> None:
         if self.mode not in DETECT_MODES:
-            raise ConfigError(f"detect.mode: expected one of {', '.join(DETECT_MODES)}, got {self.mode!r}")
+            raise ConfigError(f"detect.mode: expected one of {', '.join(DETECT_MODES)}, got {self.mode!r}"
+                              f"{suggest_key(str(self.mode), DETECT_MODES)}")
         if self.fps is not None and not (isinstance(self.fps, (int, float)) and self.fps > 0):
             raise ConfigError(f"detect.fps: expected a number > 0 (or none for every frame), got {self.fps!r}")
         if not self.stationary_s >= 0:
@@ -466,6 +468,12 @@ class TrackStillness:
 
     def still_s(self, t: float) -> float:
         """Seconds every known track has been still at time ``t`` (the least over tracks; 0 with none)."""
-        if not self._anchors:
-            return 0.0
-        return max(0.0, float(t) - max(since for _, since in self._anchors.values()))
+        return self.snapshot(t)[1]
+
+    def snapshot(self, t: float) -> Tuple[int, float]:
+        """``(active, still_s(t))`` from one consistent observation (safe to call from another thread than
+        :meth:`update`'s: the state is read once)."""
+        anchors = self._anchors
+        if not anchors:
+            return 0, 0.0
+        return len(anchors), max(0.0, float(t) - max(since for _, since in anchors.values()))

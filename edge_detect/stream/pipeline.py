@@ -154,7 +154,7 @@ class Pipeline(RuntimeChanges):
         self._finished: set = set()
         self._last_frame: Dict[str, Frame] = {}
         for sid, gate in (gates or {}).items():
-            self.batcher.set_gate(sid, gate)
+            self.set_gate(sid, gate)
         self.max_frames, self.duration, self.progress = max_frames, duration, progress
         self.stop_event = stop_event or threading.Event()
         self.stats_interval_s = stats_interval_s
@@ -192,10 +192,24 @@ class Pipeline(RuntimeChanges):
         src = next((s for s in list(self.sources) if s.source_id == source_id), None)
         return None if src is None else _stream_info(src)
 
+    def source_figures(self, source: Source) -> Dict[str, Any]:
+        """The figures of one source now: :meth:`RunStats.source_figures` plus its gate's ``figures()``
+        (``motion_frames``, ``detect``; :class:`~edge_detect.stream.gating.SourceGate`)."""
+        out = self.stats.source_figures(source)
+        gate = self.batcher.gate_of(source.source_id)
+        if gate is not None and callable(getattr(gate, "figures", None)):
+            out.update(gate.figures())
+        return out
+
     def stats_snapshot(self) -> Dict[str, Any]:
-        """The run's figures now: per source (:meth:`RunStats.source_figures`), per sink output its counters."""
-        return {"sources": {s.source_id: self.stats.source_figures(s) for s in self.sources},
-                "sinks": self.outputs.counters()}
+        """The run's figures now: per source (:meth:`source_figures`), per sink output its counters, CPU ms per
+        frame per stage."""
+        return {"sources": {s.source_id: self.source_figures(s) for s in self.sources},
+                "sinks": self.outputs.counters(), "cpu_ms_per_frame": self.cpu_per_frame()}
+
+    def cpu_per_frame(self) -> Dict[str, float]:
+        """CPU ms per processed frame per stage so far (:meth:`RunStats.cpu_per_frame`)."""
+        return self.stats.cpu_per_frame(sum(s.stats.decode_cpu_ms for s in self.sources))
 
     def stop(self, reason: str = "stop") -> None:
         """Stop the run cleanly (frames in flight are finished, outputs finalized); ``reason`` -> ``stopped_by``."""
@@ -260,7 +274,9 @@ class Pipeline(RuntimeChanges):
                 self.stats.batch_started(len(frames))
                 c0 = time.thread_time()
                 batch = self.batcher.prepare(frames)
-                self.stats.add_cpu("preprocess", c0)
+                self.stats.add_cpu("preprocess", c0, less_ms=batch.gate_cpu_ms)
+                if batch.gate_cpu_ms:
+                    self.stats.add_cpu_ms("motion", batch.gate_cpu_ms)
                 self._pre_q.put(batch)
                 dispatched += len(frames)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
@@ -323,6 +339,9 @@ class Pipeline(RuntimeChanges):
     def _finish_frame(self, frame: Frame, dets: Detections, post_ms: float) -> None:
         t1, c1 = time.perf_counter(), time.thread_time()
         dets = self.chains.run(dets, frame)
+        gate = self.batcher.gate_of(frame.source_id)
+        if gate is not None and callable(getattr(gate, "observe", None)):
+            gate.observe(frame, dets)  # the gate's feedback: the tracks it reads (edge_detect.stream.gating)
         t_proc = time.perf_counter()
         self.stats.add_cpu("processors", c1)
         c_proc = time.thread_time()
@@ -447,7 +466,7 @@ class Pipeline(RuntimeChanges):
         """The :class:`RunSummary` of what has run so far (sources removed during the run included)."""
         current = {s.source_id for s in self.sources}
         sources = self.sources + [s for sid, s in self._retired.items() if sid not in current]
-        per_source = {s.source_id: self.stats.source_figures(s) for s in sources}
+        per_source = {s.source_id: self.source_figures(s) for s in sources}
         parts = self.chains.summaries()
         for sid, extra in parts.items():
             for key, value in extra.items():

@@ -18,7 +18,12 @@ CPU cost: each stage thread measures its own CPU time (``time.thread_time``) and
 decoding; ``cpu_ms_per_frame`` gives them per processed frame, with ``inference`` = the process CPU time
 (``time.process_time``) left after the other stages (the inference runtime's worker threads). Sinks that measure
 their own threads (:meth:`~edge_detect.types.Sink.thread_cpu_ms`: the recorder's ``record``) get entries of their own,
-taken out of ``inference``.
+taken out of ``inference``. With a gate installed (motion gating, a detect rate: :mod:`edge_detect.stream.gating`)
+the gates' CPU is its own stage, ``motion`` (taken out of ``preprocess``).
+
+**Inference calls.** Per source, ``inference_calls`` = processed frames the detector ran on and
+``skipped_frames`` = processed frames a gate kept from it (``inference_calls + skipped_frames = processed``);
+a gate adds ``motion_frames`` (frames in which its motion detector saw motion) and its ``detect`` figures.
 """
 from __future__ import annotations
 
@@ -33,11 +38,12 @@ from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Sequence
 from edge_detect.stats import RateMeter, Reservoir, StageTimer, nan_to_none, percentiles
 from edge_detect.types import Frame
 
-__all__ = ["RunStats", "RunSummary", "STAGES", "PIPELINE_DROPS", "format_deliveries"]
+__all__ = ["RunStats", "RunSummary", "STAGES", "GATE_STAGE", "PIPELINE_DROPS", "format_deliveries"]
 
 LOGGER = logging.getLogger(__name__)
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "processors", "sinks")
+GATE_STAGE = "motion"  # the gates' stage (motion detection and the detect decision), only in runs with a gate
 PIPELINE_DROPS = ("dropped_in_pipeline", "dropped_backend")  # per source, beside the capture's own ``dropped``
 RESERVOIR = 10_000  # samples kept per stage and for latency (module doc)
 RECENT = 10_000  # recent batch sizes kept; latencies kept for the next stats line
@@ -65,12 +71,13 @@ class RunSummary:
         reconnects: successful reconnections of network streams / cameras.
         fps: ``processed / (last sink done - first frame taken)``.
         duration_s: wall time of the run.
-        stages: ``{stage: {"mean_ms", "p95_ms"}}`` for :data:`STAGES`.
+        stages: ``{stage: {"mean_ms", "p95_ms"}}`` for :data:`STAGES` (and ``motion`` with a gate).
         latency_ms: glass-to-glass ``{"p50", "p95", "p99"}`` (capture -> last sink done).
         sources: per source id: ``uri`` (credentials masked), ``kind``, ``live``, ``read``, ``processed``,
             ``dropped`` (all causes: the capture's drops plus ``dropped_in_pipeline`` and ``dropped_backend``, both
             listed), ``corrupt``, ``empty`` (repeat-frame packets skipped), ``reconnects``,
-            ``expected_frames`` (container count or ``None``). The source's counts and processor summaries are
+            ``expected_frames`` (container count or ``None``), ``inference_calls``, ``skipped_frames``,
+            ``motion_frames`` (and ``detect`` with a gate; module doc). The source's counts and processor summaries are
             merged in (e.g. ``"lines"``).
         stopped_by: ``"end"``, ``"max_frames"``, ``"duration"``, ``"sink"`` (a sink asked to stop: the display's
             q / Esc), ``"sink_error"`` (a sink failed), ``"interrupt"``, ``"error"``, ``"stop"`` (the App was
@@ -83,8 +90,10 @@ class RunSummary:
             of the run (the CLI's exit code stays 0).
         batch: ``{"size": N, "calls": backend calls, "mean_frames": real frames per call}``.
         cpu_ms_per_frame: CPU milliseconds per processed frame for ``decode``, ``preprocess``, ``inference``,
-            ``postprocess``, ``processors``, ``sinks``, the sinks' own measured threads (``record``: the
-            recorder's) and ``total`` (process CPU time / processed; module doc).
+            ``postprocess``, ``processors``, ``sinks``, ``motion`` (with a gate), the sinks' own measured threads
+            (``record``: the recorder's) and ``total`` (process CPU time / processed; module doc).
+        inference_calls, skipped_frames, motion_frames: the sums over sources of the per-source figures (module
+            doc: frames the detector ran on, frames gated out, frames with motion).
         sinks: per output that queues (``video``, ``jsonl``, ``mqtt``, ``webhook``, ``snapshots``...):
             ``{"queued", "sent", "dropped", "failed"}`` at the end of the run (a second output of one name is
             ``name#2``).
@@ -108,6 +117,9 @@ class RunSummary:
     degraded: List[str] = field(default_factory=list)
     cpu_ms_per_frame: Dict[str, float] = field(default_factory=dict)
     sinks: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    inference_calls: int = 0
+    skipped_frames: int = 0
+    motion_frames: int = 0
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -135,6 +147,9 @@ class RunSummary:
         ]
         if self.cpu_ms_per_frame:
             lines.append("  CPU ms per frame: " + ", ".join(f"{k} {_num(v)}" for k, v in self.cpu_ms_per_frame.items()))
+        if self.skipped_frames or self.motion_frames:
+            lines.append(f"  inference on {self.inference_calls} of {self.processed} frames ({self.skipped_frames} "
+                         f"skipped, motion in {self.motion_frames})")
         if self.sinks:
             lines.append(f"  outputs: {format_deliveries(self.sinks)}")
         lines += [f"  sink {'degraded' if e in self.degraded else 'failed'}: {e}" for e in self.sink_errors]
@@ -160,6 +175,9 @@ class RunStats:
 
     Args:
         with_processors: report the ``processors`` stage CPU (only when the run has processors).
+
+    Attributes:
+        with_gates: report the ``motion`` stage (set when a gate is installed).
     """
 
     def __init__(self, with_processors: bool = False) -> None:
@@ -170,8 +188,10 @@ class RunStats:
         self.batch_calls = self.batch_frames = 0
         self.rate = RateMeter(2.0)
         self.with_processors = with_processors
+        self.with_gates = False
         self._lock = threading.Lock()
-        self._cpu_ms: Dict[str, float] = {k: 0.0 for k in STAGES}
+        self._cpu_ms: Dict[str, float] = {k: 0.0 for k in STAGES + (GATE_STAGE,)}
+        self._inferred: Dict[str, int] = {}
         self._cpu0: Optional[float] = None
         self._processed: Dict[str, int] = {}
         self._drops: Dict[str, Dict[str, int]] = {}  # source -> {"dropped_in_pipeline": n, "dropped_backend": n}
@@ -184,11 +204,15 @@ class RunStats:
         self.t_start = time.perf_counter()
         self._cpu0 = time.process_time()
 
-    def add_cpu(self, stage: str, c0: float) -> None:
-        """Add this thread's CPU time since ``c0`` (``time.thread_time()``) to ``stage``."""
-        ms = (time.thread_time() - c0) * 1e3
+    def add_cpu(self, stage: str, c0: float, less_ms: float = 0.0) -> None:
+        """Add this thread's CPU time since ``c0`` (``time.thread_time()``), less ``less_ms`` already counted in
+        another stage, to ``stage``."""
+        self.add_cpu_ms(stage, (time.thread_time() - c0) * 1e3 - less_ms)
+
+    def add_cpu_ms(self, stage: str, ms: float) -> None:
+        """Add ``ms`` CPU milliseconds to ``stage``."""
         with self._lock:
-            self._cpu_ms[stage] += ms
+            self._cpu_ms[stage] += max(ms, 0.0)
 
     def batch_started(self, frames: int) -> None:
         """A batch of ``frames`` real frames leaves the batcher."""
@@ -208,7 +232,7 @@ class RunStats:
 
     def frame_done(self, frame: Frame, t_end: float) -> None:
         """Record a frame that went through every sink at ``t_end`` (its stage timings, latency, counters)."""
-        for stage in STAGES:
+        for stage in STAGES + (GATE_STAGE,):
             if stage in frame.timings:
                 self.timer.add(stage, frame.timings[stage])
         latency = (t_end - frame.capture_time) * 1e3
@@ -216,6 +240,8 @@ class RunStats:
             self.latency.add(latency)
             self._recent.append(latency)
             self._processed[frame.source_id] = self._processed.get(frame.source_id, 0) + 1
+            if not frame.skip_inference:
+                self._inferred[frame.source_id] = self._inferred.get(frame.source_id, 0) + 1
             self._last[frame.source_id] = t_end
             self.t_last = t_end
         self.rate.tick(t_end)
@@ -237,10 +263,13 @@ class RunStats:
 
     def source_figures(self, source: Any) -> Dict[str, Any]:
         """The per-source figures of one opened :class:`~edge_detect.stream.sources.Source` (module doc)."""
+        processed = self.processed(source.source_id)
         out = {"uri": source.uri, "kind": source.kind, "live": source.is_live, **source.stats.to_dict(),
-               "processed": self.processed(source.source_id), "expected_frames": source.expected_frames}
+               "processed": processed, "expected_frames": source.expected_frames}
         with self._lock:
             drops = {k: self._drops.get(source.source_id, {}).get(k, 0) for k in PIPELINE_DROPS}
+            inferred = self._inferred.get(source.source_id, 0)
+        out.update(inference_calls=inferred, skipped_frames=processed - inferred, motion_frames=0)
         out.update(drops)
         out["dropped"] = out["dropped"] + sum(drops.values())  # capture + pipeline + backend: one definition
         return out
@@ -277,7 +306,8 @@ class RunStats:
         per["decode"] = decode_cpu_ms
         extra = {k: float(v) for k, v in (sink_cpu_ms or {}).items() if k not in per}
         per["inference"] = max(total - sum(v for k, v in per.items() if k != "inference") - sum(extra.values()), 0.0)
-        out = {k: per[k] / processed for k in STAGES if k != "processors" or self.with_processors}
+        stages = STAGES + ((GATE_STAGE,) if self.with_gates else ())
+        out = {k: per[k] / processed for k in stages if k != "processors" or self.with_processors}
         out.update({k: v / processed for k, v in extra.items()})
         out["total"] = total / processed
         return out
@@ -306,4 +336,6 @@ class RunStats:
             batch={"size": batch, "calls": calls, "mean_frames": frames / calls if calls else 0.0},
             sink_errors=list(sink_errors) + list(degraded), degraded=list(degraded), sinks=dict(sinks),
             cpu_ms_per_frame=self.cpu_per_frame(decode_cpu_ms, sink_cpu_ms),
-            extra=extra)
+            inference_calls=sum(s.get("inference_calls", 0) for s in per.values()),
+            skipped_frames=sum(s.get("skipped_frames", 0) for s in per.values()),
+            motion_frames=sum(s.get("motion_frames", 0) for s in per.values()), extra=extra)

@@ -2,8 +2,8 @@
 
 :meth:`RuntimeChanges.apply` hands a change to the pipeline's calling thread (the sinks stage), which runs it
 after one batch and before the next, so a batch never sees half a change; when the pipeline is not running the
-change runs at once. The operations (adding, removing and pausing sources, replacing a source's chain, adding and
-removing sinks) are what :class:`~edge_detect.app.App` exposes.
+change runs at once. The operations (adding, removing and pausing sources, replacing a source's chain,
+installing a gate, adding and removing sinks) are what :class:`~edge_detect.app.App` exposes.
 """
 from __future__ import annotations
 
@@ -85,6 +85,14 @@ class RuntimeChanges:
         """(Between batches) replace the chain of ``source_id`` by ``build(current_chain)`` (new regions are
         declared to the counts; counts carry on)."""
         self.chains.update(source_id, build)
+
+    def set_gate(self, source_id: str, gate: Any) -> None:
+        """Install (``None``: remove) the pre-inference gate of ``source_id`` (:meth:`~edge_detect.stream.batcher.
+        Batcher.set_gate`; e.g. a :class:`~edge_detect.stream.gating.SourceGate`); the run then reports the
+        ``motion`` stage."""
+        if gate is not None:
+            self.stats.with_gates = True
+        self.batcher.set_gate(source_id, gate)
 
     def add_sink(self, sink: Sink) -> None:
         """(Between batches) start ``sink`` with the run's context and write to it from the next frame on."""

@@ -244,8 +244,9 @@ class FakeApp:
 
     def update_source(self, source_id: str, *, lines: Optional[Dict[str, Any]] = None,
                       zones: Optional[Dict[str, Any]] = None, conf: Optional[float] = None,
-                      classes: Optional[List[Union[int, str]]] = None,
-                      enabled: Optional[bool] = None) -> SourceConfig:
+                      classes: Optional[List[Union[int, str]]] = None, enabled: Optional[bool] = None,
+                      detect: Optional[Dict[str, Any]] = None,
+                      motion: Optional[Dict[str, Any]] = None) -> SourceConfig:
         with self._lock:
             src = self._get(source_id)
             if lines is not None:
@@ -255,7 +256,8 @@ class FakeApp:
             if zones is not None:
                 zone_specs(zones)
                 src.cfg["zones"] = dict(zones)
-            for key, value in (("conf", conf), ("classes", classes), ("enabled", enabled)):
+            for key, value in (("conf", conf), ("classes", classes), ("enabled", enabled), ("detect", detect),
+                               ("motion", motion)):
                 if value is not None:
                     src.cfg[key] = value
             self._declare(src)

@@ -132,6 +132,24 @@ def test_add_patch_delete_a_real_source(real: SimpleNamespace) -> None:
     assert ids(real) == ["cam1", "cam2"]
 
 
+def test_a_detect_rate_set_while_running_skips_inference(real: SimpleNamespace) -> None:
+    def figures() -> Dict[str, int]:
+        s = next(s for s in real.client.get("/api/v1/status").json()["sources"] if s["id"] == "cam1")
+        return {k: s.get(k, 0) for k in ("processed", "inference_calls", "skipped_frames")}
+
+    r = real.client.patch("/api/v1/sources/cam1", headers=AUTH, json={"detect": {"fps": 2}})
+    assert r.status_code == 200 and r.json()["detect"] == {"fps": 2}, r.text
+    before = wait_for(lambda: (f := figures())["skipped_frames"] > 0 and f, what="frames the gate skipped")
+    after = wait_for(lambda: (f := figures())["processed"] >= before["processed"] + 30 and f, what="30 more frames")
+    inferred = after["inference_calls"] - before["inference_calls"]
+    assert inferred + after["skipped_frames"] - before["skipped_frames"] == after["processed"] - before["processed"]
+    assert inferred <= (after["processed"] - before["processed"]) // 3  # a 10 fps file, detected twice a second
+    r = real.client.patch("/api/v1/sources/cam1", headers=AUTH, json={"detect": {}})
+    assert r.status_code == 200 and r.json()["detect"] == {}, r.text
+    back = wait_for(lambda: (f := figures())["processed"] >= after["processed"] + 20 and f, what="20 more frames")
+    assert back["skipped_frames"] - after["skipped_frames"] <= 12  # every frame again, once the change landed
+
+
 def test_source_without_id_gets_the_file_stem_made_unique(real: SimpleNamespace) -> None:
     first = real.client.post("/api/v1/sources", json={"uri": str(real.video)}, headers=AUTH)
     second = real.client.post("/api/v1/sources", json={"uri": str(real.video)}, headers=AUTH)
@@ -162,7 +180,10 @@ def test_duplicate_id_is_409(real: SimpleNamespace) -> None:
     ("POST", {"uri": "{video}", "options": {"lop": True}}, "unknown option 'lop' (did you mean 'loop'?)"),
     ("PATCH", {"classes": ["persn"]}, "got 'persn' (did you mean 'person'?)"),
     ("PATCH", {"lines": {"g": {"xyxy": [0, 0, 10, 10], "classes": ["bicycel"]}}}, "bicycel"),
-], ids=["missing file", "unknown scheme", "unknown capture option", "unknown class", "unknown line class"])
+    ("PATCH", {"detect": {"fsp": 2}}, "unknown key 'fsp' (did you mean 'fps'?)"),
+    ("PATCH", {"motion": {"min_are": 3}}, "unknown key 'min_are' (did you mean 'min_area'?)"),
+], ids=["missing file", "unknown scheme", "unknown capture option", "unknown class", "unknown line class",
+        "unknown detect key", "unknown motion key"])
 def test_what_the_app_refuses_is_422(real: SimpleNamespace, method: str, body: Dict[str, Any], message: str) -> None:
     if body.get("uri") == "{video}":
         body = {**body, "uri": str(real.video)}

@@ -157,7 +157,8 @@ def test_churning_tracks_keep_memory_flat(tmp_path, monkeypatch):
     s = result["summary"]
     assert s.processed == frames and s.dropped == 0
     assert frames // GAP - LIFE // GAP <= result["counts"]["lines"]["gate"]["out"] <= frames // GAP  # each once
-    assert result["events"] > 5 * frames // GAP and result["stats_messages"] > 0
+    # object_new, line_cross, zone_enter, zone_exit, object_end of every track but those still in view at the end
+    assert result["events"] >= 5 * (frames // GAP - LIFE // GAP) and result["stats_messages"] > 0
     total, per_frame, top = growth(result)
     sites = "\n".join(str(d) for d in top)
     # before the fix: ~230 B/frame (every latency and stage time of the run kept: ~11 MB an hour at 12.5 fps)

@@ -58,6 +58,20 @@ method per step:
    before the association, so an expired track is never revived), :meth:`~ByteTrack._start` starts tentative
    tracks from remaining high detections with ``score >= new_track_thresh``.
 
+**Frames the detector did not run on** (``detections.metadata["inferred"] is False``: a frame gated out by motion
+gating or a detect rate, :mod:`edge_detect.stream.gating`) are neither sightings nor misses
+(:meth:`~ByteTrack._carry`): every track is predicted (step 1: the Kalman state keeps stepping one frame per frame,
+so the prediction at the next inferred frame spans the real gap), nothing is associated, aged or expired, and the
+output is the **predicted box** of every tracked (confirmed, not lost) track (clipped to the frame; its last score
+and the per-object data), so the annotated video and the JSONL keep their boxes. Such a frame does not count
+against a tentative track (``tentative_gap`` and ``min_hits`` count the frames the detector looked at), and a
+tracked track is presumed present through it: its ``buffer_s`` clock starts at the first inferred frame that
+misses it, as it would if the detector had run on every frame. For confirmation, the frames between two
+sightings that the detector skipped count as covered: at a detect rate of 5 on a 25 fps camera a track is confirmed
+on its second sighting (0.2 s apart, longer than the three consecutive frames ``min_hits`` asks on every frame).
+Line and zone counters take the predicted boxes
+as presence only, never as a crossing or an entry (:mod:`edge_detect.stream.processors.region`).
+
 Class flicker: each track sums the scores per detected class; its class is the one with the largest sum, so
 a few frames of ``truck`` on a long-lived ``car`` change neither the id nor the class.
 
@@ -164,6 +178,9 @@ class _Track:
     exited: str = ""
     hist: Optional[np.ndarray] = None
     frozen_at_seen: float = 0.0  # ByteTrack._frozen_s at the last sighting
+    skipped_at_seen: int = 0  # ByteTrack._skipped at the last sighting (frames the detector did not run on)
+    alive_t: float = 0.0  # stream time last seen or presumed present (carried through a not-inferred frame)
+    alive_frozen: float = 0.0  # ByteTrack._frozen_s at alive_t
 
     def vote(self, class_id: int, score: float) -> None:
         """Add ``score`` to ``class_id``'s votes; the track's class is the class with the largest sum."""
@@ -292,7 +309,8 @@ class ByteTrack:
         match_thresh: largest distance accepted in the first association.
         low_match_thresh: largest ``1 - IoU`` for the low-score association.
         tentative_match_thresh: largest distance to continue a tentative track.
-        min_hits: consecutive hits that confirm a track (1 = confirm at once).
+        min_hits: consecutive hits that confirm a track (1 = confirm at once); frames the detector did not run on
+            do not break the run and count as covered (module doc).
         buffer_s: seconds of stream time a lost track is kept (stream time: ``pts``, or ``index / fps`` when
             ``fps`` is given, or wall time; see :func:`~edge_detect.stream.processors._common.media_time`).
         fps: the stream's frame rate, when the frames' timestamps should not be used.
@@ -313,7 +331,8 @@ class ByteTrack:
             object on the border missed for a frame) before it is ended.
         fast_gate: how far, in box sizes per frame, a new track may move between its first two sightings.
         tentative_gap: frames a tentative track may go unseen between two sightings (0 = dropped at its first
-            miss); it still needs ``min_hits`` sightings to be confirmed.
+            miss); it still needs ``min_hits`` sightings to be confirmed. Frames the detector did not run on are
+            not counted.
         max_freeze_s: a stretch of at least 0.5 s and at most this long without any frame (a camera or network
             freeze) does not count against ``buffer_s``: the tracks could not be seen, they were not missed.
         cross_class_iou: boxes of different classes overlapping this much are one object (``None`` = off).
@@ -400,6 +419,7 @@ class ByteTrack:
         self._dt: Optional[float] = 1.0 / float(self.fps) if self.fps else None
         self._prev_image: Optional[np.ndarray] = None
         self._frozen_s = 0.0  # stream seconds without frames forgiven so far (max_freeze_s)
+        self._skipped = 0  # frames the detector did not run on (metadata["inferred"] False) so far
         self._confirmed_total = self._stitched = 0
 
     @property
@@ -443,6 +463,8 @@ class ByteTrack:
             Detections of confirmed tracks with ``track_id`` (int64 ``>= 1``), the track's ``class_id`` and the
             ``data`` of the module doc; events appended to ``metadata["events"]``.
         """
+        if detections.metadata.get("inferred") is False:
+            return self._carry(detections, frame)
         st = self._begin(detections, frame)
         self._expire(st)
         self._predict(st.steps)
@@ -473,6 +495,34 @@ class ByteTrack:
         return _Step(frame, now, index, float(frame.wall_time), steps, boxes, xyxy_to_cxcywh(boxes),
                      detections.score.astype(np.float64), detections.class_id,
                      detections.metadata.setdefault("events", []))
+
+    def _carry(self, detections: Detections, frame: Frame) -> Detections:
+        """A frame the detector did not run on (module doc): predict every track, presume the tracked ones
+        present, output their predicted boxes; no association, no aging, no expiry."""
+        st = self._begin(detections, frame)
+        self._skipped += 1
+        self._predict(st.steps)
+        h, w = frame.shape
+        carried, boxes = [], []
+        for t in self._tracks:
+            if t.state != _TRACKED:
+                continue
+            t.alive_t, t.alive_frozen = st.now, self._frozen_s
+            box = np.clip(cxcywh_to_xyxy(t.mean[None, :4])[0], 0, [w, h, w, h])
+            if box[2] - box[0] >= 1 and box[3] - box[1] >= 1:  # predicted out of the picture: not drawn
+                carried.append(t)
+                boxes.append(box)
+        n = len(carried)
+        cls = np.array([t.class_id for t in carried], np.int32)
+        data = {"det_class_id": cls.copy(), **self._track_data(n, np.arange(n), carried)}
+        return Detections(np.asarray(boxes, np.float32).reshape(-1, 4),
+                          np.array([t.score for t in carried], np.float32), cls,
+                          np.array([t.track_id for t in carried], np.int64), data, detections.metadata)
+
+    def _detector_gap(self, t: _Track, st: _Step) -> int:
+        """Frames since ``t``'s last sighting that the detector ran on (this one included): the frame-index gap less
+        the frames it did not run on (module doc)."""
+        return st.index - t.last_frame - (self._skipped - t.skipped_at_seen)
 
     def _predict(self, steps: int) -> None:
         """Step 1: advance every track's Kalman state by ``steps`` frames."""
@@ -581,7 +631,7 @@ class ByteTrack:
                 survivors.append(t)
                 continue
             if t.state == _TENTATIVE:
-                if st.index - t.last_frame <= self.tentative_gap:
+                if self._detector_gap(t, st) <= self.tentative_gap:
                     survivors.append(t)
                 continue
             if t.state == _TRACKED and self.appearance and self._prev_image is not None:
@@ -598,7 +648,7 @@ class ByteTrack:
         the picture); run before the association too, so that an expired track is never revived."""
         keep = []
         for t in self._tracks:
-            lost_for = st.now - t.last_seen - (self._frozen_s - t.frozen_at_seen)
+            lost_for = st.now - t.alive_t - (self._frozen_s - t.alive_frozen)
             if t.state == _LOST and (lost_for > self.buffer_s or (t.exited and lost_for > self.exit_grace_s)):
                 st.events.append(self._end_event(t, st.frame))
             else:
@@ -614,7 +664,8 @@ class ByteTrack:
             t = _Track(m[0], c[0], st.now, st.index, st.wall, st.boxes[d].copy(), st.now, st.index, st.wall,
                        st.z[d].copy(), st.boxes[d].copy(), float(st.score[d]), best_score=float(st.score[d]))
             t.obs.append((st.index, float(st.z[d, 0]), float(st.z[d, 1]), float(st.z[d, 2])))
-            t.frozen_at_seen = self._frozen_s
+            t.frozen_at_seen = t.alive_frozen = self._frozen_s
+            t.alive_t, t.skipped_at_seen = st.now, self._skipped
             t.vote(int(st.cls[d]), float(st.score[d]))
             self._append_trail(t, st.boxes_list[d])
             self._tracks.append(t)
@@ -700,9 +751,13 @@ class ByteTrack:
         return int(np.clip(round(self.velocity_window_s / self._dt), 1, 40)) if self._dt else 3
 
     def _observe(self, t: _Track, d: int, st: _Step) -> None:
-        t.hits = t.hits + 1 if t.state != _TENTATIVE or st.index - t.last_frame <= 1 + self.tentative_gap else 1
+        if t.state != _TENTATIVE or self._detector_gap(t, st) <= 1 + self.tentative_gap:
+            t.hits += 1 + (self._skipped - t.skipped_at_seen)  # frames the detector skipped count as covered
+        else:
+            t.hits = 1
         t.last_seen, t.last_frame, t.last_wall = st.now, st.index, st.wall
-        t.frozen_at_seen = self._frozen_s
+        t.frozen_at_seen = t.alive_frozen = self._frozen_s
+        t.alive_t, t.skipped_at_seen = st.now, self._skipped
         t.last_z, t.last_box = st.z[d], st.boxes[d]  # rows of this frame's arrays, never written to
         z = st.z_list[d]
         t.obs.append((st.index, z[0], z[1], z[2]))

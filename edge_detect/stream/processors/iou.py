@@ -9,6 +9,9 @@ original-frame pixels) and returns them with ``track_id`` (int64, ``>= 1``) fill
 3. unmatched detections start new tracks; tracks unmatched for more than ``max_age`` consecutive frames are
    forgotten.
 
+A frame the detector did not run on (``metadata["inferred"] is False``, :mod:`edge_detect.stream.gating`) is no
+miss: the tracks matched on the last inferred frame are returned with their last boxes, nothing ages.
+
 This is deliberately simple (no motion model): fine for the frame rates of an edge camera where objects move
 a fraction of their size between frames.
 """
@@ -107,6 +110,8 @@ class IoUTracker:
             The same boxes, scores, classes, ``data`` and ``metadata`` with ``track_id`` int64 ``(N,)`` set (ids
             start at 1).
         """
+        if dets.metadata.get("inferred") is False:
+            return self._carry(dets)
         pairs = self._match(dets)
         ids = np.empty(len(dets), np.int64)
         matched_tracks = set(pairs.values())
@@ -125,6 +130,13 @@ class IoUTracker:
                 self._tracks[j].age += 1
         self._tracks = [t for t in self._tracks if t.age <= self.max_age]
         return Detections(dets.xyxy, dets.score, dets.class_id, ids, dets.data, dets.metadata)
+
+    def _carry(self, dets: Detections) -> Detections:
+        """A frame the detector did not run on: the tracks matched on the last inferred frame, last boxes."""
+        live = [t for t in self._tracks if t.age == 0]
+        return Detections(np.asarray([t.box for t in live], np.float32).reshape(-1, 4),
+                          np.ones(len(live), np.float32), np.array([t.class_id for t in live], np.int32),
+                          np.array([t.track_id for t in live], np.int64), {}, dets.metadata)
 
 
 @register_processor("iou", tracker=True)

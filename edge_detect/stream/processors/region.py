@@ -3,7 +3,9 @@
 A region counter follows one anchor point of every tracked box (``track_id >= 1``) against named regions (lines,
 zones), per source. The base owns what does not depend on the kind of region: option checks, the common and
 per-source region definitions (bound on the first frame), :meth:`clone`, the anchor points computed once per
-anchor kind and frame, the class filter, forgetting tracks (ended by an ``object_end`` of the same frame or
+anchor kind and frame, the class filter, **predicted boxes** (a frame the detector did not run on,
+``metadata["inferred"] is False``, carries the tracker's predictions: they keep a track known, never step it, so
+a crossing or an entry is only ever decided on observed boxes), forgetting tracks (ended by an ``object_end`` of the same frame or
 unseen for ``forget_after_s`` of stream time), the declaration of the regions to the run's
 :class:`~edge_detect.events.Counts`, the :attr:`tally` of its own events (for the live overlay) and the speed
 fields of the events (:meth:`_speed`, :meth:`_speed_fields`: the tracker's ``data["speed_px_s"]`` of the object,
@@ -170,6 +172,7 @@ class RegionCounter:
         ended = {int(e["track_id"]) for e in events if e.get("type") == "object_end"}
         ids = self._track_ids(detections)
         tracked = np.flatnonzero(ids >= 1).tolist()
+        observed = detections.metadata.get("inferred") is not False  # else: the tracker's predicted boxes
         ids_list, cls_list = ids.tolist(), detections.class_id.tolist()
         self._detections, self._rows = detections, {ids_list[i]: i for i in tracked}
         self._speeds = (_column(detections, "speed_px_s"), _column(detections, "speed_m_s"))
@@ -182,7 +185,8 @@ class RegionCounter:
             pts_list = pts.tolist()
             for i in tracked:
                 if class_allowed(cls_list[i], region.classes, self.names):
-                    self._step(region, ids_list[i], cls_list[i], pts_list[i], dist[i], frame, events)
+                    if observed:
+                        self._step(region, ids_list[i], cls_list[i], pts_list[i], dist[i], frame, events)
                     region.last_seen[ids_list[i]] = now
             for tid in [k for k, t in region.last_seen.items() if k in ended or now - t > self.forget_after_s]:
                 self._forget(region, tid, frame, events)

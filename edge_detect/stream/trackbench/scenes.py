@@ -550,8 +550,11 @@ def observable_counts(world: World, lines: Dict[str, Tuple[float, float, float, 
     return out
 
 
-def make_scene(family: str, seed: int) -> Scene:
+def make_scene(family: str, seed: int, fps: Optional[float] = None) -> Scene:
     """Scene ``seed`` of ``family`` (deterministic).
+
+    ``fps``: the camera's frame rate instead of the drawn 10 or 15 (the same scene in seconds: paths, speeds in
+    pixels per second and freezes keep their times; ``fast`` objects keep their speed in box widths per frame).
 
     A drawn scene whose truth a perfect detector and tracker could not count (an object hidden by another the
     whole way across the line: :func:`observable_counts` differs from :func:`truth_counts`) is drawn again from
@@ -565,8 +568,8 @@ def make_scene(family: str, seed: int) -> Scene:
     build, noise = FAMILIES[family]
     rng = np.random.default_rng([zlib.crc32(family.encode()), int(seed)])
     while True:
-        fps = float(rng.choice([10.0, 15.0]))
-        ctx = _Ctx(rng, fps, float(rng.uniform(240, 400)))
+        drawn = float(rng.choice([10.0, 15.0]))
+        ctx = _Ctx(rng, float(fps or drawn), float(rng.uniform(240, 400)))
         variant, world, lines = build(ctx)
         if observable_counts(world, lines, min_visible=noise.min_visible) == truth_counts(world, lines):
             break
