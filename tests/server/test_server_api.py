@@ -10,7 +10,7 @@ import math
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import cv2
 import httpx
@@ -24,20 +24,9 @@ from edge_detect.server.api import create_app
 from edge_detect.server.persist import config_saver
 from edge_detect.server.runner import HttpServer
 from edge_detect.server.settings import ServerSettings
+from polling import wait_for
 
 SCHEMA = Path(__file__).resolve().parents[2] / "edge_detect" / "schemas" / "events.schema.json"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy (not a timed assertion: a generous deadline)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def serve(app: FakeApp, settings: ServerSettings, **kwargs: Any) -> SimpleNamespace:

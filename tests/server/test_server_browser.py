@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, Iterator
+from typing import Any, Dict, Iterator
 
 import cv2
 import httpx
@@ -36,6 +36,7 @@ from edge_detect.server.settings import ServerSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stream"))
 from synthetic_world import Actor, World, render_video  # noqa: E402
+from polling import wait_for  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -53,18 +54,6 @@ MIDDLE = [384, 0, 384, 576]  # street: a line down the middle of vtest, crossed 
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
                                 reason="chromium and chromedriver are not installed "
                                        "(Debian: apt-get install chromium chromium-driver)")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until truthy (a generous deadline, not a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def walker_scene() -> World:

@@ -31,22 +31,11 @@ from edge_detect.server.app_protocol import APP_METHODS, AppLike
 from edge_detect.server.persist import config_saver
 from edge_detect.server.runner import HttpServer
 from edge_detect.server.settings import ServerSettings
+from polling import wait_for
 
 CYCLES = 200
 WARMUP = 10
 LOOPING = {"loop": True, "realtime": True}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until truthy (a generous deadline, not a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_fake_app_has_the_apps_methods_and_signatures() -> None:
