@@ -80,8 +80,30 @@ def test_val_with_stderr_in_a_file_logs_plain_lines(tmp_path, coco128, onnx_buil
                                str(tmp_path / "d.yaml"), "--threads", "1"], stdout=subprocess.PIPE, stderr=err,
                               text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO),
                                                            "EDGE_DETECT_PROGRESS_S": "0"})
-    log = Path(tmp_path / "err.log").read_text()
+    log = Path(tmp_path / "err.log").read_bytes().decode()  # (read_text turns a carriage return into a newline)
     assert proc.returncode == 0 and proc.stdout.startswith("mAP50-95 "), log
     assert "\r" not in log
     lines = [ln for ln in log.splitlines() if ln.startswith("INFO edge_detect.progress: evaluate val: ")]
     assert [ln.split(": ", 2)[2].split(" ")[0] for ln in lines] == ["1/5", "2/5", "3/5", "4/5", "5/5", "5/5"]
+
+
+@requires_ort
+def test_run_with_stderr_in_a_file_logs_plain_lines(tmp_path, video, onnx_builder, reference):
+    """`edge-detect run ... 2> file` (the main job under systemd or nohup): the frame count as plain log lines,
+    no carriage-return bar."""
+    import numpy as np
+
+    from edge_detect.metadata import ModelMetadata
+
+    model = onnx_builder(tmp_path / "replay.onnx", [np.load(reference / "infer_bus.npz")["raw"]],
+                         metadata=ModelMetadata(names=[f"n{i}" for i in range(80)]).to_dict())
+    with open(tmp_path / "err.log", "w") as err:
+        proc = subprocess.run([sys.executable, "-m", "edge_detect", "run", "--model", str(model), "--source",
+                               str(video), "--max-frames", "4", "--threads", "1", "--no-show", "--save-jsonl",
+                               str(tmp_path / "out.jsonl")], stdout=subprocess.PIPE, stderr=err, text=True,
+                              timeout=300, env={**os.environ, "PYTHONPATH": str(REPO), "EDGE_DETECT_PROGRESS_S": "0"})
+    log = Path(tmp_path / "err.log").read_bytes().decode()  # (read_text turns a carriage return into a newline)
+    assert proc.returncode == 0, log
+    assert "\r" not in log
+    lines = [ln for ln in log.splitlines() if ln.startswith("INFO edge_detect.progress: run: ")]
+    assert [ln.split(": ", 2)[2].split(" ")[0] for ln in lines][-1] == "4/4", log

@@ -474,8 +474,9 @@ class CalibrationBatcher:
                             f"(cache {self.cache_file}); pass --calib DATA")
         it = self.source() if callable(self.source) else iter(self.source)
         if self.progress:
-            tqdm = require("tqdm", "build").tqdm
-            self._bar = tqdm(total=self.total, desc="INT8 calibration", unit="batch")
+            from edge_detect.progress import progress
+
+            self._bar = progress(total=self.total, desc="INT8 calibration", unit="batch")
         return it
 
     def next_batch(self) -> Optional[np.ndarray]:
@@ -625,15 +626,15 @@ class PhaseBars:
         while p is not None:
             depth, p = depth + 1, self.parents.get(p)
         if self.enabled:
-            tqdm = require("tqdm", "build").tqdm
-            self.bars[phase] = tqdm(total=int(steps), desc=phase, position=depth, leave=depth == 0, unit="step")
+            from edge_detect.progress import progress
+
+            self.bars[phase] = progress(total=int(steps), desc=phase, position=depth, leave=depth == 0, unit="step")
         TRT_LOGGER.debug("phase start: %s (parent %s, %d steps)", phase, parent, steps)
 
     def step(self, phase: str, step: int) -> bool:
         bar = self.bars.get(phase)
         if bar is not None:
-            bar.n = int(step) + 1
-            bar.refresh()
+            bar.update(int(step) + 1 - bar.n)  # a tqdm bar, or log lines when stderr is not a terminal
         return not self.cancelled
 
     def finish(self, phase: str) -> None:

@@ -374,11 +374,11 @@ class Pipeline(RuntimeChanges):
     def _bar(self) -> Any:
         if not self.progress or self.keep_alive or any(s.is_live or not s.expected_frames for s in self.sources):
             return None
-        from tqdm import tqdm
+        from edge_detect.progress import progress
 
         total = sum(s.expected_frames or 0 for s in self.sources)
-        return tqdm(total=min(total, self.max_frames) if self.max_frames else total, unit="frame", desc="run",
-                    dynamic_ncols=True)
+        return progress(total=min(total, self.max_frames) if self.max_frames else total, unit="frame", desc="run",
+                        dynamic_ncols=True)  # a bar on a terminal, plain log lines when stderr is a file or pipe
 
     def _consume(self) -> None:
         """The sinks stage: finish batches until the end marker; runtime changes between batches."""

@@ -271,7 +271,17 @@ def test_log_level(severity, level) -> None:
     assert log_level(severity) == level
 
 
-def test_phase_bars_nesting_and_cancel() -> None:
+def test_phase_bars_log_lines_when_stderr_is_not_a_terminal(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="edge_detect.progress")
+    bars = PhaseBars(enabled=True)  # pytest's stderr is not a terminal
+    bars.start("Building engine", None, 3)
+    assert bars.step("Building engine", 2) and bars.bars["Building engine"].n == 3
+    bars.finish("Building engine")
+    assert "Building engine: 3/3" in caplog.text and "\r" not in caplog.text
+
+
+def test_phase_bars_nesting_and_cancel(monkeypatch) -> None:
+    monkeypatch.setattr("edge_detect.progress.stderr_is_terminal", lambda: True)  # tqdm bars, nested
     bars = PhaseBars(enabled=True)
     bars.start("Building engine", None, 3)
     bars.start("Tactic selection", "Building engine", 10)
