@@ -245,8 +245,10 @@ def test_readme_config_line_runs(yolov5n_onnx, weights_pt, tmp_path, monkeypatch
 
 @requires_model
 @pytest.mark.parametrize("quiet", [True, False])
-def test_quiet_run_prints_nothing_on_success(quiet, model_320, video, tmp_path, capsys):
-    """``-q``: only warnings and errors, so no progress bar either; without it the bar is there."""
+def test_quiet_run_prints_nothing_on_success(quiet, model_320, video, tmp_path, capsys, monkeypatch):
+    """``-q``: only warnings and errors, so no progress bar either; without it the bar is there (on a terminal:
+    tests/test_progress.py has the log lines of a redirected stderr)."""
+    monkeypatch.setattr("edge_detect.progress.stderr_is_terminal", lambda: True)
     argv = ["run", "--model", str(model_320), "--source", str(video), "--max-frames", "5", "--no-show",
             "--save-jsonl", str(tmp_path / "o.jsonl")]
     assert main((["-q"] if quiet else []) + argv) == 0

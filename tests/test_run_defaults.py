@@ -73,11 +73,12 @@ def test_no_save_or_an_output_given_writes_no_default_folder(replay, headless, c
     (False, ["--webhook", "http://127.0.0.1:9/h"], False),
     (False, ["--save-video", "a.mp4"], False),
     (False, ["--http", "127.0.0.1:8090"], False),  # the dashboard shows the frames
+    (False, ["--record", "clips"], False),  # clips asked for: only them
 ])
 def test_default_outputs_only_when_nothing_is_written_or_shown(monkeypatch, tmp_path, display, argv, defaults):
     from edge_detect.app_config import load_app_config
     from edge_detect.cli import build_parser
-    from edge_detect.cli.run import _default_outputs, _event_flags, _overrides, _sink_flags
+    from edge_detect.cli.run import _default_outputs, _event_flags, _overrides, _record_flags, _sink_flags
     from edge_detect.app_config import add_sinks
 
     monkeypatch.setattr("edge_detect.sinks.display.display_available", lambda: (display, "test"))
@@ -86,7 +87,7 @@ def test_default_outputs_only_when_nothing_is_written_or_shown(monkeypatch, tmp_
     args = build_parser().parse_args(["run", "--source", "v.mp4", *argv])
     assert isinstance(args, argparse.Namespace)
     cfg = load_app_config(None, _overrides(args))
-    cfg = _event_flags(args, add_sinks(cfg, _sink_flags(args, cfg)))
+    cfg = _record_flags(args, _event_flags(args, add_sinks(cfg, _sink_flags(args, cfg))))
     new, run_dir = _default_outputs(cfg, args, serving=args.http is not None)
     if defaults:
         assert run_dir == Path("runs/run/2")

@@ -45,7 +45,9 @@ def main() -> int:
         container = av.open(str(args.output), "w")
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": "23", "preset": "veryfast"}
+        # a keyframe every 2 s, as IP cameras send (x264's default, 250 frames, is 25 s at 10 fps: a recorder would
+        # have to encode such a file rather than copy it, record.max_gop_s)
+        stream.options = {"crf": "23", "preset": "veryfast", "g": str(max(1, round(2 * fps)))}
         while args.frames is None or frames < args.frames:
             ok, img = cap.read()
             if not ok:

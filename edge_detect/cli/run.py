@@ -305,14 +305,15 @@ DEFAULT_RUNS = Path("runs") / "run"
 
 def _default_outputs(cfg: AppConfig, args: argparse.Namespace,
                      serving: bool = False) -> "tuple[AppConfig, Optional[Path]]":
-    """``(cfg, None)``, or, for a run that would write nothing and show nothing (no sink, no event output, no window:
-    no display or ``--no-show``, no dashboard: not ``serving``) without ``--no-save``: ``cfg`` with ``out.mp4`` and
-    ``out.jsonl`` in the next free ``runs/run/N/`` and that folder (the summary goes there too, written by
-    :func:`main`). The folder is created by the first frame written, like every file output."""
+    """``(cfg, None)``, or, for a run that would write nothing and show nothing (no sink, no event output, no
+    recording, no window: no display or ``--no-show``, no dashboard: not ``serving``) without ``--no-save``:
+    ``cfg`` with ``out.mp4`` and ``out.jsonl`` in the next free ``runs/run/N/`` and that folder (the summary goes
+    there too, written by :func:`main`). The folder is created by the first frame written, like every file
+    output."""
     from edge_detect.app_config import run_sinks
     from edge_detect.paths import next_run_dir
 
-    if args.no_save or serving or run_sinks(cfg):
+    if args.no_save or serving or run_sinks(cfg) or cfg.outputs.record is not None:
         return cfg, None
     run_dir = next_run_dir(DEFAULT_RUNS, "")
     return add_sinks(cfg, [SinkConfig(str(run_dir / "out.mp4")), SinkConfig(str(run_dir / "out.jsonl"))]), run_dir

@@ -14,7 +14,12 @@ Three packet sources, one ring type:
   pipeline processed are encoded to H.264 with a short GOP as they arrive, by one encoder thread (the recorder's).
 
 Times are seconds on the source's stream clock (see :mod:`edge_detect.recording.clips`). The ring keeps at least
-``keep_s`` seconds, always from a keyframe, so a clip can start on the keyframe at or before its start.
+``keep_s`` seconds, always from a keyframe, so a clip can start on the keyframe at or before its start. How far
+back that keyframe can be is the source's **keyframe reach** (the longest time from a keyframe to a later packet
+before the next keyframe: about the GOP): :attr:`PacketRing.keyframe_reach_s` as packets come,
+:func:`probe_keyframe_reach` for a file before it is read. A source whose keyframes are far apart (a file with one
+keyframe every 25 s, a camera's "smart codec") would give clips that start that much too early, so the recorder
+encodes such a source's frames instead (``record.max_gop_s``).
 
 :class:`ClipWriter` writes a fragmented mp4 (``movflags=frag_keyframe+empty_moov+default_base_moof``, flushed
 after every packet): a clip that is cut short by a crash still plays up to its last fragment.
@@ -35,7 +40,7 @@ import numpy as np
 from edge_detect._optional import require
 
 __all__ = ["Packet", "EncodedTemplate", "PacketRing", "FilePackets", "LivePackets", "EncodedFrames", "ClipWriter",
-           "REMUX_CODECS", "FRAGMENTED_MP4"]
+           "REMUX_CODECS", "FRAGMENTED_MP4", "probe_codec", "probe_keyframe_reach"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -94,6 +99,8 @@ class PacketRing:
         self._lock = threading.Lock()
         self._seq = 0
         self.dropped = 0
+        self.keyframe_reach_s = 0.0  # the longest a packet so far came after the keyframe before it (module doc)
+        self._last_key_t: Optional[float] = None
 
     def append(self, t: float, data: bytes, pts: int, dts: int, duration: int, time_base: Fraction,
                keyframe: bool) -> Packet:
@@ -102,6 +109,10 @@ class PacketRing:
             pkt = Packet(t, data, pts, dts, duration, time_base, keyframe, self._seq)
             self._seq += 1
             self._items.append(pkt)
+            if keyframe:
+                self._last_key_t = t
+            elif self._last_key_t is not None and t - self._last_key_t > self.keyframe_reach_s:
+                self.keyframe_reach_s = t - self._last_key_t
             self._trim(t)
             return pkt
 
@@ -180,6 +191,31 @@ def probe_codec(uri: str, timeout_s: float = 10.0) -> Optional[str]:
             return container.streams.video[0].codec_context.name if container.streams.video else None
     except (av.error.FFmpegError, OSError, IndexError):
         return None
+
+
+def probe_keyframe_reach(path: str, window_s: float = 60.0) -> float:
+    """The keyframe reach of a video file's first ``window_s`` seconds (module doc), from its packets alone (demuxed,
+    never decoded): with one keyframe in that window, the window itself (or the file, when shorter); 0.0 when the
+    file cannot be read."""
+    av = require("av", "video")
+    reach, last_key = 0.0, None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            start = stream.start_time or 0
+            for packet in container.demux(stream):
+                if packet.pts is None:
+                    continue
+                t = float((packet.pts - start) * packet.time_base)
+                if packet.is_keyframe:
+                    last_key = t if last_key is None else max(last_key, t)
+                elif last_key is not None:
+                    reach = max(reach, t - last_key)
+                if t > window_s:
+                    break
+    except (av.error.FFmpegError, OSError, IndexError):
+        return 0.0
+    return reach
 
 
 class FilePackets(_DemuxBase):

@@ -29,7 +29,7 @@ import numpy as np
 from edge_detect.errors import ConfigError
 from edge_detect.recording.clips import Clip, ClipPlanner
 from edge_detect.recording.packets import (REMUX_CODECS, ClipWriter, EncodedFrames, FilePackets, LivePackets,
-                                           probe_codec)
+                                           probe_codec, probe_keyframe_reach)
 from edge_detect.recording.retention import (THUMB_SUFFIX, clip_id, clip_path, delete_clips, plan_retention,
                                              scan_clips)
 from edge_detect.types import ClipSaved, event_types
@@ -72,6 +72,9 @@ class RecordConfig:
             where the codec allows: evidence, and almost no CPU).
         retain: retention limits.
         retention_interval_s: seconds between two retention passes.
+        max_gop_s: a source whose keyframes are further apart than this (its keyframe reach:
+            :mod:`edge_detect.recording.packets`) has its frames encoded instead of its packets copied, so that a
+            clip starts ``pre_s`` before its event and not up to a whole GOP earlier.
     """
 
     dir: Optional[str] = None
@@ -82,8 +85,11 @@ class RecordConfig:
     annotate: bool = False
     retain: RetainConfig = field(default_factory=RetainConfig)
     retention_interval_s: float = 60.0
+    max_gop_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if not self.max_gop_s > 0:
+            raise ConfigError(f"record.max_gop_s: expected > 0 seconds, got {self.max_gop_s}")
         if not 0 <= self.pre_s <= 60:
             raise ConfigError(f"record.pre_s: expected 0..60 seconds, got {self.pre_s}")
         if not 0 <= self.post_s <= 600:
@@ -216,8 +222,8 @@ class Recorder:
         t = _clock(frame, stream)
         st = self._state(frame.source_id, frame.image)
         st.last_t = t
-        if st.remux and st.packets.unsupported:  # a live stream whose codec an mp4 cannot take as is
-            st.packets.close()
+        if st.remux and (st.packets.unsupported or (st.clip is None and self._gop_too_long(frame.source_id, st))):
+            st.packets.close()  # a live stream whose codec an mp4 cannot take as is, or keyframes too far apart
             st.packets, st.remux = EncodedFrames(self.config.pre_s + 10.0), False
             st.writer = None
         if st.remux:
@@ -235,6 +241,15 @@ class Recorder:
         for clip in st.planner.advance(t):
             self._finish_clip(frame.source_id, st, clip)
         self._retention()
+
+    def _gop_too_long(self, sid: str, st: _SourceState) -> bool:
+        """Whether the copied packets' keyframes turned out further apart than ``max_gop_s`` (said once)."""
+        reach = st.packets.ring.keyframe_reach_s
+        if reach <= self.config.max_gop_s:
+            return False
+        LOGGER.info("recorder: %s: keyframes up to %.1f s apart (record.max_gop_s: %g): encoding the frames from "
+                    "now on, so that clips start pre_s before their event", sid, reach, self.config.max_gop_s)
+        return True
 
     def _on_event(self, frame: Any, st: _SourceState, event: Dict[str, Any], t: float) -> None:
         eid = str(event.get("id") or uuid.uuid4().hex)
@@ -312,7 +327,11 @@ class Recorder:
         packets, remux = None, False
         if not self.config.annotate and stream.uri and (stream.is_file or stream.live):
             codec = probe_codec(stream.uri) if stream.is_file else None
-            if stream.is_file and codec in REMUX_CODECS:
+            reach = probe_keyframe_reach(stream.uri) if stream.is_file and codec in REMUX_CODECS else 0.0
+            if reach > self.config.max_gop_s:
+                LOGGER.info("recorder: %s: keyframes up to %.1f s apart (record.max_gop_s: %g): clips copied from it "
+                            "would start up to that much too early", sid, reach, self.config.max_gop_s)
+            elif stream.is_file and codec in REMUX_CODECS:
                 packets, remux = FilePackets(stream.uri, keep_s), True
             elif stream.live and _is_network(stream.uri):
                 packets, remux = LivePackets(stream.uri, keep_s, label=sid), True

@@ -14,13 +14,13 @@ from edge_detect.types import Detections, Frame, Result  # noqa: E402
 FPS, GOP = 10, 10  # a keyframe every second
 
 
-def _make_h264(path: Path, seconds: float, size=(160, 120)) -> None:
-    """A 10 fps H.264 mp4 whose frames differ (a moving bar), keyframe every GOP frames."""
+def _make_h264(path: Path, seconds: float, size=(160, 120), gop: int = GOP) -> None:
+    """A 10 fps H.264 mp4 whose frames differ (a moving bar), a keyframe every ``gop`` frames."""
     w, h = size
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264", rate=FPS)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.options = {"g": str(GOP), "keyint_min": str(GOP), "sc_threshold": "0", "preset": "ultrafast",
+        s.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "preset": "ultrafast",
                      "bf": "0"}
         for i in range(int(seconds * FPS)):
             img = np.full((h, w, 3), 40, np.uint8)
@@ -205,3 +205,49 @@ def test_a_live_stream_an_mp4_cannot_copy_is_encoded_instead(tmp_path, caplog):
     assert rec.error is None and len(saved) == 1
     n = sum(1 for _ in _frames(Path(saved[0]["path"])))
     assert n == saved[0]["frames"] and 10 <= n <= 11 + 10  # 0.5 s around the event at 10 fps, from a keyframe (1 s)
+
+
+def test_a_file_whose_keyframes_are_far_apart_is_encoded_so_clips_start_at_their_pre_roll(tmp_path, caplog):
+    import logging
+
+    from edge_detect.recording.packets import probe_keyframe_reach
+
+    caplog.set_level(logging.INFO)
+    sparse = tmp_path / "sparse.mp4"
+    _make_h264(sparse, 20.0, gop=50)  # keyframes at 0, 5, 10, 15 s
+    assert probe_keyframe_reach(str(sparse)) == pytest.approx(4.9)
+    _, copied = _run(tmp_path / "a", sparse, [9.0], RecordConfig(dir=str(tmp_path / "a"), pre_s=2.0, post_s=2.0))
+    assert copied[0]["start"] == pytest.approx(5.0)  # 4.9 <= the default 5 s: copied, from the keyframe at 5 s
+    assert "keyframes up to" not in caplog.text
+    _, saved = _run(tmp_path / "c", sparse, [9.0], RecordConfig(dir=str(tmp_path / "c"), pre_s=2.0, post_s=2.0,
+                                                                 max_gop_s=2.0))
+    assert "keyframes up to 4.9 s apart (record.max_gop_s: 2)" in caplog.text
+    clip = saved[0]
+    assert 9.0 - 2.0 - 1.0 <= clip["start"] <= 9.0 - 2.0 + 1e-6  # encoded with a keyframe a second
+    n = sum(1 for _ in _frames(Path(clip["path"])))
+    assert n == clip["frames"] and 40 <= n <= 51
+
+
+def test_the_ring_measures_how_far_packets_come_after_their_keyframe():
+    from edge_detect.recording.packets import PacketRing
+
+    ring = PacketRing(keep_s=2.0)
+    for i in range(100):  # 10 per second; keyframes at 0, 3, 8 s
+        ring.append(i / 10, b"x", i, i, 1, Fraction(1, 10), keyframe=i in (0, 30, 80))
+    assert ring.keyframe_reach_s == pytest.approx(4.9)  # 3.0 .. 7.9 s
+
+
+def test_keyframes_found_far_apart_while_copying_switch_the_source_to_encoding(tmp_path, caplog, monkeypatch):
+    """What a live camera's connection shows only as it goes (here: a file whose probe saw nothing): once the copied
+    packets' keyframes turn out too far apart, the source's frames are encoded from then on (no clip open)."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr("edge_detect.recording.recorder.probe_keyframe_reach", lambda uri: 0.0)
+    sparse = tmp_path / "sparse.mp4"
+    _make_h264(sparse, 20.0, gop=50)
+    _, saved = _run(tmp_path, sparse, [16.0], RecordConfig(dir=str(tmp_path / "c"), pre_s=2.0, post_s=2.0,
+                                                           max_gop_s=2.0))
+    assert "keyframes up to 2.1 s apart (record.max_gop_s: 2): encoding the frames from now on" in caplog.text
+    assert 16.0 - 2.0 - 1.0 <= saved[0]["start"] <= 16.0 - 2.0 + 1e-6  # copied: from the keyframe at 10 s
+    assert sum(1 for _ in _frames(Path(saved[0]["path"]))) == saved[0]["frames"]
