@@ -334,7 +334,8 @@ class App:
         ``sources`` is a list in the order the sources were added (the REST API's ``GET /status`` returns it as is).
 
         ``state``: ``online``, ``offline`` (never connected yet), ``reconnecting`` (a live source with no frame for
-        longer than its read timeout), ``paused`` (disabled), or ``ended``.
+        longer than its read timeout), ``paused`` (disabled), or ``ended`` (read to its end and every frame it read
+        processed or dropped: its figures are final).
         """
         p = self._pipeline
         out: Dict[str, Any] = {"running": self.running, "uptime_s": (time.perf_counter() - self._t0) if p else 0.0,
@@ -357,14 +358,14 @@ class App:
         fps_in, fps_out = self._rates.fps(src.source_id)
         age = p.stats.last_frame_age_s(src.source_id)
         enabled = next((sc.enabled for sc in self.config.sources if sc.id == src.source_id), True)  # mid-change
-        return {"id": src.source_id, "uri": src.uri, "state": self._state(src, age, enabled),
+        return {"id": src.source_id, "uri": src.uri, "state": self._state(src, age, enabled, fig),
                 "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2), "read": fig["read"],
                 "processed": fig["processed"], "dropped": fig["dropped"], "reconnects": fig["reconnects"],
                 "last_frame_age_s": None if age is None else round(age, 3), "enabled": enabled,
                 **{k: fig[k] for k in ("inference_calls", "skipped_frames", "motion_frames", "detect") if k in fig}}
 
-    def _state(self, src: Any, age: Optional[float], enabled: bool) -> str:
-        if src.exhausted:
+    def _state(self, src: Any, age: Optional[float], enabled: bool, fig: Dict[str, int]) -> str:
+        if src.exhausted and fig["processed"] + fig["dropped"] >= fig["read"]:  # its last frames are through too
             return "ended"
         if not enabled:
             return "paused"

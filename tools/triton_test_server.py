@@ -132,7 +132,7 @@ class ServerProcess:
             ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
             line = self.proc.stdout.readline().decode(errors="replace") if ready else ""
             self._log_line(line)
-            if line.startswith("READY"):
+            if "READY grpc=" in line:  # tritonserver logs to the same stdout: the mark may share a line
                 # tritonserver logs to stdout: keep draining it, or a full pipe would block the server
                 self._drainer = threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True)
                 self._drainer.start()
@@ -268,7 +268,7 @@ def serve(args: argparse.Namespace) -> int:
         for m in models:
             _bind(triton, m["config"], m["session"])
         triton.run()
-        print(f"READY grpc={args.grpc_port} http={args.http_port} metrics={args.metrics_port} "
+        print(f"\nREADY grpc={args.grpc_port} http={args.http_port} metrics={args.metrics_port} "
               f"models={','.join(m['config'].name for m in models)}", flush=True)
         while not stop.wait(0.5):
             if not triton.is_alive():
