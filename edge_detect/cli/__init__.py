@@ -25,7 +25,7 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 SUBCOMMANDS = ("run", "serve", "detect", "val", "export", "bench", "train", "weights")
 
 _DESCRIPTION = """\
-Real-time YOLOv5 object detection for the edge.
+Real-time YOLO object detection for the edge (YOLOv5, and YOLOv5u / YOLOv8 / YOLO11 checkpoints).
 
   edge-detect run     --model yolov5n.onnx --source video.mp4 --save-video out.mp4
   edge-detect serve   --config cams.yaml      # dashboard + REST API on http://127.0.0.1:8080/

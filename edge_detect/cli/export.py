@@ -46,9 +46,10 @@ ultralytics package (pip install 'edge-detect[ultralytics]').
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``export`` and its flags."""
     p = subparsers.add_parser(
-        "export", help="export a YOLOv5 checkpoint to ONNX or a TensorRT engine",
-        description="Export a YOLOv5 .pt checkpoint to ONNX (fp32, fp16 or INT8) or to a TensorRT engine, "
-                    "with the model metadata (class names, input size, layout) embedded.",
+        "export", help="export a checkpoint to ONNX, TensorRT, OpenVINO or a Triton model repository",
+        description="Export a .pt checkpoint (YOLOv5; YOLOv5u / YOLOv8 / YOLO11) to ONNX (fp32, fp16 or INT8), a "
+                    "TensorRT engine, an OpenVINO model or a Triton Inference Server model repository, with the model "
+                    "metadata (class names, input size, layout) embedded.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _model_args(p.add_argument_group("model"))
     _int8_args(p.add_argument_group("INT8 quantization"))
