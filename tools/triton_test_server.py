@@ -112,6 +112,7 @@ class ServerProcess:
         self.log = Path(log) if log else None
         self.proc: Optional[subprocess.Popen] = None
         self._drainer: Optional[threading.Thread] = None
+        self._ready = threading.Event()
 
     def start(self) -> "ServerProcess":
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
@@ -119,40 +120,42 @@ class ServerProcess:
             [sys.executable, str(Path(__file__).resolve()), "--model-repository", str(self.repository),
              "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
              "--metrics-port", str(self.metrics_port)], stdout=subprocess.PIPE, stderr=out)
+        # one thread reads stdout from the start (tritonserver logs there too: an unread pipe would block it) and
+        # flags the READY mark; a select() on the buffered pipe could miss a mark already read into its buffer
+        self._ready = threading.Event()
+        self._drainer = threading.Thread(target=self._drain, args=(self.proc.stdout, self._ready), daemon=True)
+        self._drainer.start()
         return self
 
     def wait_ready(self, timeout_s: float = 120.0) -> "ServerProcess":
         """Block until the server printed READY; RuntimeError (with the log's tail) if it exited or timed out."""
-        import select
         import time
 
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            line = self.proc.stdout.readline().decode(errors="replace") if ready else ""
-            self._log_line(line)
-            if "READY grpc=" in line:  # tritonserver logs to the same stdout: the mark may share a line
-                # tritonserver logs to stdout: keep draining it, or a full pipe would block the server
-                self._drainer = threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True)
-                self._drainer.start()
+            if self._ready.wait(0.2):
                 return self
             if self.proc.poll() is not None:
                 break
+        exited = self.proc.poll()
         tail = self.log.read_text(errors="replace").strip().splitlines()[-5:] if self.log and self.log.exists() else []
         self.stop()
-        raise RuntimeError(f"triton test server on port {self.grpc_port} not ready (exit {self.proc.returncode}): "
-                           + " | ".join(tail))
+        state = "timed out" if exited is None else f"exit {exited}"
+        raise RuntimeError(f"triton test server on port {self.grpc_port} not ready ({state}): " + " | ".join(tail))
 
     def _log_line(self, line: str) -> None:
         if self.log and line:
             with open(self.log, "a", encoding="utf-8") as f:
                 f.write(line)
 
-    def _drain(self, stream: Any) -> None:
+    def _drain(self, stream: Any, ready: threading.Event) -> None:
         try:
             for raw in iter(stream.readline, b""):
-                self._log_line(raw.decode(errors="replace"))
+                line = raw.decode(errors="replace")
+                self._log_line(line)
+                if "READY grpc=" in line:  # tritonserver's log shares this stdout: the mark may share a line
+                    ready.set()
         except (OSError, ValueError):  # closed by stop()
             pass
 
