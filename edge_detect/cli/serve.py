@@ -1,6 +1,7 @@
-"""``edge-detect serve``: run the app from a config file with the dashboard and the REST API.
+"""``edge-detect serve``: run the app from a config file (or an empty one) with the dashboard and the REST API.
 
-Config file -> :class:`~edge_detect.app_config.AppConfig` (its ``server:`` section, overridden by the flags, is the
+Config file (or the defaults: no camera yet, they come through the page) ->
+:class:`~edge_detect.app_config.AppConfig` (its ``server:`` section, overridden by the flags, is the
 server's settings) -> bind and token checks (before anything heavy starts) -> ``edge_detect.app.App`` in keep-alive
 mode (it stays up when its sources end, and takes new ones) -> the ASGI server in the foreground; the pipeline runs
 on its own thread. ``edge-detect run --http HOST:PORT`` goes through :func:`http_settings` and :func:`serve_app` too.
@@ -26,6 +27,7 @@ _EPILOG = f"""\
 examples:
   edge-detect serve --config configs/app/dashboard.yaml     # http://127.0.0.1:8080/
   edge-detect serve --config cams.yaml --http 0.0.0.0:8080 --api-token "$TOKEN" --save-config
+  edge-detect serve                                          # no camera yet: add them on the page (default model)
 
 The app keeps running when its sources end (add cameras through the page or POST /api/v1/sources); it stops on
 Ctrl-C / SIGTERM, or after server.max_frames / server.duration.
@@ -42,10 +44,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``serve`` and its flags (each overrides the config's ``server:`` key of the same name)."""
     p = subparsers.add_parser(
         "serve", help="run the app with a web dashboard and a REST API",
-        description="Run the app of --config and serve a dashboard (live cameras, counts, events, a line and zone "
-                    "editor) and a REST API (/api/v1, OpenAPI at /api/v1/openapi.json).",
+        description="Run the app of --config (without one: no camera yet) and serve a dashboard (live cameras, "
+                    "counts, events, a line and zone editor) and a REST API (/api/v1, OpenAPI at "
+                    "/api/v1/openapi.json).",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, type=Path, metavar="YAML", help="the app's config file")
+    p.add_argument("--config", default=None, type=Path, metavar="YAML",
+                   help="the app's config file (default: none: the default model, cameras added on the page)")
+    p.add_argument("--model", default=None, metavar="PATH|NAME",
+                   help="the model (overrides the config's model.path; default: yolov5n, exported once)")
     add_http_args(p, "bind address (default: the config's server.host/port, else 127.0.0.1:8080)")
     p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
                    help="allow pages of this origin to call the API (repeatable; default: CORS off)")
@@ -141,7 +147,11 @@ def main(args: argparse.Namespace) -> int:
 
     from edge_detect.cli.run import _SignalStop
 
-    config = load_app_config(args.config)
+    from edge_detect.errors import ConfigError
+
+    if args.save_config and args.config is None:
+        raise ConfigError("--save-config: expected --config FILE to write the changes to, got none")
+    config = load_app_config(args.config, {"model.path": args.model})
     settings, generated = http_settings(config.server, args.http, args.api_token, args.cors_origin)
     app = load_app(config)
     with _SignalStop(app) as stop:  # Ctrl-C / SIGTERM: the app stops, outputs finalized, 128 + signal number

@@ -235,6 +235,29 @@ def test_serve_keeps_the_app_up_after_its_sources_end_and_stops_on_ctrl_c(replay
     assert f"dashboard: {r.url}/" in err
 
 
+def test_serve_without_a_config_starts_empty_and_takes_cameras_from_the_api(replay_run: SimpleNamespace) -> None:
+    r = replay_run
+    proc = start_cli("serve", "--model", str(r.model), "--http", r.http)
+    try:
+        status = wait_status(proc, r.url, lambda st: st["running"])
+        assert status["sources"] == [] and status["model"] == str(r.model)
+        added = httpx.post(f"{r.url}/api/v1/sources", json={"uri": str(r.video), "id": "door"}, headers=AUTH,
+                           timeout=30)
+        assert added.status_code == 201, added.text
+        status = wait_status(proc, r.url, ended)
+        assert [(s["id"], s["processed"]) for s in status["sources"]] == [("door", 30)]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+
+
+def test_serve_save_config_needs_a_config(capsys) -> None:
+    assert cli_main(["serve", "--save-config"]) == 2
+    assert capsys.readouterr().err.strip() == ("edge-detect: error: --save-config: expected --config FILE to write "
+                                               "the changes to, got none")
+
+
 def test_run_with_http_serves_the_run_until_sigterm(replay_run: SimpleNamespace) -> None:
     r = replay_run
     summary = r.tmp / "summary.json"
