@@ -150,5 +150,6 @@ def test_full_disk_leaves_the_jsonl_on_a_whole_line(work: Path):
     lines = [json.loads(line) for line in data.decode().splitlines()]
     summary = json.loads((work / "s.json").read_text())
     assert [d["frame"] for d in lines] == list(range(len(lines)))
-    assert summary["sinks"]["jsonl"]["sent"] == len(lines) and summary["sinks"]["jsonl"]["failed"] == 1
+    # the failed write and whatever was already queued behind it (one or two lines, by timing) count as failed
+    assert summary["sinks"]["jsonl"]["sent"] == len(lines) and summary["sinks"]["jsonl"]["failed"] >= 1
     assert summary["stopped_by"] == "sink_error" and "File too large" in summary["sink_errors"][0]
