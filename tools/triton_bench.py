@@ -22,12 +22,10 @@ import argparse
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -39,15 +37,6 @@ def _tool() -> Any:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def _metrics(port: int) -> Dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    out = {}
-    for key in ("nv_inference_count", "nv_inference_exec_count"):
-        m = re.search(rf'^{key}{{model="yolov5n",version="1"}} (\S+)$', text, flags=re.MULTILINE)
-        out[key] = float(m.group(1)) if m else 0.0
-    return out
 
 
 def _tree_cpu(pid: int) -> float:
@@ -133,10 +122,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         local = run_clients(str(onnx), args.video, args.clients, args.frames, work / "local")
         server = tool.ServerProcess(work / "repo", tool.free_port(), log=work / "server.log").start().wait_ready()
         try:
-            cpu0, m0 = _tree_cpu(server.proc.pid), _metrics(server.metrics_port)
+            cpu0, m0 = _tree_cpu(server.proc.pid), tool.inference_counts(server.metrics_port)
             url = f"grpc://127.0.0.1:{server.grpc_port}/yolov5n"
             remote = run_clients(url, args.video, args.clients, args.frames, work / "triton")
-            cpu1, m1 = _tree_cpu(server.proc.pid), _metrics(server.metrics_port)
+            cpu1, m1 = _tree_cpu(server.proc.pid), tool.inference_counts(server.metrics_port)
         finally:
             server.stop()
         images = m1["nv_inference_count"] - m0["nv_inference_count"]

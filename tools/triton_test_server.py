@@ -91,6 +91,23 @@ def ensure_venv(path: Optional[Path] = None, quiet: bool = False) -> Path:
         return venv_python(path)
 
 
+def inference_counts(metrics_port: int, model: str = "yolov5n") -> Dict[str, float]:
+    """``nv_inference_count`` (images) and ``nv_inference_exec_count`` (batches run) of ``model`` version 1 from the
+    server's Prometheus metrics (parsed with prometheus-client's own parser); 0.0 for one not reported yet."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    out = {"nv_inference_count": 0.0, "nv_inference_exec_count": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name[:-len("_total")] if sample.name.endswith("_total") else sample.name
+            if name in out and sample.labels.get("model") == model and sample.labels.get("version") == "1":
+                out[name] = float(sample.value)
+    return out
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))

@@ -14,13 +14,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import pytest
@@ -96,16 +94,6 @@ def _assert_same_detections(local: List[dict], remote: List[dict]) -> int:
     return boxes
 
 
-def _metrics(srv) -> Dict[str, float]:
-    """nv_inference_count (images) and nv_inference_exec_count (batches run) of yolov5n, from Triton's metrics."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=10).read().decode()
-    out = {}
-    for key in ("nv_inference_count", "nv_inference_exec_count"):
-        m = re.search(rf'^{key}{{model="yolov5n",version="1"}} (\S+)$', text, flags=re.MULTILINE)
-        out[key] = float(m.group(1)) if m else 0.0
-    return out
-
-
 def test_grpc_run_matches_local_onnx(server, yolov5n_onnx: Path, video: Path, tmp_path: Path) -> None:
     """`run --model grpc://...` (shared memory on loopback) == the local static ONNX on the sample video."""
     common = ["--source", str(video), "--max-frames", str(FRAMES), "--no-show", "--no-progress"]
@@ -169,7 +157,7 @@ with TritonBackend(sys.argv[1], requests=4) as backend:
 def test_four_clients_are_batched_by_the_server(server, tmp_path: Path) -> None:
     """4 client processes, each keeping 4 requests of one image in flight: Triton's metrics show a mean batch size
     above 1.5, and every client gets the same outputs whatever its requests were batched with."""
-    before = _metrics(server)
+    before = TOOL.inference_counts(server.metrics_port)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     url = f"grpc://127.0.0.1:{server.grpc_port}/yolov5n"
     procs = [subprocess.Popen([sys.executable, "-c", _CLIENT, url, "8", str(tmp_path / f"c{i}.npy")], cwd=REPO,
@@ -177,7 +165,7 @@ def test_four_clients_are_batched_by_the_server(server, tmp_path: Path) -> None:
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
         p.stderr.close()
-    after = _metrics(server)
+    after = TOOL.inference_counts(server.metrics_port)
     images = after["nv_inference_count"] - before["nv_inference_count"]
     batches = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
     assert images == 4 * (1 + 8 + 4)  # per client: the warm-up image, 8 waited for, 4 released in flight

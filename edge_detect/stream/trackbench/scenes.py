@@ -176,19 +176,24 @@ def truth_counts(world: World, lines: Dict[str, Tuple[float, float, float, float
                  band: float = HYSTERESIS_PX) -> Dict[str, Dict[str, int]]:
     """Exact ``{line: {"in", "out"}}`` from every actor's real bottom-centre path, frame by frame (hidden and
     dropped frames included), with a hysteresis dead band of ``band`` pixels; lines span the frame."""
-    out = {}
-    for name, seg in lines.items():
-        counts = {"in": 0, "out": 0}
-        for actor in world.actors:
-            f0, f1 = actor.keyframes[0][0], actor.keyframes[-1][0]
-            pts = np.array([actor.position(f) for f in range(f0, min(f1, world.frames - 1) + 1)], np.float64)
-            hyst = Hysteresis(band)
-            for d in signed_distance(pts.reshape(-1, 2), seg):
-                state, changed = hyst.update(float(d))
-                if changed:
-                    counts["in" if state > 0 else "out"] += 1
-        out[name] = counts
-    return out
+    paths = []
+    for actor in world.actors:
+        f0, f1 = actor.keyframes[0][0], actor.keyframes[-1][0]
+        paths.append(np.array([actor.position(f) for f in range(f0, min(f1, world.frames - 1) + 1)], np.float64))
+    return {name: _crossings(paths, seg, band) for name, seg in lines.items()}
+
+
+def _crossings(paths: List[np.ndarray], seg: Tuple[float, float, float, float], band: float) -> Dict[str, int]:
+    """``{"in", "out"}``: side changes beyond a ``band`` px dead band of each path (float64 ``(K, 2)`` anchor points,
+    frame pixels) against the segment."""
+    counts = {"in": 0, "out": 0}
+    for pts in paths:
+        hyst = Hysteresis(band)
+        for d in signed_distance(pts.reshape(-1, 2), seg):
+            state, changed = hyst.update(float(d))
+            if changed:
+                counts["in" if state > 0 else "out"] += 1
+    return counts
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
@@ -535,19 +540,11 @@ def observable_counts(world: World, lines: Dict[str, Tuple[float, float, float, 
                       band: float = HYSTERESIS_PX, min_visible: float = 0.4) -> Dict[str, Dict[str, int]]:
     """What a perfect detector and tracker could count: :func:`truth_counts` on the bottom-centres of the actors'
     visible boxes on the delivered frames only."""
-    out = {}
-    for name, seg in lines.items():
-        counts = {"in": 0, "out": 0}
-        for actor in world.actors:
-            boxes = [world.visible_box(actor, f, min_visible) for f in world.delivered()]
-            pts = np.array([((b[0] + b[2]) / 2, b[3]) for b in boxes if b is not None], np.float64)
-            hyst = Hysteresis(band)
-            for d in signed_distance(pts.reshape(-1, 2), seg):
-                state, changed = hyst.update(float(d))
-                if changed:
-                    counts["in" if state > 0 else "out"] += 1
-        out[name] = counts
-    return out
+    paths = []
+    for actor in world.actors:
+        boxes = [world.visible_box(actor, f, min_visible) for f in world.delivered()]
+        paths.append(np.array([((b[0] + b[2]) / 2, b[3]) for b in boxes if b is not None], np.float64))
+    return {name: _crossings(paths, seg, band) for name, seg in lines.items()}
 
 
 def make_scene(family: str, seed: int, fps: Optional[float] = None) -> Scene:
