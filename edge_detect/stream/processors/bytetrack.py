@@ -35,7 +35,10 @@ method per step:
    the class a vote) below ``match_thresh``;
 4. :meth:`~ByteTrack._match_low`: low detections (``low_thresh <= score < high_thresh``) keep the tracks left
    unmatched alive (tracked, tentative, and lost ones that did not leave the picture; ``1 - IoU`` of the
-   predicted box below ``low_match_thresh``); they never start tracks;
+   predicted box below ``low_match_thresh``); they never start tracks. After frames the detector skipped (a
+   detect rate), a tentative track, which has no velocity yet, may also take a low detection it can reach at
+   walking pace (``start_speed``) from its last sighting: 0.2 s later a narrow walker no longer overlaps its
+   zero-velocity prediction;
 5. :meth:`~ByteTrack._recover`: **re-attachment** (``stitch``): lost tracks, and tracked ones just missed, may
    take a remaining high detection only where their own motion can bring them in the time lost
    (:func:`~edge_detect.stream.track_rules.reach_cost`: near the linear extrapolation of the last observed centre
@@ -46,11 +49,12 @@ method per step:
    ended ``exit_grace_s`` after its last sighting. This keeps the id of an object hidden behind something for
    about a second, and never hands a departed object's id to a newcomer;
 6. :meth:`~ByteTrack._match_tentative`: tentative tracks are matched to what is left (``1 - IoU`` below
-   ``tentative_match_thresh``, then by reachability: on its second sighting a track may move up to
-   ``fast_gate`` box sizes, so an object faster than half its width per frame is picked up; its velocity is set
-   from its first two sightings); a tentative track unseen for more than ``tentative_gap`` frames is dropped;
-   after ``min_hits`` sightings (none more than ``tentative_gap`` frames apart) it is **confirmed** and only
-   then gets an id (so no two objects ever share a placeholder id);
+   ``tentative_match_thresh``, then by reachability: on its second sighting a track may move up to ``fast_gate`` box
+   sizes per frame since its first, so an object faster than half its width per frame is picked up; not when the
+   detector skipped frames and also missed it on a look in between, see below; its velocity is set from its first
+   two sightings); a tentative track unseen for more than ``tentative_gap`` frames is dropped; after ``min_hits``
+   sightings (none more than ``tentative_gap`` frames apart) it is **confirmed** and only then gets an id (so no two
+   objects ever share a placeholder id);
 7. :meth:`~ByteTrack._apply` updates the matched tracks (after a gap the velocity is re-estimated from the last
    observation before the gap and the new one, as OC-SORT's re-update does), :meth:`~ByteTrack._age` turns
    missed tracks lost, :meth:`~ByteTrack._expire` ends expired ones (``object_end``; lost unseen for more than
@@ -63,14 +67,19 @@ gating or a detect rate, :mod:`edge_detect.stream.gating`) are neither sightings
 (:meth:`~ByteTrack._carry`): every track is predicted (step 1: the Kalman state keeps stepping one frame per frame,
 so the prediction at the next inferred frame spans the real gap), nothing is associated, aged or expired, and the
 output is the **predicted box** of every tracked (confirmed, not lost) track (clipped to the frame; its last score
-and the per-object data), so the annotated video and the JSONL keep their boxes. Such a frame does not count
-against a tentative track (``tentative_gap`` and ``min_hits`` count the frames the detector looked at), and a
-tracked track is presumed present through it: its ``buffer_s`` clock starts at the first inferred frame that
-misses it, as it would if the detector had run on every frame. For confirmation, the frames between two
-sightings that the detector skipped count as covered: at a detect rate of 5 on a 25 fps camera a track is confirmed
-on its second sighting (0.2 s apart, longer than the three consecutive frames ``min_hits`` asks on every frame).
-Line and zone counters take the predicted boxes
-as presence only, never as a crossing or an entry (:mod:`edge_detect.stream.processors.region`).
+and the per-object data), so the annotated video and the JSONL keep their boxes. Such a frame does not count against
+a tentative track (``tentative_gap`` and ``min_hits`` count the frames the detector looked at), and a tracked track
+is presumed present through it: its ``buffer_s`` clock starts at the first inferred frame that misses it, as it
+would if the detector had run on every frame; and a lost track's ``buffer_s`` (and ``exit_grace_s``) is extended by
+the stream time the detector skipped just before the frame that looks again, so an object back in view on a skipped
+frame before its track would have expired is still re-attached at the next look. A tentative track seen once that
+the detector also missed on a look since is matched only within its walking reach (``start_speed``), not within the
+per-frame ``fast_gate`` over the whole frame gap (at 5 looks a second that would span most of the picture and pair
+it with anything, a static false detection included). For confirmation, the frames between two sightings that the
+detector skipped count as covered: at a detect rate of 5 on a 25 fps camera a track is confirmed on its second
+sighting (0.2 s apart, longer than the three consecutive frames ``min_hits`` asks on every frame). Line and zone
+counters take the predicted boxes as presence only, never as a crossing or an entry
+(:mod:`edge_detect.stream.processors.region`).
 
 Class flicker: each track sums the scores per detected class; its class is the one with the largest sum, so
 a few frames of ``truck`` on a long-lived ``car`` change neither the id nor the class.
@@ -243,6 +252,7 @@ class _Step:
     cls: np.ndarray  # int (D,)
     events: List[Event]
     hists: Optional[np.ndarray] = None
+    grace_s: float = 0.0  # stream seconds the detector skipped right before this frame (ByteTrack._look_grace)
 
     def __post_init__(self) -> None:  # python lists for the per-track loops (faster than numpy scalars)
         self.z_list, self.boxes_list = self.z.tolist(), self.boxes.tolist()
@@ -420,6 +430,7 @@ class ByteTrack:
         self._prev_image: Optional[np.ndarray] = None
         self._frozen_s = 0.0  # stream seconds without frames forgiven so far (max_freeze_s)
         self._skipped = 0  # frames the detector did not run on (metadata["inferred"] False) so far
+        self._looked: Optional[Tuple[float, int]] = None  # (stream time, _skipped) at the last inferred frame
         self._confirmed_total = self._stitched = 0
 
     @property
@@ -466,6 +477,7 @@ class ByteTrack:
         if detections.metadata.get("inferred") is False:
             return self._carry(detections, frame)
         st = self._begin(detections, frame)
+        st.grace_s = self._look_grace(st)
         self._expire(st)
         self._predict(st.steps)
         high, low = self._split(st)
@@ -519,6 +531,20 @@ class ByteTrack:
                           np.array([t.score for t in carried], np.float32), cls,
                           np.array([t.track_id for t in carried], np.int64), data, detections.metadata)
 
+    def _look_grace(self, st: _Step) -> float:
+        """Stream seconds the detector skipped just before this inferred frame (0 when it ran on the previous
+        frame): a lost track's expiry waits that much longer (module doc)."""
+        prev, self._looked = self._looked, (st.now, self._skipped)
+        if prev is None or prev[1] == self._skipped:
+            return 0.0
+        return max(0.0, st.now - prev[0] - (self._dt or 0.0))
+
+    def _missed_look(self, t: _Track, st: _Step) -> bool:
+        """Whether the detector skipped frames since ``t``'s last sighting and also looked in between without
+        seeing it (a detect rate): a track seen once is then not given the per-frame ``fast_gate`` over the whole
+        frame gap, which at 5 looks a second spans most of the picture (module doc)."""
+        return self._skipped > t.skipped_at_seen and self._detector_gap(t, st) > 1
+
     def _detector_gap(self, t: _Track, st: _Step) -> int:
         """Frames since ``t``'s last sighting that the detector ran on (this one included): the frame-index gap less
         the frames it did not run on (module doc)."""
@@ -555,12 +581,20 @@ class ByteTrack:
         return [int(high[j]) for j in um_high]
 
     def _match_low(self, st: _Step, low: np.ndarray, assigned: Dict[int, int]) -> None:
-        """Step 4: low detections keep the unmatched tracks (but those that left the picture) alive."""
+        """Step 4: low detections keep the unmatched tracks (but those that left the picture) alive; a tentative
+        track the detector skipped frames of since its last sighting may also take one it can reach at walking
+        pace (module doc)."""
         still = [i for i, t in enumerate(self._tracks) if i not in assigned and not t.exited]
         cost = self._cost(still, low, st, fuse=False, distance=iou_distance)
-        pairs, _, _ = _assign(cost, self.low_match_thresh)
+        pairs, _, um_low = _assign(cost, self.low_match_thresh)
         for r, c in pairs:
             assigned[still[r]] = int(low[c])
+        gapped = [i for i in still if i not in assigned and self._tracks[i].state == _TENTATIVE
+                  and self._tracks[i].skipped_at_seen < self._skipped]
+        rest = [int(low[j]) for j in um_low]
+        if self.stitch and gapped and rest:
+            for r, c in self._reach_pairs(gapped, rest, st, appearance=False, fast=False):
+                assigned[gapped[r]] = rest[c]
 
     def _recover(self, st: _Step, rest: List[int], assigned: Dict[int, int]) -> List[int]:
         """Step 5: re-attach lost (and just-missed) confirmed tracks that did not leave the picture to remaining
@@ -648,7 +682,7 @@ class ByteTrack:
         the picture); run before the association too, so that an expired track is never revived."""
         keep = []
         for t in self._tracks:
-            lost_for = st.now - t.alive_t - (self._frozen_s - t.alive_frozen)
+            lost_for = st.now - t.alive_t - (self._frozen_s - t.alive_frozen) - st.grace_s
             if t.state == _LOST and (lost_for > self.buffer_s or (t.exited and lost_for > self.exit_grace_s)):
                 st.events.append(self._end_event(t, st.frame))
             else:
@@ -692,16 +726,17 @@ class ByteTrack:
         return cost
 
     def _reach_pairs(self, track_idx: List[int], det_idx: List[int], st: _Step,
-                     appearance: bool) -> List[Tuple[int, int]]:
+                     appearance: bool, fast: bool = True) -> List[Tuple[int, int]]:
         """Assignment of tracks to detections they can reach (cost <= 1, heights within ``stitch_size_ratio``;
-        a track seen once may move ``fast_gate`` box sizes; with ``appearance`` similar colours too)."""
+        a track seen once may move ``fast_gate`` box sizes per frame with ``fast``, else only at walking pace;
+        with ``appearance`` similar colours too)."""
         if not track_idx or not det_idx:
             return []
         tracks = [self._tracks[i] for i in track_idx]
         z = st.z[det_idx]
         last = np.stack([t.last_z for t in tracks])
         size = last[:, 2:4].max(axis=1)
-        once = np.array([len(t.obs) == 1 for t in tracks])
+        once = np.array([len(t.obs) == 1 and fast and not self._missed_look(t, st) for t in tracks])
         gap = np.array([max(st.index - t.last_frame, 1) for t in tracks], np.float64)
         noise = np.where(once, self.fast_gate * size * gap, 2.0 * self.stitch_noise * self.kf.std_pos * size)
         vel = np.stack([t.velocity(self._window()) for t in tracks])
