@@ -14,7 +14,8 @@ below it -- the first place that stays inside the frame and covers neither anoth
 
 :func:`draw_analytics` reads only what the processors attach to :class:`~edge_detect.types.Detections`:
 ``metadata["lines"]`` (``{NAME: {"xyxy", "in", "out"}}``), ``metadata["zones"]`` (``{NAME: {"polygon",
-"occupancy", ...}}``) and ``data["trail"]`` (``(N, T, 2)`` points, ``NaN`` padded), all in frame pixels.
+"occupancy", ...}}``), ``data["trail"]`` (``(N, T, 2)`` points, ``NaN`` padded) and ``metadata["regions"]`` (the
+crops region inference ran the model on, ``[[x1, y1, x2, y2], ...]``: thin grey frames), all in frame pixels.
 """
 from __future__ import annotations
 
@@ -255,16 +256,18 @@ def draw_counts(image: np.ndarray, detections: Detections,
 
 _LINE_COLOR = (0, 215, 255)  # amber (BGR)
 _ZONE_COLOR = (255, 160, 0)  # azure (BGR)
+_REGION_COLOR = (170, 170, 170)  # grey
 
 
 def draw_analytics(image: np.ndarray, detections: Detections, copy: bool = False, counts: bool = True) -> np.ndarray:
-    """Draw zones (tinted polygons with their name), counting lines (with an arrow towards their ``in`` side and
-    their name), track trails and, with ``counts``, the counts panel (:func:`draw_counts`), from what the
+    """Draw the inferred regions, zones (tinted polygons with their name), counting lines (with an arrow towards their
+    ``in`` side and their name), track trails and, with ``counts``, the counts panel (:func:`draw_counts`), from what the
     processors attached to ``detections`` (see module doc); nothing is drawn when they attached nothing.
 
     Args:
         image: BGR ``uint8 (H, W, 3)``; drawn in place unless ``copy``.
-        detections: the frame's detections (``metadata["lines"]``, ``metadata["zones"]``, ``data["trail"]``).
+        detections: the frame's detections (``metadata["lines"]``, ``metadata["zones"]``, ``data["trail"]``,
+            ``metadata["regions"]``).
         copy: draw on a copy.
         counts: draw the counts panel too (:func:`render` draws it after the boxes instead).
 
@@ -275,11 +278,14 @@ def draw_analytics(image: np.ndarray, detections: Detections, copy: bool = False
     zones = detections.metadata.get("zones") or {}
     lines = detections.metadata.get("lines") or {}
     trails = detections.data.get("trail")
-    if not zones and not lines and trails is None:
+    regions = detections.metadata.get("regions") or ()
+    if not zones and not lines and trails is None and not regions:
         return out
     h, w = out.shape[:2]
     st = style((h, w))
     lw = st.line_width
+    for x1, y1, x2, y2 in regions:  # where the model looked (region inference)
+        cv2.rectangle(out, (int(x1), int(y1)), (int(x2) - 1, int(y2) - 1), _REGION_COLOR, max(lw // 2, 1))
     if zones:
         tint = out.copy()
         for z in zones.values():

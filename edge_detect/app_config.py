@@ -199,6 +199,9 @@ class DetectConfig:
         stationary_s: with ``mode: motion``, tracks still for this long are kept without re-detection.
         refresh_s: while skipping with still tracks, look again once every this many seconds (0: never).
         infer_calibrating: run the detector while the motion detector (re)learns the background.
+        regions: with ``mode: motion``, run the model on crops around the motion and the tracks instead of the
+            whole frame (region inference: small far-away objects get more pixels): ``true``, ``false`` or
+            settings (:class:`~edge_detect.stream.regions.RegionOptions`; ``--detect-regions``).
     """
 
     mode: str = "always"
@@ -206,9 +209,13 @@ class DetectConfig:
     stationary_s: float = MotionGate.stationary_s
     refresh_s: float = MotionGate.refresh_s
     infer_calibrating: bool = MotionGate.infer_calibrating
+    regions: Union[bool, Dict[str, Any]] = False
 
     def __post_init__(self) -> None:
-        MotionGate.from_config(self.options())
+        from edge_detect.stream.regions import RegionOptions
+
+        RegionOptions.from_config(self.regions)  # the mode rule is checked per source (gate_for)
+        MotionGate.from_config({k: v for k, v in self.options().items() if k != "regions"})
 
     def options(self) -> Dict[str, Any]:
         """The settings as :class:`~edge_detect.stream.motion.MotionGate` options."""

@@ -141,6 +141,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
+        wanted = [m.group(1) for m in (re.search(r": expected (.*), got ", e) for e in errors) if m]
+        if len(wanted) == len(errors) > 1:  # one line naming every form the key takes
+            raise ConfigError(f"{where}: expected {' or '.join(wanted)}, got {value!r}")
         raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):

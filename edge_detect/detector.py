@@ -71,6 +71,9 @@ class DetectorLike(Protocol):
         input_device: where ``preprocess`` puts the batch: ``"cpu"`` (host NumPy) or a device such as
             ``"cuda:0"`` (see :class:`~edge_detect.backends.base.DeviceBatch`); the pipeline then hands frames'
             ``device_image`` (when set) instead of their host image.
+
+    Optional (read with ``getattr``): ``input_hw``, the model's input ``(h, w)`` (region inference plans its crops
+    for it; without it frames are inferred whole) and ``batch_size``, the most rows a dynamic-batch call takes.
     """
 
     names: Sequence[str]
@@ -433,9 +436,10 @@ class _ShapeRule(Protocol):
 
 class _StagesAdapter:
     """:class:`DetectorLike` over an object with only ``names`` and the three stages (see :func:`as_detector_like`):
-    no static batch; ``target_hw`` + ``input_buffer`` when it has both (a ring of buffers, ``preprocess(out=...)``),
-    else none; ``max_in_flight`` + ``infer_async`` when it has both, else synchronous; one image size per batch
-    when its ``dynamic_hw`` and ``auto`` are both true; host input."""
+    no static batch; ``input_hw`` when it has one (else ``None``); ``target_hw`` + ``input_buffer`` when it has
+    both (a ring of buffers, ``preprocess(out=...)``), else none; ``max_in_flight`` + ``infer_async`` when it has
+    both, else synchronous; one image size per batch when its ``dynamic_hw`` and ``auto`` are both true; host
+    input."""
 
     static_batch = 0
     input_device = "cpu"
@@ -447,6 +451,8 @@ class _StagesAdapter:
         self._async = isinstance(inner, _Async) and isinstance(inner.max_in_flight, int)
         self.max_in_flight = max(1, int(inner.max_in_flight)) if self._async else 1  # type: ignore[union-attr]
         self.same_shape_batches = isinstance(inner, _ShapeRule) and bool(inner.dynamic_hw and inner.auto)
+        hw = getattr(inner, "input_hw", None)  # the model's input size, when told: region inference plans for it
+        self.input_hw = (int(hw[0]), int(hw[1])) if isinstance(hw, (tuple, list)) and len(hw) == 2 else None
 
     def buffer_hw(self, image_hw: Tuple[int, int]) -> Optional[Tuple[int, int]]:
         return tuple(self.inner.target_hw(image_hw)) if self._buffers else None  # type: ignore[union-attr,return-value]

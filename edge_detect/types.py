@@ -235,7 +235,9 @@ class Result:
     A line of events a sink emitted (:attr:`emitted`: ``clip_saved``) repeats the source's latest frame number with
     no detections and ``"emitted": true``.
     A frame the detector did not run on (motion gating, a detect rate: :attr:`Frame.skip_inference`) says
-    ``"inferred": false``; its detections are the tracker's predicted boxes (none without a tracker).
+    ``"inferred": false``; its detections are the tracker's predicted boxes (none without a tracker). A frame the
+    detector ran on in regions (region inference) has ``"regions": [[x1, y1, x2, y2], ...]``, the crops in
+    original-frame pixels.
     """
 
     frame: Frame
@@ -280,6 +282,7 @@ class Result:
             "detections": self.detections.to_records(self.names),
             "events": [e.to_dict() for e in self.events],
             **({"inferred": False} if self.frame.skip_inference else {}),
+            **({"regions": self.detections.metadata["regions"]} if "regions" in self.detections.metadata else {}),
             **({"final": True} if self.final else {}),
             **({"emitted": True} if self.emitted else {}),
         }

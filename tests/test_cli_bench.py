@@ -65,7 +65,12 @@ def test_bad_arguments_exit_2(argv: list, message: str, capsys: pytest.CaptureFi
      "bench source: expected an existing video file, camera index or stream URI, got no/such/video.avi"),
     (["--data", "no/such.yaml"], "bench data: expected a dataset yaml file, got no/such.yaml (not found)"),
     (["--sink", "display"], "bench sinks: expected no display (it would be timed), got 'display'"),
-    (["--detect", "motoin"], "bench --detect: expected always|motion[@FPS], got 'motoin' (did you mean 'motion'?)"),
+    (["--detect", "motoin"], "bench --detect: expected always|motion[@FPS][+regions], got 'motoin' (did you mean "
+                             "'motion'?)"),
+    (["--detect", "motion+region"], "bench --detect motion+region: expected '+regions' after the mode, got "
+                                    "'+region' (did you mean 'regions'?)"),
+    (["--detect", "always+regions"], "bench --detect always+regions: expected motion before '+regions' (regions "
+                                     "are cut around motion), got always"),
     (["--detect", "always@0"], "bench --detect always@0: expected a rate > 0 after '@', got '0'"),
     (["--detect", "motion"], "bench --detect: expected --source too (the settings are compared on a video), got "
                              "none"),

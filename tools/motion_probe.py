@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Preliminary figures for motion gating (issue 25) measured with a plain loop, before the pipeline integration.
+"""Figures for motion gating (issue 25): motion methods and the gate in a plain loop, region inference through the
+pipeline.
 
     python tools/motion_probe.py methods SCENE.mp4 [--truth SCENE.json] [--busy vtest.avi]
     python tools/motion_probe.py gate SCENE.mp4 --model M.onnx [--method diff] [--fps N]
@@ -17,12 +18,15 @@ the tracker as the pipeline hands them on (empty, ``metadata["inferred"] = False
 pipeline's own figures come from ``edge-detect bench --detect always --detect motion`` (BENCHMARKS.md "CPU boxes:
 motion gating"); this loop is the quick probe.
 
-``regions``: on the ``far`` scene, recall and precision vs its truth boxes of the whole-frame letterbox and of
-region inference (motion boxes -> :func:`~edge_detect.stream.regions.plan_regions` -> the model on each crop
--> :func:`~edge_detect.stream.regions.regions_to_frame`), and model calls per frame.
+``regions``: on the ``far`` scene, recall and precision vs its truth boxes of the app's pipeline
+(:func:`edge_detect.bench.detect.run_detect_setting`, as ``edge-detect bench --detect motion --detect
+motion+regions`` runs it) with ``detect: {mode: motion}`` (whole-frame letterbox) and with ``regions`` (the gate's
+motion boxes -> :func:`~edge_detect.stream.regions.plan_regions` -> each crop a row of the batch ->
+:func:`~edge_detect.stream.regions.regions_to_frame`), crops per frame and CPU ms per frame; the detector's boxes
+(``whole``, ``regions``) and the confirmed tracks' boxes with ByteTrack on (``*_tracked``).
 
-These are loop figures, not ``edge-detect bench`` figures (which come with the integration). CPU is process CPU
-time (``time.process_time``), which counts ONNX Runtime's worker threads.
+``methods`` and ``gate`` are loop figures, not ``edge-detect bench`` figures. CPU is process CPU time
+(``time.process_time``), which counts ONNX Runtime's worker threads.
 """
 from __future__ import annotations
 
@@ -41,7 +45,6 @@ sys.path.insert(0, str(REPO))
 
 from edge_detect.boxes import box_iou  # noqa: E402
 from edge_detect.stream.motion import METHODS, MotionDetector, MotionGate, TrackStillness  # noqa: E402
-from edge_detect.stream.regions import plan_regions, regions_to_frame  # noqa: E402
 from edge_detect.types import Detections, Frame  # noqa: E402
 
 
@@ -251,35 +254,37 @@ def match(pred: np.ndarray, truth: np.ndarray, thr: float = 0.5) -> int:
 
 
 def cmd_regions(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from edge_detect.bench.detect import run_detect_setting
     from edge_detect.detector import Detector
 
-    truth_json = json.loads(Path(args.truth or args.scene.with_suffix(".json")).read_text())
-    truth = truth_boxes(truth_json)
+    truth = truth_boxes(json.loads(Path(args.truth or args.scene.with_suffix(".json")).read_text()))
     det = Detector(str(args.model), imgsz=args.imgsz, auto=False, classes=[0], conf=args.conf,
                    threads=args.threads)
-    motion = MotionDetector(method=args.method, width=args.width, min_area=args.min_area)
-    model_hw = det.input_hw
-    acc = {"whole": [0, 0, 0], "regions": [0, 0, 0]}  # matched, predicted, truth
-    calls, frames = 0, 0
-    for i, img, t in frames_of(args.scene, args.frames):
-        r = motion.update(img, t)
-        if r.calibrating or i < args.skip:
-            continue
-        frames += 1
-        tb = np.asarray(truth.get(i, []), np.float32).reshape(-1, 4)
-        whole = det(img)
-        regions = plan_regions(r.boxes, img.shape[:2], model_hw, max_zoom=args.max_zoom)
-        crops = [g.crop(img) for g in regions]
-        mapped = regions_to_frame(det(crops), regions, img.shape[:2]) if regions else Detections.empty()
-        calls += len(regions)
-        for key, d in (("whole", whole), ("regions", mapped)):
-            acc[key][0] += match(d.xyxy, tb)
-            acc[key][1] += len(d)
-            acc[key][2] += len(tb)
-    out = {"frames": frames, "region_calls_per_frame": round(calls / max(frames, 1), 3), "model_hw": model_hw}
-    for key, (m, p, n) in acc.items():
-        out[key] = {"recall": round(m / max(n, 1), 4), "precision": round(m / max(p, 1), 4), "matched": m,
-                    "predicted": p, "truth": n}
+    with tempfile.TemporaryDirectory() as tmp:
+        app = Path(tmp) / "app.yaml"
+        app.write_text(json.dumps({"detect": {"regions": {"max_zoom": args.max_zoom}},
+                                   "motion": {"method": args.method, "width": args.width,
+                                              "min_area": args.min_area}}))
+        out: Dict[str, Any] = {"model_hw": det.input_hw, "max_zoom": args.max_zoom}
+        runs = [(key, spec, track) for track in (False, True)
+                for key, spec in (("whole", "motion"), ("regions", "motion+regions"))]
+        for key, spec, track in runs:
+            summary, rec = run_detect_setting(det, str(args.scene), spec, app_config=app, max_frames=args.frames,
+                                              progress=False, track=track)
+            key = f"{key}_tracked" if track else key
+            m = p_ = n = 0
+            for f, (_, xyxy, _) in rec.frames.items():
+                if f < args.skip:
+                    continue
+                tb = np.asarray(truth.get(f, []), np.float32).reshape(-1, 4)
+                m, p_, n = m + match(xyxy, tb), p_ + len(xyxy), n + len(tb)
+            src = next(iter(summary.sources.values()))
+            out[key] = {"recall": round(m / max(n, 1), 4), "precision": round(m / max(p_, 1), 4), "matched": m,
+                        "predicted": p_, "truth": n, "frames": summary.processed,
+                        "inference_calls": summary.inference_calls, "regions": src["detect"].get("regions"),
+                        "cpu_ms_per_frame": round(summary.cpu_ms_per_frame.get("total", 0.0), 2)}
     print(json.dumps(out))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

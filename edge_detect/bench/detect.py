@@ -1,12 +1,14 @@
 """Bench of detect modes (README "CPU boxes"): one source through the app's pipeline once per detect setting
-(``always``, ``motion``, ``always@5``: a mode and an optional detect rate), with the same loaded detector, in one
-run, so the ratios between the settings are measured on the same machine state.
+(``always``, ``motion``, ``always@5``, ``motion+regions``: a mode, an optional detect rate and optional region
+inference), with the same loaded detector, in one run, so the ratios between the settings are measured on the
+same machine state.
 
 Each run is :func:`~edge_detect.app_config.build_pipeline` on an app config (``app_config`` file or the defaults;
 its ``detect`` section replaced by the setting, tracking on, ``lines`` added), so gating, tracking and counting are
 exactly ``edge-detect run``'s. Per setting (``detect`` list of a bench result)::
 
-    {"spec": "motion@5", "mode": "motion", "fps": 5.0, "frames", "inference_calls", "skipped_frames",
+    {"spec": "motion@5", "mode": "motion", "fps": 5.0, "regions": {"frames", "crops", "whole_frames"} (with
+     "+regions", else None), "frames", "inference_calls", "skipped_frames",
      "motion_frames", "reasons": {reason: frames}, "cpu_ms_per_frame": {stage: ms, "total": ms} (median over
      repeats), "cpu_total_runs": [ms per frame of each repeat], "fps", "lines": {name: {"in", "out"}},
      "tracks": confirmed tracks, "e2e": the e2e section of the (first) run,
@@ -30,31 +32,39 @@ import numpy as np
 from edge_detect.errors import ConfigError
 from edge_detect.paths import PathLike
 
-__all__ = ["parse_detect_spec", "benchmark_detect", "tracks_found", "Recorder"]
+__all__ = ["parse_detect_spec", "benchmark_detect", "run_detect_setting", "tracks_found", "Recorder"]
 
 LOGGER = logging.getLogger(__name__)
 
 
-def parse_detect_spec(text: str) -> Tuple[str, Optional[float]]:
-    """``"always"`` / ``"motion"`` with an optional ``@FPS``: ``"motion@5"`` -> ``("motion", 5.0)``.
+def parse_detect_spec(text: str) -> Tuple[str, Optional[float], bool]:
+    """``"always"`` / ``"motion"`` with an optional ``@FPS`` and, for ``motion``, an optional ``+regions`` (region
+    inference with its default settings): ``"motion@5+regions"`` -> ``("motion", 5.0, True)``.
 
     Raises:
-        ConfigError: another mode or a rate that is not a number > 0 (one line).
+        ConfigError: another mode, a rate that is not a number > 0, or another suffix (one line).
     """
     from edge_detect.config import suggest_key
     from edge_detect.stream.motion import DETECT_MODES
 
-    mode, _, rate = str(text).partition("@")
+    head, plus, suffix = str(text).partition("+")
+    if plus and suffix != "regions":
+        raise ConfigError(f"bench --detect {text}: expected '+regions' after the mode, got '+{suffix}'"
+                          f"{suggest_key(suffix, ['regions'])}")
+    mode, _, rate = head.partition("@")
     if mode not in DETECT_MODES:
-        raise ConfigError(f"bench --detect: expected always|motion[@FPS], got {text!r}"
+        raise ConfigError(f"bench --detect: expected always|motion[@FPS][+regions], got {text!r}"
                           f"{suggest_key(mode, DETECT_MODES)}")
+    if plus and mode != "motion":
+        raise ConfigError(f"bench --detect {text}: expected motion before '+regions' (regions are cut around "
+                          f"motion), got {mode}")
     try:
         fps = float(rate) if rate else None
     except ValueError:
         fps = -1.0
     if fps is not None and not fps > 0:
         raise ConfigError(f"bench --detect {text}: expected a rate > 0 after '@', got {rate!r}")
-    return mode, fps
+    return mode, fps, bool(plus)
 
 
 class Recorder:
@@ -122,18 +132,34 @@ def _run_once(detector: Any, cfg: Any) -> Tuple[Any, Recorder]:
     return pipeline.run(), rec
 
 
-def _config(source: str, mode: str, fps: Optional[float], app_config: Optional[PathLike],
+def _config(source: str, spec: Tuple[str, Optional[float], bool], app_config: Optional[PathLike],
             lines: Optional[Mapping[str, Sequence[float]]], max_frames: Optional[int], sinks: Sequence[str],
-            batch: int, progress: bool) -> Any:
+            batch: int, progress: bool, track: bool = True) -> Any:
     from edge_detect.app_config import load_app_config
 
     cfg = load_app_config(app_config, {
         "sources": [str(source)], "outputs.sinks": list(sinks), "outputs.show": False, "server.progress": progress,
-        "server.max_frames": max_frames, "model.batch": batch, "analytics.tracker.enabled": True,
-        "analytics.lines": dict(lines) if lines else None, "detect.mode": mode})
+        "server.max_frames": max_frames, "model.batch": batch, "analytics.tracker.enabled": track or None,
+        "analytics.lines": dict(lines) if lines else None, "detect.mode": spec[0]})
     import dataclasses
 
-    return dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, fps=fps))
+    regions = (cfg.detect.regions or True) if spec[2] else False  # the config's region settings, if any
+    return dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, fps=spec[1], regions=regions))
+
+
+def run_detect_setting(detector: Any, source: str, spec: str, *, app_config: Optional[PathLike] = None,
+                       lines: Optional[Mapping[str, Sequence[float]]] = None, max_frames: Optional[int] = None,
+                       sinks: Sequence[str] = (), batch: int = 1, progress: bool = True,
+                       track: bool = True) -> Tuple[Any, Recorder]:
+    """One run of :func:`benchmark_detect` (one setting, one round): its
+    :class:`~edge_detect.stream.pipeline.RunSummary` and the :class:`Recorder` of every processed frame's output
+    (``track=False``: the detector's own boxes, no tracker unless ``app_config`` or ``lines`` turn it on).
+
+    Raises:
+        ConfigError: a bad spec or config.
+    """
+    cfg = _config(source, parse_detect_spec(spec), app_config, lines, max_frames, sinks, batch, progress, track)
+    return _run_once(detector, cfg)
 
 
 def benchmark_detect(detector: Any, source: str, specs: Sequence[str], *, app_config: Optional[PathLike] = None,
@@ -145,7 +171,8 @@ def benchmark_detect(detector: Any, source: str, specs: Sequence[str], *, app_co
 
     Args:
         detector: the loaded :class:`~edge_detect.detector.DetectorLike` every run shares.
-        specs: detect settings, ``MODE[@FPS]`` (:func:`parse_detect_spec`); the first is the reference.
+        specs: detect settings, ``MODE[@FPS][+regions]`` (:func:`parse_detect_spec`); the first is the
+            reference.
         app_config: app config file for the ``motion`` section, tracker options, lines... (its sources are
             replaced by ``source``; ``None``: the defaults).
         lines: counting lines ``{name: [x1, y1, x2, y2]}`` added to the config's.
@@ -164,20 +191,22 @@ def benchmark_detect(detector: Any, source: str, specs: Sequence[str], *, app_co
     parsed = [parse_detect_spec(s) for s in specs]
     runs: List[List[Tuple[Any, Recorder]]] = [[] for _ in specs]
     for r in range(repeat):
-        for k, (mode, fps) in enumerate(parsed):
-            cfg = _config(source, mode, fps, app_config, lines, max_frames, sinks, batch, progress)
+        for k, spec in enumerate(parsed):
+            cfg = _config(source, spec, app_config, lines, max_frames, sinks, batch, progress)
             runs[k].append(_run_once(detector, cfg))
             LOGGER.info("bench detect %s (round %d): %s", specs[k], r + 1, runs[k][-1][0].format().splitlines()[0])
     out = []
-    for spec, (mode, fps), rounds in zip(specs, parsed, runs):
+    for spec, (mode, fps, regions), rounds in zip(specs, parsed, runs):
         summary, rec = rounds[0]
         d = summary.to_dict()
         cpu_runs = [s.cpu_ms_per_frame for s, _ in rounds]
         cpu = {k: statistics.median(c.get(k, 0.0) for c in cpu_runs) for k in cpu_runs[0]}
-        out.append({"spec": spec, "mode": mode, "fps": fps, "frames": summary.processed,
+        detect = next(iter(summary.sources.values()), {}).get("detect", {})
+        out.append({"spec": spec, "mode": mode, "fps": fps, "regions": detect.get("regions") if regions else None,
+                    "frames": summary.processed,
                     "inference_calls": summary.inference_calls, "skipped_frames": summary.skipped_frames,
                     "motion_frames": summary.motion_frames,
-                    "reasons": next(iter(summary.sources.values()), {}).get("detect", {}).get("reasons", {}),
+                    "reasons": detect.get("reasons", {}),
                     "cpu_ms_per_frame": cpu, "cpu_total_runs": [c.get("total") for c in cpu_runs],
                     "fps_run": summary.fps,
                     "lines": {n: {"in": c["in"], "out": c["out"]} for n, c in (d.get("lines") or {}).items()},

@@ -63,9 +63,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(default: none; a display is not allowed since it would be timed)")
     d = p.add_argument_group("detect settings (README 'CPU boxes'): with --source, one run per setting instead of "
                              "the single end-to-end run, compared with the first")
-    d.add_argument("--detect", action="append", default=None, metavar="MODE[@FPS]",
-                   help="always | motion, optionally at most FPS inference calls a second (always@5); repeat to "
-                        "compare (the first is the reference)")
+    d.add_argument("--detect", action="append", default=None, metavar="MODE[@FPS][+regions]",
+                   help="always | motion, optionally at most FPS inference calls a second (always@5), and for "
+                        "motion optionally region inference (motion+regions); repeat to compare (the first is the "
+                        "reference)")
     d.add_argument("--line", action="append", default=None, metavar="NAME=x1,y1,x2,y2",
                    help="counting line for the detect runs (repeatable; tracking is on in those runs)")
     d.add_argument("--app-config", default=None, metavar="APP.yaml",

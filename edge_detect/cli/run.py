@@ -130,6 +130,9 @@ def _detect_args(d: Any) -> None:
     d.add_argument("--detect-fps", type=positive_float, default=None, metavar="N",
                    help="run the detector at most N times a second per source (the tracker predicts in between; "
                         "the video and JSONL still get every frame)")
+    d.add_argument("--detect-regions", action="store_true", default=None,
+                   help="with --detect motion: run the model on crops around the motion instead of the whole frame "
+                        "(small far-away objects get more pixels; settings: detect.regions in --config)")
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:
@@ -231,6 +234,7 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
         "analytics.tracker.enabled": True if args.tracker and args.tracker != "none" else args.track,
         "analytics.tracker.name": args.tracker, "sources": args.source, "outputs.show": args.show,
         "detect.mode": args.detect, "detect.fps": args.detect_fps,
+        "detect.regions": args.detect_regions,
         "analytics.lines": _named(args.line, "--line"), "analytics.zones": _named(args.zone, "--zone"),
         "outputs.summary_json": args.summary_json, "server.max_frames": args.max_frames,
         "server.duration": args.duration, "server.progress": args.progress,

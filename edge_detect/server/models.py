@@ -170,9 +170,10 @@ class SourcePatch(BaseModel):
     classes: Optional[Classes] = None
     enabled: Optional[bool] = None
     detect: Optional[Dict[str, Any]] = Field(None, description="the source's own detect keys (mode, fps, "
-                                             "stationary_s: README 'CPU boxes'), replacing the previous ones")
-    motion: Optional[Dict[str, Any]] = Field(None, description="the source's own motion keys (min_area, "
-                                             "motion_mask...), replacing the previous ones")
+                                             "stationary_s, regions: README 'CPU boxes'), replacing the previous "
+                                             "ones")
+    motion: Optional[Dict[str, Any]] = Field(None, description="the source's own motion keys (min_area, mask, "
+                                             "method...), replacing the previous ones")
 
     @model_validator(mode="after")
     def _check(self) -> "SourcePatch":

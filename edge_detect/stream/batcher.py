@@ -10,16 +10,31 @@ source never holds the others for longer than that. A static-batch model always 
 batch, and no later frame of its source joins this one), so each frame is letterboxed exactly as it would be alone.
 
 **The gate hook** (motion gating and the like). :meth:`Batcher.set_gate` installs, per source, a callable
-``gate(frame) -> bool`` run on the preprocess thread for each gathered frame of that source, before
-preprocessing: ``True`` = the frame needs inference; ``False`` marks it (``frame.skip_inference = True``): it skips
-letterboxing and the backend, keeps its place in the batch and in its source's order, and reaches the processors
-with empty detections carrying ``detections.metadata["inferred"] = False`` (a tracker can then predict only). A
-gate must be cheap and must not block; an exception in it counts as ``True`` (logged once per source). A batch
-whose frames were all gated out makes no backend call. The time a gate takes is the frame's ``motion`` stage
-(``frame.timings["motion"]``, ms; its CPU is :attr:`Batch.gate_cpu_ms`, not counted in ``preprocess``). A gate
-object may also have ``observe(frame, detections)``, which the pipeline calls on the sinks-stage thread after the
-processors of each frame of its source (the feedback of :class:`~edge_detect.stream.gating.SourceGate`), and
-``figures()``, merged into its source's figures.
+``gate(frame) -> bool | [Region, ...]`` run on the preprocess thread for each gathered frame of that source, before
+preprocessing: ``True`` = the frame needs inference; a non-empty list of :class:`~edge_detect.stream.regions.Region`
+s = it needs inference on those crops only (region inference: each crop is one row of the input batch, letterboxed
+like a frame; the pipeline maps their boxes back to the frame with
+:func:`~edge_detect.stream.regions.regions_to_frame`); ``False`` (or ``[]``) marks it (``frame.skip_inference =
+True``): it skips letterboxing and the backend, keeps its place in the batch and in its source's order, and reaches
+the processors with empty detections carrying ``detections.metadata["inferred"] = False`` (a tracker can then
+predict only). A gate must be cheap and must not block; an exception in it counts as ``True`` (logged once per
+source). A batch whose frames were all gated out makes no backend call. The time a gate takes is the frame's
+``motion`` stage (``frame.timings["motion"]``, ms; its CPU is :attr:`Batch.gate_cpu_ms`, not counted in
+``preprocess``). A gate object may also have ``observe(frame, detections)``, which the pipeline calls on the
+sinks-stage thread after the processors of each frame of its source (the feedback of
+:class:`~edge_detect.stream.gating.SourceGate`), and ``figures()``, merged into its source's figures,
+``use_model_hw(hw)``, called when it is installed with the model's input ``(h, w)`` regions are planned for
+(``None`` when the detector has no ``input_hw`` or takes the device path: regions are then not asked for, and a list
+returned all the same infers the whole frame), and ``inferred_whole(frame, regions)``, called when the regions it
+asked for a frame did not fit the batch (below).
+
+**Rows.** :attr:`Batch.rows` lists, per input row, the frame index and its region (``None``: the whole frame).
+A batch holds at most the model's rows (a static batch's size; for a dynamic batch the larger of the gathered
+size and the detector's ``batch_size``): when the crops of the gathered frames would exceed that, frames are
+inferred whole instead of in regions, from the last one back, until they fit (each frame needs one row then).
+A batch with regions is letterboxed into a batch the detector allocates (its row count follows the motion, so
+no ring of buffers per count is kept; with minimum-rectangle letterboxing, rows of different sizes are letterboxed
+together to the smallest rectangle that holds each, :func:`edge_detect.preprocess.preprocess`).
 
 **Input buffers.** When the detector preallocates inputs (:meth:`~edge_detect.detector.DetectorLike.buffer_hw`),
 frames are letterboxed straight into a ring of batches per input shape, sized so that a buffer is never refilled
@@ -35,18 +50,20 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from edge_detect.detector import DetectorLike, InferHandle
 from edge_detect.errors import ConfigError
+from edge_detect.stream.regions import Region
 from edge_detect.stream.sources import Source
 from edge_detect.types import Frame
 
-__all__ = ["Batch", "Batcher", "Gate", "effective_batch"]
+__all__ = ["Batch", "Batcher", "Gate", "Row", "effective_batch"]
 
 LOGGER = logging.getLogger(__name__)
 
-Gate = Callable[[Frame], bool]
+Gate = Callable[[Frame], Union[bool, Sequence[Region]]]
+Row = Tuple[int, Optional[Region]]  # (index into Batch.frames, the crop of that frame or None for the whole frame)
 
 
 @dataclass(eq=False)
@@ -56,8 +73,10 @@ class Batch:
     Attributes:
         frames: the gathered frames, in order.
         inferred: indices into ``frames`` of the frames that go to the backend (the others were gated out).
+        rows: one :data:`Row` per input row: ``(frame index, region or None)``; a frame inferred whole has one
+            row, one inferred in regions one per region, in order.
         data: the preprocessed input batch (``None`` when no frame needs inference).
-        infos: one letterbox info per inferred frame.
+        infos: one letterbox info per row.
         outputs: the backend outputs, once known.
         handle: an asynchronous inference in flight.
         t0: ``perf_counter`` when inference started.
@@ -67,6 +86,7 @@ class Batch:
 
     frames: List[Frame]
     inferred: List[int]
+    rows: List[Row] = field(default_factory=list)
     data: Any = None
     infos: List[Any] = field(default_factory=list)
     outputs: Any = None
@@ -120,6 +140,11 @@ class Batcher:
         self._gate_failed: Set[str] = set()
         self._rings: Dict[Any, Dict[str, Any]] = {}
         self.batch_wait_s = self._default_wait()
+        model_hw = getattr(detector, "input_hw", None)
+        self.model_hw: Optional[Tuple[int, int]] = (tuple(model_hw) if model_hw is not None  # type: ignore[assignment]
+                                                     and detector.input_device == "cpu" else None)
+        static = int(detector.static_batch)
+        self.max_rows = static if static > 0 else max(self.size, int(getattr(detector, "batch_size", 0) or 0))
 
     def _default_wait(self) -> float:
         if self._wait_given is not None:
@@ -160,6 +185,8 @@ class Batcher:
 
     def set_gate(self, source_id: str, gate: Optional[Gate]) -> None:
         """Install (or remove, ``None``) the pre-inference gate of a source (module doc)."""
+        if gate is not None and callable(getattr(gate, "use_model_hw", None)):
+            gate.use_model_hw(self.model_hw)  # type: ignore[attr-defined]
         with self._lock:
             if gate is None:
                 self._gates.pop(source_id, None)
@@ -253,15 +280,20 @@ class Batcher:
 
     # ------------------------------------------------------------------------------------------- preprocessing
 
-    def _gate(self, frame: Frame) -> Tuple[bool, float]:
-        """``(needs inference, gate CPU ms)``; the gate's wall time is the frame's ``motion`` stage."""
+    def _gate(self, frame: Frame) -> Tuple[Union[bool, List[Region]], float]:
+        """``(the gate's answer, gate CPU ms)``: ``True`` / ``False`` or a list of regions (module doc); the gate's
+        wall time is the frame's ``motion`` stage."""
         with self._lock:
             gate = self._gates.get(frame.source_id)
         if gate is None:
             return True, 0.0
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            return bool(gate(frame)), (time.thread_time() - c0) * 1e3
+            answer = gate(frame)
+            if isinstance(answer, (list, tuple)):
+                return ([Region(*r.xyxy) for r in answer] if answer and self.model_hw is not None else bool(answer),
+                        (time.thread_time() - c0) * 1e3)
+            return bool(answer), (time.thread_time() - c0) * 1e3
         except Exception as exc:  # noqa: BLE001 - a broken gate must not stop inference
             if frame.source_id not in self._gate_failed:
                 self._gate_failed.add(frame.source_id)
@@ -271,26 +303,47 @@ class Batcher:
             frame.timings["motion"] = (time.perf_counter() - t0) * 1e3
 
     def prepare(self, frames: List[Frame]) -> Batch:
-        """Gate, then letterbox the frames that need inference into one input batch (timings in ``motion`` and
-        ``preprocess``)."""
-        inferred = []
+        """Gate, then letterbox the frames (or regions of frames) that need inference into one input batch
+        (timings in ``motion`` and ``preprocess``)."""
+        inferred: List[int] = []
+        asked: Dict[int, List[Region]] = {}
         gate_cpu_ms = 0.0
         for i, frame in enumerate(frames):
-            infer, cpu_ms = self._gate(frame)
-            frame.skip_inference = not infer
+            answer, cpu_ms = self._gate(frame)
+            frame.skip_inference = not answer
             gate_cpu_ms += cpu_ms
-            if infer:
+            if answer:
                 inferred.append(i)
-        batch = Batch(frames, inferred, gate_cpu_ms=gate_cpu_ms)
+            if isinstance(answer, list):
+                asked[i] = answer
+        batch = Batch(frames, inferred, self._rows(frames, inferred, asked), gate_cpu_ms=gate_cpu_ms)
         t0 = time.perf_counter()
         if inferred:
-            images = [self._image(frames[i]) for i in inferred]
-            out = self._input_buffer(frames[inferred[0]].shape, len(images))
+            images = [self._row_image(frames[i], region) for i, region in batch.rows]
+            out = None if asked else self._input_buffer(frames[inferred[0]].shape, len(images))
             batch.data, batch.infos = self.detector.preprocess(images, out=out)
         ms = (time.perf_counter() - t0) * 1e3
         for f in frames:
             f.timings["preprocess"] = ms
         return batch
+
+    def _rows(self, frames: List[Frame], inferred: List[int], asked: Dict[int, List[Region]]) -> List[Row]:
+        """The input rows (module doc): frames asked in regions are inferred whole, from the last back, while
+        their crops would not fit :attr:`max_rows` (their gate is told: ``inferred_whole``)."""
+        regions = dict(asked)
+        while regions and len(inferred) + sum(len(r) - 1 for r in regions.values()) > self.max_rows:
+            i = max(regions)
+            gate = self.gate_of(frames[i].source_id)
+            if callable(getattr(gate, "inferred_whole", None)):
+                gate.inferred_whole(frames[i], regions[i])  # type: ignore[union-attr]
+            regions.pop(i)
+        rows: List[Row] = []
+        for i in inferred:
+            rows.extend([(i, r) for r in regions[i]] if i in regions else [(i, None)])
+        return rows
+
+    def _row_image(self, frame: Frame, region: Optional[Region]) -> Any:
+        return self._image(frame) if region is None else region.crop(frame.image)
 
     def _image(self, frame: Frame) -> Any:
         if self.detector.input_device != "cpu" and frame.device_image is not None:

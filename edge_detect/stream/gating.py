@@ -31,15 +31,29 @@ Settings (``detect`` and ``motion`` in the app config, defaults and per source; 
   (:class:`~edge_detect.stream.motion.MotionGate`); ``mode: always`` without ``fps`` installs no gate at all;
 * ``motion: {method: diff | mog2 | knn, min_area, mask: [polygons], threshold, width, calibration_s, ...}``
   (:class:`~edge_detect.stream.motion.MotionDetector`), used with ``mode: motion``.
+* ``detect: {regions: true | {max_zoom, max_regions, pad, ...}}`` (:class:`~edge_detect.stream.regions.RegionOptions`,
+  ``mode: motion`` only): **region inference**. A frame inferred for its motion or its moving tracks is inferred
+  on crops around the motion boxes and the tracks' last boxes (:func:`~edge_detect.stream.regions.plan_regions`,
+  the model's aspect ratio) instead of whole: the gate returns the list of
+  :class:`~edge_detect.stream.regions.Region` s, the batcher letterboxes each crop as a row of the batch, and the
+  pipeline maps the crops' boxes back to the frame (:func:`~edge_detect.stream.regions.regions_to_frame`).
+  Frames inferred for another reason (calibrating, a refresh without boxes), and plans that fall back to the whole
+  frame (too many or too large regions), are inferred whole. It needs the model's input size, which the batcher
+  gives the gate (:meth:`SourceGate.use_model_hw`); a detector that does not tell it, or one on the device path,
+  infers whole frames.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+import numpy as np
+
+from edge_detect.errors import ConfigError
 from edge_detect.stream.motion import MotionDetector, MotionGate, TrackStillness
 from edge_detect.stream.processors._common import media_time
+from edge_detect.stream.regions import Region, RegionOptions
 from edge_detect.types import Detections, Frame
 
 __all__ = ["SourceGate", "make_gate", "detect_options", "DETECT_DEFAULTS"]
@@ -48,6 +62,8 @@ LOGGER = logging.getLogger(__name__)
 
 #: ``detect`` settings when none are given: every frame inferred (no gate installed)
 DETECT_DEFAULTS: Dict[str, Any] = {"mode": "always", "fps": None}
+
+_REGION_REASONS = ("motion", "tracks", "refresh")  # gate reasons whose frame has boxes to cut regions around
 
 
 def detect_options(*layers: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -72,20 +88,49 @@ class SourceGate:
     """
 
     def __init__(self, detect: Mapping[str, Any], motion: Optional[Mapping[str, Any]] = None) -> None:
-        self.gate = MotionGate.from_config(detect_options(detect))
+        opts = detect_options(detect)
+        self.regions = _region_options(opts)
+        self.gate = MotionGate.from_config(opts)
         self.motion = MotionDetector.from_config(motion or {}) if self.gate.mode == "motion" else None
         if self.motion is None and motion:
             MotionDetector.from_config(motion)  # checked all the same: a typo should not wait for mode: motion
         self.stillness = TrackStillness()
+        self.model_hw: Optional[Tuple[int, int]] = None
+        self._region_counts = {"frames": 0, "crops": 0, "whole_frames": 0}
         self._lock = threading.Lock()
 
-    def __call__(self, frame: Frame) -> bool:
-        """Whether the detector runs on ``frame`` (preprocess thread; BGR ``uint8 (H, W, 3)`` image)."""
+    def use_model_hw(self, model_hw: Optional[Tuple[int, int]]) -> None:
+        """The model's input ``(h, w)`` regions are planned for (the batcher's call; ``None``: whole frames)."""
+        self.model_hw = None if model_hw is None else (int(model_hw[0]), int(model_hw[1]))
+
+    def __call__(self, frame: Frame) -> Union[bool, List[Region]]:
+        """Whether the detector runs on ``frame`` (preprocess thread; BGR ``uint8 (H, W, 3)`` image): ``False``,
+        ``True`` (the whole frame) or, with region inference, the regions to run it on (module doc)."""
         t = media_time(frame)
         result = self.motion.update(frame.image, t) if self.motion is not None else None
         active, still_s = self.stillness.snapshot(t)
         with self._lock:
-            return self.gate.decide(t, result, active, still_s).infer
+            decision = self.gate.decide(t, result, active, still_s)
+        if not decision.infer or self.regions is None or self.model_hw is None:
+            return decision.infer
+        regions: List[Region] = []
+        if decision.reason in _REGION_REASONS:
+            boxes = np.concatenate([result.boxes if result is not None else np.zeros((0, 4), np.float32),
+                                    self.stillness.boxes()]).reshape(-1, 4)
+            regions = self.regions.plan(boxes, frame.image.shape[:2], self.model_hw)
+        whole = not regions or regions[0].hw == tuple(frame.image.shape[:2])
+        with self._lock:
+            self._region_counts["whole_frames" if whole else "frames"] += 1
+            self._region_counts["crops"] += 0 if whole else len(regions)
+        return True if whole else regions
+
+    def inferred_whole(self, frame: Frame, regions: List[Region]) -> None:
+        """The batcher's word that ``frame``, asked in ``regions``, was inferred whole (its crops did not fit a
+        static batch): the figures say so."""
+        with self._lock:
+            self._region_counts["frames"] -= 1
+            self._region_counts["crops"] -= len(regions)
+            self._region_counts["whole_frames"] += 1
 
     def observe(self, frame: Frame, detections: Detections) -> None:
         """The source's processed detections of ``frame`` (sinks-stage thread, after the processors): the tracks
@@ -94,11 +139,15 @@ class SourceGate:
             self.stillness.update(media_time(frame), detections)
 
     def figures(self) -> Dict[str, Any]:
-        """``{"motion_frames": n, "detect": {"mode", "fps", "reasons": {reason: frames}, "lighting_jumps"}}``
-        (the gate's decisions so far; ``reasons``: :class:`~edge_detect.stream.motion.GateDecision`)."""
+        """``{"motion_frames": n, "detect": {"mode", "fps", "reasons": {reason: frames}, "lighting_jumps",
+        "regions": {"frames", "crops", "whole_frames"}}}`` (the gate's decisions so far; ``reasons``:
+        :class:`~edge_detect.stream.motion.GateDecision`; ``regions`` with region inference: inferred frames cut
+        into ``crops`` regions, and those inferred whole)."""
         with self._lock:
             g = self.gate
             detect = {"mode": g.mode, "fps": g.fps, "reasons": dict(g.reasons)}
+            if self.regions is not None:
+                detect["regions"] = dict(self._region_counts)
             motion_frames = g.motion_frames
         if self.motion is not None:
             detect["method"] = self.motion.method
@@ -116,8 +165,22 @@ def make_gate(detect: Optional[Mapping[str, Any]], motion: Optional[Mapping[str,
     """
     opts = detect_options(detect)
     if opts["mode"] == "always" and opts.get("fps") is None:
+        _region_options(opts)
         MotionGate.from_config(opts)
         if motion:
             MotionDetector.from_config(motion)
         return None
     return SourceGate(opts, motion)
+
+
+def _region_options(opts: Dict[str, Any]) -> Optional[RegionOptions]:
+    """Pop and check ``regions`` from the detect options (``mode: motion`` only).
+
+    Raises:
+        ConfigError: bad region settings, or regions asked with another mode.
+    """
+    regions = RegionOptions.from_config(opts.pop("regions", None))
+    if regions is not None and opts.get("mode") != "motion":
+        raise ConfigError(f"detect.regions: expected mode: motion (regions are cut around motion), got mode: "
+                          f"{opts.get('mode')}")
+    return regions

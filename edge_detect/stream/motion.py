@@ -435,6 +435,7 @@ class TrackStillness:
                               f"{min_move_px}")
         self.move_frac, self.min_move_px = float(move_frac), float(min_move_px)
         self._anchors: Dict[int, Tuple[np.ndarray, float]] = {}
+        self._boxes = np.zeros((0, 4), np.float32)
 
     @property
     def active(self) -> int:
@@ -449,12 +450,14 @@ class TrackStillness:
             detections: the tracker's output: ``xyxy`` float32 original-frame pixels and ``track_id``.
         """
         if detections.track_id is None:
-            self._anchors = {}
+            self._anchors, self._boxes = {}, np.zeros((0, 4), np.float32)
             return
         anchors: Dict[int, Tuple[np.ndarray, float]] = {}
+        boxes = []
         for box, tid in zip(detections.xyxy.astype(np.float64), detections.track_id):
             if tid < 1:
                 continue
+            boxes.append(box)
             old = self._anchors.get(int(tid))
             if old is not None:
                 centre, since = old
@@ -464,7 +467,13 @@ class TrackStillness:
                     anchors[int(tid)] = old
                     continue
             anchors[int(tid)] = ((box[:2] + box[2:]) / 2, float(t))
+        self._boxes = np.asarray(boxes, np.float32).reshape(-1, 4)  # read alone by boxes(): either is whole
         self._anchors = anchors
+
+    def boxes(self) -> np.ndarray:
+        """float32 ``(N, 4)`` xyxy original-frame pixels: the tracked boxes of the last update (region inference
+        looks there too; safe to call from another thread than :meth:`update`'s)."""
+        return self._boxes
 
     def still_s(self, t: float) -> float:
         """Seconds every known track has been still at time ``t`` (the least over tracks; 0 with none)."""

@@ -53,6 +53,7 @@ from edge_detect.stream.batcher import Batch, Batcher, Gate
 from edge_detect.stream.chains import Chains
 from edge_detect.stream.inflight import END, Handover, InFlight
 from edge_detect.stream.outputs import Outputs
+from edge_detect.stream.regions import regions_to_frame
 from edge_detect.stream.runstats import STAGES, RunStats, RunSummary
 from edge_detect.stream.runtime import RuntimeChanges
 from edge_detect.stream.sources import Source, rename_duplicate_ids
@@ -91,6 +92,24 @@ def _check(sources: Sequence[Any], sinks: Sequence[Any], procs: Sequence[Any], m
 
 def _stream_info(src: Source) -> StreamInfo:
     return StreamInfo(src.source_id, src.fps, src.is_live, src.uri, src.kind, src.expected_frames)
+
+
+def _per_frame(batch: Batch, found: Sequence[Detections]) -> Dict[int, Detections]:
+    """``{frame index: Detections in original-frame pixels}`` from one Detections per row of ``batch``: a frame's
+    region rows are mapped back and merged (:func:`~edge_detect.stream.regions.regions_to_frame`; the regions go
+    to ``metadata["regions"]`` as ``[[x1, y1, x2, y2], ...]``)."""
+    rows: Dict[int, List[Any]] = {}
+    for (i, region), dets in zip(batch.rows, found):
+        rows.setdefault(i, []).append((region, dets))
+    out: Dict[int, Detections] = {}
+    for i, parts in rows.items():
+        if parts[0][0] is None:
+            out[i] = parts[0][1]
+            continue
+        regions = [r for r, _ in parts]
+        out[i] = regions_to_frame([d for _, d in parts], regions, batch.frames[i].shape)
+        out[i].metadata["regions"] = [list(r.xyxy) for r in regions]
+    return out
 
 
 class Pipeline(RuntimeChanges):
@@ -323,10 +342,10 @@ class Pipeline(RuntimeChanges):
             self.inflight.release(batch)
         post_ms = (time.perf_counter() - t0) * 1e3
         self.stats.add_cpu("postprocess", c0)
-        if len(found) != len(batch.inferred):
-            raise ModelError(f"postprocess: expected {len(batch.inferred)} detection sets (one per inferred frame "
-                             f"of the batch), got {len(found)}")
-        per_frame = dict(zip(batch.inferred, found))
+        if len(found) != len(batch.rows):
+            raise ModelError(f"postprocess: expected {len(batch.rows)} detection sets (one per input row of the "
+                             f"batch), got {len(found)}")
+        per_frame = _per_frame(batch, found)
         for i, frame in enumerate(batch.frames):
             dets = per_frame.get(i)
             if dets is None:  # gated out: no inference (module doc of edge_detect.stream.batcher)

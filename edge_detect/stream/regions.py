@@ -20,17 +20,18 @@ preprocess (:func:`edge_detect.preprocess.letterbox`), so the only new mapping i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edge_detect.boxes import box_area, box_iou, clip_boxes
+from edge_detect.config import suggest_key
 from edge_detect.errors import ConfigError
 from edge_detect.postprocess import MAX_WH, nms
 from edge_detect.types import Detections
 
-__all__ = ["Region", "merge_boxes", "plan_regions", "regions_to_frame"]
+__all__ = ["Region", "RegionOptions", "merge_boxes", "plan_regions", "regions_to_frame"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,63 @@ class Region:
     def crop(self, image: np.ndarray) -> np.ndarray:
         """The region of ``image`` (a view, ``(h, w, C)``)."""
         return image[self.y1:self.y2, self.x1:self.x2]
+
+
+@dataclass(frozen=True)
+class RegionOptions:
+    """The settings of region inference (``detect: {regions: ...}``): :func:`plan_regions`'s keyword arguments.
+
+    ``detect.regions`` takes ``true`` (these defaults), ``false`` / ``null`` (off) or a mapping of some of the
+    fields (:meth:`from_config`).
+    """
+
+    pad: float = 0.25
+    min_pad_px: float = 8.0
+    max_zoom: float = 1.0
+    max_regions: int = 4
+    max_area_frac: float = 0.6
+    overlap_frac: float = 0.25
+
+    def __post_init__(self) -> None:
+        plan_regions(np.zeros((0, 4)), (1, 1), (1, 1), **asdict(self))  # range checks, one line
+
+    @classmethod
+    def from_config(cls, value: Union[bool, None, Mapping[str, Any]], section: str = "detect.regions"
+                    ) -> Optional["RegionOptions"]:
+        """``None`` for ``false`` / ``None``, the defaults for ``true``, else the mapping's fields over them.
+
+        Raises:
+            ConfigError: an unknown key (naming the closest), a value out of range, or another type.
+        """
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{section}: expected true, false or a mapping of {', '.join(_REGION_KEYS)}, "
+                              f"got {value!r}")
+        for key in value:
+            if key not in _REGION_KEYS:
+                raise ConfigError(f"{section}: unknown key {key!r}{suggest_key(str(key), _REGION_KEYS)}; expected "
+                                  f"some of {', '.join(_REGION_KEYS)}")
+        try:
+            numbers = {k: (int(v) if k == "max_regions" else float(v)) for k, v in value.items()}
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{section}: expected numbers, got {dict(value)!r}") from exc
+        try:
+            return cls(**numbers)
+        except ConfigError as exc:
+            raise ConfigError(f"{section}: {exc}") from exc
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def plan(self, boxes: np.ndarray, frame_hw: Tuple[int, int], model_hw: Tuple[int, int]) -> List[Region]:
+        """:func:`plan_regions` with these settings."""
+        return plan_regions(boxes, frame_hw, model_hw, **asdict(self))
+
+
+_REGION_KEYS = ("pad", "min_pad_px", "max_zoom", "max_regions", "max_area_frac", "overlap_frac")
 
 
 def merge_boxes(boxes: np.ndarray, gap: float = 0.0) -> np.ndarray:

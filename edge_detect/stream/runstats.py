@@ -148,8 +148,11 @@ class RunSummary:
         if self.cpu_ms_per_frame:
             lines.append("  CPU ms per frame: " + ", ".join(f"{k} {_num(v)}" for k, v in self.cpu_ms_per_frame.items()))
         if self.skipped_frames or self.motion_frames:
+            regions = [s["detect"]["regions"] for s in self.sources.values() if (s.get("detect") or {}).get("regions")]
+            cut = (f"; in regions {sum(r['frames'] for r in regions)} frames, {sum(r['crops'] for r in regions)} crops"
+                   if regions else "")
             lines.append(f"  inference on {self.inference_calls} of {self.processed} frames ({self.skipped_frames} "
-                         f"skipped, motion in {self.motion_frames})")
+                         f"skipped, motion in {self.motion_frames}{cut})")
         if self.sinks:
             lines.append(f"  outputs: {format_deliveries(self.sinks)}")
         lines += [f"  sink {'degraded' if e in self.degraded else 'failed'}: {e}" for e in self.sink_errors]

@@ -44,3 +44,15 @@ def test_render_draws_analytics_under_boxes():
     out = render(img, d, ["person"], None)
     assert tuple(int(v) for v in out[120, 300]) == _LINE_COLOR
     assert not np.array_equal(out[100, 100], [128, 128, 128])  # the box is drawn too
+
+
+def test_inferred_regions_are_framed_in_grey():
+    from edge_detect.annotate import _REGION_COLOR
+
+    img = np.full((240, 320, 3), 0, np.uint8)
+    d = Detections.empty()
+    d.metadata["regions"] = [[10, 20, 74, 84]]
+    out = draw_analytics(img, d, copy=True)
+    assert tuple(int(v) for v in out[20, 40]) == _REGION_COLOR and tuple(int(v) for v in out[83, 40]) == _REGION_COLOR
+    assert tuple(int(v) for v in out[50, 10]) == _REGION_COLOR and tuple(int(v) for v in out[50, 73]) == _REGION_COLOR
+    assert not out[21:83, 11:73].any() and not out[:19].any()  # inside and outside the frame: untouched

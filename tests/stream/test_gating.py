@@ -143,6 +143,70 @@ def test_bytetrack_confirms_and_keeps_a_track_across_frames_it_did_not_see(every
     assert first == [2 if every == 1 else every] and lines.counts["middle"] == {"in": 0, "out": 1}
 
 
+@pytest.mark.parametrize("skipped, confirmed", [(True, True), (False, False)])
+def test_a_new_track_takes_a_low_score_sighting_at_walking_pace_after_skipped_frames(skipped, confirmed):
+    """A narrow walker (20x60 px, 60 px/s) first seen with a high score, then only with low scores: at a detect rate
+    of 5 on 25 fps its second sighting 0.2 s later (12 px on, IoU 0.25 with the first box) confirms it; with no
+    skipped frames between the two sightings (the same boxes on consecutive inferred frames: a 60 px/frame object)
+    a low score never continues a track that far away."""
+    tracker = ByteTrack()
+    frame_of = (lambda k: 5 * k) if skipped else (lambda k: k)
+    outs = []
+    for k in range(4):
+        f = frame_of(k)
+        for g in range(frame_of(k - 1) + 1 if k else 0, f):  # the frames the detector skipped
+            empty = Detections.empty()
+            empty.metadata["inferred"] = False
+            tracker.update(empty, Frame(np.zeros((H, W, 3), np.uint8), "s", g, g * 40.0))
+        x = 100 + 12 * k
+        dets = Detections([[x, 100, x + 20, 160]], [0.9 if k == 0 else 0.35], [0])
+        outs.append(tracker.update(dets, Frame(np.zeros((H, W, 3), np.uint8), "s", f, f * 40.0)))
+    assert [len(o) for o in outs] == ([0, 1, 1, 1] if confirmed else [0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("every", [1, 5])
+def test_an_object_back_in_view_within_buffer_s_keeps_its_id_at_a_detect_rate(every):
+    """Seen on frames 0-39 (25 fps), hidden 2.84 s, back on frame 111: within ``buffer_s`` (3 s) of its last
+    sighting, so the every-frame run keeps its id. At 5 looks a second the next look is frame 115, 3.04 s after
+    the last frame it was presumed present; the 0.16 s the detector skipped before that look do not count
+    against it, so it keeps its id too."""
+    tracker, lines = ByteTrack(buffer_s=3.0), LineCounter(lines={"m": LINE})
+    ids = set()
+    for f in range(140):
+        inferred = f % every == 0
+        if f < 40 or f >= 111:
+            out = _tracked(tracker, lines, f, [100, 100, 130, 190], inferred)
+        else:
+            out = _hidden(tracker, f, inferred)
+        ids |= set(out.track_id.tolist()) if out.track_id is not None else set()
+    assert ids == {1} and tracker.summary()["tracker"]["tracks"] == 1
+
+
+@pytest.mark.parametrize("every, xs, confirmed", [
+    # 5 Hz: seen once at x=20, missed on the next look, then a box 260 px away: not the same object
+    (5, {0: 20, 10: 280}, False),
+    # every frame: seen once, missed once, then 100 and 150 px on (a fast object): one track, confirmed on the
+    # third sighting, which it only is if the second was paired with the first across the missed frame
+    (1, {0: 20, 2: 120, 3: 170}, True),
+])
+def test_a_track_seen_once_and_missed_on_a_look_is_not_paired_across_the_picture(every, xs, confirmed):
+    tracker, lines = ByteTrack(), LineCounter(lines={"m": LINE})
+    last = max(xs)
+    for f in range(last + 1):
+        inferred = f % every == 0
+        out = (_tracked(tracker, lines, f, [xs[f], 150, xs[f] + 20, 200], inferred) if f in xs
+               else _hidden(tracker, f, inferred))
+    assert len(out) == (1 if confirmed else 0)
+
+
+def _hidden(tracker, f, inferred):
+    frame = Frame(np.zeros((H, W, 3), np.uint8), "s", f, f * 40.0)
+    dets = Detections.empty()
+    if not inferred:
+        dets.metadata["inferred"] = False
+    return tracker.update(dets, frame)
+
+
 def test_a_still_object_outlives_buffer_s_while_the_detector_rests():
     """A tracked object presumed present through 20 s of skipped frames is still the same track when the detector
     looks again; its lost clock starts at the first inferred frame that misses it."""
