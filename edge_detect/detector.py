@@ -71,9 +71,10 @@ class DetectorLike(Protocol):
         input_device: where ``preprocess`` puts the batch: ``"cpu"`` (host NumPy) or a device such as
             ``"cuda:0"`` (see :class:`~edge_detect.backends.base.DeviceBatch`); the pipeline then hands frames'
             ``device_image`` (when set) instead of their host image.
-
-    Optional (read with ``getattr``): ``input_hw``, the model's input ``(h, w)`` (region inference plans its crops
-    for it; without it frames are inferred whole) and ``batch_size``, the most rows a dynamic-batch call takes.
+        input_hw: the model's input ``(h, w)``, for which region inference plans its crops (``None``: unknown;
+            frames are then inferred whole).
+        batch_size: the most rows one call takes (a static batch's size; for a dynamic batch its usual most; ``0``:
+            unknown, the batch the pipeline gathers).
     """
 
     names: Sequence[str]
@@ -81,6 +82,8 @@ class DetectorLike(Protocol):
     same_shape_batches: bool
     max_in_flight: int
     input_device: str
+    input_hw: Optional[Tuple[int, int]]
+    batch_size: int
 
     def buffer_hw(self, image_hw: Tuple[int, int]) -> Optional[Tuple[int, int]]:
         """The network input ``(h, w)`` of a preallocated buffer for images of ``image_hw``, or ``None`` when
@@ -429,6 +432,16 @@ class _Async(Protocol):
 
 
 @runtime_checkable
+class _InputSize(Protocol):
+    input_hw: Any
+
+
+@runtime_checkable
+class _Rows(Protocol):
+    batch_size: int
+
+
+@runtime_checkable
 class _ShapeRule(Protocol):
     dynamic_hw: bool
     auto: bool
@@ -436,8 +449,8 @@ class _ShapeRule(Protocol):
 
 class _StagesAdapter:
     """:class:`DetectorLike` over an object with only ``names`` and the three stages (see :func:`as_detector_like`):
-    no static batch; ``input_hw`` when it has one (else ``None``); ``target_hw`` + ``input_buffer`` when it has
-    both (a ring of buffers, ``preprocess(out=...)``), else none; ``max_in_flight`` + ``infer_async`` when it has
+    no static batch; ``input_hw`` and ``batch_size`` when it has them (else ``None`` and 0); ``target_hw`` +
+    ``input_buffer`` when it has both (a ring of buffers, ``preprocess(out=...)``), else none; ``max_in_flight`` + ``infer_async`` when it has
     both, else synchronous; one image size per batch when its ``dynamic_hw`` and ``auto`` are both true; host
     input."""
 
@@ -451,8 +464,9 @@ class _StagesAdapter:
         self._async = isinstance(inner, _Async) and isinstance(inner.max_in_flight, int)
         self.max_in_flight = max(1, int(inner.max_in_flight)) if self._async else 1  # type: ignore[union-attr]
         self.same_shape_batches = isinstance(inner, _ShapeRule) and bool(inner.dynamic_hw and inner.auto)
-        hw = getattr(inner, "input_hw", None)  # the model's input size, when told: region inference plans for it
+        hw = inner.input_hw if isinstance(inner, _InputSize) else None  # region inference plans for it
         self.input_hw = (int(hw[0]), int(hw[1])) if isinstance(hw, (tuple, list)) and len(hw) == 2 else None
+        self.batch_size = int(inner.batch_size) if isinstance(inner, _Rows) else 0
 
     def buffer_hw(self, image_hw: Tuple[int, int]) -> Optional[Tuple[int, int]]:
         return tuple(self.inner.target_hw(image_hw)) if self._buffers else None  # type: ignore[union-attr,return-value]

@@ -16,6 +16,9 @@ name                                                       type         what
 ``edge_detect_inference_calls_total``                      counter      frames the detector ran on (1, 4)
 ``edge_detect_frames_skipped_total``                       counter      frames a gate kept from the detector (1, 4)
 ``edge_detect_motion_frames_total``                        counter      frames with motion (``detect: motion``) (1)
+``edge_detect_region_frames_total``                        counter      frames inferred in regions, not whole
+                                                                        (``detect: {regions: ...}``; 1, 4)
+``edge_detect_region_crops_total``                         counter      the crops those frames were cut into (1, 4)
 ``edge_detect_cpu_ms_per_frame{stage}``                    gauge        CPU ms per processed frame per stage, run
                                                                         so far (``source="all"``; 1)
 ``edge_detect_stage_latency_seconds{stage}``               histogram    decode, preprocess, inference, postprocess,
@@ -156,10 +159,18 @@ class MetricsSink(Sink):
                                        ("inference_calls", "inference_calls", "Frames the detector ran on"),
                                        ("skipped_frames", "frames_skipped", "Frames a gate kept from the detector"),
                                        ("motion_frames", "motion_frames", "Frames with motion (detect: motion)"))}
+        regions = {key: core.CounterMetricFamily(f"edge_detect_region_{key}", doc, labels=["source"])
+                   for key, doc in (("frames", "Frames inferred in regions (region inference)"),
+                                    ("crops", "Crops the frames inferred in regions were cut into"))}
         for sid, src in sources.items():
             for key, fam in fams.items():
                 fam.add_metric([str(sid)], float(src.get(key, 0) or 0))
+            cut = (src.get("detect") or {}).get("regions")
+            for key, fam in regions.items():
+                if cut:  # sources with region inference only
+                    fam.add_metric([str(sid)], float(cut.get(key, 0)))
         yield from fams.values()
+        yield from regions.values()
 
     def _cpu_family(self, cpu: Dict[str, float]) -> Iterator[Any]:
         fam = self._core.GaugeMetricFamily("edge_detect_cpu_ms_per_frame", "CPU ms per processed frame per stage",

@@ -24,9 +24,9 @@ source). A batch whose frames were all gated out makes no backend call. The time
 sinks-stage thread after the processors of each frame of its source (the feedback of
 :class:`~edge_detect.stream.gating.SourceGate`), and ``figures()``, merged into its source's figures,
 ``use_model_hw(hw)``, called when it is installed with the model's input ``(h, w)`` regions are planned for
-(``None`` when the detector has no ``input_hw`` or takes the device path: regions are then not asked for, and a list
-returned all the same infers the whole frame), and ``inferred_whole(frame, regions)``, called when the regions it
-asked for a frame did not fit the batch (below).
+(``None`` when the detector's ``input_hw`` is unknown or it takes the device path: regions are then not asked for,
+and a list returned all the same infers the whole frame), and ``inferred_whole(frame, regions)``, called when the
+regions it asked for a frame did not fit the batch (below).
 
 **Rows.** :attr:`Batch.rows` lists, per input row, the frame index and its region (``None``: the whole frame).
 A batch holds at most the model's rows (a static batch's size; for a dynamic batch the larger of the gathered
@@ -140,11 +140,10 @@ class Batcher:
         self._gate_failed: Set[str] = set()
         self._rings: Dict[Any, Dict[str, Any]] = {}
         self.batch_wait_s = self._default_wait()
-        model_hw = getattr(detector, "input_hw", None)
-        self.model_hw: Optional[Tuple[int, int]] = (tuple(model_hw) if model_hw is not None  # type: ignore[assignment]
-                                                     and detector.input_device == "cpu" else None)
+        model_hw = detector.input_hw if detector.input_device == "cpu" else None  # crops of host images only
+        self.model_hw: Optional[Tuple[int, int]] = None if model_hw is None else (int(model_hw[0]), int(model_hw[1]))
         static = int(detector.static_batch)
-        self.max_rows = static if static > 0 else max(self.size, int(getattr(detector, "batch_size", 0) or 0))
+        self.max_rows = static if static > 0 else max(self.size, int(detector.batch_size or 0))
 
     def _default_wait(self) -> float:
         if self._wait_given is not None:

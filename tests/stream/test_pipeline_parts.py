@@ -176,7 +176,8 @@ def test_detector_like_is_what_the_pipeline_takes():
     fake = as_detector_like(Fake())
     assert isinstance(fake, DetectorLike) and (fake.static_batch, fake.max_in_flight, fake.input_device) == (0, 1, "cpu")
     assert fake.buffer_hw((10, 10)) is None and not fake.same_shape_batches
-    assert {"static_batch", "same_shape_batches", "max_in_flight", "buffer_hw", "input_device", "infer_async"} <= \
-        set(dir(Detector))  # the real Detector is taken as it is
+    assert (fake.input_hw, fake.batch_size) == (None, 0)  # unknown: region inference infers whole frames
+    assert {"static_batch", "same_shape_batches", "max_in_flight", "buffer_hw", "input_device", "infer_async",
+            "batch_size"} <= set(dir(Detector))  # the real Detector is taken as it is (input_hw: set per instance)
     with pytest.raises(ConfigError, match="expected an object with names, preprocess"):
         as_detector_like(object())

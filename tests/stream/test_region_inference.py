@@ -80,11 +80,43 @@ def test_bench_compares_whole_frames_with_regions(scene):  # noqa: F811
     assert cropped["vs_first"]["same_output_frames"] == 1.0 and cropped["vs_first"]["tracks_found"] == "1/1"
 
 
+def test_metrics_count_the_frames_and_crops_inferred_in_regions(scene):  # noqa: F811
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edge_detect.sinks import open_sink
+    from edge_detect.stream.gating import make_gate
+    from edge_detect.stream.pipeline import Pipeline
+    from edge_detect.stream.sources import open_source
+    from edge_detect.types import Sink
+
+    metrics, scraped = open_sink("metrics://127.0.0.1:0"), {}
+
+    class Scrape(Sink):  # scrape while the run is on (the server stops at close)
+        name = "scrape"
+
+        def write(self, result):
+            if result.frame.index == FRAMES - 1:
+                with urllib.request.urlopen(metrics.url, timeout=5) as resp:
+                    scraped["text"] = resp.read().decode()
+
+    gate = make_gate({"mode": "motion", "stationary_s": 1.0, "regions": True})
+    summary = Pipeline([open_source(str(scene))], SmallModelBlobs(), [Scrape(), metrics], progress=False,
+                       gates={"scene": gate}).run()
+    samples = {s.name: s.value for f in text_string_to_metric_families(scraped["text"]) for s in f.samples
+               if s.labels.get("source") == "scene"}
+    cut = summary.sources["scene"]["detect"]["regions"]
+    assert cut["frames"] >= len(WALK) - 10  # every gate decision was made before the last frame was written
+    assert (samples["edge_detect_region_frames_total"], samples["edge_detect_region_crops_total"]) == (
+        cut["frames"], cut["crops"])
+
+
 class StaticTwo:
     """A DetectorLike with a static batch of 2 rows and a 64x64 input (records the images it letterboxes)."""
 
     names = ("person",)
-    static_batch, same_shape_batches, max_in_flight, input_device = 2, False, 1, "cpu"
+    static_batch, same_shape_batches, max_in_flight, input_device, batch_size = 2, False, 1, "cpu", 2
     input_hw = (64, 64)
 
     def __init__(self) -> None:
