@@ -218,7 +218,8 @@ class DetectConfig:
         MotionGate.from_config({k: v for k, v in self.options().items() if k != "regions"})
 
     def options(self) -> Dict[str, Any]:
-        """The settings as :class:`~edge_detect.stream.motion.MotionGate` options."""
+        """The settings as :func:`~edge_detect.stream.gating.make_gate` takes them (the
+        :class:`~edge_detect.stream.motion.MotionGate` options and ``regions``)."""
         return dataclasses.asdict(self)
 
 

@@ -20,8 +20,8 @@ preprocess (:func:`edge_detect.preprocess.letterbox`), so the only new mapping i
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import asdict, dataclass, fields
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -103,15 +103,12 @@ class RegionOptions:
         except ConfigError as exc:
             raise ConfigError(f"{section}: {exc}") from exc
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
     def plan(self, boxes: np.ndarray, frame_hw: Tuple[int, int], model_hw: Tuple[int, int]) -> List[Region]:
         """:func:`plan_regions` with these settings."""
         return plan_regions(boxes, frame_hw, model_hw, **asdict(self))
 
 
-_REGION_KEYS = ("pad", "min_pad_px", "max_zoom", "max_regions", "max_area_frac", "overlap_frac")
+_REGION_KEYS = tuple(f.name for f in fields(RegionOptions))
 
 
 def merge_boxes(boxes: np.ndarray, gap: float = 0.0) -> np.ndarray:
