@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import has_module
+from polling import wait_for
 from edge_detect.errors import ConfigError
 from edge_detect.sinks import MjpegPreviewSink, Sink
 from edge_detect.stream.pipeline import Pipeline
@@ -192,6 +193,9 @@ def test_batch_slots_map_back_to_their_frames(video, tmp_path):
     """Two file sources, batch 4: each frame gets the detections of its own slot, in order per source."""
     sink = ListSink()
     sources = [open_source(video, source_id="x"), open_source(video, source_id="y")]
+    for src in sources:  # both queues filled first (8 frames each): a busy machine may start one decoder late
+        src.start()
+    wait_for(lambda: all(src.stats.read >= 8 for src in sources), what="both sources' first frames")
     pipe = Pipeline(sources, FakeDetector(infer_ms=1), [sink], batch=4, max_frames=40, progress=False)
     s = pipe.run()
     assert s.processed == 40 and sum(pipe.stats.batch_sizes) == 40 and max(pipe.stats.batch_sizes) == 4
