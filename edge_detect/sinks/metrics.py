@@ -165,10 +165,9 @@ class MetricsSink(Sink):
         for sid, src in sources.items():
             for key, fam in fams.items():
                 fam.add_metric([str(sid)], float(src.get(key, 0) or 0))
-            cut = (src.get("detect") or {}).get("regions")
-            for key, fam in regions.items():
-                if cut:  # sources with region inference only
-                    fam.add_metric([str(sid)], float(cut.get(key, 0)))
+            cut = (src.get("detect") or {}).get("regions") or {}  # sources with region inference only
+            for key in cut.keys() & regions.keys():
+                regions[key].add_metric([str(sid)], float(cut[key]))
         yield from fams.values()
         yield from regions.values()
 

@@ -290,7 +290,7 @@ class Batcher:
         try:
             answer = gate(frame)
             if isinstance(answer, (list, tuple)):
-                return ([Region(*r.xyxy) for r in answer] if answer and self.model_hw is not None else bool(answer),
+                return (list(answer) if answer and self.model_hw is not None else bool(answer),
                         (time.thread_time() - c0) * 1e3)
             return bool(answer), (time.thread_time() - c0) * 1e3
         except Exception as exc:  # noqa: BLE001 - a broken gate must not stop inference
